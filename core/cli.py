@@ -1,0 +1,135 @@
+"""The `stepscope` command. Every user-caused failure ends in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from core.errors import StepScopeError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+models_app = typer.Typer(no_args_is_help=True, help="List, fetch and check models.")
+app.add_typer(models_app, name="models")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def print_error(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    print_error(message)
+    raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The presets, where each comes from, and whether its files are here."""
+    from core.model_status import preset_table
+
+    rows = preset_table()
+    table = Table(*rows[0].keys())
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row.values()))
+    console.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: str = typer.Argument(..., help="preset name"),
+    dense: bool = typer.Option(True, help="also build the dense bf16 copy (vLLM needs it)"),
+) -> None:
+    """Fetch a preset's weights into the cache under models/ (once)."""
+    from core.models import resolve_model
+
+    resolved = resolve_model(name, dense=dense)
+    console.print(f"{name}: ready at {resolved.directory}", highlight=False)
+
+
+@models_app.command("check")
+def models_check(
+    name: str = typer.Argument(..., help="preset name, local directory, or hub id"),
+    engine: str = typer.Option("transformers", help="transformers | vllm | openai"),
+    base_url: Optional[List[str]] = typer.Option(
+        None, help="OpenAI-compatible server URL ending in /v1 (repeatable; engine openai)"
+    ),
+    device: str = typer.Option("auto", help="transformers: cpu, cuda or auto"),
+    max_new_tokens: int = typer.Option(32, min=1),
+    prompt: str = typer.Option("Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:"),
+) -> None:
+    """Load a model, generate a few tokens, and print engine, device, load time and tokens/s."""
+    from core.engines import SamplingParams, load_engine
+
+    options: dict = {}
+    if engine == "openai":
+        if not base_url:
+            fail("engine openai needs --base-url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1)")
+        options["base_urls"] = list(base_url)
+    elif engine == "transformers":
+        options["device"] = device
+    loaded = load_engine(engine, name, **options)
+    try:
+        params = SamplingParams(n=4, max_new_tokens=max_new_tokens, temperature=0.7, seed=0)
+        loaded.generate([prompt], SamplingParams(n=1, max_new_tokens=2, temperature=0))  # warm-up
+        started = time.perf_counter()
+        samples = loaded.generate([prompt], params)[0]
+        seconds = time.perf_counter() - started
+    finally:
+        loaded.close()
+    tokens = sum(s.num_tokens for s in samples)
+    info = loaded.info
+    console.print(f"engine      {info.engine}", highlight=False)
+    console.print(f"model       {info.model} ({info.extra.get('fingerprint', '')})", highlight=False)
+    console.print(f"device      {info.device} {info.dtype}", highlight=False)
+    console.print(f"load time   {info.load_seconds:.1f} s", highlight=False)
+    console.print(f"throughput  {tokens / seconds:.1f} tokens/s ({tokens} tokens, 4 samples, {seconds:.2f} s)", highlight=False)
+    console.print("sample      ", end="")
+    console.print(repr(samples[0].text), highlight=False, markup=False)
+
+
+def _register_optional_commands() -> None:
+    """Command groups that live beside their domain modules."""
+    import importlib
+
+    try:
+        cli_data = importlib.import_module("core.cli_data")
+    except ModuleNotFoundError as missing:
+        if missing.name != "core.cli_data":
+            raise
+        return
+    cli_data.register(app)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except StepScopeError as error:
+        print_error(str(error))
+        sys.exit(1)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        errors.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The transformers engine: CPU or CUDA, batched sampling with left padding.
+
+It is the reference engine: it sees the full next-token distribution, so candidate
+log-probabilities are exact, and it is the only engine that returns hidden states (for probe
+verifiers).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from core.engines.base import EngineInfo, Sample, SamplingParams
+from core.errors import ModelNotFound, StepScopeError
+from core.models import ResolvedModel
+
+
+class TransformersEngine:
+    def __init__(
+        self,
+        model: ResolvedModel,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_sequences: int = 32,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.max_batch_sequences = max_batch_sequences
+        started = time.perf_counter()
+        kwargs = {"gguf_file": model.gguf_file} if model.gguf_file else {}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model.directory, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model.directory, dtype=_torch_dtype(torch, dtype, model), **kwargs
+            )
+        except OSError as error:
+            raise ModelNotFound(f"cannot load model {model.name!r}: {_first_line(error)}") from None
+        self.model.to(self.device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.info = EngineInfo(
+            engine="transformers",
+            model=model.name,
+            device=self.device,
+            dtype=str(self.model.dtype).removeprefix("torch."),
+            load_seconds=time.perf_counter() - started,
+            extra={"fingerprint": model.fingerprint, "directory": model.directory},
+        )
+
+    # -- sampling -------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
+        """Each prompt repeated n times, in batches of at most `max_batch_sequences` rows."""
+        rows = [prompt for prompt in prompts for _ in range(params.n)]
+        samples: list[Sample] = []
+        for chunk_index, start in enumerate(range(0, len(rows), self.max_batch_sequences)):
+            chunk = rows[start : start + self.max_batch_sequences]
+            # A per-chunk seed keeps a seeded call reproducible whatever the batch size.
+            seed = None if params.seed is None else params.seed + chunk_index
+            samples.extend(self._generate_rows(chunk, params, seed))
+        return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+    def _generate_rows(self, rows: list[str], params: SamplingParams, seed: int | None) -> list[Sample]:
+        torch = self._torch
+        encoded = self.tokenizer(rows, return_tensors="pt", padding=True).to(self.device)
+        greedy = params.temperature == 0
+        options = dict(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not greedy,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        if not greedy:
+            options.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **options)
+        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+        return [self._to_sample(tokens, params) for tokens in new_tokens]
+
+    def _to_sample(self, tokens: list[int], params: SamplingParams) -> Sample:
+        eos = self.tokenizer.eos_token_id
+        # generate() pads finished rows with the pad token (often the same id as EOS), so the
+        # first EOS/pad marks where this row's own tokens end.
+        end_markers = {eos, self.tokenizer.pad_token_id}
+        length = next((i for i, t in enumerate(tokens) if t in end_markers), len(tokens))
+        text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        cut = _earliest_stop(text, params.stop)
+        if cut is not None:
+            return Sample(text[:cut], length, "stop")
+        if length < len(tokens):
+            return Sample(text, length + 1, "stop")  # the EOS token counts as generated
+        return Sample(text, length, "length")
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def candidate_token_ids(self, candidates: Sequence[str]) -> list[int]:
+        ids = []
+        for candidate in candidates:
+            encoded = self.tokenizer.encode(candidate, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise StepScopeError(
+                    f"candidate {candidate!r} is {len(encoded)} tokens for {self.info.model}; "
+                    "use a spelling that is exactly one token"
+                )
+            ids.append(encoded[0])
+        return ids
+
+    def candidate_logprobs(
+        self, prompts: Sequence[str], candidates: Sequence[str]
+    ) -> list[dict[str, float]]:
+        torch = self._torch
+        ids = self.candidate_token_ids(candidates)
+        results = []
+        for start in range(0, len(prompts), self.max_batch_sequences):
+            chunk = list(prompts[start : start + self.max_batch_sequences])
+            encoded = self.tokenizer(chunk, return_tensors="pt", padding=True).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**encoded, position_ids=_left_pad_positions(encoded)).logits
+            logprobs = torch.log_softmax(logits[:, -1, :].float(), dim=-1)[:, ids].tolist()
+            results.extend(dict(zip(candidates, row)) for row in logprobs)
+        return results
+
+    def hidden_states(
+        self, texts: Sequence[str], char_positions: Sequence[Sequence[int]], layer: int = -1
+    ) -> list[np.ndarray]:
+        """Hidden state of `layer` at the token that covers each character position.
+
+        `char_positions[i]` are offsets into `texts[i]` (e.g. where each step ends); the token
+        taken is the last one starting before the offset, so a step's own last token.
+        """
+        torch = self._torch
+        states = []
+        for text, positions in zip(texts, char_positions):
+            encoded = self.tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
+            offsets = encoded.pop("offset_mapping")[0].tolist()
+            token_indices = [_token_before(offsets, p) for p in positions]
+            with torch.inference_mode():
+                output = self.model(**encoded.to(self.device), output_hidden_states=True)
+            hidden = output.hidden_states[layer][0, token_indices, :].float().cpu().numpy()
+            states.append(hidden)
+        return states
+
+    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        if not self.tokenizer.chat_template:
+            raise StepScopeError(f"model {self.info.model!r} has no chat template")
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+
+def _torch_dtype(torch, dtype: str, model: ResolvedModel):
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    # GGUF weights are dequantised to fp32 by transformers; dense copies keep their own dtype.
+    return torch.float32 if model.gguf_file else "auto"
+
+
+def _left_pad_positions(encoded):
+    """Position ids that start at 0 at each row's first real token despite left padding."""
+    mask = encoded["attention_mask"]
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _earliest_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _token_before(offsets: list[list[int]], position: int) -> int:
+    index = 0
+    for i, (start, end) in enumerate(offsets):
+        if end > start and start < position:
+            index = i
+    return index
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

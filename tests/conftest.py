@@ -1,0 +1,43 @@
+"""Shared fixtures: real models on disk, cached for the whole test run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_model import build_tiny_model  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with its own tokenizer, written once per run."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dense_dir() -> Path:
+    """The embedded SmolLM2, fetched and converted once into models/ (kept across runs)."""
+    from core.models import resolve_model
+
+    return Path(resolve_model("smollm2-135m", dense=True).directory)
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_and_offline():
+    # Tests never reach a model hub: every model they load is on local disk.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    yield
