@@ -1,0 +1,214 @@
+"""Monte Carlo per-step values (Math-Shepherd / MCPE) and the strategies that spend rollouts.
+
+A step's value is estimated from the rollouts stored for the prefix that ends with it: soft =
+fraction that reach the gold answer, hard = any did, with a 95% Wilson interval. Strategies
+never hold state of their own: each round they look at the stored counts and say how many more
+rollouts each step needs. That is what makes a job resumable after a kill and makes "more
+rollouts" a top-up: the counts already stored are simply part of the picture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from statsmodels.stats.proportion import proportion_confint
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Counts:
+    n: int = 0
+    correct: int = 0
+
+
+@dataclass(frozen=True)
+class StepValue:
+    n: int
+    correct: int
+    soft: float | None  # fraction of rollouts that reached the gold answer
+    hard: bool | None  # did any
+    low: float  # Wilson interval
+    high: float
+
+
+def step_value(counts: Counts) -> StepValue:
+    low, high = wilson_interval(counts)
+    if counts.n == 0:
+        return StepValue(0, 0, None, None, low, high)
+    return StepValue(counts.n, counts.correct, counts.correct / counts.n, counts.correct > 0, low, high)
+
+
+def wilson_interval(counts: Counts, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    if counts.n == 0:
+        return 0.0, 1.0
+    low, high = proportion_confint(counts.correct, counts.n, alpha=1 - confidence, method="wilson")
+    return float(low), float(high)
+
+
+def first_error(values: Sequence[Counts]) -> int:
+    """Index of the first step after which no rollout reached the answer, or -1.
+
+    A step counts as an error only once it has been sampled and every rollout failed; an
+    unsampled step decides nothing.
+    """
+    for index, counts in enumerate(values):
+        if counts.n > 0 and counts.correct == 0:
+            return index
+    return -1
+
+
+class Strategy(Protocol):
+    name: str
+
+    def request(self, counts: Sequence[Counts]) -> list[int]:
+        """How many more rollouts each step needs now; all zeros means finished."""
+
+    def budget(self, num_steps: int) -> int:
+        """The most rollouts this strategy can spend on a trajectory (for progress and ETA)."""
+
+    def describe(self) -> dict:
+        """Parameters for the job manifest."""
+
+
+@dataclass(frozen=True)
+class FixedN:
+    """Math-Shepherd: exactly N rollouts per step."""
+
+    n: int = 16
+    name: str = "fixed"
+
+    def request(self, counts: Sequence[Counts]) -> list[int]:
+        return [max(0, self.n - c.n) for c in counts]
+
+    def budget(self, num_steps: int) -> int:
+        return self.n * num_steps
+
+    def describe(self) -> dict:
+        return {"strategy": self.name, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """Sample in rounds; a step stops when its interval is narrow enough, lies wholly on one side
+    of the threshold, or has used its budget.
+
+    With `threshold=0` the one-sided rule reads "some rollout succeeded": the hard label is
+    settled by one success, while a step with no success keeps sampling up to `max_per_step`,
+    which is what a fixed-N hard label with N = max_per_step would see.
+    """
+
+    round_size: int = 4
+    max_per_step: int = 16
+    width: float = 0.3
+    threshold: float = 0.0
+    name: str = "adaptive"
+
+    def settled(self, counts: Counts) -> bool:
+        if counts.n >= self.max_per_step:
+            return True
+        if counts.n == 0:
+            return False
+        low, high = wilson_interval(counts)
+        one_sided = low > self.threshold or high < self.threshold
+        return one_sided or (high - low) < self.width
+
+    def request(self, counts: Sequence[Counts]) -> list[int]:
+        return [
+            0 if self.settled(c) else min(self.round_size, self.max_per_step - c.n) for c in counts
+        ]
+
+    def budget(self, num_steps: int) -> int:
+        return self.max_per_step * num_steps
+
+    def describe(self) -> dict:
+        return {
+            "strategy": self.name, "round_size": self.round_size, "max_per_step": self.max_per_step,
+            "width": self.width, "threshold": self.threshold,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FirstErrorSearch:
+    """Binary search for the first step after which the policy can no longer reach the answer
+    (OmegaPRM's idea). It assumes reachability only ever goes from yes to no along the steps.
+
+    A probed step is reachable as soon as one rollout succeeds, and unreachable after
+    `max_per_step` failures; it samples `round_size` at a time so that a success stops it early.
+    Every stored rollout counts, whoever sampled it.
+    """
+
+    round_size: int = 4
+    max_per_step: int = 16
+    name: str = "first-error"
+
+    def status(self, counts: Counts) -> bool | None:
+        """True reachable, False unreachable, None not known yet."""
+        if counts.correct > 0:
+            return True
+        if counts.n >= self.max_per_step:
+            return False
+        return None
+
+    def probe(self, counts: Sequence[Counts]) -> int | None:
+        """The step the search must settle next, or None when the first error is known."""
+        low, high = 0, len(counts) - 1  # the first error is in [low, high], or there is none
+        while low <= high:
+            middle = (low + high) // 2
+            known = self.status(counts[middle])
+            if known is None:
+                return middle
+            if known:
+                low = middle + 1
+            else:
+                high = middle - 1
+        return None
+
+    def request(self, counts: Sequence[Counts]) -> list[int]:
+        need = [0] * len(counts)
+        step = self.probe(counts)
+        if step is not None:
+            need[step] = min(self.round_size, self.max_per_step - counts[step].n)
+        return need
+
+    def decision(self, counts: Sequence[Counts]) -> int:
+        """The first unreachable step once the search is over (-1: every step reachable)."""
+        low, high = 0, len(counts) - 1
+        answer = -1
+        while low <= high:
+            middle = (low + high) // 2
+            if self.status(counts[middle]):
+                low = middle + 1
+            else:
+                answer, high = middle, middle - 1
+        return answer
+
+    def budget(self, num_steps: int) -> int:
+        return self.max_per_step * max(1, math.ceil(math.log2(num_steps + 1)))
+
+    def describe(self) -> dict:
+        return {"strategy": self.name, "round_size": self.round_size, "max_per_step": self.max_per_step}
+
+
+STRATEGY_NAMES = ("fixed", "adaptive", "first-error")
+
+
+def make_strategy(name: str, n: int = 16, round_size: int = 4, width: float = 0.3, threshold: float = 0.0):
+    from core.errors import StepScopeError
+
+    if name == "fixed":
+        return FixedN(n)
+    if name == "adaptive":
+        return Adaptive(round_size=round_size, max_per_step=n, width=width, threshold=threshold)
+    if name == "first-error":
+        return FirstErrorSearch(round_size=round_size, max_per_step=n)
+    raise StepScopeError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGY_NAMES)}")
+
+
+def strategy_from_manifest(described: dict):
+    params = {k: v for k, v in described.items() if k != "strategy"}
+    if "max_per_step" in params:
+        params["n"] = params.pop("max_per_step")
+    return make_strategy(described["strategy"], **params)

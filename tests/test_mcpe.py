@@ -1,0 +1,151 @@
+"""Monte Carlo values and strategies, checked against a simulated policy with known truth."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from core.engines.base import SamplingParams
+from core.estimation import load_tasks, run_estimate
+from core.mcpe import Adaptive, Counts, FirstErrorSearch, FixedN, first_error, step_value, wilson_interval
+from core.policy import load_template
+from core.store import Store
+from simulated_engine import SimulatedPolicy
+
+GOLD = "42"
+SAMPLING = SamplingParams(max_new_tokens=16, temperature=1.0, seed=7)
+
+
+def make_trajectories(store: Store, count: int, num_steps: int) -> list[int]:
+    """`count` distinct trajectories of `num_steps` lines "Step k: ..." each."""
+    ids = []
+    solution = "\n".join(f"Step {k}: we work on part {k}." for k in range(num_steps))
+    for i in range(count):
+        problem_id = store.add_problem("sim", f"Simulated problem {i}?", GOLD)
+        ids.append(store.add_trajectory(problem_id, solution, source="sim", rule="line"))
+    return ids
+
+
+def step_probability(probabilities: list[float]):
+    """Success probability of a prefix = that of the last step it contains."""
+
+    def probability(prompt: str) -> float:
+        answer_part = prompt.rsplit("Answer:", 1)[1]
+        last = int(re.findall(r"Step (\d+):", answer_part)[-1])
+        return probabilities[last]
+
+    return probability
+
+
+def estimate(store, ids, probabilities, strategy, policy="sim"):
+    engine = SimulatedPolicy(step_probability(probabilities), GOLD)
+    tasks = load_tasks(store, ids, load_template())
+    progress = run_estimate(store, engine, tasks, strategy, policy, SAMPLING, rows_per_call=4096)
+    counts = [
+        [Counts(v["n"], v["n_correct"]) for v in store.step_values(t, model=policy)] for t in ids
+    ]
+    return progress, counts
+
+
+def test_step_value_and_wilson_interval():
+    value = step_value(Counts(16, 4))
+    assert value.soft == 0.25 and value.hard is True
+    assert value.low == pytest.approx(0.1018, abs=1e-3) and value.high == pytest.approx(0.4950, abs=1e-3)
+    assert step_value(Counts(0, 0)).soft is None and wilson_interval(Counts(0, 0)) == (0.0, 1.0)
+    assert step_value(Counts(8, 0)).hard is False
+    assert first_error([Counts(4, 1), Counts(4, 0), Counts(4, 0)]) == 1
+    assert first_error([Counts(4, 1), Counts(0, 0)]) == -1
+
+
+# Exact Wilson coverage at n = 16 dips to 92.3% at p = 0.5 (the binomial lattice); across these
+# probabilities it averages about 95%. The test checks both the average and each step against
+# the exact coverage, so a wrong interval or a biased sampler fails it.
+PROBABILITIES = [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+REPETITIONS = 1000
+
+
+@pytest.fixture(scope="module")
+def fixed_run(tmp_path_factory):
+    store = Store.open(tmp_path_factory.mktemp("mcpe") / "sim.db")
+    ids = make_trajectories(store, REPETITIONS, len(PROBABILITIES))
+    progress, counts = estimate(store, ids, PROBABILITIES, FixedN(16))
+    return store, ids, progress, counts
+
+
+def test_fixed_n_spends_exactly_n_per_step(fixed_run):
+    _, ids, progress, counts = fixed_run
+    assert progress.done == 16 * len(PROBABILITIES) * len(ids)
+    assert all(c.n == 16 for row in counts for c in row)
+
+
+def test_soft_value_is_unbiased(fixed_run):
+    _, _, _, counts = fixed_run
+    soft = np.array([[c.correct / c.n for c in row] for row in counts])
+    means = soft.mean(axis=0)
+    standard_errors = np.sqrt(np.array(PROBABILITIES) * (1 - np.array(PROBABILITIES)) / 16 / REPETITIONS)
+    assert np.all(np.abs(means - PROBABILITIES) < 4 * standard_errors), (means, PROBABILITIES)
+
+
+def exact_coverage(p: float, n: int) -> float:
+    return sum(
+        binom.pmf(k, n, p) for k in range(n + 1) if wilson_interval(Counts(n, k))[0] <= p <= wilson_interval(Counts(n, k))[1]
+    )
+
+
+def test_wilson_coverage(fixed_run):
+    _, _, _, counts = fixed_run
+    covered = np.array(
+        [[wilson_interval(c)[0] <= p <= wilson_interval(c)[1] for c, p in zip(row, PROBABILITIES)] for row in counts]
+    )
+    per_step = covered.mean(axis=0)
+    assert covered.mean() >= 0.93, per_step
+    for observed, p in zip(per_step, PROBABILITIES):
+        expected = exact_coverage(p, 16)
+        assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / REPETITIONS), (p, observed, expected)
+
+
+def test_top_up_keeps_what_is_stored(fixed_run, tmp_path):
+    store, ids, _, _ = fixed_run
+    few = ids[:5]
+    before = {r["id"] for t in few for r in store.trajectory_rollouts(t)}
+    progress, counts = estimate(store, few, PROBABILITIES, FixedN(24))
+    after = {r["id"] for t in few for r in store.trajectory_rollouts(t)}
+    assert before < after and progress.done == 8 * len(PROBABILITIES) * 5
+    assert all(c.n == 24 for row in counts for c in row)
+
+
+# A policy whose reachability drops to zero at step 3 of 8: reachable steps succeed with
+# probability >= 0.3, so 16 failures in a row on one of them happen with probability
+# 0.7^16 = 0.3%; the stated rate for the true first error is therefore >= 95% for every strategy.
+DROP = [0.9, 0.6, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0]
+TRUE_FIRST_ERROR = 3
+
+
+@pytest.mark.parametrize("strategy", [FixedN(16), Adaptive(round_size=4, max_per_step=16, threshold=0.0), FirstErrorSearch(4, 16)], ids=lambda s: s.name)
+def test_strategies_reach_the_true_first_error(strategy, tmp_path):
+    store = Store.open(tmp_path / "drop.db")
+    ids = make_trajectories(store, 200, len(DROP))
+    progress, counts = estimate(store, ids, DROP, strategy)
+    decide = strategy.decision if isinstance(strategy, FirstErrorSearch) else first_error
+    decisions = [decide(row) for row in counts]
+    rate = np.mean([d == TRUE_FIRST_ERROR for d in decisions])
+    assert rate >= 0.95, (strategy.name, rate)
+    spent = progress.done / len(ids)
+    fixed_cost = 16 * len(DROP)
+    if strategy.name == "first-error":
+        # Binary search over 8 steps settles about 3 probes: well under a third of fixed N.
+        assert spent <= 0.3 * fixed_cost, spent
+    if strategy.name == "adaptive":
+        assert spent < fixed_cost, spent
+
+
+def test_first_error_search_reuses_stored_rollouts(tmp_path):
+    store = Store.open(tmp_path / "reuse.db")
+    ids = make_trajectories(store, 20, len(DROP))
+    estimate(store, ids, DROP, FixedN(16))
+    progress, counts = estimate(store, ids, DROP, FirstErrorSearch(4, 16))
+    assert progress.done == 0  # everything it needs is already stored
+    assert all(FirstErrorSearch(4, 16).decision(row) == first_error(row) for row in counts)
