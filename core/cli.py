@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core import cli_data, cli_jobs
 from core.errors import StepScopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -95,20 +96,9 @@ def models_check(
     console.print(repr(samples[0].text), highlight=False, markup=False)
 
 
-def _register_optional_commands() -> None:
-    """Command groups that live beside their domain modules."""
-    import importlib
-
-    try:
-        cli_data = importlib.import_module("core.cli_data")
-    except ModuleNotFoundError as missing:
-        if missing.name != "core.cli_data":
-            raise
-        return
-    cli_data.register(app)
-
-
-_register_optional_commands()
+# Command groups live beside their domain; registering them here keeps one entry point.
+cli_data.register(app)
+cli_jobs.register(app)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import core
 from core.engines import SamplingParams, load_engine
 from core.errors import StepScopeError
 from core.estimation import Progress, load_tasks, run_estimate
+from core.generation import GenerateProgress, problems_done_by_job, run_generate
 from core.grading import GRADER_NAME
 from core.mcpe import strategy_from_manifest
 from core.policy import POLICY_STOP, load_template
@@ -169,43 +170,97 @@ def job_rollout_totals(store: Store, job_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def create_generate_job(
+    store: Store,
+    *,
+    policy: str,
+    problem_ids: list[int],
+    k: int,
+    sampling: SamplingParams,
+    engine: str = "transformers",
+    engine_options: dict | None = None,
+    template: str | None = None,
+    rule: str = "line",
+) -> int:
+    """Queue a job that samples k solutions per problem from the policy; returns its id."""
+    if not problem_ids:
+        raise StepScopeError("no problems to generate solutions for")
+    policy_template = load_template(template) if template else load_template()
+    manifest = {
+        "policy": policy, "engine": engine, "engine_options": engine_options or {},
+        "problem_ids": list(problem_ids), "k": k, "sampling": sampling.as_manifest(),
+        "prompt_template": {"name": policy_template.name, "sha256": policy_template.sha256},
+        "splitter": rule, "grader": GRADER_NAME, "code_version": code_version(),
+    }  # fmt: skip
+    return store.create_job("generate", manifest, planned=len(problem_ids) * k)
+
+
+def _sampling_from(manifest: dict) -> SamplingParams:
+    return SamplingParams(**{**manifest["sampling"], "stop": tuple(manifest["sampling"]["stop"])})
+
+
+def _estimate(store: Store, job: dict, engine, should_stop, on_progress) -> bool:
+    """Returns whether the job was cancelled."""
+    manifest, job_id = job["manifest"], job["id"]
+    tasks = load_tasks(store, manifest["trajectory_ids"], load_template(manifest["prompt_template"]["name"]))
+    done_before, tokens_before = job_rollout_totals(store, job_id)
+
+    def report(progress: Progress) -> None:
+        store.update_job(
+            job_id, planned=done_before + progress.planned, done=done_before + progress.done,
+            tokens=tokens_before + progress.tokens, heartbeat_at=now(),
+        )  # fmt: skip
+        on_progress(progress)
+
+    progress = run_estimate(
+        store, engine, tasks, strategy_from_manifest(manifest["strategy"]), manifest["policy"],
+        _sampling_from(manifest), job_id=job_id, rows_per_call=manifest.get("rows_per_call", 64),
+        should_stop=should_stop, on_progress=report,
+    )  # fmt: skip
+    return progress.cancelled
+
+
+def _generate(store: Store, job: dict, engine, should_stop, on_progress) -> bool:
+    manifest, job_id = job["manifest"], job["id"]
+    done_before = len(problems_done_by_job(store, job["key"])) * manifest["k"]
+
+    def report(progress: GenerateProgress) -> None:
+        store.update_job(job_id, done=done_before + progress.done, tokens=progress.tokens, heartbeat_at=now())
+        on_progress(progress)
+
+    progress = run_generate(
+        store, engine, manifest["problem_ids"], manifest["k"], manifest["policy"],
+        _sampling_from(manifest), load_template(manifest["prompt_template"]["name"]),
+        job_key=job["key"], rule=manifest.get("splitter", "line"), should_stop=should_stop,
+        on_progress=report,
+    )  # fmt: skip
+    return progress.cancelled
+
+
+RUNNERS = {"estimate": _estimate, "generate": _generate}
+
+
 def run_job(
     store: Store,
     job: dict,
     engines: EngineCache,
-    on_progress: Callable[[Progress], None] = lambda progress: None,
+    on_progress: Callable = lambda progress: None,
 ) -> str:
     """Run a claimed job to its end; returns the final status (done, cancelled or failed)."""
     job_id, manifest = job["id"], job["manifest"]
     heartbeat = _Heartbeat(store, job_id)
     heartbeat.start()
     try:
-        if job["kind"] != "estimate":
+        runner = RUNNERS.get(job["kind"])
+        if runner is None:
             raise StepScopeError(f"job {job_id}: unknown kind {job['kind']!r}")
         engine = engines.get(manifest["engine"], manifest["policy"], manifest.get("engine_options", {}))
-        manifest = {**manifest, "engine_info": {k: v for k, v in vars(engine.info).items() if k != "load_seconds"}}
-        store.update_job(job_id, manifest=manifest)
-        template = load_template(manifest["prompt_template"]["name"])
-        tasks = load_tasks(store, manifest["trajectory_ids"], template)
-        sampling = SamplingParams(**{**manifest["sampling"], "stop": tuple(manifest["sampling"]["stop"])})
-        done_before, tokens_before = job_rollout_totals(store, job_id)
-
-        def report(progress: Progress) -> None:
-            store.update_job(
-                job_id,
-                planned=done_before + progress.planned,
-                done=done_before + progress.done,
-                tokens=tokens_before + progress.tokens,
-                heartbeat_at=now(),
-            )
-            on_progress(progress)
-
-        progress = run_estimate(
-            store, engine, tasks, strategy_from_manifest(manifest["strategy"]), manifest["policy"],
-            sampling, job_id=job_id, rows_per_call=manifest.get("rows_per_call", 64),
-            should_stop=lambda: store.get_job(job_id)["status"] == "cancelled", on_progress=report,
-        )  # fmt: skip
-        status = "cancelled" if progress.cancelled else "done"
+        engine_info = {k: v for k, v in vars(engine.info).items() if k != "load_seconds"}
+        store.update_job(job_id, manifest={**manifest, "engine_info": engine_info})
+        cancelled = runner(
+            store, job, engine, lambda: store.get_job(job_id)["status"] == "cancelled", on_progress
+        )
+        status = "cancelled" if cancelled else "done"
         store.update_job(job_id, status=status, finished_at=now())
         return status
     except StepScopeError as error:

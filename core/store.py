@@ -396,7 +396,9 @@ class Store:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def _insert_or_get(self, table: str, row: Mapping[str, Any], unique: Sequence[str]) -> tuple[int, bool]:
+    def _insert_or_get(
+        self, table: str, row: Mapping[str, Any], unique: Sequence[str]
+    ) -> tuple[int, bool]:
         """Insert `row` unless a row with the same `unique` columns exists; (id, created).
 
         ON CONFLICT DO NOTHING, not INSERT OR IGNORE: the latter also silently drops rows that
@@ -534,7 +536,9 @@ class Store:
         the annotations on them) of other segmentations are never touched.
         """
         if rule not in SPLITTERS:
-            raise StepScopeError(f"unknown step splitter {rule!r}; choose one of: {', '.join(SPLITTERS)}")
+            raise StepScopeError(
+                f"unknown step splitter {rule!r}; choose one of: {', '.join(SPLITTERS)}"
+            )
         solution = self._scalar("SELECT solution FROM trajectories WHERE id = ?", [trajectory_id])
         if solution is None:
             raise StepScopeError(f"trajectory {trajectory_id} does not exist")
@@ -550,12 +554,15 @@ class Store:
             "created_at": created_at or now(),
         }
         with self.transaction() as conn:
-            segmentation_id, created = self._insert_or_get("segmentations", row, ["trajectory_id", "key"])
+            segmentation_id, created = self._insert_or_get(
+                "segmentations", row, ["trajectory_id", "key"]
+            )
             if created:
                 conn.executemany(
-                    "INSERT INTO steps (segmentation_id, trajectory_id, idx, text, start_char, end_char)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(segmentation_id, trajectory_id, i, s.text, s.start, s.end) for i, s in enumerate(spans)],
+                    "INSERT INTO steps (segmentation_id, trajectory_id, idx, text, start_char,"
+                    " end_char) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(segmentation_id, trajectory_id, i, s.text, s.start, s.end)
+                     for i, s in enumerate(spans)],
                 )
             if make_current:
                 self.set_current_segmentation(trajectory_id, segmentation_id)
@@ -566,9 +573,13 @@ class Store:
         return self.add_segmentation(trajectory_id, rule)
 
     def set_current_segmentation(self, trajectory_id: int, segmentation_id: int) -> None:
-        owner = self._scalar("SELECT trajectory_id FROM segmentations WHERE id = ?", [segmentation_id])
+        owner = self._scalar(
+            "SELECT trajectory_id FROM segmentations WHERE id = ?", [segmentation_id]
+        )
         if owner != trajectory_id:
-            raise StepScopeError(f"segmentation {segmentation_id} is not one of trajectory {trajectory_id}")
+            raise StepScopeError(
+                f"segmentation {segmentation_id} is not one of trajectory {trajectory_id}"
+            )
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE trajectories SET current_segmentation_id = ? WHERE id = ?",
@@ -718,7 +729,8 @@ class Store:
         changes = {
             name: value
             for name, value in (
-                ("rating", rating), ("first_error", first_error), ("flagged", flagged), ("note", note)
+                ("rating", rating), ("first_error", first_error), ("flagged", flagged),
+                ("note", note),
             )
             if value is not _UNSET
         }
@@ -730,9 +742,8 @@ class Store:
             annotator_id = self.annotator_id(annotator)
             self._require_step(step_id)
             conn.execute(
-                f"""INSERT INTO annotations
-                    (annotator_id, step_id, rating, first_error, flagged, note, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                f"""INSERT INTO annotations (annotator_id, step_id, rating, first_error,
+                    flagged, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (annotator_id, step_id) DO UPDATE SET {update}""",
                 [annotator_id, step_id, values["rating"], int(values["first_error"]),
                  int(values["flagged"]), values["note"], stamp, stamp],
@@ -775,9 +786,9 @@ class Store:
             annotator_id = self.annotator_id(annotator)
             self._require_step(step_id)
             cursor = conn.execute(
-                """INSERT INTO annotations
-                   (annotator_id, step_id, rating, first_error, flagged, note, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                """INSERT INTO annotations (annotator_id, step_id, rating, first_error,
+                   flagged, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO NOTHING""",
                 [annotator_id, step_id, rating, int(first_error), int(flagged), note,
                  created_at, updated_at or created_at],
             )
@@ -862,7 +873,9 @@ class Store:
                     rows,
                 )
             except sqlite3.IntegrityError as error:
-                raise StepScopeError(f"cannot store rollouts: {error} (unknown step or job?)") from None
+                raise StepScopeError(
+                    f"cannot store rollouts: {error} (unknown step or job?)"
+                ) from None
             return conn.total_changes - before
 
     def rollouts(self, step_id: int) -> list[dict]:
@@ -939,7 +952,9 @@ class Store:
 
     def _verdict_row(self, v: Mapping[str, Any], stamp: str) -> tuple:
         if v["kind"] not in VERDICT_KINDS:
-            raise StepScopeError(f"a verdict kind is one of {', '.join(VERDICT_KINDS)}, not {v['kind']!r}")
+            raise StepScopeError(
+                f"a verdict kind is one of {', '.join(VERDICT_KINDS)}, not {v['kind']!r}"
+            )
         trajectory_id, step_id = v.get("trajectory_id"), v.get("step_id")
         if step_id is not None:
             owner = self._scalar("SELECT trajectory_id FROM steps WHERE id = ?", [step_id])
@@ -971,7 +986,8 @@ class Store:
 
     def judges(self) -> list[str]:
         """Names of the judge models that gave verdicts."""
-        return [row["judge"] for row in self._rows("SELECT DISTINCT judge FROM verdicts ORDER BY judge")]
+        rows = self._rows("SELECT DISTINCT judge FROM verdicts ORDER BY judge")
+        return [row["judge"] for row in rows]
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -980,7 +996,8 @@ class Store:
     ) -> int:
         with self.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO jobs (key, kind, manifest, planned, created_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (key, kind, manifest, planned, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 [key or new_key(), kind, _json(manifest), planned, now()],
             )
         return int(cursor.lastrowid)

@@ -44,7 +44,7 @@ def _assert_check_output(result, engine: str) -> None:
     assert re.search(rf"engine\s+{engine}", result.stdout)
     tokens_per_second = float(re.search(r"throughput\s+([\d.]+) tokens/s", result.stdout).group(1))
     assert tokens_per_second > 0
-    assert re.search(r"sample\s+'.+'", result.stdout), result.stdout
+    assert re.search(r"sample\s+(['\"]).+\1", result.stdout), result.stdout
 
 
 def test_check_tiny_model_on_transformers(tiny_model_dir: Path):

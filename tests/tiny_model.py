@@ -62,13 +62,20 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        # Untied: with tied embeddings and unit-scale embeddings, logits are dominated by each
+        # token's self-similarity (~hidden size), so the model repeats its last token with
+        # probability 1 - 1e-40 and sampling, stop strings and top-k log-probabilities all
+        # degenerate.
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     # Random init gives near-uniform next-token distributions; a larger scale makes sampling
     # and log-probabilities vary enough across tokens for the contract tests to be sharp.
+    # An output head of std 0.25 gives logits of std ~3 over 392 tokens: the top token has
+    # probability ~0.2-0.3, the 20th ~0.01, so samples differ and the top 20 are distinct.
     with torch.no_grad():
         model.model.embed_tokens.weight.normal_(0.0, 1.0)
+        model.lm_head.weight.normal_(0.0, 0.25)
     model.to(torch.bfloat16).save_pretrained(directory)
     return directory

@@ -87,3 +87,27 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the model's memory."""
+
+
+def single_token_ids(tokenizer, candidates: Sequence[str], model: str) -> list[int]:
+    """The token id of each candidate, which must be exactly one token of `tokenizer`.
+
+    Shared by the engines that hold a tokenizer, so that a multi-token candidate fails the
+    same way (same message) on every engine instead of silently scoring `-inf` on one.
+    """
+    ids = []
+    for candidate in candidates:
+        encoded = tokenizer.encode(candidate, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise_multi_token(candidate, len(encoded), model)
+        ids.append(encoded[0])
+    return ids
+
+
+def raise_multi_token(candidate: str, num_tokens: int, model: str):
+    from core.errors import StepScopeError
+
+    raise StepScopeError(
+        f"candidate {candidate!r} is {num_tokens} tokens for {model}; "
+        "use a spelling that is exactly one token"
+    )

@@ -1,0 +1,110 @@
+"""Importers and exporters, by format name (the names the CLI takes).
+
+Import formats: gsm8k, model-solutions, prm800k, processbench, trl, jsonl.
+Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl.
+Each module documents its format; `core.formats.jsonl` is the complete dump.
+
+Every import is one transaction: a bad record anywhere (the error names the file and line)
+leaves the database exactly as it was. Importing the same file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from core.errors import StepScopeError
+from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, trl
+from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
+from core.formats.ingest import ImportReport, ingest
+from core.formats.labels import LabelSource, parse_label_source
+from core.formats.reader import read_records
+from core.formats.records import Item, Job, RecordError
+from core.store import Store
+
+IMPORTERS: dict[str, Importer] = {
+    importer.name: importer
+    for importer in (
+        gsm8k.IMPORTER, model_solutions.IMPORTER, prm800k.IMPORTER, processbench.IMPORTER,
+        trl.IMPORTER, jsonl.IMPORTER,
+    )
+}
+EXPORTERS: dict[str, Exporter] = {
+    exporter.name: exporter
+    for exporter in (
+        *trl.EXPORTERS, math_shepherd.EXPORTER, processbench.EXPORTER, jsonl.EXPORTER,
+    )
+}
+
+__all__ = [
+    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "export_file", "get_exporter",
+    "get_importer", "import_file", "parse_label_source",
+]
+
+
+def get_importer(name: str) -> Importer:
+    if name not in IMPORTERS:
+        raise StepScopeError(
+            f"unknown import format {name!r}; choose one of: {', '.join(IMPORTERS)}"
+        )
+    return IMPORTERS[name]
+
+
+def get_exporter(name: str) -> Exporter:
+    if name not in EXPORTERS:
+        raise StepScopeError(
+            f"unknown export format {name!r}; choose one of: {', '.join(EXPORTERS)}"
+        )
+    return EXPORTERS[name]
+
+
+def import_file(
+    store: Store,
+    path: str | Path,
+    format_name: str,
+    *,
+    dataset: str | None = None,
+    annotator: str | None = None,
+) -> ImportReport:
+    """Import a whole file in one transaction; StepScopeError (file, line) if anything is wrong."""
+    importer = get_importer(format_name)
+    path = Path(path)
+    options = ImportOptions(dataset=dataset, annotator=annotator)
+    return ingest(store, path, importer.name, _parsed(path, importer, options))
+
+
+def _parsed(
+    path: Path, importer: Importer, options: ImportOptions
+) -> Iterator[tuple[int, Item | Job]]:
+    for line, obj in read_records(path):
+        if not isinstance(obj, dict):
+            raise StepScopeError(
+                f"{path}, line {line}: expected a JSON object, got {type(obj).__name__}"
+            )
+        try:
+            records = importer.parse(obj, options)
+        except (RecordError, StepScopeError) as error:
+            raise StepScopeError(f"{path}, line {line}: {importer.name} record: {error}") from None
+        except RecursionError:
+            raise StepScopeError(f"{path}, line {line}: JSON nested too deeply") from None
+        for record in records:
+            yield line, record
+
+
+def export_file(
+    store: Store,
+    format_name: str,
+    out: str | Path,
+    *,
+    labels: str | LabelSource | None = None,
+    dataset: str | None = None,
+) -> int:
+    """Write an export file (all or nothing); returns the number of records written."""
+    exporter = get_exporter(format_name)
+    source = parse_label_source(labels) if isinstance(labels, str) else labels
+    if exporter.needs_labels and source is None:
+        raise StepScopeError(
+            f"export {exporter.name} needs --labels: mc-hard, mc-soft:THRESHOLD, judge:NAME, "
+            "human:ANNOTATOR or consensus"
+        )
+    return exporter.write(store, Path(out), ExportOptions(labels=source, dataset=dataset))

@@ -1,0 +1,317 @@
+"""The generic trajectory JSONL, which is also StepScope's complete dump format.
+
+A dump holds one JSON object per line, of two kinds:
+
+    {"job": {"key", "kind", "status", "manifest", "planned", "done", "tokens", "error",
+             "created_at", "started_at", "finished_at", "heartbeat_at"}}
+    {"problem": {"dataset", "question", "gold", "meta", "created_at"},
+     "trajectory": {"source", "model", "policy_prompt", "solution", "final_answer", "correct",
+                    "meta", "created_at", "current_segmentation": <index>,
+                    "segmentations": [{"rule", "created_at",
+                        "steps": [{"text", "start", "end",
+                                   "annotations": [{"annotator", "rating", "first_error",
+                                                    "flagged", "note", "created_at",
+                                                    "updated_at"}],
+                                   "rollouts": [{"key", "job", "text", "answer", "correct",
+                                                 "num_tokens", "finish_reason", "seed",
+                                                 "model", "created_at"}],
+                                   "verdicts": [{"key", "job", "judge", "kind", "p_yes",
+                                                 "mass", "raw", "template",
+                                                 "template_hash", "created_at"}]}]}],
+                    "verdicts": [<whole-solution verdicts, as above>]}}
+
+Jobs come first (rollouts and verdicts name their job by key). A problem without trajectories
+has a line without "trajectory"; a problem with several has one line per trajectory. Steps
+are spans of the solution (`solution[start:end] == text`). Empty lists are left out. Lines are
+in the order the rows were stored, so exporting, importing into a fresh database and
+exporting again gives the same file byte for byte.
+
+A hand-written trajectory can use the short form instead:
+
+    {"question": "...", "gold": "7", "steps": ["...", "..."]}        (pre-split, joined by
+                                                                      "separator", default "\\n")
+    {"question": "...", "gold": "7", "solution": "...", "rule": "line"}
+    {"question": "...", "gold": "7"}                                  (a problem alone)
+
+with optional "dataset", "source" (default "jsonl"), "model", "policy_prompt",
+"final_answer", "correct" and "meta".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
+from core.formats.output import write_jsonl
+from core.formats.records import (
+    Annotation, Item, Job, Problem, RecordError, Rollout, Segmentation, Step, Trajectory, Verdict,
+    cut, each_dict, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list, opt_str, presplit,
+    rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
+)
+from core.steps import SPLITTERS, StepSpan
+from core.store import JOB_STATUSES, VERDICT_KINDS, Store
+
+DEFAULT_DATASET = "jsonl"
+DEFAULT_SOURCE = "jsonl"
+_PAGE = 500
+
+
+# --- import -----------------------------------------------------------------------------------
+
+
+def parse(obj: dict, options: ImportOptions) -> list[Item | Job]:
+    if "job" in obj:
+        return [nested("job", lambda: _job(req_dict(obj, "job")))]
+    if "problem" in obj:
+        problem = nested("problem", lambda: _problem(req_dict(obj, "problem"), options))
+        if obj.get("trajectory") is None:
+            return [Item(problem)]
+        trajectory = nested("trajectory", lambda: _trajectory(req_dict(obj, "trajectory")))
+        return [Item(problem, [trajectory])]
+    return [_short_form(obj, options)]
+
+
+def _job(obj: dict) -> Job:
+    status = req_str(obj, "status")
+    if status not in JOB_STATUSES:
+        raise RecordError(f"status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
+    return Job(
+        key=req_str(obj, "key", nonempty=True), kind=req_str(obj, "kind"), status=status,
+        manifest=obj.get("manifest"), planned=opt_int(obj, "planned") or 0,
+        done=opt_int(obj, "done") or 0, tokens=opt_int(obj, "tokens") or 0,
+        error=opt_str(obj, "error"), created_at=opt_str(obj, "created_at"),
+        started_at=opt_str(obj, "started_at"), finished_at=opt_str(obj, "finished_at"),
+        heartbeat_at=opt_str(obj, "heartbeat_at"),
+    )
+
+
+def _problem(obj: dict, options: ImportOptions) -> Problem:
+    return Problem(
+        dataset=options.dataset or opt_str(obj, "dataset") or DEFAULT_DATASET,
+        question=req_str(obj, "question", nonempty=True), gold=opt_str(obj, "gold"),
+        meta=opt_dict(obj, "meta"), created_at=opt_str(obj, "created_at"),
+    )
+
+
+def _trajectory(obj: dict) -> Trajectory:
+    solution = req_str(obj, "solution")
+    raw = each_dict(req_list(obj, "segmentations", nonempty=True), "segmentations")
+    segmentations = [
+        nested(f"segmentations[{i}]", lambda: _segmentation(s, solution)) for i, s in enumerate(raw)
+    ]
+    current = obj.get("current_segmentation")
+    current = len(segmentations) - 1 if current is None else req_int(
+        obj, "current_segmentation", low=0, high=len(segmentations) - 1
+    )
+    return Trajectory(
+        source=req_str(obj, "source", nonempty=True), solution=solution,
+        segmentations=segmentations, model=opt_str(obj, "model"),
+        policy_prompt=opt_str(obj, "policy_prompt"), final_answer=opt_str(obj, "final_answer"),
+        correct=opt_bool(obj, "correct"), meta=opt_dict(obj, "meta"),
+        verdicts=_verdicts(obj, whole_solution=True), current=current,
+        created_at=opt_str(obj, "created_at"),
+    )
+
+
+def _segmentation(obj: dict, solution: str) -> Segmentation:
+    rule = req_str(obj, "rule")
+    if rule not in SPLITTERS:
+        raise RecordError(f"rule must be one of {', '.join(SPLITTERS)}, not {rule!r}")
+    steps, previous_end = [], 0
+    for i, raw in enumerate(each_dict(req_list(obj, "steps"), "steps")):
+        step = nested(f"steps[{i}]", lambda: _step(raw, solution, previous_end))
+        steps.append(step)
+        previous_end = step.span.end
+    return Segmentation(rule, steps, created_at=opt_str(obj, "created_at"))
+
+
+def _step(obj: dict, solution: str, previous_end: int) -> Step:
+    text = req_str(obj, "text")
+    start = req_int(obj, "start", low=previous_end, high=len(solution))
+    end = req_int(obj, "end", low=start, high=len(solution))
+    if solution[start:end] != text:
+        raise RecordError(f"text is not the solution's text at [{start}:{end}]")
+    annotations = [
+        nested(f"annotations[{i}]", lambda: _annotation(a))
+        for i, a in enumerate(each_dict(opt_list(obj, "annotations"), "annotations"))
+    ]
+    rollouts = [
+        nested(f"rollouts[{i}]", lambda: _rollout(r))
+        for i, r in enumerate(each_dict(opt_list(obj, "rollouts"), "rollouts"))
+    ]
+    verdicts = _verdicts(obj, whole_solution=False)
+    return Step(StepSpan(text, start, end), annotations, rollouts, verdicts)
+
+
+def _annotation(obj: dict) -> Annotation:
+    return Annotation(
+        annotator=req_str(obj, "annotator", nonempty=True),
+        rating=rating(obj.get("rating"), "field 'rating'"),
+        first_error=bool(opt_bool(obj, "first_error")), flagged=bool(opt_bool(obj, "flagged")),
+        note=opt_str(obj, "note"), created_at=opt_str(obj, "created_at"),
+        updated_at=opt_str(obj, "updated_at"),
+    )
+
+
+def _rollout(obj: dict) -> Rollout:
+    return Rollout(
+        key=req_str(obj, "key", nonempty=True), text=req_str(obj, "text"),
+        correct=req_bool(obj, "correct"), answer=opt_str(obj, "answer"),
+        num_tokens=opt_int(obj, "num_tokens", low=0), finish_reason=opt_str(obj, "finish_reason"),
+        seed=opt_int(obj, "seed"), model=opt_str(obj, "model"), job=opt_str(obj, "job"),
+        created_at=opt_str(obj, "created_at"),
+    )
+
+
+def _verdicts(obj: dict, *, whole_solution: bool) -> list[Verdict]:
+    return [
+        nested(f"verdicts[{i}]", lambda: _verdict(v, whole_solution))
+        for i, v in enumerate(each_dict(opt_list(obj, "verdicts"), "verdicts"))
+    ]
+
+
+def _verdict(obj: dict, whole_solution: bool) -> Verdict:
+    kind = req_str(obj, "kind")
+    allowed = [k for k in VERDICT_KINDS if k != ("step" if whole_solution else "outcome")]
+    if kind not in allowed:
+        raise RecordError(f"kind must be one of {', '.join(allowed)} here, not {kind!r}")
+    return Verdict(
+        key=req_str(obj, "key", nonempty=True), judge=req_str(obj, "judge", nonempty=True),
+        kind=kind, p_yes=opt_float(obj, "p_yes"), mass=opt_float(obj, "mass"),
+        raw=opt_str(obj, "raw"), template=opt_str(obj, "template"),
+        template_hash=opt_str(obj, "template_hash"), job=opt_str(obj, "job"),
+        created_at=opt_str(obj, "created_at"),
+    )
+
+
+def _short_form(obj: dict, options: ImportOptions) -> Item:
+    problem = Problem(
+        dataset=options.dataset or opt_str(obj, "dataset") or DEFAULT_DATASET,
+        question=req_str(obj, "question", nonempty=True), gold=opt_str(obj, "gold"),
+    )
+    if obj.get("steps") is not None:
+        separator = opt_str(obj, "separator")
+        separator = "\n" if separator is None else separator
+        solution, segmentation = presplit(str_list(obj, "steps"), separator)
+    elif obj.get("solution") is not None:
+        solution = req_str(obj, "solution", nonempty=True)
+        rule = opt_str(obj, "rule") or "line"
+        if rule not in SPLITTERS or rule == "pre-split":
+            splitters = ", ".join(s for s in SPLITTERS if s != "pre-split")
+            raise RecordError(f"rule must be a text splitter ({splitters}), not {rule!r}")
+        segmentation = cut(solution, rule)
+    else:
+        return Item(problem)
+    trajectory = Trajectory(
+        source=opt_str(obj, "source") or DEFAULT_SOURCE, solution=solution,
+        segmentations=[segmentation], model=opt_str(obj, "model"),
+        policy_prompt=opt_str(obj, "policy_prompt"), final_answer=opt_str(obj, "final_answer"),
+        correct=opt_bool(obj, "correct"), meta=opt_dict(obj, "meta"),
+    )
+    return Item(problem, [trajectory])
+
+
+# --- export -----------------------------------------------------------------------------------
+
+_JOB_COLUMNS = ("key", "kind", "status", "manifest", "planned", "done", "tokens", "error",
+                "created_at", "started_at", "finished_at", "heartbeat_at")
+_ROLLOUT_COLUMNS = ("key", "text", "answer", "correct", "num_tokens", "finish_reason", "seed",
+                    "model", "created_at")
+_VERDICT_COLUMNS = ("key", "judge", "kind", "p_yes", "mass", "raw", "template",
+                    "template_hash", "created_at")
+
+
+def dump_records(store: Store, dataset: str | None = None) -> Iterator[dict]:
+    """Every job, problem and trajectory (with everything hanging off it), in stored order."""
+    for job in reversed(store.list_jobs()):
+        yield {"job": {column: job[column] for column in _JOB_COLUMNS}}
+    offset = 0
+    while page := store.list_problems(dataset=dataset, limit=_PAGE, offset=offset):
+        offset += len(page)
+        for problem in page:
+            yield from _problem_records(store, problem)
+
+
+def _problem_records(store: Store, problem: dict) -> Iterator[dict]:
+    fields = ("dataset", "question", "gold", "meta", "created_at")
+    head = {"problem": {k: problem[k] for k in fields}}
+    trajectories = store.list_trajectories(problem_id=problem["id"])
+    if not trajectories:
+        yield head
+    for row in trajectories:
+        yield {**head, "trajectory": _trajectory_record(store, row["id"])}
+
+
+def _trajectory_record(store: Store, trajectory_id: int) -> dict:
+    t = store.get_trajectory(trajectory_id)
+    annotations: dict[int, list[dict]] = {}
+    for a in store.annotations(trajectory_id):
+        annotations.setdefault(a["step_id"], []).append(
+            {k: a[k] for k in ("annotator", "rating", "first_error", "flagged", "note",
+                               "created_at", "updated_at")}
+        )
+    rollouts: dict[int, list[dict]] = {}
+    for r in store.trajectory_rollouts(trajectory_id):
+        rollouts.setdefault(r["step_id"], []).append(_keyed(r, _ROLLOUT_COLUMNS))
+    verdicts: dict[int | None, list[dict]] = {}
+    for v in store.verdicts(trajectory_id):
+        verdicts.setdefault(v["step_id"], []).append(_keyed(v, _VERDICT_COLUMNS))
+
+    segmentations = store.segmentations(trajectory_id)
+    record = {k: t[k] for k in ("source", "model", "policy_prompt", "solution", "final_answer",
+                                "correct", "meta", "created_at")}
+    record["current_segmentation"] = next(
+        (i for i, s in enumerate(segmentations) if s["current"]), len(segmentations) - 1
+    )
+    record["segmentations"] = [
+        {
+            "rule": s["rule"],
+            "created_at": s["created_at"],
+            "steps": [
+                _step_record(step, annotations, rollouts, verdicts)
+                for step in store.steps(trajectory_id, s["id"])
+            ],
+        }
+        for s in segmentations
+    ]
+    if verdicts.get(None):
+        record["verdicts"] = verdicts[None]
+    return record
+
+
+def _keyed(row: dict, columns: tuple[str, ...]) -> dict:
+    record = {column: row[column] for column in columns}
+    record["job"] = row["job_key"]
+    return record
+
+
+def _step_record(step: dict, annotations: dict, rollouts: dict, verdicts: dict) -> dict:
+    record: dict[str, Any] = {
+        "text": step["text"], "start": step["start_char"], "end": step["end_char"]
+    }
+    for name, by_step in (
+        ("annotations", annotations), ("rollouts", rollouts), ("verdicts", verdicts)
+    ):
+        if by_step.get(step["id"]):
+            record[name] = by_step[step["id"]]
+    return record
+
+
+def export(store: Store, out: Path, options: ExportOptions) -> int:
+    return write_jsonl(out, dump_records(store, options.dataset))
+
+
+IMPORTER = Importer(
+    name="jsonl",
+    description="StepScope JSONL: the full dump, or hand-written trajectories (short form)",
+    default_dataset=DEFAULT_DATASET,
+    parse=parse,
+)
+EXPORTER = Exporter(
+    name="jsonl",
+    description="complete dump: problems, trajectories, segmentations, steps, labels, "
+                "rollouts, verdicts, jobs",
+    needs_labels=False,
+    write=export,
+)

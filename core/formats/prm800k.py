@@ -1,0 +1,164 @@
+"""PRM800K label files (one labelled solution per record; JSON lines or pretty-printed).
+
+The trajectory is rebuilt from the chosen completions as the PRM800K README describes: step i
+is `completions[chosen_completion]["text"]`, or the `human_completion` text when no completion
+was chosen. Steps are joined with a newline (rule "pre-split").
+
+A step with neither a chosen nor a human completion ends the labelling (phase 2 stops at the
+first error). If one of its completions is rated -1, the first such completion becomes the
+last step of the trajectory: it is the error the labeler found. Otherwise the step is left out.
+Every completion that did not become a step is kept in the trajectory's meta under
+`alternatives`, keyed by step index, with its rating and flag.
+
+The labeler's ratings of the chosen steps become annotations under the labeler id (the first
+step rated -1 is marked as the first error); a human-written step carries no rating unless
+the file gives one. Outcome: `finish_reason` "solution" is correct, "found_error" is not,
+anything else (give_up, bad_problem) is unknown.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from core.formats.base import Importer, ImportOptions
+from core.formats.records import (
+    Annotation, Item, Problem, RecordError, Trajectory, each_dict, nested, opt_bool, opt_int,
+    opt_list, opt_str, presplit, rating, req_dict, req_list, req_str, text,
+)
+
+SOURCE = "prm800k"
+SEPARATOR = "\n"
+_OUTCOMES = {"solution": True, "found_error": False}
+_ANSWER = re.compile(r"#\s*Answer\s*\n+(.+?)\s*$", re.DOTALL)
+# Question fields that describe the pre-generated solution, not the problem.
+_SOLUTION_FIELDS = ("pre_generated_steps", "pre_generated_answer", "pre_generated_verifier_score")
+_LABEL_FIELDS = ("labeler", "timestamp", "generation", "is_quality_control_question",
+                 "is_initial_screening_question")
+
+
+@dataclass
+class _Candidate:
+    text: str
+    rating: int | None
+    flagged: bool
+
+    def as_meta(self) -> dict:
+        return {"text": self.text, "rating": self.rating, "flagged": self.flagged}
+
+
+def _completion(value: dict) -> _Candidate:
+    return _Candidate(
+        req_str(value, "text"), rating(value.get("rating"), "rating"),
+        bool(opt_bool(value, "flagged")),
+    )
+
+
+def _human_completion(value: object) -> _Candidate | None:
+    # The README shows null; the files hold {"text": ..., "rating": null, "source": "human", ...}.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _Candidate(text(value, "human_completion"), None, False)
+    if isinstance(value, dict):
+        return _completion(value)
+    raise RecordError("human_completion must be null, a string or an object")
+
+
+@dataclass
+class _Rebuilt:
+    steps: list[_Candidate]
+    human_steps: list[int]
+    alternatives: dict[str, list[dict]]
+    dropped_steps: int
+
+
+def _rebuild(raw_steps: list) -> _Rebuilt:
+    rebuilt = _Rebuilt([], [], {}, 0)
+    for i, step in enumerate(each_dict(raw_steps, "label.steps")):
+        where = f"label.steps[{i}]"
+        completions = nested(where, lambda: [
+            nested(f"completions[{j}]", lambda: _completion(c))
+            for j, c in enumerate(each_dict(opt_list(step, "completions"), "completions"))
+        ])
+        chosen = nested(where, lambda: opt_int(
+            step, "chosen_completion", low=0, high=len(completions) - 1
+        ))
+        human = nested(where, lambda: _human_completion(step.get("human_completion")))
+        if chosen is not None:
+            pick = completions[chosen]
+        elif human is not None:
+            pick = human
+            rebuilt.human_steps.append(i)
+        else:
+            pick = next((c for c in completions if c.rating == -1), None)
+        others = [c.as_meta() for c in completions if c is not pick]
+        if others:
+            rebuilt.alternatives[str(i)] = others
+        if pick is not None:
+            rebuilt.steps.append(pick)
+        if chosen is None and human is None:
+            rebuilt.dropped_steps = len(raw_steps) - i - 1
+            break
+    return rebuilt
+
+
+def _problem(obj: dict, options: ImportOptions) -> Problem:
+    question = req_dict(obj, "question")
+    problem = nested("question", lambda: req_str(question, "problem", nonempty=True))
+    gold = nested("question", lambda: opt_str(question, "ground_truth_answer"))
+    meta = {k: v for k, v in question.items()
+            if k not in ("problem", "ground_truth_answer", *_SOLUTION_FIELDS)}
+    return Problem(options.dataset_or(SOURCE), problem, gold, meta)
+
+
+def _annotations(
+    steps: list[_Candidate], labeler: str, stamp: str | None
+) -> list[list[Annotation]]:
+    first_error = next((k for k, c in enumerate(steps) if c.rating == -1), None)
+    return [
+        [Annotation(labeler, c.rating, first_error=(k == first_error), flagged=c.flagged,
+                    created_at=stamp)]
+        if c.rating is not None or c.flagged else []
+        for k, c in enumerate(steps)
+    ]
+
+
+def parse(obj: dict, options: ImportOptions) -> list[Item]:
+    problem = _problem(obj, options)
+    label = req_dict(obj, "label")
+    rebuilt = _rebuild(nested("label", lambda: req_list(label, "steps")))
+    labeler = opt_str(obj, "labeler") or options.annotator or SOURCE
+    stamp = opt_str(obj, "timestamp")
+    finish_reason = nested("label", lambda: opt_str(label, "finish_reason"))
+    if not rebuilt.steps:
+        return [Item(problem, [])]  # nothing was chosen: the problem alone
+
+    solution, segmentation = presplit([c.text for c in rebuilt.steps], SEPARATOR)
+    for step, annotations in zip(segmentation.steps, _annotations(rebuilt.steps, labeler, stamp)):
+        step.annotations = annotations
+    question = obj["question"]
+    meta = {
+        **{k: obj[k] for k in _LABEL_FIELDS if k in obj},
+        **{k: question[k] for k in _SOLUTION_FIELDS if k in question},
+        "finish_reason": finish_reason,
+        "total_time": label.get("total_time"),
+        "alternatives": rebuilt.alternatives,
+        "human_steps": rebuilt.human_steps,
+        "dropped_steps": rebuilt.dropped_steps,
+    }
+    answer = _ANSWER.search(solution)
+    trajectory = Trajectory(
+        source=SOURCE, solution=solution, segmentations=[segmentation],
+        final_answer=answer.group(1) if answer else None,
+        correct=_OUTCOMES.get(finish_reason or ""), meta=meta,
+    )
+    return [Item(problem, [trajectory])]
+
+
+IMPORTER = Importer(
+    name="prm800k",
+    description="PRM800K labels: trajectories from the chosen completions, ratings as annotations",
+    default_dataset="prm800k",
+    parse=parse,
+)

@@ -1,0 +1,279 @@
+"""What an importer produces: plain records, validated, before anything touches the store.
+
+Every format module turns one JSON object from the file into `Item`s (a problem with its
+trajectories) or `Job`s; `core.formats.ingest` writes them. Field checks raise `RecordError`
+with a message about the field; the reader adds the file name and line number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from core.steps import StepSpan, join_steps, segment
+
+# SQLite integers are signed 64-bit.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+class RecordError(ValueError):
+    """A record does not have the shape its format requires (message names the field)."""
+
+
+@dataclass
+class Annotation:
+    annotator: str
+    rating: int | None = None
+    first_error: bool = False
+    flagged: bool = False
+    note: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass
+class Rollout:
+    key: str
+    text: str
+    correct: bool
+    answer: str | None = None
+    num_tokens: int | None = None
+    finish_reason: str | None = None
+    seed: int | None = None
+    model: str | None = None
+    job: str | None = None  # a job key, resolved to an id when written
+    created_at: str | None = None
+
+
+@dataclass
+class Verdict:
+    key: str
+    judge: str
+    kind: str
+    p_yes: float | None = None
+    mass: float | None = None
+    raw: str | None = None
+    template: str | None = None
+    template_hash: str | None = None
+    job: str | None = None
+    created_at: str | None = None
+
+
+@dataclass
+class Step:
+    span: StepSpan
+    annotations: list[Annotation] = field(default_factory=list)
+    rollouts: list[Rollout] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+@dataclass
+class Segmentation:
+    rule: str
+    steps: list[Step]
+    created_at: str | None = None
+
+
+@dataclass
+class Trajectory:
+    source: str
+    solution: str
+    segmentations: list[Segmentation]
+    model: str | None = None
+    policy_prompt: str | None = None
+    final_answer: str | None = None
+    correct: bool | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)  # whole-solution verdicts
+    current: int = 0  # index into segmentations
+    created_at: str | None = None
+
+
+@dataclass
+class Problem:
+    dataset: str
+    question: str
+    gold: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+
+
+@dataclass
+class Item:
+    problem: Problem
+    trajectories: list[Trajectory] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    key: str
+    kind: str
+    status: str
+    manifest: Any
+    planned: int = 0
+    done: int = 0
+    tokens: int = 0
+    error: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    heartbeat_at: str | None = None
+
+
+# --- building segmentations -------------------------------------------------------------------
+
+
+def cut(solution: str, rule: str) -> Segmentation:
+    """A segmentation of `solution` by a text rule (line, sentence, ...)."""
+    return Segmentation(rule, [Step(span) for span in segment(solution, rule)])
+
+
+def presplit(steps: Sequence[str], separator: str) -> tuple[str, Segmentation]:
+    """The solution text and segmentation of steps that arrive already split."""
+    solution, spans = join_steps(list(steps), separator)
+    return solution, Segmentation("pre-split", [Step(span) for span in spans])
+
+
+# --- field checks -----------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+             dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def text(value: Any, where: str) -> str:
+    """A string SQLite can store: JSON allows lone surrogates (\\ud800), UTF-8 does not."""
+    if not isinstance(value, str):
+        raise RecordError(f"{where} must be a string, got {_type_name(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"{where} contains an invalid unicode escape") from None
+    return value
+
+
+def _get(obj: dict, key: str, required: bool) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING or (value is None and required):
+        if required:
+            raise RecordError(f"missing field {key!r}")
+        return None
+    return value
+
+
+def req_str(obj: dict, key: str, *, nonempty: bool = False) -> str:
+    value = text(_get(obj, key, True), f"field {key!r}")
+    if nonempty and not value.strip():
+        raise RecordError(f"field {key!r} is empty")
+    return value
+
+
+def opt_str(obj: dict, key: str) -> str | None:
+    value = _get(obj, key, False)
+    return None if value is None else text(value, f"field {key!r}")
+
+
+def req_bool(obj: dict, key: str) -> bool:
+    value = _get(obj, key, True)
+    if not isinstance(value, bool):
+        raise RecordError(f"field {key!r} must be true or false, got {_type_name(value)}")
+    return value
+
+
+def opt_bool(obj: dict, key: str) -> bool | None:
+    value = _get(obj, key, False)
+    if value is not None and not isinstance(value, bool):
+        raise RecordError(f"field {key!r} must be true, false or null, got {_type_name(value)}")
+    return value
+
+
+def integer(value: Any, where: str, *, low: int = _INT_MIN, high: int = _INT_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(f"{where} must be an integer, got {_type_name(value)}")
+    if not low <= value <= high:
+        raise RecordError(f"{where} is {value}, outside {low}..{high}")
+    return value
+
+
+def req_int(obj: dict, key: str, **bounds: int) -> int:
+    return integer(_get(obj, key, True), f"field {key!r}", **bounds)
+
+
+def opt_int(obj: dict, key: str, **bounds: int) -> int | None:
+    value = _get(obj, key, False)
+    return None if value is None else integer(value, f"field {key!r}", **bounds)
+
+
+def opt_float(obj: dict, key: str) -> float | None:
+    value = _get(obj, key, False)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"field {key!r} must be a finite number, got {_type_name(value)}")
+    return float(value)
+
+
+def rating(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or value not in (-1, 0, 1) or not isinstance(value, int):
+        raise RecordError(f"{where} must be -1, 0, 1 or null, got {value!r}")
+    return value
+
+
+def req_dict(obj: dict, key: str) -> dict:
+    value = _get(obj, key, True)
+    if not isinstance(value, dict):
+        raise RecordError(f"field {key!r} must be an object, got {_type_name(value)}")
+    return value
+
+
+def opt_dict(obj: dict, key: str) -> dict:
+    value = _get(obj, key, False)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(f"field {key!r} must be an object, got {_type_name(value)}")
+    return value
+
+
+def req_list(obj: dict, key: str, *, nonempty: bool = False) -> list:
+    value = _get(obj, key, True)
+    if not isinstance(value, list):
+        raise RecordError(f"field {key!r} must be a list, got {_type_name(value)}")
+    if nonempty and not value:
+        raise RecordError(f"field {key!r} is an empty list")
+    return value
+
+
+def opt_list(obj: dict, key: str) -> list:
+    value = _get(obj, key, False)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordError(f"field {key!r} must be a list, got {_type_name(value)}")
+    return value
+
+
+def str_list(obj: dict, key: str, *, nonempty: bool = True) -> list[str]:
+    return [text(v, f"{key}[{i}]") for i, v in enumerate(req_list(obj, key, nonempty=nonempty))]
+
+
+def each_dict(values: list, where: str) -> list[dict]:
+    for i, value in enumerate(values):
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}[{i}] must be an object, got {_type_name(value)}")
+    return values
+
+
+def nested(where: str, check: Callable[[], Any]) -> Any:
+    """Run a check, prefixing any RecordError with where in the record it happened."""
+    try:
+        return check()
+    except RecordError as error:
+        raise RecordError(f"{where}: {error}") from None

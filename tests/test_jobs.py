@@ -1,0 +1,143 @@
+"""Jobs on a real tiny model and a real SQLite file: resume after kill -9, cancel, fail, queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_cli
+from core.engines import load_engine
+from core.jobs import EngineCache, JobWorker, cancel_job, claim_job, create_estimate_job, default_sampling, run_job
+from core.mcpe import FixedN
+from core.store import Store
+
+SOLUTIONS = [
+    "Tom has 8 + 5 = 13 apples.\nThe answer is 13.",
+    "First, 6 * 4 = 24.\nThen 24 - 4 = 20.\nThe answer is 20.",
+    "The baker sells 24 - 9 = 15.\nSo 15 muffins are left.\nThe answer is 15.",
+]
+
+
+def add_trajectories(store: Store, count: int) -> list[int]:
+    ids = []
+    for i in range(count):
+        problem_id = store.add_problem("jobs-test", f"Problem {i}: what is {i} + 13?", str(13 + i))
+        solution = SOLUTIONS[i % len(SOLUTIONS)] + f" (variant {i})"
+        ids.append(store.add_trajectory(problem_id, solution, source="test", rule="line"))
+    return ids
+
+
+def per_step_counts(db: Path, policy: str) -> dict[int, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT step_id, COUNT(*) FROM rollouts WHERE model = ? GROUP BY step_id", [policy]))
+
+
+def test_estimate_job_runs_and_records_its_manifest(tmp_path, tiny_model_dir):
+    store = Store.open(tmp_path / "jobs.db")
+    ids = add_trajectories(store, 2)
+    policy = str(tiny_model_dir)
+    job_id = create_estimate_job(
+        store, policy=policy, trajectory_ids=ids, strategy=FixedN(3), sampling=default_sampling(8)
+    )
+    status = run_job(store, claim_job(store, job_id), EngineCache())
+    job = store.get_job(job_id)
+    assert status == "done" and job["status"] == "done"
+    steps = sum(len(store.steps(t)) for t in ids)
+    assert job["done"] == job["planned"] == 3 * steps and job["tokens"] > 0
+    manifest = job["manifest"]
+    for key in ("policy", "engine", "strategy", "sampling", "prompt_template", "grader", "code_version", "engine_info"):
+        assert key in manifest, key
+    assert manifest["engine_info"]["extra"]["fingerprint"].startswith("dir:")
+    assert set(per_step_counts(tmp_path / "jobs.db", policy).values()) == {3}
+
+
+def test_cancel_stops_before_the_next_engine_call(tmp_path, tiny_model_dir):
+    store = Store.open(tmp_path / "cancel.db")
+    ids = add_trajectories(store, 4)
+    job_id = create_estimate_job(
+        store, policy=str(tiny_model_dir), trajectory_ids=ids, strategy=FixedN(4),
+        sampling=default_sampling(8), rows_per_call=4,
+    )
+    calls = []
+
+    def cancel_after_first_call(progress):
+        calls.append(progress.done)
+        cancel_job(store, job_id)
+
+    status = run_job(store, claim_job(store, job_id), EngineCache(), on_progress=cancel_after_first_call)
+    assert status == "cancelled" and store.get_job(job_id)["status"] == "cancelled"
+    assert len(calls) == 1 and store.get_job(job_id)["done"] == 4
+
+
+def test_failure_is_recorded_with_its_cause_and_retry_works(tmp_path, tiny_model_dir):
+    store = Store.open(tmp_path / "fail.db")
+    ids = add_trajectories(store, 1)
+    job_id = create_estimate_job(
+        store, policy=str(tmp_path / "no-such-model"), trajectory_ids=ids, strategy=FixedN(2), sampling=default_sampling(8)
+    )
+    assert run_job(store, claim_job(store, job_id), EngineCache()) == "failed"
+    assert "unknown model" in store.get_job(job_id)["error"]
+
+
+def test_jobs_for_the_same_model_load_it_once(tmp_path, tiny_model_dir):
+    store = Store.open(tmp_path / "queue.db")
+    ids = add_trajectories(store, 2)
+    loads = []
+
+    def counting_loader(engine, model, **options):
+        loads.append(model)
+        return load_engine(engine, model, **options)
+
+    for trajectory in ids:
+        create_estimate_job(store, policy=str(tiny_model_dir), trajectory_ids=[trajectory], strategy=FixedN(2), sampling=default_sampling(8))
+    worker = JobWorker(str(tmp_path / "queue.db"), poll_seconds=0.2)
+    worker.engines = EngineCache(counting_loader)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(j["status"] != "done" for j in store.list_jobs()):
+        time.sleep(0.5)
+    worker.stopped.set()
+    assert [j["status"] for j in store.list_jobs()] == ["done", "done"]
+    assert loads == [str(tiny_model_dir)]
+
+
+def test_kill_minus_nine_then_resume_redoes_nothing(tmp_path, tiny_model_dir):
+    db = tmp_path / "kill.db"
+    store = Store.open(db)
+    ids = add_trajectories(store, 12)
+    steps = sum(len(store.steps(t)) for t in ids)
+    policy, n = str(tiny_model_dir), 8
+    args = ["estimate", "--policy", policy, "--n", str(n), "--trajectories", ",".join(map(str, ids)),
+            "--max-new-tokens", "24", "--rows-per-call", "8", "--db", str(db)]  # fmt: skip
+    code = "import sys\nfrom core.cli import main\nsys.argv[0] = 'stepscope'\nmain()"
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and sum(per_step_counts(db, policy).values()) < 3 * 8:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = per_step_counts(db, policy)
+    stored_before = sum(before.values())
+    assert 0 < stored_before < n * steps, "the kill must land mid-job"
+    with sqlite3.connect(db) as conn:
+        ids_before = {row[0] for row in conn.execute("SELECT id FROM rollouts")}
+        job_id, status = conn.execute("SELECT id, status FROM jobs").fetchone()
+    assert status == "running"  # the killed runner could not say otherwise
+
+    result = run_cli("jobs", "resume", str(job_id), "--db", str(db), timeout=300)
+    assert result.returncode == 0, result.stderr
+    after = per_step_counts(db, policy)
+    assert len(after) == steps and set(after.values()) == {n}, after
+    with sqlite3.connect(db) as conn:
+        ids_after = {row[0] for row in conn.execute("SELECT id FROM rollouts")}
+        job = conn.execute("SELECT status, done, planned FROM jobs WHERE id = ?", [job_id]).fetchone()
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert ids_before <= ids_after and len(ids_after) == n * steps
+    assert job == ("done", n * steps, n * steps)
