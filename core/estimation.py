@@ -33,6 +33,7 @@ class TrajectoryTask:
     trajectory_id: int
     gold: str
     steps: tuple[StepTask, ...]
+    outcome: bool | None = None  # is the trajectory's own final answer correct
 
 
 def load_tasks(store: Store, trajectory_ids: Sequence[int], template: PolicyTemplate) -> list[TrajectoryTask]:
@@ -52,6 +53,7 @@ def load_tasks(store: Store, trajectory_ids: Sequence[int], template: PolicyTemp
                 trajectory_id,
                 trajectory["gold"],
                 tuple(StepTask(s["id"], p, part) for s, (p, part) in zip(steps, prefixes)),
+                grade(trajectory["solution"], trajectory["gold"]).correct,
             )
         )
     return tasks
@@ -86,7 +88,7 @@ def plan_round(store: Store, tasks: Sequence[TrajectoryTask], strategy, policy: 
     requests = []
     for task in tasks:
         counts = [Counts(*stored[s.step_id]) for s in task.steps]
-        for step, need in zip(task.steps, strategy.request(counts)):
+        for step, need in zip(task.steps, strategy.request(counts, task.outcome)):
             if need > 0:
                 requests.append(Request(step, task.gold, need))
     return requests

@@ -63,8 +63,11 @@ def first_error(values: Sequence[Counts]) -> int:
 class Strategy(Protocol):
     name: str
 
-    def request(self, counts: Sequence[Counts]) -> list[int]:
-        """How many more rollouts each step needs now; all zeros means finished."""
+    def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
+        """How many more rollouts each step needs now; all zeros means finished.
+
+        `outcome` is whether the trajectory's own final answer is correct, when known.
+        """
 
     def budget(self, num_steps: int) -> int:
         """The most rollouts this strategy can spend on a trajectory (for progress and ETA)."""
@@ -80,7 +83,7 @@ class FixedN:
     n: int = 16
     name: str = "fixed"
 
-    def request(self, counts: Sequence[Counts]) -> list[int]:
+    def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
         return [max(0, self.n - c.n) for c in counts]
 
     def budget(self, num_steps: int) -> int:
@@ -115,7 +118,7 @@ class Adaptive:
         one_sided = low > self.threshold or high < self.threshold
         return one_sided or (high - low) < self.width
 
-    def request(self, counts: Sequence[Counts]) -> list[int]:
+    def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
         return [
             0 if self.settled(c) else min(self.round_size, self.max_per_step - c.n) for c in counts
         ]
@@ -137,53 +140,55 @@ class FirstErrorSearch:
 
     A probed step is reachable as soon as one rollout succeeds, and unreachable after
     `max_per_step` failures; it samples `round_size` at a time so that a success stops it early.
-    Every stored rollout counts, whoever sampled it.
+    Every stored rollout counts, whoever sampled it. The last step's prefix is the whole
+    solution, final answer included, so when the trajectory's outcome is known it settles the
+    last step without sampling (as OmegaPRM starts from the graded outcome).
     """
 
     round_size: int = 4
     max_per_step: int = 16
     name: str = "first-error"
 
-    def status(self, counts: Counts) -> bool | None:
+    def status(self, counts: Sequence[Counts], index: int, outcome: bool | None = None) -> bool | None:
         """True reachable, False unreachable, None not known yet."""
-        if counts.correct > 0:
+        step = counts[index]
+        if step.correct > 0:
             return True
-        if counts.n >= self.max_per_step:
+        if step.n >= self.max_per_step:
             return False
+        if index == len(counts) - 1 and outcome is not None:
+            return outcome
         return None
 
-    def probe(self, counts: Sequence[Counts]) -> int | None:
-        """The step the search must settle next, or None when the first error is known."""
-        low, high = 0, len(counts) - 1  # the first error is in [low, high], or there is none
+    def _search(self, counts: Sequence[Counts], outcome: bool | None) -> tuple[int | None, int]:
+        """(the step to settle next or None when done, the first unreachable step or -1)."""
+        if not counts:
+            return None, -1
+        last = len(counts) - 1
+        if self.status(counts, last, outcome) is True:
+            return None, -1  # reachable to the end: by monotonicity no step is an error
+        low, high, first_unreachable = 0, last, -1
         while low <= high:
             middle = (low + high) // 2
-            known = self.status(counts[middle])
+            known = self.status(counts, middle, outcome)
             if known is None:
-                return middle
+                return middle, first_unreachable
             if known:
                 low = middle + 1
             else:
-                high = middle - 1
-        return None
+                first_unreachable, high = middle, middle - 1
+        return None, first_unreachable
 
-    def request(self, counts: Sequence[Counts]) -> list[int]:
+    def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
         need = [0] * len(counts)
-        step = self.probe(counts)
+        step, _ = self._search(counts, outcome)
         if step is not None:
             need[step] = min(self.round_size, self.max_per_step - counts[step].n)
         return need
 
-    def decision(self, counts: Sequence[Counts]) -> int:
+    def decision(self, counts: Sequence[Counts], outcome: bool | None = None) -> int:
         """The first unreachable step once the search is over (-1: every step reachable)."""
-        low, high = 0, len(counts) - 1
-        answer = -1
-        while low <= high:
-            middle = (low + high) // 2
-            if self.status(counts[middle]):
-                low = middle + 1
-            else:
-                answer, high = middle, middle - 1
-        return answer
+        return self._search(counts, outcome)[1]
 
     def budget(self, num_steps: int) -> int:
         return self.max_per_step * max(1, math.ceil(math.log2(num_steps + 1)))

@@ -149,3 +149,17 @@ def test_first_error_search_reuses_stored_rollouts(tmp_path):
     progress, counts = estimate(store, ids, DROP, FirstErrorSearch(4, 16))
     assert progress.done == 0  # everything it needs is already stored
     assert all(FirstErrorSearch(4, 16).decision(row) == first_error(row) for row in counts)
+
+
+def test_first_error_search_settles_the_last_step_from_the_outcome():
+    search = FirstErrorSearch(round_size=4, max_per_step=16)
+    unsampled = [Counts()] * 5
+    assert search.request(unsampled, outcome=True) == [0] * 5  # a correct answer: no error
+    assert search.decision(unsampled, outcome=True) == -1
+    # A wrong final answer makes the last step unreachable; the search starts in the middle.
+    assert search.request(unsampled, outcome=False) == [0, 0, 4, 0, 0]
+    settled = [Counts(4, 1), Counts(4, 2), Counts(16, 0), Counts(16, 0), Counts()]
+    assert search.request(settled, outcome=False) == [0] * 5
+    assert search.decision(settled, outcome=False) == 2
+    # Without an outcome the last step must be sampled like any other.
+    assert search.request(unsampled) == [0, 0, 4, 0, 0]
