@@ -111,11 +111,11 @@ def test_jobs_for_the_same_model_load_it_once(tmp_path, tiny_model_dir):
 def test_kill_minus_nine_then_resume_redoes_nothing(tmp_path, tiny_model_dir):
     db = tmp_path / "kill.db"
     store = Store.open(db)
-    ids = add_trajectories(store, 12)
+    ids = add_trajectories(store, 6)
     steps = sum(len(store.steps(t)) for t in ids)
     policy, n = str(tiny_model_dir), 8
     args = ["estimate", "--policy", policy, "--n", str(n), "--trajectories", ",".join(map(str, ids)),
-            "--max-new-tokens", "24", "--rows-per-call", "8", "--db", str(db)]  # fmt: skip
+            "--max-new-tokens", "12", "--rows-per-call", "8", "--db", str(db)]  # fmt: skip
     code = "import sys\nfrom core.cli import main\nsys.argv[0] = 'stepscope'\nmain()"
     process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
