@@ -33,7 +33,9 @@ def _user_errors() -> Iterator[None]:
         yield
     except StepScopeError as error:
         _errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a
+        # return value, which an entry point can drop (the process would then exit 0).
+        raise SystemExit(1) from None
 
 
 def _open_store(db: Optional[Path]):

@@ -355,7 +355,14 @@ class Store:
             finally:
                 self._local.depth -= 1
             return
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            # The busy timeout ran out: another writer (a long import?) held the lock throughout.
+            raise StepScopeError(
+                f"database {self.path} is busy: another writer held it for"
+                f" {self.timeout:g}s ({error})"
+            ) from None
         self._local.depth = 1
         try:
             yield conn

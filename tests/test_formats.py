@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -529,3 +530,20 @@ def test_cli_uses_stepscope_db_env(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("STEPSCOPE_DB", str(tmp_path / "env.db"))
     result = cli("db", "info")
     assert result.exit_code == 0 and (tmp_path / "env.db").exists()
+
+
+def test_real_entry_point_exits_non_zero_on_a_bad_file(tmp_path):
+    # Through core.cli.main, as the installed `stepscope` command runs, not a test runner.
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "no gold here"}\n')
+    command = [sys.executable, "-c", "from core.cli import main; main()",
+               "import", str(bad), "--format", "gsm8k", "--db", str(tmp_path / "x.db")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("error: ") and "bad.jsonl, line 1" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -62,7 +62,7 @@ def check_import(store: Store, path: Path, format_name: str) -> None:
         import_file(store, path, format_name)
     except StepScopeError as error:
         message = str(error)
-        assert message and "\n" not in message
+        assert str(path) in message and "\n" not in message  # one line that names the file
         assert table_counts(store) == before, "an import that failed left rows behind"
         return
     after = table_counts(store)

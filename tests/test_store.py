@@ -322,3 +322,15 @@ def test_nested_transaction_rolls_back_as_one(store):
                 store.add_problem("unit", "inner 2", None)
             raise RuntimeError("boom")
     assert store.list_problems(dataset="unit") == []
+
+
+def test_a_writer_that_never_gets_the_lock_gets_a_clear_error(tmp_path):
+    path = tmp_path / "busy.db"
+    holder = Store(path)
+    waiter = Store(path, timeout=0.2)
+    with holder.transaction():
+        with pytest.raises(StepScopeError, match="busy"):
+            waiter.add_problem("unit", "q", None)
+    assert waiter.add_problem("unit", "q", None)  # free again once the holder commits
+    holder.close()
+    waiter.close()

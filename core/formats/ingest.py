@@ -54,8 +54,6 @@ def ingest(
             after = store.counts()
     except sqlite3.OperationalError as error:
         raise StepScopeError(f"cannot write to {store.path}: {error}") from None
-    if count == 0:
-        raise StepScopeError(f"{path} holds no {format_name} records")
     return ImportReport(path, format_name, count, {t: after[t] - before[t] for t in COUNTED})
 
 

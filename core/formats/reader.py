@@ -77,11 +77,12 @@ class _Source:
                 if self.line == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM):]
                 try:
-                    yield self.line, raw.decode("utf-8")
+                    text = raw.decode("utf-8")
                 except UnicodeDecodeError as error:
                     raise self.error(
                         f"not valid UTF-8 (byte {error.start + 1} of the line)"
                     ) from None
+                yield self.line, text
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -110,9 +111,10 @@ def _json_lines(source: _Source, lines: Iterator[tuple[int, str]]) -> Iterator[t
     for number, line in lines:
         if line.strip():
             try:
-                yield number, loads(line)
+                value = loads(line)
             except RecordError as error:
                 raise source.error(str(error), number) from None
+            yield number, value
 
 
 def _scan(
