@@ -11,8 +11,9 @@ import time
 from typing import Sequence
 
 import numpy as np
+from transformers import StoppingCriteria, StoppingCriteriaList
 
-from core.engines.base import EngineInfo, Sample, SamplingParams
+from core.engines.base import EngineInfo, Sample, SamplingParams, single_token_ids
 from core.errors import ModelNotFound, StepScopeError
 from core.models import ResolvedModel
 
@@ -79,7 +80,9 @@ class TransformersEngine:
         if not greedy:
             options.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
-            options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+            prompt_length = encoded["input_ids"].shape[1]
+            stopper = _StopInNewText(self.tokenizer, params.stop, prompt_length)
+            options.update(stopping_criteria=StoppingCriteriaList([stopper]))
         if seed is not None:
             torch.manual_seed(seed)
         with torch.inference_mode():
@@ -104,16 +107,7 @@ class TransformersEngine:
     # -- scoring --------------------------------------------------------------------------
 
     def candidate_token_ids(self, candidates: Sequence[str]) -> list[int]:
-        ids = []
-        for candidate in candidates:
-            encoded = self.tokenizer.encode(candidate, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise StepScopeError(
-                    f"candidate {candidate!r} is {len(encoded)} tokens for {self.info.model}; "
-                    "use a spelling that is exactly one token"
-                )
-            ids.append(encoded[0])
-        return ids
+        return single_token_ids(self.tokenizer, candidates, self.info.model)
 
     def candidate_logprobs(
         self, prompts: Sequence[str], candidates: Sequence[str]
@@ -161,6 +155,30 @@ class TransformersEngine:
         del self.model
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+class _StopInNewText(StoppingCriteria):
+    """Stops a row once a stop string appears in its generated text.
+
+    transformers' own `stop_strings` also match across the end of the prompt, so a sample could
+    end before it began; vLLM and OpenAI-compatible servers match generated text only, and so
+    does this. Only the tail is decoded each step: a stop string that first appears now ends
+    within the last few tokens, and `_to_sample` cuts the text exactly afterwards.
+    """
+
+    def __init__(self, tokenizer, stops: Sequence[str], prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_length = prompt_length
+        self.window = max(len(s) for s in self.stops) + 2  # a token holds at least one character
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = input_ids[:, self.prompt_length :]
+        tails = self.tokenizer.batch_decode(new[:, -self.window :], skip_special_tokens=True)
+        done = [any(stop in tail for stop in self.stops) for tail in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _torch_dtype(torch, dtype: str, device: str):
