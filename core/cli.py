@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core import cli_data, cli_jobs
+from core import cli_data, cli_jobs, cli_judge
 from core.errors import StepScopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -99,11 +99,12 @@ def models_check(
 # Command groups live beside their domain; registering them here keeps one entry point.
 cli_data.register(app)
 cli_jobs.register(app)
+cli_judge.register(app)
 
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        sys.exit(app(standalone_mode=False) or 0)
     except StepScopeError as error:
         print_error(str(error))
         sys.exit(1)

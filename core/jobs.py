@@ -22,6 +22,7 @@ from core.errors import StepScopeError
 from core.estimation import Progress, load_tasks, run_estimate
 from core.generation import GenerateProgress, problems_done_by_job, run_generate
 from core.grading import GRADER_NAME
+from core.judging import RUNNERS as JUDGING_RUNNERS
 from core.mcpe import strategy_from_manifest
 from core.policy import POLICY_STOP, load_template
 from core.store import Store, now
@@ -237,7 +238,7 @@ def _generate(store: Store, job: dict, engine, should_stop, on_progress) -> bool
     return progress.cancelled
 
 
-RUNNERS = {"estimate": _estimate, "generate": _generate}
+RUNNERS = {"estimate": _estimate, "generate": _generate, **JUDGING_RUNNERS}
 
 
 def run_job(
