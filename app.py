@@ -1,20 +1,66 @@
-"""StepScope: the Streamlit entry point. Navigation over pages/ and the shared sidebar."""
+"""StepScope: the Streamlit entry point. Navigation over pages/ and the shared sidebar.
+
+The sidebar chooses the database file (a file in the data folder), the policy model and
+engine, and the annotator name; pages read those choices from session state. Each database
+file gets one background job worker per server process (pages/_shared.worker_for).
+"""
 
 import streamlit as st
 
-from core.models import DEFAULT_MODEL, load_presets
+from core.app_jobs import active_jobs
+from core.app_state import (
+    data_folder, database_files, default_database_name, default_policy, resolve_database,
+    validate_annotator,
+)  # fmt: skip
 from core.engines import ENGINE_NAMES
+from core.errors import StepScopeError
+from core.model_status import describe_model
+from core.models import DEFAULT_MODEL, load_presets
+from pages._shared import md, store_for, worker_for
 
 st.set_page_config(page_title="StepScope", layout="wide")
 
 CUSTOM = "other (hub id or local directory)…"
+NEW_DB = "new database file…"
+
+
+def database_picker() -> str:
+    """The database file for this session: a file name in the data folder, never a path."""
+    folder = data_folder()
+    names = database_files(folder)
+    default = default_database_name()
+    if default not in names:
+        names = [default, *names]
+    linked = st.query_params.get("db")
+    if linked is not None and "db_link_seen" not in st.session_state:
+        st.session_state["db_link_seen"] = True
+        try:
+            st.session_state["db_choice"] = resolve_database(linked, folder).name
+        except StepScopeError as error:
+            st.sidebar.error(f"The link's database: {md(error)}")
+    if st.session_state.get("db_choice") not in (*names, NEW_DB):
+        st.session_state["db_choice"] = default
+    choice = st.sidebar.selectbox("Database file", [*names, NEW_DB], key="db_choice")
+    if choice == NEW_DB:
+        typed = st.sidebar.text_input("New file name", placeholder="experiment.db", key="db_new")
+        try:
+            choice = resolve_database(typed, folder, must_exist=False).name
+        except StepScopeError as error:
+            if typed:
+                st.sidebar.error(md(error))
+            choice = st.session_state.get("db_last", default)
+    path = str((folder / choice).resolve())
+    st.session_state["db_last"] = choice
+    st.session_state["db_path"] = path
+    st.sidebar.caption(md(f"in {folder}"))
+    return path
 
 
 def model_picker() -> None:
     """Policy model and engine, kept in session state for every page to read."""
     presets = list(load_presets())
     choices = presets + [CUSTOM]
-    current = st.session_state.get("policy_model", DEFAULT_MODEL)
+    current = st.session_state.get("policy_model", default_policy(DEFAULT_MODEL))
     index = choices.index(current) if current in presets else len(presets)
     picked = st.sidebar.selectbox("Policy model", choices, index=index, key="policy_model_choice")
     if picked == CUSTOM:
@@ -30,11 +76,61 @@ def model_picker() -> None:
         st.sidebar.text_input("Server URLs (comma-separated, …/v1)", key="policy_base_urls")
 
 
+def annotator_field() -> None:
+    typed = st.sidebar.text_input(
+        "Annotator name", key="annotator_input", max_chars=40,
+        help="1 to 40 letters, digits, dots, underscores or hyphens",
+    )  # fmt: skip
+    st.session_state["annotator"] = None
+    if typed.strip():
+        try:
+            st.session_state["annotator"] = validate_annotator(typed)
+        except StepScopeError as error:
+            st.sidebar.error(md(error))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def describe_policy(name: str):
+    return describe_model(name)  # a .gguf file is hashed: once a minute, not on every rerun
+
+
+def model_status(path: str) -> None:
+    """What the worker has loaded, and whether the chosen policy is found."""
+    worker = worker_for(path)
+    loaded = worker.engines.loaded()
+    if loaded:
+        st.sidebar.caption(md(f"Loaded: {loaded['model']} on {loaded['engine']} ({loaded['device']})"))
+    else:
+        running = [j for j in active_jobs(store_for(path)) if j["status"] == "running"]
+        st.sidebar.caption("Loading the model for a job…" if running else
+                           "No model loaded yet: it loads on the first job.")
+    status = describe_policy(st.session_state.get("policy_model", ""))
+    if status.error:
+        st.sidebar.caption(md(f"Policy: {status.error}"))
+
+
+path = database_picker()
+try:
+    store_for(path)
+except StepScopeError as error:
+    st.sidebar.error(f"Cannot open the database: {md(error)}")
 model_picker()
+annotator_field()
+try:
+    model_status(path)
+except StepScopeError:
+    pass  # the page shows why the database cannot be opened
+# Emoji, not :material/…: icons, which the browser fetches from fonts.gstatic.com (the app
+# makes no request off the machine).
 pages = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/models.py", title="Models", icon=":material/memory:"),
+        st.Page("pages/explore.py", title="Explore", icon="🔎", default=True),
+        st.Page("pages/annotate.py", title="Annotate", icon="✏️"),
+        st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+        st.Page("pages/best_of_n.py", title="Best-of-N", icon="📈"),
+        st.Page("pages/jobs_data.py", title="Jobs and data", icon="🗄️"),
+        st.Page("pages/home.py", title="About", icon="ℹ️"),
+        st.Page("pages/models.py", title="Models", icon="🧠"),
     ]
 )
 pages.run()

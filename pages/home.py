@@ -3,7 +3,9 @@
 import streamlit as st
 
 from core.model_status import describe_model
+from pages._shared import require_app
 
+require_app()
 st.title("StepScope")
 st.markdown(
     "Step through a model's reasoning, one step at a time: each step's **Monte Carlo value** "

@@ -3,7 +3,9 @@
 import streamlit as st
 
 from core.model_status import preset_table
+from pages._shared import require_app
 
+require_app()
 st.title("Models")
 st.caption(
     "Presets from models/presets.toml. Any Hugging Face model id or local directory also works: "

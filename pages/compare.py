@@ -1,0 +1,120 @@
+"""Compare: an automatic label source against human labels, and annotators against each other."""
+
+import pandas as pd
+import streamlit as st
+
+from core.compare_view import (
+    CONSENSUS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
+)  # fmt: skip
+from core.explore_view import dataset_names
+from pages._shared import db_path, md, open_store, policy, store_for
+
+store = open_store()
+st.title("Compare")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_steps(path: str, dataset: str | None, version: tuple):
+    """The labelled steps for one state of the database (`version` changes with every label)."""
+    return labelled_steps(store_for(path), dataset)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_comparison(path: str, dataset: str | None, source: str, human: str, policy_name: str,
+                      threshold: float, version: tuple):
+    steps = cached_steps(path, dataset, version)
+    return compare(store_for(path), steps, source, human, policy_name, threshold), inter_annotator(steps)
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+cols = st.columns([2, 2, 2, 2])
+dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="cmp_dataset")
+dataset = None if dataset == "any" else dataset
+version = fingerprint(store)
+steps = cached_steps(db_path(), dataset, version)
+if not steps:
+    st.info("No human labels yet: label some steps on the Annotate page.")
+    st.stop()
+source = cols[1].selectbox("Automatic labels", source_names(store), key="cmp_source",
+                           help="mc-soft: MC value ≥ threshold · mc-hard: any rollout reached the answer · "
+                                "judge: P(yes) ≥ 0.5")  # fmt: skip
+human = cols[2].selectbox("Human labels", [CONSENSUS, *annotator_names(steps)], key="cmp_human")
+threshold = cols[3].slider("MC soft threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
+                           disabled=source != "mc-soft")  # fmt: skip
+st.caption(md(f"Policy for MC values: {policy()} · a human 0 or +1 counts as fine, −1 as wrong."))
+
+result, agreement = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version)
+if result.n == 0:
+    st.warning(f"No step has both a human label and a value from {md(source)} ({result.missing} rated steps have no value).")
+    st.stop()
+kappa = result.kappa
+metric_cols = st.columns(5)
+metric_cols[0].metric("Steps compared", result.n, help=f"{result.missing} rated steps have no value from this source")
+metric_cols[1].metric("Accuracy", fmt(result.accuracy))
+metric_cols[2].metric("Cohen's kappa", fmt(kappa.value if kappa else None),
+                      help="with its 95% interval (statsmodels, asymptotic)")
+metric_cols[2].caption(f"95% interval [{fmt(kappa.low)}, {fmt(kappa.high)}]" if kappa and kappa.low is not None else "")
+metric_cols[3].metric("AUROC", fmt(result.auroc), help="the source's score against the human label")
+pb = result.processbench
+metric_cols[4].metric("ProcessBench F1", fmt(pb.f1 if pb else None),
+                      help="first-error F1 over trajectories whose compared steps start at step 0 without gaps")
+
+left, middle, right = st.columns(3)
+with left:
+    st.subheader("Confusion")
+    confusion = [{"human": "fine" if h else "wrong", "automatic": "fine" if a else "wrong", "steps": n}
+                 for (h, a), n in result.confusion.items()]  # fmt: skip
+    st.vega_lite_chart({
+        "data": {"values": confusion}, "height": 220,
+        "encoding": {"x": {"field": "automatic", "type": "nominal"}, "y": {"field": "human", "type": "nominal"}},
+        "layer": [{"mark": "rect", "encoding": {"color": {"field": "steps", "type": "quantitative"}}},
+                  {"mark": {"type": "text", "fontSize": 16}, "encoding": {"text": {"field": "steps", "type": "quantitative"}}}],
+    }, width="stretch")  # fmt: skip
+with middle:
+    st.subheader("Calibration")
+    bins = [{"mean score": b.mean_predicted, "fraction fine": b.fraction_positive, "low": b.ci_low, "high": b.ci_high,
+             "steps": b.n} for b in result.calibration if b.n]  # fmt: skip
+    st.vega_lite_chart({
+        "data": {"values": bins}, "height": 220,
+        "layer": [
+            {"mark": {"type": "rule", "strokeDash": [4, 4], "color": "#999"},
+             "data": {"values": [{"x": 0, "y": 0, "x2": 1, "y2": 1}]},
+             "encoding": {"x": {"field": "x", "type": "quantitative", "title": "mean score in bin"},
+                          "y": {"field": "y", "type": "quantitative", "title": "fraction the human calls fine"},
+                          "x2": {"field": "x2"}, "y2": {"field": "y2"}}},
+            {"mark": "rule", "encoding": {"x": {"field": "mean score", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                                          "y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}}},
+            {"mark": {"type": "point", "filled": True},
+             "encoding": {"x": {"field": "mean score", "type": "quantitative"},
+                          "y": {"field": "fraction fine", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                          "size": {"field": "steps", "type": "quantitative"},
+                          "tooltip": [{"field": "steps", "type": "quantitative"},
+                                      {"field": "fraction fine", "type": "quantitative"}]}},
+        ],
+    }, width="stretch")  # fmt: skip
+    st.caption(f"expected calibration error {fmt(result.ece, 3)}")
+with right:
+    st.subheader("By step position")
+    st.vega_lite_chart({
+        "data": {"values": result.by_position}, "height": 220, "mark": {"type": "bar"},
+        "encoding": {"x": {"field": "step", "type": "ordinal"},
+                     "y": {"field": "accuracy", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                     "tooltip": [{"field": "n", "type": "quantitative"}]},
+    }, width="stretch")  # fmt: skip
+
+st.subheader(f"Disagreements ({len(result.disagreements)})")
+if result.disagreements:
+    st.dataframe(
+        pd.DataFrame(result.disagreements[:1000]), hide_index=True, width="stretch",
+        column_config={"explore": st.column_config.LinkColumn("explore", display_text="open in Explore")},
+    )  # fmt: skip
+
+st.subheader("Agreement between annotators")
+st.metric("Krippendorff's alpha (ordinal)", fmt(agreement.alpha), help=f"over {agreement.units} steps rated by two or more")
+if agreement.pairs:
+    st.dataframe(pd.DataFrame(agreement.pairs), hide_index=True)
+else:
+    st.caption("No step was rated by two annotators yet.")

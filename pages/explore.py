@@ -1,0 +1,284 @@
+"""Explore: one trajectory at a time, each step with its MC value, judge scores and human labels.
+
+The URL names the trajectory and step (?trajectory=ID&step=INDEX). Values fill in live: while
+a job on this trajectory is queued or running, the trajectory view is a fragment that re-reads
+the store every 1.5 s. Keys: J / K next / previous step, N / P next / previous trajectory.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from core.app_jobs import (
+    JUDGE_KINDS, EstimateRequest, active_jobs, engine_options, job_progress, queue_estimate, queue_judges, queue_top_up,
+)  # fmt: skip
+from core.app_state import parse_deep_link
+from core.errors import StepScopeError
+from core.explore_chart import SELECTION, chart_spec, picked_step
+from core.explore_view import (
+    TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
+    label_text, neighbour, outcome_verdicts, page_of, rollout_rows, step_cards, step_prefix,
+    trajectory_label, value_models,
+)  # fmt: skip
+from core.mcpe import STRATEGY_NAMES
+from pages._shared import engine, error_box, md, open_store, policy, show_text
+
+PAGE_SIZE = 20
+PREFIX_LIMIT = 20_000
+ANY = "any"
+
+store = open_store()
+state = st.session_state
+st.title("Explore")
+
+
+def apply_deep_link() -> None:
+    """A URL the app did not write itself (an opened link, an edited address) picks the view."""
+    params = (st.query_params.get("trajectory"), st.query_params.get("step"))
+    if params == (None, None) or params == state.get("explore_synced"):
+        return
+    link = parse_deep_link(st.query_params, store)
+    if link.problem:
+        state["explore_link_problem"] = link.problem
+    if link.trajectory_id is not None:
+        state["explore_tid"] = link.trajectory_id
+        state["explore_step"] = link.step_idx or 0
+    state["explore_synced"] = params
+
+
+def sync_url(tid: int, step: int) -> None:
+    wanted = (str(tid), str(step))
+    if (st.query_params.get("trajectory"), st.query_params.get("step")) != wanted:
+        st.query_params["trajectory"], st.query_params["step"] = wanted
+    state["explore_synced"] = wanted
+
+
+def filter_widgets() -> TrajectoryFilter:
+    cols = st.columns([2, 1, 1, 2, 3])
+    datasets = dataset_names(store)
+    dataset = cols[0].selectbox("Dataset", [ANY, *datasets], key="ex_dataset")
+    correct = cols[1].selectbox("Final answer", [ANY, "correct", "wrong"], key="ex_correct")
+    labelled = cols[2].selectbox("Human labels", [ANY, "labelled", "unlabelled"], key="ex_labelled")
+    search = cols[3].text_input("Question contains", key="ex_search", max_chars=200)
+    dataset = None if dataset == ANY else dataset
+    problems = find_problems(store, dataset, search)
+    problem_ids = [None, *[p["id"] for p in problems]]
+    questions = {p["id"]: " ".join(p["question"].split())[:90] for p in problems}
+    problem = cols[4].selectbox(
+        "Problem", problem_ids, key="ex_problem",
+        format_func=lambda i: "all problems" if i is None else f"#{i} · {questions.get(i, '')}",
+    )  # fmt: skip
+    return TrajectoryFilter(
+        dataset=dataset, problem_id=problem,
+        correct={ANY: None, "correct": True, "wrong": False}[correct],
+        labelled={ANY: None, "labelled": True, "unlabelled": False}[labelled], search=search,
+    )  # fmt: skip
+
+
+def choose_trajectory(filters: TrajectoryFilter) -> int | None:
+    found = find_trajectories(store, filters)
+    ids = [row["id"] for row in found]
+    labels = {row["id"]: trajectory_label(row) for row in found}
+    current = state.get("explore_tid")
+    changed = state.get("explore_filters") != filters
+    state["explore_filters"] = filters
+    if current is None or (changed and current not in labels) or store.get_trajectory(current) is None:
+        current = ids[0] if ids else None
+        state["explore_step"] = 0
+    if current is None:
+        return None
+    if current not in labels:  # opened by a link or N/P: show it even outside this page of results
+        ids.insert(0, current)
+        labels[current] = trajectory_label({**store.get_trajectory(current), "id": current})
+    state["explore_tid"] = current
+    state["ex_pick"] = current
+
+    def picked() -> None:
+        state["explore_tid"], state["explore_step"] = state["ex_pick"], 0
+
+    total = count_trajectories(store, filters)
+    cols = st.columns([6, 1, 1])
+    cols[0].selectbox(
+        f"Trajectory ({total:,} match; the first {len(found)} listed)", ids, key="ex_pick",
+        format_func=lambda i: labels.get(i, f"#{i}"), on_change=picked,
+    )  # fmt: skip
+
+    def move(direction: int) -> None:
+        target = neighbour(store, filters, state["explore_tid"], direction)
+        if target is not None:
+            state["explore_tid"], state["explore_step"] = target, 0
+
+    cols[1].button("Previous", key="ex_prev_traj", on_click=move, args=(-1,), shortcut="P",
+                   help="previous trajectory (P)", width="stretch")
+    cols[2].button("Next", key="ex_next_traj", on_click=move, args=(1,), shortcut="N",
+                   help="next trajectory (N)", width="stretch")
+    return current
+
+
+def header(trajectory: dict) -> None:
+    st.caption(md(
+        f"trajectory #{trajectory['id']} · dataset {trajectory['dataset']} · source "
+        f"{trajectory['source']} · model {trajectory.get('model') or '—'} · split by "
+        f"{trajectory.get('rule') or '—'}"
+    ))
+    show_text(trajectory["question"], key=f"q-{trajectory['id']}", limit=1500)
+    verdict = {True: "reaches the gold answer", False: "does not reach the gold answer", None: "not graded"}
+    st.text(
+        f"Gold answer: {trajectory.get('gold') or '—'}   ·   final answer: "
+        f"{trajectory.get('final_answer') or '—'} ({verdict[trajectory.get('correct')]})"
+    )
+    for judge, p_yes in outcome_verdicts(store, trajectory["id"]).items():
+        st.text(f"Outcome verdict, {judge}: P(yes) = {'—' if p_yes is None else f'{p_yes:.2f}'}")
+
+
+def request_from(form: dict) -> EstimateRequest:
+    return EstimateRequest(
+        policy=policy(), engine=engine(),
+        engine_options=engine_options(engine(), state.get("policy_base_urls", "")), **form,
+    )  # fmt: skip
+
+
+def job_controls(tid: int) -> None:
+    with st.expander(f"Run jobs on this trajectory (policy: {md(policy())}, engine: {engine()})", expanded=True):
+        left, right = st.columns([3, 2])
+        with left.form("ex_estimate_form", border=False):
+            c = st.columns(5)
+            strategy = c[0].selectbox("Strategy", STRATEGY_NAMES)
+            n = c[1].number_input("N (rollouts per step)", 1, 256, 8)
+            tokens = c[2].number_input("Max new tokens", 1, 2048, 128)
+            temperature = c[3].number_input("Temperature", 0.0, 5.0, 0.7, step=0.1)
+            seed = c[4].number_input("Seed", 0, 2**31 - 1, 0)
+            estimate = st.form_submit_button("Estimate values")
+        with right.form("ex_topup_form", border=False):
+            extra = st.number_input("Extra rollouts per step", 1, 256, 8)
+            top_up = st.form_submit_button("More rollouts")
+        with st.form("ex_judge_form", border=False):
+            c = st.columns([3, 2, 1, 1])
+            judges = c[0].text_input("Judge models (comma-separated; empty: the policy)", max_chars=500)
+            kinds = c[1].multiselect("Verdicts", JUDGE_KINDS, default=["step"])
+            mode = c[2].selectbox("Mode", ["logprob", "generative"])
+            judge = c[3].form_submit_button("Judge")
+        form = {"strategy": strategy, "n": int(n), "max_new_tokens": int(tokens),
+                "temperature": float(temperature), "seed": int(seed)}  # fmt: skip
+        try:
+            if estimate:
+                st.success(f"job {queue_estimate(store, request_from(form), [tid])} queued")
+            if top_up:
+                st.success(f"job {queue_top_up(store, request_from(form), tid, int(extra))} queued")
+            if judge:
+                ids = queue_judges(store, judges.split(",") if judges.strip() else [policy()], kinds, [tid], mode=mode,
+                                   engine=engine(), engine_options=engine_options(engine(), state.get("policy_base_urls", "")))
+                st.success(f"judge jobs {', '.join(map(str, ids))} queued")
+        except StepScopeError as error:
+            error_box("Cannot start the job", error)
+
+
+def value_chart(cards, selected: int) -> None:
+    values, verdicts, labels = chart_rows(cards)
+    spec = chart_spec(len(cards), selected, values, verdicts, labels)
+
+    def on_pick() -> None:
+        step = picked_step(state.get("ex_chart"))
+        if step is not None:
+            state["explore_step"] = step
+
+    st.vega_lite_chart(spec, key="ex_chart", on_select=on_pick, selection_mode=SELECTION, width="stretch")
+
+
+def step_navigation(n_steps: int) -> None:
+    def go(step: int) -> None:
+        state["explore_step"] = max(0, min(n_steps - 1, step))
+
+    step = state["explore_step"]
+    cols = st.columns([1, 1, 2, 4])
+    cols[0].button("Previous step", key="ex_prev_step", on_click=go, args=(step - 1,), shortcut="K",
+                   help="previous step (K)", disabled=step <= 0, width="stretch")
+    cols[1].button("Next step", key="ex_next_step", on_click=go, args=(step + 1,), shortcut="J",
+                   help="next step (J)", disabled=step >= n_steps - 1, width="stretch")
+    state["ex_step_input"] = step
+    cols[2].number_input("Step", 0, max(0, n_steps - 1), key="ex_step_input",
+                         on_change=lambda: go(int(state["ex_step_input"])))
+    cols[3].caption(f"{n_steps} steps · keys: J / K next / previous step, N / P next / previous trajectory")
+
+
+def step_card(card, selected: bool) -> None:
+    with st.container(border=True):
+        left, right = st.columns([3, 2])
+        with left:
+            st.markdown(f"**Step {card.idx}**" + ("  ·  selected" if selected else ""))
+            show_text(card.text, key=f"step-{card.step_id}")
+        with right:
+            st.text(card.value_text)
+            for judge, p_yes in card.verdicts.items():
+                st.text(f"{judge}: P(yes) {'—' if p_yes is None else f'{p_yes:.2f}'}")
+            for label in card.labels:
+                st.text(label_text(label))
+            if not selected:
+                st.button("Select", key=f"ex_select_{card.step_id}",
+                          on_click=lambda i=card.idx: state.__setitem__("explore_step", i))
+
+
+def step_detail(tid: int, card, model: str | None) -> None:
+    st.subheader(f"Step {card.idx}: prefix and rollouts")
+    prefix = step_prefix(store, tid, card.idx)
+    with st.expander(f"The exact prefix the policy continues ({len(prefix):,} characters)", expanded=True):
+        if len(prefix) > PREFIX_LIMIT:
+            st.caption(f"the last {PREFIX_LIMIT:,} characters")
+            prefix = "…" + prefix[-PREFIX_LIMIT:]
+        st.code(prefix, language=None, wrap_lines=True, height=220)
+    rollouts = rollout_rows(store, card.step_id, model)
+    if not rollouts:
+        st.caption("No rollouts from this step yet: start a job above.")
+        return
+    st.dataframe(pd.DataFrame(rollouts), hide_index=True, width="stretch", height=min(400, 40 + 35 * len(rollouts)))
+    which = st.number_input("Read rollout (row)", 0, len(rollouts) - 1, 0, key=f"ex_rollout_{card.step_id}")
+    show_text(rollouts[int(which)]["text"], key=f"rollout-{card.step_id}", limit=2000)
+
+
+def trajectory_view(tid: int, watching: bool) -> None:
+    jobs = active_jobs(store, tid)
+    for job in jobs:
+        progress = job_progress(job)
+        st.progress(progress.fraction or 0.0)
+        st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")
+    if watching and not jobs:
+        st.rerun()  # the jobs finished: a full run shows it and stops polling
+    models = value_models(store, tid)
+    model = policy() if policy() in models or not models else models[0]
+    if len(models) > 1:
+        model = st.selectbox("Values from policy", models, index=models.index(model), key="ex_value_model")
+    elif models and model != policy():
+        st.caption(md(f"Values from {model} (the sidebar's policy has no rollouts here)."))
+    cards = step_cards(store, tid, model)
+    if not cards:
+        st.warning("This trajectory has no steps.")
+        return
+    state["explore_step"] = step = max(0, min(state.get("explore_step", 0), len(cards) - 1))
+    value_chart(cards, step)
+    step_navigation(len(cards))
+    page = page_of(step, PAGE_SIZE)
+    for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
+        step_card(card, card.idx == step)
+    step_detail(tid, cards[step], model)
+    sync_url(tid, step)
+
+
+def watch_for_jobs(tid: int) -> None:
+    """While idle, look every few seconds for a job (from another session or the CLI)."""
+    if active_jobs(store, tid):
+        st.rerun()
+
+
+apply_deep_link()
+if problem := state.pop("explore_link_problem", None):
+    st.warning(f"Cannot open that link: {md(problem)}")
+filters = filter_widgets()
+tid = choose_trajectory(filters)
+if tid is None:
+    st.info("No trajectory matches. Import some on the Jobs and data page, or clear the filters.")
+    st.stop()
+header(store.get_trajectory(tid))
+job_controls(tid)
+watching = bool(active_jobs(store, tid))
+st.fragment(trajectory_view, run_every=1.5 if watching else None)(tid, watching)
+if not watching:
+    st.fragment(watch_for_jobs, run_every=3.0)(tid)

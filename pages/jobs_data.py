@@ -1,0 +1,122 @@
+"""Jobs and data: jobs with progress, cancel and retry; the loaded model; the database file and
+its counts; import (upload) and export (download)."""
+
+import pandas as pd
+import streamlit as st
+
+from core.app_jobs import active_jobs, cancel, job_table, retry
+from core.data_view import export_bytes, export_formats, import_formats, import_upload
+from core.errors import StepScopeError
+from core.explore_view import dataset_names
+from pages._shared import annotator, db_path, error_box, folder, md, open_store, running_worker
+
+store = open_store()
+state = st.session_state
+st.title("Jobs and data")
+
+
+def jobs_section(watching: bool) -> None:
+    table = job_table(store)
+    if watching and not active_jobs(store):
+        st.rerun()  # everything finished: a full run stops the polling
+    if not table:
+        st.caption("No jobs yet. Start one from Explore (Estimate values) or the CLI.")
+        return
+    st.dataframe(
+        pd.DataFrame(table), hide_index=True, width="stretch",
+        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)},
+    )  # fmt: skip
+    cols = st.columns([1, 1, 1, 4])
+    job_id = cols[0].selectbox("Job", [row["id"] for row in table], key="jd_job")
+    for col, label, action in ((cols[1], "Cancel", cancel), (cols[2], "Retry", retry)):
+        if col.button(label, key=f"jd_{label.lower()}", width="stretch"):
+            try:
+                state["jd_message"] = action(store, int(job_id))
+            except StepScopeError as error:
+                error_box(f"Cannot {label.lower()} job {job_id}", error)
+            else:
+                st.rerun()  # a whole run: the table starts (or stops) following the job
+    if message := state.pop("jd_message", None):
+        st.success(message)
+
+
+def model_section() -> None:
+    st.subheader("Loaded model")
+    worker = running_worker(db_path())
+    loaded = worker.engines.loaded() if worker else None
+    if worker is None:
+        st.caption("No job worker runs for this database in this process.")
+    elif loaded:
+        rows = {k: str(v) for k, v in loaded.items() if k != "extra"} | {k: str(v) for k, v in loaded.get("extra", {}).items()}
+        st.dataframe(pd.DataFrame([rows]), hide_index=True, width="stretch")
+    else:
+        st.caption("No model loaded: the worker loads one on the first job that needs it.")
+
+
+def database_section() -> None:
+    st.subheader("Database")
+    st.text(f"File: {store.path}")
+    counts = store.counts()
+    table = {k: v for k, v in counts.items() if isinstance(v, int)}
+    st.dataframe(pd.DataFrame([table]), hide_index=True, width="stretch")
+    if counts["annotations_by_annotator"]:
+        st.dataframe(
+            pd.DataFrame([{"annotator": k, "annotations": v} for k, v in counts["annotations_by_annotator"].items()]),
+            hide_index=True,
+        )  # fmt: skip
+    datasets = store.datasets()
+    if datasets:
+        st.dataframe(pd.DataFrame(datasets), hide_index=True)
+
+
+def import_section() -> None:
+    st.subheader("Import")
+    with st.form("jd_import", clear_on_submit=True):
+        upload = st.file_uploader("File (JSON lines or a JSON array)", type=["jsonl", "json"])
+        cols = st.columns(3)
+        format_name = cols[0].selectbox("Format", import_formats())
+        dataset = cols[1].text_input("Dataset (optional)", max_chars=80)
+        label_owner = cols[2].text_input("Annotator for unnamed labels", value=annotator() or "", max_chars=40)
+        submitted = st.form_submit_button("Import")
+    if submitted:
+        if upload is None:
+            st.error("Choose a file to import.")
+            return
+        try:
+            result = import_upload(store, folder(), upload.name, upload.getvalue(), format_name,
+                                   dataset=dataset, annotator=label_owner.strip() or None)
+            st.success(md(result.summary))
+        except StepScopeError as error:
+            error_box("Import failed, nothing was changed", error)
+
+
+def export_section() -> None:
+    st.subheader("Export")
+    with st.form("jd_export"):
+        cols = st.columns(3)
+        format_name = cols[0].selectbox("Format", export_formats())
+        labels = cols[1].text_input("Labels", placeholder="mc-hard, mc-soft:0.5, judge:NAME, human:NAME, consensus",
+                                    max_chars=200)
+        dataset = cols[2].selectbox("Dataset", ["all", *dataset_names(store)])
+        prepared = st.form_submit_button("Prepare the file")
+    if prepared:
+        try:
+            content, written, file_name = export_bytes(
+                store, folder(), format_name, labels=labels, dataset=None if dataset == "all" else dataset)
+            state["jd_export_file"] = (content, written, file_name)
+        except StepScopeError as error:
+            state.pop("jd_export_file", None)
+            error_box("Export failed", error)
+    if "jd_export_file" in state:
+        content, written, file_name = state["jd_export_file"]
+        st.caption(f"{written} records, {len(content):,} bytes")
+        st.download_button(f"Download {file_name}", content, file_name=file_name, key="jd_download")
+
+
+watching = bool(active_jobs(store))
+st.subheader("Jobs")
+st.fragment(jobs_section, run_every=2.0 if watching else None)(watching)
+model_section()
+database_section()
+import_section()
+export_section()

@@ -1,0 +1,115 @@
+"""A real `streamlit run app.py` on a free loopback port, and a real headless Chromium.
+
+Used by the end-to-end tests (tests/test_e2e_*.py). The server gets its own database through
+$STEPSCOPE_DB (its folder is the app's data folder) and, optionally, the policy a new session
+starts with through $STEPSCOPE_DEFAULT_POLICY; $STEPSCOPE_MODELS_DIR is left as it is.
+Chromium is Debian's (/usr/bin/chromium, or $STEPSCOPE_CHROMIUM): Playwright's own browser
+download is not used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def chromium_path() -> str | None:
+    configured = os.environ.get("STEPSCOPE_CHROMIUM")
+    if configured:
+        return configured
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def streamlit_server(db_path: Path, *, env: dict | None = None, log: Path | None = None,
+                     start_timeout: float = 90.0) -> Iterator[str]:
+    """Run the app until the block ends; yields its base URL."""
+    port = free_port()
+    environment = {**os.environ, "STEPSCOPE_DB": str(db_path), "HF_HUB_OFFLINE": "1",
+                   "TRANSFORMERS_VERBOSITY": "error", **(env or {})}  # fmt: skip
+    log_handle = open(log, "w") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=environment, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _healthy(url):
+            if process.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {process.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer on {url} in {start_timeout:.0f} s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if log_handle is not subprocess.DEVNULL:
+            log_handle.close()
+
+
+@contextmanager
+def chromium() -> Iterator[object]:
+    """A headless Chromium browser (Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    if executable is None:
+        raise RuntimeError("no chromium binary: apt-get install chromium, or set STEPSCOPE_CHROMIUM")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def wait_for_app(page, timeout: float = 60_000) -> None:
+    """Until the script run is over: the app shows its title and no 'running' indicator."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )

@@ -1,0 +1,354 @@
+"""Each page's logic through Streamlit's AppTest: a page file run on its own against a real
+SQLite file, with the sidebar's choices put in session state (app.py is tested for its first
+render: AppTest with st.navigation does not keep the sidebar across widget changes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.sample_solutions import ensure_trajectories
+from core.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # pages import pages._shared, as under `streamlit run app.py`
+
+TIMEOUT = 60
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "data" / "pages.db"
+    monkeypatch.setenv("STEPSCOPE_DB", str(path))
+    return path
+
+
+def seeded(db: Path) -> Store:
+    """The store as the app leaves it on first start: sample set plus reference trajectories."""
+    store = Store.open(db)
+    ensure_trajectories(store)
+    return store
+
+
+def page(name: str, db: Path, **state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    at.session_state["db_path"] = str(db)
+    at.session_state["policy_model"] = "tiny-policy"
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def button(at: AppTest, label: str, nth: int = 0):
+    return [b for b in at.button if b.label == label][nth]
+
+
+# --- app.py --------------------------------------------------------------------------------
+
+
+def test_fresh_start_shows_a_trajectory_ready_to_explore(db):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    no_exceptions(at)
+    assert db.exists()  # created on first start, with the sample set and reference trajectories
+    labels = [s.label for s in at.sidebar.selectbox]
+    assert labels[:2] == ["Database file", "Policy model"] and at.sidebar.selectbox[0].value == "pages.db"
+    assert [t.label for t in at.sidebar.text_input] == ["Annotator name"]
+    assert any("No model loaded yet" in c.value for c in at.sidebar.caption)
+    assert at.title[0].value == "Explore"
+    assert "A baker makes 4 trays of 12 cookies" in texts(at)[0]
+    assert (at.query_params["trajectory"], at.query_params["step"]) == ("1", "0")
+
+
+def test_bad_annotator_name_is_refused_in_the_sidebar(db):
+    # Typed before the first run: a widget change on app.py (st.navigation) is not kept by AppTest.
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["annotator_input"] = "<img src=x>"
+    at.run()
+    assert any("1 to 40 letters" in e.value for e in at.sidebar.error)
+    assert at.session_state["annotator"] is None
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["annotator_input"] = " alice "
+    at.run()
+    assert at.session_state["annotator"] == "alice" and not at.sidebar.error
+
+
+# --- Explore -------------------------------------------------------------------------------
+
+
+def test_explore_deep_link_opens_the_named_step(db):
+    at = page("explore", db)
+    at.query_params["trajectory"] = "3"
+    at.query_params["step"] = "2"
+    at.run()
+    no_exceptions(at)
+    assert at.session_state["explore_tid"] == 3 and at.session_state["explore_step"] == 2
+    assert [h.value for h in at.subheader][-1] == "Step 2: prefix and rollouts"
+    assert "Jack has 50 dollars" in texts(at)[0]
+
+
+@pytest.mark.parametrize("params, cause", [
+    ({"trajectory": "abc"}, "whole number"),
+    ({"trajectory": "999"}, "does not exist"),
+    ({"trajectory": "2", "step": "50"}, "has 3 steps"),
+])  # fmt: skip
+def test_explore_bad_links_give_a_message_not_a_crash(db, params, cause):
+    at = page("explore", db)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    no_exceptions(at)
+    assert any(cause in w.value for w in at.warning)
+    assert at.session_state["explore_tid"] in (1, 2)  # falls back to something to show
+
+
+def test_explore_step_and_trajectory_navigation(db):
+    at = page("explore", db)
+    at.run()
+    assert at.session_state["explore_step"] == 0
+    button(at, "Next step").click().run()
+    assert at.session_state["explore_step"] == 1
+    button(at, "Previous step").click().run()
+    assert at.session_state["explore_step"] == 0
+    button(at, "Select", 1).click().run()  # the card of step 2 (step 0's card is selected)
+    assert at.session_state["explore_step"] == 2
+    button(at, "Next").click().run()
+    assert at.session_state["explore_tid"] == 2 and at.session_state["explore_step"] == 0
+    button(at, "Previous").click().run()
+    assert at.session_state["explore_tid"] == 1
+    no_exceptions(at)
+
+
+def test_explore_filters_pick_a_matching_trajectory(db):
+    at = page("explore", db)
+    at.run()
+    at.selectbox(key="ex_correct").set_value("wrong").run()
+    assert at.session_state["explore_tid"] == 8
+    assert at.selectbox(key="ex_pick").options == [
+        o for o in at.selectbox(key="ex_pick").options if o.startswith(("#8", "#9", "#10"))]
+    button(at, "Next").click().run()
+    assert at.session_state["explore_tid"] == 9
+    at.text_input(key="ex_search").set_value("no such question").run()
+    assert any("No trajectory matches" in i.value for i in at.info)
+
+
+def test_explore_starts_a_job_and_shows_values(db):
+    at = page("explore", db)
+    at.run()
+    n_input = [n for n in at.number_input if n.label == "N (rollouts per step)"][0]
+    n_input.set_value(3)
+    button(at, "Estimate values").click().run()
+    no_exceptions(at)
+    assert any("job 1 queued" in s.value for s in at.success)
+    store = Store.open(db)
+    job = store.get_job(1)
+    assert job["status"] == "queued" and job["manifest"]["policy"] == "tiny-policy"
+    assert job["manifest"]["strategy"]["n"] == 3 and job["manifest"]["trajectory_ids"] == [1]
+    # The job's rollouts (written here as a worker would) show on the cards.
+    step = store.steps(1)[0]
+    store.add_rollouts([{"step_id": step["id"], "text": " 48 - 30 = 18", "correct": True, "model": "tiny-policy"},
+                        {"step_id": step["id"], "text": " 7", "correct": False, "model": "tiny-policy"}])
+    store.update_job(1, status="done")
+    at.run()
+    assert "MC 0.50  [0.09, 0.91]  (1/2 reach the answer)" in texts(at)
+    assert len(at.dataframe) == 1 and list(at.dataframe[0].value["correct"]) == [True, False]
+
+
+def test_explore_queues_judge_jobs(db):
+    at = page("explore", db)
+    at.run()
+    button(at, "Judge").click().run()
+    no_exceptions(at)
+    assert any("judge jobs 1 queued" in s.value for s in at.success)
+    job = Store.open(db).get_job(1)
+    assert (job["kind"], job["manifest"]["model"], job["manifest"]["kind"]) == ("judge", "tiny-policy", "step")
+
+
+def test_explore_refuses_a_job_it_cannot_run(db):
+    at = page("explore", db, policy_engine="openai")
+    at.run()
+    button(at, "Estimate values").click().run()
+    assert any("needs server URLs" in e.value for e in at.error)
+    assert Store.open(db).list_jobs() == []
+
+
+def test_untrusted_text_is_rendered_as_text(db):
+    store = Store.open(db)
+    evil = "<script>alert(1)</script> ![x](http://evil.example/x.png) **bold**"
+    problem = store.add_problem("evil_set", evil, "1")
+    trajectory = store.add_trajectory(problem, f"{evil}\nThe answer is 1.", source="<b>src</b>", model="[m](http://x)")
+    at = page("explore", db)
+    at.query_params["trajectory"] = str(trajectory)
+    at.run()
+    no_exceptions(at)
+    assert evil in texts(at)  # question and step through st.text: shown verbatim, never parsed
+    for element in [*at.markdown, *at.caption]:
+        assert "](http" not in element.value and "<script" not in element.value.replace("\\<", "")
+
+
+# --- Annotate ------------------------------------------------------------------------------
+
+
+def test_annotate_needs_an_annotator(db):
+    at = page("annotate", db)
+    at.run()
+    assert "annotator name" in at.info[0].value
+
+
+def test_annotate_every_click_is_saved(db):
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    no_exceptions(at)
+    store = Store.open(db)
+    steps = store.steps(1)
+    button(at, "+1").click().run()
+    assert at.success[0].value.startswith("saved: step 0 +1 at ")
+    assert store.annotation("alice", steps[0]["id"])["rating"] == 1
+    assert at.session_state["ann_step"] == 1  # rating moves the keyboard to the next step
+    button(at, "−1", 1).click().run()
+    button(at, "1st err", 1).click().run()
+    button(at, "Flag", 1).click().run()
+    at.text_input(key=f"ann_note_{steps[1]['id']}").set_value("sign error").run()
+    label = store.annotation("alice", steps[1]["id"])
+    assert (label["rating"], label["first_error"], label["flagged"], label["note"]) == (-1, True, True, "sign error")
+    assert at.success[0].value.startswith("saved: step 1 note saved")
+    button(at, "0", 2).click().run()
+    assert "1 of 10 trajectories fully labelled" in texts(at)[0]
+    button(at, "Next").click().run()
+    assert at.session_state["ann_pos"] == 1 and "Trajectory 2 of 10 (#2)" in texts(at)[0]
+    no_exceptions(at)
+
+
+def test_annotate_blind_mode_hides_automatic_labels_until_submitted(db):
+    store = seeded(db)
+    step = store.steps(1)[0]
+    store.add_rollouts([{"step_id": step["id"], "text": " 18", "correct": True, "model": "tiny-policy"}])
+    store.save_annotation("bob", step["id"], rating=-1)
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    shown = " ".join(c.value for c in at.caption)
+    assert "MC 1" not in shown and "bob" not in shown and "Blind mode" in shown
+    button(at, "Submit").click().run()
+    shown = " ".join(c.value for c in at.caption)
+    assert "MC 1\\.00" in shown and "bob" in shown
+    at.toggle(key="ann_blind_box").set_value(False)
+    button(at, "Next").click().run()
+    assert "Blind mode" not in " ".join(c.value for c in at.caption)
+
+
+def test_annotate_random_queue_with_seed(db):
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    at.selectbox(key="ann_mode").set_value("random sample").run()
+    at.number_input(key="ann_size").set_value(4).run()
+    first = list(at.session_state["ann_queue"])
+    assert len(first) == 4
+    at.number_input(key="ann_seed").set_value(1).run()
+    assert list(at.session_state["ann_queue"]) != first
+    at.selectbox(key="ann_mode").set_value("assigned list").run()
+    at.text_input(key="ann_assigned").set_value("5, 99").run()
+    assert any("no trajectory with id 99" in e.value for e in at.error)
+
+
+# --- Jobs and data -------------------------------------------------------------------------
+
+
+def test_jobs_and_data_page(db):
+    from core.app_jobs import EstimateRequest, queue_estimate
+
+    store = Store.open(db)
+    at = page("jobs_data", db)
+    at.run()
+    no_exceptions(at)
+    assert any(str(db.resolve()) in t or str(db) in t for t in texts(at))
+    job_id = queue_estimate(store, EstimateRequest(policy="tiny-policy"), [1])
+    at.run()
+    assert list(at.dataframe[0].value["status"]) == ["queued"]
+    button(at, "Cancel").click().run()
+    assert store.get_job(job_id)["status"] == "cancelled"
+    assert any(f"job {job_id} cancelled" in s.value for s in at.success)
+    button(at, "Retry").click().run()
+    assert store.get_job(job_id)["status"] == "queued"
+    button(at, "Cancel").click().run()
+    button(at, "Cancel").click().run()
+    assert any("is not queued or running" in e.value for e in at.error)
+    button(at, "Prepare the file").click().run()  # trl, the first format, needs labels
+    assert any("needs \\-\\-labels" in e.value for e in at.error)
+    [s for s in at.selectbox if s.label == "Format"][1].set_value("jsonl")
+    button(at, "Prepare the file").click().run()
+    no_exceptions(at)
+    assert [d.proto.label for d in at.get("download_button")] == ["Download stepscope-jsonl.jsonl"]
+
+
+# --- Compare -------------------------------------------------------------------------------
+
+
+def test_compare_without_labels_says_so(db):
+    seeded(db)
+    at = page("compare", db)
+    at.run()
+    no_exceptions(at)
+    assert "No human labels yet" in at.info[0].value
+
+
+def test_compare_shows_kappa_from_the_labels(db):
+    from core.metrics import cohen_kappa
+
+    store = seeded(db)
+    steps = store.steps(1)
+    for step, outcomes, rating in zip(steps, ([True, True], [True, False], [False, False]), (1, 1, -1)):
+        store.add_rollouts({"step_id": step["id"], "text": " x", "correct": ok, "model": "tiny-policy"} for ok in outcomes)
+        store.save_annotation("alice", step["id"], rating=rating)
+    store.save_annotation("bob", steps[0]["id"], rating=-1)
+    at = page("compare", db)
+    at.run()
+    no_exceptions(at)
+    at.selectbox(key="cmp_source").set_value("mc-hard").run()
+    at.selectbox(key="cmp_human").set_value("alice").run()
+    metrics = {m.label: m.value for m in at.metric}
+    expected = cohen_kappa([True, True, False], [True, True, False]).value
+    assert metrics["Steps compared"] == "3" and metrics["Cohen's kappa"] == f"{expected:.2f}"
+    assert metrics["Accuracy"] == "1.00"
+    at.selectbox(key="cmp_human").set_value("bob").run()
+    assert {m.label: m.value for m in at.metric}["Steps compared"] == "1"
+    assert len(at.dataframe) >= 1  # the disagreement table: bob says wrong, MC hard says fine
+    assert list(at.dataframe[0].value["explore"]) == ["/?trajectory=1&step=0"]
+
+
+# --- Best-of-N -----------------------------------------------------------------------------
+
+
+def test_best_of_n_page(db):
+    store = seeded(db)
+    at = page("best_of_n", db)
+    at.run()
+    no_exceptions(at)
+    assert "No policy solutions yet" in at.info[0].value
+    problem = store.add_problem("bon", "2 + 2?", "4")
+    for i, answer in enumerate(["4", "5", "4"]):
+        store.add_trajectory(problem, f"Attempt {i}: the answer is {answer}.", source="policy", model="pol",
+                             final_answer=answer, correct=answer == "4")
+    at.run()
+    no_exceptions(at)
+    frame = at.dataframe[0].value
+    assert set(frame["method"]) == {"pass@k", "majority vote"} and list(frame["k"].unique()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["home", "models"])
+def test_about_and_models_pages_render(db, name):
+    at = page(name, db)
+    at.run()
+    no_exceptions(at)
+    assert at.title[0].value in ("StepScope", "Models")

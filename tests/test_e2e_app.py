@@ -1,0 +1,241 @@
+"""End to end: a real `streamlit run app.py` driven by a real headless Chromium (Playwright).
+
+One server for the module, on its own database file (a fresh start: the sample set and the
+reference trajectories). The policy for new sessions is the tiny test model, given through
+$STEPSCOPE_DEFAULT_POLICY (the sidebar shows it as a custom model directory). Screenshots go to
+tests/artifacts/.
+
+The tests run in file order and build on each other, as a user session would: (a) samples MC
+values for trajectory 1, (b) labels it from the keyboard, (c) compares the two on Compare.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e_server import chromium, chromium_path, streamlit_server
+
+pytest.importorskip("playwright")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(chromium_path() is None, reason="no chromium binary (apt-get install chromium)"),
+]
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+LOAD_TIMEOUT = 120_000  # ms: the first run imports the scientific stack on a busy 2-core box
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_model_dir):
+    ARTIFACTS.mkdir(exist_ok=True)
+    folder = tmp_path_factory.mktemp("e2e-data")
+    db = folder / "e2e.db"
+    env = {"STEPSCOPE_DEFAULT_POLICY": str(tiny_model_dir)}
+    with streamlit_server(db, env=env, log=ARTIFACTS / "e2e-server.log") as url:
+        with chromium() as browser:
+            yield url, browser, db
+
+
+@pytest.fixture
+def page(app):
+    url, browser, _ = app
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    """Wait until the script run triggered by the last action has finished."""
+    page.wait_for_timeout(250)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
+def open_page(page, url: str, heading: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=heading).wait_for(timeout=LOAD_TIMEOUT)
+    settle(page)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_a_explore_job_values_appear_without_reloading(app, page):
+    url, _, db = app
+    open_page(page, url + "/", "Explore")
+    assert "A baker makes 4 trays of 12 cookies" in page.inner_text("main")
+    page.evaluate("window.__stepscope_marker = 'same page'")
+    page.get_by_role("spinbutton", name="N (rollouts per step)").fill("2")
+    page.get_by_role("spinbutton", name="Max new tokens").fill("8")
+    page.get_by_role("button", name="Estimate values").click()
+    page.get_by_text("job 1 queued").wait_for(timeout=30_000)
+    shot(page, "explore-job-queued")
+    started = time.monotonic()
+    # Values fill in through the live fragment: no navigation, no reload.
+    page.get_by_text("(2/2 reach the answer)").or_(page.get_by_text("(1/2 reach the answer)")).or_(
+        page.get_by_text("(0/2 reach the answer)")).first.wait_for(timeout=240_000)
+    waited = time.monotonic() - started
+    assert page.evaluate("window.__stepscope_marker") == "same page"
+    shot(page, "explore-values")
+    with sqlite3.connect(db) as conn:
+        status, done = conn.execute("SELECT status, done FROM jobs WHERE id = 1").fetchone()
+        rollouts = conn.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
+    assert rollouts >= 2 and done >= 2, (status, done, rollouts)
+    print(f"values appeared {waited:.1f} s after the job was queued")
+
+
+def test_b_annotate_with_the_keyboard_only(app, page):
+    url, _, db = app
+    open_page(page, url + "/annotate", "Annotate")
+    name = page.get_by_role("textbox", name="Annotator name")
+    name.focus()  # the one programmatic step: putting the caret in the name box
+    page.keyboard.type("kb-annotator")
+    # Tab commits the name and leaves the box (keys typed into a text box are text, not commands).
+    page.keyboard.press("Tab")
+    page.get_by_text("Trajectory 1 of").wait_for(timeout=30_000)
+    settle(page)
+    # Streamlit binds a button's shortcut in an effect that runs a moment after the button shows;
+    # on this busy 2-core box a key pressed within about a second of the first render is dropped.
+    page.wait_for_timeout(2500)
+
+    def key(k: str, expect: str | re.Pattern) -> None:
+        page.keyboard.press(k)
+        page.get_by_text(expect).first.wait_for(timeout=30_000)
+        settle(page)
+        page.wait_for_timeout(300)
+
+    key("3", "saved: step 0 +1")
+    key("1", "saved: step 1 −1")
+    key("k", "Step 1 ◀ keyboard")
+    key("e", "saved: step 1 first error")
+    key("f", "saved: step 1 flagged")
+    key("j", "Step 2 ◀ keyboard")
+    key("2", "saved: step 2 0")
+    shot(page, "annotate-labelled")
+    key("s", re.compile("no rollouts yet|reach the answer"))  # submitted: blind mode shows the MC values
+    key("n", "Trajectory 2 of")
+    page.wait_for_timeout(1500)  # new buttons again: let their shortcuts bind
+    key("3", "saved: step 0 +1 at")
+    shot(page, "annotate-next")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            """SELECT s.trajectory_id, s.idx, a.rating, a.first_error, a.flagged FROM annotations a
+               JOIN annotators n ON n.id = a.annotator_id JOIN steps s ON s.id = a.step_id
+               WHERE n.name = 'kb-annotator' ORDER BY s.trajectory_id, s.idx"""
+        ).fetchall()
+    assert rows == [(1, 0, 1, 0, 0), (1, 1, -1, 1, 1), (1, 2, 0, 0, 0), (2, 0, 1, 0, 0)]
+
+
+def test_c_compare_shows_kappa_from_those_rows(app, page):
+    """After (a) sampled MC values for trajectory 1 and (b) labelled it: the kappa on the page is
+    the one computed here from the rows in the SQLite file."""
+    from core.metrics import cohen_kappa
+
+    url, _, db = app
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            """SELECT s.id, a.rating, SUM(r.correct), COUNT(r.id) FROM annotations a
+               JOIN annotators n ON n.id = a.annotator_id JOIN steps s ON s.id = a.step_id
+               JOIN rollouts r ON r.step_id = s.id
+               WHERE n.name = 'kb-annotator' GROUP BY s.id ORDER BY s.id"""
+        ).fetchall()
+    assert len(rows) == 3  # trajectory 1's steps: labelled in (b), with rollouts from (a)
+    human = [rating >= 0 for _, rating, _, _ in rows]
+    automatic = [correct / n >= 0.5 for _, _, correct, n in rows]
+    kappa = cohen_kappa(human, automatic).value
+    expected = "—" if kappa is None else f"{kappa:.2f}"
+    open_page(page, url + "/compare", "Compare")
+    page.get_by_text("Steps compared").wait_for(timeout=30_000)
+    # Consensus of one annotator = that annotator; MC soft at the default threshold 0.5.
+    metric = page.locator("[data-testid='stMetric']").filter(has_text="Cohen's kappa")
+    assert metric.locator("[data-testid='stMetricValue']").inner_text().strip() == expected
+    steps = page.locator("[data-testid='stMetric']").filter(has_text="Steps compared")
+    assert steps.locator("[data-testid='stMetricValue']").inner_text().strip() == "3"
+    shot(page, "compare")
+
+
+def test_d_deep_link_opens_the_named_step_and_a_click_on_the_chart_selects(app, page):
+    url, _, _ = app
+    open_page(page, url + "/explore?trajectory=3&step=2", "Explore")
+    page.get_by_role("heading", name="Step 2: prefix and rollouts").wait_for(timeout=30_000)
+    main = page.inner_text("main")
+    assert "Jack has 50 dollars" in main and "Jack has 50 - 30 = 20 dollars left." in main
+    assert page.url.endswith("trajectory=3&step=2")
+    shot(page, "explore-deep-link")
+    # The keyboard moves between steps and the URL follows (after the shortcut-binding pause
+    # explained in test_b).
+    page.wait_for_timeout(2500)
+    page.keyboard.press("k")
+    page.get_by_role("heading", name="Step 1: prefix and rollouts").wait_for(timeout=30_000)
+    settle(page)
+    assert page.url.endswith("trajectory=3&step=1")
+    # A click on the chart's first column selects step 0. The chart is redrawn after every
+    # step change and listens for clicks only once Vega has finished; a click that lands
+    # before is ignored, so the click is repeated (selecting the same column is idempotent).
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    selected = page.get_by_role("heading", name="Step 0: prefix and rollouts")
+    for attempt in range(5):
+        settle(page)
+        page.wait_for_timeout(1000)
+        box = chart.bounding_box()
+        x, y = box["x"] + box["width"] * 0.12, box["y"] + box["height"] * 0.4
+        page.mouse.move(x, y)
+        page.wait_for_timeout(300)
+        page.mouse.click(x, y)
+        try:
+            selected.wait_for(timeout=8_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: click again
+            continue
+    assert selected.is_visible()
+    page.wait_for_url(re.compile(r"trajectory=3&step=0$"), timeout=10_000)
+    shot(page, "explore-chart-click")
+    # A bad link: a message that names the cause, and the app keeps running.
+    open_page(page, url + "/explore?trajectory=../../etc/passwd", "Explore")
+    page.get_by_text("Cannot open that link").wait_for(timeout=30_000)
+    assert "must be a whole number" in page.inner_text("main")
+
+
+def test_e_jobs_and_data_lists_the_job_and_the_counts(app, page):
+    url, _, _ = app
+    open_page(page, url + "/jobs_data", "Jobs and data")
+    page.get_by_role("heading", name="Database").wait_for(timeout=30_000)
+    main = page.inner_text("main")
+    assert "Loaded model" in main and "e2e.db" in main
+    tables = page.locator("[data-testid='stDataFrame']")
+    tables.nth(1).wait_for(timeout=30_000)  # the grid component loads lazily
+    assert tables.count() >= 2  # jobs, counts
+    shot(page, "jobs-and-data")
+
+
+def test_f_untrusted_text_stays_text_in_the_browser(app, page):
+    """Model or imported text with HTML, a script, a markdown image and links: shown as text,
+    no script runs, no request leaves the machine."""
+    from core.store import Store
+
+    url, _, db = app
+    evil = ('<img src="http://198.51.100.7/x.png" onerror="window.__pwned=1"> <script>window.__pwned=2</script> '
+            '![tracker](http://198.51.100.7/t.png) [link](http://198.51.100.7/) **bold** $x^2$ :red[red]')
+    store = Store.open(db)
+    problem = store.add_problem("evil <b>set</b>", f"Question {evil}", "1")
+    trajectory = store.add_trajectory(problem, f"Step {evil}\nThe answer is 1.", source="<i>src</i>",
+                                      model="![m](http://198.51.100.7/m.png)")
+    outside = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
+    open_page(page, f"{url}/?trajectory={trajectory}&step=0", "Explore")
+    page.get_by_text("Step 0: prefix and rollouts").wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    shot(page, "untrusted-text")
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("main img[src*='198.51.100.7']").count() == 0
+    assert page.locator("main a[href*='198.51.100.7']").count() == 0
+    assert page.get_by_text("<script>window.__pwned=2</script>").count() >= 1  # shown, verbatim
+    assert outside == []
