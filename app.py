@@ -1,7 +1,7 @@
 """StepScope: the Streamlit entry point. Navigation over pages/ and the shared sidebar.
 
 The sidebar chooses the database file (a file in the data folder), the policy model and
-engine, and the annotator name; pages read those choices from session state. Each database
+engine, the judge models, and the annotator name; pages read those choices from session state. Each database
 file gets one background job worker per server process (pages/_shared.worker_for).
 """
 
@@ -9,8 +9,8 @@ import streamlit as st
 
 from core.app_jobs import active_jobs
 from core.app_state import (
-    data_folder, database_files, default_database_name, default_policy, resolve_database,
-    validate_annotator,
+    POLICY_AS_JUDGE, data_folder, database_files, default_database_name, default_policy, judge_models,
+    resolve_database, validate_annotator,
 )  # fmt: skip
 from core.engines import ENGINE_NAMES
 from core.errors import StepScopeError
@@ -76,6 +76,19 @@ def model_picker() -> None:
         st.sidebar.text_input("Server URLs (comma-separated, …/v1)", key="policy_base_urls")
 
 
+def judge_picker() -> None:
+    """Judge models for the judge jobs (Explore): by default the policy judges itself."""
+    picked = st.sidebar.multiselect(
+        "Judge models", [POLICY_AS_JUDGE, *load_presets()], default=[POLICY_AS_JUDGE], key="judge_choice",
+        help="who gives P(yes) verdicts; none chosen: the policy",
+    )  # fmt: skip
+    typed = st.sidebar.text_input(
+        "Other judge models", key="judge_other", max_chars=500,
+        placeholder="comma-separated hub ids or local directories",
+    )  # fmt: skip
+    st.session_state["judge_models"] = judge_models(picked, typed, st.session_state["policy_model"])
+
+
 def annotator_field() -> None:
     typed = st.sidebar.text_input(
         "Annotator name", key="annotator_input", max_chars=40,
@@ -115,6 +128,7 @@ try:
 except StepScopeError as error:
     st.sidebar.error(f"Cannot open the database: {md(error)}")
 model_picker()
+judge_picker()
 annotator_field()
 try:
     model_status(path)

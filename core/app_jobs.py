@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from core.errors import StepScopeError
-from core.jobs import cancel_job, create_estimate_job, default_sampling, retry_job
+from core.jobs import cancel_job, create_estimate_job, create_generate_job, default_sampling, retry_job
 from core.mcpe import STRATEGY_NAMES, make_strategy
 from core.store import Store
 
 ACTIVE = ("queued", "running")
 MAX_N = 256
 MAX_NEW_TOKENS = 2048
+MAX_K = 256
+MAX_PROBLEMS = 100_000
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,61 @@ def queue_judges(
     ]  # fmt: skip
 
 
+def probe_verifiers(store: Store) -> dict[str, str]:
+    """Trained probe verifiers next to the database: folder -> judge name, for a picker."""
+    from core.probes import list_probes
+
+    try:
+        return {v["folder"]: str(v.get("judge") or v["folder"]) for v in list_probes(store)}
+    except (OSError, ValueError):  # a manifest being written or damaged: offer none rather than fail the page
+        return {}
+
+
+def queue_probe_judges(store: Store, verifiers: Sequence[str], trajectory_ids: Sequence[int]) -> list[int]:
+    """One job per trained probe verifier (a folder that core.probes.list_probes found)."""
+    from core.judging import create_probe_judge_job
+
+    if not verifiers:
+        raise StepScopeError("choose at least one probe verifier")
+    _exists(store, trajectory_ids)
+    try:
+        return [create_probe_judge_job(store, verifier=folder, trajectory_ids=list(trajectory_ids))
+                for folder in verifiers]  # fmt: skip
+    except (OSError, KeyError, ValueError) as error:  # a folder removed or damaged since it was listed
+        raise StepScopeError(f"cannot read the probe verifier: {error}") from None
+
+
+def queue_judging(
+    store: Store, judges: Sequence[str], kinds: Sequence[str], probes: Sequence[str], trajectory_ids: Sequence[int],
+    **options,
+) -> list[int]:
+    """Explore's Judge button: the judge models give the chosen kinds of verdicts, and each
+    chosen probe verifier scores too; `options` go to queue_judges (mode, engine, engine_options)."""
+    if not kinds and not probes:
+        raise StepScopeError("choose step and/or outcome verdicts, or a probe verifier")
+    ids = queue_judges(store, judges, kinds, trajectory_ids, **options) if kinds else []
+    return ids + (queue_probe_judges(store, probes, trajectory_ids) if probes else [])
+
+
+def queue_generate(store: Store, request: EstimateRequest, dataset: str, k: int, limit: int | None = None) -> int:
+    """Queue a job that samples k solutions per problem of the dataset (the first `limit`
+    problems by id) from the policy; they become policy trajectories, graded and segmented.
+    `request` carries the policy, engine and sampling (its strategy and N are not used)."""
+    request.check()
+    if not 1 <= k <= MAX_K:
+        raise StepScopeError(f"k (solutions per problem) is between 1 and {MAX_K}")
+    if limit is not None and not 1 <= limit <= MAX_PROBLEMS:
+        raise StepScopeError(f"the number of problems is between 1 and {MAX_PROBLEMS:,}")
+    problems = [p["id"] for p in store.list_problems(dataset=dataset, limit=limit)]
+    if not problems:
+        raise StepScopeError(f"dataset {dataset!r} has no problems")
+    return create_generate_job(
+        store, policy=request.policy, problem_ids=problems, k=k, engine=request.engine,
+        engine_options=request.engine_options or {},
+        sampling=default_sampling(request.max_new_tokens, request.temperature, request.seed),
+    )  # fmt: skip
+
+
 def _exists(store: Store, trajectory_ids: Sequence[int]) -> None:
     for trajectory_id in trajectory_ids:
         if store.get_trajectory(trajectory_id) is None:
@@ -137,6 +194,10 @@ def active_jobs(store: Store, trajectory_id: int | None = None) -> list[dict]:
 
 def _parse_time(stamp: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(stamp) if stamp else None
+
+
+# What a job's done/planned counts, by kind (core.jobs and core.judging count these).
+PROGRESS_UNIT = {"estimate": "rollouts", "generate": "solutions", "judge": "verdicts"}
 
 
 @dataclass(frozen=True)
@@ -160,7 +221,7 @@ def job_progress(job: dict, now: dt.datetime | None = None) -> JobProgress:
     elif job["status"] == "running" and done == 0:
         text = "running: loading the model / first batch"
     else:
-        text = f"{job['status']}: {done}/{planned or '?'} rollouts"
+        text = f"{job['status']}: {done}/{planned or '?'} {PROGRESS_UNIT.get(job.get('kind'), 'items')}"
     if rate:
         text += f" · {job['tokens']} tokens · {rate:.1f} tokens/s"
     if job.get("error"):

@@ -82,6 +82,21 @@ def default_policy(fallback: str) -> str:
     return os.environ.get(DEFAULT_POLICY_ENV, "").strip() or fallback
 
 
+# --- judge models --------------------------------------------------------------------------
+
+POLICY_AS_JUDGE = "the policy"  # the sidebar's choice that follows whatever the policy is
+
+
+def judge_models(picked: list[str], typed: str, policy: str) -> list[str]:
+    """The judge models the sidebar names: picked presets (POLICY_AS_JUDGE = the policy) and
+    comma-separated typed names, in order, without repeats; none named means the policy, the
+    self-reward setting the verdicts are about."""
+    names = [policy if name == POLICY_AS_JUDGE else name for name in picked]
+    names += [name.strip() for name in (typed or "").split(",")]
+    chosen = list(dict.fromkeys(name for name in names if name and name.strip()))
+    return chosen or [policy]
+
+
 # --- deep links ----------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ the cautious reading). Automatic sources:
 
 - `mc-soft:T`: the Monte Carlo value of the chosen policy is at least T (score: the value);
 - `mc-hard`: some rollout from the step reached the answer (score: the value);
-- `judge:NAME`: the judge's P(yes) is at least 0.5 (score: P(yes)).
+- `judge:NAME`: the judge's P(yes) is at least 0.5 (score: P(yes));
+- `probe:NAME`: the same for a probe verifier's step verdicts (core.probes stores them as verdicts).
 
 A step the source has no number for (no rollouts, no verdict) is left out and counted.
 """
@@ -21,6 +22,7 @@ from typing import Sequence
 
 from core import metrics
 from core.explore_view import rows
+from core.probes import is_probe_judge
 from core.store import Store
 
 CONSENSUS = "consensus"
@@ -86,7 +88,11 @@ def human_label(step: LabelledStep, who: str) -> bool | None:
 
 
 def source_names(store: Store) -> list[str]:
-    return ["mc-soft", "mc-hard", *[f"judge:{name}" for name in store.judges()]]
+    """MC soft and hard, then every judge and probe with step verdicts (outcome-only judges
+    score whole solutions, so they have nothing to say about a step)."""
+    judges = [row[0] for row in store.conn.execute(
+        "SELECT DISTINCT judge FROM verdicts WHERE kind = 'step' AND p_yes IS NOT NULL ORDER BY judge")]
+    return ["mc-soft", "mc-hard", *[f"probe:{j}" if is_probe_judge(j) else f"judge:{j}" for j in judges]]
 
 
 def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str) -> dict[int, float]:
@@ -103,7 +109,7 @@ def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str
             [policy],
         )
         return {sid: c / n for sid, n, c in cursor if n and sid in wanted}
-    if source.startswith("judge:"):
+    if source.startswith(("judge:", "probe:")):
         judge = source.split(":", 1)[1]
         found: dict[int, float] = {}
         for start in range(0, len(ids), _CHUNK):

@@ -33,6 +33,39 @@ def _like(text: str) -> str:
 # --- choosing a trajectory -----------------------------------------------------------------
 
 
+# Disagreement filters: which pairs of labels a step's human rating is checked against. A rating
+# counts as "fine" at 0 or +1 and "wrong" at -1, as on Compare; MC hard says fine when any of the
+# policy's rollouts from the step reached the answer; a judge (or probe) says fine at P(yes) >= 0.5,
+# its latest verdict counting.
+DISAGREEMENTS = ("anything", "mc-hard", "judge", "annotators")
+
+_HUMAN_FINE = "(a.rating >= 0)"
+_DISAGREE_SQL = {
+    "mc-hard": f"""EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
+                   GROUP BY r.step_id HAVING MAX(r.correct) != {_HUMAN_FINE})""",
+    "judge": f"""EXISTS (SELECT 1 FROM verdicts v WHERE v.step_id = s.id AND v.kind = 'step'
+                 AND v.p_yes IS NOT NULL AND (v.p_yes >= 0.5) != {_HUMAN_FINE}
+                 AND v.id = (SELECT MAX(w.id) FROM verdicts w WHERE w.step_id = s.id AND w.kind = 'step'
+                             AND w.judge = v.judge AND w.p_yes IS NOT NULL))""",
+    "annotators": f"""EXISTS (SELECT 1 FROM annotations b WHERE b.step_id = s.id AND b.rating IS NOT NULL
+                      AND (b.rating >= 0) != {_HUMAN_FINE})""",
+}
+
+
+def _disagree_clause(kind: str, policy: str | None) -> tuple[str, list[Any]]:
+    """Trajectories with a rated step (current segmentation) where the human rating and `kind`
+    disagree. Driven from the annotations (few) rather than the trajectories (many)."""
+    if kind not in DISAGREEMENTS:
+        raise ValueError(f"unknown disagreement {kind!r}")
+    kinds = ["mc-hard", "judge", "annotators"] if kind == "anything" else [kind]
+    tests = " OR ".join(_DISAGREE_SQL[k] for k in kinds)
+    params = [policy] if "mc-hard" in kinds else []
+    sql = f"""t.id IN (SELECT s.trajectory_id FROM annotations a JOIN steps s ON s.id = a.step_id
+                JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id
+                WHERE a.rating IS NOT NULL AND ({tests}))"""
+    return sql, params
+
+
 @dataclass(frozen=True)
 class TrajectoryFilter:
     dataset: str | None = None
@@ -40,6 +73,8 @@ class TrajectoryFilter:
     correct: bool | None = None
     labelled: bool | None = None  # labelled by anyone (any step, any segmentation)
     search: str = ""  # a substring of the question
+    disagree: str | None = None  # one of DISAGREEMENTS: a human rating disagrees with that source
+    policy: str | None = None  # whose rollouts give the MC hard label for `disagree`
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -60,6 +95,10 @@ class TrajectoryFilter:
         if self.search.strip():
             clauses.append("p.question LIKE ? ESCAPE '\\'")
             params.append(_like(self.search.strip()))
+        if self.disagree is not None:
+            clause, extra = _disagree_clause(self.disagree, self.policy)
+            clauses.append(clause)
+            params.extend(extra)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

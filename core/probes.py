@@ -56,6 +56,11 @@ def probe_judge_name(labels: str, base: str) -> str:
     return f"probe-orm:{base}" if labels == "outcome" else f"probe-prm-{labels}:{base}"
 
 
+def is_probe_judge(judge: str) -> bool:
+    """Whether a verdict's judge name is a probe verifier's (see probe_judge_name)."""
+    return judge.startswith(("probe-orm:", "probe-prm-"))
+
+
 def verifiers_dir(store: Store) -> Path:
     return store.path.parent / VERIFIERS_FOLDER
 

@@ -82,6 +82,11 @@ def policy() -> str:
     return st.session_state.get("policy_model") or default_policy(DEFAULT_MODEL)
 
 
+def judges() -> list[str]:
+    """The sidebar's judge models (resolved by app.py); on its own a page lets the policy judge."""
+    return list(st.session_state.get("judge_models") or [policy()])
+
+
 def engine() -> str:
     return st.session_state.get("policy_engine") or "transformers"
 

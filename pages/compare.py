@@ -40,7 +40,7 @@ if not steps:
     st.stop()
 source = cols[1].selectbox("Automatic labels", source_names(store), key="cmp_source",
                            help="mc-soft: MC value ≥ threshold · mc-hard: any rollout reached the answer · "
-                                "judge: P(yes) ≥ 0.5")  # fmt: skip
+                                "judge / probe: its step verdict's P(yes) ≥ 0.5")  # fmt: skip
 human = cols[2].selectbox("Human labels", [CONSENSUS, *annotator_names(steps)], key="cmp_human")
 threshold = cols[3].slider("MC soft threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
                            disabled=source != "mc-soft")  # fmt: skip

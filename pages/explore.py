@@ -9,22 +9,25 @@ import pandas as pd
 import streamlit as st
 
 from core.app_jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, engine_options, job_progress, queue_estimate, queue_judges, queue_top_up,
+    JUDGE_KINDS, EstimateRequest, active_jobs, engine_options, job_progress, probe_verifiers, queue_estimate, queue_judging,
+    queue_top_up,
 )  # fmt: skip
 from core.app_state import parse_deep_link
 from core.errors import StepScopeError
 from core.explore_chart import SELECTION, chart_spec, picked_step
 from core.explore_view import (
-    TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
+    DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
     label_text, neighbour, outcome_verdicts, page_of, rollout_rows, step_cards, step_prefix,
     trajectory_label, value_models,
 )  # fmt: skip
 from core.mcpe import STRATEGY_NAMES
-from pages._shared import engine, error_box, md, open_store, policy, show_text
+from pages._shared import engine, error_box, judges, md, open_store, policy, show_text
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000
 ANY = "any"
+DISAGREEMENT_TEXT = {ANY: "no filter", "anything": "human vs anything", "mc-hard": "human vs MC hard",
+                     "judge": "human vs a judge", "annotators": "between annotators"}  # fmt: skip
 
 store = open_store()
 state = st.session_state
@@ -53,17 +56,23 @@ def sync_url(tid: int, step: int) -> None:
 
 
 def filter_widgets() -> TrajectoryFilter:
-    cols = st.columns([2, 1, 1, 2, 3])
+    cols = st.columns([2, 1, 1, 2, 2, 3])
     datasets = dataset_names(store)
     dataset = cols[0].selectbox("Dataset", [ANY, *datasets], key="ex_dataset")
     correct = cols[1].selectbox("Final answer", [ANY, "correct", "wrong"], key="ex_correct")
     labelled = cols[2].selectbox("Human labels", [ANY, "labelled", "unlabelled"], key="ex_labelled")
-    search = cols[3].text_input("Question contains", key="ex_search", max_chars=200)
+    disagree = cols[3].selectbox(
+        "Where labels disagree", [ANY, *DISAGREEMENTS], key="ex_disagree",
+        format_func=lambda k: DISAGREEMENT_TEXT.get(k, k),
+        help="a human rating (0 or +1 = fine, −1 = wrong) against MC hard (the sidebar's policy), "
+             "a judge's P(yes) ≥ 0.5, or another annotator",
+    )  # fmt: skip
+    search = cols[4].text_input("Question contains", key="ex_search", max_chars=200)
     dataset = None if dataset == ANY else dataset
     problems = find_problems(store, dataset, search)
     problem_ids = [None, *[p["id"] for p in problems]]
     questions = {p["id"]: " ".join(p["question"].split())[:90] for p in problems}
-    problem = cols[4].selectbox(
+    problem = cols[5].selectbox(
         "Problem", problem_ids, key="ex_problem",
         format_func=lambda i: "all problems" if i is None else f"#{i} · {questions.get(i, '')}",
     )  # fmt: skip
@@ -71,6 +80,7 @@ def filter_widgets() -> TrajectoryFilter:
         dataset=dataset, problem_id=problem,
         correct={ANY: None, "correct": True, "wrong": False}[correct],
         labelled={ANY: None, "labelled": True, "unlabelled": False}[labelled], search=search,
+        disagree=None if disagree == ANY else disagree, policy=policy(),
     )  # fmt: skip
 
 
@@ -152,11 +162,14 @@ def job_controls(tid: int) -> None:
             extra = st.number_input("Extra rollouts per step", 1, 256, 8)
             top_up = st.form_submit_button("More rollouts")
         with st.form("ex_judge_form", border=False):
-            c = st.columns([3, 2, 1, 1])
-            judges = c[0].text_input("Judge models (comma-separated; empty: the policy)", max_chars=500)
+            c = st.columns([2, 2, 2, 1, 1])
+            c[0].caption(md(f"Judges (sidebar): {', '.join(judges())}"))
             kinds = c[1].multiselect("Verdicts", JUDGE_KINDS, default=["step"])
-            mode = c[2].selectbox("Mode", ["logprob", "generative"])
-            judge = c[3].form_submit_button("Judge")
+            verifiers = probe_verifiers(store)
+            probes = c[2].multiselect("Probe verifiers", list(verifiers), format_func=lambda f: verifiers.get(f, f),
+                                      placeholder="none trained" if not verifiers else "choose probes")
+            mode = c[3].selectbox("Mode", ["logprob", "generative"])
+            judge = c[4].form_submit_button("Judge")
         form = {"strategy": strategy, "n": int(n), "max_new_tokens": int(tokens),
                 "temperature": float(temperature), "seed": int(seed)}  # fmt: skip
         try:
@@ -165,8 +178,8 @@ def job_controls(tid: int) -> None:
             if top_up:
                 st.success(f"job {queue_top_up(store, request_from(form), tid, int(extra))} queued")
             if judge:
-                ids = queue_judges(store, judges.split(",") if judges.strip() else [policy()], kinds, [tid], mode=mode,
-                                   engine=engine(), engine_options=engine_options(engine(), state.get("policy_base_urls", "")))
+                ids = queue_judging(store, judges(), kinds, probes, [tid], mode=mode, engine=engine(),
+                                    engine_options=engine_options(engine(), state.get("policy_base_urls", "")))
                 st.success(f"judge jobs {', '.join(map(str, ids))} queued")
         except StepScopeError as error:
             error_box("Cannot start the job", error)

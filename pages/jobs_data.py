@@ -1,14 +1,15 @@
-"""Jobs and data: jobs with progress, cancel and retry; the loaded model; the database file and
-its counts; import (upload) and export (download)."""
+"""Jobs and data: jobs with progress, cancel and retry; a generate job (k solutions per problem
+from the policy); the loaded model; the database file and its counts; import (upload) and export
+(download)."""
 
 import pandas as pd
 import streamlit as st
 
-from core.app_jobs import active_jobs, cancel, job_table, retry
+from core.app_jobs import EstimateRequest, active_jobs, cancel, engine_options, job_table, queue_generate, retry
 from core.data_view import export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
 from core.explore_view import dataset_names
-from pages._shared import annotator, db_path, error_box, folder, md, open_store, running_worker
+from pages._shared import annotator, db_path, engine, error_box, folder, md, open_store, policy, running_worker
 
 store = open_store()
 state = st.session_state
@@ -38,6 +39,36 @@ def jobs_section(watching: bool) -> None:
                 st.rerun()  # a whole run: the table starts (or stops) following the job
     if message := state.pop("jd_message", None):
         st.success(message)
+
+
+def generate_section() -> None:
+    st.subheader("Generate solutions")
+    datasets = dataset_names(store)
+    if not datasets:
+        st.caption("No problems yet: import a dataset below.")
+        return
+    with st.form("jd_generate"):
+        st.caption(md(f"Samples k solutions per problem from the policy {policy()} ({engine()}); they become "
+                      "policy trajectories, graded against the gold answer and split into steps."))
+        c = st.columns(6)
+        dataset = c[0].selectbox("Problems from", datasets)
+        limit = c[1].number_input("How many problems (first by id)", 1, 100_000, 10)
+        k = c[2].number_input("k (solutions per problem)", 1, 256, 4)
+        tokens = c[3].number_input("Max new tokens", 1, 2048, 256)
+        temperature = c[4].number_input("Temperature", 0.0, 5.0, 0.7, step=0.1)
+        seed = c[5].number_input("Seed", 0, 2**31 - 1, 0)
+        submitted = st.form_submit_button("Generate")
+    if submitted:
+        try:
+            request = EstimateRequest(policy=policy(), engine=engine(), max_new_tokens=int(tokens),
+                                      engine_options=engine_options(engine(), state.get("policy_base_urls", "")),
+                                      temperature=float(temperature), seed=int(seed))  # fmt: skip
+            job_id = queue_generate(store, request, dataset, int(k), int(limit))
+        except StepScopeError as error:
+            error_box("Cannot start the job", error)
+        else:
+            state["jd_message"] = f"job {job_id} queued: {int(k)} solutions for each of up to {int(limit)} problems"
+            st.rerun()  # a whole run: the jobs table starts following the new job
 
 
 def model_section() -> None:
@@ -116,6 +147,7 @@ def export_section() -> None:
 watching = bool(active_jobs(store))
 st.subheader("Jobs")
 st.fragment(jobs_section, run_every=2.0 if watching else None)(watching)
+generate_section()
 model_section()
 database_section()
 import_section()

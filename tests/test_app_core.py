@@ -161,6 +161,47 @@ def test_filters_count_page_and_neighbours(store):
     assert label.startswith("#8 · handwritten · wrong · ")
 
 
+def test_filter_where_labels_disagree(store):
+    def found(kind: str, policy: str | None = "m") -> list[int]:
+        filters = TrajectoryFilter(disagree=kind, policy=policy)
+        ids = [r["id"] for r in find_trajectories(store, filters)]
+        assert count_trajectories(store, filters) == len(ids)
+        return ids
+
+    assert found("anything") == []
+    # Trajectory 2: alice calls step 0 wrong, but a rollout of policy m reached the answer.
+    s2 = store.steps(2)[0]["id"]
+    add_rollouts(store, s2, [False, True])
+    store.save_annotation("alice", s2, rating=-1)
+    # Trajectory 3: a judge's latest verdict (0.2 after 0.9) calls a step alice rated 0 wrong.
+    s3 = store.steps(3)[1]["id"]
+    store.add_verdicts([{"step_id": s3, "judge": "j", "kind": "step", "p_yes": 0.9}])
+    store.add_verdicts([{"step_id": s3, "judge": "j", "kind": "step", "p_yes": 0.2}])
+    store.save_annotation("alice", s3, rating=0)
+    # Trajectory 4: two annotators, +1 against -1 (0 against +1 on another step is agreement).
+    s4a, s4b = (s["id"] for s in store.steps(4)[:2])
+    store.save_annotation("alice", s4a, rating=1)
+    store.save_annotation("bob", s4a, rating=-1)
+    store.save_annotation("alice", s4b, rating=0)
+    store.save_annotation("bob", s4b, rating=1)
+    # Trajectory 5: everything agrees (labelled, MC hard fine, judge fine).
+    s5 = store.steps(5)[0]["id"]
+    add_rollouts(store, s5, [True])
+    store.add_verdicts([{"step_id": s5, "judge": "j", "kind": "step", "p_yes": 0.8}])
+    store.save_annotation("alice", s5, rating=1)
+    assert found("mc-hard") == [2]
+    assert found("mc-hard", policy="other-policy") == []  # another policy's rollouts say nothing
+    assert found("judge") == [3]
+    assert found("annotators") == [4]
+    assert found("anything") == [2, 3, 4]
+    combined = TrajectoryFilter(disagree="anything", policy="m", labelled=True, search="Jack")
+    assert [r["id"] for r in find_trajectories(store, combined)] == [
+        r["id"] for r in find_trajectories(store, TrajectoryFilter(search="Jack")) if r["id"] in (2, 3, 4)]
+    assert neighbour(store, TrajectoryFilter(disagree="anything", policy="m"), 2, 1) == 3
+    with pytest.raises(ValueError):
+        find_trajectories(store, TrajectoryFilter(disagree="nonsense"))
+
+
 def test_step_cards_show_values_verdicts_and_labels(store):
     steps = store.steps(1)
     add_rollouts(store, steps[0]["id"], [True, True, False, True])
@@ -250,7 +291,7 @@ def test_bad_job_requests_are_refused_with_their_cause(store):
 
 
 def test_progress_reports_tokens_per_second():
-    job = {"status": "running", "planned": 10, "done": 5, "tokens": 100, "error": None,
+    job = {"kind": "estimate", "status": "running", "planned": 10, "done": 5, "tokens": 100, "error": None,
            "started_at": "2025-01-01T00:00:00.000+00:00", "finished_at": "2025-01-01T00:00:10.000+00:00"}
     progress = job_progress(job)
     assert progress.fraction == 0.5 and progress.tokens_per_second == 10.0
@@ -441,3 +482,55 @@ def test_queue_judges_one_job_per_judge_and_kind(store):
             queue_judges(store, judges, kinds, [1])
     with pytest.raises(StepScopeError, match="does not exist"):
         queue_judges(store, ["j"], ["step"], [999])
+
+
+def test_judge_models_from_the_sidebar():
+    from core.app_state import POLICY_AS_JUDGE, judge_models
+
+    assert judge_models([POLICY_AS_JUDGE], "", "pol") == ["pol"]
+    assert judge_models([], " ,, ", "pol") == ["pol"]  # none named: the policy judges itself
+    assert judge_models(["big", POLICY_AS_JUDGE], "org/j, big ,pol", "pol") == ["big", "pol", "org/j"]
+
+
+def test_queue_generate_from_the_app(store):
+    from core.app_jobs import queue_generate
+
+    job_id = queue_generate(store, EstimateRequest(policy="tiny", max_new_tokens=32, seed=5), "sample", 3, limit=4)
+    job = store.get_job(job_id)
+    assert (job["kind"], job["planned"], job["manifest"]["k"], job["manifest"]["problem_ids"]) == ("generate", 12, 3, [1, 2, 3, 4])
+    assert job["manifest"]["sampling"]["max_new_tokens"] == 32 and job["manifest"]["sampling"]["seed"] == 5
+    assert job_progress(job).text == "queued: waits for the worker"
+    store.update_job(job_id, status="running", done=6, tokens=60, started_at="2026-01-01T00:00:00+00:00")
+    assert "6/12 solutions" in job_progress(store.get_job(job_id)).text
+    for args, cause in ((("no-such-set", 2), "has no problems"), (("sample", 0), "k \\(solutions"),
+                        (("sample", 2, 0), "number of problems")):
+        with pytest.raises(StepScopeError, match=cause):
+            queue_generate(store, EstimateRequest(policy="tiny"), *args)
+    with pytest.raises(StepScopeError, match="choose a policy"):
+        queue_generate(store, EstimateRequest(policy=" "), "sample", 2)
+
+
+def test_queue_judging_with_probe_verifiers(store, tmp_path):
+    from core.app_jobs import probe_verifiers, queue_judging
+
+    assert probe_verifiers(store) == {}
+    with pytest.raises(StepScopeError, match="or a probe verifier"):
+        queue_judging(store, ["j"], [], [], [1])
+    assert [store.get_job(i)["manifest"]["kind"] for i in queue_judging(store, ["j"], ["outcome"], [], [1])] == ["outcome"]
+    with pytest.raises(StepScopeError, match="cannot read the probe verifier|probe"):
+        queue_judging(store, ["j"], [], [str(tmp_path / "no-such-probe")], [1])
+    # A saved probe verifier (a constant one: what it predicts does not matter to queueing).
+    from core.probes import ConstantProbe, save_probe, verifiers_dir
+
+    folder = verifiers_dir(store) / "orm-tiny"
+    save_probe(folder, ConstantProbe(0.5), {"judge": "probe-orm:tiny", "base": "tiny", "kind": "outcome"}, {})
+    assert probe_verifiers(store) == {str(folder): "probe-orm:tiny"}
+    ids = queue_judging(store, ["j"], ["step"], [str(folder)], [1, 2])
+    manifests = [store.get_job(i)["manifest"] for i in ids]
+    assert [(m["judge"], m["kind"], m["mode"], m["trajectory_ids"]) for m in manifests] == [
+        ("j", "step", "logprob", [1, 2]), ("probe-orm:tiny", "outcome", "probe", [1, 2])]
+    # A damaged manifest next to the database: the picker offers nothing rather than failing.
+    damaged = store.path.parent / "verifiers" / "broken"
+    damaged.mkdir(parents=True)
+    (damaged / "manifest.json").write_text("{not json")
+    assert probe_verifiers(store) == {}

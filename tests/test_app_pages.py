@@ -65,7 +65,9 @@ def test_fresh_start_shows_a_trajectory_ready_to_explore(db):
     assert db.exists()  # created on first start, with the sample set and reference trajectories
     labels = [s.label for s in at.sidebar.selectbox]
     assert labels[:2] == ["Database file", "Policy model"] and at.sidebar.selectbox[0].value == "pages.db"
-    assert [t.label for t in at.sidebar.text_input] == ["Annotator name"]
+    assert [t.label for t in at.sidebar.text_input] == ["Other judge models", "Annotator name"]
+    assert at.sidebar.multiselect[0].label == "Judge models" and at.sidebar.multiselect[0].value == ["the policy"]
+    assert at.session_state["judge_models"] == [at.session_state["policy_model"]]  # the policy judges itself
     assert any("No model loaded yet" in c.value for c in at.sidebar.caption)
     assert at.title[0].value == "Explore"
     assert "A baker makes 4 trays of 12 cookies" in texts(at)[0]
@@ -83,6 +85,18 @@ def test_bad_annotator_name_is_refused_in_the_sidebar(db):
     at.session_state["annotator_input"] = " alice "
     at.run()
     assert at.session_state["annotator"] == "alice" and not at.sidebar.error
+
+
+def test_sidebar_judge_models_reach_the_pages(db):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["judge_choice"] = ["the policy", "qwen2.5-math-1.5b"]
+    at.session_state["judge_other"] = " org/judge-7b , qwen2.5-math-1.5b,"
+    at.run()
+    no_exceptions(at)
+    policy = at.session_state["policy_model"]
+    assert at.session_state["judge_models"] == [policy, "qwen2.5-math-1.5b", "org/judge-7b"]  # no repeats
+    # The caption is escaped markdown (model names are typed text).
+    assert any(c.value.startswith("Judges \\(sidebar\\)") and "org\\/judge\\-7b" in c.value for c in at.caption)
 
 
 # --- Explore -------------------------------------------------------------------------------
@@ -174,6 +188,52 @@ def test_explore_queues_judge_jobs(db):
     assert any("judge jobs 1 queued" in s.value for s in at.success)
     job = Store.open(db).get_job(1)
     assert (job["kind"], job["manifest"]["model"], job["manifest"]["kind"]) == ("judge", "tiny-policy", "step")
+
+
+def test_explore_judge_button_uses_the_sidebar_judges(db):
+    at = page("explore", db, judge_models=["judge-a", "judge-b"])
+    at.run()
+    verdicts = [m for m in at.multiselect if m.label == "Verdicts"][0]
+    verdicts.set_value(["step", "outcome"])
+    button(at, "Judge").click().run()
+    no_exceptions(at)
+    assert any("judge jobs 1, 2, 3, 4 queued" in s.value for s in at.success)
+    jobs = [Store.open(db).get_job(i) for i in range(1, 5)]
+    assert [(j["manifest"]["model"], j["manifest"]["kind"], j["manifest"]["trajectory_ids"]) for j in jobs] == [
+        ("judge-a", "step", [1]), ("judge-a", "outcome", [1]), ("judge-b", "step", [1]), ("judge-b", "outcome", [1])]
+    [m for m in at.multiselect if m.label == "Verdicts"][0].set_value([])
+    button(at, "Judge").click().run()
+    assert any("or a probe verifier" in e.value for e in at.error)  # nothing to judge with: said, not crashed
+    assert len(Store.open(db).list_jobs()) == 4
+
+
+def test_explore_more_rollouts_tops_up(db):
+    store = seeded(db)
+    step = store.steps(1)[0]
+    store.add_rollouts({"step_id": step["id"], "text": f" {i}", "correct": True, "model": "tiny-policy"} for i in range(3))
+    at = page("explore", db)
+    at.run()
+    [n for n in at.number_input if n.label == "Extra rollouts per step"][0].set_value(5)
+    button(at, "More rollouts").click().run()
+    no_exceptions(at)
+    assert any("job 1 queued" in s.value for s in at.success)
+    job = store.get_job(1)
+    assert job["kind"] == "estimate" and job["manifest"]["strategy"] == {"strategy": "fixed", "n": 8}  # 3 + 5
+
+
+def test_explore_filter_where_labels_disagree(db):
+    store = seeded(db)
+    step = store.steps(4)[1]
+    store.save_annotation("alice", step["id"], rating=1)
+    store.save_annotation("bob", step["id"], rating=-1)
+    at = page("explore", db)
+    at.run()
+    at.selectbox(key="ex_disagree").set_value("annotators").run()
+    no_exceptions(at)
+    assert at.session_state["explore_tid"] == 4 and at.selectbox(key="ex_pick").options[0].startswith("#4")
+    assert len(at.selectbox(key="ex_pick").options) == 1
+    at.selectbox(key="ex_disagree").set_value("mc-hard").run()
+    assert any("No trajectory matches" in i.value for i in at.info)
 
 
 def test_explore_refuses_a_job_it_cannot_run(db):
@@ -292,6 +352,24 @@ def test_jobs_and_data_page(db):
     assert [d.proto.label for d in at.get("download_button")] == ["Download stepscope-jsonl.jsonl"]
 
 
+def test_jobs_and_data_queues_a_generate_job(db):
+    seeded(db)
+    at = page("jobs_data", db)
+    at.run()
+    [n for n in at.number_input if n.label == "How many problems (first by id)"][0].set_value(3)
+    [n for n in at.number_input if n.label == "k (solutions per problem)"][0].set_value(2)
+    button(at, "Generate").click().run()
+    no_exceptions(at)
+    job = Store.open(db).get_job(1)
+    assert (job["kind"], job["status"], job["planned"], job["manifest"]["policy"]) == ("generate", "queued", 6, "tiny-policy")
+    assert job["manifest"]["problem_ids"] == [1, 2, 3] and job["manifest"]["k"] == 2
+    assert any("job 1 queued" in s.value for s in at.success)
+    assert list(at.dataframe[0].value["kind"]) == ["generate"]
+    at.session_state["policy_engine"] = "openai"  # no server URLs: refused with its cause
+    button(at, "Generate").click().run()
+    assert any("needs server URLs" in e.value for e in at.error) and len(Store.open(db).list_jobs()) == 1
+
+
 # --- Compare -------------------------------------------------------------------------------
 
 
@@ -325,6 +403,25 @@ def test_compare_shows_kappa_from_the_labels(db):
     assert {m.label: m.value for m in at.metric}["Steps compared"] == "1"
     assert len(at.dataframe) >= 1  # the disagreement table: bob says wrong, MC hard says fine
     assert list(at.dataframe[0].value["explore"]) == ["/?trajectory=1&step=0"]
+
+
+def test_compare_offers_each_judge_and_probe_as_a_source(db):
+    store = seeded(db)
+    steps = store.steps(1)
+    for step, rating, p_judge, p_probe in zip(steps, (1, 1, -1), (0.9, 0.3, 0.2), (0.8, 0.6, 0.4)):
+        store.save_annotation("alice", step["id"], rating=rating)
+        store.add_verdicts([{"step_id": step["id"], "judge": "judge-a", "kind": "step", "p_yes": p_judge},
+                            {"step_id": step["id"], "judge": "probe-prm-mc-hard:tiny", "kind": "step", "p_yes": p_probe}])
+    store.add_verdicts([{"trajectory_id": 1, "judge": "outcome-only", "kind": "outcome", "p_yes": 0.5}])
+    at = page("compare", db)
+    at.run()
+    no_exceptions(at)
+    assert at.selectbox(key="cmp_source").options == ["mc-soft", "mc-hard", "judge:judge-a", "probe:probe-prm-mc-hard:tiny"]
+    at.selectbox(key="cmp_source").set_value("probe:probe-prm-mc-hard:tiny").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Steps compared"], metrics["Accuracy"], metrics["Cohen's kappa"]) == ("3", "1.00", "1.00")
+    at.selectbox(key="cmp_source").set_value("judge:judge-a").run()
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == "0.67"  # step 1: alice +1, judge 0.3
 
 
 # --- Best-of-N -----------------------------------------------------------------------------
