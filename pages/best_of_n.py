@@ -24,7 +24,7 @@ dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="bon_
 dataset = None if dataset == "any" else dataset
 models = policy_models(store, dataset)
 if not models:
-    st.info("No policy solutions yet. Sample some with `stepscope generate` (k solutions per problem), "
+    st.info("No policy solutions yet. Sample some on Jobs and data (Generate) or with `stepscope generate`, "
             "and judge them with an outcome judge to compare verifiers.")
     st.stop()
 model = cols[1].selectbox("Policy", models, key="bon_model")

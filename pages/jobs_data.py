@@ -89,7 +89,9 @@ def database_section() -> None:
     st.text(f"File: {store.path}")
     counts = store.counts()
     table = {k: v for k, v in counts.items() if isinstance(v, int)}
-    st.dataframe(pd.DataFrame([table]), hide_index=True, width="stretch")
+    # Metrics, not a grid: the numbers are page text (a grid draws on a canvas).
+    for column, (name, count) in zip(st.columns(len(table)), table.items()):
+        column.metric(name, f"{count:,}")
     if counts["annotations_by_annotator"]:
         st.dataframe(
             pd.DataFrame([{"annotator": k, "annotations": v} for k, v in counts["annotations_by_annotator"].items()]),
@@ -116,9 +118,13 @@ def import_section() -> None:
         try:
             result = import_upload(store, folder(), upload.name, upload.getvalue(), format_name,
                                    dataset=dataset, annotator=label_owner.strip() or None)
-            st.success(md(result.summary))
         except StepScopeError as error:
             error_box("Import failed, nothing was changed", error)
+        else:
+            state["jd_imported"] = f"{upload.name}: {result.summary}"
+            st.rerun()  # a whole run: the counts above include what was just imported
+    if imported := state.pop("jd_imported", None):
+        st.success(md(imported))
 
 
 def export_section() -> None:

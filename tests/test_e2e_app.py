@@ -88,6 +88,16 @@ def test_a_explore_job_values_appear_without_reloading(app, page):
         rollouts = conn.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
     assert rollouts >= 2 and done >= 2, (status, done, rollouts)
     print(f"values appeared {waited:.1f} s after the job was queued")
+    # The Judge button: the sidebar's judge (by default the policy) gives step verdicts, which
+    # fill in on the cards the same way.
+    page.get_by_role("button", name="Judge", exact=True).click()
+    page.get_by_text("judge jobs 2 queued").wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"P\(yes\) \d\.\d\d")).first.wait_for(timeout=120_000)
+    assert page.evaluate("window.__stepscope_marker") == "same page"
+    shot(page, "explore-verdicts")
+    with sqlite3.connect(db) as conn:
+        verdicts = conn.execute("SELECT COUNT(*) FROM verdicts WHERE kind = 'step' AND job_id = 2").fetchone()[0]
+    assert verdicts == 3  # trajectory 1 has three steps
 
 
 def test_b_annotate_with_the_keyboard_only(app, page):
@@ -203,15 +213,90 @@ def test_d_deep_link_opens_the_named_step_and_a_click_on_the_chart_selects(app, 
     assert "must be a whole number" in page.inner_text("main")
 
 
-def test_e_jobs_and_data_lists_the_job_and_the_counts(app, page):
-    url, _, _ = app
+def count_metric(page, name: str) -> int:
+    metric = page.locator("[data-testid='stMetric']").filter(has=page.get_by_text(name, exact=True))
+    return int(metric.locator("[data-testid='stMetricValue']").inner_text().replace(",", ""))
+
+
+def form(page, submit: str):
+    return page.locator("[data-testid='stForm']").filter(has=page.get_by_role("button", name=submit, exact=True))
+
+
+def test_e_jobs_and_data_generate_import_and_export(app, page, tmp_path):
+    url, _, db = app
     open_page(page, url + "/jobs_data", "Jobs and data")
     page.get_by_role("heading", name="Database").wait_for(timeout=30_000)
     main = page.inner_text("main")
     assert "Loaded model" in main and "e2e.db" in main
     tables = page.locator("[data-testid='stDataFrame']")
     tables.nth(1).wait_for(timeout=30_000)  # the grid component loads lazily
-    assert tables.count() >= 2  # jobs, counts
+    assert tables.count() >= 2  # jobs, datasets
+
+    # Generate: one problem, two short solutions from the tiny policy, run by the app's worker.
+    generate = form(page, "Generate")
+    generate.get_by_role("spinbutton", name="How many problems (first by id)").fill("1")
+    generate.get_by_role("spinbutton", name="k (solutions per problem)").fill("2")
+    generate.get_by_role("spinbutton", name="Max new tokens").fill("8")
+    generate.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_text(re.compile(r"job \d+ queued: 2 solutions")).wait_for(timeout=30_000)
+    settle(page)
+
+    # Import by upload: a GSM8K-style file written here; the counts on the page go up by its size.
+    problems, trajectories = count_metric(page, "problems"), count_metric(page, "trajectories")
+    upload = tmp_path / "two-problems.jsonl"
+    upload.write_text(
+        '{"question": "Ann has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = 7\\n#### 7"}\n'
+        '{"question": "Tom reads 5 pages a day for 6 days. How many pages?", "answer": "5 * 6 = 30\\n#### 30"}\n'
+    )
+    importer = form(page, "Import")
+    importer.locator("input[type='file']").set_input_files(str(upload))
+    importer.get_by_text("two-problems.jsonl").wait_for(timeout=30_000)
+    importer.get_by_role("button", name="Import", exact=True).click()
+    page.get_by_text("two-problems.jsonl:").wait_for(timeout=60_000)
+    settle(page)
+    with sqlite3.connect(db) as conn:
+        imported = conn.execute("SELECT COUNT(*) FROM problems WHERE dataset = 'gsm8k'").fetchone()[0]
+    assert imported == 2 and count_metric(page, "problems") == problems + 2
+    assert count_metric(page, "trajectories") >= trajectories + 2  # each worked answer is a reference trajectory
+    shot(page, "jobs-and-data-imported")
+
+    # A file that is not what it claims: a message naming the cause, nothing changes, the app runs on.
+    bad = tmp_path / "not-gsm8k.jsonl"
+    bad.write_text('{"prompt": "no question field"}\n')
+    importer.locator("input[type='file']").set_input_files(str(bad))
+    importer.get_by_text("not-gsm8k.jsonl").wait_for(timeout=30_000)
+    importer.get_by_role("button", name="Import", exact=True).click()
+    page.get_by_text("Import failed, nothing was changed").wait_for(timeout=60_000)
+    assert "line 1" in page.inner_text("main") and "missing field" in page.inner_text("main")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM problems WHERE dataset = 'gsm8k'").fetchone()[0] == 2
+
+    # Export: the full JSONL dump, downloaded through the browser, holds what was imported.
+    exporter = form(page, "Prepare the file")
+    exporter.locator("[data-testid='stSelectbox']").first.click()
+    page.get_by_role("option", name="jsonl", exact=True).click()
+    exporter.get_by_role("button", name="Prepare the file").click()
+    download_button = page.get_by_role("button", name="Download stepscope-jsonl.jsonl")
+    download_button.wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as caught:
+        download_button.click()
+    exported = Path(caught.value.path()).read_text(encoding="utf-8")
+    assert "Ann has 3 pens and buys 4 more" in exported and "Tom reads 5 pages" in exported
+    assert all(line.startswith("{") for line in exported.splitlines() if line.strip())
+
+    # The generate job ran in the app's worker and stored the policy's own solutions.
+    deadline = time.monotonic() + 120
+    while True:
+        with sqlite3.connect(db) as conn:
+            status, error = conn.execute(
+                "SELECT status, error FROM jobs WHERE kind = 'generate' ORDER BY id DESC LIMIT 1").fetchone()
+            generated = conn.execute("SELECT COUNT(*) FROM trajectories WHERE source = 'policy'").fetchone()[0]
+        if status in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status == "done", (status, error)
+    assert 0 < generated <= 2  # an empty sample (an immediate stop) is not kept
+    open_page(page, url + "/jobs_data", "Jobs and data")
     shot(page, "jobs-and-data")
 
 
@@ -239,3 +324,15 @@ def test_f_untrusted_text_stays_text_in_the_browser(app, page):
     assert page.locator("main a[href*='198.51.100.7']").count() == 0
     assert page.get_by_text("<script>window.__pwned=2</script>").count() >= 1  # shown, verbatim
     assert outside == []
+
+
+@pytest.mark.parametrize("path, heading, name", [
+    ("/best_of_n", "Best-of-N", "best-of-n"), ("/home", "StepScope", "about"), ("/models", "Models", "models"),
+])  # fmt: skip
+def test_g_every_other_page_opens(app, page, path, heading, name):
+    url, _, _ = app
+    open_page(page, url + path, heading)
+    assert page.locator("[data-testid='stException']").count() == 0
+    if name == "best-of-n":  # the generate job of test_e left policy solutions to draw
+        page.get_by_text("Policy", exact=True).wait_for(timeout=30_000)
+    shot(page, name)
