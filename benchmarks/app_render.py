@@ -8,7 +8,8 @@ Then, with Streamlit's AppTest (the page script run in-process, as the server ru
 the browser's drawing time), it times:
 
 - each page's first render in a new session (Explore, Annotate, Compare, Best-of-N, Jobs and
-  data), Explore on the first and on the last trajectory (a deep link to trajectory 10,000);
+  data), Explore on the first and on the last trajectory (a deep link to trajectory 10,000), and
+  Explore filtered to the trajectories where labels disagree;
 - a step switch on Explore (the "Next step" button), a trajectory switch ("Next"), a chart
   click's equivalent (selecting a step card), and on Annotate a rating click (saved + rerender).
 
@@ -195,6 +196,8 @@ def measure(db: Path, repeats: int) -> dict:
         "explore: first render (trajectory 1)": lambda: first_render("explore", {"trajectory": "1", "step": "0"}),
         "explore: first render (deep link to trajectory 10000, step 9)":
             lambda: first_render("explore", {"trajectory": last, "step": "9"}),
+        "explore: first render filtered where labels disagree (human vs anything, 500 labelled trajectories)":
+            lambda: first_render("explore", ex_disagree="anything"),
         "explore: step switch (Next step)": lambda: explore_action("Next step"),
         "explore: step switch (Select a step card)": lambda: explore_action("Select", 3),
         "explore: trajectory switch (Next)": lambda: explore_action("Next"),

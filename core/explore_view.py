@@ -41,8 +41,13 @@ DISAGREEMENTS = ("anything", "mc-hard", "judge", "annotators")
 
 _HUMAN_FINE = "(a.rating >= 0)"
 _DISAGREE_SQL = {
-    "mc-hard": f"""EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
-                   GROUP BY r.step_id HAVING MAX(r.correct) != {_HUMAN_FINE})""",
+    # Written as EXISTS tests that stop at the first matching rollout, not as MAX(correct) over
+    # all of a step's rollouts: on 10,000s of rollouts this is what keeps the filter under a second.
+    "mc-hard": """((a.rating < 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
+                                           AND r.correct = 1))
+                  OR (a.rating >= 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?)
+                      AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
+                                      AND r.correct = 1)))""",
     "judge": f"""EXISTS (SELECT 1 FROM verdicts v WHERE v.step_id = s.id AND v.kind = 'step'
                  AND v.p_yes IS NOT NULL AND (v.p_yes >= 0.5) != {_HUMAN_FINE}
                  AND v.id = (SELECT MAX(w.id) FROM verdicts w WHERE w.step_id = s.id AND w.kind = 'step'
@@ -59,7 +64,7 @@ def _disagree_clause(kind: str, policy: str | None) -> tuple[str, list[Any]]:
         raise ValueError(f"unknown disagreement {kind!r}")
     kinds = ["mc-hard", "judge", "annotators"] if kind == "anything" else [kind]
     tests = " OR ".join(_DISAGREE_SQL[k] for k in kinds)
-    params = [policy] if "mc-hard" in kinds else []
+    params = [policy] * _DISAGREE_SQL["mc-hard"].count("?") if "mc-hard" in kinds else []
     sql = f"""t.id IN (SELECT s.trajectory_id FROM annotations a JOIN steps s ON s.id = a.step_id
                 JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id
                 WHERE a.rating IS NOT NULL AND ({tests}))"""
