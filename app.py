@@ -1,8 +1,8 @@
 """StepScope: the Streamlit entry point. Navigation over pages/ and the shared sidebar.
 
 The sidebar chooses the database file (a file in the data folder), the policy model and
-engine, the judge models, and the annotator name; pages read those choices from session state. Each database
-file gets one background job worker per server process (pages/_shared.worker_for).
+engine, the judge models, and the annotator name; pages read those choices from session state.
+Each database file gets one background job worker per server process (pages/_shared.worker_for).
 """
 
 import streamlit as st
