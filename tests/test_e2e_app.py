@@ -6,7 +6,9 @@ $STEPSCOPE_DEFAULT_POLICY (the sidebar shows it as a custom model directory). Sc
 tests/artifacts/.
 
 The tests run in file order and build on each other, as a user session would: (a) samples MC
-values for trajectory 1, (b) labels it from the keyboard, (c) compares the two on Compare.
+values for trajectory 1 and judges its steps, (b) labels it from the keyboard, (c) compares the
+two on Compare; (e) generates policy solutions, imports an upload and downloads an export, and
+(g) opens Best-of-N (drawing (e)'s solutions), About and Models. Every page gets a screenshot.
 """
 
 from __future__ import annotations
