@@ -109,7 +109,8 @@ class DeepLink:
 
 def _parse_id(raw: str, what: str) -> int:
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > _MAX_ID_DIGITS:
+    # isascii: str.isdigit() also accepts digits int() refuses, like "²".
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_ID_DIGITS:
         raise StepScopeError(f"the link's {what} must be a whole number, not {raw[:40]!r}")
     return int(raw)
 

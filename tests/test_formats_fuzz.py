@@ -7,19 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import StepScopeError
 from core.formats import import_file
 from core.store import Store
 from formats_samples import RECORDS
+from fuzz_profile import fuzz_settings, record
 
 FORMATS = sorted(RECORDS)
-FUZZ = settings(
-    max_examples=200, deadline=None, derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# 200 cases per importer in CI; STEPSCOPE_FUZZ=full runs 1,000 (tests/fuzz_profile.py).
+FUZZ = fuzz_settings(200)
 
 # Strings that have broken importers elsewhere: lone surrogates, NULs, markers, huge numbers.
 _NASTY_TEXT = st.sampled_from(
@@ -138,7 +137,7 @@ def truncated_file(draw, format_name: str) -> bytes:
     return content[:cut] + noise + tail
 
 
-# One test per importer, 200 examples each, drawing from all three kinds of bad input: a
+# One test per importer, drawing from all three kinds of bad input: a
 # separate test per kind would triple the run time for little extra reach.
 @pytest.mark.parametrize("format_name", FORMATS)
 def test_importer_survives_random_mutated_and_truncated_input(workspace, format_name):
@@ -147,22 +146,31 @@ def test_importer_survives_random_mutated_and_truncated_input(workspace, format_
         mutated_file(format_name), random_objects_file(format_name), truncated_file(format_name)
     )
 
+    cases = []
+
     @FUZZ
     @given(content=inputs)
     def run(content):
+        cases.append(content)
         path.write_bytes(content)
         check_import(store, path, format_name)
 
     run()
+    record(f"importer {format_name} (mutated, random objects, truncated)", len(cases))
 
 
 def test_random_bytes(workspace):
     store, path = workspace
 
+    cases = []
+
     @FUZZ
     @given(content=st.binary(max_size=200), format_name=st.sampled_from(FORMATS))
     def run(content, format_name):
+        cases.append(format_name)
         path.write_bytes(content)
         check_import(store, path, format_name)
 
     run()
+    for format_name in FORMATS:
+        record(f"importer {format_name} (random bytes)", cases.count(format_name))
