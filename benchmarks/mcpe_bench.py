@@ -52,6 +52,8 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
+        # Other work on the box slows both sides of a ratio, but not always equally: say how busy it was.
+        "load_average_1_5_15": os.getloadavg(),
     }
 
 
@@ -220,6 +222,8 @@ def main() -> None:
             report["budget_ratio"] = report["budget"]["budget_ratio"]
             print("budget", json.dumps(report["budget"]), flush=True)
     engine.close()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["load_average_at_end"] = os.getloadavg()
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"mcpe_{args.engine}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
