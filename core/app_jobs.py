@@ -121,6 +121,20 @@ def queue_judges(
     ]  # fmt: skip
 
 
+def queue_judge_solutions(
+    store: Store, judges: Sequence[str], kinds: Sequence[str], dataset: str | None, solutions_of: str, **options,
+) -> list[int]:
+    """Judge every solution the policy `solutions_of` generated for the dataset's problems (None:
+    every dataset): the verdicts Best-of-N reranks with. `options` go to queue_judges."""
+    from core.generation import GENERATED_SOURCE
+
+    ids = [row["id"] for row in store.list_trajectories(dataset=dataset, source=GENERATED_SOURCE, model=solutions_of)]
+    if not ids:
+        where = f"dataset {dataset!r}" if dataset else "any dataset"
+        raise StepScopeError(f"{solutions_of} has no generated solutions in {where}: generate some first")
+    return queue_judges(store, judges, kinds, ids, **options)
+
+
 def probe_verifiers(store: Store) -> dict[str, str]:
     """Trained probe verifiers next to the database: folder -> judge name, for a picker."""
     from core.probes import list_probes

@@ -1,15 +1,19 @@
 """Jobs and data: jobs with progress, cancel and retry; a generate job (k solutions per problem
-from the policy); the loaded model; the database file and its counts; import (upload) and export
-(download)."""
+from the policy) and judge jobs over the generated solutions; the loaded model; the database file
+and its counts; import (upload) and export (download)."""
 
 import pandas as pd
 import streamlit as st
 
-from core.app_jobs import EstimateRequest, active_jobs, cancel, engine_options, job_table, queue_generate, retry
+from core.app_jobs import (
+    JUDGE_KINDS, EstimateRequest, active_jobs, cancel, engine_options, job_table, queue_generate, queue_judge_solutions,
+    retry,
+)  # fmt: skip
+from core.best_of_n_view import policy_models
 from core.data_view import export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
 from core.explore_view import dataset_names
-from pages._shared import annotator, db_path, engine, error_box, folder, md, open_store, policy, running_worker
+from pages._shared import annotator, db_path, engine, error_box, folder, judges, md, open_store, policy, running_worker
 
 store = open_store()
 state = st.session_state
@@ -69,6 +73,33 @@ def generate_section() -> None:
         else:
             state["jd_message"] = f"job {job_id} queued: {int(k)} solutions for each of up to {int(limit)} problems"
             st.rerun()  # a whole run: the jobs table starts following the new job
+
+
+def judge_section() -> None:
+    """Judge the policy's generated solutions in bulk: Best-of-N reranks them by these verdicts."""
+    st.subheader("Judge generated solutions")
+    models = policy_models(store)
+    if not models:
+        st.caption("No generated solutions yet: generate some above.")
+        return
+    with st.form("jd_judge"):
+        st.caption(md(f"Judges (sidebar): {', '.join(judges())} · engine {engine()}"))
+        c = st.columns(4)
+        solutions_of = c[0].selectbox("Solutions of", models)
+        dataset = c[1].selectbox("Dataset", ["all", *dataset_names(store)])
+        kinds = c[2].multiselect("Verdicts", JUDGE_KINDS, default=["outcome"])
+        mode = c[3].selectbox("Mode", ["logprob", "generative"])
+        submitted = st.form_submit_button("Judge solutions")
+    if submitted:
+        try:
+            ids = queue_judge_solutions(store, judges(), kinds, None if dataset == "all" else dataset, solutions_of,
+                                        mode=mode, engine=engine(),
+                                        engine_options=engine_options(engine(), state.get("policy_base_urls", "")))
+        except StepScopeError as error:
+            error_box("Cannot start the job", error)
+        else:
+            state["jd_message"] = f"judge jobs {', '.join(map(str, ids))} queued"
+            st.rerun()  # a whole run: the jobs table starts following the new jobs
 
 
 def model_section() -> None:
@@ -154,6 +185,7 @@ watching = bool(active_jobs(store))
 st.subheader("Jobs")
 st.fragment(jobs_section, run_every=2.0 if watching else None)(watching)
 generate_section()
+judge_section()
 model_section()
 database_section()
 import_section()

@@ -534,3 +534,17 @@ def test_queue_judging_with_probe_verifiers(store, tmp_path):
     damaged.mkdir(parents=True)
     (damaged / "manifest.json").write_text("{not json")
     assert probe_verifiers(store) == {}
+
+
+def test_queue_judge_solutions_of_a_policy(store):
+    from core.app_jobs import queue_judge_solutions
+
+    problem = store.add_problem("bon", "2 + 2?", "4")
+    mine = [store.add_trajectory(problem, f"Try {i}: {a}.", source="policy", model="pol", final_answer=a,
+                                 correct=a == "4") for i, a in enumerate("45")]
+    store.add_trajectory(problem, "Other: 4.", source="policy", model="other-pol", final_answer="4", correct=True)
+    ids = queue_judge_solutions(store, ["j"], ["outcome", "step"], "bon", "pol")
+    assert [store.get_job(i)["manifest"]["trajectory_ids"] for i in ids] == [mine, mine]
+    assert queue_judge_solutions(store, ["j"], ["outcome"], None, "pol")  # every dataset
+    with pytest.raises(StepScopeError, match="no generated solutions in dataset 'sample'"):
+        queue_judge_solutions(store, ["j"], ["outcome"], "sample", "pol")  # the sample set's are handwritten

@@ -370,6 +370,23 @@ def test_jobs_and_data_queues_a_generate_job(db):
     assert any("needs server URLs" in e.value for e in at.error) and len(Store.open(db).list_jobs()) == 1
 
 
+def test_jobs_and_data_judges_generated_solutions(db):
+    store = seeded(db)
+    at = page("jobs_data", db, judge_models=["judge-a"])
+    at.run()
+    assert any("No generated solutions yet" in c.value for c in at.caption)
+    problem = store.add_problem("bon", "2 + 2?", "4")
+    solutions = [store.add_trajectory(problem, f"Try {i}: the answer is {a}.", source="policy", model="pol",
+                                      final_answer=a, correct=a == "4") for i, a in enumerate("45")]
+    at.run()
+    button(at, "Judge solutions").click().run()
+    no_exceptions(at)
+    job = store.get_job(1)
+    assert (job["kind"], job["manifest"]["model"], job["manifest"]["kind"]) == ("judge", "judge-a", "outcome")
+    assert job["manifest"]["trajectory_ids"] == solutions
+    assert any("judge jobs 1 queued" in s.value for s in at.success)
+
+
 # --- Compare -------------------------------------------------------------------------------
 
 
