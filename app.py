@@ -37,7 +37,12 @@ def database_picker() -> str:
         try:
             st.session_state["db_choice"] = resolve_database(linked, folder).name
         except StepScopeError as error:
-            st.sidebar.error(f"The link's database: {md(error)}")
+            st.session_state["db_link_problem"] = (linked, str(error))
+    # Shown on every run while the URL still names that file: the first run of a page is often
+    # followed at once by another (a fragment, a redirect), which would wipe a one-off message.
+    problem = st.session_state.get("db_link_problem")
+    if problem and problem[0] == linked:
+        st.sidebar.error(f"The link's database: {md(problem[1])}")
     if st.session_state.get("db_choice") not in (*names, NEW_DB):
         st.session_state["db_choice"] = default
     choice = st.sidebar.selectbox("Database file", [*names, NEW_DB], key="db_choice")

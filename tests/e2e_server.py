@@ -53,40 +53,62 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def start_streamlit(db_path: Path, *, env: dict | None = None, log: Path | None = None,
+                    port: int | None = None, address: str | None = "127.0.0.1",
+                    start_timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
+    """Start `streamlit run app.py` and wait until it answers; returns (process, base URL).
+
+    `address=None` leaves the listening address to .streamlit/config.toml, as a user's plain
+    `streamlit run app.py` would. The process leads its own group: `kill_streamlit` ends it and
+    anything it spawned.
+    """
+    port = port or free_port()
+    environment = {**os.environ, "STEPSCOPE_DB": str(db_path), "HF_HUB_OFFLINE": "1",
+                   "TRANSFORMERS_VERBOSITY": "error", **(env or {})}  # fmt: skip
+    log_handle = open(log, "a") if log else subprocess.DEVNULL
+    address_args = ["--server.address", address] if address else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), *address_args,
+         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=environment, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    if log_handle is not subprocess.DEVNULL:
+        log_handle.close()  # the child holds its own copy
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + start_timeout
+    while not _healthy(url):
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            kill_streamlit(process, signal.SIGKILL)
+            raise RuntimeError(f"streamlit did not answer on {url} in {start_timeout:.0f} s")
+        time.sleep(0.3)
+    return process, url
+
+
+def kill_streamlit(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server's process group: SIGTERM (then SIGKILL after 10 s), or SIGKILL at once."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @contextmanager
 def streamlit_server(db_path: Path, *, env: dict | None = None, log: Path | None = None,
                      start_timeout: float = 90.0) -> Iterator[str]:
     """Run the app until the block ends; yields its base URL."""
-    port = free_port()
-    environment = {**os.environ, "STEPSCOPE_DB": str(db_path), "HF_HUB_OFFLINE": "1",
-                   "TRANSFORMERS_VERBOSITY": "error", **(env or {})}  # fmt: skip
-    log_handle = open(log, "w") if log else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=environment, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    if log:
+        Path(log).write_text("")
+    process, url = start_streamlit(db_path, env=env, log=log, start_timeout=start_timeout)
     try:
-        deadline = time.monotonic() + start_timeout
-        while not _healthy(url):
-            if process.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {process.returncode}; see {log}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer on {url} in {start_timeout:.0f} s")
-            time.sleep(0.3)
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if log_handle is not subprocess.DEVNULL:
-            log_handle.close()
+        kill_streamlit(process)
 
 
 @contextmanager

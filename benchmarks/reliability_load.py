@@ -1,0 +1,407 @@
+"""Load: concurrent annotators in real browsers while a Monte Carlo job writes to the same file.
+
+A real `streamlit run app.py` on a fresh SQLite file; one headless Chromium with one context
+(its own cookies and Streamlit session) per annotator. Each session enters its own annotator
+name on Annotate and clicks a rating on every step in turn (−1, 0, +1 in rotation), moving to
+the next trajectory when one is done. Meanwhile the app's job worker runs an estimate job on
+the tiny test model, inserting rollouts into the same database.
+
+A save counts as shown when the clicked button is drawn as the chosen rating: the page reads
+that back from the database after the commit. At the end every shown save is looked up in the
+file: lost = shown but missing or with another rating; duplicated = more than one row for one
+(annotator, step), or a row the session never clicked. Any "database is locked" text on a page
+or in the server log, any "Not saved" message and any exception box are counted too. Save
+latency is click -> shown.
+
+Then the render check: a 1 MB step and a 10,000-step trajectory opened by deep link, timed
+until the step's heading is drawn and the script run is over; the page must show a truncated
+view (a "show all" expander, at most one page of step cards).
+
+    python benchmarks/reliability_load.py                # 8 sessions x 60 s; writes benchmarks/results/reliability_load.json
+    python benchmarks/reliability_load.py --sessions 3 --seconds 15 --no-save
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from e2e_server import CHROMIUM_ARGS, chromium_path, kill_streamlit, start_streamlit  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+LOAD_DATASET = "load"
+RATING_KEYS = {-1: "ann_r-1_", 0: "ann_r0_", 1: "ann_r1_"}
+SAVE_TIMEOUT_MS = 60_000
+PAGE_TIMEOUT_MS = int(os.environ.get("STEPSCOPE_PAGE_TIMEOUT_MS", 180_000))  # a first page load imports the scientific stack on a busy box
+LOCKED = "database is locked"
+JOB_START_TIMEOUT_S = 300
+BIG_STEP_CHARS = 1_000_000
+MANY_STEPS = 10_000
+
+
+# --- the database ----------------------------------------------------------------------------
+
+
+def seed_database(db: Path, trajectories: int = 40, steps: int = 6) -> list[int]:
+    """The app's first-start content plus `trajectories` solutions of `steps` lines each."""
+    from core.sample_solutions import ensure_trajectories
+    from core.store import Store
+
+    store = Store.open(db)
+    ensure_trajectories(store)
+    ids = []
+    for t in range(trajectories):
+        problem = store.add_problem(LOAD_DATASET, f"Load problem {t}: what is {t} + {steps}?", str(t + steps))
+        lines = [f"Line {k}: add one to get {t + k + 1}." for k in range(steps - 1)] + [f"The answer is {t + steps}."]
+        ids.append(store.add_trajectory(problem, "\n".join(lines), source="load", rule="line"))
+    store.close()
+    return ids
+
+
+def queue_job(db: Path, policy: str, trajectory_ids: list[int], n: int, max_new_tokens: int = 8,
+              rows_per_call: int = 8) -> int:
+    """An estimate job as the app queues it, in small engine calls: on a busy 2-core box a call
+    of 64 rows takes several seconds, and the point is many write transactions during the run."""
+    from core.jobs import create_estimate_job, default_sampling
+    from core.mcpe import FixedN
+    from core.store import Store
+
+    store = Store.open(db)
+    try:
+        return create_estimate_job(
+            store, policy=policy, trajectory_ids=trajectory_ids, strategy=FixedN(n),
+            sampling=default_sampling(max_new_tokens, 1.0), rows_per_call=rows_per_call,
+        )  # fmt: skip
+    finally:
+        store.close()
+
+
+def add_big_trajectories(db: Path) -> tuple[int, int]:
+    """A trajectory whose one step is 1 MB of text, and one with 10,000 steps."""
+    from core.store import Store
+
+    store = Store.open(db)
+    try:
+        words = ("lorem ipsum dolor sit amet " * (BIG_STEP_CHARS // 27 + 1))[:BIG_STEP_CHARS]
+        big = store.add_problem("huge", "A problem whose solution has a 1 MB step.", "1")
+        big_id = store.add_trajectory(big, f"{words}\nThe answer is 1.", source="huge", rule="line")
+        many = store.add_problem("huge", "A problem whose solution has 10,000 steps.", "1")
+        lines = [f"Step line {k}: carry on." for k in range(MANY_STEPS - 1)] + ["The answer is 1."]
+        many_id = store.add_trajectory(many, "\n".join(lines), source="huge", rule="line")
+        return big_id, many_id
+    finally:
+        store.close()
+
+
+def rollout_count(db: Path) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
+
+
+def stored_labels(db: Path, annotator: str) -> list[tuple[int, int | None]]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute(
+            "SELECT a.step_id, a.rating FROM annotations a JOIN annotators n ON n.id = a.annotator_id"
+            " WHERE n.name = ? ORDER BY a.step_id", [annotator],
+        ).fetchall()  # fmt: skip
+
+
+def integrity(db: Path) -> str:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+# --- one annotator in one browser context ----------------------------------------------------
+
+
+@dataclass
+class SessionLog:
+    annotator: str
+    shown: dict[int, int] = field(default_factory=dict)  # step id -> rating the page showed as saved
+    clicked: set[int] = field(default_factory=set)  # every step clicked, shown or not
+    latencies: list[float] = field(default_factory=list)  # seconds, click -> shown
+    unconfirmed: int = 0  # clicks whose result was not shown within SAVE_TIMEOUT_MS
+    locked_messages: int = 0
+    not_saved_messages: int = 0
+    exceptions: int = 0
+    trajectories: int = 0
+    outside_requests: list[str] = field(default_factory=list)
+
+
+def is_loopback(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "http://localhost", "ws://localhost",
+                           "data:", "blob:", "about:"))  # fmt: skip
+
+
+async def settle(page, timeout: float = PAGE_TIMEOUT_MS) -> None:
+    """Until the script run the last action started is over."""
+    await page.wait_for_timeout(200)
+    await page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
+class Annotator:
+    """Drives Annotate in one browser context, as a person clicking through a queue would."""
+
+    def __init__(self, context, url: str, name: str) -> None:
+        self.context, self.url, self.log = context, url, SessionLog(name)
+        self.page = None
+        self.position = 0
+
+    async def open(self) -> None:
+        page = self.page = await self.context.new_page()
+        page.on("request", lambda r: None if is_loopback(r.url) else self.log.outside_requests.append(r.url))
+        await page.goto(self.url + "/annotate")
+        await page.get_by_role("heading", name="Annotate").wait_for(timeout=PAGE_TIMEOUT_MS)
+        await settle(page)
+        box = page.get_by_role("textbox", name="Annotator name")
+        await box.wait_for(timeout=PAGE_TIMEOUT_MS)  # the sidebar may follow the page's first draw
+        await box.fill(self.log.annotator)
+        await box.press("Enter")
+        await page.get_by_text("Trajectory 1 of").wait_for(timeout=PAGE_TIMEOUT_MS)
+        await settle(page)
+        self.position = 1
+
+    async def step_ids(self) -> list[int]:
+        classes = await self.page.locator("[class*='st-key-ann_r1_']").evaluate_all(
+            "els => els.map(e => [...e.classList].find(c => c.startsWith('st-key-ann_r1_')))"
+        )
+        return [int(c.rsplit("_", 1)[1]) for c in classes if c]
+
+    async def check_page(self) -> None:
+        text = await self.page.inner_text("body")
+        self.log.locked_messages += text.count(LOCKED)
+        self.log.not_saved_messages += text.count("Not saved")
+        self.log.exceptions += await self.page.locator("[data-testid='stException']").count()
+
+    async def rate(self, step_id: int, rating: int, wait: bool = True) -> bool:
+        """Click the rating; with `wait`, until the page shows it saved. Returns whether shown."""
+        key = RATING_KEYS[rating] + str(step_id)
+        self.log.clicked.add(step_id)
+        started = time.perf_counter()
+        # .first: while a rerun redraws the page the old element can linger beside the new one.
+        await self.page.locator(f".st-key-{key} button").first.click(timeout=SAVE_TIMEOUT_MS)
+        if not wait:
+            return False
+        try:
+            await self.page.locator(f".st-key-{key} [data-testid='stBaseButton-primary']").first.wait_for(
+                timeout=SAVE_TIMEOUT_MS
+            )
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: counted, the run goes on
+            self.log.unconfirmed += 1
+            return False
+        self.log.latencies.append(time.perf_counter() - started)
+        self.log.shown[step_id] = rating
+        await settle(self.page)
+        await self.check_page()
+        return True
+
+    async def next_trajectory(self) -> bool:
+        button = self.page.locator(".st-key-ann_next button").first
+        if await button.is_disabled():
+            return False
+        await button.click()
+        self.position += 1
+        await self.page.get_by_text(f"Trajectory {self.position} of").wait_for(timeout=PAGE_TIMEOUT_MS)
+        await settle(self.page)
+        self.log.trajectories += 1
+        return True
+
+    async def run_until(self, deadline: float) -> SessionLog:
+        rating_cycle = 0
+        while time.monotonic() < deadline:
+            todo = [s for s in await self.step_ids() if s not in self.log.clicked]
+            for step_id in todo:
+                if time.monotonic() >= deadline:
+                    break
+                await self.rate(step_id, (rating_cycle % 3) - 1)
+                rating_cycle += 1
+            if time.monotonic() < deadline and not await self.next_trajectory():
+                break
+        await self.check_page()
+        return self.log
+
+
+async def launch(playwright):
+    executable = chromium_path()
+    if executable is None:
+        raise RuntimeError("no chromium binary: apt-get install chromium, or set STEPSCOPE_CHROMIUM")
+    return await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+
+
+# --- the figures -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def check_sessions(db: Path, logs: list[SessionLog]) -> dict:
+    """Every shown save against the rows in the file."""
+    lost = duplicated = 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        groups = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT annotator_id, step_id FROM annotations GROUP BY 1, 2 HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
+    duplicated += groups
+    for log in logs:
+        rows = stored_labels(db, log.annotator)
+        stored = dict(rows)
+        lost += sum(1 for step, rating in log.shown.items() if stored.get(step, "missing") != rating)
+        duplicated += sum(1 for step in stored if step not in log.clicked)
+    return {"lost": lost, "duplicated": duplicated, "rows": sum(len(stored_labels(db, log.annotator)) for log in logs)}
+
+
+async def measure_render(browser, url: str, big_id: int, many_id: int) -> dict:
+    """Time a deep link to the 1 MB step and into the 10,000-step trajectory; check truncation."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = await context.new_page()
+    figures = {}
+    try:
+        for label, tid, step, expect in (
+            ("big_step_1mb", big_id, 0, f"show all {BIG_STEP_CHARS:,} characters"),
+            ("steps_10k", many_id, MANY_STEPS // 2, None),
+        ):
+            started = time.perf_counter()
+            await page.goto(f"{url}/?trajectory={tid}&step={step}")  # Explore is the root page
+            await page.get_by_role("heading", name=f"Step {step}: prefix and rollouts").wait_for(timeout=PAGE_TIMEOUT_MS)
+            await settle(page)
+            seconds = time.perf_counter() - started
+            main = await page.inner_text("main")
+            cards = await page.locator("[class*='st-key-ex_select_']").count()
+            figures[label] = {
+                "seconds": round(seconds, 2), "page_text_chars": len(main), "step_cards_drawn": cards + 1,
+                "truncated_view": (expect in main) if expect else cards + 1 <= 20,
+            }  # fmt: skip
+    finally:
+        await context.close()
+    return figures
+
+
+async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 64, render: bool = True,
+                   folder: Path | None = None, policy: str | None = None) -> dict:
+    """The whole benchmark; returns the figures."""
+    from playwright.async_api import async_playwright
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="stepscope-load-"))
+    db = folder / "load.db"
+    if policy is None:
+        from tiny_model import build_tiny_model
+
+        policy = str(build_tiny_model(folder / "tiny-model"))
+    trajectory_ids = seed_database(db)
+    job_id = queue_job(db, policy, trajectory_ids, n=job_n)
+    log_path = folder / "server.log"
+    process, url = start_streamlit(db, env={"STEPSCOPE_DEFAULT_POLICY": policy}, log=log_path)
+    try:
+        async with async_playwright() as playwright:
+            browser = await launch(playwright)
+            contexts = [await browser.new_context(viewport={"width": 1400, "height": 1400}) for _ in range(sessions)]
+            annotators = [Annotator(c, url, f"load-{i:02d}") for i, c in enumerate(contexts)]
+            opened = time.perf_counter()
+            # The first visit alone: on a fresh server, concurrent first visits to /annotate can
+            # leave one session running the page without app.py (see the report in tests).
+            await annotators[0].open()
+            await asyncio.gather(*(a.open() for a in annotators[1:]))
+            open_seconds = time.perf_counter() - opened
+            # The window starts once the job writes: the worker first imports torch and loads the model.
+            job_wait = time.perf_counter()
+            while rollout_count(db) == 0 and time.perf_counter() - job_wait < JOB_START_TIMEOUT_S:
+                await asyncio.sleep(1.0)
+            job_wait = time.perf_counter() - job_wait
+            rollouts_before = rollout_count(db)
+            started = time.monotonic()
+            logs = await asyncio.gather(*(a.run_until(started + seconds) for a in annotators))
+            elapsed = time.monotonic() - started
+            rollouts_after = rollout_count(db)
+            for c in contexts:
+                await c.close()
+            render_figures = {}
+            if render:
+                render_figures = await measure_render(browser, url, *add_big_trajectories(db))
+            await browser.close()
+        with sqlite3.connect(db, timeout=30) as conn:
+            job_status = conn.execute("SELECT status, done, planned, error FROM jobs WHERE id = ?", [job_id]).fetchone()
+    finally:
+        from core.jobs import cancel_job
+        from core.store import Store
+
+        store = Store.open(db)
+        cancel_job(store, job_id)
+        store.close()
+        kill_streamlit(process)
+    server_log = log_path.read_text(errors="replace")
+    checked = check_sessions(db, logs)
+    latencies = [x for log in logs for x in log.latencies]
+    figures = {
+        "shown_saved": sum(len(log.shown) for log in logs),
+        "rows_in_db": checked["rows"],
+        "lost": checked["lost"],
+        "duplicated": checked["duplicated"],
+        "unconfirmed_clicks": sum(log.unconfirmed for log in logs),
+        "locked_on_page": sum(log.locked_messages for log in logs),
+        "locked_in_server_log": server_log.count(LOCKED),
+        "not_saved_messages": sum(log.not_saved_messages for log in logs),
+        "exceptions_on_page": sum(log.exceptions for log in logs),
+        "tracebacks_in_server_log": server_log.count("Traceback"),
+        "outside_requests": sorted({u for log in logs for u in log.outside_requests}),
+        "save_latency_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
+        "save_latency_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
+        "save_latency_max_s": round(max(latencies), 3) if latencies else None,
+        "saves_per_second": round(len(latencies) / elapsed, 2),
+        "rollouts_written_during_window": rollouts_after - rollouts_before,
+        "rollouts_total": rollout_count(db),
+        "job_status_at_end": {"status": job_status[0], "done": job_status[1], "planned": job_status[2],
+                              "error": job_status[3]},
+        "integrity_check": integrity(db),
+        "sessions_open_s": round(open_seconds, 1),
+        "waited_for_first_rollouts_s": round(job_wait, 1),
+        "window_s": round(elapsed, 1),
+        "per_session_saves": [len(log.shown) for log in logs],
+        **({"render": render_figures} if render else {}),
+    }  # fmt: skip
+    return {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "parameters": {"sessions": sessions, "seconds": seconds, "job": f"estimate, fixed N={job_n}, "
+                       "8 new tokens, 8 rows per engine call, tiny random Llama, transformers engine", "browser": "Debian chromium, "
+                       "headless, one context per session", "trajectories": "40 x 6 steps + the sample set"},
+        "figures": figures,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--job-n", type=int, default=64, help="rollouts per step of the background job")
+    parser.add_argument("--no-render", action="store_true", help="skip the 1 MB step / 10,000 steps check")
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write results/")
+    args = parser.parse_args()
+    result = asyncio.run(run_load(args.sessions, args.seconds, job_n=args.job_n, render=not args.no_render))
+    print(json.dumps(result, indent=2))
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "reliability_load.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {RESULTS / 'reliability_load.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""Reliability and security end to end: a real `streamlit run app.py`, real headless Chromium,
+a real SQLite file, real jobs on the tiny test model.
+
+- load: concurrent annotators while a job writes rollouts (benchmarks/reliability_load.py,
+  shortened): nothing lost, nothing duplicated, no "database is locked" shown;
+- faults: kill -9 of the server during annotation and during a job, then a restart; a model
+  server killed mid-job (the job fails with the reason, the app stays up, Retry finishes it);
+- big input: a 1 MB step and a 10,000-step trajectory render as a truncated view that expands;
+- untrusted text: HTML, scripts, markdown images and outside links in imported and model text
+  stay inert text on every page, and no request leaves the machine (request interception);
+  the server listens on loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from e2e_server import chromium_path, free_port, kill_streamlit, start_streamlit  # noqa: E402
+from model_server import ModelServer  # noqa: E402
+from reliability_load import (  # noqa: E402
+    BIG_STEP_CHARS, PAGE_TIMEOUT_MS, Annotator, add_big_trajectories, integrity, is_loopback, launch,
+    measure_render, queue_job, rollout_count, run_load, seed_database, settle, stored_labels,
+)  # fmt: skip
+
+pytest.importorskip("playwright")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(chromium_path() is None, reason="no chromium binary (apt-get install chromium)"),
+]
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+VIEWPORT = {"width": 1400, "height": 1400}
+
+
+def job_row(db: Path, job_id: int) -> tuple:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute("SELECT status, done, planned, error FROM jobs WHERE id = ?", [job_id]).fetchone()
+
+
+def wait_for_status(db: Path, job_id: int, wanted: set[str], timeout: float) -> tuple:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = job_row(db, job_id)
+        if row[0] in wanted:
+            return row
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job_row(db, job_id)} after {timeout:.0f} s")
+
+
+def rollouts_per_step(db: Path, job_id: int) -> dict[int, int]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return dict(conn.execute("SELECT step_id, COUNT(*) FROM rollouts WHERE job_id = ? GROUP BY step_id", [job_id]))
+
+
+def rollout_ids(db: Path) -> set[int]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM rollouts")}
+
+
+def load_steps(db: Path, trajectory_ids: list[int]) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        marks = ",".join("?" * len(trajectory_ids))
+        return conn.execute(f"SELECT COUNT(*) FROM steps WHERE trajectory_id IN ({marks})", trajectory_ids).fetchone()[0]
+
+
+def listening_addresses(pid: int) -> set[str]:
+    import psutil
+
+    return {c.laddr.ip for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN}
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+def test_concurrent_annotators_while_a_job_writes_lose_nothing(tmp_path, tiny_model_dir):
+    """The load benchmark, shortened: 3 sessions x 15 s (the full run is 8 x 60 s)."""
+    result = asyncio.run(run_load(3, 15.0, render=False, folder=tmp_path, policy=str(tiny_model_dir)))
+    figures = result["figures"]
+    print(json.dumps(figures, indent=1))
+    assert all(saves >= 1 for saves in figures["per_session_saves"]), figures
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["rows_in_db"] == figures["shown_saved"] and figures["unconfirmed_clicks"] == 0
+    assert figures["locked_on_page"] == 0 and figures["locked_in_server_log"] == 0
+    assert figures["not_saved_messages"] == 0 and figures["exceptions_on_page"] == 0
+    assert figures["tracebacks_in_server_log"] == 0 and figures["outside_requests"] == []
+    assert figures["rollouts_written_during_window"] > 0, "the job must write while people annotate"
+    assert figures["integrity_check"] == "ok"
+
+
+# --- kill -9 -------------------------------------------------------------------------------
+
+
+async def _annotate_until(annotator: Annotator, done) -> None:
+    rating = 0
+    deadline = time.monotonic() + 300
+    while not done() and time.monotonic() < deadline:
+        todo = [s for s in await annotator.step_ids() if s not in annotator.log.clicked]
+        if not todo:
+            assert await annotator.next_trajectory(), "ran out of trajectories"
+            continue
+        await annotator.rate(todo[0], rating % 3 - 1)
+        rating += 1
+
+
+async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
+    db, log, n = tmp_path / "kill.db", tmp_path / "server.log", 8
+    trajectory_ids = seed_database(db, trajectories=6)
+    total = n * load_steps(db, trajectory_ids)
+    job_id = queue_job(db, policy, trajectory_ids, n=n)
+    env, port = {"STEPSCOPE_DEFAULT_POLICY": policy}, free_port()
+    process, url = start_streamlit(db, env=env, log=log, port=port)
+    try:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as playwright:
+            browser = await launch(playwright)
+            first = Annotator(await browser.new_context(viewport=VIEWPORT), url, "crash-test")
+            await first.open()
+            await _annotate_until(first, lambda: len(first.log.shown) >= 4 and rollout_count(db) >= 16)
+            # One more click, and the server dies while it saves (kill -9: no clean-up at all).
+            todo = [s for s in await first.step_ids() if s not in first.log.clicked]
+            if todo:
+                await first.rate(todo[0], 1, wait=False)
+            kill_streamlit(process, signal.SIGKILL)
+
+            shown = dict(first.log.shown)
+            stored = dict(stored_labels(db, "crash-test"))
+            assert len(shown) >= 4
+            assert {s: stored.get(s) for s in shown} == shown, "a label the page showed as saved is gone"
+            assert set(stored) <= first.log.clicked
+            assert integrity(db) == "ok"
+            status, done, _, _ = job_row(db, job_id)
+            before = rollout_ids(db)
+            assert status == "running" and 0 < len(before) < total, (status, len(before), total)
+
+            # Restart as a user would: `streamlit run app.py`, the address from .streamlit/config.toml.
+            process, url = start_streamlit(db, env=env, log=log, port=port, address=None)
+            addresses = listening_addresses(process.pid)
+            assert addresses and addresses <= {"127.0.0.1", "::1"}, addresses
+            second = Annotator(await browser.new_context(viewport=VIEWPORT), url, "crash-test")
+            await second.open()
+            todo = [s for s in await second.step_ids() if s not in stored]
+            assert await second.rate(todo[0], 0), "a save after the restart was not shown"
+            assert second.log.locked_messages == 0 and second.log.exceptions == 0
+            await browser.close()
+
+        # The restarted app's worker claims the job once its heartbeat is stale (30 s) and finishes
+        # it from the stored rollouts.
+        assert wait_for_status(db, job_id, {"done", "failed"}, timeout=300)[:3] == ("done", total, total)
+        per_step = rollouts_per_step(db, job_id)
+        assert set(per_step.values()) == {n} and sum(per_step.values()) == total  # nothing redone
+        assert before <= rollout_ids(db)
+        stored = dict(stored_labels(db, "crash-test"))
+        assert {s: stored.get(s) for s in shown} == shown and stored[todo[0]] == 0
+        assert integrity(db) == "ok"
+        assert "database is locked" not in log.read_text(errors="replace")
+    finally:
+        kill_streamlit(process)
+
+
+def test_kill_minus_nine_during_annotation_and_a_job_then_restart(tmp_path, tiny_model_dir):
+    asyncio.run(_kill_and_restart(tmp_path, str(tiny_model_dir)))
+
+
+def test_config_listens_on_localhost():
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] in ("localhost", "127.0.0.1")
+
+
+# --- one shared server for the rest ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory, tiny_model_dir):
+    ARTIFACTS.mkdir(exist_ok=True)
+    folder = tmp_path_factory.mktemp("reliability-app")
+    db = folder / "app.db"
+    trajectory_ids = seed_database(db, trajectories=3)
+    process, url = start_streamlit(db, env={"STEPSCOPE_DEFAULT_POLICY": str(tiny_model_dir)},
+                                   log=ARTIFACTS / "reliability-server.log")  # fmt: skip
+    try:
+        yield url, db, trajectory_ids
+    finally:
+        kill_streamlit(process)
+
+
+async def _big_inputs(url: str, big: int, many: int) -> dict:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        figures = await measure_render(browser, url, big, many)
+        # The truncated view expands: the first 100,000 characters, and the whole text as a download.
+        page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+        await page.goto(f"{url}/?trajectory={big}&step=0")  # Explore is the root page
+        expander = page.locator("[data-testid='stExpander'] summary").filter(
+            has_text=f"show all {BIG_STEP_CHARS:,} characters").first
+        await expander.wait_for(timeout=PAGE_TIMEOUT_MS)
+        await settle(page)
+        try:
+            await expander.click(timeout=20_000)
+        except Exception:
+            await page.screenshot(path=str(ARTIFACTS / "reliability-big-step-fail.png"), full_page=True)
+            print(await page.evaluate("""[...document.querySelectorAll('[inert]')].map(e => e.tagName + ' ' + (e.getAttribute('data-testid')||'') + ' ' + e.innerText.slice(0, 80))"""))
+            raise
+        await page.get_by_role("button", name="download the whole text").first.wait_for(timeout=60_000)
+        figures["expanded_text_chars"] = max(len(t) for t in await page.locator("[data-testid='stText']").all_inner_texts())
+        await page.screenshot(path=str(ARTIFACTS / "reliability-big-step.png"))
+        await browser.close()
+    return figures
+
+
+def test_a_1mb_step_and_10000_steps_render_truncated(shared_app):
+    url, db, _ = shared_app
+    figures = asyncio.run(_big_inputs(url, *add_big_trajectories(db)))
+    print(json.dumps(figures, indent=1))
+    big, many = figures["big_step_1mb"], figures["steps_10k"]
+    assert big["truncated_view"] and big["page_text_chars"] < 100_000
+    assert 100_000 <= figures["expanded_text_chars"] < 110_000
+    assert many["truncated_view"] and many["step_cards_drawn"] <= 20
+    # "Without freezing": generous bounds for a busy 2-core box; the benchmark reports the figures.
+    assert big["seconds"] < 60 and many["seconds"] < 60
+
+
+# --- a model that dies mid-job --------------------------------------------------------------
+
+
+async def _model_dies(url: str, db: Path, trajectory_ids: list[int], model_dir: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    from core.jobs import create_estimate_job, default_sampling
+    from core.mcpe import FixedN
+    from core.store import Store
+
+    server = ModelServer(model_dir, "tiny-served", free_port(), log=ARTIFACTS / "reliability-model-server.log")
+    server.start()
+    try:
+        async with async_playwright() as playwright:
+            browser = await launch(playwright)
+            page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+            await page.goto(url + "/jobs_data")  # a page view starts the app's job worker
+            await page.get_by_role("heading", name="Jobs and data").wait_for(timeout=PAGE_TIMEOUT_MS)
+            n, total = 8, 8 * load_steps(db, trajectory_ids)
+            store = Store.open(db)
+            job_id = create_estimate_job(
+                store, policy="tiny-served", engine="openai", engine_options={"base_urls": [server.base_url]},
+                trajectory_ids=trajectory_ids, strategy=FixedN(n), sampling=default_sampling(8, 1.0), rows_per_call=8,
+            )  # fmt: skip
+            deadline = time.monotonic() + 180
+            while sum(rollouts_per_step(db, job_id).values()) < 8 and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            server.kill()  # mid-job: the node is gone, connections refused
+            status, done, _, error = await asyncio.to_thread(wait_for_status, db, job_id, {"failed", "done"}, 120)
+            assert status == "failed" and 0 < done < total, (status, done, error)
+            assert f"127.0.0.1:{server.port}" in error and ("lost the server" in error or "cannot reach" in error), error
+
+            # The app is up and says so.
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=10) as response:
+                assert response.status == 200
+            await page.goto(url + "/jobs_data")
+            await page.get_by_role("heading", name="Jobs and data").wait_for(timeout=PAGE_TIMEOUT_MS)
+            await settle(page)
+            assert await page.locator("[data-testid='stException']").count() == 0
+
+            # The server comes back; Retry on the page finishes the job from its stored rollouts.
+            server.start()
+            await page.get_by_role("button", name="Retry").click()
+            await page.get_by_text(f"job {job_id} queued again").wait_for(timeout=60_000)
+            await page.screenshot(path=str(ARTIFACTS / "reliability-retry.png"))
+            await browser.close()
+        row = await asyncio.to_thread(wait_for_status, db, job_id, {"done", "failed"}, 300)
+        assert row[:3] == ("done", total, total), row
+        per_step = rollouts_per_step(db, job_id)
+        assert set(per_step.values()) == {n} and sum(per_step.values()) == total
+    finally:
+        server.kill()
+
+
+def test_a_model_server_killed_mid_job_fails_the_job_and_retry_finishes_it(shared_app, tiny_model_dir):
+    url, db, trajectory_ids = shared_app
+    asyncio.run(_model_dies(url, db, trajectory_ids, tiny_model_dir))
+
+
+# --- untrusted text ------------------------------------------------------------------------
+
+OUTSIDE_HOST = "198.51.100.7"  # TEST-NET-2: never routed; a request to it is a leak, not a fetch
+EVIL = (
+    f'<img src="http://{OUTSIDE_HOST}/x.png" onerror="window.__pwned=1"> <script>window.__pwned=2</script> '
+    f'<iframe src="http://{OUTSIDE_HOST}/frame"></iframe> <a href="javascript:window.__pwned=3">click</a> '
+    f"![tracker](http://{OUTSIDE_HOST}/t.png) [link](http://evil.example/) http://evil.example/bare "
+    f"<style>@import url(http://{OUTSIDE_HOST}/s.css)</style> **bold** $x^2$ :red[red]"
+)
+LEAKS = (f"[src*='{OUTSIDE_HOST}'], [href*='{OUTSIDE_HOST}'], [src*='evil.example'], [href*='evil.example'],"
+         " [href^='javascript:'], iframe[src^='http'], [onerror]")  # fmt: skip
+
+
+def plant_untrusted_text(db: Path, policy: str) -> int:
+    """Hostile text everywhere a page shows stored text: question, steps, model rollouts, another
+    annotator's note, a job's error, dataset / source / model names."""
+    from core.store import Store
+
+    store = Store.open(db)
+    problem = store.add_problem(f"evil <b>set</b> {OUTSIDE_HOST}", f"Question {EVIL}", "1")
+    trajectory = store.add_trajectory(problem, f"Step {EVIL}\nThe answer is 1.", source="<i>src</i>",
+                                      model=f"![m](http://{OUTSIDE_HOST}/m.png)", rule="line")  # fmt: skip
+    steps = store.steps(trajectory)
+    store.add_rollouts([{"step_id": steps[0]["id"], "text": f" {EVIL} The answer is 1.", "correct": True,
+                         "model": policy, "num_tokens": 9, "finish_reason": "stop"} for _ in range(2)])  # fmt: skip
+    store.save_annotation("other-annotator", steps[0]["id"], rating=1, note=EVIL)
+    job = store.create_job("estimate", {"policy": EVIL, "engine": "transformers", "trajectory_ids": [trajectory]})
+    store.update_job(job, status="failed", error=f"engine said {EVIL}")
+    # The security annotator's queue ("unlabelled first") starts at the hostile trajectory.
+    for other in store.list_trajectories(limit=None):
+        if other["id"] != trajectory:
+            store.save_annotation("sec-check", store.steps(other["id"])[0]["id"], rating=0)
+    return trajectory
+
+
+async def _untrusted(url: str, trajectory: int) -> dict:
+    from playwright.async_api import async_playwright
+
+    outside, dialogs, report = [], [], {}
+
+    async def only_loopback(route):
+        if is_loopback(route.request.url):
+            await route.continue_()
+        else:
+            outside.append(route.request.url)
+            await route.abort()
+
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        context = await browser.new_context(viewport=VIEWPORT)
+        await context.route("**/*", only_loopback)
+        context.on("request", lambda r: None if is_loopback(r.url) else outside.append(r.url))
+        page = await context.new_page()
+        page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+
+        async def check(name: str) -> str:
+            await settle(page)
+            await page.wait_for_timeout(1000)  # an onerror or a lazy image would have fired by now
+            await page.screenshot(path=str(ARTIFACTS / f"reliability-untrusted-{name}.png"), full_page=True)
+            assert await page.evaluate("window.__pwned") is None, name
+            leaks = await page.locator(LEAKS).count()
+            scripts = await page.evaluate(
+                "[...document.scripts].filter(s => s.textContent.includes('__pwned')).length")
+            assert leaks == 0 and scripts == 0, (name, leaks, scripts)
+            assert await page.locator("[data-testid='stException']").count() == 0, name
+            text = await page.inner_text("body")
+            report[name] = {"shown_verbatim": "<script>window.__pwned=2</script>" in text}
+            return text
+
+        async def visit(path: str, ready: str, name: str) -> str:
+            await page.goto(url + path)
+            await page.get_by_text(ready).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            return await check(name)
+
+        text = await visit(f"/?trajectory={trajectory}&step=0", "Step 0: prefix and rollouts", "explore")
+        assert "<script>window.__pwned=2</script>" in text  # shown, as text
+        # Annotate: its queue ("unlabelled first") opens on the hostile trajectory for this name.
+        await page.get_by_role("link", name="Annotate").click()
+        await page.get_by_text("Enter your annotator name").wait_for(timeout=PAGE_TIMEOUT_MS)
+        await settle(page)
+        box = page.get_by_role("textbox", name="Annotator name")
+        await box.fill("sec-check")
+        await box.press("Enter")
+        try:
+            await page.get_by_text(f"(#{trajectory})").first.wait_for(timeout=90_000)
+        except Exception:
+            await page.screenshot(path=str(ARTIFACTS / "reliability-untrusted-annotate-fail.png"), full_page=True)
+            raise
+        text = await check("annotate")
+        assert "<script>window.__pwned=2</script>" in text
+        for path, ready, name in (("/compare", "Compare", "compare"), ("/jobs_data", "Jobs and data", "jobs"),
+                                  ("/best_of_n", "Best-of-N", "best-of-n"),
+                                  ("/?db=<script>window.__pwned=4</script>../../etc/passwd", "Explore", "bad-db-link")):
+            text = await visit(path, ready, name)
+        assert "The link's database: a database is a file name in the data folder" in text
+        report["dialogs"], report["outside_requests"] = dialogs, sorted(set(outside))
+        await browser.close()
+    return report
+
+
+def test_untrusted_text_is_inert_and_nothing_leaves_the_machine(shared_app, tiny_model_dir):
+    url, db, _ = shared_app
+    trajectory = plant_untrusted_text(db, str(tiny_model_dir))
+    report = asyncio.run(_untrusted(url, trajectory))
+    print(json.dumps(report, indent=1))
+    assert report["dialogs"] == [] and report["outside_requests"] == []
