@@ -73,26 +73,38 @@ def policy_trajectories(store: Store, engine, policy: str, count: int, sampling)
 
 
 def throughput(store, engine, policy, ids, n, rows_per_call, sampling) -> dict:
-    """Raw batched generation of the job's exact prompts vs the job itself, same batch shapes."""
+    """Raw batched generation of the job's exact prompts vs the job itself, same batch shapes.
+
+    Run in the order raw, job, job, raw, so that a warm-up or a change in the machine's load
+    during the run weighs on both sides alike; each job run stores its rollouts under its own
+    key, so the second one samples afresh instead of finding the first one's rollouts.
+    """
     tasks = load_tasks(store, ids, load_template())
     prompts = [s.prompt for t in tasks for s in t.steps]
     per_call = max(1, rows_per_call // n)
     engine.generate(prompts[:1], replace(sampling, n=1, max_new_tokens=4))  # warm-up
-    started, raw_tokens = time.perf_counter(), 0
-    for call, i in enumerate(range(0, len(prompts), per_call)):
-        results = engine.generate(prompts[i : i + per_call], replace(sampling, n=n, seed=sampling.seed + call))
-        raw_tokens += sum(s.num_tokens for r in results for s in r)
-    raw_seconds = time.perf_counter() - started
 
-    started = time.perf_counter()
-    progress = run_estimate(store, engine, tasks, FixedN(n), f"{policy}#throughput", sampling, rows_per_call=rows_per_call)
-    job_seconds = time.perf_counter() - started
-    raw_rate, job_rate = raw_tokens / raw_seconds, progress.tokens / job_seconds
+    def raw() -> tuple[int, float]:
+        started, tokens = time.perf_counter(), 0
+        for call, i in enumerate(range(0, len(prompts), per_call)):
+            results = engine.generate(prompts[i : i + per_call], replace(sampling, n=n, seed=sampling.seed + call))
+            tokens += sum(s.num_tokens for r in results for s in r)
+        return tokens, time.perf_counter() - started
+
+    def job(run: int) -> tuple[int, float, float, int]:
+        started = time.perf_counter()
+        progress = run_estimate(store, engine, tasks, FixedN(n), f"{policy}#throughput-{run}", sampling, rows_per_call=rows_per_call)
+        return progress.tokens, time.perf_counter() - started, progress.engine_seconds, progress.done
+
+    runs = [raw(), job(1), job(2), raw()]
+    raw_tokens, raw_seconds = sum(r[0] for r in runs[::3]), sum(r[1] for r in runs[::3])
+    job_tokens, job_seconds = runs[1][0] + runs[2][0], runs[1][1] + runs[2][1]
+    raw_rate, job_rate = raw_tokens / raw_seconds, job_tokens / job_seconds
     return {
-        "prompts": len(prompts), "n": n, "rows_per_call": rows_per_call,
+        "prompts": len(prompts), "n": n, "rows_per_call": rows_per_call, "order": "raw, job, job, raw",
         "raw_tokens": raw_tokens, "raw_seconds": round(raw_seconds, 2), "raw_tokens_per_s": round(raw_rate, 1),
-        "job_rollouts": progress.done, "job_tokens": progress.tokens, "job_seconds": round(job_seconds, 2),
-        "job_engine_seconds": round(progress.engine_seconds, 2), "job_tokens_per_s": round(job_rate, 1),
+        "job_rollouts": runs[1][3] + runs[2][3], "job_tokens": job_tokens, "job_seconds": round(job_seconds, 2),
+        "job_engine_seconds": round(runs[1][2] + runs[2][2], 2), "job_tokens_per_s": round(job_rate, 1),
         "throughput_ratio": round(job_rate / raw_rate, 3),
     }  # fmt: skip
 
@@ -146,6 +158,10 @@ def budget(store, engine, policy, ids, sampling, rows_per_call, n=16) -> dict:
         "first-error": FirstErrorSearch(round_size=4, max_per_step=n),
         "first-error-blind": FirstErrorSearch(round_size=4, max_per_step=n),
     }
+    # How the search's cost and its agreement with fixed N trade off as fewer failures are
+    # taken to mean "unreachable" (replayed on the same rollouts, so it costs no sampling).
+    for cap in (4, 8, 12):
+        strategies[f"first-error-max-{cap}"] = FirstErrorSearch(round_size=4, max_per_step=cap)
     spent = {name: 0 for name in strategies}
     agree = {name: 0 for name in strategies}
     fixed_total, decisions = 0, []
@@ -185,7 +201,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--parts", default="throughput,naive,budget")
     parser.add_argument("--trajectories", type=int, default=60, help="for the budget benchmark (>= 50)")
-    parser.add_argument("--throughput-trajectories", type=int, default=8)
+    parser.add_argument("--throughput-trajectories", type=int, default=24)
     parser.add_argument("--naive-trajectories", type=int, default=3)
     parser.add_argument("--n", type=int, default=8, help="rollouts per step for throughput and naive")
     parser.add_argument("--rows-per-call", type=int, default=64)
