@@ -333,10 +333,9 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
             contexts = [await browser.new_context(viewport={"width": 1400, "height": 1400}) for _ in range(sessions)]
             annotators = [Annotator(c, url, f"load-{i:02d}") for i, c in enumerate(contexts)]
             opened = time.perf_counter()
-            # The first visit alone: on a fresh server, concurrent first visits to /annotate can
-            # leave one session running the page without app.py (see the report in tests).
-            await annotators[0].open()
-            await asyncio.gather(*(a.open() for a in annotators[1:]))
+            # All at once, on a fresh server: concurrent first visits once left a session without
+            # app.py around its page (pages/_shared.require_app).
+            await asyncio.gather(*(a.open() for a in annotators))
             open_seconds = time.perf_counter() - opened
             # The window starts once the job writes: the worker first imports torch and loads the model.
             job_wait = time.perf_counter()

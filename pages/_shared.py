@@ -6,6 +6,7 @@ sidebar is read from session state with a default, so a page also runs on its ow
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -56,12 +57,26 @@ def require_app() -> None:
     (/explore?trajectory=3), it runs pages/explore.py alone, without app.py, and keeps doing so
     for everyone. A page that finds itself run that way switches the flag off and reruns:
     app.py then runs and st.navigation picks the same page by its URL path.
+
+    The flag alone is not enough when several sessions make their first visit at once: a run
+    that started in the old mode may find the flag already switched off by another session
+    and would stay without app.py (no sidebar) until the next click. So the page also looks
+    for Streamlit's old-mode page runner (`_mpa_v1`) below it on the stack.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory or _run_by_the_old_page_runner():
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def _run_by_the_old_page_runner() -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_mpa_v1":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def db_path() -> str:
