@@ -318,6 +318,7 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
     from playwright.async_api import async_playwright
 
     folder = Path(folder or tempfile.mkdtemp(prefix="stepscope-load-"))
+    load_before = os.getloadavg()  # the box is shared: latency figures mean little without it
     db = folder / "load.db"
     if policy is None:
         from tiny_model import build_tiny_model
@@ -399,7 +400,9 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
     }  # fmt: skip
     return {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+                    "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "load_average_1m_before": round(load_before[0], 2),
+                    "load_average_1m_after": round(os.getloadavg()[0], 2)},
         "parameters": {"sessions": sessions, "seconds": seconds, "job": f"estimate, fixed N={job_n}, "
                        "8 new tokens, 8 rows per engine call, tiny random Llama, transformers engine", "browser": "Debian chromium, "
                        "headless, one context per session", "trajectories": "40 x 6 steps + the sample set"},
