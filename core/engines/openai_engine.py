@@ -135,15 +135,19 @@ class OpenAIEngine:
 
         Transient: connection errors and timeouts, 408, 409, 429 and 5xx. Each retry waits
         0.5 s * 2^attempt (capped at 8 s, +-50% jitter so that many threads do not retry in
-        step) and goes to the next URL in the rotation.
+        step) and goes to the next URL in the rotation that has not failed this request: other
+        threads advance the shared rotation meanwhile, so without that a retry could land on the
+        same dead node again (seen in a test with two servers, one stopped).
         """
+        failed: set[int] = set()
         for attempt in range(self.max_retries + 1):
-            with self._next_lock:
-                client = self._clients[next(self._next) % len(self._clients)]
+            index = self._next_client(avoid=failed)
+            client = self._clients[index]
             url = str(client.base_url).rstrip("/")
             try:
                 return call(client)
             except self._openai.APIConnectionError as error:
+                failed.add(index)
                 if attempt == self.max_retries:
                     raise ServerUnreachable(
                         f"lost the server at {url} after {attempt + 1} tries: {_root_cause(error)}"
@@ -154,6 +158,7 @@ class OpenAIEngine:
                     raise StepScopeError(
                         f"server at {url} rejected the request ({status}): {_server_message(error)}"
                     ) from None
+                failed.add(index)
                 if attempt == self.max_retries:
                     raise StepScopeError(
                         f"server at {url} kept failing ({status}) after {attempt + 1} tries: "
@@ -162,6 +167,15 @@ class OpenAIEngine:
             delay = min(MAX_BACKOFF_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.5)
             time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _next_client(self, avoid: set[int]) -> int:
+        """The next index in the rotation, skipping `avoid` unless every server is in it."""
+        with self._next_lock:
+            for _ in range(len(self._clients)):
+                index = next(self._next) % len(self._clients)
+                if index not in avoid:
+                    return index
+            return index
 
     def _map(self, function: Callable, items: Sequence) -> list:
         """`function` over items with bounded concurrency, results in item order."""
