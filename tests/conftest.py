@@ -29,6 +29,28 @@ def smollm2_dense_dir() -> Path:
     return Path(resolve_model("smollm2-135m", dense=True).directory)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-model tests: on a CPU shared with other jobs
+    two spinning OpenMP threads made each forward pass about 20x slower (13 ms vs 275 ms)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir):
+    """The transformers engine on the tiny model, on the CPU, loaded once per module."""
+    from core.engines import load_engine
+
+    engine = load_engine("transformers", str(tiny_model_dir), device="cpu")
+    yield engine
+    engine.close()
+
+
 def vllm_installed() -> bool:
     import importlib.util
 

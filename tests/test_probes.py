@@ -22,26 +22,8 @@ from core.probes import (
 )
 from core.store import Store
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: these models are tiny, and on a CPU shared with other jobs two
-    spinning OpenMP threads made each forward pass about 20x slower (measured: 13 ms vs 275 ms)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_model_dir):
-    engine = load_engine("transformers", str(tiny_model_dir), device="cpu")
-    yield engine
-    engine.close()
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # for the CLI in a subprocess
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sample_problems(store: Store, count: int) -> list[dict]:

@@ -31,26 +31,8 @@ QUESTION = "A baker has 24 muffins and sells 9. How many muffins are left?"
 RIGHT = "The baker has 24 - 9 = 15 muffins left.\nThe answer is 15."
 WRONG = "The baker has 24 - 9 = 16 muffins left.\nThe answer is 16."  # one wrong number
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: these models are tiny, and on a CPU shared with other jobs two
-    spinning OpenMP threads made each forward pass about 20x slower (measured: 13 ms vs 275 ms)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_model_dir):
-    engine = load_engine("transformers", str(tiny_model_dir), device="cpu")
-    yield engine
-    engine.close()
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # for the CLI in a subprocess
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hand_built_pair(store: Store) -> tuple[int, int]:
