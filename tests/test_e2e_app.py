@@ -174,7 +174,7 @@ def test_c_compare_shows_kappa_from_those_rows(app, page):
 
 def test_d_deep_link_opens_the_named_step_and_a_click_on_the_chart_selects(app, page):
     url, _, _ = app
-    open_page(page, url + "/explore?trajectory=3&step=2", "Explore")
+    open_page(page, url + "/?trajectory=3&step=2", "Explore")
     page.get_by_role("heading", name="Step 2: prefix and rollouts").wait_for(timeout=30_000)
     main = page.inner_text("main")
     assert "Jack has 50 dollars" in main and "Jack has 50 - 30 = 20 dollars left." in main
@@ -210,7 +210,7 @@ def test_d_deep_link_opens_the_named_step_and_a_click_on_the_chart_selects(app, 
     page.wait_for_url(re.compile(r"trajectory=3&step=0$"), timeout=10_000)
     shot(page, "explore-chart-click")
     # A bad link: a message that names the cause, and the app keeps running.
-    open_page(page, url + "/explore?trajectory=../../etc/passwd", "Explore")
+    open_page(page, url + "/?trajectory=../../etc/passwd", "Explore")
     page.get_by_text("Cannot open that link").wait_for(timeout=30_000)
     assert "must be a whole number" in page.inner_text("main")
 
