@@ -170,7 +170,7 @@ class _StopInNewText(StoppingCriteria):
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
         self.prompt_length = prompt_length
-        self.window = max(len(s) for s in self.stops) + 2  # a token holds at least one character
+        self.window = max((len(s) for s in self.stops), default=0) + 2  # a token holds >= 1 character
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
