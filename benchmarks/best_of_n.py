@@ -74,6 +74,7 @@ from core.grading import grade  # noqa: E402
 from core.jobs import EngineCache, claim_job, run_job  # noqa: E402
 from core.judging import create_judge_job  # noqa: E402
 from core.metrics import (  # noqa: E402
+    Interval,
     auroc,
     best_of_k,
     bootstrap,
@@ -392,11 +393,7 @@ def print_table(summary: dict) -> None:
 
 
 def _fmt(entry: dict) -> str:
-    if entry["value"] is None:
-        return "n/a"
-    if entry["low"] is None:
-        return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+    return str(Interval.from_dict(entry))
 
 
 if __name__ == "__main__":

@@ -148,11 +148,10 @@ def train_verifier_command(
 
 
 def _interval(entry: dict) -> str:
-    if entry["value"] is None:
-        return "n/a"
-    if entry["low"] is None:
-        return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}] (95%)"
+    from core.metrics import Interval  # numpy and scipy: loaded only by the commands that print one
+
+    text = str(Interval.from_dict(entry))
+    return text if entry["low"] is None else f"{text} (95%)"
 
 
 def verifiers_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:

@@ -49,6 +49,12 @@ class Interval:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, entry: dict) -> "Interval":
+        """Back from `as_dict()`, or from any dict with value, low and high (e.g. read from JSON)."""
+        return cls(entry["value"], entry["low"], entry["high"],
+                   entry.get("confidence", 0.95), entry.get("resamples", 0))  # fmt: skip
+
     def __str__(self) -> str:
         if self.value is None:
             return "n/a"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.app_jobs import engine_options
 from core.app_state import data_folder, default_policy, escape_markdown, truncate
 from core.errors import StepScopeError
 from core.app_worker import AppWorker
@@ -104,6 +105,11 @@ def judges() -> list[str]:
 
 def engine() -> str:
     return st.session_state.get("policy_engine") or "transformers"
+
+
+def policy_engine_options() -> dict:
+    """Options for the sidebar's engine (the server URLs when it is `openai`)."""
+    return engine_options(engine(), st.session_state.get("policy_base_urls", ""))
 
 
 def annotator() -> str | None:

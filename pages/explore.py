@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.app_jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, engine_options, job_progress, probe_verifiers, queue_estimate, queue_judging,
+    JUDGE_KINDS, EstimateRequest, active_jobs, job_progress, probe_verifiers, queue_estimate, queue_judging,
     queue_top_up,
 )  # fmt: skip
 from core.app_state import parse_deep_link
@@ -21,7 +21,7 @@ from core.explore_view import (
     trajectory_label, value_models,
 )  # fmt: skip
 from core.mcpe import STRATEGY_NAMES
-from pages._shared import engine, error_box, judges, md, open_store, policy, show_text
+from pages._shared import engine, error_box, judges, md, open_store, policy, policy_engine_options, show_text
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000
@@ -143,7 +143,7 @@ def header(trajectory: dict) -> None:
 def request_from(form: dict) -> EstimateRequest:
     return EstimateRequest(
         policy=policy(), engine=engine(),
-        engine_options=engine_options(engine(), state.get("policy_base_urls", "")), **form,
+        engine_options=policy_engine_options(), **form,
     )  # fmt: skip
 
 
@@ -179,7 +179,7 @@ def job_controls(tid: int) -> None:
                 st.success(f"job {queue_top_up(store, request_from(form), tid, int(extra))} queued")
             if judge:
                 ids = queue_judging(store, judges(), kinds, probes, [tid], mode=mode, engine=engine(),
-                                    engine_options=engine_options(engine(), state.get("policy_base_urls", "")))
+                                    engine_options=policy_engine_options())
                 st.success(f"judge jobs {', '.join(map(str, ids))} queued")
         except StepScopeError as error:
             error_box("Cannot start the job", error)

@@ -6,14 +6,16 @@ import pandas as pd
 import streamlit as st
 
 from core.app_jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, cancel, engine_options, job_table, queue_generate, queue_judge_solutions,
+    JUDGE_KINDS, EstimateRequest, active_jobs, cancel, job_table, queue_generate, queue_judge_solutions,
     retry,
 )  # fmt: skip
 from core.best_of_n_view import policy_models
 from core.data_view import export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
 from core.explore_view import dataset_names
-from pages._shared import annotator, db_path, engine, error_box, folder, judges, md, open_store, policy, running_worker
+from pages._shared import (
+    annotator, db_path, engine, error_box, folder, judges, md, open_store, policy, policy_engine_options, running_worker,
+)  # fmt: skip
 
 store = open_store()
 state = st.session_state
@@ -65,7 +67,7 @@ def generate_section() -> None:
     if submitted:
         try:
             request = EstimateRequest(policy=policy(), engine=engine(), max_new_tokens=int(tokens),
-                                      engine_options=engine_options(engine(), state.get("policy_base_urls", "")),
+                                      engine_options=policy_engine_options(),
                                       temperature=float(temperature), seed=int(seed))  # fmt: skip
             job_id = queue_generate(store, request, dataset, int(k), int(limit))
         except StepScopeError as error:
@@ -94,7 +96,7 @@ def judge_section() -> None:
         try:
             ids = queue_judge_solutions(store, judges(), kinds, None if dataset == "all" else dataset, solutions_of,
                                         mode=mode, engine=engine(),
-                                        engine_options=engine_options(engine(), state.get("policy_base_urls", "")))
+                                        engine_options=policy_engine_options())
         except StepScopeError as error:
             error_box("Cannot start the job", error)
         else:
