@@ -7,14 +7,14 @@ Each database file gets one background job worker per server process (pages/_sha
 
 import streamlit as st
 
-from core.app_jobs import active_jobs
-from core.app_state import (
+from core.views.jobs import active_jobs
+from core.views.inputs import (
     POLICY_AS_JUDGE, data_folder, database_files, default_database_name, default_policy, judge_models,
     resolve_database, validate_annotator,
 )  # fmt: skip
 from core.engines import ENGINE_NAMES
 from core.errors import StepScopeError
-from core.model_status import describe_model
+from core.views.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
 from pages._shared import md, store_for, worker_for
 

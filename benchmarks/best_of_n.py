@@ -71,8 +71,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.engines import SamplingParams  # noqa: E402
 from core.grading import grade  # noqa: E402
-from core.jobs import EngineCache, claim_job, run_job  # noqa: E402
-from core.judging import create_judge_job  # noqa: E402
+from core.jobs.runner import EngineCache, claim_job, run_job  # noqa: E402
+from core.jobs.judge import create_judge_job  # noqa: E402
 from core.metrics import (  # noqa: E402
     Interval,
     auroc,

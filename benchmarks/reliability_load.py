@@ -77,7 +77,7 @@ def queue_job(db: Path, policy: str, trajectory_ids: list[int], n: int, max_new_
               rows_per_call: int = 8) -> int:
     """An estimate job as the app queues it, in small engine calls: on a busy 2-core box a call
     of 64 rows takes several seconds, and the point is many write transactions during the run."""
-    from core.jobs import create_estimate_job, default_sampling
+    from core.jobs.runner import create_estimate_job, default_sampling
     from core.mcpe import FixedN
     from core.store import Store
 
@@ -361,7 +361,7 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
         with sqlite3.connect(db, timeout=30) as conn:
             job_status = conn.execute("SELECT status, done, planned, error FROM jobs WHERE id = ?", [job_id]).fetchone()
     finally:
-        from core.jobs import cancel_job
+        from core.jobs.runner import cancel_job
         from core.store import Store
 
         store = Store.open(db)

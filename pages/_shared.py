@@ -11,10 +11,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.app_jobs import engine_options
-from core.app_state import data_folder, default_policy, escape_markdown, truncate
+from core.views.jobs import engine_options
+from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
 from core.errors import StepScopeError
-from core.app_worker import AppWorker
+from core.views.worker import AppWorker
 from core.models import DEFAULT_MODEL
 from core.sample_solutions import ensure_trajectories
 from core.store import Store, default_db_path

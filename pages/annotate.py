@@ -8,11 +8,11 @@ mode), N / P go to the next / previous trajectory in the queue.
 
 import streamlit as st
 
-from core.annotate_view import (
+from core.views.annotate import (
     QUEUE_MODES, QueueSpec, build_queue, my_labels, queue_progress, save_label, saved_message,
 )  # fmt: skip
 from core.errors import StepScopeError
-from core.explore_view import dataset_names, label_text, page_of, step_cards
+from core.views.explore import dataset_names, label_text, page_of, step_cards
 from pages._shared import annotator, error_box, md, open_store, policy, show_text
 
 PAGE_SIZE = 20

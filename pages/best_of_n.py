@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from core.best_of_n_view import curves, fingerprint, policy_models, samples_by_problem
-from core.explore_view import dataset_names
+from core.views.best_of_n import curves, fingerprint, policy_models, samples_by_problem
+from core.views.explore import dataset_names
 from pages._shared import db_path, open_store, store_for
 
 

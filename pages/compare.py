@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from core.compare_view import (
+from core.views.compare import (
     CONSENSUS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
 )  # fmt: skip
-from core.explore_view import dataset_names
+from core.views.explore import dataset_names
 from pages._shared import db_path, md, open_store, policy, store_for
 
 store = open_store()

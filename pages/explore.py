@@ -8,14 +8,14 @@ the store every 1.5 s. Keys: J / K next / previous step, N / P next / previous t
 import pandas as pd
 import streamlit as st
 
-from core.app_jobs import (
+from core.views.jobs import (
     JUDGE_KINDS, EstimateRequest, active_jobs, job_progress, probe_verifiers, queue_estimate, queue_judging,
     queue_top_up,
 )  # fmt: skip
-from core.app_state import parse_deep_link
+from core.views.inputs import parse_deep_link
 from core.errors import StepScopeError
-from core.explore_chart import SELECTION, chart_spec, picked_step
-from core.explore_view import (
+from core.views.charts import SELECTION, chart_spec, picked_step
+from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
     label_text, neighbour, outcome_verdicts, page_of, rollout_rows, step_cards, step_prefix,
     trajectory_label, value_models,

@@ -5,14 +5,14 @@ and its counts; import (upload) and export (download)."""
 import pandas as pd
 import streamlit as st
 
-from core.app_jobs import (
+from core.views.jobs import (
     JUDGE_KINDS, EstimateRequest, active_jobs, cancel, job_table, queue_generate, queue_judge_solutions,
     retry,
 )  # fmt: skip
-from core.best_of_n_view import policy_models
-from core.data_view import export_bytes, export_formats, import_formats, import_upload
+from core.views.best_of_n import policy_models
+from core.views.data import export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
-from core.explore_view import dataset_names
+from core.views.explore import dataset_names
 from pages._shared import (
     annotator, db_path, engine, error_box, folder, judges, md, open_store, policy, policy_engine_options, running_worker,
 )  # fmt: skip

@@ -7,17 +7,17 @@ import os
 
 import pytest
 
-from core.annotate_view import (
+from core.views.annotate import (
     QueueSpec, build_queue, my_labels, parse_assigned, queue_progress, random_sample, save_label, saved_message,
 )  # fmt: skip
-from core.app_jobs import EstimateRequest, active_jobs, cancel, job_progress, job_table, queue_estimate, queue_top_up, retry
-from core.app_state import (
+from core.views.jobs import EstimateRequest, active_jobs, cancel, job_progress, job_table, queue_estimate, queue_top_up, retry
+from core.views.inputs import (
     data_folder, database_files, escape_markdown, parse_deep_link, resolve_database, truncate, validate_annotator,
 )  # fmt: skip
-from core.data_view import export_bytes, import_upload
+from core.views.data import export_bytes, import_upload
 from core.errors import StepScopeError
-from core.explore_chart import SELECTION, chart_spec, picked_step
-from core.explore_view import (
+from core.views.charts import SELECTION, chart_spec, picked_step
+from core.views.explore import (
     TrajectoryFilter, chart_rows, count_trajectories, find_problems, find_trajectories, neighbour, rollout_rows,
     step_cards, step_prefix, step_prefix_via_tasks, trajectory_label, value_models,
 )  # fmt: skip
@@ -385,7 +385,7 @@ def test_a_bad_upload_names_the_cause_and_changes_nothing(store):
 
 
 def test_compare_mc_and_judges_against_humans(store):
-    from core.compare_view import CONSENSUS, compare, human_label, inter_annotator, labelled_steps
+    from core.views.compare import CONSENSUS, compare, human_label, inter_annotator, labelled_steps
     from core.metrics import cohen_kappa
 
     steps = store.steps(1)  # three steps, every one rated by alice; bob and carol rate some
@@ -424,7 +424,7 @@ def test_compare_mc_and_judges_against_humans(store):
 
 
 def test_best_of_n_curves(store):
-    from core.best_of_n_view import curves, k_values, policy_models, samples_by_problem
+    from core.views.best_of_n import curves, k_values, policy_models, samples_by_problem
     from core.metrics import pass_at_k
 
     # Two problems, four policy solutions each; a judge that likes the right ones.
@@ -454,7 +454,7 @@ def test_fast_best_of_k_and_majority_equal_the_metrics_module():
     import random
 
     from core import metrics
-    from core.best_of_n_view import best_of_k, majority_vote
+    from core.views.best_of_n import best_of_k, majority_vote
 
     rng = random.Random(3)
     for _ in range(300):
@@ -468,7 +468,7 @@ def test_fast_best_of_k_and_majority_equal_the_metrics_module():
 
 
 def test_queue_judges_one_job_per_judge_and_kind(store):
-    from core.app_jobs import queue_judges
+    from core.views.jobs import queue_judges
 
     ids = queue_judges(store, ["judge-a", " judge-b "], ["step", "outcome"], [1])
     jobs = [store.get_job(i) for i in ids]
@@ -485,7 +485,7 @@ def test_queue_judges_one_job_per_judge_and_kind(store):
 
 
 def test_judge_models_from_the_sidebar():
-    from core.app_state import POLICY_AS_JUDGE, judge_models
+    from core.views.inputs import POLICY_AS_JUDGE, judge_models
 
     assert judge_models([POLICY_AS_JUDGE], "", "pol") == ["pol"]
     assert judge_models([], " ,, ", "pol") == ["pol"]  # none named: the policy judges itself
@@ -493,7 +493,7 @@ def test_judge_models_from_the_sidebar():
 
 
 def test_queue_generate_from_the_app(store):
-    from core.app_jobs import queue_generate
+    from core.views.jobs import queue_generate
 
     job_id = queue_generate(store, EstimateRequest(policy="tiny", max_new_tokens=32, seed=5), "sample", 3, limit=4)
     job = store.get_job(job_id)
@@ -511,7 +511,7 @@ def test_queue_generate_from_the_app(store):
 
 
 def test_queue_judging_with_probe_verifiers(store, tmp_path):
-    from core.app_jobs import probe_verifiers, queue_judging
+    from core.views.jobs import probe_verifiers, queue_judging
 
     assert probe_verifiers(store) == {}
     with pytest.raises(StepScopeError, match="or a probe verifier"):
@@ -537,7 +537,7 @@ def test_queue_judging_with_probe_verifiers(store, tmp_path):
 
 
 def test_queue_judge_solutions_of_a_policy(store):
-    from core.app_jobs import queue_judge_solutions
+    from core.views.jobs import queue_judge_solutions
 
     problem = store.add_problem("bon", "2 + 2?", "4")
     mine = [store.add_trajectory(problem, f"Try {i}: {a}.", source="policy", model="pol", final_answer=a,

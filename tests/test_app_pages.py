@@ -326,7 +326,7 @@ def test_annotate_random_queue_with_seed(db):
 
 
 def test_jobs_and_data_page(db):
-    from core.app_jobs import EstimateRequest, queue_estimate
+    from core.views.jobs import EstimateRequest, queue_estimate
 
     store = Store.open(db)
     at = page("jobs_data", db)

@@ -483,7 +483,7 @@ def test_export_errors(store, tmp_path):
 def cli():
     import typer
 
-    from core.cli_data import register
+    from core.cli.data import register
 
     app = typer.Typer()
 

@@ -14,7 +14,7 @@ import pytest
 
 from cli_runner import run_cli
 from core.engines import load_engine
-from core.jobs import EngineCache, JobWorker, cancel_job, claim_job, create_estimate_job, default_sampling, run_job
+from core.jobs.runner import EngineCache, JobWorker, cancel_job, claim_job, create_estimate_job, default_sampling, run_job
 from core.mcpe import FixedN
 from core.store import Store
 

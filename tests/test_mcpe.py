@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binom
 
 from core.engines.base import SamplingParams
-from core.estimation import load_tasks, run_estimate
+from core.jobs.estimate import load_tasks, run_estimate
 from core.mcpe import Adaptive, Counts, FirstErrorSearch, FixedN, first_error, step_value, wilson_interval
 from core.policy import load_template
 from core.store import Store

@@ -10,7 +10,7 @@ import pytest
 from cli_runner import run_cli
 from core.engines import load_engine
 from core.errors import StepScopeError
-from core.judging import create_probe_judge_job, run_judge
+from core.jobs.judge import create_probe_judge_job, run_judge
 from core.probes import (
     cross_fit,
     hidden_features,
@@ -185,8 +185,8 @@ def test_cli_train_verifier_then_judge_with_it(tmp_path, tiny_model_dir):
 def test_probe_on_the_embedded_models_own_sample_set_solutions(tmp_path, smollm2_dense_dir):
     """SmolLM2 samples solutions to one-step sample problems; a probe on its own hidden states
     learns their correctness. No target: the cross-validated AUROC is printed with its interval."""
-    from core.generation import run_generate
-    from core.jobs import default_sampling
+    from core.jobs.generate import run_generate
+    from core.jobs.runner import default_sampling
     from core.policy import load_template
 
     store = Store.open(tmp_path / "p.db")

@@ -241,7 +241,7 @@ def test_a_1mb_step_and_10000_steps_render_truncated(shared_app):
 async def _model_dies(url: str, db: Path, trajectory_ids: list[int], model_dir: Path) -> None:
     from playwright.async_api import async_playwright
 
-    from core.jobs import create_estimate_job, default_sampling
+    from core.jobs.runner import create_estimate_job, default_sampling
     from core.mcpe import FixedN
     from core.store import Store
 

@@ -22,11 +22,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from core.annotate_view import parse_assigned
-from core.app_state import ANNOTATOR_PATTERN, parse_deep_link, resolve_database, validate_annotator
-from core.data_view import UPLOAD_FOLDER, export_bytes, export_formats, import_formats, import_upload
+from core.views.annotate import parse_assigned
+from core.views.inputs import ANNOTATOR_PATTERN, parse_deep_link, resolve_database, validate_annotator
+from core.views.data import UPLOAD_FOLDER, export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
-from core.explore_view import TrajectoryFilter, find_problems, find_trajectories
+from core.views.explore import TrajectoryFilter, find_problems, find_trajectories
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from fuzz_profile import fuzz_settings, record

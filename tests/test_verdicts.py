@@ -13,8 +13,8 @@ import pytest
 from cli_runner import run_cli
 from core.engines import load_engine
 from core.errors import StepScopeError
-from core.jobs import EngineCache, claim_job, run_job
-from core.judging import create_judge_job, run_judge
+from core.jobs.runner import EngineCache, claim_job, run_job
+from core.jobs.judge import create_judge_job, run_judge
 from core.store import Store
 from core.verdicts import (
     JudgeTemplate,

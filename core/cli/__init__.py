@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core import cli_data, cli_jobs, cli_judge
+from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge
 from core.errors import StepScopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -34,7 +34,7 @@ def fail(message: str) -> None:
 @models_app.command("list")
 def models_list() -> None:
     """The presets, where each comes from, and whether its files are here."""
-    from core.model_status import preset_table
+    from core.views.model_status import preset_table
 
     rows = preset_table()
     table = Table(*rows[0].keys())

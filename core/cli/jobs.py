@@ -41,7 +41,7 @@ def _engine_options(engine: str, base_url: list[str] | None, device: str) -> dic
 
 def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
     """Claim the job and run it here with a progress bar; returns its final status."""
-    from core.jobs import HEARTBEAT_SECONDS, EngineCache, claim_job, run_job
+    from core.jobs.runner import HEARTBEAT_SECONDS, EngineCache, claim_job, run_job
 
     job = claim_job(store, job_id, stale_after=2 * HEARTBEAT_SECONDS)
     deadline = time.monotonic() + wait_for_stale
@@ -88,7 +88,7 @@ def generate_command(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Sample k solutions per problem from the policy: its own trajectories, graded and segmented."""
-    from core.jobs import create_generate_job, default_sampling
+    from core.jobs.runner import create_generate_job, default_sampling
 
     store = _store(db)
     problems = [p["id"] for p in store.list_problems(dataset=dataset, limit=limit)]
@@ -134,7 +134,7 @@ def estimate_command(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored."""
-    from core.jobs import create_estimate_job, default_sampling
+    from core.jobs.runner import create_estimate_job, default_sampling
     from core.mcpe import make_strategy
 
     store = _store(db)
@@ -183,7 +183,7 @@ def jobs_resume(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Run a queued, failed, cancelled or abandoned job to its end, reusing what it stored."""
-    from core.jobs import STALE_AFTER_SECONDS, retry_job
+    from core.jobs.runner import STALE_AFTER_SECONDS, retry_job
 
     store = _store(db)
     job = store.get_job(job_id)
@@ -197,7 +197,7 @@ def jobs_resume(
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: int = typer.Argument(...), db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """Ask a queued or running job to stop (it stops before its next engine call)."""
-    from core.jobs import cancel_job
+    from core.jobs.runner import cancel_job
 
     if not cancel_job(_store(db), job_id):
         raise StepScopeError(f"job {job_id} is not queued or running")

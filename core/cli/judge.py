@@ -57,8 +57,8 @@ def judge_command(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Verdicts from a judge model (P(Yes), sampled, or first-error critic) or a probe verifier."""
-    from core.cli_jobs import _engine_options, _store, run_in_foreground
-    from core.judging import create_judge_job, create_probe_judge_job
+    from core.cli.jobs import _engine_options, _store, run_in_foreground
+    from core.jobs.judge import create_judge_job, create_probe_judge_job
 
     store = _store(db)
     ids = _select(store, trajectories, dataset, source, model, limit)
@@ -129,8 +129,8 @@ def train_verifier_command(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Train a probe verifier (logistic regression on hidden states), cross-validated by problem."""
-    from core.cli_jobs import _engine_options, _store, run_in_foreground
-    from core.judging import create_train_verifier_job
+    from core.cli.jobs import _engine_options, _store, run_in_foreground
+    from core.jobs.judge import create_train_verifier_job
 
     store = _store(db)
     ids = _select(store, trajectories, dataset, source, model, limit)
@@ -156,7 +156,7 @@ def _interval(entry: dict) -> str:
 
 def verifiers_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """The probe verifiers trained next to this database, with their cross-validated AUROC."""
-    from core.cli_jobs import _store
+    from core.cli.jobs import _store
     from core.probes import list_probes
 
     table = Table("judge", "labels", "layer", "examples", "AUROC (cross-validated)", "folder")

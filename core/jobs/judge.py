@@ -47,7 +47,7 @@ class JudgeProgress:
 
 
 def _code_version() -> str:
-    from core.jobs import code_version
+    from core.jobs.runner import code_version
 
     return code_version()
 

@@ -19,10 +19,10 @@ from typing import Callable
 import core
 from core.engines import SamplingParams, load_engine
 from core.errors import StepScopeError
-from core.estimation import Progress, load_tasks, run_estimate
-from core.generation import GenerateProgress, problems_done_by_job, run_generate
+from core.jobs.estimate import Progress, load_tasks, run_estimate
+from core.jobs.generate import GenerateProgress, problems_done_by_job, run_generate
 from core.grading import GRADER_NAME
-from core.judging import RUNNERS as JUDGING_RUNNERS
+from core.jobs.judge import RUNNERS as JUDGING_RUNNERS
 from core.mcpe import strategy_from_manifest
 from core.policy import POLICY_STOP, load_template
 from core.store import Store, now

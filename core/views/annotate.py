@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from core.app_state import validate_annotator
+from core.views.inputs import validate_annotator
 from core.errors import StepScopeError
-from core.explore_view import rows
+from core.views.explore import rows
 from core.store import Store
 
 QUEUE_MODES = ("unlabelled first", "random sample", "assigned list")

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from core import metrics
-from core.explore_view import rows
+from core.views.explore import rows
 from core.store import Store
 
 RESAMPLES = 1000

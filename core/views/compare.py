@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from core import metrics
-from core.explore_view import rows
+from core.views.explore import rows
 from core.probes import is_probe_judge
 from core.store import Store
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from core.estimation import load_tasks
+from core.jobs.estimate import load_tasks
 from core.mcpe import Counts, StepValue, step_value
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
@@ -273,7 +273,7 @@ def page_of(idx: int, page_size: int) -> int:
 def step_prefix(store: Store, trajectory_id: int, idx: int) -> str:
     """The exact text sent to the policy for rollouts from step `idx` (what a job samples from).
 
-    For a trajectory with a gold answer this is what `core.estimation.load_tasks` builds; it is
+    For a trajectory with a gold answer this is what `core.jobs.estimate.load_tasks` builds; it is
     computed for the one step only, so that a 10,000-step trajectory does not build 10,000
     prefixes.
     """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from core.errors import StepScopeError
-from core.jobs import cancel_job, create_estimate_job, create_generate_job, default_sampling, retry_job
+from core.jobs.runner import cancel_job, create_estimate_job, create_generate_job, default_sampling, retry_job
 from core.mcpe import STRATEGY_NAMES, make_strategy
 from core.store import Store
 
@@ -103,7 +103,7 @@ def queue_judges(
     mode: str = "logprob", engine: str = "transformers", engine_options: dict | None = None,
 ) -> list[int]:
     """One judge job per (judge model, verdict kind); returns their ids."""
-    from core.judging import create_judge_job
+    from core.jobs.judge import create_judge_job
 
     judges = [j.strip() for j in judges if j.strip()]
     if not judges:
@@ -126,7 +126,7 @@ def queue_judge_solutions(
 ) -> list[int]:
     """Judge every solution the policy `solutions_of` generated for the dataset's problems (None:
     every dataset): the verdicts Best-of-N reranks with. `options` go to queue_judges."""
-    from core.generation import GENERATED_SOURCE
+    from core.jobs.generate import GENERATED_SOURCE
 
     ids = [row["id"] for row in store.list_trajectories(dataset=dataset, source=GENERATED_SOURCE, model=solutions_of)]
     if not ids:
@@ -147,7 +147,7 @@ def probe_verifiers(store: Store) -> dict[str, str]:
 
 def queue_probe_judges(store: Store, verifiers: Sequence[str], trajectory_ids: Sequence[int]) -> list[int]:
     """One job per trained probe verifier (a folder that core.probes.list_probes found)."""
-    from core.judging import create_probe_judge_job
+    from core.jobs.judge import create_probe_judge_job
 
     if not verifiers:
         raise StepScopeError("choose at least one probe verifier")
@@ -210,7 +210,7 @@ def _parse_time(stamp: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(stamp) if stamp else None
 
 
-# What a job's done/planned counts, by kind (core.jobs and core.judging count these).
+# What a job's done/planned counts, by kind (core.jobs.runner and core.jobs.judge count these).
 PROGRESS_UNIT = {"estimate": "rollouts", "generate": "solutions", "judge": "verdicts"}
 
 

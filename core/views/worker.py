@@ -1,4 +1,4 @@
-"""The app's job worker: `core.jobs.JobWorker` that imports the model libraries first.
+"""The app's job worker: `core.jobs.runner.JobWorker` that imports the model libraries first.
 
 Importing torch and transformers takes 10-30 s on a small, busy machine. The plain worker pays
 that inside the first job, after the user clicked; this one pays it right after the server
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from core.jobs import JobWorker
+from core.jobs.runner import JobWorker
 
 WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine")
 

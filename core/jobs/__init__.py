@@ -1,0 +1,1 @@
+"""Background jobs: the runner, and one module per job kind."""
