@@ -157,7 +157,8 @@ def fit(lengths: list[int], values: list[float]) -> dict:
 
 
 def chart(rows: list[dict], title: str, html: Path, png: Path) -> str | None:
-    """Two panels (per decision, per labelled step), log2 M on x, min-max over repeats as bars."""
+    """Two panels (per decision, per labelled step), log2 M on x, linear y, min-max over repeats
+    as bars."""
     import altair as alt
 
     def panel(figure: str, y_title: str):
@@ -168,7 +169,7 @@ def chart(rows: list[dict], title: str, html: Path, png: Path) -> str | None:
             color=alt.Color("strategy:N", sort=list(STRATEGIES), legend=alt.Legend(orient="bottom", title=None)),
         )  # fmt: skip
         lines = base.mark_line(point=True).encode(
-            y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(type="log", base=2)),
+            y=alt.Y("mean:Q", title=y_title),  # linear: k log2 M is then a straight line on the log2 axis
             tooltip=["strategy:N", "M:Q", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("sd:Q", format=".2f")],
         )  # fmt: skip
         bars = base.mark_rule().encode(y="min:Q", y2="max:Q")
