@@ -14,7 +14,7 @@ from core.views.inputs import (
 )  # fmt: skip
 from core.engines import ENGINE_NAMES
 from core.errors import StepScopeError
-from core.views.model_status import describe_model
+from core.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
 from pages._shared import md, store_for, worker_for
 

@@ -71,8 +71,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.engines import SamplingParams  # noqa: E402
 from core.grading import grade  # noqa: E402
-from core.jobs.runner import EngineCache, claim_job, run_job  # noqa: E402
-from core.jobs.judge import create_judge_job  # noqa: E402
+from core.jobs.judge import JudgeSpec  # noqa: E402
+from core.jobs.runner import EngineCache, claim_job, queue, run_job  # noqa: E402
 from core.metrics import (  # noqa: E402
     Interval,
     auroc,
@@ -290,8 +290,8 @@ def main(argv=None) -> int:
     details: dict[str, dict] = {}
     for judge in judges:
         began = time.perf_counter()
-        job_id = create_judge_job(store, judge=judge, kind="outcome", trajectory_ids=trajectory_ids,
-                                  engine=judge_engine, engine_options=engine_options(judge_engine, args.device))  # fmt: skip
+        job_id = queue(store, JudgeSpec(judge=judge, verdict="outcome", trajectory_ids=tuple(trajectory_ids),
+                                        engine=judge_engine, engine_options=engine_options(judge_engine, args.device)))  # fmt: skip
         status = run_job(store, claim_job(store, job_id), cache)
         job = store.get_job(job_id)
         if status != "done":

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from core.engines import load_engine  # noqa: E402
 from core.jobs.estimate import load_tasks, run_estimate  # noqa: E402
 from core.jobs.generate import GENERATED_SOURCE, run_generate  # noqa: E402
-from core.jobs.runner import default_sampling  # noqa: E402
+from core.jobs.estimate import default_sampling  # noqa: E402
 from core.mcpe import Adaptive, Counts, FirstErrorSearch, FixedN, first_error  # noqa: E402
 from core.policy import load_template  # noqa: E402
 from core.store import Store  # noqa: E402

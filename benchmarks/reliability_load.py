@@ -77,16 +77,16 @@ def queue_job(db: Path, policy: str, trajectory_ids: list[int], n: int, max_new_
               rows_per_call: int = 8) -> int:
     """An estimate job as the app queues it, in small engine calls: on a busy 2-core box a call
     of 64 rows takes several seconds, and the point is many write transactions during the run."""
-    from core.jobs.runner import create_estimate_job, default_sampling
-    from core.mcpe import FixedN
+    from core.jobs.estimate import EstimateSpec, default_sampling
+    from core.jobs.runner import queue
     from core.store import Store
 
     store = Store.open(db)
     try:
-        return create_estimate_job(
-            store, policy=policy, trajectory_ids=trajectory_ids, strategy=FixedN(n),
+        return queue(store, EstimateSpec(
+            policy=policy, trajectory_ids=tuple(trajectory_ids), n=n,
             sampling=default_sampling(max_new_tokens, 1.0), rows_per_call=rows_per_call,
-        )  # fmt: skip
+        ))  # fmt: skip
     finally:
         store.close()
 

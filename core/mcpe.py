@@ -128,7 +128,7 @@ class Adaptive:
 
     def describe(self) -> dict:
         return {
-            "strategy": self.name, "round_size": self.round_size, "max_per_step": self.max_per_step,
+            "strategy": self.name, "round_size": self.round_size, "n": self.max_per_step,
             "width": self.width, "threshold": self.threshold,
         }  # fmt: skip
 
@@ -194,7 +194,7 @@ class FirstErrorSearch:
         return self.max_per_step * max(1, math.ceil(math.log2(num_steps + 1)))
 
     def describe(self) -> dict:
-        return {"strategy": self.name, "round_size": self.round_size, "max_per_step": self.max_per_step}
+        return {"strategy": self.name, "round_size": self.round_size, "n": self.max_per_step}
 
 
 STRATEGY_NAMES = ("fixed", "adaptive", "first-error")
@@ -213,7 +213,8 @@ def make_strategy(name: str, n: int = 16, round_size: int = 4, width: float = 0.
 
 
 def strategy_from_manifest(described: dict):
+    """The strategy a job manifest describes (`describe()`'s dict; make_strategy's names)."""
     params = {k: v for k, v in described.items() if k != "strategy"}
-    if "max_per_step" in params:
+    if "max_per_step" in params:  # manifests written before describe() used make_strategy's names
         params["n"] = params.pop("max_per_step")
     return make_strategy(described["strategy"], **params)

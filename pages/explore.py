@@ -20,6 +20,7 @@ from core.views.explore import (
     label_text, neighbour, outcome_verdicts, page_of, rollout_rows, step_cards, step_prefix,
     trajectory_label, value_models,
 )  # fmt: skip
+from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from pages._shared import engine, error_box, judges, md, open_store, policy, policy_engine_options, show_text
 
@@ -153,13 +154,13 @@ def job_controls(tid: int) -> None:
         with left.form("ex_estimate_form", border=False):
             c = st.columns(5)
             strategy = c[0].selectbox("Strategy", STRATEGY_NAMES)
-            n = c[1].number_input("N (rollouts per step)", 1, 256, 8)
-            tokens = c[2].number_input("Max new tokens", 1, 2048, 128)
+            n = c[1].number_input("N (rollouts per step)", 1, MAX_N, 8)
+            tokens = c[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS, 128)
             temperature = c[3].number_input("Temperature", 0.0, 5.0, 0.7, step=0.1)
             seed = c[4].number_input("Seed", 0, 2**31 - 1, 0)
             estimate = st.form_submit_button("Estimate values")
         with right.form("ex_topup_form", border=False):
-            extra = st.number_input("Extra rollouts per step", 1, 256, 8)
+            extra = st.number_input("Extra rollouts per step", 1, MAX_N, 8)
             top_up = st.form_submit_button("More rollouts")
         with st.form("ex_judge_form", border=False):
             c = st.columns([2, 2, 2, 1, 1])

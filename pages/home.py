@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.views.model_status import describe_model
+from core.model_status import describe_model
 from pages._shared import require_app
 
 require_app()

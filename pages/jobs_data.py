@@ -9,6 +9,7 @@ from core.views.jobs import (
     JUDGE_KINDS, EstimateRequest, active_jobs, cancel, job_table, queue_generate, queue_judge_solutions,
     retry,
 )  # fmt: skip
+from core.jobs.spec import MAX_K, MAX_NEW_TOKENS
 from core.views.best_of_n import policy_models
 from core.views.data import export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
@@ -59,8 +60,8 @@ def generate_section() -> None:
         c = st.columns(6)
         dataset = c[0].selectbox("Problems from", datasets)
         limit = c[1].number_input("How many problems (first by id)", 1, 100_000, 10)
-        k = c[2].number_input("k (solutions per problem)", 1, 256, 4)
-        tokens = c[3].number_input("Max new tokens", 1, 2048, 256)
+        k = c[2].number_input("k (solutions per problem)", 1, MAX_K, 4)
+        tokens = c[3].number_input("Max new tokens", 1, MAX_NEW_TOKENS, 256)
         temperature = c[4].number_input("Temperature", 0.0, 5.0, 0.7, step=0.1)
         seed = c[5].number_input("Seed", 0, 2**31 - 1, 0)
         submitted = st.form_submit_button("Generate")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.views.model_status import preset_table
+from core.model_status import preset_table
 from pages._shared import require_app
 
 require_app()

@@ -14,7 +14,8 @@ import pytest
 
 from cli_runner import run_cli
 from core.engines import load_engine
-from core.jobs.runner import EngineCache, JobWorker, cancel_job, claim_job, create_estimate_job, default_sampling, run_job
+from core.jobs.estimate import EstimateSpec, default_sampling
+from core.jobs.runner import EngineCache, JobWorker, cancel_job, claim_job, queue, run_job
 from core.mcpe import FixedN
 from core.store import Store
 
@@ -43,9 +44,7 @@ def test_estimate_job_runs_and_records_its_manifest(tmp_path, tiny_model_dir):
     store = Store.open(tmp_path / "jobs.db")
     ids = add_trajectories(store, 2)
     policy = str(tiny_model_dir)
-    job_id = create_estimate_job(
-        store, policy=policy, trajectory_ids=ids, strategy=FixedN(3), sampling=default_sampling(8)
-    )
+    job_id = queue(store, EstimateSpec(policy=policy, trajectory_ids=tuple(ids), n=3, sampling=default_sampling(8)))
     status = run_job(store, claim_job(store, job_id), EngineCache())
     job = store.get_job(job_id)
     assert status == "done" and job["status"] == "done"
@@ -61,10 +60,9 @@ def test_estimate_job_runs_and_records_its_manifest(tmp_path, tiny_model_dir):
 def test_cancel_stops_before_the_next_engine_call(tmp_path, tiny_model_dir):
     store = Store.open(tmp_path / "cancel.db")
     ids = add_trajectories(store, 4)
-    job_id = create_estimate_job(
-        store, policy=str(tiny_model_dir), trajectory_ids=ids, strategy=FixedN(4),
-        sampling=default_sampling(8), rows_per_call=4,
-    )
+    job_id = queue(store, EstimateSpec(
+        policy=str(tiny_model_dir), trajectory_ids=tuple(ids), n=4, sampling=default_sampling(8), rows_per_call=4,
+    ))
     calls = []
 
     def cancel_after_first_call(progress):
@@ -79,9 +77,9 @@ def test_cancel_stops_before_the_next_engine_call(tmp_path, tiny_model_dir):
 def test_failure_is_recorded_with_its_cause_and_retry_works(tmp_path, tiny_model_dir):
     store = Store.open(tmp_path / "fail.db")
     ids = add_trajectories(store, 1)
-    job_id = create_estimate_job(
-        store, policy=str(tmp_path / "no-such-model"), trajectory_ids=ids, strategy=FixedN(2), sampling=default_sampling(8)
-    )
+    job_id = queue(store, EstimateSpec(
+        policy=str(tmp_path / "no-such-model"), trajectory_ids=tuple(ids), n=2, sampling=default_sampling(8)
+    ))
     assert run_job(store, claim_job(store, job_id), EngineCache()) == "failed"
     assert "unknown model" in store.get_job(job_id)["error"]
 
@@ -96,7 +94,7 @@ def test_jobs_for_the_same_model_load_it_once(tmp_path, tiny_model_dir):
         return load_engine(engine, model, **options)
 
     for trajectory in ids:
-        create_estimate_job(store, policy=str(tiny_model_dir), trajectory_ids=[trajectory], strategy=FixedN(2), sampling=default_sampling(8))
+        queue(store, EstimateSpec(policy=str(tiny_model_dir), trajectory_ids=(trajectory,), n=2, sampling=default_sampling(8)))
     worker = JobWorker(str(tmp_path / "queue.db"), poll_seconds=0.2)
     worker.engines = EngineCache(counting_loader)
     worker.start()

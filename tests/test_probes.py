@@ -10,7 +10,8 @@ import pytest
 from cli_runner import run_cli
 from core.engines import load_engine
 from core.errors import StepScopeError
-from core.jobs.judge import create_probe_judge_job, run_judge
+from core.jobs.judge import ProbeJudgeSpec, run_judge
+from core.jobs.runner import queue
 from core.probes import (
     cross_fit,
     hidden_features,
@@ -141,7 +142,7 @@ def test_probe_judge_job_scores_new_trajectories_and_flags_training_ones(tmp_pat
     ids = add_answer_variants(store, problems[:8])
     trained = train_probe(store, tiny_engine, str(tiny_model_dir), "outcome", ids, folds=4)
     fresh = add_answer_variants(store, problems[8:])
-    job_id = create_probe_judge_job(store, verifier=trained.probe.folder, trajectory_ids=[ids[0], *fresh])
+    job_id = queue(store, ProbeJudgeSpec(verifier=str(trained.probe.folder), trajectory_ids=(ids[0], *fresh)))
     manifest = store.get_job(job_id)["manifest"]
     assert manifest["policy"] == str(tiny_model_dir) and manifest["engine"] == "transformers"
     assert run_judge(store, tiny_engine, manifest, job_id=job_id).done == 7
@@ -186,7 +187,7 @@ def test_probe_on_the_embedded_models_own_sample_set_solutions(tmp_path, smollm2
     """SmolLM2 samples solutions to one-step sample problems; a probe on its own hidden states
     learns their correctness. No target: the cross-validated AUROC is printed with its interval."""
     from core.jobs.generate import run_generate
-    from core.jobs.runner import default_sampling
+    from core.jobs.estimate import default_sampling
     from core.policy import load_template
 
     store = Store.open(tmp_path / "p.db")

@@ -241,8 +241,8 @@ def test_a_1mb_step_and_10000_steps_render_truncated(shared_app):
 async def _model_dies(url: str, db: Path, trajectory_ids: list[int], model_dir: Path) -> None:
     from playwright.async_api import async_playwright
 
-    from core.jobs.runner import create_estimate_job, default_sampling
-    from core.mcpe import FixedN
+    from core.jobs.estimate import EstimateSpec, default_sampling
+    from core.jobs.runner import queue
     from core.store import Store
 
     server = ModelServer(model_dir, "tiny-served", free_port(), log=ARTIFACTS / "reliability-model-server.log")
@@ -255,10 +255,10 @@ async def _model_dies(url: str, db: Path, trajectory_ids: list[int], model_dir: 
             await page.get_by_role("heading", name="Jobs and data").wait_for(timeout=PAGE_TIMEOUT_MS)
             n, total = 8, 8 * load_steps(db, trajectory_ids)
             store = Store.open(db)
-            job_id = create_estimate_job(
-                store, policy="tiny-served", engine="openai", engine_options={"base_urls": [server.base_url]},
-                trajectory_ids=trajectory_ids, strategy=FixedN(n), sampling=default_sampling(8, 1.0), rows_per_call=8,
-            )  # fmt: skip
+            job_id = queue(store, EstimateSpec(
+                policy="tiny-served", engine="openai", engine_options={"base_urls": [server.base_url]},
+                trajectory_ids=tuple(trajectory_ids), n=n, sampling=default_sampling(8, 1.0), rows_per_call=8,
+            ))  # fmt: skip
             deadline = time.monotonic() + 180
             while sum(rollouts_per_step(db, job_id).values()) < 8 and time.monotonic() < deadline:
                 await asyncio.sleep(0.3)

@@ -14,7 +14,8 @@ from cli_runner import run_cli
 from core.engines import load_engine
 from core.errors import StepScopeError
 from core.jobs.runner import EngineCache, claim_job, run_job
-from core.jobs.judge import create_judge_job, run_judge
+from core.jobs.judge import JudgeSpec, run_judge
+from core.jobs.runner import queue
 from core.store import Store
 from core.verdicts import (
     JudgeTemplate,
@@ -124,8 +125,8 @@ def reference_yes_no(model_dir: Path, prompt: str, spellings: Spellings) -> tupl
 def test_p_yes_on_a_hand_built_pair_is_stored_with_its_mass(tmp_path, tiny_model_dir):
     store = Store.open(tmp_path / "v.db")
     right, wrong = hand_built_pair(store)
-    job_id = create_judge_job(store, judge=str(tiny_model_dir), kind="outcome", trajectory_ids=[right, wrong],
-                              engine_options={"device": "cpu"})  # fmt: skip
+    job_id = queue(store, JudgeSpec(judge=str(tiny_model_dir), verdict="outcome", trajectory_ids=(right, wrong),
+                                    engine_options={"device": "cpu"}))  # fmt: skip
     cache = EngineCache()
     assert run_job(store, claim_job(store, job_id), cache) == "done"
     engine = cache._engine
@@ -210,8 +211,8 @@ def test_generative_and_critic_jobs_store_what_they_read(tmp_path, tiny_model_di
     right, wrong = hand_built_pair(store)
     judge = str(tiny_model_dir)
     for kind, mode in (("outcome", "generative"), ("critic", "logprob")):
-        job_id = create_judge_job(store, judge=judge, kind=kind, mode=mode, trajectory_ids=[right, wrong],
-                                  samples=3, max_new_tokens=12, seed=1)  # fmt: skip
+        job_id = queue(store, JudgeSpec(judge=judge, verdict=kind, mode=mode, trajectory_ids=(right, wrong),
+                                        samples=3, max_new_tokens=12, seed=1))  # fmt: skip
         manifest = store.get_job(job_id)["manifest"]
         assert run_judge(store, tiny_engine, manifest, job_id=job_id).done == 2
     generative = store.verdicts(right, judge=f"{judge}:generative")
@@ -231,8 +232,8 @@ def test_generative_and_critic_jobs_store_what_they_read(tmp_path, tiny_model_di
 def test_a_stopped_judge_job_resumes_without_redoing(tmp_path, tiny_model_dir, tiny_engine):
     store = Store.open(tmp_path / "v.db")
     right, wrong = hand_built_pair(store)
-    job_id = create_judge_job(store, judge=str(tiny_model_dir), kind="step", trajectory_ids=[right, wrong],
-                              targets_per_call=1)  # fmt: skip
+    job_id = queue(store, JudgeSpec(judge=str(tiny_model_dir), verdict="step", trajectory_ids=(right, wrong),
+                                    targets_per_call=1))  # fmt: skip
     manifest = store.get_job(job_id)["manifest"]
     calls = []
 

@@ -34,7 +34,7 @@ def fail(message: str) -> None:
 @models_app.command("list")
 def models_list() -> None:
     """The presets, where each comes from, and whether its files are here."""
-    from core.views.model_status import preset_table
+    from core.model_status import preset_table
 
     rows = preset_table()
     table = Table(*rows[0].keys())

@@ -88,17 +88,19 @@ def generate_command(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Sample k solutions per problem from the policy: its own trajectories, graded and segmented."""
-    from core.jobs.runner import create_generate_job, default_sampling
+    from core.jobs.estimate import default_sampling
+    from core.jobs.generate import GenerateSpec
+    from core.jobs.runner import queue
 
     store = _store(db)
     problems = [p["id"] for p in store.list_problems(dataset=dataset, limit=limit)]
     if not problems:
         raise StepScopeError(f"dataset {dataset!r} has no problems")
-    job_id = create_generate_job(
-        store, policy=policy, problem_ids=problems, k=k, engine=engine,
+    job_id = queue(store, GenerateSpec(
+        policy=policy, problem_ids=tuple(problems), k=k, engine=engine,
         engine_options=_engine_options(engine, base_url, device),
         sampling=default_sampling(max_new_tokens, temperature, seed),
-    )  # fmt: skip
+    ))  # fmt: skip
     run_in_foreground(store, job_id)
     rows = store.list_trajectories(dataset=dataset, source="policy", model=policy)
     correct = sum(1 for r in rows if r.get("correct"))
@@ -134,17 +136,16 @@ def estimate_command(
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored."""
-    from core.jobs.runner import create_estimate_job, default_sampling
-    from core.mcpe import make_strategy
+    from core.jobs.estimate import EstimateSpec, default_sampling
+    from core.jobs.runner import queue
 
     store = _store(db)
     ids = _trajectory_ids(store, trajectories, dataset, source, limit)
-    job_id = create_estimate_job(
-        store, policy=policy, trajectory_ids=ids, engine=engine,
-        strategy=make_strategy(strategy, n=n, round_size=round_size),
+    job_id = queue(store, EstimateSpec(
+        policy=policy, trajectory_ids=tuple(ids), strategy=strategy, n=n, round_size=round_size, engine=engine,
         engine_options=_engine_options(engine, base_url, device),
         sampling=default_sampling(max_new_tokens, temperature, seed), rows_per_call=rows_per_call,
-    )  # fmt: skip
+    ))  # fmt: skip
     run_in_foreground(store, job_id)
     print_values(store, ids[:10], policy)
 

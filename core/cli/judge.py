@@ -58,19 +58,20 @@ def judge_command(
 ) -> None:
     """Verdicts from a judge model (P(Yes), sampled, or first-error critic) or a probe verifier."""
     from core.cli.jobs import _engine_options, _store, run_in_foreground
-    from core.jobs.judge import create_judge_job, create_probe_judge_job
+    from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+    from core.jobs.runner import queue
 
     store = _store(db)
-    ids = _select(store, trajectories, dataset, source, model, limit)
+    ids = tuple(_select(store, trajectories, dataset, source, model, limit))
     if verifier is not None:
-        job_id = create_probe_judge_job(store, verifier=verifier, trajectory_ids=ids,
-                                        engine_options=_engine_options("transformers", None, device))  # fmt: skip
+        job_id = queue(store, ProbeJudgeSpec(verifier=str(verifier), trajectory_ids=ids,
+                                             engine_options=_engine_options("transformers", None, device)))  # fmt: skip
     elif judge:
-        job_id = create_judge_job(
-            store, judge=judge, kind=kind, trajectory_ids=ids, mode=mode, template=template, chat=chat,
+        job_id = queue(store, JudgeSpec(
+            judge=judge, verdict=kind, trajectory_ids=ids, mode=mode, template=template, chat=chat,
             samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
             engine=engine, engine_options=_engine_options(engine, base_url, device), name=name,
-        )  # fmt: skip
+        ))  # fmt: skip
     else:
         raise StepScopeError("name a judge model (--judge MODEL) or a probe verifier (--verifier FOLDER)")
     run_in_foreground(store, job_id)
@@ -82,11 +83,7 @@ def print_judge_summary(store, job_id: int) -> None:
     from core.metrics import auroc
 
     job = store.get_job(job_id)
-    rows = store.db.execute(
-        """SELECT v.kind, v.p_yes, v.mass, v.raw, t.correct FROM verdicts v
-           JOIN trajectories t ON t.id = v.trajectory_id WHERE v.job_id = ?""",
-        [job_id],
-    ).fetchall()
+    rows = store.job_verdicts_with_outcome(job_id)
     if not rows:
         console.print(f"job {job_id}: no verdicts", highlight=False)
         return
@@ -130,14 +127,15 @@ def train_verifier_command(
 ) -> None:
     """Train a probe verifier (logistic regression on hidden states), cross-validated by problem."""
     from core.cli.jobs import _engine_options, _store, run_in_foreground
-    from core.jobs.judge import create_train_verifier_job
+    from core.jobs.runner import queue
+    from core.jobs.train_verifier import TrainVerifierSpec
 
     store = _store(db)
-    ids = _select(store, trajectories, dataset, source, model, limit)
-    job_id = create_train_verifier_job(
-        store, base=base, labels=labels, trajectory_ids=ids, layer=layer, context=context, folds=folds, seed=seed,
+    ids = tuple(_select(store, trajectories, dataset, source, model, limit))
+    job_id = queue(store, TrainVerifierSpec(
+        base=base, labels=labels, trajectory_ids=ids, layer=layer, context=context, folds=folds, seed=seed,
         label_policy=label_policy, annotator=annotator, engine_options=_engine_options("transformers", None, device),
-    )  # fmt: skip
+    ))  # fmt: skip
     run_in_foreground(store, job_id)
     manifest = store.get_job(job_id)["manifest"]
     metrics = manifest["metrics"]

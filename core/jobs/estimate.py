@@ -1,4 +1,5 @@
-"""Running a Monte Carlo estimate: rounds of batched rollouts, graded and stored as they come.
+"""The estimate job: Monte Carlo step values from rounds of batched rollouts, graded and stored
+as they come.
 
 Each round asks the strategy, for every trajectory, how many more rollouts each step needs
 given what is stored; all those requests are sampled together in batched engine calls (n > 1
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from core.engines.base import Engine, SamplingParams
 from core.errors import StepScopeError
-from core.grading import grade
-from core.mcpe import Counts
-from core.policy import PolicyTemplate, policy_context, step_prefixes
+from core.grading import GRADER_NAME, grade
+from core.jobs.spec import (
+    MAX_N, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, require_ids, sampling_from,
+)  # fmt: skip
+from core.mcpe import STRATEGY_NAMES, Counts, make_strategy, strategy_from_manifest
+from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template, policy_context, step_prefixes
 from core.store import Store
 
 
@@ -57,22 +61,6 @@ def load_tasks(store: Store, trajectory_ids: Sequence[int], template: PolicyTemp
             )
         )
     return tasks
-
-
-@dataclass
-class Progress:
-    planned: int
-    done: int = 0
-    tokens: int = 0
-    seconds: float = 0.0  # time inside engine calls and bookkeeping, for tokens/s
-    engine_seconds: float = 0.0
-    calls: int = 0
-    cancelled: bool = False
-    per_round: list[int] = field(default_factory=list)
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
 
 
 @dataclass(frozen=True)
@@ -168,3 +156,93 @@ def run_estimate(
     progress.planned = progress.done  # the strategy finished: what was spent is what was needed
     on_progress(progress)
     return progress
+
+
+def default_sampling(max_new_tokens: int = 128, temperature: float = 0.7, seed: int = 0) -> SamplingParams:
+    """Rollout sampling as the app and CLI default it: one sample per row, the policy's stops."""
+    from core.policy import POLICY_STOP
+
+    return SamplingParams(
+        n=1, max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, stop=POLICY_STOP, seed=seed
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimateSpec(JobSpec):
+    """Monte Carlo values for every step of the trajectories, spent by a strategy (core.mcpe)."""
+
+    kind: ClassVar[str] = "estimate"
+    unit: ClassVar[str] = "rollouts"
+
+    policy: str
+    trajectory_ids: tuple[int, ...]
+    strategy: str = "fixed"
+    n: int = 16  # rollouts per step; the most per step for adaptive and first-error
+    round_size: int = 4
+    width: float = 0.3
+    threshold: float = 0.0
+    sampling: SamplingParams = field(default_factory=default_sampling)
+    template: str = DEFAULT_TEMPLATE
+    rows_per_call: int = 64
+
+    def model_to_load(self) -> str:
+        return self.policy
+
+    def strategy_object(self):
+        return make_strategy(self.strategy, n=self.n, round_size=self.round_size, width=self.width,
+                             threshold=self.threshold)  # fmt: skip
+
+    def validate(self, store: Store) -> None:
+        if not self.policy.strip():
+            raise StepScopeError("choose a policy model")
+        if self.strategy not in STRATEGY_NAMES:
+            raise StepScopeError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGY_NAMES)}")
+        check_range("N", self.n, 1, MAX_N)
+        check_range("round size", self.round_size, 1, MAX_N)
+        check_range("rows per call", self.rows_per_call, 1, 65_536)
+        check_sampling(self.sampling)
+        require_ids(self.trajectory_ids, "trajectories to estimate")
+        for trajectory_id in self.trajectory_ids:
+            trajectory = store.get_trajectory(trajectory_id)
+            if trajectory is None:
+                raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+            if not trajectory.get("gold"):
+                raise StepScopeError(
+                    f"trajectory {trajectory_id}: its problem has no gold answer, so rollouts cannot be graded"
+                )
+
+    def to_manifest(self, store: Store) -> dict:
+        template = load_template(self.template)
+        splitters = sorted({(store.get_trajectory(t) or {}).get("rule") or "" for t in self.trajectory_ids})
+        return {
+            "policy": self.policy, **self.common_manifest(), "trajectory_ids": list(self.trajectory_ids),
+            "strategy": self.strategy_object().describe(), "sampling": self.sampling.as_manifest(),
+            "prompt_template": {"name": template.name, "sha256": template.sha256},
+            "rows_per_call": self.rows_per_call, "grader": GRADER_NAME, "splitters": splitters,
+        }  # fmt: skip
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "EstimateSpec":
+        strategy = strategy_from_manifest(manifest["strategy"]).describe()
+        return cls(**known_fields(
+            cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]), sampling=sampling_from(manifest["sampling"]),
+            template=manifest["prompt_template"]["name"], strategy=strategy.pop("strategy"), **strategy,
+        ))  # fmt: skip
+
+    def run(self, context: JobContext) -> bool:
+        store = context.store
+        tasks = load_tasks(store, self.trajectory_ids, load_template(self.template))
+        done_before, tokens_before = store.job_rollout_totals(context.job_id)
+
+        def report(progress: Progress) -> None:
+            context.report(replace(
+                progress, planned=done_before + progress.planned, done=done_before + progress.done,
+                tokens=tokens_before + progress.tokens,
+            ))  # fmt: skip
+
+        progress = run_estimate(
+            store, context.engine, tasks, self.strategy_object(), self.policy, self.sampling,
+            job_id=context.job_id, rows_per_call=self.rows_per_call, should_stop=context.should_stop,
+            on_progress=report,
+        )  # fmt: skip
+        return progress.cancelled

@@ -1,4 +1,5 @@
-"""The policy's own trajectories: k sampled solutions per problem, graded and segmented.
+"""The generate job: the policy's own trajectories, k sampled solutions per problem, graded and
+segmented.
 
 Samples that are identical for the same problem and prompt are stored once (the store keys
 trajectories by content); the job reports how many distinct ones it kept.
@@ -7,36 +8,22 @@ trajectories by content); the job reports how many distinct ones it kept.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from core.engines.base import Engine, SamplingParams
-from core.grading import grade
-from core.policy import PolicyTemplate
+from core.errors import StepScopeError
+from core.grading import GRADER_NAME, grade
+from core.jobs.estimate import default_sampling
+from core.jobs.spec import (
+    MAX_K, MAX_PROBLEMS, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, require_ids,
+    sampling_from,
+)  # fmt: skip
+from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template
+from core.steps import SPLITTERS
 from core.store import Store
 
 GENERATED_SOURCE = "policy"
-
-
-@dataclass
-class GenerateProgress:
-    planned: int
-    done: int = 0
-    kept: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    cancelled: bool = False
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
-
-
-def problems_done_by_job(store: Store, job_key: str) -> set[int]:
-    rows = store.db.execute(
-        "SELECT DISTINCT problem_id FROM trajectories WHERE json_extract(meta, '$.job') = ?", [job_key]
-    ).fetchall()
-    return {row[0] for row in rows}
 
 
 def run_generate(
@@ -52,12 +39,12 @@ def run_generate(
     rule: str = "line",
     problems_per_call: int = 8,
     should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[GenerateProgress], None] = lambda progress: None,
-) -> GenerateProgress:
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+) -> Progress:
     """Sample k solutions for each problem not yet done by this job (so a rerun resumes)."""
-    finished = problems_done_by_job(store, job_key)
+    finished = store.problems_done_by_job(job_key)
     todo = [p for p in problem_ids if p not in finished]
-    progress = GenerateProgress(planned=len(todo) * k)
+    progress = Progress(planned=len(todo) * k)
     seed = sampling.seed or 0
     for call, start in enumerate(range(0, len(todo), problems_per_call)):
         if should_stop():
@@ -85,3 +72,64 @@ def run_generate(
         progress.seconds += time.perf_counter() - began
         on_progress(progress)
     return progress
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateSpec(JobSpec):
+    """k sampled solutions per problem from the policy, stored as its own trajectories."""
+
+    kind: ClassVar[str] = "generate"
+    unit: ClassVar[str] = "solutions"
+
+    policy: str
+    problem_ids: tuple[int, ...]
+    k: int = 4
+    sampling: SamplingParams = field(default_factory=default_sampling)
+    template: str = DEFAULT_TEMPLATE
+    splitter: str = "line"
+
+    def model_to_load(self) -> str:
+        return self.policy
+
+    def validate(self, store: Store) -> None:
+        if not self.policy.strip():
+            raise StepScopeError("choose a policy model")
+        check_range("k (solutions per problem)", self.k, 1, MAX_K)
+        check_sampling(self.sampling)
+        require_ids(self.problem_ids, "problems to generate solutions for")
+        check_range("the number of problems", len(self.problem_ids), 1, MAX_PROBLEMS)
+        if self.splitter not in SPLITTERS:
+            raise StepScopeError(f"step splitter is one of {', '.join(SPLITTERS)}, not {self.splitter!r}")
+
+    def planned(self) -> int:
+        return len(self.problem_ids) * self.k
+
+    def to_manifest(self, store: Store) -> dict:
+        template = load_template(self.template)
+        return {
+            "policy": self.policy, **self.common_manifest(), "problem_ids": list(self.problem_ids), "k": self.k,
+            "sampling": self.sampling.as_manifest(),
+            "prompt_template": {"name": template.name, "sha256": template.sha256},
+            "splitter": self.splitter, "grader": GRADER_NAME,
+        }  # fmt: skip
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "GenerateSpec":
+        return cls(**known_fields(
+            cls, manifest, problem_ids=tuple(manifest["problem_ids"]), sampling=sampling_from(manifest["sampling"]),
+            template=manifest["prompt_template"]["name"],
+        ))  # fmt: skip
+
+    def run(self, context: JobContext) -> bool:
+        store = context.store
+        done_before = len(store.problems_done_by_job(context.job_key)) * self.k
+
+        def report(progress: Progress) -> None:
+            context.report(replace(progress, planned=self.planned(), done=done_before + progress.done))
+
+        progress = run_generate(
+            store, context.engine, self.problem_ids, self.k, self.policy, self.sampling,
+            load_template(self.template), job_key=context.job_key, rule=self.splitter,
+            should_stop=context.should_stop, on_progress=report,
+        )  # fmt: skip
+        return progress.cancelled

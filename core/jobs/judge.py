@@ -1,28 +1,26 @@
-"""Judge and probe-training jobs: the same job pattern as generation and estimation.
+"""Judge jobs: a judge model, or a trained probe verifier, gives verdicts on trajectories.
 
-- kind "judge": a model (or a probe verifier) gives verdicts on trajectories and stores them as
-  it goes, one batch of prompts per engine call, each batch committed before the next. A rerun
-  of the job skips the targets it already judged, so a killed job resumes.
-- kind "train-verifier": hidden-state features from a base model, grouped cross-fitting, the
-  artifact under verifiers/ next to the database, and the cross-fitted verdicts.
-
-`run_job` (core/jobs.py) loads the engine named by the manifest's "engine" and "policy" keys;
-for these jobs "policy" is the model to load (the judge, or the probe's base model), and
-"judge" / "base" say what it is.
+Verdicts are stored as they come, one batch of prompts per engine call, each batch committed
+before the next. A rerun of the job skips the targets it already judged, so a killed job
+resumes. The runner loads `model_to_load()`: the judge model, or the probe's base model.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from core.engines.base import SamplingParams
 from core.errors import StepScopeError
-from core.store import Store, now
+from core.jobs.spec import (
+    MAX_K, MAX_NEW_TOKENS, JobContext, JobSpec, Progress, check_range, known_fields, require_ids, sampling_from,
+)  # fmt: skip
+from core.store import Store
 from core.verdicts import (
     JUDGE_MODES,
+    check_kind,
     judge_targets,
     load_judge_template,
     targets_for,
@@ -33,92 +31,165 @@ from core.verdicts import (
 TARGETS_PER_CALL = 16
 
 
-@dataclass
-class JudgeProgress:
-    planned: int
-    done: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    cancelled: bool = False
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
-
-
-def _code_version() -> str:
-    from core.jobs.runner import code_version
-
-    return code_version()
-
-
 def judge_name(model: str, mode: str = "logprob", name: str | None = None) -> str:
     if name:
         return name
     return model if mode == "logprob" else f"{model}:generative"
 
 
-def create_judge_job(
-    store: Store,
-    *,
-    judge: str,
-    kind: str,
-    trajectory_ids: Sequence[int],
-    mode: str = "logprob",
-    template: str | None = None,
-    chat: bool | None = None,
-    samples: int = 4,
-    max_new_tokens: int = 256,
-    temperature: float | None = None,
-    seed: int = 0,
-    engine: str = "transformers",
-    engine_options: dict | None = None,
-    name: str | None = None,
-    targets_per_call: int = TARGETS_PER_CALL,
-) -> int:
-    """Queue a job in which model `judge` gives `kind` verdicts on the trajectories."""
-    if not trajectory_ids:
-        raise StepScopeError("no trajectories to judge")
-    if mode not in JUDGE_MODES:
-        raise StepScopeError(f"judge mode is one of {', '.join(JUDGE_MODES)}, not {mode!r}")
-    judge_template = load_judge_template(kind, template, mode)
-    generative = judge_template.generative
-    # The critic answers once, greedily unless a temperature is asked for (ProcessBench's
-    # setup); sampled verdicts need a temperature to differ.
-    if temperature is None:
-        temperature = 0.0 if kind == "critic" else 0.7
-    sampling = SamplingParams(n=1 if kind == "critic" else samples, max_new_tokens=max_new_tokens,
-                              temperature=temperature, seed=seed)  # fmt: skip
-    manifest = {
-        "judge": judge_name(judge, "generative" if generative and kind != "critic" else "logprob", name),
-        "model": judge, "policy": judge, "engine": engine, "engine_options": engine_options or {},
-        "kind": kind, "mode": "generative" if generative else "logprob", "chat": chat,
-        "template": judge_template.as_manifest(), "trajectory_ids": list(trajectory_ids),
-        "sampling": sampling.as_manifest() if generative else None,
-        "targets_per_call": targets_per_call, "code_version": _code_version(),
-    }  # fmt: skip
-    return store.create_job("judge", manifest, planned=0)
+def _check_trajectories(store: Store, trajectory_ids: Sequence[int]) -> None:
+    require_ids(trajectory_ids, "trajectories to judge")
+    for trajectory_id in trajectory_ids:
+        if store.get_trajectory(trajectory_id) is None:
+            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
 
 
-def create_probe_judge_job(store: Store, *, verifier: str | Path, trajectory_ids: Sequence[int],
-                           engine_options: dict | None = None) -> int:  # fmt: skip
-    """Queue a job in which a trained probe verifier scores trajectories (or their steps)."""
-    from core.probes import load_probe
+@dataclass(frozen=True, kw_only=True)
+class JudgeSpec(JobSpec):
+    """Model `judge` gives `kind` verdicts (step, outcome or critic) on the trajectories."""
 
-    if not trajectory_ids:
-        raise StepScopeError("no trajectories to judge")
-    probe = load_probe(verifier)
-    manifest = {
-        "judge": probe.judge, "verifier": str(Path(verifier).resolve()), "verifier_sha256": probe.sha256,
-        "policy": probe.manifest["base"], "engine": "transformers", "engine_options": engine_options or {},
-        "kind": probe.manifest["kind"], "mode": "probe", "trajectory_ids": list(trajectory_ids),
-        "code_version": _code_version(),
-    }  # fmt: skip
-    return store.create_job("judge", manifest, planned=0)
+    kind: ClassVar[str] = "judge"
+    unit: ClassVar[str] = "verdicts"
+
+    judge: str  # the judge model: preset, directory or hub id
+    verdict: str = "outcome"  # step | outcome | critic
+    trajectory_ids: tuple[int, ...]
+    mode: str = "logprob"  # or generative
+    template: str | None = None  # a name under core/prompts or a .txt path; None: the kind's default
+    chat: bool | None = None
+    samples: int = 4  # generative: sampled verdicts per target
+    max_new_tokens: int = 256
+    temperature: float | None = None  # None: greedy for the critic, 0.7 for sampled verdicts
+    seed: int = 0
+    name: str | None = None  # stored with the verdicts; default the model (":generative" when sampled)
+    targets_per_call: int = TARGETS_PER_CALL
+    # The template as the job recorded it, so that a resumed job reads exactly the same prompt.
+    recorded_template: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def model_to_load(self) -> str:
+        return self.judge
+
+    def judge_template(self):
+        if self.recorded_template is not None:
+            return template_from_manifest(dict(self.recorded_template))
+        return load_judge_template(self.verdict, self.template, self.mode)
+
+    def sampling(self) -> SamplingParams | None:
+        if not self.judge_template().generative:
+            return None
+        # The critic answers once, greedily unless a temperature is asked for (ProcessBench's
+        # setup); sampled verdicts need a temperature to differ.
+        temperature = self.temperature if self.temperature is not None else (0.0 if self.verdict == "critic" else 0.7)
+        return SamplingParams(n=1 if self.verdict == "critic" else self.samples,
+                              max_new_tokens=self.max_new_tokens, temperature=temperature, seed=self.seed)  # fmt: skip
+
+    def validate(self, store: Store) -> None:
+        if not self.judge.strip():
+            raise StepScopeError("name a judge model")
+        check_kind(self.verdict)
+        if self.mode not in JUDGE_MODES:
+            raise StepScopeError(f"judge mode is one of {', '.join(JUDGE_MODES)}, not {self.mode!r}")
+        check_range("samples", self.samples, 1, MAX_K)
+        check_range("max new tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        check_range("targets per call", self.targets_per_call, 1, 4096)
+        self.judge_template()  # a missing template file is named now, not when the job runs
+        _check_trajectories(store, self.trajectory_ids)
+
+    def to_manifest(self, store: Store) -> dict:
+        template = self.judge_template()
+        generative = template.generative
+        sampling = self.sampling()
+        return {
+            "judge": judge_name(self.judge, "generative" if generative and self.verdict != "critic" else "logprob",
+                                self.name),
+            "model": self.judge, "policy": self.judge, **self.common_manifest(),
+            "kind": self.verdict, "mode": "generative" if generative else "logprob", "chat": self.chat,
+            "template": template.as_manifest(), "trajectory_ids": list(self.trajectory_ids),
+            "sampling": sampling.as_manifest() if sampling else None, "targets_per_call": self.targets_per_call,
+            "samples": self.samples, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+            "seed": self.seed, "name": self.name,
+        }  # fmt: skip
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "JudgeSpec":
+        template = manifest["template"]
+        # Manifests written before specs held only "judge" (the stored name) and "model".
+        return cls(**known_fields(
+            cls, manifest, judge=manifest.get("model", manifest["judge"]), verdict=manifest["kind"],
+            mode=template.get("mode", "logprob"), template=template["name"],
+            trajectory_ids=tuple(manifest["trajectory_ids"]), recorded_template=template,
+            name=manifest.get("name", manifest["judge"]),
+        ))  # fmt: skip
+
+    def run(self, context: JobContext) -> bool:
+        return _run_reporting(context, self.verdict, lambda report: run_judge(
+            context.store, context.engine, self.to_manifest(context.store), job_id=context.job_id,
+            should_stop=context.should_stop, on_progress=report,
+        ))  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeJudgeSpec(JobSpec):
+    """A trained probe verifier (core.probes) scores the trajectories or their steps."""
+
+    kind: ClassVar[str] = "probe-judge"
+    unit: ClassVar[str] = "verdicts"
+
+    verifier: str  # the probe's folder
+    trajectory_ids: tuple[int, ...]
+
+    def probe(self):
+        from core.probes import load_probe
+
+        try:
+            return load_probe(self.verifier)
+        except (OSError, KeyError, ValueError) as error:  # a folder removed or damaged since it was listed
+            raise StepScopeError(f"cannot read the probe verifier {self.verifier}: {error}") from None
+
+    def model_to_load(self) -> str:
+        return self.probe().manifest["base"]
+
+    def validate(self, store: Store) -> None:
+        if self.engine != "transformers":
+            raise StepScopeError("probe verifiers read hidden states: they run on the transformers engine")
+        self.probe()
+        _check_trajectories(store, self.trajectory_ids)
+
+    def to_manifest(self, store: Store) -> dict:
+        probe = self.probe()
+        return {
+            "judge": probe.judge, "verifier": str(Path(self.verifier).resolve()), "verifier_sha256": probe.sha256,
+            "policy": probe.manifest["base"], **self.common_manifest(), "kind": probe.manifest["kind"],
+            "mode": "probe", "trajectory_ids": list(self.trajectory_ids),
+        }  # fmt: skip
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "ProbeJudgeSpec":
+        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"])))
+
+    def run(self, context: JobContext) -> bool:
+        manifest = self.to_manifest(context.store)
+        recorded = context.store.get_job(context.job_id)["manifest"].get("verifier_sha256")
+        if recorded and recorded != manifest["verifier_sha256"]:
+            raise StepScopeError(f"probe {self.verifier} changed since the job was queued")
+        return _run_reporting(context, manifest["kind"], lambda report: run_judge(
+            context.store, context.engine, manifest, job_id=context.job_id, should_stop=context.should_stop,
+            on_progress=report,
+        ))  # fmt: skip
+
+
+def _run_reporting(context: JobContext, verdict_kind: str, run: Callable) -> bool:
+    """Run a judging loop, reporting progress that counts what earlier runs of the job did."""
+    done_before = len(_done_targets(context.store, context.job_id, verdict_kind))
+
+    def report(progress: Progress) -> None:
+        context.report(replace(progress, planned=done_before + progress.planned, done=done_before + progress.done))
+
+    return run(report).cancelled
 
 
 def _done_targets(store: Store, job_id: int, kind: str) -> set:
-    rows = store.db.execute("SELECT trajectory_id, step_id FROM verdicts WHERE job_id = ?", [job_id]).fetchall()
+    rows = store.verdict_targets_of_job(job_id)
     # A critic verdict points at the step it blames, so critic and outcome targets are trajectories.
     return {(t, s) if kind == "step" else (t, None) for t, s in rows}
 
@@ -130,8 +201,8 @@ def run_judge(
     *,
     job_id: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[JudgeProgress], None] = lambda progress: None,
-) -> JudgeProgress:
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+) -> Progress:
     """Judge every target of the manifest not yet judged by this job, batch by batch."""
     if manifest.get("mode") == "probe":
         return _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress)
@@ -143,8 +214,8 @@ def run_judge(
     spellings = None if template.generative else yes_no_spellings(engine)
     sampling = None
     if manifest.get("sampling"):
-        sampling = SamplingParams(**{**manifest["sampling"], "stop": tuple(manifest["sampling"]["stop"])})
-    progress = JudgeProgress(planned=len(targets))
+        sampling = sampling_from(manifest["sampling"])
+    progress = Progress(planned=len(targets))
     size = manifest.get("targets_per_call", TARGETS_PER_CALL)
     for call, start in enumerate(range(0, len(targets), size)):
         if should_stop():
@@ -165,12 +236,10 @@ def run_judge(
 
 
 def _reseeded(sampling: SamplingParams, call: int) -> SamplingParams:
-    from dataclasses import replace
-
     return replace(sampling, seed=sampling.seed + call)
 
 
-def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) -> JudgeProgress:
+def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) -> Progress:
     from core.probes import load_probe, probe_examples_for
 
     probe = load_probe(manifest["verifier"])
@@ -183,7 +252,7 @@ def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) 
                 for t, s in zip(examples.trajectory_ids, examples.step_ids)]  # fmt: skip
         examples = type(examples)(*(a[keep] for a in (examples.trajectory_ids, examples.step_ids,
                                                        examples.groups, examples.labels)))  # fmt: skip
-    progress = JudgeProgress(planned=len(examples))
+    progress = Progress(planned=len(examples))
     began = time.perf_counter()
     rows = _score_probe(store, engine, probe, examples, job_id, should_stop)
     if rows is None:
@@ -201,82 +270,3 @@ def _score_probe(store, engine, probe, examples, job_id, should_stop):
     if not len(examples):
         return []
     return score_with_probe(store, engine, probe, examples, job_id=job_id, should_stop=should_stop)
-
-
-# --- probe training ---------------------------------------------------------------------------
-
-
-def create_train_verifier_job(
-    store: Store,
-    *,
-    base: str,
-    labels: str,
-    trajectory_ids: Sequence[int],
-    layer: int = -1,
-    context: str = "question",
-    folds: int = 5,
-    seed: int = 0,
-    label_policy: str | None = None,
-    annotator: str | None = None,
-    engine_options: dict | None = None,
-) -> int:
-    """Queue a job that trains a probe verifier on `base`'s hidden states."""
-    from core.policy import load_template
-    from core.probes import check_labels
-
-    check_labels(labels)
-    if not trajectory_ids:
-        raise StepScopeError("no trajectories to train on")
-    template = load_template()
-    manifest = {
-        "base": base, "policy": base, "engine": "transformers", "engine_options": engine_options or {},
-        "labels": labels, "layer": layer, "context": context, "folds": folds, "seed": seed, "label_policy": label_policy,
-        "annotator": annotator, "trajectory_ids": list(trajectory_ids),
-        "policy_template": {"name": template.name, "sha256": template.sha256},
-        "code_version": _code_version(),
-    }  # fmt: skip
-    return store.create_job("train-verifier", manifest, planned=0)
-
-
-def _judge_runner(store: Store, job: dict, engine, should_stop, on_progress) -> bool:
-    """Returns whether the job was cancelled."""
-    job_id = job["id"]
-    done_before = len(_done_targets(store, job_id, job["manifest"]["kind"]))
-
-    def report(progress: JudgeProgress) -> None:
-        store.update_job(job_id, planned=done_before + progress.planned, done=done_before + progress.done,
-                         tokens=progress.tokens, heartbeat_at=now())  # fmt: skip
-        on_progress(progress)
-
-    return run_judge(store, engine, job["manifest"], job_id=job_id, should_stop=should_stop,
-                     on_progress=report).cancelled  # fmt: skip
-
-
-def _train_runner(store: Store, job: dict, engine, should_stop, on_progress) -> bool:
-    from core.policy import load_template
-    from core.probes import train_probe
-
-    manifest, job_id = job["manifest"], job["id"]
-    progress = JudgeProgress(planned=0)
-    began = time.perf_counter()
-
-    def report(done: int, planned: int) -> None:
-        progress.done, progress.planned, progress.seconds = done, planned, time.perf_counter() - began
-        store.update_job(job_id, planned=planned, done=done, heartbeat_at=now())
-        on_progress(progress)
-
-    trained = train_probe(
-        store, engine, manifest["base"], manifest["labels"], manifest["trajectory_ids"],
-        layer=manifest["layer"], context=manifest.get("context", "question"), folds=manifest["folds"], seed=manifest["seed"],
-        policy=manifest.get("label_policy"), annotator=manifest.get("annotator"),
-        template=load_template(manifest["policy_template"]["name"]), job_id=job_id,
-        should_stop=should_stop, on_progress=report,
-    )  # fmt: skip
-    if trained is None:
-        return True
-    store.update_job(job_id, manifest={**store.get_job(job_id)["manifest"], "artifact": str(trained.probe.folder),
-                                       "metrics": trained.probe.manifest["metrics"]})  # fmt: skip
-    return False
-
-
-RUNNERS = {"judge": _judge_runner, "train-verifier": _train_runner}

@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -1066,6 +1066,67 @@ class Store:
             [*params, -1 if limit is None else limit],
         )
         return [_decode(row, json_columns=("manifest",)) for row in rows]
+
+    def job_status(self, job_id: int) -> str | None:
+        return self._scalar("SELECT status FROM jobs WHERE id = ?", [job_id])
+
+    def claim_job(self, job_id: int | None = None, stale_after: float = 30.0) -> dict | None:
+        """Mark one job running and return it: the given one, or the oldest queued or abandoned
+        (running with a heartbeat older than `stale_after` seconds).
+
+        The UPDATE is the lock: of two runners racing for a job, only one sees its row change.
+        """
+        stale = (datetime.now(timezone.utc) - timedelta(seconds=stale_after)).isoformat(timespec="milliseconds")
+        claimable = "(status = 'queued' OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?)))"
+        with self.transaction() as conn:
+            if job_id is None:
+                row = conn.execute(f"SELECT id FROM jobs WHERE {claimable} ORDER BY id LIMIT 1", [stale]).fetchone()
+                if row is None:
+                    return None
+                job_id = row[0]
+            stamp = now()
+            changed = conn.execute(
+                f"UPDATE jobs SET status = 'running', heartbeat_at = ?, error = NULL,"
+                f" started_at = COALESCE(started_at, ?) WHERE id = ? AND {claimable}",
+                [stamp, stamp, job_id, stale],
+            ).rowcount
+        return self.get_job(job_id) if changed else None
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Mark a queued or running job cancelled; False when it is neither."""
+        with self.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                [now(), job_id],
+            ).rowcount
+        return bool(changed)
+
+    def job_rollout_totals(self, job_id: int) -> tuple[int, int]:
+        """(rollouts, tokens) this job has stored, counted from the rollouts themselves."""
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(num_tokens), 0) FROM rollouts WHERE job_id = ?", [job_id]
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def problems_done_by_job(self, job_key: str) -> set[int]:
+        """Problems a generate job has stored solutions for (its key is in their meta)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT problem_id FROM trajectories WHERE json_extract(meta, '$.job') = ?", [job_key]
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def verdict_targets_of_job(self, job_id: int) -> list[tuple[int, int | None]]:
+        """(trajectory, step) of every verdict a judge job stored."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT trajectory_id, step_id FROM verdicts WHERE job_id = ?", [job_id]).fetchall()]  # fmt: skip
+
+    def job_verdicts_with_outcome(self, job_id: int) -> list[tuple]:
+        """(kind, p_yes, mass, raw, trajectory correct) of every verdict a judge job stored."""
+        return [tuple(r) for r in self.db.execute(
+            """SELECT v.kind, v.p_yes, v.mass, v.raw, t.correct FROM verdicts v
+               JOIN trajectories t ON t.id = v.trajectory_id WHERE v.job_id = ?""",
+            [job_id],
+        ).fetchall()]  # fmt: skip
 
     # --- summary ----------------------------------------------------------------------------
 

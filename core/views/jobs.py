@@ -1,7 +1,9 @@
-"""Jobs as the app starts and shows them: queue an estimate or a top-up, read progress back.
+"""Jobs as the app starts and shows them: the page's inputs become a job spec, and progress is
+read back.
 
-The app never runs a model itself: a page queues a job here and the worker thread (one per
-database file, started by app.py) runs it; pages re-read the jobs table to show progress.
+The app never runs a model itself: a page queues a job here and the worker (one per database
+file, started by app.py) runs it; pages re-read the jobs table to show progress. Bounds and
+checks live in the specs (core.jobs), shared with the CLI.
 """
 
 from __future__ import annotations
@@ -11,19 +13,21 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from core.errors import StepScopeError
-from core.jobs.runner import cancel_job, create_estimate_job, create_generate_job, default_sampling, retry_job
-from core.mcpe import STRATEGY_NAMES, make_strategy
+from core.jobs.estimate import EstimateSpec, default_sampling
+from core.jobs.generate import GENERATED_SOURCE, GenerateSpec
+from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+from core.jobs.registry import unit_of
+from core.jobs.runner import cancel_job, queue, retry_job
+from core.jobs.spec import MAX_N, MAX_PROBLEMS, check_range
 from core.store import Store
 
 ACTIVE = ("queued", "running")
-MAX_N = 256
-MAX_NEW_TOKENS = 2048
-MAX_K = 256
-MAX_PROBLEMS = 100_000
 
 
 @dataclass(frozen=True)
 class EstimateRequest:
+    """The sidebar's policy and engine with a page's sampling choices."""
+
     policy: str
     engine: str = "transformers"
     engine_options: dict | None = None
@@ -33,17 +37,11 @@ class EstimateRequest:
     temperature: float = 0.7
     seed: int = 0
 
-    def check(self) -> None:
-        if not self.policy.strip():
-            raise StepScopeError("choose a policy model in the sidebar")
-        if self.strategy not in STRATEGY_NAMES:
-            raise StepScopeError(f"unknown strategy {self.strategy!r}")
-        if not 1 <= self.n <= MAX_N:
-            raise StepScopeError(f"N is between 1 and {MAX_N}")
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise StepScopeError(f"max new tokens is between 1 and {MAX_NEW_TOKENS}")
-        if not 0 <= self.temperature <= 5:
-            raise StepScopeError("temperature is between 0 and 5")
+    def sampling(self):
+        return default_sampling(self.max_new_tokens, self.temperature, self.seed)
+
+    def engine_fields(self) -> dict:
+        return {"engine": self.engine, "engine_options": self.engine_options or {}}
 
 
 def engine_options(engine: str, base_urls: str = "") -> dict:
@@ -55,27 +53,12 @@ def engine_options(engine: str, base_urls: str = "") -> dict:
     return {}
 
 
-def _needs_gold(store: Store, trajectory_ids: Sequence[int]) -> None:
-    for trajectory_id in trajectory_ids:
-        trajectory = store.get_trajectory(trajectory_id)
-        if trajectory is None:
-            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
-        if not trajectory.get("gold"):
-            raise StepScopeError(
-                f"trajectory {trajectory_id}: its problem has no gold answer, so rollouts cannot be graded"
-            )
-
-
 def queue_estimate(store: Store, request: EstimateRequest, trajectory_ids: Sequence[int]) -> int:
     """Queue a Monte Carlo estimate of every step of these trajectories; returns the job id."""
-    request.check()
-    _needs_gold(store, trajectory_ids)
-    return create_estimate_job(
-        store, policy=request.policy, trajectory_ids=list(trajectory_ids), engine=request.engine,
-        engine_options=request.engine_options or {},
-        strategy=make_strategy(request.strategy, n=request.n),
-        sampling=default_sampling(request.max_new_tokens, request.temperature, request.seed),
-    )  # fmt: skip
+    return queue(store, EstimateSpec(
+        policy=request.policy, trajectory_ids=tuple(trajectory_ids), strategy=request.strategy, n=request.n,
+        sampling=request.sampling(), **request.engine_fields(),
+    ))  # fmt: skip
 
 
 def queue_top_up(store: Store, request: EstimateRequest, trajectory_id: int, extra: int) -> int:
@@ -103,8 +86,6 @@ def queue_judges(
     mode: str = "logprob", engine: str = "transformers", engine_options: dict | None = None,
 ) -> list[int]:
     """One judge job per (judge model, verdict kind); returns their ids."""
-    from core.jobs.judge import create_judge_job
-
     judges = [j.strip() for j in judges if j.strip()]
     if not judges:
         raise StepScopeError("name at least one judge model")
@@ -113,12 +94,11 @@ def queue_judges(
     unknown = [k for k in kinds if k not in JUDGE_KINDS]
     if unknown:
         raise StepScopeError(f"verdict kinds are {', '.join(JUDGE_KINDS)}, not {', '.join(unknown)}")
-    _exists(store, trajectory_ids)
-    return [
-        create_judge_job(store, judge=judge, kind=kind, trajectory_ids=list(trajectory_ids), mode=mode,
-                         engine=engine, engine_options=engine_options or {})
-        for judge in judges for kind in kinds
-    ]  # fmt: skip
+    specs = [JudgeSpec(judge=judge, verdict=kind, trajectory_ids=tuple(trajectory_ids), mode=mode, engine=engine,
+                       engine_options=engine_options or {}) for judge in judges for kind in kinds]  # fmt: skip
+    for spec in specs:
+        spec.validate(store)  # every job checked before any is queued
+    return [queue(store, spec) for spec in specs]
 
 
 def queue_judge_solutions(
@@ -126,8 +106,6 @@ def queue_judge_solutions(
 ) -> list[int]:
     """Judge every solution the policy `solutions_of` generated for the dataset's problems (None:
     every dataset): the verdicts Best-of-N reranks with. `options` go to queue_judges."""
-    from core.jobs.generate import GENERATED_SOURCE
-
     ids = [row["id"] for row in store.list_trajectories(dataset=dataset, source=GENERATED_SOURCE, model=solutions_of)]
     if not ids:
         where = f"dataset {dataset!r}" if dataset else "any dataset"
@@ -147,16 +125,12 @@ def probe_verifiers(store: Store) -> dict[str, str]:
 
 def queue_probe_judges(store: Store, verifiers: Sequence[str], trajectory_ids: Sequence[int]) -> list[int]:
     """One job per trained probe verifier (a folder that core.probes.list_probes found)."""
-    from core.jobs.judge import create_probe_judge_job
-
     if not verifiers:
         raise StepScopeError("choose at least one probe verifier")
-    _exists(store, trajectory_ids)
-    try:
-        return [create_probe_judge_job(store, verifier=folder, trajectory_ids=list(trajectory_ids))
-                for folder in verifiers]  # fmt: skip
-    except (OSError, KeyError, ValueError) as error:  # a folder removed or damaged since it was listed
-        raise StepScopeError(f"cannot read the probe verifier: {error}") from None
+    specs = [ProbeJudgeSpec(verifier=folder, trajectory_ids=tuple(trajectory_ids)) for folder in verifiers]
+    for spec in specs:
+        spec.validate(store)
+    return [queue(store, spec) for spec in specs]
 
 
 def queue_judging(
@@ -175,25 +149,13 @@ def queue_generate(store: Store, request: EstimateRequest, dataset: str, k: int,
     """Queue a job that samples k solutions per problem of the dataset (the first `limit`
     problems by id) from the policy; they become policy trajectories, graded and segmented.
     `request` carries the policy, engine and sampling (its strategy and N are not used)."""
-    request.check()
-    if not 1 <= k <= MAX_K:
-        raise StepScopeError(f"k (solutions per problem) is between 1 and {MAX_K}")
-    if limit is not None and not 1 <= limit <= MAX_PROBLEMS:
-        raise StepScopeError(f"the number of problems is between 1 and {MAX_PROBLEMS:,}")
+    if limit is not None:
+        check_range("the number of problems", limit, 1, MAX_PROBLEMS)
     problems = [p["id"] for p in store.list_problems(dataset=dataset, limit=limit)]
     if not problems:
         raise StepScopeError(f"dataset {dataset!r} has no problems")
-    return create_generate_job(
-        store, policy=request.policy, problem_ids=problems, k=k, engine=request.engine,
-        engine_options=request.engine_options or {},
-        sampling=default_sampling(request.max_new_tokens, request.temperature, request.seed),
-    )  # fmt: skip
-
-
-def _exists(store: Store, trajectory_ids: Sequence[int]) -> None:
-    for trajectory_id in trajectory_ids:
-        if store.get_trajectory(trajectory_id) is None:
-            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+    return queue(store, GenerateSpec(policy=request.policy, problem_ids=tuple(problems), k=k,
+                                     sampling=request.sampling(), **request.engine_fields()))  # fmt: skip
 
 
 def active_jobs(store: Store, trajectory_id: int | None = None) -> list[dict]:
@@ -235,7 +197,7 @@ def job_progress(job: dict, now: dt.datetime | None = None) -> JobProgress:
     elif job["status"] == "running" and done == 0:
         text = "running: loading the model / first batch"
     else:
-        text = f"{job['status']}: {done}/{planned or '?'} {PROGRESS_UNIT.get(job.get('kind'), 'items')}"
+        text = f"{job['status']}: {done}/{planned or '?'} {unit_of(job.get('kind'))}"
     if rate:
         text += f" · {job['tokens']} tokens · {rate:.1f} tokens/s"
     if job.get("error"):

@@ -1,0 +1,84 @@
+"""The train-verifier job: a probe verifier on a base model's hidden states (core.probes), with
+grouped cross-fitting; the artifact goes under verifiers/ next to the database, and the
+cross-fitted verdicts into the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from core.errors import StepScopeError
+from core.jobs.spec import JobContext, JobSpec, Progress, check_range, known_fields, require_ids
+from core.policy import DEFAULT_TEMPLATE, load_template
+from core.store import Store
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainVerifierSpec(JobSpec):
+    kind: ClassVar[str] = "train-verifier"
+    unit: ClassVar[str] = "examples"
+
+    base: str
+    labels: str  # what the probe learns: see core.probes.PROBE_LABELS
+    trajectory_ids: tuple[int, ...]
+    layer: int = -1
+    context: str = "question"
+    folds: int = 5
+    seed: int = 0
+    label_policy: str | None = None  # MC labels from this policy's rollouts
+    annotator: str | None = None  # human labels of this annotator
+    template: str = DEFAULT_TEMPLATE
+
+    def model_to_load(self) -> str:
+        return self.base
+
+    def validate(self, store: Store) -> None:
+        from core.probes import check_labels
+
+        if not self.base.strip():
+            raise StepScopeError("name a base model")
+        if self.engine != "transformers":
+            raise StepScopeError("probe verifiers read hidden states: they train on the transformers engine")
+        check_labels(self.labels)
+        check_range("folds", self.folds, 2, 100)
+        require_ids(self.trajectory_ids, "trajectories to train on")
+
+    def to_manifest(self, store: Store) -> dict:
+        template = load_template(self.template)
+        return {
+            "base": self.base, "policy": self.base, **self.common_manifest(), "labels": self.labels,
+            "layer": self.layer, "context": self.context, "folds": self.folds, "seed": self.seed,
+            "label_policy": self.label_policy, "annotator": self.annotator,
+            "trajectory_ids": list(self.trajectory_ids),
+            "policy_template": {"name": template.name, "sha256": template.sha256},
+        }  # fmt: skip
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "TrainVerifierSpec":
+        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]),
+                                  template=manifest["policy_template"]["name"]))  # fmt: skip
+
+    def run(self, context: JobContext) -> bool:
+        from core.probes import train_probe
+
+        progress = Progress(planned=0)
+        began = time.perf_counter()
+
+        def report(done: int, planned: int) -> None:
+            progress.done, progress.planned, progress.seconds = done, planned, time.perf_counter() - began
+            context.report(progress)
+
+        trained = train_probe(
+            context.store, context.engine, self.base, self.labels, list(self.trajectory_ids), layer=self.layer,
+            context=self.context, folds=self.folds, seed=self.seed, policy=self.label_policy,
+            annotator=self.annotator, template=load_template(self.template), job_id=context.job_id,
+            should_stop=context.should_stop, on_progress=report,
+        )  # fmt: skip
+        if trained is None:
+            return True
+        store = context.store
+        store.update_job(context.job_id, manifest={**store.get_job(context.job_id)["manifest"],
+                                                   "artifact": str(trained.probe.folder),
+                                                   "metrics": trained.probe.manifest["metrics"]})  # fmt: skip
+        return False

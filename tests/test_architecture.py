@@ -1,0 +1,88 @@
+"""The house rules that keep the code navigable: layers, no cycles, SQL only in core/store/,
+no Streamlit in core/."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "core"
+# SQL shapes, not words: "UPDATE" alone appears in prose, "UPDATE jobs SET" does not.
+SQL = re.compile(
+    r"\bSELECT\b[\s\S]*?\bFROM\b|\bINSERT\s+(?:OR\s+\w+\s+)?INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
+    r"|\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|TRIGGER)\b|\bALTER\s+TABLE\b|\bPRAGMA\s+\w+"
+)
+
+
+def _python_files() -> list[Path]:
+    files = [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *CORE.rglob("*.py")]
+    return [f for f in files if "__pycache__" not in f.parts]
+
+
+def sql_strings(source: str) -> list[str]:
+    """String literals in Python source that hold SQL."""
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.STRING and SQL.search(token.string):
+            found.append(token.string)
+    return found
+
+
+def test_the_sql_detector_finds_sql_and_ignores_prose():
+    assert sql_strings('q = f"SELECT id FROM jobs WHERE x = {y}"\n')
+    assert sql_strings('q = """UPDATE jobs\n   SET status = ?"""\n')
+    assert sql_strings("conn.execute('DELETE FROM rollouts')\n")
+    assert not sql_strings('"""Select the rollout with the best score; the UPDATE is the lock."""\n')
+
+
+def test_no_sql_outside_the_store():
+    offenders = {}
+    for path in _python_files():
+        if CORE / "store" in path.parents:
+            continue
+        hits = sql_strings(path.read_text(encoding="utf-8"))
+        if hits:
+            offenders[str(path.relative_to(ROOT))] = [h[:60] for h in hits]
+    assert offenders == {}
+
+
+def test_core_never_imports_streamlit():
+    pattern = re.compile(r"^\s*(?:import|from)\s+streamlit\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in CORE.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def _layer_contract() -> dict:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    [layers] = [c for c in config["contracts"] if c["type"] == "layers"]
+    return layers
+
+
+def test_every_module_of_core_sits_in_a_layer():
+    """A module left out of the contract would escape the layer check."""
+    named = {name for layer in _layer_contract()["layers"] for name in re.split(r"\s*[|:]\s*", layer)}
+    present = {p.stem for p in CORE.glob("*.py") if p.stem != "__init__"}
+    present |= {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()}
+    present -= {"prompts", "samples"}  # data packages, no code
+    assert present - named == set()
+
+
+@pytest.mark.timeout(300)
+def test_import_contracts_hold():
+    """import-linter's layers and acyclic-siblings contracts from pyproject.toml."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "BROKEN" not in result.stdout and result.stdout.count("KEPT") == 2
