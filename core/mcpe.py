@@ -100,7 +100,9 @@ class Adaptive:
 
     With `threshold=0` the one-sided rule reads "some rollout succeeded": the hard label is
     settled by one success, while a step with no success keeps sampling up to `max_per_step`,
-    which is what a fixed-N hard label with N = max_per_step would see.
+    which is what a fixed-N hard label with N = max_per_step would see. The width rule does not
+    cut that short: 0 of 12 already has a Wilson interval narrower than 0.3, but calling the
+    step an error after 12 failures would make the hard label weaker than fixed N's.
     """
 
     round_size: int = 4
@@ -114,6 +116,8 @@ class Adaptive:
             return True
         if counts.n == 0:
             return False
+        if self.threshold <= 0 and counts.correct == 0:
+            return False  # only max_per_step failures settle "unreachable" (see the docstring)
         low, high = wilson_interval(counts)
         one_sided = low > self.threshold or high < self.threshold
         return one_sided or (high - low) < self.width

@@ -163,3 +163,44 @@ def test_first_error_search_settles_the_last_step_from_the_outcome():
     assert search.decision(settled, outcome=False) == 2
     # Without an outcome the last step must be sampled like any other.
     assert search.request(unsampled) == [0, 0, 4, 0, 0]
+
+
+def rollouts_until_settled(strategy, correct_at: int | None = None) -> int:
+    """Rollouts a one-step trajectory gets when every rollout fails, or the `correct_at`-th succeeds."""
+    counts = Counts()
+    while need := strategy.request([counts])[0]:
+        successes = int(correct_at is not None and counts.n < correct_at <= counts.n + need)
+        counts = Counts(counts.n + need, counts.correct + successes)
+    return counts.n
+
+
+def test_adaptive_samples_a_step_without_success_up_to_max_per_step():
+    """The hard label (threshold 0): a step that never succeeds gets max_per_step rollouts, as with
+    fixed N, though 0 of 12 already has a Wilson interval narrower than the default width."""
+    default = Adaptive()
+    assert wilson_interval(Counts(12, 0))[1] < default.width  # what used to stop it at 12
+    assert rollouts_until_settled(default) == default.max_per_step == 16
+    assert rollouts_until_settled(Adaptive(max_per_step=32)) == 32
+    assert default.request([Counts(12, 0), Counts(16, 0)]) == [4, 0]
+    # One success settles the hard label at once.
+    assert rollouts_until_settled(default, correct_at=3) == 4
+    assert rollouts_until_settled(default, correct_at=9) == 12
+
+
+def test_adaptive_with_a_threshold_still_stops_on_a_narrow_interval():
+    strategy = Adaptive(round_size=8, max_per_step=64, width=0.3, threshold=0.5)
+    low, high = wilson_interval(Counts(48, 24))
+    assert low < 0.5 < high and high - low < 0.3
+    assert strategy.request([Counts(48, 24), Counts(16, 8), Counts(16, 0)]) == [0, 8, 0]
+
+
+@pytest.mark.parametrize("strategy", [
+    FixedN(24), Adaptive(round_size=8, max_per_step=32, width=0.2, threshold=0.25), FirstErrorSearch(2, 48),
+], ids=lambda s: s.name)  # fmt: skip
+def test_a_strategy_is_rebuilt_from_its_description(strategy):
+    from core.mcpe import strategy_from_manifest
+
+    assert strategy_from_manifest(strategy.describe()) == strategy
+    # A manifest from before describe() used make_strategy's names ("max_per_step" for "n").
+    old = {("max_per_step" if k == "n" else k): v for k, v in strategy.describe().items()}
+    assert strategy_from_manifest(old) == strategy
