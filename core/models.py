@@ -289,6 +289,10 @@ def convert_gguf_to_dense(gguf_path: Path, target: Path) -> None:
     print(f"converting {gguf_path.name} to a dense bf16 copy (once)", file=sys.stderr)
     directory, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    # transformers drops the GGUF's "add BOS" flag; Gemma without its <bos> writes nonsense
+    # ("12 + 7 =" -> " 1111111"), so the copy's tokenizer keeps the flag the file declares.
+    if _gguf_adds_bos(gguf_path):
+        tokenizer.add_bos_token = True
     loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
     config = loaded.config
     # The GGUF loader marks the config as quantised; the copy is plain dense weights, and a
@@ -308,6 +312,13 @@ def convert_gguf_to_dense(gguf_path: Path, target: Path) -> None:
         os.replace(tmp, target)
         os.chmod(target, 0o755)
         os.makedirs(tmp)  # TemporaryDirectory expects to remove something
+
+
+def _gguf_adds_bos(gguf_path: Path) -> bool:
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf_path).fields.get("tokenizer.ggml.add_bos_token")
+    return bool(field is not None and field.parts[field.data[0]][0])
 
 
 def sha256_file(path: Path) -> str:
