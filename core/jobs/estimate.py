@@ -19,6 +19,7 @@ from core.errors import StepScopeError
 from core.grading import GRADER_NAME, grade
 from core.jobs.spec import (
     MAX_N, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, require_ids, sampling_from,
+    splitters_of,
 )  # fmt: skip
 from core.mcpe import STRATEGY_NAMES, Counts, make_strategy, strategy_from_manifest
 from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template, policy_context, step_prefixes
@@ -213,12 +214,12 @@ class EstimateSpec(JobSpec):
 
     def to_manifest(self, store: Store) -> dict:
         template = load_template(self.template)
-        splitters = sorted({(store.get_trajectory(t) or {}).get("rule") or "" for t in self.trajectory_ids})
         return {
             "policy": self.policy, **self.common_manifest(), "trajectory_ids": list(self.trajectory_ids),
             "strategy": self.strategy_object().describe(), "sampling": self.sampling.as_manifest(),
             "prompt_template": {"name": template.name, "sha256": template.sha256},
-            "rows_per_call": self.rows_per_call, "grader": GRADER_NAME, "splitters": splitters,
+            "rows_per_call": self.rows_per_call, "grader": GRADER_NAME,
+            "splitters": splitters_of(store, self.trajectory_ids),
         }  # fmt: skip
 
     @classmethod

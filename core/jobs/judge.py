@@ -16,6 +16,7 @@ from core.engines.base import SamplingParams
 from core.errors import StepScopeError
 from core.jobs.spec import (
     MAX_K, MAX_NEW_TOKENS, JobContext, JobSpec, Progress, check_range, known_fields, require_ids, sampling_from,
+    splitters_of,
 )  # fmt: skip
 from core.store import Store
 from core.verdicts import (
@@ -107,7 +108,7 @@ class JudgeSpec(JobSpec):
             "template": template.as_manifest(), "trajectory_ids": list(self.trajectory_ids),
             "sampling": sampling.as_manifest() if sampling else None, "targets_per_call": self.targets_per_call,
             "samples": self.samples, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-            "seed": self.seed, "name": self.name,
+            "seed": self.seed, "name": self.name, "splitters": splitters_of(store, self.trajectory_ids),
         }  # fmt: skip
 
     @classmethod
@@ -161,6 +162,7 @@ class ProbeJudgeSpec(JobSpec):
             "judge": probe.judge, "verifier": str(Path(self.verifier).resolve()), "verifier_sha256": probe.sha256,
             "policy": probe.manifest["base"], **self.common_manifest(), "kind": probe.manifest["kind"],
             "mode": "probe", "trajectory_ids": list(self.trajectory_ids),
+            "splitters": splitters_of(store, self.trajectory_ids),
         }  # fmt: skip
 
     @classmethod

@@ -127,6 +127,11 @@ def known_fields(cls, manifest: Mapping[str, Any], **converted: Any) -> dict:
     return {**{k: v for k, v in manifest.items() if k in names}, **converted}
 
 
+def splitters_of(store, trajectory_ids) -> list[str]:
+    """The step splitters that cut the trajectories into steps: results read per step depend on them."""
+    return sorted({(store.get_trajectory(t) or {}).get("rule") or "" for t in trajectory_ids})
+
+
 def require_ids(ids, what: str) -> None:
     if not ids:
         raise StepScopeError(f"no {what}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, Progress, check_range, known_fields, require_ids
+from core.jobs.spec import JobContext, JobSpec, Progress, check_range, known_fields, require_ids, splitters_of
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.store import Store
 
@@ -52,6 +52,7 @@ class TrainVerifierSpec(JobSpec):
             "label_policy": self.label_policy, "annotator": self.annotator,
             "trajectory_ids": list(self.trajectory_ids),
             "policy_template": {"name": template.name, "sha256": template.sha256},
+            "splitters": splitters_of(store, self.trajectory_ids),
         }  # fmt: skip
 
     @classmethod
