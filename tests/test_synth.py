@@ -136,3 +136,21 @@ def test_write_synth_stores_problems_and_reference_trajectories(tmp_path: Path):
     write_synth(store, "synth-a", (1, 3), 24, seed=5)
     assert len(store.list_problems(dataset="synth-a")) == 24
     assert store.count_trajectories() == 24
+
+
+def test_cli_writes_a_synthetic_dataset(tmp_path: Path):
+    from cli_runner import assert_one_line_error, run_cli
+
+    db = tmp_path / "cli.db"
+    args = ("problems", "synth", "--steps", "2-3", "--count", "10", "--seed", "3",
+            "--dataset", "synth-cli", "--db", str(db))  # fmt: skip
+    result = run_cli(*args, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "dataset synth-cli: 10 problems" in result.stdout
+    store = Store(db)
+    stored = sorted(p["question"] for p in store.list_problems(dataset="synth-cli"))
+    assert stored == sorted(p.question for p in generate((2, 3), 10, seed=3))
+    assert {p["meta"]["steps"] for p in store.list_problems(dataset="synth-cli")} == {2, 3}
+    bad = run_cli("problems", "synth", "--steps", "0-9", "--db", str(tmp_path / "no.db"))
+    assert_one_line_error(bad, "steps must be")
+    assert not (tmp_path / "no.db").exists()
