@@ -15,7 +15,7 @@ import pytest
 from cli_runner import run_cli
 from core.engines import load_engine
 from core.jobs.estimate import EstimateSpec, default_sampling
-from core.jobs.runner import EngineCache, JobWorker, cancel_job, claim_job, queue, run_job
+from core.jobs.runner import EngineCache, JobWorker, cancel_job, claim_job, queue, retry_job, run_job
 from core.mcpe import FixedN
 from core.store import Store
 
@@ -77,11 +77,22 @@ def test_cancel_stops_before_the_next_engine_call(tmp_path, tiny_model_dir):
 def test_failure_is_recorded_with_its_cause_and_retry_works(tmp_path, tiny_model_dir):
     store = Store.open(tmp_path / "fail.db")
     ids = add_trajectories(store, 1)
-    job_id = queue(store, EstimateSpec(
-        policy=str(tmp_path / "no-such-model"), trajectory_ids=tuple(ids), n=2, sampling=default_sampling(8)
-    ))
-    assert run_job(store, claim_job(store, job_id), EngineCache()) == "failed"
-    assert "unknown model" in store.get_job(job_id)["error"]
+    model = tmp_path / "model-not-there-yet"
+    job_id = queue(store, EstimateSpec(policy=str(model), trajectory_ids=tuple(ids), n=2, sampling=default_sampling(8)))
+    engines = EngineCache()
+    assert run_job(store, claim_job(store, job_id), engines) == "failed"
+    failed = store.get_job(job_id)
+    assert failed["status"] == "failed" and "unknown model" in failed["error"] and failed["finished_at"]
+
+    # The cause goes away (the model arrives where the job expects it); a retry finishes the job.
+    model.symlink_to(tiny_model_dir, target_is_directory=True)
+    retry_job(store, job_id)
+    assert store.get_job(job_id)["status"] == "queued" and store.get_job(job_id)["error"] is None
+    assert run_job(store, claim_job(store), engines) == "done"  # the oldest queued job: this one
+    job = store.get_job(job_id)
+    steps = len(store.steps(ids[0]))
+    assert (job["status"], job["error"], job["done"]) == ("done", None, 2 * steps)
+    assert set(per_step_counts(tmp_path / "fail.db", str(model)).values()) == {2}
 
 
 def test_jobs_for_the_same_model_load_it_once(tmp_path, tiny_model_dir):
@@ -116,8 +127,12 @@ def test_kill_minus_nine_then_resume_redoes_nothing(tmp_path, tiny_model_dir):
             "--max-new-tokens", "12", "--rows-per-call", "8", "--db", str(db)]  # fmt: skip
     code = "import sys\nfrom core.cli import main\nsys.argv[0] = 'stepscope'\nmain()"
     process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill only once the job has stored rollouts (three engine calls' worth), never before it starts.
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and sum(per_step_counts(db, policy).values()) < 3 * 8:
+    while sum(per_step_counts(db, policy).values()) < 3 * 8:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the job stored no rollouts to kill it after (exit code {process.poll()})")
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
