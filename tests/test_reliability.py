@@ -28,18 +28,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from e2e_server import chromium_path, free_port, kill_streamlit, start_streamlit  # noqa: E402
+from e2e_server import free_port, kill_streamlit, start_streamlit  # noqa: E402
 from model_server import ModelServer  # noqa: E402
 from reliability_load import (  # noqa: E402
     BIG_STEP_CHARS, PAGE_TIMEOUT_MS, Annotator, add_big_trajectories, integrity, is_loopback, launch,
     measure_render, queue_job, rollout_count, run_load, seed_database, settle, stored_labels,
 )  # fmt: skip
 
-pytest.importorskip("playwright")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(chromium_path() is None, reason="no chromium binary (apt-get install chromium)"),
-]
+# Skipped without a browser, failed instead where the run requires one (tests/required.py).
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 VIEWPORT = {"width": 1400, "height": 1400}
