@@ -365,3 +365,42 @@ def _alpha_distance(values: list, totals: np.ndarray, metric: str) -> np.ndarray
                 delta[c, k] = (totals[lo : hi + 1].sum() - (totals[c] + totals[k]) / 2) ** 2
         return delta
     raise ValueError(f"metric is nominal, ordinal or interval, not {metric!r}")
+
+
+def _weighted_vote(answers: Sequence[Hashable | None], correct: Sequence[bool], weights: Sequence[float]) -> float:
+    totals: dict[Hashable, float] = {}
+    for answer, weight in zip(answers, weights):
+        if answer is not None:
+            totals[answer] = totals.get(answer, 0.0) + float(weight)
+    if not totals:
+        return 0.0
+    top = max(totals.values())
+    winners = [a for a, total in totals.items() if math.isclose(total, top, rel_tol=1e-12, abs_tol=1e-15)]
+    right = {a for a, ok in zip(answers, correct) if a is not None and ok}
+    return sum(a in right for a in winners) / len(winners)
+
+
+def weighted_majority_vote(
+    answers: Sequence[Hashable | None], correct: Sequence[bool], weights: Sequence[float], k: int | None = None,
+    *, seed: int = 0,
+) -> float:  # fmt: skip
+    """Expected correctness of the answer with the largest summed verifier score among a random
+    k of the samples (ties shared; Math-Shepherd's and Uesato et al.'s weighted self-consistency).
+    Equal weights give `majority_vote`."""
+    n = len(answers)
+    if len(correct) != n or len(weights) != n:
+        raise ValueError("one correctness flag and one weight per answer")
+    if any(math.isnan(float(w)) for w in weights):
+        raise ValueError("a verifier score is missing (NaN)")
+    k = n if k is None else k
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n (n={n}, k={k})")
+    def vote(subset) -> float:
+        return _weighted_vote([answers[i] for i in subset], [correct[i] for i in subset], [weights[i] for i in subset])
+
+    if k == n:
+        return vote(range(n))
+    if math.comb(n, k) <= MAJORITY_EXACT_LIMIT:
+        return float(np.mean([vote(s) for s in itertools.combinations(range(n), k)]))
+    rng = np.random.default_rng(seed)
+    return float(np.mean([vote(rng.choice(n, size=k, replace=False)) for _ in range(MAJORITY_EXACT_LIMIT)]))

@@ -12,6 +12,7 @@ from core.engines.base import SamplingParams
 from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+from core.jobs.prm_score import prm_score_spec
 from core.jobs.registry import KINDS, spec_of
 from core.jobs.runner import queue
 from core.jobs.train_verifier import TrainVerifierSpec
@@ -64,6 +65,11 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
             JudgeSpec(judge="tiny", verdict="critic", trajectory_ids=ids[1:]),
         ],
         "probe-judge": [ProbeJudgeSpec(verifier=a_probe(tmp_path / "verifiers" / "p"), trajectory_ids=ids)],
+        "prm-score": [
+            prm_score_spec("qwen2.5-math-prm-7b", ids, engine="server", batch_size=3, name="p",
+                           engine_options={"base_urls": ["http://127.0.0.1:9/v1"]}),
+            prm_score_spec("owner/some-prm", ids[:1], family="tag", template="chat-turns", separator="+"),
+        ],
         "train-verifier": [TrainVerifierSpec(base="tiny", labels="mc-soft", trajectory_ids=ids, layer=1,
                                              context="policy", folds=3, seed=4, label_policy="tiny")],
     }  # fmt: skip

@@ -36,4 +36,8 @@ def load_engine(engine: str, model: str, **options) -> Engine:
         from core.engines.openai_engine import OpenAIEngine
 
         return OpenAIEngine(model=model, **options)
+    if engine.startswith("prm:"):  # a process reward model's scorer (core/engines/prm.py)
+        from core.engines.prm import load_prm_engine
+
+        return load_prm_engine(engine.removeprefix("prm:"), model, **options)
     raise StepScopeError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINE_NAMES)}")

@@ -12,11 +12,12 @@ from core.errors import StepScopeError
 from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+from core.jobs.prm_score import PrmScoreSpec
 from core.jobs.spec import JobSpec
 from core.jobs.train_verifier import TrainVerifierSpec
 
 KINDS: Mapping[str, type[JobSpec]] = {
-    spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec)
+    spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec)
 }
 
 

@@ -14,7 +14,6 @@ from typing import Any, Sequence
 
 from core.views.inputs import validate_annotator
 from core.errors import StepScopeError
-from core.views.explore import rows
 from core.store import Store
 
 QUEUE_MODES = ("unlabelled first", "random sample", "assigned list")
@@ -30,10 +29,6 @@ class QueueSpec:
     seed: int = 0
     overlap: int = 100  # percent of a random sample shared by every annotator with this seed
     assigned: str = ""  # "3, 7, 10-14"
-
-
-def _dataset_clause(dataset: str | None) -> tuple[str, list[Any]]:
-    return ("WHERE p.dataset = ?", [dataset]) if dataset is not None else ("", [])
 
 
 def parse_assigned(text: str, limit: int = MAX_QUEUE) -> list[int]:
@@ -54,31 +49,13 @@ def parse_assigned(text: str, limit: int = MAX_QUEUE) -> list[int]:
 
 def build_queue(store: Store, annotator: str, spec: QueueSpec) -> list[int]:
     size = max(1, min(spec.size, MAX_QUEUE))
-    where, params = _dataset_clause(spec.dataset)
     if spec.mode == "unlabelled first":
-        found = rows(
-            store,
-            f"""SELECT t.id, EXISTS (
-                    SELECT 1 FROM steps s JOIN annotations a ON a.step_id = s.id
-                    JOIN annotators n ON n.id = a.annotator_id
-                    WHERE s.trajectory_id = t.id AND n.name = ?) AS mine
-                FROM trajectories t JOIN problems p ON p.id = t.problem_id {where}
-                ORDER BY mine, t.id LIMIT ?""",
-            [annotator, *params, size],
-        )
-        return [row["id"] for row in found]
+        return store.unlabelled_first(annotator, spec.dataset, size)
     if spec.mode == "random sample":
-        ids = [row["id"] for row in rows(
-            store, f"SELECT t.id FROM trajectories t JOIN problems p ON p.id = t.problem_id {where} ORDER BY t.id", params
-        )]  # fmt: skip
-        return random_sample(ids, size, spec.seed, spec.overlap, annotator)
+        return random_sample(store.trajectory_ids(spec.dataset), size, spec.seed, spec.overlap, annotator)
     if spec.mode == "assigned list":
         wanted = parse_assigned(spec.assigned)
-        existing = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            existing.update(r[0] for r in store.conn.execute(f"SELECT id FROM trajectories WHERE id IN ({marks})", chunk))
+        existing = store.existing_trajectory_ids(wanted)
         missing = [i for i in wanted if i not in existing]
         if missing:
             raise StepScopeError(f"no trajectory with id {', '.join(map(str, missing[:5]))}")
@@ -104,23 +81,7 @@ def random_sample(ids: Sequence[int], size: int, seed: int, overlap: int, annota
 
 def labelled_steps(store: Store, annotator: str, trajectory_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
     """For each trajectory: (steps in its current segmentation, of them rated by the annotator)."""
-    result: dict[int, tuple[int, int]] = {}
-    ids = list(trajectory_ids)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for row in rows(
-            store,
-            f"""SELECT s.trajectory_id AS id, COUNT(*) AS steps, COUNT(a.rating) AS rated
-                FROM steps s JOIN trajectories t ON t.id = s.trajectory_id
-                     AND s.segmentation_id = t.current_segmentation_id
-                LEFT JOIN annotations a ON a.step_id = s.id
-                     AND a.annotator_id = (SELECT id FROM annotators WHERE name = ?)
-                WHERE s.trajectory_id IN ({marks}) GROUP BY s.trajectory_id""",
-            [annotator, *chunk],
-        ):
-            result[row["id"]] = (row["steps"], row["rated"])
-    return result
+    return store.rated_current_steps(annotator, trajectory_ids)
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,13 @@ from functools import lru_cache
 import numpy as np
 
 from core import metrics
-from core.views.explore import rows
 from core.store import Store
 
 RESAMPLES = 1000
 
 
 def policy_models(store: Store, dataset: str | None = None) -> list[str]:
-    where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
-    found = rows(
-        store,
-        f"""SELECT DISTINCT t.model FROM trajectories t JOIN problems p ON p.id = t.problem_id
-            WHERE t.source = 'policy' AND t.model IS NOT NULL AND t.correct IS NOT NULL {where} ORDER BY t.model""",
-        params,
-    )
-    return [row["model"] for row in found]
+    return store.graded_policy_models(dataset)
 
 
 @dataclass(frozen=True)
@@ -44,29 +36,11 @@ class Sample:
 
 
 def samples_by_problem(store: Store, model: str, dataset: str | None = None) -> dict[int, list[Sample]]:
-    where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
-    found = rows(
-        store,
-        f"""SELECT t.id, t.problem_id, t.final_answer, t.correct FROM trajectories t
-            JOIN problems p ON p.id = t.problem_id
-            WHERE t.source = 'policy' AND t.model = ? AND t.correct IS NOT NULL {where} ORDER BY t.id""",
-        [model, *params],
-    )
-    scores: dict[int, dict[str, float]] = defaultdict(dict)
-    ids = [row["id"] for row in found]
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for row in rows(
-            store,
-            f"""SELECT trajectory_id, judge, p_yes FROM verdicts WHERE kind = 'outcome' AND p_yes IS NOT NULL
-                AND trajectory_id IN ({marks}) ORDER BY id""",
-            chunk,
-        ):
-            scores[row["trajectory_id"]][row["judge"]] = row["p_yes"]
+    found = store.graded_policy_solutions(model, dataset)
+    scores = store.latest_outcome_p_yes([row["id"] for row in found])
     grouped: dict[int, list[Sample]] = defaultdict(list)
     for row in found:
-        grouped[row["problem_id"]].append(Sample(row["id"], row["final_answer"], bool(row["correct"]), scores[row["id"]]))
+        grouped[row["problem_id"]].append(Sample(row["id"], row["final_answer"], bool(row["correct"]), scores.get(row["id"], {})))
     return dict(grouped)
 
 
@@ -166,7 +140,4 @@ def mean_interval(values: list[float], resamples: int = RESAMPLES, seed: int = 0
 
 def fingerprint(store: Store) -> tuple:
     """Changes whenever trajectories or verdicts are added: a cache key for the curves."""
-    row = store.conn.execute(
-        "SELECT (SELECT MAX(id) FROM trajectories), (SELECT COUNT(*) FROM trajectories), (SELECT MAX(id) FROM verdicts)"
-    ).fetchone()
-    return tuple(row)
+    return store.solutions_fingerprint()

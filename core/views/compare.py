@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from core import metrics
-from core.views.explore import rows
 from core.probes import is_probe_judge
 from core.store import Store
 
 CONSENSUS = "consensus"
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -40,19 +38,8 @@ class LabelledStep:
 
 def labelled_steps(store: Store, dataset: str | None = None) -> list[LabelledStep]:
     """Every rated step of a current segmentation, with every annotator's rating."""
-    where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
-    cursor = store.conn.execute(
-        f"""SELECT s.id, s.trajectory_id, s.idx, n.name, a.rating, a.first_error
-            FROM annotations a JOIN annotators n ON n.id = a.annotator_id
-            JOIN steps s ON s.id = a.step_id
-            JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
-            JOIN problems p ON p.id = t.problem_id
-            WHERE a.rating IS NOT NULL {where}
-            ORDER BY s.trajectory_id, s.idx""",
-        params,
-    )
     grouped: dict[int, tuple[int, int, dict[str, int], set[str]]] = {}
-    for step_id, trajectory_id, idx, name, rating, first_error in cursor:
+    for step_id, trajectory_id, idx, name, rating, first_error in store.step_ratings(dataset):
         entry = grouped.get(step_id)
         if entry is None:
             entry = grouped[step_id] = (trajectory_id, idx, {}, set())
@@ -67,11 +54,7 @@ def labelled_steps(store: Store, dataset: str | None = None) -> list[LabelledSte
 
 def fingerprint(store: Store) -> tuple:
     """Changes whenever a label, rollout or verdict is added or changed: a cache key."""
-    return tuple(store.conn.execute(
-        """SELECT (SELECT COUNT(*) FROM annotations), (SELECT MAX(updated_at) FROM annotations),
-                  (SELECT MAX(id) FROM rollouts), (SELECT MAX(id) FROM verdicts),
-                  (SELECT MAX(id) FROM trajectories)"""
-    ).fetchone())
+    return store.labels_fingerprint()
 
 
 def annotator_names(steps: Sequence[LabelledStep]) -> list[str]:
@@ -90,8 +73,7 @@ def human_label(step: LabelledStep, who: str) -> bool | None:
 def source_names(store: Store) -> list[str]:
     """MC soft and hard, then every judge and probe with step verdicts (outcome-only judges
     score whole solutions, so they have nothing to say about a step)."""
-    judges = [row[0] for row in store.conn.execute(
-        "SELECT DISTINCT judge FROM verdicts WHERE kind = 'step' AND p_yes IS NOT NULL ORDER BY judge")]
+    judges = store.step_judges()
     return ["mc-soft", "mc-hard", *[f"probe:{j}" if is_probe_judge(j) else f"judge:{j}" for j in judges]]
 
 
@@ -99,30 +81,11 @@ def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str
     """The source's number for each step that has one: MC value (for the policy) or P(yes)."""
     ids = [s.step_id for s in steps]
     if source in ("mc-soft", "mc-hard"):
-        # One pass over the rollouts of every labelled step (what step_value_counts does in
-        # chunks of 500 ids, here in a single indexed query).
         wanted = set(ids)
-        cursor = store.conn.execute(
-            """SELECT step_id, COUNT(*), SUM(correct) FROM rollouts
-               WHERE model IS ? AND step_id IN (SELECT DISTINCT step_id FROM annotations WHERE rating IS NOT NULL)
-               GROUP BY step_id""",
-            [policy],
-        )
-        return {sid: c / n for sid, n, c in cursor if n and sid in wanted}
+        counts = store.rated_step_rollout_counts(policy)
+        return {sid: c / n for sid, (n, c) in counts.items() if n and sid in wanted}
     if source.startswith(("judge:", "probe:")):
-        judge = source.split(":", 1)[1]
-        found: dict[int, float] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            for row in rows(
-                store,
-                f"""SELECT step_id, p_yes FROM verdicts WHERE kind = 'step' AND judge = ? AND p_yes IS NOT NULL
-                    AND step_id IN ({marks}) ORDER BY id""",
-                [judge, *chunk],
-            ):
-                found[row["step_id"]] = row["p_yes"]  # the latest verdict wins
-        return found
+        return store.latest_step_p_yes(source.split(":", 1)[1], ids)
     raise ValueError(f"unknown label source {source!r}")
 
 

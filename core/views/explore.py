@@ -8,135 +8,35 @@ is read whole, because its steps, values, verdicts and labels are a handful of i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from core.jobs.estimate import load_tasks
 from core.mcpe import Counts, StepValue, step_value
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
-from core.store import Store
+# The filter is a value the page builds and the store turns into SQL; the page imports it from here.
+from core.store import DISAGREEMENTS, Store, TrajectoryFilter  # noqa: F401
 
 LIST_LIMIT = 300
 
 
-def rows(store: Store, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-    cursor = store.conn.execute(sql, params)
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 # --- choosing a trajectory -----------------------------------------------------------------
-
-
-# Disagreement filters: which pairs of labels a step's human rating is checked against. A rating
-# counts as "fine" at 0 or +1 and "wrong" at -1, as on Compare; MC hard says fine when any of the
-# policy's rollouts from the step reached the answer; a judge (or probe) says fine at P(yes) >= 0.5,
-# its latest verdict counting.
-DISAGREEMENTS = ("anything", "mc-hard", "judge", "annotators")
-
-_HUMAN_FINE = "(a.rating >= 0)"
-_DISAGREE_SQL = {
-    # Written as EXISTS tests that stop at the first matching rollout, not as MAX(correct) over
-    # all of a step's rollouts: on 10,000s of rollouts this is what keeps the filter under a second.
-    "mc-hard": """((a.rating < 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
-                                           AND r.correct = 1))
-                  OR (a.rating >= 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?)
-                      AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
-                                      AND r.correct = 1)))""",
-    "judge": f"""EXISTS (SELECT 1 FROM verdicts v WHERE v.step_id = s.id AND v.kind = 'step'
-                 AND v.p_yes IS NOT NULL AND (v.p_yes >= 0.5) != {_HUMAN_FINE}
-                 AND v.id = (SELECT MAX(w.id) FROM verdicts w WHERE w.step_id = s.id AND w.kind = 'step'
-                             AND w.judge = v.judge AND w.p_yes IS NOT NULL))""",
-    "annotators": f"""EXISTS (SELECT 1 FROM annotations b WHERE b.step_id = s.id AND b.rating IS NOT NULL
-                      AND (b.rating >= 0) != {_HUMAN_FINE})""",
-}
-
-
-def _disagree_clause(kind: str, policy: str | None) -> tuple[str, list[Any]]:
-    """Trajectories with a rated step (current segmentation) where the human rating and `kind`
-    disagree. Driven from the annotations (few) rather than the trajectories (many)."""
-    if kind not in DISAGREEMENTS:
-        raise ValueError(f"unknown disagreement {kind!r}")
-    kinds = ["mc-hard", "judge", "annotators"] if kind == "anything" else [kind]
-    tests = " OR ".join(_DISAGREE_SQL[k] for k in kinds)
-    params = [policy] * _DISAGREE_SQL["mc-hard"].count("?") if "mc-hard" in kinds else []
-    sql = f"""t.id IN (SELECT s.trajectory_id FROM annotations a JOIN steps s ON s.id = a.step_id
-                JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id
-                WHERE a.rating IS NOT NULL AND ({tests}))"""
-    return sql, params
-
-
-@dataclass(frozen=True)
-class TrajectoryFilter:
-    dataset: str | None = None
-    problem_id: int | None = None
-    correct: bool | None = None
-    labelled: bool | None = None  # labelled by anyone (any step, any segmentation)
-    search: str = ""  # a substring of the question
-    disagree: str | None = None  # one of DISAGREEMENTS: a human rating disagrees with that source
-    policy: str | None = None  # whose rollouts give the MC hard label for `disagree`
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.dataset is not None:
-            clauses.append("p.dataset = ?")
-            params.append(self.dataset)
-        if self.problem_id is not None:
-            clauses.append("t.problem_id = ?")
-            params.append(self.problem_id)
-        if self.correct is not None:
-            clauses.append("t.correct = ?")
-            params.append(int(self.correct))
-        if self.labelled is not None:
-            exists = ("EXISTS (SELECT 1 FROM steps s JOIN annotations a ON a.step_id = s.id"
-                      " WHERE s.trajectory_id = t.id)")  # fmt: skip
-            clauses.append(exists if self.labelled else f"NOT {exists}")
-        if self.search.strip():
-            clauses.append("p.question LIKE ? ESCAPE '\\'")
-            params.append(_like(self.search.strip()))
-        if self.disagree is not None:
-            clause, extra = _disagree_clause(self.disagree, self.policy)
-            clauses.append(clause)
-            params.extend(extra)
-        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-_FROM = "FROM trajectories t JOIN problems p ON p.id = t.problem_id"
 
 
 def find_trajectories(
     store: Store, filters: TrajectoryFilter, *, limit: int = LIST_LIMIT, offset: int = 0
 ) -> list[dict]:
     """Matching trajectories by id: id, dataset, source, model, correct, question."""
-    where, params = filters.where()
-    return rows(
-        store,
-        f"SELECT t.id, p.dataset, t.source, t.model, t.correct, p.question {_FROM} {where}"
-        " ORDER BY t.id LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    )
+    return store.find_trajectories(filters, limit=limit, offset=offset)
 
 
 def count_trajectories(store: Store, filters: TrajectoryFilter) -> int:
-    where, params = filters.where()
-    return int(store.conn.execute(f"SELECT COUNT(*) {_FROM} {where}", params).fetchone()[0])
+    return store.count_matching_trajectories(filters)
 
 
 def neighbour(store: Store, filters: TrajectoryFilter, current: int, direction: int) -> int | None:
     """The next (direction 1) or previous (-1) matching trajectory by id, or None."""
-    where, params = filters.where()
-    compare, order = (">", "ASC") if direction > 0 else ("<", "DESC")
-    where = f"{where} AND t.id {compare} ?" if where else f"WHERE t.id {compare} ?"
-    row = store.conn.execute(
-        f"SELECT t.id {_FROM} {where} ORDER BY t.id {order} LIMIT 1", [*params, current]
-    ).fetchone()
-    return None if row is None else int(row[0])
+    return store.neighbour_trajectory(filters, current, direction)
 
 
 def trajectory_label(row: dict, width: int = 70) -> str:
@@ -152,19 +52,7 @@ def trajectory_label(row: dict, width: int = 70) -> str:
 
 def find_problems(store: Store, dataset: str | None, search: str = "", *, limit: int = LIST_LIMIT) -> list[dict]:
     """Problems (id, question) that have at least one trajectory."""
-    clauses = ["EXISTS (SELECT 1 FROM trajectories t WHERE t.problem_id = p.id)"]
-    params: list[Any] = []
-    if dataset is not None:
-        clauses.append("p.dataset = ?")
-        params.append(dataset)
-    if search.strip():
-        clauses.append("p.question LIKE ? ESCAPE '\\'")
-        params.append(_like(search.strip()))
-    return rows(
-        store,
-        f"SELECT p.id, p.question FROM problems p WHERE {' AND '.join(clauses)} ORDER BY p.id LIMIT ?",
-        [*params, limit],
-    )
+    return store.problems_with_trajectories(dataset, search, limit=limit)
 
 
 def dataset_names(store: Store) -> list[str]:
@@ -193,14 +81,7 @@ class StepCard:
 
 def value_models(store: Store, trajectory_id: int) -> list[str]:
     """Policies that have rollouts on this trajectory's current steps."""
-    found = rows(
-        store,
-        """SELECT DISTINCT r.model FROM rollouts r JOIN steps s ON s.id = r.step_id
-           JOIN trajectories t ON t.id = s.trajectory_id AND s.segmentation_id = t.current_segmentation_id
-           WHERE s.trajectory_id = ? AND r.model IS NOT NULL ORDER BY r.model""",
-        [trajectory_id],
-    )
-    return [row["model"] for row in found]
+    return store.current_rollout_models(trajectory_id)
 
 
 def step_cards(store: Store, trajectory_id: int, model: str | None) -> list[StepCard]:
