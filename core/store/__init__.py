@@ -11,6 +11,7 @@ module stays about one thing:
 - rollouts.py: rollouts and the step values counted from them;
 - verdicts.py, annotations.py, jobs.py: judge verdicts; annotators and labels; job rows;
 - summary.py: row counts for `db info`;
+- prm.py: a step verifier's (PRM's) latest step scores, per trajectory;
 - explore.py, compare.py, best_of_n.py, annotate.py: what each app page reads beyond the above.
 """
 
@@ -25,6 +26,7 @@ from core.store.explore import DISAGREEMENTS, ExploreQueries, TrajectoryFilter
 from core.store.jobs import JOB_STATUSES, JobQueries
 from core.store.keys import content_key, new_key, now, problem_key, segmentation_key
 from core.store.problems import ProblemQueries
+from core.store.prm import PrmQueries
 from core.store.rollouts import RolloutQueries
 from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.summary import SummaryQueries
@@ -48,6 +50,7 @@ class Store(
     CompareQueries,
     BestOfNQueries,
     AnnotateQueries,
+    PrmQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""
