@@ -60,11 +60,15 @@ class Scenario:
     price: str  # sentence + question with {n}, asks for the value of all units
     money: str  # unit of the price answer
     times: str = "Later, {p} has {n} times as many {unit} as that."
-    containers: str = ""  # plural, when not container + "s"
+    share_into: str = ""  # singular container that "share" splits into, when not `container`
 
     @property
     def container_plural(self) -> str:
-        return self.containers or self.container + "s"
+        return _plural(self.container)
+
+    @property
+    def share_container(self) -> str:
+        return self.share_into or self.container
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -98,7 +102,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         price="Each book weighs {n} pounds. How many pounds do the books weigh in all?",
         money="pounds",
         times="After a big donation, the library has {n} times as many books as that.",
-        containers="shelves",
     ),
     Scenario(
         "farm", "eggs", "basket",
@@ -150,6 +153,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         question="How many dollars does {Name} have now?",
         price="Every dollar buys {n} tokens at the fair. How many tokens can {p} buy?",
         money="tokens",
+        share_into="envelope",
     ),
     Scenario(
         "train", "passengers", "car",
@@ -282,6 +286,10 @@ def _apply(kind: str, value: int, n: int) -> int:
     return value * n  # times, price
 
 
+def _plural(noun: str) -> str:
+    return noun[:-1] + "ves" if noun.endswith("f") else noun + "s"
+
+
 def _render(scenario: Scenario, ops: list[tuple], person: tuple[str, str]) -> tuple[str, str, int]:
     """(question, reference solution, gold) for drawn operations."""
     name, pronoun = person
@@ -313,9 +321,10 @@ def _render(scenario: Scenario, ops: list[tuple], person: tuple[str, str]) -> tu
             sentences.append(scenario.times.format(n=n, **words))
             lines.append(f"{n} times as many is {equation} {unit}.")
         elif kind == "share":
-            sentences.append(f"All of them are split equally into {n} {scenario.container_plural}.")
-            question_sentence = f"How many {unit} does each {scenario.container} get?"
-            lines.append(f"Each {scenario.container} gets {equation} {unit}.")
+            into = scenario.share_container
+            sentences.append(f"All of them are split equally into {n} {_plural(into)}.")
+            question_sentence = f"How many {unit} does each {into} get?"
+            lines.append(f"Each {into} gets {equation} {unit}.")
         else:  # price
             question_sentence = scenario.price.format(n=n, **words)
             lines.append(f"{value} {unit} at {n} each are worth {equation} {scenario.money}.")
