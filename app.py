@@ -16,7 +16,7 @@ from core.engines import ENGINE_NAMES
 from core.errors import StepScopeError
 from core.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
-from pages._shared import md, store_for, worker_for
+from pages._shared import md, navigation, store_for, worker_for
 
 st.set_page_config(page_title="StepScope", layout="wide")
 
@@ -127,6 +127,15 @@ def model_status(path: str) -> None:
         st.sidebar.caption(md(f"Policy: {status.error}"))
 
 
+def page_menu(listed: list) -> None:
+    """The pages, at the top of the sidebar (st.navigation's own menu is hidden: see navigation)."""
+    for page in listed:
+        st.sidebar.page_link(page)
+    st.sidebar.divider()
+
+
+pages, listed = navigation()
+page_menu(listed)
 path = database_picker()
 try:
     store_for(path)
@@ -139,17 +148,4 @@ try:
     model_status(path)
 except StepScopeError:
     pass  # the page shows why the database cannot be opened
-# Emoji, not :material/…: icons, which the browser fetches from fonts.gstatic.com (the app
-# makes no request off the machine).
-pages = st.navigation(
-    [
-        st.Page("pages/explore.py", title="Explore", icon="🔎", default=True),
-        st.Page("pages/annotate.py", title="Annotate", icon="✏️"),
-        st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-        st.Page("pages/best_of_n.py", title="Best-of-N", icon="📈"),
-        st.Page("pages/jobs_data.py", title="Jobs and data", icon="🗄️"),
-        st.Page("pages/home.py", title="About", icon="ℹ️"),
-        st.Page("pages/models.py", title="Models", icon="🧠"),
-    ]
-)
 pages.run()

@@ -6,7 +6,6 @@ sidebar is read from session state with a default, so a page also runs on its ow
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
@@ -50,34 +49,49 @@ def running_worker(path: str) -> AppWorker | None:
     return _WORKERS.get(path)
 
 
-def require_app() -> None:
-    """Make sure app.py (sidebar, worker, st.navigation) runs around this page.
+# The app's pages: (script, title, icon, URL path). Explore is the root page ("/?trajectory=3")
+# and answers at /explore too. Emoji, not :material/…: icons, which the browser fetches from
+# fonts.gstatic.com (the app makes no request off the machine).
+PAGES = (
+    ("pages/explore.py", "Explore", "🔎", "explore"),
+    ("pages/annotate.py", "Annotate", "✏️", "annotate"),
+    ("pages/compare.py", "Compare", "⚖️", "compare"),
+    ("pages/best_of_n.py", "Best-of-N", "📈", "best_of_n"),
+    ("pages/jobs_data.py", "Jobs and data", "🗄️", "jobs_data"),
+    ("pages/home.py", "About", "ℹ️", "home"),
+    ("pages/models.py", "Models", "🧠", "models"),
+)
 
-    Streamlit decides per server process whether pages/ is an old-style (v1) page folder until
-    the first st.navigation call. When the very first visit to a fresh server is a deep link
-    (/explore?trajectory=3), it runs pages/explore.py alone, without app.py, and keeps doing so
-    for everyone. A page that finds itself run that way switches the flag off and reruns:
-    app.py then runs and st.navigation picks the same page by its URL path.
 
-    The flag alone is not enough when several sessions make their first visit at once: a run
-    that started in the old mode may find the flag already switched off by another session
-    and would stay without app.py (no sidebar) until the next click. So the page also looks
-    for Streamlit's old-mode page runner (`_mpa_v1`) below it on the stack.
+def navigation() -> tuple[st.Page, list[st.Page]]:
+    """st.navigation over PAGES: the page this run shows, and the pages a menu should list.
+
+    Its own menu is hidden: `client.showSidebarNavigation = false` in .streamlit/config.toml hides
+    Streamlit's automatic pages/ list on a first visit, and with it any sidebar-positioned
+    st.navigation menu, so app.py draws the menu itself (st.page_link).
     """
-    from streamlit.runtime.pages_manager import PagesManager
+    (script, title, icon, url), *rest = PAGES
+    listed = [st.Page(script, title=title, icon=icon, default=True, url_path="")]
+    listed += [st.Page(s, title=t, icon=i, url_path=u) for s, t, i, u in rest]
+    alias = st.Page(script, title=title, icon=icon, url_path=url, visibility="hidden")
+    return st.navigation([*listed, alias], position="hidden"), listed
 
-    if PagesManager.uses_pages_directory or _run_by_the_old_page_runner():
-        PagesManager.uses_pages_directory = False
+
+def require_app() -> None:
+    """Make sure app.py (sidebar, worker, navigation) runs around this page.
+
+    Until some session calls st.navigation, Streamlit runs an app with a pages/ folder the old
+    way ("As soon as any session of your app executes the st.navigation command, your app will
+    ignore the pages/ directory", st.navigation's documentation), so a deep link that is the
+    first visit to a fresh server, or one of several first visits at once, runs this page alone.
+    app.py leaves the sidebar's choices in session state on every run (a test that runs a page
+    on its own puts them there), so a page that finds none was run without it: it calls
+    st.navigation itself, which ends the old way for every session, and reruns. The rerun runs
+    app.py, whose st.navigation picks this page by its URL path, query string kept.
+    """
+    if "db_path" not in st.session_state:
+        navigation()
         st.rerun()
-
-
-def _run_by_the_old_page_runner() -> bool:
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "_mpa_v1":
-            return True
-        frame = frame.f_back
-    return False
 
 
 def db_path() -> str:
