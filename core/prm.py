@@ -133,8 +133,21 @@ def preset_format_keys(name: str) -> dict:
 
     preset = load_presets().get(name)
     if preset is None:
-        return {}
+        return _folder_format_keys(name)
     return {key.removeprefix("prm_"): value for key, value in preset.settings.items() if key.startswith("prm_")}
+
+
+def _folder_format_keys(name: str) -> dict:
+    """A model folder trained here (`stepscope train-prm`) says its format in stepscope_prm.json."""
+    from pathlib import Path
+
+    path = Path(name).expanduser() / "stepscope_prm.json"
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise StepScopeError(f"cannot read {path}: {error}") from None
 
 
 def is_prm_preset(name: str) -> bool:

@@ -239,3 +239,121 @@ def test_format_options_and_presets(prm_dirs):
         prm_format("regression")
     with pytest.raises(StepScopeError, match="say which PRM family"):
         prm_format()
+
+
+# --- training a PRM from the store (SORM) ---------------------------------------------------------
+
+
+@pytest.fixture()
+def labelled_store(tmp_path):
+    """Six problems, two solutions each; every step has two rollouts: from a step of the right
+    solution one reaches the gold answer (MC hard label 1), from the wrong one's none does."""
+    store = Store.open(tmp_path / "sorm.db")
+    for i in range(6):
+        problem_id = store.add_problem("sorm-test", f"What is {i} + 13 then times 2?", str(2 * (13 + i)))
+        for right in (True, False):
+            total = 13 + i if right else 14 + i
+            solution = f"{i} + 13 = {total}.\n{total} * 2 = {2 * total}.\nThe answer is {2 * total}."
+            trajectory_id = store.add_trajectory(problem_id, solution, source="test", rule="line",
+                                                 final_answer=str(2 * total), correct=right)  # fmt: skip
+            rollouts = []
+            for step in store.steps(trajectory_id):
+                for n in range(2):  # a wrong first step makes every step of the solution wrong
+                    rollouts.append({"step_id": step["id"], "text": "x", "correct": right and n == 0, "model": "tiny"})
+            store.add_rollouts(rollouts)
+    yield store
+    store.close()
+
+
+def test_train_prm_end_to_end_and_its_folder_scores_as_a_token_classification_prm(labelled_store, tiny_model_dir, tmp_path):
+    from cli_runner import run_cli
+
+    db, output = str(labelled_store.path), tmp_path / "sorm"
+    common = ("--db", db, "--dataset", "sorm-test")
+    result = run_cli("train-prm", "--base", str(tiny_model_dir), "--labels", "mc-hard", "--epochs", "2",
+                     "--batch-size", "4", "--output", str(output), "--device", "cpu", *common,
+                     env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "held-out step AUROC" in result.stdout
+    manifest = __import__("json").loads((output / "manifest.json").read_text())
+    split = manifest["split"]
+    assert set(split["train_problems"]).isdisjoint(split["heldout_problems"]) and split["heldout_problems"]
+    assert manifest["data_hash"] and manifest["training"]["steps"] > 0 and any((output / "checkpoints").iterdir())
+    # A rerun resumes from its checkpoint (same data), and the folder is a family-2 PRM.
+    result = run_cli("train-prm", "--base", str(tiny_model_dir), "--labels", "mc-hard", "--epochs", "2",
+                     "--batch-size", "4", "--output", str(output), "--device", "cpu", *common)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("prm", "score", "--prm", str(output), "--device", "cpu", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "AUROC vs final-answer correctness" in result.stdout
+    store = Store.open(db)
+    [judge] = [j for j in store.judges() if j.startswith("prm:")]
+    scores = solution_scores(store, judge, "min")
+    assert len(scores) == 12 and all(0 < s < 1 for s in scores.values())
+
+
+def test_consensus_keeps_the_steps_where_mc_and_a_judge_agree(labelled_store):
+    from core.prm_training import step_labels
+
+    store = labelled_store
+    rows, agree, compared = [], 0, 0
+    for t in store.list_trajectories(dataset="sorm-test"):
+        for value in store.step_values(t["id"]):
+            p_yes = 0.9 if value["step_id"] % 3 else 0.1  # a judge that agrees on two steps in three
+            rows.append({"step_id": value["step_id"], "judge": "j", "kind": "step", "p_yes": p_yes})
+            compared += 1
+            agree += (p_yes >= 0.5) == value["hard"]
+    store.add_verdicts(rows)
+    labels = step_labels(store, [t["id"] for t in store.list_trajectories(dataset="sorm-test")], "consensus", judge="j")
+    assert labels.compared == compared and labels.kept_fraction == pytest.approx(agree / compared)
+    assert sum(len(v) for v in labels.by_trajectory.values()) == agree
+    with pytest.raises(StepScopeError, match="no step verdicts"):
+        step_labels(store, [t["id"] for t in store.list_trajectories(dataset="sorm-test")], "consensus", judge="none")
+
+
+# --- vLLM in-process and served: agree with transformers -----------------------------------------
+
+# vLLM computes in bf16 on the CPU (transformers here in fp32): a step score of the tiny models
+# moved by up to ~3e-3 between the two when measured; 0.02 leaves room and still fails a wrong
+# position (scores of neighbouring steps differ by more).
+VLLM_TOLERANCE = 0.02
+
+
+def _transformers_scores(prm_dir, family, store):
+    from core.engines.prm import load_prm_engine
+    from core.prm import build_input, readout_for, scores_from_logits
+
+    fmt = prm_format(family)
+    engine = load_prm_engine("transformers", str(prm_dir), family=family, device="cpu")
+    readout = readout_for(fmt, engine.tokenizer)
+    inputs = [build_input(fmt, engine.tokenizer, q, steps) for _, q, steps in _trajectories(store)]
+    return [scores_from_logits(rows, readout)[0] for rows in engine.position_logits(inputs, readout)]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_in_process_reward_head_agrees_with_transformers(store, prm_dirs):
+    pytest.importorskip("vllm")
+    expected = _transformers_scores(prm_dirs["reward-head"], "reward-head", store)
+    _, scored = _score_with_job(store, prm_dirs["reward-head"], None, engine="vllm")
+    for got, want in zip(scored.values(), expected):
+        assert got == pytest.approx(want, abs=VLLM_TOLERANCE)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_served_reward_head_agrees_with_transformers_over_two_urls(store, prm_dirs):
+    pytest.importorskip("vllm")
+    from vllm_server import vllm_server
+
+    expected = _transformers_scores(prm_dirs["reward-head"], "reward-head", store)
+    with vllm_server(prm_dirs["reward-head"], "tiny-prm", max_model_len=256, extra_args=("--runner", "pooling")) as server:
+        spec = prm_score_spec("tiny-prm", [t for t, _, _ in _trajectories(store)], family="reward-head", name="tiny",
+                              engine="server", batch_size=1,
+                              engine_options={"base_urls": [server.base_url, server.root_url],
+                                              "tokenizer": str(prm_dirs["reward-head"])})  # fmt: skip
+        job_id = queue(store, spec)
+        assert run_job(store, claim_job(store, job_id), EngineCache()) == "done", store.get_job(job_id)["error"]
+    for (t, _, _), want in zip(_trajectories(store), expected):
+        got = [row["p_yes"] for row in prm_step_scores(store, t, "tiny")["tiny"]]
+        assert got == pytest.approx(want, abs=VLLM_TOLERANCE)

@@ -13,11 +13,13 @@ from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
 from core.jobs.prm_score import PrmScoreSpec
+from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.spec import JobSpec
 from core.jobs.train_verifier import TrainVerifierSpec
 
 KINDS: Mapping[str, type[JobSpec]] = {
-    spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec)
+    spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec,
+                                TrainPrmSpec)
 }
 
 
