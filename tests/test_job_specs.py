@@ -13,6 +13,7 @@ from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
 from core.jobs.prm_score import prm_score_spec
+from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.registry import KINDS, spec_of
 from core.jobs.runner import queue
 from core.jobs.train_verifier import TrainVerifierSpec
@@ -70,6 +71,9 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
                            engine_options={"base_urls": ["http://127.0.0.1:9/v1"]}),
             prm_score_spec("owner/some-prm", ids[:1], family="tag", template="chat-turns", separator="+"),
         ],
+        "train-prm": [TrainPrmSpec(base="tiny", labels="consensus", judge="prm:p", trajectory_ids=ids, output="o",
+                                   epochs=1.5, learning_rate=1e-4, batch_size=2, heldout_fraction=0.3, seed=2,
+                                   lora=True, label_policy="tiny")],
         "train-verifier": [TrainVerifierSpec(base="tiny", labels="mc-soft", trajectory_ids=ids, layer=1,
                                              context="policy", folds=3, seed=4, label_policy="tiny")],
     }  # fmt: skip
