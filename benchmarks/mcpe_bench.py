@@ -1,21 +1,35 @@
-"""Monte Carlo estimation benchmarks: orchestration overhead, batching speed-up, rollout budget.
+"""Monte Carlo estimation benchmarks, through the full job path a user runs.
 
     .venv/bin/python benchmarks/mcpe_bench.py --engine transformers
     .venv/bin/python benchmarks/mcpe_bench.py --engine vllm
+    .venv/bin/python benchmarks/mcpe_bench.py --engine transformers --model qwen2.5-0.5b-random --device cuda  (GPU)
 
-1. throughput_ratio: rollout tokens/s of a full estimation job (plan, batched engine calls,
-   grading, one SQLite transaction per call) over tokens/s of raw batched generation of the
-   same prompts with the same engine, batch shape and sampling parameters. Target >= 0.9.
-2. naive_speedup: the job's tokens/s over a naive loop that calls the engine once per step
-   per sample (what a paper's script often does), on the same trajectories.
-3. budget_ratio: rollouts spent by adaptive and by first-error search over fixed N = 16, on
-   at least 50 trajectories the embedded model wrote for the sample set, and how often their
-   first-error decision equals fixed N's. The strategies are replayed over the very rollouts
-   fixed N stored (in the order they were sampled), so a disagreement is the strategy's, not
-   sampling noise between two runs.
+Every job below is queued as an EstimateSpec, claimed and run by `run_job` with its heartbeat,
+cancel polling and progress writes, exactly as the app's worker and the CLI run it. The engine
+is loaded once beforehand and handed to the job through the engine cache (loading is not part
+of a job's work: the app keeps one model loaded across jobs).
 
-Figures are printed and saved to benchmarks/results/mcpe_<engine>.json with the machine,
-model, engine and parameters.
+1. orchestration_overhead = (job wall time - time inside engine calls) / job wall time, over
+   the full job. Target <= 0.05.
+   throughput_ratio = job tokens/s over raw batched generation of the same prompts (same batch
+   shape, n and sampling), from >= 3 interleaved repeats (raw, job, job, raw, raw, job, ...),
+   with the spread of the per-pair ratios.
+2. naive_speedup = rollouts per second of the job over a loop that calls the engine once per
+   step per sample (what a paper's script often does), at N = 16 over >= 20 trajectories.
+   Target >= 10.
+3. budget_ratio = rollouts the first-error search spends over fixed N = 16, on trajectories of
+   >= 4 steps on average: the policy's own solutions to 3-6-step synthetic problems and the
+   reference solutions of 4-6-step ones (GSM8K-style worked solutions; `--gsm8k FILE` adds
+   GSM8K's own). Fixed N gets the same outcome shortcut as the search (a graded final answer
+   settles the last step without sampling). Both are replayed over the very rollouts fixed N
+   stored, so a disagreement is the strategy's, not sampling noise; budget_agreement (target
+   >= 0.95) is reported separately: the search's decision against fixed N's under the same
+   definition (the first step after which no step reaches the answer), and, beside it, against
+   Math-Shepherd's first step with no success. Target budget_ratio <= 0.3. Beside it, the same replay on a
+   simulated policy with a known first error for M = 2..32 steps.
+
+Figures are printed and saved to benchmarks/results/mcpe_<engine>.json (or --out) with the
+machine, its load average, model, engine and parameters.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ import argparse
 import json
 import os
 import platform
+import random
+import statistics
 import sys
 import tempfile
 import time
@@ -34,12 +50,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.engines import load_engine  # noqa: E402
-from core.jobs.estimate import load_tasks, run_estimate  # noqa: E402
-from core.jobs.generate import GENERATED_SOURCE, run_generate  # noqa: E402
-from core.jobs.estimate import default_sampling  # noqa: E402
-from core.mcpe import Adaptive, Counts, FirstErrorSearch, FixedN, first_error  # noqa: E402
+from core.formats import import_file  # noqa: E402
+from core.jobs.estimate import EstimateSpec, default_sampling, load_tasks  # noqa: E402
+from core.jobs.generate import GENERATED_SOURCE, GenerateSpec  # noqa: E402
+from core.jobs.runner import EngineCache, claim_job, queue, run_job  # noqa: E402
+from core.mcpe import Counts, FirstErrorSearch, FixedN, first_error  # noqa: E402
 from core.policy import load_template  # noqa: E402
 from core.store import Store  # noqa: E402
+from core.synth import REFERENCE_SOURCE, write_synth  # noqa: E402
 
 
 def machine() -> dict:
@@ -52,84 +70,111 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
-        # Other work on the box slows both sides of a ratio, but not always equally: say how busy it was.
         "load_average_1_5_15": os.getloadavg(),
     }
 
 
-def policy_trajectories(store: Store, engine, policy: str, count: int, sampling) -> list[int]:
-    """The policy's own solutions to the sample problems (one each, more if needed)."""
-    problems = [p["id"] for p in store.list_problems(dataset="sample")]
-    template = load_template()
-    samples_each = 1
-    while True:
-        run_generate(store, engine, problems, samples_each, policy, sampling, template,
-                     job_key=f"bench-{samples_each}", problems_per_call=16)  # fmt: skip
-        rows = store.list_trajectories(dataset="sample", source=GENERATED_SOURCE, model=policy)
-        usable = [r["id"] for r in rows if len(store.steps(r["id"])) >= 1]
-        if len(usable) >= count or samples_each >= 4:
-            return usable
-        samples_each += 1
+class TimedEngine:
+    """The engine with the time spent inside its calls added up (what the job does not control)."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.seconds, self.calls = engine, 0.0, 0
+
+    def generate(self, prompts, params):
+        started = time.perf_counter()
+        try:
+            return self.engine.generate(prompts, params)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.calls += 1
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def close(self) -> None:  # the benchmark closes the real engine itself, once
+        pass
 
 
-def throughput(store, engine, policy, ids, n, rows_per_call, sampling) -> dict:
-    """Raw batched generation of the job's exact prompts vs the job itself, same batch shapes.
+def run_estimate_job(store, timed: TimedEngine, engine_name: str, label: str, ids, n: int, sampling,
+                     rows_per_call: int, strategy: str = "fixed") -> dict:  # fmt: skip
+    """Queue, claim and run one estimate job; wall time, engine time, rollouts and tokens."""
+    cache = EngineCache(loader=lambda *args, **options: timed)
+    engine_before, calls_before = timed.seconds, timed.calls
+    started = time.perf_counter()
+    job_id = queue(store, EstimateSpec(policy=label, trajectory_ids=tuple(ids), strategy=strategy, n=n,
+                                       sampling=sampling, rows_per_call=rows_per_call, engine=engine_name))  # fmt: skip
+    status = run_job(store, claim_job(store, job_id), cache)
+    wall = time.perf_counter() - started
+    job = store.get_job(job_id)
+    if status != "done":
+        raise SystemExit(f"job {job_id} {status}: {job['error']}")
+    engine_seconds = timed.seconds - engine_before
+    return {"wall_seconds": wall, "engine_seconds": engine_seconds, "rollouts": job["done"], "tokens": job["tokens"],
+            "engine_calls": timed.calls - calls_before}  # fmt: skip
 
-    Run in the order raw, job, job, raw, so that a warm-up or a change in the machine's load
-    during the run weighs on both sides alike; each job run stores its rollouts under its own
-    key, so the second one samples afresh instead of finding the first one's rollouts.
-    """
+
+def spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4),
+            "stdev": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            "values": [round(v, 4) for v in values]}  # fmt: skip
+
+
+def overhead(store, timed, engine_name, model, ids, n, rows_per_call, sampling, repeats) -> dict:
+    """Raw generation and full jobs, interleaved so that drift in the machine's load weighs on both."""
     tasks = load_tasks(store, ids, load_template())
     prompts = [s.prompt for t in tasks for s in t.steps]
     per_call = max(1, rows_per_call // n)
-    engine.generate(prompts[:1], replace(sampling, n=1, max_new_tokens=4))  # warm-up
 
     def raw() -> tuple[int, float]:
         started, tokens = time.perf_counter(), 0
         for call, i in enumerate(range(0, len(prompts), per_call)):
-            results = engine.generate(prompts[i : i + per_call], replace(sampling, n=n, seed=sampling.seed + call))
+            results = timed.engine.generate(prompts[i : i + per_call], replace(sampling, n=n, seed=sampling.seed + call))
             tokens += sum(s.num_tokens for r in results for s in r)
         return tokens, time.perf_counter() - started
 
-    def job(run: int) -> tuple[int, float, float, int]:
-        started = time.perf_counter()
-        progress = run_estimate(store, engine, tasks, FixedN(n), f"{policy}#throughput-{run}", sampling, rows_per_call=rows_per_call)
-        return progress.tokens, time.perf_counter() - started, progress.engine_seconds, progress.done
+    timed.engine.generate(prompts[:1], replace(sampling, n=1, max_new_tokens=4))  # warm-up
+    ratios, overheads, pairs = [], [], []
+    for repeat in range(repeats):
+        # Each job stores its rollouts under its own label, so it samples afresh.
+        job = lambda: run_estimate_job(store, timed, engine_name, f"{model}#overhead-{repeat}", ids, n, sampling, rows_per_call)  # noqa: E731
+        if repeat % 2 == 0:
+            raw_run, job_run = raw(), job()
+        else:
+            job_run, raw_run = job(), raw()
+        raw_rate = raw_run[0] / raw_run[1]
+        job_rate = job_run["tokens"] / job_run["wall_seconds"]
+        ratios.append(job_rate / raw_rate)
+        overheads.append((job_run["wall_seconds"] - job_run["engine_seconds"]) / job_run["wall_seconds"])
+        pairs.append({"raw_tokens": raw_run[0], "raw_seconds": round(raw_run[1], 2), "raw_tokens_per_s": round(raw_rate, 1),
+                      "job_tokens": job_run["tokens"], "job_rollouts": job_run["rollouts"],
+                      "job_seconds": round(job_run["wall_seconds"], 2), "job_engine_seconds": round(job_run["engine_seconds"], 3),
+                      "job_tokens_per_s": round(job_rate, 1)})  # fmt: skip
+        print(f"  repeat {repeat}: raw {raw_rate:.1f} tok/s, job {job_rate:.1f} tok/s, overhead {overheads[-1]:.4f}", flush=True)
+    return {"prompts": len(prompts), "trajectories": len(ids), "n": n, "rows_per_call": rows_per_call,
+            "repeats": repeats, "order": "raw/job alternating first", "pairs": pairs,
+            "throughput_ratio": spread(ratios), "orchestration_overhead": spread(overheads)}  # fmt: skip
 
-    runs = [raw(), job(1), job(2), raw()]
-    raw_tokens, raw_seconds = sum(r[0] for r in runs[::3]), sum(r[1] for r in runs[::3])
-    job_tokens, job_seconds = runs[1][0] + runs[2][0], runs[1][1] + runs[2][1]
-    raw_rate, job_rate = raw_tokens / raw_seconds, job_tokens / job_seconds
-    return {
-        "prompts": len(prompts), "n": n, "rows_per_call": rows_per_call, "order": "raw, job, job, raw",
-        "raw_tokens": raw_tokens, "raw_seconds": round(raw_seconds, 2), "raw_tokens_per_s": round(raw_rate, 1),
-        "job_rollouts": runs[1][3] + runs[2][3], "job_tokens": job_tokens, "job_seconds": round(job_seconds, 2),
-        "job_engine_seconds": round(runs[1][2] + runs[2][2], 2), "job_tokens_per_s": round(job_rate, 1),
-        "throughput_ratio": round(job_rate / raw_rate, 3),
-    }  # fmt: skip
 
-
-def naive(store, engine, policy, ids, n, rows_per_call, sampling) -> dict:
-    """One engine call per step per sample, against the batched job on the same trajectories."""
+def naive(store, timed, engine_name, model, ids, n, rows_per_call, sampling) -> dict:
+    """One engine call per step per sample, against the full job on the same trajectories."""
     tasks = load_tasks(store, ids, load_template())
     started, tokens, calls = time.perf_counter(), 0, 0
     for task in tasks:
         for step in task.steps:
-            for sample in range(n):
-                result = engine.generate([step.prompt], replace(sampling, n=1, seed=sampling.seed + calls))
+            for _ in range(n):
+                result = timed.engine.generate([step.prompt], replace(sampling, n=1, seed=sampling.seed + calls))
                 tokens += result[0][0].num_tokens
                 calls += 1
     naive_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    progress = run_estimate(store, engine, tasks, FixedN(n), f"{policy}#naive-vs-job", sampling, rows_per_call=rows_per_call)
-    job_seconds = time.perf_counter() - started
-    naive_rate, job_rate = tokens / naive_seconds, progress.tokens / job_seconds
+    job = run_estimate_job(store, timed, engine_name, f"{model}#naive-vs-job", ids, n, sampling, rows_per_call)
+    naive_rate, job_rate = calls / naive_seconds, job["rollouts"] / job["wall_seconds"]
     return {
-        "trajectories": len(ids), "rollouts": calls, "naive_tokens": tokens, "naive_seconds": round(naive_seconds, 2),
-        "naive_tokens_per_s": round(naive_rate, 1), "job_tokens": progress.tokens,
-        "job_seconds": round(job_seconds, 2), "job_tokens_per_s": round(job_rate, 1),
+        "trajectories": len(ids), "steps": sum(len(t.steps) for t in tasks), "n": n, "naive_rollouts": calls,
+        "naive_tokens": tokens, "naive_seconds": round(naive_seconds, 2), "naive_rollouts_per_s": round(naive_rate, 2),
+        "naive_tokens_per_s": round(tokens / naive_seconds, 1), "job_rollouts": job["rollouts"], "job_tokens": job["tokens"],
+        "job_seconds": round(job["wall_seconds"], 2), "job_rollouts_per_s": round(job_rate, 2),
+        "job_tokens_per_s": round(job["tokens"] / job["wall_seconds"], 1),
         "naive_speedup": round(job_rate / naive_rate, 2),
-        "wall_clock_speedup": round((naive_seconds / calls) / (job_seconds / progress.done), 2),
     }  # fmt: skip
 
 
@@ -148,50 +193,98 @@ def replay(streams: list[list[bool]], strategy, outcome: bool | None) -> tuple[i
             spent += k
 
 
-def budget(store, engine, policy, ids, sampling, rows_per_call, n=16) -> dict:
-    tasks = load_tasks(store, ids, load_template())
-    started = time.perf_counter()
-    progress = run_estimate(store, engine, tasks, FixedN(n), policy, sampling, rows_per_call=rows_per_call)
-    fixed_seconds = time.perf_counter() - started
-    strategies = {
-        "adaptive": Adaptive(round_size=4, max_per_step=n, width=0.3, threshold=0.0),
-        "first-error": FirstErrorSearch(round_size=4, max_per_step=n),
-        "first-error-blind": FirstErrorSearch(round_size=4, max_per_step=n),
-    }
-    # How the search's cost and its agreement with fixed N trade off as fewer failures are
-    # taken to mean "unreachable" (replayed on the same rollouts, so it costs no sampling).
-    for cap in (4, 8, 12):
-        strategies[f"first-error-max-{cap}"] = FirstErrorSearch(round_size=4, max_per_step=cap)
-    spent = {name: 0 for name in strategies}
-    agree = {name: 0 for name in strategies}
-    fixed_total, decisions = 0, []
-    for task in tasks:
-        streams = [[bool(r["correct"]) for r in store.rollouts(s.step_id) if r["model"] == policy][:n] for s in task.steps]
-        fixed_counts = [Counts(len(s), sum(s)) for s in streams]
-        fixed_total += sum(len(s) for s in streams)
-        reference = first_error(fixed_counts)
-        decisions.append(reference)
-        for name, strategy in strategies.items():
-            # The search is also run blind to the outcome, to show what the outcome saves.
-            outcome = None if name == "first-error-blind" else task.outcome
-            used, counts = replay(streams, strategy, outcome)
-            decided = strategy.decision(counts, outcome) if name.startswith("first-error") else first_error(counts)
-            spent[name] += used
-            agree[name] += decided == reference
-    result = {
-        "trajectories": len(tasks), "steps": sum(len(t.steps) for t in tasks), "fixed_n": n,
-        "fixed_rollouts": fixed_total, "fixed_seconds": round(fixed_seconds, 1),
-        "fixed_tokens_per_s": round(progress.tokens / fixed_seconds, 1),
-        "trajectories_with_an_error": sum(d >= 0 for d in decisions),
-        "outcome_correct": sum(bool(t.outcome) for t in tasks),
-    }  # fmt: skip
-    for name in strategies:
+def last_reachable_plus_one(counts: list[Counts]) -> int:
+    """The first step after which no step reaches the answer (-1: the last one does): the
+    first-error decision under the search's own assumption that reachability only goes from
+    yes to no, read off all of fixed N's counts."""
+    reached = [i for i, c in enumerate(counts) if c.correct > 0]
+    last = reached[-1] if reached else -1
+    return -1 if last == len(counts) - 1 else last + 1
+
+
+def fixed_with_shortcut(streams: list[list[bool]], outcome: bool | None) -> tuple[int, int, int]:
+    """Fixed N's cost when the graded outcome settles the last step, its first-error decision
+    (as the search defines it), and Math-Shepherd's reading (the first step with no success)."""
+    counts = [Counts(len(s), sum(s)) for s in streams]
+    spent = sum(c.n for c in counts)
+    if outcome is not None and counts:
+        spent -= counts[-1].n
+        counts[-1] = Counts(1, int(outcome))
+    return spent, last_reachable_plus_one(counts), first_error(counts)
+
+
+def compare_budgets(groups: dict[str, list[tuple[list[list[bool]], bool | None]]], n: int) -> dict:
+    search = FirstErrorSearch(round_size=4, max_per_step=n)
+    result = {}
+    for name, items in groups.items():
+        fixed_spent = search_spent = agree = agree_first_zero = 0
+        for streams, outcome in items:
+            spent, reference, first_zero = fixed_with_shortcut(streams, outcome)
+            used, counts = replay(streams, search, outcome)
+            decided = search.decision(counts, outcome)
+            fixed_spent += spent
+            search_spent += used
+            agree += decided == reference
+            agree_first_zero += decided == first_zero
         result[name] = {
-            "rollouts": spent[name],
-            "budget_ratio": round(spent[name] / fixed_total, 3),
-            "agreement": round(agree[name] / len(tasks), 3),
-        }
-    result["budget_ratio"] = result["first-error"]["budget_ratio"]
+            "trajectories": len(items), "mean_steps": round(statistics.mean(len(s) for s, _ in items), 2),
+            "fixed_rollouts": fixed_spent, "search_rollouts": search_spent,
+            "budget_ratio": round(search_spent / fixed_spent, 3) if fixed_spent else None,
+            "agreement": round(agree / len(items), 3),
+            # Against Math-Shepherd's reading, which a step with no success before a later
+            # success (reachability not monotone, or a false zero at N) makes differ.
+            "agreement_first_zero": round(agree_first_zero / len(items), 3),
+        }  # fmt: skip
+    return result
+
+
+def budget_sets(store, timed, engine_name, model, sampling, rows_per_call, args) -> dict:
+    """Trajectories of >= 4 steps on average, their rollouts from one fixed-N job per set."""
+    write_synth(store, "synth-policy", (3, 6), args.budget_problems, seed=1)
+    write_synth(store, "synth-reference", (4, 6), args.budget_references, seed=2)
+    problems = [p["id"] for p in store.list_problems(dataset="synth-policy")]
+    job_id = queue(store, GenerateSpec(policy=model, problem_ids=tuple(problems), k=2, sampling=replace(sampling, max_new_tokens=160),
+                                       engine=engine_name))  # fmt: skip
+    run_job(store, claim_job(store, job_id), EngineCache(loader=lambda *a, **o: timed))
+    sets = {
+        "policy": [r["id"] for r in store.list_trajectories(dataset="synth-policy", source=GENERATED_SOURCE, model=model)
+                   if len(store.steps(r["id"])) >= 3],
+        "reference": [r["id"] for r in store.list_trajectories(dataset="synth-reference", source=REFERENCE_SOURCE)],
+    }  # fmt: skip
+    if args.gsm8k:
+        import_file(store, Path(args.gsm8k), "gsm8k", dataset="gsm8k-bench")
+        sets["gsm8k"] = [r["id"] for r in store.list_trajectories(dataset="gsm8k-bench", limit=args.budget_references)]
+    groups = {}
+    for name, ids in sets.items():
+        ids = ids[: args.budget_trajectories]
+        if not ids:
+            print(f"  budget set {name}: no trajectories, left out", flush=True)
+            continue
+        label = f"{model}#budget-{name}"
+        run_estimate_job(store, timed, engine_name, label, ids, args.budget_n, sampling, rows_per_call)
+        tasks = load_tasks(store, ids, load_template())
+        groups[name] = [
+            ([[bool(r["correct"]) for r in store.rollouts(s.step_id) if r["model"] == label][: args.budget_n] for s in t.steps],
+             t.outcome)
+            for t in tasks
+        ]  # fmt: skip
+        print(f"  budget set {name}: {len(ids)} trajectories", flush=True)
+    groups["all"] = [item for items in groups.values() for item in items]
+    return compare_budgets(groups, args.budget_n)
+
+
+def simulated_budgets(n: int, lengths=(2, 4, 8, 16, 32), trajectories: int = 400, p: float = 0.5, seed: int = 0) -> dict:
+    """The same replay on a policy whose per-prefix success probability is known: p before the
+    first error (drawn uniformly, or none for a correct solution), 0 after."""
+    rng = random.Random(seed)
+    result = {}
+    for m in lengths:
+        items = []
+        for _ in range(trajectories):
+            error = rng.randrange(m + 1)  # m: no error, a correct solution
+            streams = [[rng.random() < p for _ in range(n)] if i < error else [False] * n for i in range(m)]
+            items.append((streams, error == m))
+        result[str(m)] = compare_budgets({"simulated": items}, n)["simulated"]
     return result
 
 
@@ -199,51 +292,75 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default="transformers", choices=["transformers", "vllm"])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--parts", default="throughput,naive,budget")
-    parser.add_argument("--trajectories", type=int, default=60, help="for the budget benchmark (>= 50)")
-    parser.add_argument("--throughput-trajectories", type=int, default=24)
-    parser.add_argument("--naive-trajectories", type=int, default=3)
-    parser.add_argument("--n", type=int, default=8, help="rollouts per step for throughput and naive")
+    parser.add_argument("--device", default=None, help="transformers engine: cpu, cuda, auto")
+    parser.add_argument("--parts", default="overhead,naive,budget,simulated")
+    parser.add_argument("--trajectories", type=int, default=24, help="overhead: trajectories per job")
+    parser.add_argument("--repeats", type=int, default=3, help="overhead: interleaved raw/job pairs")
+    parser.add_argument("--n", type=int, default=8, help="overhead: rollouts per step")
+    parser.add_argument("--naive-trajectories", type=int, default=20)
+    parser.add_argument("--naive-n", type=int, default=16)
+    parser.add_argument("--budget-problems", type=int, default=40, help="synthetic 3-6-step problems for the policy")
+    parser.add_argument("--budget-references", type=int, default=30, help="synthetic 4-6-step reference solutions")
+    parser.add_argument("--budget-trajectories", type=int, default=40, help="most trajectories per budget set")
+    parser.add_argument("--budget-n", type=int, default=16)
+    parser.add_argument("--gsm8k", default=None, help="a GSM8K jsonl file: its reference solutions join the budget sets")
     parser.add_argument("--rows-per-call", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     sampling = default_sampling(max_new_tokens=args.max_new_tokens, temperature=0.7, seed=0)
+    options = {"device": args.device} if args.device else {}
     started = time.perf_counter()
-    engine = load_engine(args.engine, args.model)
+    engine = load_engine(args.engine, args.model, **options)
     load_seconds = time.perf_counter() - started
+    timed = TimedEngine(engine)
     report = {
         "benchmark": "mcpe", "engine": args.engine, "model": args.model, "machine": machine(),
         "engine_info": {k: v for k, v in vars(engine.info).items()}, "load_seconds": round(load_seconds, 1),
-        "sampling": sampling.as_manifest(), "parameters": vars(args),
+        "sampling": sampling.as_manifest(), "parameters": vars(args), "path": "queue -> claim_job -> run_job (full job)",
     }  # fmt: skip
+    parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "bench.db")
-        parts = args.parts.split(",")
-        count = args.trajectories if "budget" in parts else max(args.throughput_trajectories, args.naive_trajectories)
-        ids = policy_trajectories(store, engine, args.model, count, sampling)
-        report["policy_trajectories"] = len(ids)
-        print(f"{len(ids)} policy trajectories", flush=True)
-        if "throughput" in parts:
-            report["throughput"] = throughput(store, engine, args.model, ids[: args.throughput_trajectories], args.n, args.rows_per_call, sampling)
-            report["throughput_ratio"] = report["throughput"]["throughput_ratio"]
-            print("throughput", json.dumps(report["throughput"]), flush=True)
+        if "overhead" in parts or "naive" in parts:
+            count = max(args.trajectories, args.naive_trajectories)
+            job_id = queue(store, GenerateSpec(policy=args.model, problem_ids=tuple(p["id"] for p in store.list_problems(dataset="sample")),
+                                               k=2, sampling=sampling, engine=args.engine))  # fmt: skip
+            run_job(store, claim_job(store, job_id), EngineCache(loader=lambda *a, **o: timed))
+            ids = [r["id"] for r in store.list_trajectories(dataset="sample", source=GENERATED_SOURCE, model=args.model)][:count]
+            report["policy_trajectories"] = len(ids)
+        if "overhead" in parts:
+            print("overhead", flush=True)
+            report["overhead"] = overhead(store, timed, args.engine, args.model, ids[: args.trajectories], args.n,
+                                          args.rows_per_call, sampling, args.repeats)  # fmt: skip
+            report["orchestration_overhead"] = report["overhead"]["orchestration_overhead"]["median"]
+            report["throughput_ratio"] = report["overhead"]["throughput_ratio"]["median"]
         if "naive" in parts:
-            report["naive"] = naive(store, engine, args.model, ids[: args.naive_trajectories], args.n, args.rows_per_call, sampling)
+            print("naive", flush=True)
+            report["naive"] = naive(store, timed, args.engine, args.model, ids[: args.naive_trajectories], args.naive_n,
+                                    args.rows_per_call, sampling)  # fmt: skip
             report["naive_speedup"] = report["naive"]["naive_speedup"]
-            print("naive", json.dumps(report["naive"]), flush=True)
+            print("  ", json.dumps(report["naive"]), flush=True)
         if "budget" in parts:
-            report["budget"] = budget(store, engine, args.model, ids[: args.trajectories], sampling, args.rows_per_call)
-            report["budget_ratio"] = report["budget"]["budget_ratio"]
-            print("budget", json.dumps(report["budget"]), flush=True)
+            print("budget", flush=True)
+            report["budget"] = budget_sets(store, timed, args.engine, args.model, sampling, args.rows_per_call, args)
+            combined = report["budget"]["all"]
+            report["budget_ratio"] = combined["budget_ratio"]
+            report["budget_agreement"] = combined["agreement"]
+            report["budget_mean_steps"] = combined["mean_steps"]
+            print("  ", json.dumps(report["budget"]), flush=True)
+    if "simulated" in parts:
+        report["budget_simulated"] = simulated_budgets(args.budget_n)
+        print("simulated", json.dumps(report["budget_simulated"]), flush=True)
     engine.close()
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["load_average_at_end"] = os.getloadavg()
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"mcpe_{args.engine}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(json.dumps({k: report.get(k) for k in ("throughput_ratio", "naive_speedup", "budget_ratio")}))
+    keys = ("orchestration_overhead", "throughput_ratio", "naive_speedup", "budget_ratio", "budget_agreement", "budget_mean_steps")
+    print(json.dumps({k: report.get(k) for k in keys}))
     print(f"saved {out}")
 
 
