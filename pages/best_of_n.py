@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.views.best_of_n import curves, fingerprint, policy_models, samples_by_problem
+from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
 from pages._shared import db_path, open_store, store_for
 
@@ -36,19 +37,5 @@ if not points:
     st.stop()
 frame = pd.DataFrame([p.__dict__ for p in points])
 st.text(f"{frame['problems'].max()} problems with at least {largest} solutions each; k up to {largest}.")
-x = {"field": "k", "type": "quantitative", "scale": {"type": "log", "base": 2}, "axis": {"values": sorted(set(frame["k"]))}}
-color = {"field": "method", "type": "nominal", "title": None}
-st.vega_lite_chart(frame, {
-    "height": 360,
-    "layer": [
-        {"mark": {"type": "area", "opacity": 0.15}, "encoding": {"x": x, "y": {"field": "low", "type": "quantitative"},
-                                                                   "y2": {"field": "high"}, "color": color}},
-        {"mark": {"type": "line", "point": True},
-         "encoding": {"x": x, "y": {"field": "value", "type": "quantitative", "title": "fraction solved",
-                                    "scale": {"domain": [0, 1]}}, "color": color,
-                      "tooltip": [{"field": "method"}, {"field": "k"}, {"field": "value", "format": ".3f"},
-                                  {"field": "low", "format": ".3f"}, {"field": "high", "format": ".3f"},
-                                  {"field": "problems"}]}},
-    ],
-}, width="stretch")  # fmt: skip
+st.vega_lite_chart(best_of_n_chart(points), width="stretch")
 st.dataframe(frame, hide_index=True, width="stretch")

@@ -6,6 +6,7 @@ import streamlit as st
 from core.views.compare import (
     CONSENSUS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
 )  # fmt: skip
+from core.views.charts import calibration_chart, confusion_chart, position_chart
 from core.views.explore import dataset_names
 from pages._shared import db_path, md, open_store, policy, store_for
 
@@ -65,45 +66,14 @@ metric_cols[4].metric("ProcessBench F1", fmt(pb.f1 if pb else None),
 left, middle, right = st.columns(3)
 with left:
     st.subheader("Confusion")
-    confusion = [{"human": "fine" if h else "wrong", "automatic": "fine" if a else "wrong", "steps": n}
-                 for (h, a), n in result.confusion.items()]  # fmt: skip
-    st.vega_lite_chart({
-        "data": {"values": confusion}, "height": 220,
-        "encoding": {"x": {"field": "automatic", "type": "nominal"}, "y": {"field": "human", "type": "nominal"}},
-        "layer": [{"mark": "rect", "encoding": {"color": {"field": "steps", "type": "quantitative"}}},
-                  {"mark": {"type": "text", "fontSize": 16}, "encoding": {"text": {"field": "steps", "type": "quantitative"}}}],
-    }, width="stretch")  # fmt: skip
+    st.vega_lite_chart(confusion_chart(result.confusion), width="stretch")
 with middle:
     st.subheader("Calibration")
-    bins = [{"mean score": b.mean_predicted, "fraction fine": b.fraction_positive, "low": b.ci_low, "high": b.ci_high,
-             "steps": b.n} for b in result.calibration if b.n]  # fmt: skip
-    st.vega_lite_chart({
-        "data": {"values": bins}, "height": 220,
-        "layer": [
-            {"mark": {"type": "rule", "strokeDash": [4, 4], "color": "#999"},
-             "data": {"values": [{"x": 0, "y": 0, "x2": 1, "y2": 1}]},
-             "encoding": {"x": {"field": "x", "type": "quantitative", "title": "mean score in bin"},
-                          "y": {"field": "y", "type": "quantitative", "title": "fraction the human calls fine"},
-                          "x2": {"field": "x2"}, "y2": {"field": "y2"}}},
-            {"mark": "rule", "encoding": {"x": {"field": "mean score", "type": "quantitative", "scale": {"domain": [0, 1]}},
-                                          "y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}}},
-            {"mark": {"type": "point", "filled": True},
-             "encoding": {"x": {"field": "mean score", "type": "quantitative"},
-                          "y": {"field": "fraction fine", "type": "quantitative", "scale": {"domain": [0, 1]}},
-                          "size": {"field": "steps", "type": "quantitative"},
-                          "tooltip": [{"field": "steps", "type": "quantitative"},
-                                      {"field": "fraction fine", "type": "quantitative"}]}},
-        ],
-    }, width="stretch")  # fmt: skip
+    st.vega_lite_chart(calibration_chart(result.calibration), width="stretch")
     st.caption(f"expected calibration error {fmt(result.ece, 3)}")
 with right:
     st.subheader("By step position")
-    st.vega_lite_chart({
-        "data": {"values": result.by_position}, "height": 220, "mark": {"type": "bar"},
-        "encoding": {"x": {"field": "step", "type": "ordinal"},
-                     "y": {"field": "accuracy", "type": "quantitative", "scale": {"domain": [0, 1]}},
-                     "tooltip": [{"field": "n", "type": "quantitative"}]},
-    }, width="stretch")  # fmt: skip
+    st.vega_lite_chart(position_chart(result.by_position), width="stretch")
 
 st.subheader(f"Disagreements ({len(result.disagreements)})")
 if result.disagreements:

@@ -1,21 +1,30 @@
-"""The Explore chart: MC value per step with its interval band, judge P(yes) and human ratings.
+"""The app's charts as Vega-Lite specs (the pages hand them to st.vega_lite_chart).
 
-Defined in Altair, but built once per shape (number of steps, which layers are present) with
+Explore: MC value per step with its interval band, judge P(yes) and human ratings. Defined in Altair, but built once per shape (number of steps, which layers are present) with
 named datasets, and filled with each trajectory's rows as plain Vega-Lite: building and
 validating the Altair objects takes most of a second, filling the spec a millisecond.
 
 Clicking a step's column selects it: the selection parameter is `pick`, over the field `step`.
+
+Compare (confusion, calibration, accuracy by step position) and Best-of-N (fraction solved
+against k): small plain Vega-Lite specs with their rows inline.
 """
 
 from __future__ import annotations
 
 import copy
 from functools import lru_cache
-from typing import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import altair as alt
 
+if TYPE_CHECKING:
+    from core.metrics import CalibrationBin
+    from core.views.best_of_n import CurvePoint
+
 SELECTION = "pick"
+SMALL_HEIGHT = 220  # Compare's three charts side by side
 
 
 @lru_cache(maxsize=256)
@@ -74,3 +83,73 @@ def picked_step(event) -> int | None:
         except (TypeError, ValueError):
             return None
     return None
+
+
+def _fine(ok: bool) -> str:
+    return "fine" if ok else "wrong"
+
+
+def confusion_chart(confusion: Mapping[tuple[bool, bool], int]) -> dict:
+    """Human against automatic verdicts, (human fine, automatic fine) -> steps, as a heat map."""
+    rows = [{"human": _fine(h), "automatic": _fine(a), "steps": n} for (h, a), n in confusion.items()]
+    return {
+        "data": {"values": rows}, "height": SMALL_HEIGHT,
+        "encoding": {"x": {"field": "automatic", "type": "nominal"}, "y": {"field": "human", "type": "nominal"}},
+        "layer": [{"mark": "rect", "encoding": {"color": {"field": "steps", "type": "quantitative"}}},
+                  {"mark": {"type": "text", "fontSize": 16}, "encoding": {"text": {"field": "steps", "type": "quantitative"}}}],
+    }  # fmt: skip
+
+
+def calibration_chart(bins: Sequence[CalibrationBin]) -> dict:
+    """Fraction the human calls fine against the mean score, per non-empty bin with its interval."""
+    rows = [{"mean score": b.mean_predicted, "fraction fine": b.fraction_positive, "low": b.ci_low, "high": b.ci_high,
+             "steps": b.n} for b in bins if b.n]  # fmt: skip
+    return {
+        "data": {"values": rows}, "height": SMALL_HEIGHT,
+        "layer": [
+            {"mark": {"type": "rule", "strokeDash": [4, 4], "color": "#999"},
+             "data": {"values": [{"x": 0, "y": 0, "x2": 1, "y2": 1}]},
+             "encoding": {"x": {"field": "x", "type": "quantitative", "title": "mean score in bin"},
+                          "y": {"field": "y", "type": "quantitative", "title": "fraction the human calls fine"},
+                          "x2": {"field": "x2"}, "y2": {"field": "y2"}}},
+            {"mark": "rule", "encoding": {"x": {"field": "mean score", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                                          "y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}}},
+            {"mark": {"type": "point", "filled": True},
+             "encoding": {"x": {"field": "mean score", "type": "quantitative"},
+                          "y": {"field": "fraction fine", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                          "size": {"field": "steps", "type": "quantitative"},
+                          "tooltip": [{"field": "steps", "type": "quantitative"},
+                                      {"field": "fraction fine", "type": "quantitative"}]}},
+        ],
+    }  # fmt: skip
+
+
+def position_chart(by_position: Sequence[dict]) -> dict:
+    """Accuracy per step position (rows with `step`, `n`, `accuracy`)."""
+    return {
+        "data": {"values": list(by_position)}, "height": SMALL_HEIGHT, "mark": {"type": "bar"},
+        "encoding": {"x": {"field": "step", "type": "ordinal"},
+                     "y": {"field": "accuracy", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                     "tooltip": [{"field": "n", "type": "quantitative"}]},
+    }  # fmt: skip
+
+
+def best_of_n_chart(points: Sequence[CurvePoint]) -> dict:
+    """Fraction solved against k (log scale) per method, with its interval band."""
+    rows = [asdict(p) for p in points]
+    x = {"field": "k", "type": "quantitative", "scale": {"type": "log", "base": 2},
+         "axis": {"values": sorted({p.k for p in points})}}  # fmt: skip
+    color = {"field": "method", "type": "nominal", "title": None}
+    return {
+        "data": {"values": rows}, "height": 360,
+        "layer": [
+            {"mark": {"type": "area", "opacity": 0.15}, "encoding": {"x": x, "y": {"field": "low", "type": "quantitative"},
+                                                                       "y2": {"field": "high"}, "color": color}},
+            {"mark": {"type": "line", "point": True},
+             "encoding": {"x": x, "y": {"field": "value", "type": "quantitative", "title": "fraction solved",
+                                        "scale": {"domain": [0, 1]}}, "color": color,
+                          "tooltip": [{"field": "method"}, {"field": "k"}, {"field": "value", "format": ".3f"},
+                                      {"field": "low", "format": ".3f"}, {"field": "high", "format": ".3f"},
+                                      {"field": "problems"}]}},
+        ],
+    }  # fmt: skip
