@@ -32,7 +32,7 @@ with several judges and probe bases; models are loaded one at a time (the policy
 judge, then each probe base), and every sample and verdict lands in the --db file, so the run
 can be browsed in the app afterwards:
 
-    stepscope import ../shared/data/gsm8k/test.jsonl --format gsm8k --dataset gsm8k-test --db data/bon.db
+    stepscope import PATH/TO/gsm8k/test.jsonl --format gsm8k --dataset gsm8k-test --db data/bon.db
     python benchmarks/best_of_n.py --db data/bon.db --dataset gsm8k-test --problems 500 \\
         --policy qwen2.5-math-1.5b --engine vllm --k 16 --max-new-tokens 512 \\
         --judge qwen2.5-math-1.5b --judge Qwen/Qwen2.5-1.5B-Instruct \\
