@@ -63,8 +63,10 @@ def models_check(
         None, help="OpenAI-compatible server URL ending in /v1 (repeatable; engine openai)"
     ),
     device: str = typer.Option("auto", help="transformers: cpu, cuda or auto"),
-    max_new_tokens: int = typer.Option(32, min=1),
-    prompt: str = typer.Option("Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:"),
+    max_new_tokens: int = typer.Option(32, min=1, help="tokens to generate"),
+    prompt: str = typer.Option(
+        "Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:", help="the text to continue"
+    ),
 ) -> None:
     """Load a model, generate a few tokens, and print engine, device, load time and tokens/s."""
     from core.engines import SamplingParams, load_engine

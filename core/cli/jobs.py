@@ -79,12 +79,12 @@ def generate_command(
     k: int = typer.Option(4, "--k", min=1, help="solutions per problem"),
     dataset: str = typer.Option("sample", help="problems of this dataset"),
     limit: Optional[int] = typer.Option(None, min=1, help="at most this many problems"),
-    engine: str = typer.Option("transformers"),
+    engine: str = typer.Option("transformers", help="transformers | vllm | openai"),
     base_url: Optional[list[str]] = typer.Option(None, help="engine openai: server URL(s) …/v1"),
-    device: str = typer.Option("auto"),
-    max_new_tokens: int = typer.Option(128, min=1),
-    temperature: float = typer.Option(0.7, min=0.0),
-    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="engine transformers: cpu, cuda or auto"),
+    max_new_tokens: int = typer.Option(128, min=1, help="the most new tokens per sample"),
+    temperature: float = typer.Option(0.7, min=0.0, help="sampling temperature"),
+    seed: int = typer.Option(0, help="sampling seed: the same seed draws the same samples"),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Sample k solutions per problem from the policy: its own trajectories, graded and segmented."""
@@ -126,12 +126,12 @@ def estimate_command(
     dataset: Optional[str] = typer.Option(None, help="else: trajectories of this dataset"),
     source: Optional[str] = typer.Option(None, help="…and of this source (e.g. policy, gsm8k)"),
     limit: Optional[int] = typer.Option(None, min=1, help="at most this many trajectories"),
-    engine: str = typer.Option("transformers"),
+    engine: str = typer.Option("transformers", help="transformers | vllm | openai"),
     base_url: Optional[list[str]] = typer.Option(None, help="engine openai: server URL(s) …/v1"),
-    device: str = typer.Option("auto"),
-    max_new_tokens: int = typer.Option(128, min=1),
-    temperature: float = typer.Option(0.7, min=0.0),
-    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="engine transformers: cpu, cuda or auto"),
+    max_new_tokens: int = typer.Option(128, min=1, help="the most new tokens per sample"),
+    temperature: float = typer.Option(0.7, min=0.0, help="sampling temperature"),
+    seed: int = typer.Option(0, help="sampling seed: the same seed draws the same samples"),
     rows_per_call: int = typer.Option(64, min=1, help="sequences per engine call"),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
@@ -180,7 +180,7 @@ def jobs_list(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> 
 
 @jobs_app.command("resume")
 def jobs_resume(
-    job_id: int = typer.Argument(...),
+    job_id: int = typer.Argument(..., help="the job's id (stepscope jobs list)"),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Run a queued, failed, cancelled or abandoned job to its end, reusing what it stored."""
@@ -196,7 +196,7 @@ def jobs_resume(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: int = typer.Argument(...), db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def jobs_cancel(job_id: int = typer.Argument(..., help="the job's id (stepscope jobs list)"), db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """Ask a queued or running job to stop (it stops before its next engine call)."""
     from core.jobs.runner import cancel_job
 
