@@ -16,10 +16,11 @@ from core.jobs.prm_score import PrmScoreSpec
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.spec import JobSpec
 from core.jobs.train_verifier import TrainVerifierSpec
+from core.jobs.tree_search import TreeSearchSpec
 
 KINDS: Mapping[str, type[JobSpec]] = {
     spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec,
-                                TrainPrmSpec)
+                                TrainPrmSpec, TreeSearchSpec)
 }
 
 

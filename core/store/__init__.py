@@ -12,6 +12,8 @@ module stays about one thing:
 - verdicts.py, annotations.py, jobs.py: judge verdicts; annotators and labels; job rows;
 - summary.py: row counts for `db info`;
 - prm.py: a step verifier's (PRM's) latest step scores, per trajectory;
+- nodes.py, tree.py: the rollout tree (nodes are step prefixes, pooled rollouts, search marks,
+  child branches);
 - explore.py, compare.py, best_of_n.py, annotate.py: what each app page reads beyond the above.
 """
 
@@ -30,6 +32,7 @@ from core.store.prm import PrmQueries
 from core.store.rollouts import RolloutQueries
 from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.summary import SummaryQueries
+from core.store.tree import TreeQueries
 from core.store.verdicts import VERDICT_KINDS, VerdictQueries
 
 __all__ = [
@@ -51,6 +54,7 @@ class Store(
     BestOfNQueries,
     AnnotateQueries,
     PrmQueries,
+    TreeQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""

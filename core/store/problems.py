@@ -13,6 +13,7 @@ from core.errors import StepScopeError
 from core.steps import SPLITTERS, StepSpan, segment
 from core.store.connection import ConnectionBase
 from core.store.keys import content_key, now, problem_key, segmentation_key
+from core.store.nodes import attach_segmentation
 from core.store.rows import _as_int_bool, _decode, _json
 
 
@@ -176,6 +177,7 @@ class ProblemQueries(ConnectionBase):
                     [(segmentation_id, trajectory_id, i, s.text, s.start, s.end)
                      for i, s in enumerate(spans)],
                 )
+                attach_segmentation(conn, segmentation_id)
             if make_current:
                 self.set_current_segmentation(trajectory_id, segmentation_id)
         return segmentation_id

@@ -17,13 +17,14 @@ class RolloutQueries(ConnectionBase):
     def add_rollouts(self, rollouts: Iterable[Mapping[str, Any]]) -> int:
         """Insert rollouts in one transaction; returns how many were new.
 
-        Each needs step_id, text and correct; optional: answer, num_tokens, finish_reason,
-        seed, model, job_id, key (a rollout with a key already stored is skipped), created_at.
+        Each needs step_id (or node_id: a tree node that is no step), text and correct; optional:
+        answer, num_tokens, finish_reason, seed, model, job_id, key (a rollout with a key already
+        stored is skipped), created_at. A rollout from a step belongs to the step's node too.
         """
         stamp = now()
         rows = [
             (
-                r.get("key") or new_key(), r["step_id"], r.get("job_id"), r["text"],
+                r.get("key") or new_key(), r.get("step_id"), r.get("node_id"), r.get("step_id"), r.get("job_id"), r["text"],
                 r.get("answer"), int(bool(r["correct"])), r.get("num_tokens"),
                 r.get("finish_reason"), r.get("seed"), r.get("model"), r.get("created_at") or stamp,
             )
@@ -33,9 +34,10 @@ class RolloutQueries(ConnectionBase):
             before = conn.total_changes
             try:
                 conn.executemany(
-                    """INSERT INTO rollouts (key, step_id, job_id, text, answer, correct,
+                    """INSERT INTO rollouts (key, step_id, node_id, job_id, text, answer, correct,
                        num_tokens, finish_reason, seed, model, created_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                       VALUES (?, ?, COALESCE(?, (SELECT node_id FROM steps WHERE id = ?)), ?, ?, ?, ?,
+                               ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
                     rows,
                 )
             except sqlite3.IntegrityError as error:

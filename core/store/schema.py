@@ -165,3 +165,82 @@ def _sample_set(db: Database) -> None:
             [key, SAMPLE_DATASET, problem.question, problem.gold, _json(problem.meta),
              SAMPLE_CREATED_AT],
         )
+
+
+# The rollout tree (issue 12): nodes are (problem, step prefix) pairs shared by every trajectory
+# that reads the same; steps and rollouts point at them; a rollout can become a child branch (a
+# trajectory with parent links); the tree search's marks on rollouts are kept. Rollouts sampled
+# from a node that is no trajectory's step (the question itself, a binary-search probe) have no
+# step, so the rollouts table is rebuilt with step_id nullable.
+_ROLLOUT_TREE = [
+    """CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        problem_id INTEGER NOT NULL REFERENCES problems(id) ON DELETE CASCADE,
+        parent_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE,
+        depth INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX nodes_problem ON nodes(problem_id)",
+    "CREATE INDEX nodes_parent ON nodes(parent_id)",
+    "ALTER TABLE steps ADD COLUMN node_id INTEGER REFERENCES nodes(id) ON DELETE SET NULL",
+    "CREATE INDEX steps_node ON steps(node_id)",
+    "DROP VIEW step_values",
+    """CREATE TABLE rollouts_tree (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        step_id INTEGER REFERENCES steps(id) ON DELETE CASCADE,
+        node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE,
+        job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+        text TEXT NOT NULL,
+        answer TEXT,
+        correct INTEGER NOT NULL CHECK (correct IN (0, 1)),
+        num_tokens INTEGER,
+        finish_reason TEXT,
+        seed INTEGER,
+        model TEXT,
+        created_at TEXT NOT NULL,
+        CHECK (step_id IS NOT NULL OR node_id IS NOT NULL)
+    )""",
+    """INSERT INTO rollouts_tree (id, key, step_id, node_id, job_id, text, answer, correct, num_tokens,
+           finish_reason, seed, model, created_at)
+       SELECT id, key, step_id, NULL, job_id, text, answer, correct, num_tokens, finish_reason, seed, model,
+              created_at FROM rollouts""",
+    "DROP TABLE rollouts",
+    "ALTER TABLE rollouts_tree RENAME TO rollouts",
+    "CREATE INDEX rollouts_step ON rollouts(step_id)",
+    "CREATE INDEX rollouts_job ON rollouts(job_id)",
+    "CREATE INDEX rollouts_node ON rollouts(node_id, model)",
+    """CREATE VIEW step_values AS
+        SELECT step_id, model,
+               COUNT(*) AS n,
+               SUM(correct) AS n_correct,
+               CAST(SUM(correct) AS REAL) / COUNT(*) AS soft,
+               MAX(correct) AS hard
+        FROM rollouts WHERE step_id IS NOT NULL GROUP BY step_id, model""",
+    "ALTER TABLE trajectories ADD COLUMN parent_node_id INTEGER REFERENCES nodes(id) ON DELETE SET NULL",
+    "ALTER TABLE trajectories ADD COLUMN parent_rollout_id INTEGER REFERENCES rollouts(id) ON DELETE SET NULL",
+    "CREATE INDEX trajectories_parent_rollout ON trajectories(parent_rollout_id)",
+    # One row per marked rollout: chosen by the search, its located first error (an index into
+    # the rollout's full path, prefix steps first), the branch it was expanded into.
+    """CREATE TABLE tree_marks (
+        rollout_id INTEGER PRIMARY KEY REFERENCES rollouts(id) ON DELETE CASCADE,
+        selected INTEGER NOT NULL DEFAULT 0 CHECK (selected IN (0, 1)),
+        first_error INTEGER,
+        branch_id INTEGER REFERENCES trajectories(id) ON DELETE SET NULL,
+        job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+        updated_at TEXT NOT NULL
+    )""",
+]
+
+
+@MIGRATIONS(name="0004_rollout_tree")
+def _rollout_tree(db: Database) -> None:
+    from core.store.nodes import attach_segmentation
+
+    for statement in _ROLLOUT_TREE:
+        db.execute(statement)
+    for (segmentation_id,) in db.execute("SELECT id FROM segmentations ORDER BY id").fetchall():
+        attach_segmentation(db.conn, segmentation_id)
+    db.execute("UPDATE rollouts SET node_id = (SELECT node_id FROM steps WHERE steps.id = rollouts.step_id)")
