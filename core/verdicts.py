@@ -416,10 +416,3 @@ def judge_targets(
 def _finite(logprobs: dict[str, float]) -> dict[str, float | None]:
     # JSON has no -inf: a spelling outside an engine's top 20 is stored as null.
     return {k: (v if math.isfinite(v) else None) for k, v in logprobs.items()}
-
-
-def critic_index(verdict: dict) -> int | None:
-    """The earliest-error index a stored critic verdict gives (-1 = none), None if unparseable."""
-    if verdict["kind"] != "critic":
-        raise StepScopeError(f"verdict {verdict.get('id')} is a {verdict['kind']} verdict, not a critic's")
-    return json.loads(verdict["raw"] or "{}").get("index")

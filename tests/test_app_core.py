@@ -19,8 +19,10 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     TrajectoryFilter, chart_rows, count_trajectories, find_problems, find_trajectories, neighbour, rollout_rows,
-    step_cards, step_prefix, step_prefix_via_tasks, trajectory_label, value_models,
+    step_cards, step_prefix, trajectory_label, value_models,
 )  # fmt: skip
+from core.jobs.estimate import load_tasks
+from core.policy import load_template
 from core.sample_solutions import REFERENCE_SOLUTIONS, ensure_trajectories
 from core.store import Store
 
@@ -245,8 +247,9 @@ def test_chart_spec_carries_the_rows_and_a_click_selection(store):
 
 def test_the_prefix_shown_is_the_prefix_a_job_samples_from(store):
     for trajectory_id in (1, 7, 10):
+        tasks = load_tasks(store, [trajectory_id], load_template())  # the estimate job's own code path
         for idx in range(len(store.steps(trajectory_id))):
-            assert step_prefix(store, trajectory_id, idx) == step_prefix_via_tasks(store, trajectory_id, idx)
+            assert step_prefix(store, trajectory_id, idx) == tasks[0].steps[idx].prompt
     prefix = step_prefix(store, 1, 0)
     assert prefix.endswith("Answer: 4 trays of 12 cookies make 4 * 12 = 48 cookies.\n")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from core.jobs.estimate import load_tasks
 from core.mcpe import Counts, StepValue, step_value
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
@@ -164,11 +163,6 @@ def step_prefix(store: Store, trajectory_id: int, idx: int) -> str:
     spans = [StepSpan(s["text"], s["start_char"], s["end_char"]) for s in store.steps(trajectory_id)]
     context = policy_context(trajectory["question"], trajectory.get("policy_prompt"), load_template())
     return join_context(context, trajectory["solution"][: prefix_end(trajectory["solution"], spans, idx)])
-
-
-def step_prefix_via_tasks(store: Store, trajectory_id: int, idx: int) -> str:
-    """The same prefix through the job's own code path (used by tests to pin the two together)."""
-    return load_tasks(store, [trajectory_id], load_template())[0].steps[idx].prompt
 
 
 def rollout_rows(store: Store, step_id: int, model: str | None) -> list[dict]:
