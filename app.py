@@ -2,7 +2,7 @@
 
 The sidebar chooses the database file (a file in the data folder), the policy model and
 engine, the judge models, and the annotator name; pages read those choices from session state.
-Each database file gets one background job worker per server process (pages/_shared.worker_for).
+Each database file gets one job worker process, started and restarted by the server (pages/_shared.worker_for).
 """
 
 import streamlit as st

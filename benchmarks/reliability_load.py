@@ -13,6 +13,9 @@ file: lost = shown but missing or with another rating; duplicated = more than on
 or in the server log, any "Not saved" message and any exception box are counted too. Save
 latency is click -> shown.
 
+Then one annotator alone for 30 s while the job still writes (the single-annotator latency).
+The job worker is the app's own: a separate process at a lower CPU priority (issue 13).
+
 Then the render check: a 1 MB step and a 10,000-step trajectory opened by deep link, timed
 until the step's heading is drawn and the script run is over; the page must show a truncated
 view (a "show all" expander, at most one page of step cards).
@@ -312,8 +315,21 @@ async def measure_render(browser, url: str, big_id: int, many_id: int) -> dict:
     return figures
 
 
+async def single_session(browser, url: str, db: Path, seconds: float) -> tuple[SessionLog, int]:
+    """One annotator alone (the job still writing): their log and the rollouts written meanwhile."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1400})
+    alone = Annotator(context, url, "single-00")
+    await alone.open()
+    before = rollout_count(db)
+    started = time.monotonic()
+    log = await alone.run_until(Window(started + seconds, started + seconds))
+    written = rollout_count(db) - before
+    await context.close()
+    return log, written
+
+
 async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, render: bool = True,
-                   folder: Path | None = None, policy: str | None = None) -> dict:
+                   folder: Path | None = None, policy: str | None = None, single_seconds: float = 0.0) -> dict:
     """The whole benchmark; returns the figures."""
     from playwright.async_api import async_playwright
 
@@ -354,6 +370,9 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
             rollouts_after = rollout_count(db)
             for c in contexts:
                 await c.close()
+            single_log, single_rollouts = None, 0
+            if single_seconds:
+                single_log, single_rollouts = await single_session(browser, url, db, single_seconds)
             render_figures = {}
             if render:
                 render_figures = await measure_render(browser, url, *add_big_trajectories(db))
@@ -369,10 +388,11 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
         store.close()
         kill_streamlit(process)
     server_log = log_path.read_text(errors="replace")
-    checked = check_sessions(db, logs)
+    checked = check_sessions(db, logs + ([single_log] if single_log else []))
     latencies = [x for log in logs for x in log.latencies]
+    single = single_log.latencies if single_log else []
     figures = {
-        "shown_saved": sum(len(log.shown) for log in logs),
+        "shown_saved": sum(len(log.shown) for log in logs + ([single_log] if single_log else [])),
         "rows_in_db": checked["rows"],
         "lost": checked["lost"],
         "duplicated": checked["duplicated"],
@@ -398,7 +418,22 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
         "per_session_saves": [len(log.shown) for log in logs],
         **({"render": render_figures} if render else {}),
     }  # fmt: skip
+    if single_log:
+        figures["single"] = {
+            "saves": len(single), "unconfirmed_clicks": single_log.unconfirmed,
+            "save_latency_p50_s": round(percentile(single, 50), 3) if single else None,
+            "save_latency_p99_s": round(percentile(single, 99), 3) if single else None,
+            "rollouts_written": single_rollouts,
+        }  # fmt: skip
+    load_after = os.getloadavg()
     return {
+        # The figures the issue's targets name, at the top.
+        "save_p50_s": figures["save_latency_p50_s"], "save_p99_s": figures["save_latency_p99_s"],
+        "single_save_p50_s": figures["single"]["save_latency_p50_s"] if single_log else None,
+        "single_save_p99_s": figures["single"]["save_latency_p99_s"] if single_log else None,
+        "rollouts_written_during_window": figures["rollouts_written_during_window"],
+        "load_average": {"before_1m_5m_15m": [round(x, 2) for x in load_before],
+                         "after_1m_5m_15m": [round(x, 2) for x in load_after]},
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "load_average_1m_before": round(load_before[0], 2),
@@ -415,10 +450,13 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--job-n", type=int, default=8, help="rollouts per step of the background job (one engine call samples N for one prefix)")
+    parser.add_argument("--single-seconds", type=float, default=30.0,
+                        help="then one annotator alone for this long, the job still writing (0: skip)")
     parser.add_argument("--no-render", action="store_true", help="skip the 1 MB step / 10,000 steps check")
     parser.add_argument("--no-save", action="store_true", help="print only; do not write results/")
     args = parser.parse_args()
-    result = asyncio.run(run_load(args.sessions, args.seconds, job_n=args.job_n, render=not args.no_render))
+    result = asyncio.run(run_load(args.sessions, args.seconds, job_n=args.job_n, render=not args.no_render,
+                                  single_seconds=args.single_seconds))
     print(json.dumps(result, indent=2))
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import streamlit as st
 from core.views.jobs import engine_options
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
 from core.errors import StepScopeError
-from core.views.worker import AppWorker
+from core.views.worker import WorkerSupervisor
 from core.models import DEFAULT_MODEL
 from core.sample_solutions import ensure_trajectories
 from core.store import Store, default_db_path
@@ -30,22 +30,22 @@ def store_for(path: str) -> Store:
     return store
 
 
-_WORKERS: dict[str, AppWorker] = {}
+_WORKERS: dict[str, WorkerSupervisor] = {}
 
 
 @st.cache_resource(show_spinner=False)
-def worker_for(path: str) -> AppWorker:
-    """The job worker of a database file: one per file per server process, never calls Streamlit.
-
-    app.py starts it; a page run on its own (AppTest) has none, so its jobs stay queued.
+def worker_for(path: str) -> WorkerSupervisor:
+    """The job worker of a database file: a process of its own, started and restarted by a
+    supervisor thread, one per file (a lock in the worker makes it one per file even across
+    servers). app.py starts it; a page run on its own (AppTest) has none, so its jobs stay queued.
     """
-    worker = AppWorker(path)
+    worker = WorkerSupervisor(path)
     worker.start()
     _WORKERS[path] = worker
     return worker
 
 
-def running_worker(path: str) -> AppWorker | None:
+def running_worker(path: str) -> WorkerSupervisor | None:
     return _WORKERS.get(path)
 
 

@@ -1,15 +1,20 @@
 """Annotate: an annotation session under the sidebar's annotator name.
 
 Every click is saved the moment it is made (committed before the page says "saved"). Keys act
-on the highlighted step: 1 / 2 / 3 rate it −1 / 0 / +1 (and move on), E marks the first error,
-F flags it, J / K move down / up, S submits the trajectory (shows the automatic labels in blind
-mode), N / P go to the next / previous trajectory in the queue.
+on the highlighted step: 1 / 2 / 3 rate it −1 / 0 / +1 (and move on), Shift+1…5 set its
+confidence, E marks the first error, F flags it, J / K move down / up, S submits the trajectory
+(shows the automatic labels in blind mode), N / P go to the next / previous trajectory.
+
+Speed: each step row is a fragment (a click reruns that row only), and the keyboard bar with
+the rows is another (a key reruns the rows, not the page). The keyboard bar is drawn before the
+rows, so its keys work as soon as the trajectory appears.
 """
 
 import streamlit as st
 
 from core.views.annotate import (
-    QUEUE_MODES, QueueSpec, build_queue, my_labels, queue_progress, save_label, saved_message,
+    QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, my_labels, queue_progress,
+    save_label, saved_message, stopped_after,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
@@ -17,6 +22,7 @@ from pages._shared import annotator, error_box, md, open_store, policy, show_tex
 
 PAGE_SIZE = 20
 RATINGS = ((-1, "−1", "1"), (0, "0", "2"), (1, "+1", "3"))
+CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 
 store = open_store()
 state = st.session_state
@@ -26,6 +32,7 @@ name = annotator()
 if name is None:
     st.info("Enter your annotator name in the sidebar to start a session.")
     st.stop()
+clock: DwellClock = state.setdefault("ann_clock", DwellClock())
 
 
 def queue_settings() -> QueueSpec:
@@ -40,6 +47,8 @@ def queue_settings() -> QueueSpec:
         assigned = ""
         if mode == "assigned list":
             assigned = st.text_input("Trajectory ids", placeholder="3, 7, 10-14", key="ann_assigned", max_chars=2000)
+        st.toggle("Stop at the first error", key="ann_stop_mode",
+                  help="PRM800K's mode: once a step is rated −1, the later steps are greyed out")
     return QueueSpec(mode, None if dataset == "any" else dataset, int(size), int(seed), int(overlap), assigned)
 
 
@@ -55,15 +64,28 @@ def current_queue(spec: QueueSpec) -> list[int]:
     return state["ann_queue"]
 
 
-def save(step_id: int, idx: int, field: str, value, advance_to: int | None = None) -> None:
+def save(tid: int, step_id: int, idx: int, field: str, value, advance_to: int | None = None) -> None:
+    extra = {}
+    if field == "rating" and value is not None:
+        extra["dwell_ms"], extra["trajectory_dwell_ms"] = clock.rated(tid, step_id)
+        if value == -1 and state.get("ann_stop_mode"):
+            extra["first_error"] = True  # PRM800K: the first −1 is where the solution goes wrong
+            state["ann_rerun_page"] = True  # later rows grey out: the whole list redraws
     try:
-        row = save_label(store, name, step_id, **{field: value})
-        state["ann_saved"] = saved_message(idx, row, field)
-        state.pop("ann_error", None)
+        row = save_label(store, name, step_id, **{field: value}, **extra)
+        state[f"ann_saved_{step_id}"] = saved_message(idx, row, field)
+        state.pop(f"ann_error_{step_id}", None)
         if advance_to is not None:
             state["ann_step"] = advance_to
     except StepScopeError as error:
-        state["ann_error"] = str(error)
+        state[f"ann_error_{step_id}"] = str(error)
+
+
+def save_trajectory_mark(tid: int) -> None:
+    try:
+        store.save_trajectory_label(name, tid, flawed_process=bool(state[f"ann_flawed_{tid}"]))
+    except StepScopeError as error:
+        state["ann_traj_error"] = str(error)
 
 
 def move_trajectory(queue: list[int], delta: int) -> None:
@@ -89,13 +111,29 @@ def navigation(queue: list[int], tid: int) -> None:
                    on_change=lambda: state.__setitem__("ann_blind", state["ann_blind_box"]))
 
 
-def step_row(card, mine: dict | None, cursor: bool, n_steps: int, reveal: bool) -> None:
-    keyed = cursor  # only the highlighted step's buttons take the keyboard shortcuts
+def trajectory_mark(tid: int) -> None:
+    mark = store.trajectory_label(name, tid)
+    key = f"ann_flawed_{tid}"
+    state[key] = bool(mark and mark["flawed_process"])
+    st.checkbox("Right answer, flawed process", key=key, on_change=save_trajectory_mark, args=(tid,),
+                help="the final answer is right but the reasoning that reaches it is not")
+    if problem := state.pop("ann_traj_error", None):
+        st.error(f"Not saved: {md(problem)}")
+
+
+@st.fragment
+def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
+    """One step: its own fragment, so a click here reruns only this row."""
+    if state.pop("ann_rerun_page", False):
+        st.rerun()  # stop-at-first-error: a −1 greys out the later rows
+    clock.seen(tid, card.step_id)
+    mine = store.annotation(name, card.step_id)
     rating = mine["rating"] if mine else None
+    cursor = state.get("ann_step") == card.idx
     with st.container(border=True):
         text_col, buttons_col = st.columns([3, 2])
         with text_col:
-            st.markdown(f"**Step {card.idx}**" + ("  ◀ keyboard" if cursor else ""))
+            st.markdown(f"**Step {card.idx}**" + ("  ◀ keyboard" if cursor else "") + ("  · after the first error" if greyed else ""))
             show_text(card.text, key=f"ann-{card.step_id}")
             if reveal:
                 st.caption(md(card.value_text + "".join(
@@ -105,38 +143,96 @@ def step_row(card, mine: dict | None, cursor: bool, n_steps: int, reveal: bool) 
                     st.caption(md(" · ".join(others)))
         with buttons_col:
             cols = st.columns(5)
-            for col, (value, label, key) in zip(cols, RATINGS):
+            for col, (value, label, _) in zip(cols, RATINGS):
                 col.button(label, key=f"ann_r{value}_{card.step_id}", type="primary" if rating == value else "secondary",
-                           on_click=save, args=(card.step_id, card.idx, "rating", value, min(card.idx + 1, n_steps - 1)),
-                           shortcut=key if keyed else None, width="stretch")
+                           on_click=save, args=(tid, card.step_id, card.idx, "rating", value), disabled=greyed,
+                           width="stretch")
             first_error = bool(mine and mine["first_error"])
             cols[3].button("1st err", key=f"ann_fe_{card.step_id}", type="primary" if first_error else "secondary",
-                           on_click=save, args=(card.step_id, card.idx, "first_error", not first_error),
-                           shortcut="E" if keyed else None, help="first error here (E)", width="stretch")
+                           on_click=save, args=(tid, card.step_id, card.idx, "first_error", not first_error),
+                           disabled=greyed, help="first error here (E on the highlighted step)", width="stretch")
             flagged = bool(mine and mine["flagged"])
             cols[4].button("Flag", key=f"ann_fl_{card.step_id}", type="primary" if flagged else "secondary",
-                           on_click=save, args=(card.step_id, card.idx, "flagged", not flagged),
-                           shortcut="F" if keyed else None, help="flag this step (F)", width="stretch")
-            note_key = f"ann_note_{card.step_id}"
-            state[note_key] = (mine or {}).get("note") or ""
-            st.text_input("Note", key=note_key, max_chars=5000, label_visibility="collapsed", placeholder="note",
-                          on_change=lambda: save(card.step_id, card.idx, "note", state[note_key] or None))
-            if mine:
+                           on_click=save, args=(tid, card.step_id, card.idx, "flagged", not flagged),
+                           help="flag this step (F on the highlighted step)", width="stretch")
+            latents(tid, card, mine, greyed)
+            if problem := state.get(f"ann_error_{card.step_id}"):
+                st.error(f"Not saved: {md(problem)}")
+            elif message := state.get(f"ann_saved_{card.step_id}"):
+                st.caption(message)
+            elif mine:
                 st.caption("saved")
             if not cursor:
                 st.button("Highlight", key=f"ann_cur_{card.step_id}",
                           on_click=lambda: state.__setitem__("ann_step", card.idx))
 
 
-def cursor_keys(n_steps: int) -> None:
+def latents(tid: int, card, mine: dict | None, greyed: bool) -> None:
+    """Confidence, rationale, error category (for a −1) and note: optional, saved on change."""
+    mine = mine or {}
+    conf_key, why_key, cat_key, note_key = (f"ann_{k}_{card.step_id}" for k in ("conf", "why", "cat", "note"))
+    state[conf_key] = mine.get("confidence")
+    st.segmented_control("Confidence", CONFIDENCE_LEVELS, key=conf_key, disabled=greyed,
+                         on_change=lambda: save(tid, card.step_id, card.idx, "confidence", state[conf_key]),
+                         help="how sure you are, 1 (guess) to 5 (certain); Shift+1…5 on the highlighted step")
+    if mine.get("rating") == -1:
+        taxonomy = error_taxonomy(store)
+        state[cat_key] = mine.get("category") if mine.get("category") in taxonomy else None
+        st.selectbox("Error category", taxonomy, key=cat_key, index=None, placeholder="error category",
+                     on_change=lambda: save(tid, card.step_id, card.idx, "category", state[cat_key]))
+    state[why_key] = mine.get("rationale") or ""
+    st.text_input("Rationale", key=why_key, max_chars=RATIONALE_LIMIT, label_visibility="collapsed",
+                  placeholder="why (optional)", disabled=greyed,
+                  on_change=lambda: save(tid, card.step_id, card.idx, "rationale", state[why_key] or None))
+    state[note_key] = mine.get("note") or ""
+    st.text_input("Note", key=note_key, max_chars=5000, label_visibility="collapsed", placeholder="note",
+                  on_change=lambda: save(tid, card.step_id, card.idx, "note", state[note_key] or None))
+
+
+def keyboard_bar(tid: int, cards, labels: dict, stop_at: int | None) -> None:
+    """The keys, bound once here (not per row): they act on the highlighted step."""
     step = state["ann_step"]
-    cols = st.columns([1, 1, 6])
-    cols[0].button("Up", key="ann_up", shortcut="K", help="previous step (K)", disabled=step <= 0, width="stretch",
+    card = cards[step]
+    mine = labels.get(card.step_id) or {}
+    greyed = stop_at is not None and card.idx > stop_at
+    n_steps = len(cards)
+    cols = st.columns([1, 1, 1, 1, 1, 1, 1, 5])
+    for col, (value, label, key) in zip(cols, RATINGS):
+        col.button(f"{label}", key=f"ann_key_r{value}", shortcut=key, disabled=greyed, width="stretch",
+                   help=f"rate the highlighted step {label} and move on ({key})",
+                   on_click=save, args=(tid, card.step_id, card.idx, "rating", value, min(card.idx + 1, n_steps - 1)))
+    cols[3].button("1st err", key="ann_key_fe", shortcut="E", disabled=greyed, width="stretch", help="(E)",
+                   on_click=save, args=(tid, card.step_id, card.idx, "first_error", not mine.get("first_error")))
+    cols[4].button("Flag", key="ann_key_fl", shortcut="F", width="stretch", help="(F)",
+                   on_click=save, args=(tid, card.step_id, card.idx, "flagged", not mine.get("flagged")))
+    cols[5].button("Up", key="ann_up", shortcut="K", help="previous step (K)", disabled=step <= 0, width="stretch",
                    on_click=lambda: state.__setitem__("ann_step", step - 1))
-    cols[1].button("Down", key="ann_down", shortcut="J", help="next step (J)", disabled=step >= n_steps - 1,
+    cols[6].button("Down", key="ann_down", shortcut="J", help="next step (J)", disabled=step >= n_steps - 1,
                    width="stretch", on_click=lambda: state.__setitem__("ann_step", step + 1))
-    cols[2].caption("Keys on the highlighted step: 1 / 2 / 3 rate −1 / 0 / +1, E first error, F flag, "
-                    "J / K down / up; S submit, N / P next / previous trajectory.")
+    with cols[7]:
+        conf_cols = st.columns(5)
+        for col, level in zip(conf_cols, CONFIDENCE_LEVELS):
+            col.button(f"c{level}", key=f"ann_key_c{level}", shortcut=f"Shift+{level}", disabled=greyed,
+                       help=f"confidence {level} on the highlighted step (Shift+{level})",
+                       on_click=save, args=(tid, card.step_id, card.idx, "confidence", level))
+    st.caption(f"Keys on the highlighted step (step {step}): 1 / 2 / 3 rate −1 / 0 / +1, Shift+1…5 confidence, "
+               "E first error, F flag, J / K down / up; S submit, N / P next / previous trajectory.")
+
+
+@st.fragment
+def steps_panel(tid: int, reveal: bool) -> None:
+    state.pop("ann_rerun_page", None)  # this run redraws every row anyway
+    cards = step_cards(store, tid, policy())
+    if not cards:
+        st.warning("This trajectory has no steps.")
+        return
+    state["ann_step"] = step = max(0, min(state.get("ann_step", 0), len(cards) - 1))
+    labels = my_labels(store, name, tid)
+    stop_at = stopped_after(labels, cards) if state.get("ann_stop_mode") else None
+    keyboard_bar(tid, cards, labels, stop_at)
+    page = page_of(step, PAGE_SIZE)
+    for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
+        step_row(tid, card, len(cards), reveal, stop_at is not None and card.idx > stop_at)
 
 
 spec = queue_settings()
@@ -151,23 +247,11 @@ if trajectory is None:
     st.warning(f"Trajectory {tid} is no longer in the database; skip it with Next.")
     st.stop()
 navigation(queue, tid)
-if message := state.get("ann_saved"):
-    st.success(message)
-if problem := state.pop("ann_error", None):
-    st.error(f"Not saved: {md(problem)}")
 show_text(trajectory["question"], key=f"ann-q-{tid}", limit=1500)
 st.text(f"Gold answer: {trajectory.get('gold') or '—'}")
+trajectory_mark(tid)
 blind = state.get("ann_blind", True)
 reveal = not blind or (name, tid) in state.get("ann_submitted", set())
 if blind and not reveal:
     st.caption("Blind mode: automatic labels and other annotators' labels are hidden until you submit.")
-cards = step_cards(store, tid, policy())
-if not cards:
-    st.warning("This trajectory has no steps.")
-    st.stop()
-state["ann_step"] = step = max(0, min(state.get("ann_step", 0), len(cards) - 1))
-cursor_keys(len(cards))
-labels = my_labels(store, name, tid)
-page = page_of(step, PAGE_SIZE)
-for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
-    step_row(card, labels.get(card.step_id), card.idx == step, len(cards), reveal)
+steps_panel(tid, reveal)

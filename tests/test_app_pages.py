@@ -273,21 +273,46 @@ def test_annotate_every_click_is_saved(db):
     no_exceptions(at)
     store = Store.open(db)
     steps = store.steps(1)
-    button(at, "+1").click().run()
-    assert at.success[0].value.startswith("saved: step 0 +1 at ")
+    captions = lambda: " ".join(c.value for c in at.caption)  # noqa: E731
+    button(at, "+1").click().run()  # the keyboard bar's +1: the highlighted step, then the next
+    assert "saved: step 0 +1 at " in captions()
     assert store.annotation("alice", steps[0]["id"])["rating"] == 1
-    assert at.session_state["ann_step"] == 1  # rating moves the keyboard to the next step
-    button(at, "−1", 1).click().run()
-    button(at, "1st err", 1).click().run()
-    button(at, "Flag", 1).click().run()
+    assert at.session_state["ann_step"] == 1  # rating by key moves the keyboard to the next step
+    at.button(key=f"ann_r-1_{steps[1]['id']}").click().run()
+    at.button(key=f"ann_fe_{steps[1]['id']}").click().run()
+    at.button(key=f"ann_fl_{steps[1]['id']}").click().run()
     at.text_input(key=f"ann_note_{steps[1]['id']}").set_value("sign error").run()
+    at.segmented_control(key=f"ann_conf_{steps[1]['id']}").set_value(4).run()
+    at.selectbox(key=f"ann_cat_{steps[1]['id']}").set_value("calculation").run()
+    at.text_input(key=f"ann_why_{steps[1]['id']}").set_value("7 x 8 is not 54").run()
     label = store.annotation("alice", steps[1]["id"])
     assert (label["rating"], label["first_error"], label["flagged"], label["note"]) == (-1, True, True, "sign error")
-    assert at.success[0].value.startswith("saved: step 1 note saved")
-    button(at, "0", 2).click().run()
+    assert (label["confidence"], label["category"], label["rationale"]) == (4, "calculation", "7 x 8 is not 54")
+    assert label["dwell_ms"] is not None and label["rating_order"] == 2
+    assert "saved: step 1 rationale saved" in captions()
+    at.button(key=f"ann_r0_{steps[1]['id']}").click().run()  # an edit: kept in the history
+    changes = [(h["field"], h["old_value"], h["new_value"]) for h in store.label_history(trajectory_id=1)]
+    assert ("rating", -1, 0) in changes and ("category", "calculation", None) in changes
+    at.checkbox(key="ann_flawed_1").check().run()
+    assert store.trajectory_label("alice", 1)["flawed_process"] is True
+    for step in steps[2:]:
+        at.button(key=f"ann_r0_{step['id']}").click().run()
+    at.run()
     assert "1 of 10 trajectories fully labelled" in texts(at)[0]
     button(at, "Next").click().run()
     assert at.session_state["ann_pos"] == 1 and "Trajectory 2 of 10 (#2)" in texts(at)[0]
+    no_exceptions(at)
+
+
+def test_annotate_stop_at_the_first_error_greys_out_later_steps(db):
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    at.toggle(key="ann_stop_mode").set_value(True).run()
+    steps = Store.open(db).steps(1)
+    at.button(key=f"ann_r-1_{steps[0]['id']}").click().run()
+    assert Store.open(db).annotation("alice", steps[0]["id"])["first_error"] is True
+    assert at.button(key=f"ann_r1_{steps[1]['id']}").disabled
+    assert not at.button(key=f"ann_r1_{steps[0]['id']}").disabled
     no_exceptions(at)
 
 

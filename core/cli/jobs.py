@@ -1,4 +1,4 @@
-"""Job commands of the `stepscope` CLI: generate, estimate, and `jobs list|resume|cancel`.
+"""Job commands of the `stepscope` CLI: generate, estimate, and `jobs list|resume|cancel|worker`.
 
 They create the same jobs the app's worker runs, and run them here in the foreground with a
 progress bar. Ctrl-C, or a kill, leaves the job resumable: `stepscope jobs resume ID`.
@@ -203,6 +203,19 @@ def jobs_cancel(job_id: int = typer.Argument(..., help="the job's id (stepscope 
     if not cancel_job(_store(db), job_id):
         raise StepScopeError(f"job {job_id} is not queued or running")
     console.print(f"job {job_id} cancelled")
+
+
+@jobs_app.command("worker")
+def jobs_worker(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Run queued jobs of the database as they come, until stopped: the app's worker process,
+    in the foreground (at a lower CPU priority; one per database file)."""
+    from core.jobs.worker_process import LOCK_HELD_EXIT, serve
+    from core.store import default_db_path
+
+    path = str(db or default_db_path())
+    _store(path).close()  # a bad file fails here, with its cause
+    if serve(path) == LOCK_HELD_EXIT:
+        raise StepScopeError(f"another job worker already serves {path}")
 
 
 def register(app: typer.Typer) -> None:

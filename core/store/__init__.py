@@ -11,6 +11,7 @@ module stays about one thing:
 - rollouts.py: rollouts and the step values counted from them;
 - verdicts.py, annotations.py, jobs.py: judge verdicts; annotators and labels; job rows;
 - summary.py: row counts for `db info`;
+- quality.py: gold quality-control items and project settings (the error taxonomy);
 - prm.py: a step verifier's (PRM's) latest step scores, per trajectory;
 - nodes.py, tree.py: the rollout tree (nodes are step prefixes, pooled rollouts, search marks,
   child branches);
@@ -29,6 +30,7 @@ from core.store.jobs import JOB_STATUSES, JobQueries
 from core.store.keys import content_key, new_key, now, problem_key, segmentation_key
 from core.store.problems import ProblemQueries
 from core.store.prm import PrmQueries
+from core.store.quality import QualityQueries
 from core.store.rollouts import RolloutQueries
 from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.summary import SummaryQueries
@@ -54,6 +56,7 @@ class Store(
     BestOfNQueries,
     AnnotateQueries,
     PrmQueries,
+    QualityQueries,
     TreeQueries,
     ConnectionBase,
 ):

@@ -244,3 +244,55 @@ def _rollout_tree(db: Database) -> None:
     for (segmentation_id,) in db.execute("SELECT id FROM segmentations ORDER BY id").fetchall():
         attach_segmentation(db.conn, segmentation_id)
     db.execute("UPDATE rollouts SET node_id = (SELECT node_id FROM steps WHERE steps.id = rollouts.step_id)")
+
+
+# Human latents and quality control (issue 13). A label keeps how sure the annotator was, why,
+# how long they looked (dwell_ms, measured by the app) and when in the trajectory they rated it
+# (rating_order); every change to a label is a row in label_history, so nothing is overwritten
+# silently and "first" and "final" labels can both be compared.
+_SCHEMA_LATENTS = [
+    "ALTER TABLE annotations ADD COLUMN confidence INTEGER CHECK (confidence BETWEEN 1 AND 5)",
+    "ALTER TABLE annotations ADD COLUMN rationale TEXT",
+    "ALTER TABLE annotations ADD COLUMN category TEXT",
+    "ALTER TABLE annotations ADD COLUMN dwell_ms INTEGER CHECK (dwell_ms >= 0)",
+    "ALTER TABLE annotations ADD COLUMN rating_order INTEGER",
+    """CREATE TABLE label_history (
+        id INTEGER PRIMARY KEY,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id) ON DELETE CASCADE,
+        trajectory_id INTEGER NOT NULL REFERENCES trajectories(id) ON DELETE CASCADE,
+        step_id INTEGER REFERENCES steps(id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        old_value TEXT,
+        new_value TEXT,
+        changed_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX label_history_step ON label_history(step_id)",
+    "CREATE INDEX label_history_trajectory ON label_history(trajectory_id)",
+    # One row per (annotator, trajectory): the trajectory-level mark and the total dwell time
+    # (PRM800K's total_time when imported).
+    """CREATE TABLE trajectory_labels (
+        id INTEGER PRIMARY KEY,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id) ON DELETE CASCADE,
+        trajectory_id INTEGER NOT NULL REFERENCES trajectories(id) ON DELETE CASCADE,
+        flawed_process INTEGER NOT NULL DEFAULT 0 CHECK (flawed_process IN (0, 1)),
+        dwell_ms INTEGER CHECK (dwell_ms >= 0),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (annotator_id, trajectory_id)
+    )""",
+    # Gold quality-control items: a trajectory's expected step ratings.
+    """CREATE TABLE gold_labels (
+        step_id INTEGER PRIMARY KEY REFERENCES steps(id) ON DELETE CASCADE,
+        trajectory_id INTEGER NOT NULL REFERENCES trajectories(id) ON DELETE CASCADE,
+        rating INTEGER NOT NULL CHECK (rating IN (-1, 0, 1)),
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX gold_labels_trajectory ON gold_labels(trajectory_id)",
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+]
+
+
+@MIGRATIONS(name="0003_label_latents")
+def _label_latents(db: Database) -> None:
+    for statement in _SCHEMA_LATENTS:
+        db.execute(statement)

@@ -111,14 +111,92 @@ def my_labels(store: Store, annotator: str, trajectory_id: int) -> dict[int, dic
 
 
 def save_label(store: Store, annotator: str, step_id: int, **fields: Any) -> dict:
-    """Save one click (rating, first_error, flagged or note) for one step; returns the row.
+    """Save one click (rating, first_error, flagged, note, confidence, rationale, category) for
+    one step, with the dwell times the page measured; returns the row.
 
     Committed when this returns; StepScopeError for a bad annotator name or value.
     """
     annotator = validate_annotator(annotator)
-    if "note" in fields and fields["note"] is not None:
-        fields["note"] = fields["note"][:5000] or None
+    for name, limit in (("note", 5000), ("rationale", RATIONALE_LIMIT)):
+        if name in fields and fields[name] is not None:
+            fields[name] = fields[name].strip()[:limit] or None
+    if fields.get("category") is not None and fields["category"] not in error_taxonomy(store):
+        raise StepScopeError(f"{fields['category'][:80]!r} is not in this project's error taxonomy")
     return store.save_annotation(annotator, step_id, **fields)
+
+
+# --- human latents -------------------------------------------------------------------------
+
+RATIONALE_LIMIT = 300
+DEFAULT_TAXONOMY = ("calculation", "logic", "misread problem", "unsupported claim", "redundant step",
+                    "hallucinated fact", "other")  # fmt: skip
+TAXONOMY_SETTING = "error_taxonomy"
+
+
+def error_taxonomy(store: Store) -> list[str]:
+    """The error categories a -1 step can get: the project's own, else DEFAULT_TAXONOMY."""
+    return list(store.setting(TAXONOMY_SETTING) or DEFAULT_TAXONOMY)
+
+
+def set_error_taxonomy(store: Store, text: str) -> list[str]:
+    """Set the taxonomy from comma-separated names (order kept, repeats dropped); empty resets it."""
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if any(len(name) > 80 for name in names) or len(names) > 50:
+        raise StepScopeError("an error taxonomy is at most 50 categories of at most 80 characters")
+    store.set_setting(TAXONOMY_SETTING, names or None)
+    return error_taxonomy(store)
+
+
+class DwellClock:
+    """Dwell times measured on the server, per annotation session (kept in session state).
+
+    A step's dwell is the time from when the annotator could start looking at it (its row's
+    first render in this session, or their previous rating on the trajectory if later: the
+    focus moves on after each rating) to its rating click. A trajectory's dwell is the time
+    from its first render in this session to the latest rating. Time the browser tab spent
+    hidden, as reported by the page (`hidden`), is taken off both.
+    """
+
+    def __init__(self, clock=None) -> None:
+        import time
+
+        self._now = clock or time.monotonic
+        self.first_seen: dict[int, float] = {}  # step id -> first render
+        self.trajectory_seen: dict[int, float] = {}
+        self.last_rating: dict[int, float] = {}  # trajectory id -> last rating click
+        self.hidden: list[tuple[float, float]] = []  # (start, end) spans the tab was hidden
+
+    def seen(self, trajectory_id: int, step_id: int) -> None:
+        now = self._now()
+        self.trajectory_seen.setdefault(trajectory_id, now)
+        self.first_seen.setdefault(step_id, now)
+
+    def hidden_span(self, seconds: float) -> None:
+        """The page reports the tab was hidden for `seconds`, ending now."""
+        if seconds > 0:
+            now = self._now()
+            self.hidden.append((now - seconds, now))
+
+    def _visible_ms(self, start: float, end: float) -> int:
+        hidden = sum(max(0.0, min(end, b) - max(start, a)) for a, b in self.hidden)
+        return max(0, round((end - start - hidden) * 1000))
+
+    def rated(self, trajectory_id: int, step_id: int) -> tuple[int, int]:
+        """(step dwell ms, trajectory dwell ms) at a rating click now."""
+        now = self._now()
+        self.seen(trajectory_id, step_id)
+        start = max(self.first_seen[step_id], self.last_rating.get(trajectory_id, float("-inf")))
+        self.last_rating[trajectory_id] = now
+        return self._visible_ms(start, now), self._visible_ms(self.trajectory_seen[trajectory_id], now)
+
+
+def stopped_after(labels: dict[int, dict], cards: Sequence) -> int | None:
+    """Stop-at-first-error mode: the index of the annotator's first -1 step (later steps are
+    greyed out), or None."""
+    for card in cards:
+        if (labels.get(card.step_id) or {}).get("rating") == -1:
+            return card.idx
+    return None
 
 
 def saved_message(idx: int, row: dict, field: str) -> str:
@@ -127,6 +205,9 @@ def saved_message(idx: int, row: dict, field: str) -> str:
         "first_error": "first error" if row.get("first_error") else "not first error",
         "flagged": "flagged" if row.get("flagged") else "unflagged",
         "note": "note saved",
+        "confidence": f"confidence {row.get('confidence') or 'cleared'}",
+        "rationale": "rationale saved",
+        "category": f"category {row.get('category') or 'cleared'}",
     }[field]
     stamp = str(row.get("updated_at", ""))[11:19]
     return f"saved: step {idx} {value} at {stamp} UTC"

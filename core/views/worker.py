@@ -1,25 +1,91 @@
-"""The app's job worker: `core.jobs.runner.JobWorker` that imports the model libraries first.
+"""The app's job worker: a supervised process per database file (core.jobs.worker_process).
 
-Importing torch and transformers takes 10-30 s on a small, busy machine. The plain worker pays
-that inside the first job, after the user clicked; this one pays it right after the server
-starts, while the user is still reading the page. No weights are loaded until a job needs them.
+The Streamlit server starts it, watches it, and starts it again if it dies (kill -9, out of
+memory). It runs at a lower CPU priority than the server; nothing on the save path waits for
+it (pages only read job rows). What it has loaded is read from the store: the running job's
+manifest records its engine.
 """
 
 from __future__ import annotations
 
-import importlib
+import atexit
 import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
-from core.jobs.runner import JobWorker
+from core.jobs.worker_process import LOCK_HELD_EXIT
+from core.store import Store
 
-WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine")
+REPO = Path(__file__).resolve().parents[2]
+RESTART_SECONDS = 1.0
+# Another process holds the file's worker lock (a second server, or an orphan still exiting):
+# look again now and then, and take over when it is gone.
+LOCK_RETRY_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 
-class AppWorker(JobWorker):
+class LoadedEngine:
+    """`worker.engines.loaded()` for a worker in another process: the running job's engine."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self._store: Store | None = None
+
+    def loaded(self) -> dict | None:
+        if self._store is None:
+            self._store = Store.open(self.db_path)
+        for job in self._store.list_jobs(status="running"):
+            info = (job.get("manifest") or {}).get("engine_info")
+            if info:
+                return info
+        return None
+
+
+class WorkerSupervisor(threading.Thread):
+    """Keeps one worker process alive for a database file, for as long as the server runs."""
+
+    def __init__(self, db_path: str) -> None:
+        super().__init__(daemon=True, name=f"worker-supervisor:{Path(db_path).name}")
+        self.db_path = str(db_path)
+        self.engines = LoadedEngine(self.db_path)
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self.stopped = threading.Event()
+        atexit.register(self.stop)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process and self.process.poll() is None else None
+
+    def _spawn(self) -> subprocess.Popen:
+        env = {**os.environ, "STEPSCOPE_WORKER_FOLLOW_PARENT": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+        return subprocess.Popen([sys.executable, "-m", "core.jobs.worker_process", self.db_path],
+                                cwd=REPO, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+
     def run(self) -> None:
-        for name in WARM_MODULES:
+        while not self.stopped.is_set():
+            self.process = self._spawn()
+            code = self.process.wait()
+            if self.stopped.is_set():
+                return
+            if code == LOCK_HELD_EXIT:
+                self.stopped.wait(LOCK_RETRY_SECONDS)
+                continue
+            self.restarts += 1
+            log.warning("job worker for %s exited with %s; starting it again", self.db_path, code)
+            self.stopped.wait(RESTART_SECONDS)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
             try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - a missing library fails the job that needs it, with its cause
-                logging.getLogger(__name__).debug("warm-up import of %s failed", name, exc_info=True)
-        super().run()
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,66 @@
+"""core.views.math_text: math spans for KaTeX, everything else inert, bidi controls visible."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from core.views.math_text import math_markdown, neutralise_math, show_bidi
+
+
+def test_inline_and_display_math_pass_through():
+    assert math_markdown(r"half is $\frac{1}{2}$.") == r"half is $\frac{1}{2}$\."
+    assert math_markdown(r"so \(x^2\) and") == "so $x^2$ and"
+    assert "\n$$\nx = 1\n$$\n" in math_markdown(r"then $$x = 1$$ done")
+    assert "\n$$\ny\n$$\n" in math_markdown(r"then \[y\] done")
+
+
+def test_prices_are_not_math():
+    assert math_markdown("costs $5 and $6 total") == r"costs \$5 and \$6 total"
+    assert math_markdown("$ 5 $") == r"\$ 5 \$"
+    assert math_markdown("from $3$4") == r"from \$3\$4"  # a closing $ before a digit is a price
+
+
+def test_markdown_and_html_outside_math_are_escaped():
+    hostile = '<img src="http://x/y.png"> [link](http://evil.example/) **bold** :red[r] # h'
+    out = math_markdown(hostile)
+    assert not re.search(r"(?<!\\)[<>\[\]()*:#]", out), out  # every markup character is escaped
+    assert r"\<img" in out and r"\]\(" in out and r"\*\*bold" in out
+    assert "http\u200b" in out  # autolinks broken
+
+
+def test_line_breaks_are_kept_as_hard_breaks():
+    assert math_markdown("a\nb") == "a  \nb"
+
+
+@pytest.mark.parametrize("command", [r"\href{javascript:alert(1)}{x}", r"\url{http://evil.example}",
+                                     r"\includegraphics{http://198.51.100.7/x.png}", r"\htmlClass{a}{b}",
+                                     r"\htmlStyle{color:red}{b}", r"\htmlId{i}{b}", r"\htmlData{a=b}{c}",
+                                     r"\def\x{1}", r"\newcommand{\h}{\href}", r"\rule{9999em}{9999em}"])  # fmt: skip
+def test_commands_that_reach_outside_the_formula_are_neutralised(command):
+    out = math_markdown(f"$a {command} b$")
+    name = re.match(r"\\([A-Za-z]+)", command).group(1)
+    assert f"\\{name}" not in out.replace(r"\backslash\text{" + name + "}", "")
+    assert r"\backslash\text{" + name + "}" in out
+
+
+def test_safe_commands_are_kept():
+    assert neutralise_math(r"\frac{1}{2} \sqrt{x} \textbf{y} \hrefx") == r"\frac{1}{2} \sqrt{x} \textbf{y} \hrefx"
+
+
+def test_bidi_controls_are_shown_not_obeyed():
+    assert show_bidi("abc\u202edef\u2066") == "abc⟨U+202E⟩def⟨U+2066⟩"
+    assert "\u202e" not in math_markdown("x \u202e $y\u202e$")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list("ab $\\()[]{}<>!*_`:#/\n\u202e") + ["href", "url", "http://"]), max_size=40).map("".join))
+def test_no_dangerous_command_or_raw_markup_survives(text):
+    out = math_markdown(text)
+    for span in re.findall(r"\$\$.*?\$\$|(?<!\\)\$[^$]*\$", out, flags=re.DOTALL):  # what KaTeX gets
+        assert not re.search(r"\\(href|url)(?![A-Za-z])", span), (text, out)
+    assert "\u202e" not in out
+    outside = re.sub(r"\$\$.*?\$\$|(?<!\\)\$[^$]*\$", "", out, flags=re.DOTALL)  # what markdown sees as text
+    assert not re.search(r"(?<!\\)[<>\[\]*_`]", outside), (text, out)
