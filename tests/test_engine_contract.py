@@ -2,9 +2,10 @@
 
 Each case loads one engine on one model (the tiny random Llama, or the embedded SmolLM2)
 once per module; pytest runs all of a case's tests before it tears the case down and loads
-the next, so at most one vLLM (in-process or server) holds memory at a time. The transformers
-engine on the same model is the reference that the other engines are compared with: it
-computes the full next-token distribution (in fp32 on a CPU, from the same bf16 weights).
+the next, so at most one vLLM (in-process or server) holds memory at a time. Every engine,
+the transformers engine included, is compared with a reference computed here without any
+engine: a plain `AutoModelForCausalLM` forward pass over one unpadded prompt and a log-softmax
+(in fp32 on a CPU, from the same bf16 weights), and its `generate` for greedy text.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ from vllm_server import VLLMServer, free_port
 #                        64 values (top-8 candidates x 8 prompts):  max 0.246
 # (and in this suite's own runs: tiny 0.040, SmolLM2 0.166, the same for `vllm serve`, which
 # runs the same kernels). The reference is deterministic: batched or alone, 0 difference.
-# Tolerances are 2-2.5x the largest difference seen. They stay sharp: swapping " Yes" and
-# " No" moves the values by 0.45-1.9 nats on these prompts, and a token read one position
-# off is another distribution altogether.
+# The transformers engine matches the plain forward pass to 1e-4 on both models (padding and
+# batching change nothing measurable in fp32). Tolerances are 2-2.5x the largest difference
+# seen. Swapping " Yes" and " No" moves the values by 0.45-1.9 nats on these prompts, so on
+# some prompts a swap alone stays inside 0.5; the test therefore checks, for every engine, that
+# its own answers with two candidates swapped would fail (measured: the largest such difference
+# is 1.87 nats on SmolLM2, 2.28 on the tiny model), and a token read one position off is
+# another distribution altogether.
 LOGPROB_TOLERANCE = {"tiny": 0.15, "smollm2": 0.5}
 
 # Skipped without vLLM, failed instead where the run requires it (CI: tests/required.py).
@@ -102,7 +107,7 @@ class Case:
     engine_name: str
     model_key: str  # "tiny" | "smollm2"
     engine: Engine
-    reference: "Reference"  # the transformers engine on the same weights
+    reference: "Reference"  # a plain forward pass on the same weights, no engine
     model: ResolvedModel
     server: VLLMServer | None = None
 
@@ -124,19 +129,16 @@ def _resolve(request, model_key: str) -> ResolvedModel:
 
 @pytest.fixture(scope="session")
 def references(request):
-    """The transformers engine per model, loaded on first use and kept for the session."""
+    """The reference per model, loaded on first use and kept for the session."""
     loaded: dict[str, Reference] = {}
 
     def get(model_key: str) -> Reference:
         if model_key not in loaded:
-            from core.engines.transformers_engine import TransformersEngine
-
-            loaded[model_key] = Reference(TransformersEngine(_resolve(request, model_key)))
+            loaded[model_key] = Reference(_resolve(request, model_key))
         return loaded[model_key]
 
     yield get
-    for reference in loaded.values():
-        reference.engine.close()
+    loaded.clear()
     _report_measurements(request.config)
 
 
@@ -159,7 +161,10 @@ def case(request, references):
     model = _resolve(request, model_key)
     reference = references(model_key)
     if engine_name == "transformers":
-        yield Case(engine_name, model_key, reference.engine, reference, model)
+        engine = load_engine("transformers", model.directory if model_key == "tiny" else "smollm2-135m",
+                             device="cpu")  # fmt: skip
+        yield Case(engine_name, model_key, engine, reference, model)
+        engine.close()
         return
     if engine_name == "vllm":
         # A small KV cache is plenty for these prompts and leaves memory for the reference.
@@ -187,17 +192,20 @@ def case(request, references):
 
 
 class Reference:
-    """The transformers reference on one model, with what the tests ask of it memoised.
+    """Next-token log-probabilities and greedy text from a plain forward pass, no engine code.
 
-    Every engine's case asks the same questions of the same reference; a forward pass of
-    SmolLM2 costs seconds on a busy 2-core box, so each is computed once per session.
+    The model is loaded here with transformers' own `AutoModelForCausalLM` in fp32; each prompt
+    runs alone (no padding, no batching). Every engine's case asks the same questions, and a
+    forward pass of SmolLM2 costs seconds on a busy 2-core box, so answers are memoised.
     """
 
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.tokenizer = engine.tokenizer
+    def __init__(self, model: ResolvedModel) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model.directory)
+        self.model = AutoModelForCausalLM.from_pretrained(model.directory, dtype=torch.float32).eval()
         self._next_logprobs: dict[str, object] = {}
-        self._candidates: dict[tuple, dict[str, float]] = {}
         self._greedy: dict[tuple, tuple[list[int], list[float]]] = {}
 
     def next_logprobs(self, prompt: str):
@@ -207,17 +215,24 @@ class Reference:
         if prompt not in self._next_logprobs:
             encoded = self.tokenizer(prompt, return_tensors="pt")
             with torch.inference_mode():
-                logits = self.engine.model(**encoded).logits[0, -1].float()
+                logits = self.model(**encoded).logits[0, -1].float()
             self._next_logprobs[prompt] = torch.log_softmax(logits, -1)
         return self._next_logprobs[prompt]
 
     def candidate_logprobs(self, prompts: list[str], candidates: list[str]) -> list[dict[str, float]]:
-        """The reference engine's own answer (its public method), one batched call."""
-        missing = [p for p in prompts if (p, tuple(candidates)) not in self._candidates]
-        if missing:
-            for prompt, scores in zip(missing, self.engine.candidate_logprobs(missing, candidates)):
-                self._candidates[(prompt, tuple(candidates))] = scores
-        return [self._candidates[(p, tuple(candidates))] for p in prompts]
+        """Each one-token candidate's log-probability as the next token after each prompt."""
+        results = []
+        for prompt in prompts:
+            logprobs = self.next_logprobs(prompt)
+            scores = {}
+            for candidate in candidates:
+                [token_id] = self.tokenizer.encode(candidate, add_special_tokens=False)
+                scores[candidate] = float(logprobs[token_id])
+            results.append(scores)
+        return results
+
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def top_tokens(self, prompt: str, k: int) -> list[str]:
         """The k most likely next tokens that are clean one-token strings.
@@ -250,7 +265,7 @@ class Reference:
         if key not in self._greedy:
             encoded = self.tokenizer(prompt, return_tensors="pt")
             with torch.inference_mode():
-                output = self.engine.model.generate(
+                output = self.model.generate(
                     **encoded, max_new_tokens=steps, do_sample=False, output_logits=True,
                     return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
                 )  # fmt: skip
@@ -399,7 +414,7 @@ def test_candidate_logprobs_agree_with_the_reference(case: Case):
         for prompt in prompts:  # else an engine that sees only the top 20 reports -inf
             assert max(case.reference.rank(prompt, c) for c in (" Yes", " No")) < 20
 
-    worst = 0.0
+    worst = swapped = 0.0
     for prompt, candidates in per_prompt.items():
         [got] = case.engine.candidate_logprobs([prompt], candidates)
         [want] = case.reference.candidate_logprobs([prompt], candidates)
@@ -407,15 +422,21 @@ def test_candidate_logprobs_agree_with_the_reference(case: Case):
         for candidate in candidates:
             assert math.isfinite(got[candidate]), f"{candidate!r} missing from the top 20"
             worst = max(worst, abs(got[candidate] - want[candidate]))
-    record_max(f"max |Δ logprob| {case.engine_name}-{case.model_key} vs transformers", worst)
+        # The same answers with two candidates' labels swapped (" Yes" read as " No"; on the tiny
+        # model the likeliest and the fifth): what an engine that mixed them up would report.
+        first, last = candidates[0], candidates[-1]
+        swapped = max(swapped, abs(got[first] - want[last]), abs(got[last] - want[first]))
+    record_max(f"max |Δ logprob| {case.engine_name}-{case.model_key} vs reference", worst)
+    record_max(f"max |Δ logprob| {case.engine_name}-{case.model_key} with candidates swapped", swapped)
     assert worst <= case.tolerance
+    assert swapped > case.tolerance, "the tolerance is too wide to catch two candidates swapped"
 
     # Several prompts in one call come back in prompt order with the same numbers.
     shared = per_prompt[prompts[0]][:2]
     batched = case.engine.candidate_logprobs(prompts, shared)
     for prompt, got, want in zip(prompts, batched, case.reference.candidate_logprobs(prompts, shared)):
         for candidate in shared:
-            if math.isfinite(got[candidate]) or case.engine is case.reference.engine:
+            if math.isfinite(got[candidate]) or case.engine_name == "transformers":
                 assert abs(got[candidate] - want[candidate]) <= case.tolerance
             else:  # outside this engine's top 20, so at most as likely as its 20th token
                 assert case.reference.rank(prompt, candidate) >= 10
@@ -451,7 +472,7 @@ def test_greedy_text_agrees_with_the_reference_until_a_near_tie(case: Case):
 def test_render_chat_uses_the_model_template(case: Case):
     text = case.engine.render_chat(CHAT)
     assert "Is 12 * 4 = 48 correct?" in text and "You check arithmetic." in text
-    assert text == case.reference.engine.render_chat(CHAT)
+    assert text == case.reference.render_chat(CHAT)
     assert case.engine.render_chat(CHAT, add_generation_prompt=False) != text
 
 
