@@ -23,6 +23,7 @@ from core.views.explore import (
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from pages._shared import engine, error_box, judges, md, open_store, policy, policy_engine_options, show_text
+from pages._tree import tree_panel
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000
@@ -273,6 +274,7 @@ def trajectory_view(tid: int, watching: bool) -> None:
     for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
         step_card(card, card.idx == step)
     step_detail(tid, cards[step], model)
+    tree_panel(store, tid, model, step)
     sync_url(tid, step)
 
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge, prm as cli_prm, problems as cli_problems
+from core.cli import tree as cli_tree
 from core.errors import StepScopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -104,6 +105,7 @@ cli_jobs.register(app)
 cli_judge.register(app)
 cli_prm.register(app)
 cli_problems.register(app)
+cli_tree.register(app)
 
 
 def main() -> None:

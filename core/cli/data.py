@@ -62,7 +62,7 @@ def import_command(
 
 
 def export_command(
-    format: str = typer.Argument(..., help="trl, trl-parquet, math-shepherd, processbench, jsonl"),
+    format: str = typer.Argument(..., help="trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl"),
     out: Path = typer.Argument(..., help="file to write"),
     labels: Optional[str] = typer.Option(None, "--labels", "-l", help=LABELS_HELP),
     dataset: Optional[str] = typer.Option(None, help="only problems of this dataset"),

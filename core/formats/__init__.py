@@ -1,7 +1,7 @@
 """Importers and exporters, by format name (the names the CLI takes).
 
 Import formats: gsm8k, model-solutions, prm800k, processbench, trl, jsonl.
-Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl.
+Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl.
 Each module documents its format; `core.formats.jsonl` is the complete dump.
 
 Every import is one transaction: a bad record anywhere (the error names the file and line)
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.errors import StepScopeError
-from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, trl
+from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, tree, trl
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.ingest import ImportReport, ingest
 from core.formats.labels import LabelSource, parse_label_source
@@ -32,7 +32,7 @@ IMPORTERS: dict[str, Importer] = {
 EXPORTERS: dict[str, Exporter] = {
     exporter.name: exporter
     for exporter in (
-        *trl.EXPORTERS, math_shepherd.EXPORTER, processbench.EXPORTER, jsonl.EXPORTER,
+        *trl.EXPORTERS, math_shepherd.EXPORTER, processbench.EXPORTER, jsonl.EXPORTER, tree.EXPORTER,
     )
 }
 

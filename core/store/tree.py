@@ -71,6 +71,14 @@ class TreeQueries(ConnectionBase):
         )
         return {row["node_id"]: (int(row["n"]), int(row["c"])) for row in rows}
 
+    def tree_problems(self, dataset: str | None = None) -> list[dict]:
+        """Problems (id, question) that have rollouts at any node, by id."""
+        return self._rows(
+            """SELECT p.id, p.question FROM problems p WHERE (? IS NULL OR p.dataset = ?) AND EXISTS
+               (SELECT 1 FROM nodes n JOIN rollouts r ON r.node_id = n.id WHERE n.problem_id = p.id) ORDER BY p.id""",
+            [dataset, dataset],
+        )
+
     def node_models(self, problem_id: int) -> list[str]:
         rows = self._rows(
             """SELECT DISTINCT r.model FROM rollouts r JOIN nodes n ON n.id = r.node_id

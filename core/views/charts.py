@@ -153,3 +153,53 @@ def best_of_n_chart(points: Sequence[CurvePoint]) -> dict:
                                       {"field": "problems"}]}},
         ],
     }  # fmt: skip
+
+
+TREE_SELECTION = "node"
+VALUE_COLORS = {"domain": [0, 0.5, 1], "range": ["#d62728", "#f2c744", "#2ca02c"]}  # wrong .. right
+
+
+def tree_chart(nodes: Sequence[dict], edges: Sequence[dict], leaves: int) -> dict:
+    """The rollout tree (rows from `core.views.tree.chart_rows`): depth across, nodes coloured by
+    value (grey: no rollouts), sized by rollouts, the trajectory's path outlined and its edges
+    bold; a click selects a node (parameter `node`, field `id`). Plain Vega-Lite with the rows
+    inline: no Altair validation on each refresh, and nothing fetched from off the machine."""
+    x = {"field": "x", "type": "quantitative", "title": "depth (steps)", "axis": {"tickMinStep": 1, "format": "d"}}
+    y = {"field": "y", "type": "quantitative", "axis": None, "scale": {"reverse": True}}
+    return {
+        "height": max(200, min(1200, 16 * leaves)),
+        "layer": [
+            {"data": {"values": list(edges)}, "mark": {"type": "rule", "color": "#999"},
+             "encoding": {"x": x, "y": y, "x2": {"field": "x2"}, "y2": {"field": "y2"},
+                          "strokeWidth": {"condition": {"test": "datum.path", "value": 3}, "value": 1},
+                          "opacity": {"condition": {"test": "datum.path", "value": 0.9}, "value": 0.4}}},
+            {"data": {"values": list(nodes)}, "params": [{"name": TREE_SELECTION, "select": {
+                "type": "point", "fields": ["id"], "on": "click", "clear": False}}],
+             "mark": {"type": "circle", "opacity": 1, "cursor": "pointer"},
+             "encoding": {
+                 "x": x, "y": y,
+                 "size": {"field": "n", "type": "quantitative", "title": "rollouts",
+                          "scale": {"type": "sqrt", "range": [30, 600], "zero": True}},
+                 "color": {"condition": {"test": "datum.value === null", "value": "#bbbbbb"},
+                           "field": "value", "type": "quantitative", "title": "value",
+                           "scale": {**VALUE_COLORS, "clamp": True}},
+                 "stroke": {"condition": [{"test": "datum.selected", "value": "#1f77b4"},
+                                          {"test": "datum.path", "value": "#000000"}], "value": None},
+                 "strokeWidth": {"condition": [{"test": "datum.selected", "value": 4},
+                                               {"test": "datum.path", "value": 2}], "value": 0},
+                 "tooltip": [{"field": "id", "title": "node"}, {"field": "depth"}, {"field": "n", "title": "rollouts"},
+                             {"field": "value", "format": ".2f"}, {"field": "visits", "title": "selected"},
+                             {"field": "collapsed", "title": "children not shown"}, {"field": "text", "title": "step"}]}},
+        ],
+    }  # fmt: skip
+
+
+def picked_node(event) -> int | None:
+    """The node a tree-chart click selected."""
+    picked = ((event or {}).get("selection") or {}).get(TREE_SELECTION) or []
+    if picked and isinstance(picked[0], dict) and "id" in picked[0]:
+        try:
+            return int(picked[0]["id"])
+        except (TypeError, ValueError):
+            return None
+    return None
