@@ -13,10 +13,11 @@ from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
 from core.jobs.prm_score import prm_score_spec
-from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.registry import KINDS, spec_of
 from core.jobs.runner import queue
+from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.train_verifier import TrainVerifierSpec
+from core.jobs.tree_search import TreeSearchSpec
 from core.store import Store
 
 # The two trajectories are split by different rules, so a manifest that records one splitter
@@ -76,6 +77,9 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
                                    lora=True, label_policy="tiny")],
         "train-verifier": [TrainVerifierSpec(base="tiny", labels="mc-soft", trajectory_ids=ids, layer=1,
                                              context="policy", folds=3, seed=4, label_policy="tiny")],
+        "tree-search": [TreeSearchSpec(policy="tiny", trajectory_id=ids[0], budget=32, k=4, alpha=0.4, c_puct=0.2,
+                                       sampling=sampling),
+                        TreeSearchSpec(policy="tiny", trajectory_id=ids[1], mode="expand", depth=2, k=3)],
     }  # fmt: skip
 
 
@@ -104,12 +108,22 @@ def test_a_queued_spec_is_the_spec_the_runner_rebuilds(kind, store, tmp_path):
         assert spec_of({**job, "manifest": rebuilt.to_manifest(store)}) == rebuilt
 
 
-@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"generate"}))
+# Kinds that read steps of stored trajectories; generate and tree search record the one splitter
+# they cut new text with ("splitter").
+ONE_SPLITTER = {"generate", "tree-search"}
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - ONE_SPLITTER))
 def test_the_manifest_records_the_step_splitters(kind, store, tmp_path):
     for spec in specs(store, tmp_path)[kind]:
         manifest = store.get_job(queue(store, spec))["manifest"]
         rules = {rule for (_, rule), t in zip(SOLUTIONS, trajectory_ids(store)) if t in spec.trajectory_ids}
         assert manifest["splitters"] == sorted(rules), (kind, manifest)
+
+
+def test_a_tree_search_manifest_records_its_trajectory_splitter(store, tmp_path):
+    for spec, (_, rule) in zip(specs(store, tmp_path)["tree-search"], SOLUTIONS):
+        assert store.get_job(queue(store, spec))["manifest"]["splitter"] == rule
 
 
 def test_a_generate_manifest_records_the_splitter_it_will_use(store, tmp_path):
@@ -118,15 +132,16 @@ def test_a_generate_manifest_records_the_splitter_it_will_use(store, tmp_path):
 
 
 def test_manifests_written_before_the_specs_still_load(store, tmp_path):
+    every = specs(store, tmp_path)
     # An estimate strategy described with make_strategy's old name for N.
-    for spec in specs(store, tmp_path)["estimate"]:
+    for spec in every["estimate"]:
         manifest = spec.to_manifest(store)
         strategy = dict(manifest["strategy"])
         strategy["max_per_step"] = strategy.pop("n")
         old = store.create_job("estimate", {**manifest, "strategy": strategy})
         assert spec_of(store.get_job(old)) == as_recorded(spec)
     # Probe judging stored as a mode of "judge", before it had a kind of its own.
-    [probe] = specs(store, tmp_path)["probe-judge"]
+    [probe] = every["probe-judge"]
     old = store.create_job("judge", probe.to_manifest(store))
     assert store.get_job(old)["kind"] == "judge"
     assert spec_of(store.get_job(old)) == probe
