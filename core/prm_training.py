@@ -163,7 +163,7 @@ def train_prm(
 ) -> TrainedPrm | None:  # fmt: skip
     """Fine-tune, evaluate on the held-out problems, save; None if stopped (a checkpoint is kept)."""
     import torch
-    from transformers import AutoModelForTokenClassification, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForTokenClassification
 
     examples = build_examples(store, tokenizer, labels, max_length)
     if not examples:
@@ -186,11 +186,7 @@ def train_prm(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if lora:
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ModuleNotFoundError:
-            raise StepScopeError("LoRA needs peft: pip install peft") from None
-        model = get_peft_model(model, LoraConfig(task_type="TOKEN_CLS", r=8, lora_alpha=16, lora_dropout=0.0))
+        model = with_lora(model, "TOKEN_CLS")
     pad = model.config.pad_token_id
 
     def collate(batch):
@@ -203,43 +199,13 @@ def train_prm(
             ids[i, :n], mask[i, :n], target[i, :n] = torch.tensor(e["input_ids"]), 1, torch.tensor(e["labels"])
         return {"input_ids": ids, "attention_mask": mask, "labels": target}
 
-    class SoftLabelTrainer(Trainer):
-        # Cross-entropy against a label in [0, 1] at each labelled position (hard labels are 0/1):
-        # the token-classification loss when labels are hard, the soft one for mc-soft.
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            target = inputs.pop("labels")
-            outputs = model(**inputs)
-            log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
-            keep = target >= 0
-            y = target[keep]
-            loss = -(y * log_probs[..., 1][keep] + (1 - y) * log_probs[..., 0][keep]).mean()
-            return (loss, outputs) if return_outputs else loss
-
-    class Report(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            on_progress(state.global_step, state.max_steps)
-            if should_stop():
-                control.should_save = True
-                control.should_training_stop = True
-                self.stopped = True
-
-    report = Report()
-    report.stopped = False
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    arguments = TrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=epochs, learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size, save_strategy="steps", save_steps=max(1, steps_per_epoch),
-        save_total_limit=2, logging_strategy="no", report_to=[], seed=seed, use_cpu=device == "cpu",
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
-    )  # fmt: skip
     dataset = [{"input_ids": e.token_ids, "labels": e.labels} for e in train]
-    trainer = SoftLabelTrainer(model=model, args=arguments, train_dataset=dataset, data_collator=collate,
-                               callbacks=[report])  # fmt: skip
-    resume = any(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else False
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    if report.stopped:
+    tuned = fine_tune(model, dataset, collate, checkpoints, epochs=epochs, learning_rate=learning_rate,
+                      batch_size=batch_size, seed=seed, device=device, should_stop=should_stop,
+                      on_progress=on_progress)  # fmt: skip
+    if tuned is None:
         return None
-    model = trainer.model
+    model, steps = tuned
     if lora:
         model = model.merge_and_unload()
     model.eval()
@@ -254,11 +220,74 @@ def train_prm(
         "train_problems": train_problems, "heldout_problems": heldout_problems,
         "train_trajectories": [e.trajectory_id for e in train], "heldout_trajectories": [e.trajectory_id for e in heldout]},
         "training": {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "lora": lora,
-                     "steps": trainer.state.global_step},
+                     "steps": steps},
         "metrics": metrics,
     }  # fmt: skip
     (output / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return TrainedPrm(output, manifest)
+
+
+def with_lora(model, task_type: str):
+    """`model` with LoRA adapters (peft) on its attention and MLP, the new head trained in full."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ModuleNotFoundError:
+        raise StepScopeError("LoRA needs peft: pip install peft") from None
+    return get_peft_model(model, LoraConfig(task_type=task_type, r=8, lora_alpha=16, lora_dropout=0.0))
+
+
+def fine_tune(
+    model, dataset: list[dict], collate: Callable, checkpoints: Path, *, epochs: float, learning_rate: float,
+    batch_size: int, seed: int, device: str, should_stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[int, int], None] = lambda done, planned: None,
+):  # fmt: skip
+    """Train a two-class model in place with transformers' Trainer; (model, optimiser steps), or
+    None when stopped (a checkpoint is saved first).
+
+    The loss is the cross-entropy against a label in [0, 1] wherever the collated `labels` are
+    >= 0 (-100 elsewhere): one label per token for a token-classification PRM, one per sequence
+    for an ORM; hard labels give the usual classification loss, soft ones (mc-soft) the soft
+    one. A checkpoint is written every epoch under `checkpoints`, and a rerun resumes from the
+    last one there.
+    """
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class SoftLabelTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            target = inputs.pop("labels")
+            outputs = model(**inputs)
+            log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
+            keep = target >= 0
+            y = target[keep]
+            loss = -(y * log_probs[..., 1][keep] + (1 - y) * log_probs[..., 0][keep]).mean()
+            return (loss, outputs) if return_outputs else loss
+
+    class Report(TrainerCallback):
+        stopped = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            on_progress(state.global_step, state.max_steps)
+            if should_stop():
+                control.should_save = True
+                control.should_training_stop = True
+                self.stopped = True
+
+    report = Report()
+    steps_per_epoch = math.ceil(len(dataset) / batch_size)
+    arguments = TrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=epochs, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size, save_strategy="steps", save_steps=max(1, steps_per_epoch),
+        save_total_limit=2, logging_strategy="no", report_to=[], seed=seed, use_cpu=device == "cpu",
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = SoftLabelTrainer(model=model, args=arguments, train_dataset=dataset, data_collator=collate,
+                               callbacks=[report])  # fmt: skip
+    resume = any(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else False
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    if report.stopped:
+        return None
+    return trainer.model, trainer.state.global_step
 
 
 def evaluate(model, heldout: Sequence[Example], pad: int) -> dict:

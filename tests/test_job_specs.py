@@ -12,7 +12,9 @@ from core.engines.base import SamplingParams
 from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.prm_score import prm_score_spec
+from core.jobs.train_orm import TrainOrmSpec
 from core.jobs.registry import KINDS, spec_of
 from core.jobs.runner import queue
 from core.jobs.train_prm import TrainPrmSpec
@@ -47,6 +49,16 @@ def a_probe(folder: Path) -> str:
     return str(save_probe(folder, ConstantProbe(0.5), manifest, {}).folder.resolve())
 
 
+def an_orm(folder: Path) -> str:
+    """A fine-tuned ORM's folder as far as queueing reads it: its manifest."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"verifier": "orm-finetune", "base": "random-init:tiny", "judge": "orm:random-init:tiny", "fingerprint": "f"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return str(folder.resolve())
+
+
 # One spec per kind, every field away from its default where the kind uses it.
 def specs(store: Store, tmp_path: Path) -> dict[str, list]:
     ids = trajectory_ids(store)
@@ -75,6 +87,9 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
         "train-prm": [TrainPrmSpec(base="tiny", labels="consensus", judge="prm:p", trajectory_ids=ids, output="o",
                                    epochs=1.5, learning_rate=1e-4, batch_size=2, heldout_fraction=0.3, seed=2,
                                    lora=True, label_policy="tiny")],
+        "train-orm": [TrainOrmSpec(base="random-init:tiny", trajectory_ids=ids, output="o", context="policy-prompt",
+                                   epochs=1.5, learning_rate=1e-4, batch_size=2, test_fraction=0.3, seed=2, lora=True)],
+        "orm-score": [OrmScoreSpec(verifier=an_orm(tmp_path / "orms" / "o"), trajectory_ids=ids)],
         "train-verifier": [TrainVerifierSpec(base="tiny", labels="mc-soft", trajectory_ids=ids, layer=1,
                                              context="policy", folds=3, seed=4, label_policy="tiny")],
         "tree-search": [TreeSearchSpec(policy="tiny", trajectory_id=ids[0], budget=32, k=4, alpha=0.4, c_puct=0.2,

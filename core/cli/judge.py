@@ -1,4 +1,4 @@
-"""Judge commands of the `stepscope` CLI: `judge`, `train-verifier` and `verifiers`.
+"""Judge commands of the `stepscope` CLI: `judge`, `train-verifier` (probe or fine-tuned ORM) and `verifiers`.
 
 Like `generate` and `estimate`, each creates the job the app's worker would run and runs it
 here in the foreground; an interrupted job resumes with `stepscope jobs resume ID`.
@@ -37,7 +37,7 @@ def _select(store, ids: Optional[str], dataset: Optional[str], source: Optional[
 def judge_command(
     judge: Optional[str] = typer.Option(None, help="judge model: preset, directory or hub id"),
     kind: str = typer.Option("outcome", help="step | outcome | critic"),
-    verifier: Optional[Path] = typer.Option(None, help="instead of --judge: a probe verifier folder (train-verifier)"),
+    verifier: Optional[Path] = typer.Option(None, help="instead of --judge: a verifier folder from train-verifier (probe or fine-tuned ORM)"),
     mode: str = typer.Option("logprob", help="logprob (P(Yes) from next-token log-probs) | generative (reason, then answer; k samples)"),
     samples: int = typer.Option(4, min=1, help="generative mode: sampled verdicts per target"),
     template: Optional[str] = typer.Option(None, help="prompt: a name under core/prompts or a path to a .txt file"),
@@ -64,8 +64,14 @@ def judge_command(
     store = _store(db)
     ids = tuple(_select(store, trajectories, dataset, source, model, limit))
     if verifier is not None:
-        job_id = queue(store, ProbeJudgeSpec(verifier=str(verifier), trajectory_ids=ids,
-                                             engine_options=_engine_options("transformers", None, device)))  # fmt: skip
+        from core.jobs.orm_score import OrmScoreSpec
+        from core.orm_training import is_orm_folder
+
+        options = _engine_options("transformers", None, device)
+        if is_orm_folder(verifier):
+            job_id = queue(store, OrmScoreSpec(verifier=str(verifier), trajectory_ids=ids, engine_options=options))
+        else:
+            job_id = queue(store, ProbeJudgeSpec(verifier=str(verifier), trajectory_ids=ids, engine_options=options))
     elif judge:
         job_id = queue(store, JudgeSpec(
             judge=judge, verdict=kind, trajectory_ids=ids, mode=mode, template=template, chat=chat,
@@ -109,29 +115,43 @@ def print_judge_summary(store, job_id: int) -> None:
 
 
 def train_verifier_command(
-    base: str = typer.Option("smollm2-135m", help="base model whose hidden states the probe reads"),
-    labels: str = typer.Option("outcome", help="outcome | mc-hard | mc-soft | human"),
+    kind: str = typer.Option("orm-probe", help="orm-probe (logistic regression on hidden states, cross-fitted by problem) | orm-finetune (sequence-classification head on the base, fine-tuned)"),
+    base: str = typer.Option("smollm2-135m", help="base model (a preset, folder or hub id); orm-finetune also takes random-init[:MODEL] (MODEL's architecture, random weights)"),
+    labels: str = typer.Option("outcome", help="outcome | mc-hard | mc-soft | human (orm-finetune: outcome)"),
     label_policy: Optional[str] = typer.Option(None, help="mc labels: rollouts of this policy model (default: all)"),
     annotator: Optional[str] = typer.Option(None, help="human labels: this annotator only (default: all, averaged)"),
-    layer: int = typer.Option(-1, help="hidden layer (negative counts from the last)"),
-    context: str = typer.Option("question", help="what the probe reads before the solution: question | policy-prompt"),
-    folds: int = typer.Option(5, min=2, help="cross-validation folds, grouped by problem"),
-    seed: int = typer.Option(0, help="seed of the cross-validation folds"),
+    layer: int = typer.Option(-1, help="orm-probe: hidden layer (negative counts from the last)"),
+    context: str = typer.Option("question", help="what the verifier reads before the solution: question | policy-prompt"),
+    folds: int = typer.Option(5, min=2, help="orm-probe: cross-validation folds, grouped by problem"),
+    epochs: float = typer.Option(2.0, help="orm-finetune: passes over the train split's solutions"),
+    learning_rate: float = typer.Option(2e-5, help="orm-finetune: AdamW learning rate"),
+    batch_size: int = typer.Option(8, min=1, help="orm-finetune: solutions per training step"),
+    test_fraction: float = typer.Option(0.5, help="orm-finetune: share of problems in the test split, for problems whose meta names no split"),
+    lora: bool = typer.Option(False, "--lora/--full", help="orm-finetune: train LoRA adapters (needs peft) instead of all weights"),
+    output: Optional[Path] = typer.Option(None, help="orm-finetune: model folder (default orms/orm-BASE next to the database)"),
+    seed: int = typer.Option(0),
     trajectories: Optional[str] = typer.Option(None, help="trajectory ids, comma-separated"),
     dataset: Optional[str] = typer.Option(None, help="else: trajectories of this dataset"),
     source: Optional[str] = typer.Option(None, help="…of this source (e.g. policy)"),
     model: Optional[str] = typer.Option(None, help="…generated by this policy model"),
-    limit: Optional[int] = typer.Option(None, min=1, help="at most this many trajectories"),
-    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    limit: Optional[int] = typer.Option(None, min=1),
+    device: str = typer.Option("auto"),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Train a probe verifier (logistic regression on hidden states), cross-validated by problem."""
+    """Train an outcome verifier on graded solutions: a probe on hidden states, or a fine-tuned ORM."""
     from core.cli.jobs import _engine_options, _store, run_in_foreground
     from core.jobs.runner import queue
-    from core.jobs.train_verifier import TrainVerifierSpec
+    from core.orm_training import check_kind
 
+    check_kind(kind)
     store = _store(db)
     ids = tuple(_select(store, trajectories, dataset, source, model, limit))
+    if kind == "orm-finetune":
+        _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_size, test_fraction, lora, output,
+                   seed, device)  # fmt: skip
+        return
+    from core.jobs.train_verifier import TrainVerifierSpec
+
     job_id = queue(store, TrainVerifierSpec(
         base=base, labels=labels, trajectory_ids=ids, layer=layer, context=context, folds=folds, seed=seed,
         label_policy=label_policy, annotator=annotator, engine_options=_engine_options("transformers", None, device),
@@ -145,6 +165,34 @@ def train_verifier_command(
     console.print(f"cross-validated AUROC {_interval(a)}; within problem {_interval(w)}", highlight=False)
 
 
+def _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_size, test_fraction, lora, output, seed,
+               device) -> None:  # fmt: skip
+    from core.cli.jobs import _engine_options, run_in_foreground
+    from core.jobs.runner import queue
+    from core.jobs.train_orm import TrainOrmSpec
+    from core.orm_training import default_output
+
+    if labels != "outcome":
+        raise StepScopeError(f"a fine-tuned ORM learns outcome labels, not {labels!r}: for step labels use train-prm")
+    job_id = queue(store, TrainOrmSpec(
+        base=base, trajectory_ids=ids, output=str(output or default_output(store, base)), context=context,
+        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, test_fraction=test_fraction, seed=seed,
+        lora=lora, engine_options=_engine_options("transformers", None, device),
+    ))  # fmt: skip
+    run_in_foreground(store, job_id)
+    manifest = store.get_job(job_id)["manifest"]
+    split, test = manifest["split"], manifest["metrics"]["test"]
+    console.print(f"artifact  {manifest['artifact']}", highlight=False, markup=False)
+    console.print(f"split     {len(split['train_problems'])} train problems ({len(split['train_trajectories'])} "
+                  f"solutions), {len(split['test_problems'])} test problems ({len(split['test_trajectories'])} solutions)",
+                  highlight=False)  # fmt: skip
+    if test is None:
+        console.print("no graded solutions in the test split: no AUROC", highlight=False)
+        return
+    a, w = test["auroc"], test["within_problem_auroc"]
+    console.print(f"test-split AUROC {_interval(a)}; within problem {_interval(w)}", highlight=False)
+
+
 def _interval(entry: dict) -> str:
     from core.metrics import Interval  # numpy and scipy: loaded only by the commands that print one
 
@@ -153,14 +201,23 @@ def _interval(entry: dict) -> str:
 
 
 def verifiers_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
-    """The probe verifiers trained next to this database, with their cross-validated AUROC."""
+    """The verifiers trained next to this database: probes (cross-validated AUROC) and fine-tuned
+    ORMs (AUROC on the test split)."""
     from core.cli.jobs import _store
+    from core.orm_training import list_orms
     from core.probes import list_probes
 
-    table = Table("judge", "labels", "layer", "examples", "AUROC (cross-validated)", "folder")
-    for entry in list_probes(_store(db)):
-        table.add_row(escape(entry["judge"]), entry["labels"], str(entry["layer"]), str(entry["metrics"]["n"]),
-                      _interval(entry["metrics"]["auroc"]), escape(entry["folder"]))  # fmt: skip
+    store = _store(db)
+    table = Table("judge", "kind", "base", "labels", "examples", "AUROC", "folder")
+    for entry in list_probes(store):
+        table.add_row(escape(entry["judge"]), f"orm-probe (layer {entry['layer']})", escape(entry["base"]),
+                      entry["labels"], str(entry["metrics"]["n"]), f"{_interval(entry['metrics']['auroc'])} cross-validated",
+                      escape(entry["folder"]))  # fmt: skip
+    for entry in list_orms(store):
+        test = entry["metrics"]["test"]
+        table.add_row(escape(entry["judge"]), "orm-finetune", escape(entry["base"]), "outcome",
+                      str(entry["data"]["train_examples"]), f"{_interval(test['auroc'])} test split" if test else "n/a",
+                      escape(entry["folder"]))  # fmt: skip
     console.print(table)
 
 

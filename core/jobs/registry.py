@@ -12,7 +12,9 @@ from core.errors import StepScopeError
 from core.jobs.estimate import EstimateSpec
 from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.prm_score import PrmScoreSpec
+from core.jobs.train_orm import TrainOrmSpec
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.spec import JobSpec
 from core.jobs.train_verifier import TrainVerifierSpec
@@ -20,7 +22,7 @@ from core.jobs.tree_search import TreeSearchSpec
 
 KINDS: Mapping[str, type[JobSpec]] = {
     spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec,
-                                TrainPrmSpec, TreeSearchSpec)
+                                TrainPrmSpec, TreeSearchSpec, TrainOrmSpec, OrmScoreSpec)
 }
 
 
