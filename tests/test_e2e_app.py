@@ -368,31 +368,32 @@ FIRST_VISITS = [
 ]  # fmt: skip
 
 
-def test_h_deep_links_as_concurrent_first_visits_to_a_fresh_server(tmp_path, tiny_model_dir):
-    ARTIFACTS.mkdir(exist_ok=True)
+def test_h_deep_links_as_concurrent_first_visits_to_a_fresh_server(app, tmp_path, tiny_model_dir):
+    _, browser, _ = app  # the module's browser (one Playwright per process), a server of its own
     env = {"STEPSCOPE_DEFAULT_POLICY": str(tiny_model_dir)}
     with streamlit_server(tmp_path / "first.db", env=env, log=ARTIFACTS / "e2e-first-visit-server.log") as url:
-        with chromium() as browser:
-            pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in FIRST_VISITS]
-            for page, (path, _) in zip(pages, FIRST_VISITS):
-                page.goto(url + path, wait_until="commit")  # all sessions start before any run ends
-            automatic_lists, waiting = 0, dict(zip(range(len(pages)), FIRST_VISITS))
-            deadline = time.monotonic() + LOAD_TIMEOUT / 1000
-            while waiting and time.monotonic() < deadline:
-                for index, (path, ready) in list(waiting.items()):
-                    page = pages[index]
-                    automatic_lists += page.locator("[data-testid='stSidebarNav']").count()
-                    sidebar = page.locator("[data-testid='stSidebar']")
-                    if page.get_by_text(ready).count() and sidebar.get_by_text("Database file").count():
-                        del waiting[index]
-                pages[0].wait_for_timeout(200)
-            assert not waiting, f"not shown inside app.py: {sorted(p for p, _ in waiting.values())}"
-            assert automatic_lists == 0, "Streamlit's automatic pages/ list was shown"
-            for page, (path, _) in zip(pages, FIRST_VISITS):
-                settle(page)
-                assert page.url == url + path
-                menu = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']")
-                assert menu.count() == 7, path
-                assert page.get_by_text("Page not found").count() == 0, path
-                assert page.locator("[data-testid='stException']").count() == 0, path
-            shot(pages[2], "first-visit-annotate")
+        pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in FIRST_VISITS]
+        for page, (path, _) in zip(pages, FIRST_VISITS):
+            page.goto(url + path, wait_until="commit")  # all sessions start before any run ends
+        automatic_lists, waiting = 0, dict(zip(range(len(pages)), FIRST_VISITS))
+        deadline = time.monotonic() + LOAD_TIMEOUT / 1000
+        while waiting and time.monotonic() < deadline:
+            for index, (path, ready) in list(waiting.items()):
+                page = pages[index]
+                automatic_lists += page.locator("[data-testid='stSidebarNav']").count()
+                sidebar = page.locator("[data-testid='stSidebar']")
+                if page.get_by_text(ready).count() and sidebar.get_by_text("Database file").count():
+                    del waiting[index]
+            pages[0].wait_for_timeout(200)
+        assert not waiting, f"not shown inside app.py: {sorted(p for p, _ in waiting.values())}"
+        assert automatic_lists == 0, "Streamlit's automatic pages/ list was shown"
+        for page, (path, _) in zip(pages, FIRST_VISITS):
+            settle(page)
+            assert page.url == url + path
+            menu = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']")
+            assert menu.count() == 7, path
+            assert page.get_by_text("Page not found").count() == 0, path
+            assert page.locator("[data-testid='stException']").count() == 0, path
+        shot(pages[2], "first-visit-annotate")
+        for page in pages:
+            page.context.close()
