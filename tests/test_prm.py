@@ -5,6 +5,7 @@ with one clear message and stores nothing; aggregation and weighted voting."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -53,11 +54,14 @@ def _trajectories(store):
             for t in store.list_trajectories(dataset="prm-test")]  # fmt: skip
 
 
-def _score_with_job(store, prm_dir, family, **options):
+def _score_with_job(store, prm_dir, family, engine_options=None, **options):
     spec = prm_score_spec(str(prm_dir), [t for t, _, _ in _trajectories(store)], family=family, name="tiny",
-                          engine_options={"device": "cpu"}, **options)  # fmt: skip
-    job_id = queue(store, spec)
-    status = run_job(store, claim_job(store, job_id), EngineCache())
+                          engine_options={"device": "cpu"} if engine_options is None else engine_options, **options)  # fmt: skip
+    job_id, engines = queue(store, spec), EngineCache()
+    try:
+        status = run_job(store, claim_job(store, job_id), engines)
+    finally:
+        engines.drop()  # a vLLM engine's worker process ends here, not at interpreter exit
     job = store.get_job(job_id)
     assert status == "done", job["error"]
     return job_id, {t: [row["p_yes"] for row in prm_step_scores(store, t, "tiny")["tiny"]] for t, _, _ in _trajectories(store)}
@@ -275,7 +279,7 @@ def test_train_prm_end_to_end_and_its_folder_scores_as_a_token_classification_pr
                      env={"OMP_NUM_THREADS": "1"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "held-out step AUROC" in result.stdout
-    manifest = __import__("json").loads((output / "manifest.json").read_text())
+    manifest = json.loads((output / "manifest.json").read_text())
     split = manifest["split"]
     assert set(split["train_problems"]).isdisjoint(split["heldout_problems"]) and split["heldout_problems"]
     assert manifest["data_hash"] and manifest["training"]["steps"] > 0 and any((output / "checkpoints").iterdir())
@@ -335,7 +339,7 @@ def _transformers_scores(prm_dir, family, store):
 def test_vllm_in_process_reward_head_agrees_with_transformers(store, prm_dirs):
     pytest.importorskip("vllm")
     expected = _transformers_scores(prm_dirs["reward-head"], "reward-head", store)
-    _, scored = _score_with_job(store, prm_dirs["reward-head"], None, engine="vllm")
+    _, scored = _score_with_job(store, prm_dirs["reward-head"], None, engine="vllm", engine_options={})
     for got, want in zip(scored.values(), expected):
         assert got == pytest.approx(want, abs=VLLM_TOLERANCE)
 
@@ -344,10 +348,16 @@ def test_vllm_in_process_reward_head_agrees_with_transformers(store, prm_dirs):
 @pytest.mark.slow
 def test_served_reward_head_agrees_with_transformers_over_two_urls(store, prm_dirs):
     pytest.importorskip("vllm")
+    from transformers import AutoTokenizer
     from vllm_server import vllm_server
 
     expected = _transformers_scores(prm_dirs["reward-head"], "reward-head", store)
-    with vllm_server(prm_dirs["reward-head"], "tiny-prm", max_model_len=256, extra_args=("--runner", "pooling")) as server:
+    # As vLLM serves Qwen2.5-Math-PRM by default: STEP pooling at the <extra_0> token only.
+    step_tag_id = AutoTokenizer.from_pretrained(prm_dirs["reward-head"]).convert_tokens_to_ids("<extra_0>")
+    pooler = json.dumps({"tok_pooling_type": "STEP", "step_tag_id": step_tag_id})
+    # A generous start-up limit: on 2 cores shared with other jobs the server took over 180 s.
+    with vllm_server(prm_dirs["reward-head"], "tiny-prm", timeout_s=600, max_model_len=256,
+                     extra_args=("--runner", "pooling", "--pooler-config", pooler)) as server:
         spec = prm_score_spec("tiny-prm", [t for t, _, _ in _trajectories(store)], family="reward-head", name="tiny",
                               engine="server", batch_size=1,
                               engine_options={"base_urls": [server.base_url, server.root_url],

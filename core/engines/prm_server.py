@@ -1,5 +1,8 @@
 """A PRM served by `vllm serve` with the pooling runner: POST /pooling, task token_classify.
 
+Start it as `vllm serve MODEL --runner pooling` (Qwen2.5-Math-PRM: nothing else; another
+model: add `--pooler-config '{"tok_pooling_type": "ALL"}'` so every token's logits come back).
+
 Requests carry token ids, built here with the PRM's own tokenizer (the model name, or the
 `tokenizer` option when the server's name is not loadable here), so the scored positions are
 the ones core.prm chose, the same as in process. Activation is off: the server returns every
@@ -82,8 +85,21 @@ class ServedPrmEngine:
             raise ServerUnreachable(f"PRM server {root} does not answer: {error}") from None
         if response.status_code != 200:
             raise StepScopeError(f"PRM server {root} refused the request ({response.status_code}): {response.text[:300]}")
-        data = response.json()["data"]
-        return [np.asarray(entry["data"], dtype=np.float32)[list(item.positions)] for item, entry in zip(inputs, data)]
+        return [self._rows_at_positions(item, entry["data"]) for item, entry in zip(inputs, response.json()["data"])]
+
+    def _rows_at_positions(self, item, data) -> np.ndarray:
+        """A server pools every token (ALL) or only the tag tokens (STEP, vLLM's default for
+        Qwen2ForProcessRewardModel, whose step_tag_id is <extra_0>); either way, the rows of the
+        scored positions, in order."""
+        rows = np.asarray(data, dtype=np.float32)
+        if len(rows) == len(item.token_ids):
+            return rows[list(item.positions)]
+        if len(rows) == len(item.positions):
+            return rows
+        raise StepScopeError(
+            f"PRM server returned {len(rows)} rows for {len(item.token_ids)} tokens and {len(item.positions)} steps: "
+            "its step tag differs from this format's; start it with --pooler-config '{\"tok_pooling_type\": \"ALL\"}'"
+        )
 
     def close(self) -> None:
         self._client.close()
