@@ -8,6 +8,14 @@ from core.views.compare import (
 )  # fmt: skip
 from core.views.charts import calibration_chart, confusion_chart, position_chart
 from core.views.explore import dataset_names
+from core.errors import StepScopeError
+from core.views.annotate import error_taxonomy, set_error_taxonomy
+from core.views.charts import category_position_chart, confidence_chart, dwell_chart
+from core.views.latents import (
+    by_confidence, by_dwell, categories_by_position, gold_from_annotator, latent_rows, per_annotator,
+)  # fmt: skip
+from core.views.access import EDIT_PROJECT
+from pages._access import allowed
 from pages._shared import db_path, md, open_store, policy, store_for
 
 store = open_store()
@@ -15,15 +23,15 @@ st.title("Compare")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def cached_steps(path: str, dataset: str | None, version: tuple):
+def cached_steps(path: str, dataset: str | None, version: tuple, first: bool = False):
     """The labelled steps for one state of the database (`version` changes with every label)."""
-    return labelled_steps(store_for(path), dataset)
+    return labelled_steps(store_for(path), dataset, first)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_comparison(path: str, dataset: str | None, source: str, human: str, policy_name: str,
-                      threshold: float, version: tuple):
-    steps = cached_steps(path, dataset, version)
+                      threshold: float, version: tuple, first: bool = False):
+    steps = cached_steps(path, dataset, version, first)
     return compare(store_for(path), steps, source, human, policy_name, threshold), inter_annotator(steps)
 
 
@@ -35,7 +43,9 @@ cols = st.columns([2, 2, 2, 2])
 dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="cmp_dataset")
 dataset = None if dataset == "any" else dataset
 version = fingerprint(store)
-steps = cached_steps(db_path(), dataset, version)
+first = st.radio("Labels", ["final", "first"], horizontal=True, key="cmp_which",
+                 help="each annotator's label as it is now, or the first one they gave (before any edit)") == "first"
+steps = cached_steps(db_path(), dataset, version, first)
 if not steps:
     st.info("No human labels yet: label some steps on the Annotate page.")
     st.stop()
@@ -47,7 +57,7 @@ threshold = cols[3].slider("MC soft threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_th
                            disabled=source != "mc-soft")  # fmt: skip
 st.caption(md(f"Policy for MC values: {policy()} · a human 0 or +1 counts as fine, −1 as wrong."))
 
-result, agreement = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version)
+result, agreement = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version, first)
 if result.n == 0:
     st.warning(f"No step has both a human label and a value from {md(source)} ({result.missing} rated steps have no value).")
     st.stop()
@@ -88,3 +98,48 @@ if agreement.pairs:
     st.dataframe(pd.DataFrame(agreement.pairs), hide_index=True)
 else:
     st.caption("No step was rated by two annotators yet.")
+
+
+def latents_section() -> None:
+    """Human latents against the chosen automatic source; per-annotator calibration and gold
+    accuracy (for the organiser: the Annotate page never shows gold results)."""
+    st.subheader("Human latents")
+    rows = latent_rows(store, source, policy(), threshold, dataset)
+    left, middle, right = st.columns(3)
+    with left:
+        st.caption(md(f"Confidence: agreement with {source} (bars), mean MC interval width (points)"))
+        st.vega_lite_chart(confidence_chart(by_confidence(rows)), width="stretch")
+    with middle:
+        st.caption(md(f"Dwell time: disagreement with {source}"))
+        st.vega_lite_chart(dwell_chart(by_dwell(rows)), width="stretch")
+    with right:
+        st.caption("Error categories of −1 steps by position")
+        st.vega_lite_chart(category_position_chart(categories_by_position(rows)), width="stretch")
+    st.caption("Per annotator (organiser view): calibration and accuracy on gold items")
+    st.dataframe(pd.DataFrame(per_annotator(rows, store.gold_answers())), hide_index=True, width="stretch")
+
+
+def organiser_section() -> None:
+    with st.expander("Organiser: gold items and error taxonomy"):
+        cols = st.columns([1, 2, 1])
+        tid = cols[0].number_input("Trajectory id", 1, 10**12, key="cmp_gold_tid")
+        expert = cols[1].selectbox("Expected labels from", annotator_names(steps), key="cmp_gold_from")
+        if cols[2].button("Mark as gold", key="cmp_gold_mark"):
+            try:
+                count = gold_from_annotator(store, int(tid), expert)
+                st.success(f"trajectory {int(tid)} is a gold item with {count} expected step labels")
+            except StepScopeError as error:
+                st.error(md(error))
+        st.caption(md(f"Gold trajectories: {', '.join(map(str, store.gold_trajectory_ids())) or 'none'}"))
+        typed = st.text_input("Error categories (comma-separated; empty for the default)",
+                              value=", ".join(error_taxonomy(store)), key="cmp_taxonomy", max_chars=2000)
+        if st.button("Save categories", key="cmp_taxonomy_save"):
+            try:
+                st.success(md("categories: " + ", ".join(set_error_taxonomy(store, typed))))
+            except StepScopeError as error:
+                st.error(md(error))
+
+
+latents_section()
+if allowed(EDIT_PROJECT):
+    organiser_section()

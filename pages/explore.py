@@ -24,6 +24,8 @@ from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from pages._shared import engine, error_box, judges, md, open_store, policy, policy_engine_options, show_text
 from pages._tree import tree_panel
+from core.views.access import RUN_JOBS
+from pages._access import allowed
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000
@@ -132,7 +134,7 @@ def header(trajectory: dict) -> None:
         f"{trajectory['source']} · model {trajectory.get('model') or '—'} · split by "
         f"{trajectory.get('rule') or '—'}"
     ))
-    show_text(trajectory["question"], key=f"q-{trajectory['id']}", limit=1500)
+    show_text(trajectory["question"], key=f"q-{trajectory['id']}", limit=1500, math=True)
     verdict = {True: "reaches the gold answer", False: "does not reach the gold answer", None: "not graded"}
     st.text(
         f"Gold answer: {trajectory.get('gold') or '—'}   ·   final answer: "
@@ -220,7 +222,7 @@ def step_card(card, selected: bool) -> None:
         left, right = st.columns([3, 2])
         with left:
             st.markdown(f"**Step {card.idx}**" + ("  ·  selected" if selected else ""))
-            show_text(card.text, key=f"step-{card.step_id}")
+            show_text(card.text, key=f"step-{card.step_id}", math=True)
         with right:
             st.text(card.value_text)
             for judge, p_yes in card.verdicts.items():
@@ -246,7 +248,7 @@ def step_detail(tid: int, card, model: str | None) -> None:
         return
     st.dataframe(pd.DataFrame(rollouts), hide_index=True, width="stretch", height=min(400, 40 + 35 * len(rollouts)))
     which = st.number_input("Read rollout (row)", 0, len(rollouts) - 1, 0, key=f"ex_rollout_{card.step_id}")
-    show_text(rollouts[int(which)]["text"], key=f"rollout-{card.step_id}", limit=2000)
+    show_text(rollouts[int(which)]["text"], key=f"rollout-{card.step_id}", limit=2000, math=True)
 
 
 def trajectory_view(tid: int, watching: bool) -> None:
@@ -293,7 +295,8 @@ if tid is None:
     st.info("No trajectory matches. Import some on the Jobs and data page, or clear the filters.")
     st.stop()
 header(store.get_trajectory(tid))
-job_controls(tid)
+if allowed(RUN_JOBS):
+    job_controls(tid)
 watching = bool(active_jobs(store, tid))
 st.fragment(trajectory_view, run_every=1.5 if watching else None)(tid, watching)
 if not watching:

@@ -167,3 +167,48 @@ def test_one_worker_process_per_database_file_at_a_lower_priority(tmp_path):
     assert take_lock(db) is not None
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# --- Compare's view of the latents -----------------------------------------------------------
+
+
+def test_latent_views_against_mc(store):
+    from core.views.latents import (
+        by_confidence, by_dwell, categories_by_position, gold_from_annotator, latent_rows, per_annotator,
+    )  # fmt: skip
+
+    tid, (a, b, c) = three_steps(store)
+    # MC: step a always reaches the answer, b never, c half the time (policy "p").
+    store.add_rollouts([{"step_id": sid, "text": "x", "correct": ok, "model": "p"}
+                        for sid, oks in ((a, [1] * 4), (b, [0] * 4), (c, [1, 0, 1, 0])) for ok in oks])  # fmt: skip
+    store.save_annotation("sure", a, rating=1, confidence=5, dwell_ms=1000)  # agrees with MC
+    store.save_annotation("sure", b, rating=-1, confidence=5, category="calculation", dwell_ms=2000)  # agrees
+    store.save_annotation("sure", c, rating=-1, confidence=1, category="logic", dwell_ms=9000)  # disagrees (0.5 >= 0.5)
+    store.save_annotation("guess", a, rating=-1, confidence=2, dwell_ms=500)  # disagrees
+    gold_from_annotator(store, tid, "sure")
+    rows = latent_rows(store, "mc-soft", "p", 0.5)
+    assert {(r.annotator, r.idx): r.agrees for r in rows} == {
+        ("sure", 0): True, ("sure", 1): True, ("sure", 2): False, ("guess", 0): False}
+    levels = {row["confidence"]: row for row in by_confidence(rows)}
+    assert levels[5]["agreement"] == 1.0 and levels[1]["agreement"] == 0.0 and levels[2]["labels"] == 1
+    assert levels[1]["mean MC interval width"] > levels[5]["mean MC interval width"]  # 2/4 is the widest
+    dwell = by_dwell(rows, bins=2)
+    assert [d["disagreement"] for d in dwell] == [0.5, 0.5] and dwell[0]["median dwell s"] < dwell[1]["median dwell s"]
+    people = {row["annotator"]: row for row in per_annotator(rows, store.gold_answers())}
+    assert people["sure"]["gold accuracy"] == 1.0 and people["sure"]["gold steps"] == 3
+    assert people["guess"]["gold accuracy"] == 0.0 and people["sure"]["calibration gap"] == 1.0
+    positions = {(r["position"], r["category"]): r["steps"] for r in categories_by_position(rows)}
+    assert positions == {("first quarter", "uncategorised"): 1, ("second quarter", "calculation"): 1,
+                         ("third quarter", "logic"): 1}
+    with pytest.raises(StepScopeError):
+        gold_from_annotator(store, tid, "nobody")
+
+
+def test_compare_can_use_first_or_final_labels(store):
+    from core.views.compare import labelled_steps
+
+    _, (a, *_rest) = three_steps(store)
+    store.save_annotation("ann", a, rating=-1)
+    store.save_annotation("ann", a, rating=1)
+    assert labelled_steps(store)[0].ratings == {"ann": 1}
+    assert labelled_steps(store, first=True)[0].ratings == {"ann": -1}

@@ -33,6 +33,7 @@ EXPORTERS: dict[str, Exporter] = {
     exporter.name: exporter
     for exporter in (
         *trl.EXPORTERS, math_shepherd.EXPORTER, processbench.EXPORTER, jsonl.EXPORTER, tree.EXPORTER,
+        prm800k.EXPORTER,
     )
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from core.errors import StepScopeError
-from core.formats.records import Item, Job, RecordError, Rollout, Trajectory, Verdict
+from core.formats.records import LATENT_FIELDS, Item, Job, RecordError, Rollout, Trajectory, Verdict
 from core.store import Store
 
 COUNTED = ("problems", "trajectories", "segmentations", "steps", "annotations", "rollouts",
@@ -92,13 +92,16 @@ def _write_trajectory(store: Store, problem_id: int, t: Trajectory) -> None:
                 store.add_annotation(
                     a.annotator, step_id, rating=a.rating, first_error=a.first_error,
                     flagged=a.flagged, note=a.note, created_at=a.created_at,
-                    updated_at=a.updated_at,
+                    updated_at=a.updated_at, **{k: getattr(a, k) for k in LATENT_FIELDS},
                 )
             store.add_rollouts(_rollout_row(store, r, step_id) for r in step.rollouts)
             store.add_verdicts(
                 _verdict_row(store, v, trajectory_id, step_id) for v in step.verdicts
             )
     store.add_verdicts(_verdict_row(store, v, trajectory_id, None) for v in t.verdicts)
+    for label in t.labels:
+        store.add_trajectory_label(label.annotator, trajectory_id, flawed_process=label.flawed_process,
+                                   dwell_ms=label.dwell_ms, created_at=label.created_at)
 
 
 def _job_id(store: Store, key: str | None) -> int | None:

@@ -11,14 +11,17 @@ A dump holds one JSON object per line, of two kinds:
                         "steps": [{"text", "start", "end",
                                    "annotations": [{"annotator", "rating", "first_error",
                                                     "flagged", "note", "created_at",
-                                                    "updated_at"}],
+                                                    "updated_at", and where set: "confidence",
+                                                    "rationale", "category", "dwell_ms",
+                                                    "rating_order"}],
                                    "rollouts": [{"key", "job", "text", "answer", "correct",
                                                  "num_tokens", "finish_reason", "seed",
                                                  "model", "created_at"}],
                                    "verdicts": [{"key", "job", "judge", "kind", "p_yes",
                                                  "mass", "raw", "template",
                                                  "template_hash", "created_at"}]}]}],
-                    "verdicts": [<whole-solution verdicts, as above>]}}
+                    "verdicts": [<whole-solution verdicts, as above>],
+                    "labels": [{"annotator", "flawed_process", "dwell_ms", "created_at"}]}}
 
 Jobs come first (rollouts and verdicts name their job by key). A problem without trajectories
 has a line without "trajectory"; a problem with several has one line per trajectory. Steps
@@ -45,7 +48,8 @@ from typing import Any, Iterator
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.output import write_jsonl
 from core.formats.records import (
-    Annotation, Item, Job, Problem, RecordError, Rollout, Segmentation, Step, Trajectory, Verdict,
+    LATENT_FIELDS, Annotation, Item, Job, Problem, RecordError, Rollout, Segmentation, Step, Trajectory,
+    TrajectoryLabel, Verdict,
     cut, each_dict, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list, opt_str, presplit,
     rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
 )
@@ -111,6 +115,16 @@ def _trajectory(obj: dict) -> Trajectory:
         correct=opt_bool(obj, "correct"), meta=opt_dict(obj, "meta"),
         verdicts=_verdicts(obj, whole_solution=True), current=current,
         created_at=opt_str(obj, "created_at"),
+        labels=[nested(f"labels[{i}]", lambda: _trajectory_label(x))
+                for i, x in enumerate(each_dict(opt_list(obj, "labels"), "labels"))],
+    )
+
+
+def _trajectory_label(obj: dict) -> TrajectoryLabel:
+    return TrajectoryLabel(
+        annotator=req_str(obj, "annotator", nonempty=True),
+        flawed_process=bool(opt_bool(obj, "flawed_process")), dwell_ms=opt_int(obj, "dwell_ms", low=0),
+        created_at=opt_str(obj, "created_at"),
     )
 
 
@@ -151,6 +165,9 @@ def _annotation(obj: dict) -> Annotation:
         first_error=bool(opt_bool(obj, "first_error")), flagged=bool(opt_bool(obj, "flagged")),
         note=opt_str(obj, "note"), created_at=opt_str(obj, "created_at"),
         updated_at=opt_str(obj, "updated_at"),
+        confidence=opt_int(obj, "confidence", low=1, high=5), rationale=opt_str(obj, "rationale"),
+        category=opt_str(obj, "category"), dwell_ms=opt_int(obj, "dwell_ms", low=0),
+        rating_order=opt_int(obj, "rating_order", low=1),
     )
 
 
@@ -250,6 +267,8 @@ def _trajectory_record(store: Store, trajectory_id: int) -> dict:
         annotations.setdefault(a["step_id"], []).append(
             {k: a[k] for k in ("annotator", "rating", "first_error", "flagged", "note",
                                "created_at", "updated_at")}
+            # The human latents, where the label has them (older dumps stay byte-identical).
+            | {k: a[k] for k in LATENT_FIELDS if a[k] is not None}
         )
     rollouts: dict[int, list[dict]] = {}
     for r in store.trajectory_rollouts(trajectory_id):
@@ -277,6 +296,10 @@ def _trajectory_record(store: Store, trajectory_id: int) -> dict:
     ]
     if verdicts.get(None):
         record["verdicts"] = verdicts[None]
+    labels = [{"annotator": x["annotator"], "flawed_process": x["flawed_process"], "dwell_ms": x["dwell_ms"],
+               "created_at": x["created_at"]} for x in store.trajectory_labels(trajectory_id)]  # fmt: skip
+    if labels:
+        record["labels"] = labels
     return record
 
 

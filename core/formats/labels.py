@@ -86,6 +86,19 @@ def step_labels(
     return [_agreed(by_step.get(i, [])) for i in ids]
 
 
+def step_latents(store: Store, trajectory_id: int, steps: list[dict], source: LabelSource) -> dict[str, list] | None:
+    """For a human source, the annotator's confidence and error category per step (None where not
+    given); for any other source None (an MC value or a judge has no confidence to report)."""
+    if source.kind != "human" or not steps:
+        return None
+    mine = {a["step_id"]: a for a in store.annotations(
+        trajectory_id, annotator=source.name, segmentation_id=steps[0]["segmentation_id"])}
+    return {
+        "confidences": [(mine.get(s["id"]) or {}).get("confidence") for s in steps],
+        "categories": [(mine.get(s["id"]) or {}).get("category") for s in steps],
+    }
+
+
 def _mc_label(n: int, n_correct: int, source: LabelSource) -> bool | None:
     if n == 0:
         return None

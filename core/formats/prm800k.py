@@ -13,7 +13,13 @@ Every completion that did not become a step is kept in the trajectory's meta und
 The labeler's ratings of the chosen steps become annotations under the labeler id (the first
 step rated -1 is marked as the first error); a human-written step carries no rating unless
 the file gives one. Outcome: `finish_reason` "solution" is correct, "found_error" is not,
-anything else (give_up, bad_problem) is unknown.
+anything else (give_up, bad_problem) is unknown. `total_time` becomes the labeler's dwell time on
+the trajectory; labeler, timestamp, generation and the quality-control and screening flags are
+kept in the trajectory's meta.
+
+Export (`prm800k`): one record per (trajectory, annotator) with ratings on its current steps;
+`labeler`, `total_time` (the annotator's dwell time on the trajectory), and the flags
+round-trip; a gold item made in the app is exported as a quality-control question.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.formats.base import Importer, ImportOptions
+from pathlib import Path
+from typing import Iterator
+
+from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
+from core.formats.output import write_jsonl
 from core.formats.records import (
-    Annotation, Item, Problem, RecordError, Trajectory, each_dict, nested, opt_bool, opt_int,
-    opt_list, opt_str, presplit, rating, req_dict, req_list, req_str, text,
+    Annotation, Item, Problem, RecordError, Trajectory, TrajectoryLabel, each_dict, nested, opt_bool,
+    opt_int, opt_list, opt_str, presplit, rating, req_dict, req_list, req_str, text,
 )
+from core.store import Store
 
 SOURCE = "prm800k"
 SEPARATOR = "\n"
@@ -148,12 +159,77 @@ def parse(obj: dict, options: ImportOptions) -> list[Item]:
         "dropped_steps": rebuilt.dropped_steps,
     }
     answer = _ANSWER.search(solution)
+    total_time = nested("label", lambda: opt_int(label, "total_time", low=0))
     trajectory = Trajectory(
         source=SOURCE, solution=solution, segmentations=[segmentation],
         final_answer=answer.group(1) if answer else None,
         correct=_OUTCOMES.get(finish_reason or ""), meta=meta,
+        labels=[TrajectoryLabel(labeler, dwell_ms=total_time, created_at=stamp)] if total_time is not None else [],
     )
     return [Item(problem, [trajectory])]
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def _record(store: Store, trajectory: dict, annotator: str, labels: dict[int, dict]) -> dict:
+    """One PRM800K record: the annotator's ratings of the trajectory's current steps, each step as
+    its chosen completion (alternatives kept from an import follow it, unchosen)."""
+    meta = trajectory.get("meta") or {}
+    alternatives = meta.get("alternatives") or {}
+    human_steps = set(meta.get("human_steps") or [])
+    steps = []
+    for step in store.steps(trajectory["id"]):
+        mine = labels.get(step["id"]) or {}
+        chosen = {"text": step["text"], "rating": mine.get("rating"), "flagged": bool(mine.get("flagged"))}
+        others = [{"text": a["text"], "rating": a.get("rating"), "flagged": bool(a.get("flagged"))}
+                  for a in alternatives.get(str(step["idx"]), [])]  # fmt: skip
+        if step["idx"] in human_steps:
+            steps.append({"completions": others, "human_completion": chosen, "chosen_completion": None})
+        else:
+            steps.append({"completions": [chosen, *others], "human_completion": None, "chosen_completion": 0})
+    mark = store.trajectory_label(annotator, trajectory["id"]) or {}
+    total_time = mark.get("dwell_ms")
+    if total_time is None:
+        dwell = [x["dwell_ms"] for x in labels.values() if x.get("dwell_ms") is not None]
+        total_time = sum(dwell) if dwell else meta.get("total_time")
+    record = {
+        "labeler": annotator,
+        **{k: meta[k] for k in ("timestamp", "generation") if k in meta},
+        # Quality-control and screening flags: as imported; a gold item made here is quality control.
+        "is_quality_control_question": bool(meta.get("is_quality_control_question")
+                                            or store.gold_labels(trajectory["id"])),
+        "is_initial_screening_question": bool(meta.get("is_initial_screening_question")),
+        "question": {"problem": trajectory["question"], "ground_truth_answer": trajectory.get("gold"),
+                     **{k: meta[k] for k in _SOLUTION_FIELDS if k in meta}},
+        "label": {"steps": steps, "total_time": total_time,
+                  "finish_reason": meta.get("finish_reason") or _finish_reason(labels)},
+    }
+    return record
+
+
+def _finish_reason(labels: dict[int, dict]) -> str:
+    return "found_error" if any(x.get("rating") == -1 for x in labels.values()) else "solution"
+
+
+def rows(store: Store, options: ExportOptions) -> Iterator[dict]:
+    """A record per (trajectory, annotator) with ratings on its current steps."""
+    for trajectory in store.list_trajectories(dataset=options.dataset, limit=None):
+        steps = store.steps(trajectory["id"])
+        segmentation = steps[0]["segmentation_id"] if steps else None
+        by_annotator: dict[str, dict[int, dict]] = {}
+        for label in store.annotations(trajectory["id"], segmentation_id=segmentation):
+            by_annotator.setdefault(label["annotator"], {})[label["step_id"]] = label
+        full = store.get_trajectory(trajectory["id"])
+        for annotator in sorted(by_annotator):
+            yield _record(store, full, annotator, by_annotator[annotator])
+
+
+def export(store: Store, out: Path, options: ExportOptions) -> int:
+    return write_jsonl(out, rows(store, options))
+
+
+EXPORTER = Exporter("prm800k", "PRM800K label records (labeler, total_time, quality-control flags)", False, export)
 
 
 IMPORTER = Importer(

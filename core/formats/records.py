@@ -30,6 +30,26 @@ class Annotation:
     note: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+    # Human latents (issue 13): optional, None when the source has none.
+    confidence: int | None = None
+    rationale: str | None = None
+    category: str | None = None
+    dwell_ms: int | None = None
+    rating_order: int | None = None
+
+
+LATENT_FIELDS = ("confidence", "rationale", "category", "dwell_ms", "rating_order")
+
+
+@dataclass
+class TrajectoryLabel:
+    """An annotator's label on a whole trajectory: the right-answer-flawed-process mark and the
+    total dwell time (PRM800K's total_time, in milliseconds)."""
+
+    annotator: str
+    flawed_process: bool = False
+    dwell_ms: int | None = None
+    created_at: str | None = None
 
 
 @dataclass
@@ -88,6 +108,7 @@ class Trajectory:
     verdicts: list[Verdict] = field(default_factory=list)  # whole-solution verdicts
     current: int = 0  # index into segmentations
     created_at: str | None = None
+    labels: list[TrajectoryLabel] = field(default_factory=list)
 
 
 @dataclass

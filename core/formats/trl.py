@@ -10,7 +10,9 @@ Conversational prompts (lists of messages) are not supported.
 
 Export (`trl` JSONL, `trl-parquet`): one row per trajectory with labels from the chosen
 source, cut to the longest prefix of steps that all have a label; trajectories with no
-labelled first step are left out.
+labelled first step are left out. With human labels (`human:NAME`) that carry any confidence or error category, every row
+also has `confidences` (1-5 or null) and `categories` (the error category of a -1 step, or
+null) per step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
-from core.formats.labels import labelled_prefix, labelled_trajectories
+from core.formats.labels import labelled_prefix, labelled_trajectories, step_latents
 from core.formats.output import atomic_path, write_jsonl
 from core.formats.records import (
     Annotation, Item, Problem, RecordError, Trajectory, presplit, req_list, req_str, str_list,
@@ -53,15 +55,34 @@ def parse(obj: dict, options: ImportOptions) -> list[Item]:
     return [Item(Problem(options.dataset_or("trl"), prompt, None), [trajectory])]
 
 
-def rows(store: Store, options: ExportOptions) -> Iterator[dict]:
+def rows(store: Store, options: ExportOptions) -> list[dict]:
+    """The export's rows; `confidences` and `categories` are columns of every row when any of
+    the human's labels has one, of none otherwise (a file keeps one shape)."""
+    found = list(_rows(store, options))
+    if not any(v is not None for row in found for name in LATENT_COLUMNS for v in row.get(name, [])):
+        for row in found:
+            for name in LATENT_COLUMNS:
+                row.pop(name, None)
+    return found
+
+
+LATENT_COLUMNS = ("confidences", "categories")
+
+
+def _rows(store: Store, options: ExportOptions) -> Iterator[dict]:
     for trajectory, steps, labels in labelled_trajectories(store, options):
         n = labelled_prefix(labels)
         if n:
-            yield {
+            row = {
                 "prompt": trajectory["question"],
                 "completions": [step["text"] for step in steps[:n]],
                 "labels": labels[:n],
             }
+            # A human's labels carry their confidence (1-5) and error category per step.
+            latents = step_latents(store, trajectory["id"], steps, options.labels)
+            if latents is not None:
+                row.update({name: values[:n] for name, values in latents.items()})
+            yield row
 
 
 def export_jsonl(store: Store, out: Path, options: ExportOptions) -> int:
@@ -72,12 +93,15 @@ def export_parquet(store: Store, out: Path, options: ExportOptions) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
+    fields = [
         ("prompt", pa.string()),
         ("completions", pa.list_(pa.string())),
         ("labels", pa.list_(pa.bool_())),
-    ])
-    table = pa.Table.from_pylist(list(rows(store, options)), schema=schema)
+    ]
+    found = rows(store, options)
+    if found and "confidences" in found[0]:
+        fields += [("confidences", pa.list_(pa.int8())), ("categories", pa.list_(pa.string()))]
+    table = pa.Table.from_pylist(found, schema=pa.schema(fields))
     with atomic_path(out) as temporary:
         pq.write_table(table, temporary)
     return table.num_rows

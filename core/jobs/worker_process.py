@@ -78,13 +78,13 @@ def exit_with_parent(parent_pid: int, every: float = 0.5) -> None:
 def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, follow_parent: bool = False,
           poll_seconds: float = 1.0) -> int:
     """Run jobs of `db_path` until killed; returns LOCK_HELD_EXIT if another worker serves it."""
+    if niceness:
+        os.nice(niceness)  # before the lock: a process that holds it runs at the lower priority
     held = take_lock(db_path)
     if held is None:
         return LOCK_HELD_EXIT
     if follow_parent:
         exit_with_parent(os.getppid())
-    if niceness:
-        os.nice(niceness)
     if warm:
         warm_up()
     worker = JobWorker(db_path, poll_seconds=poll_seconds)

@@ -12,6 +12,7 @@ module stays about one thing:
 - verdicts.py, annotations.py, jobs.py: judge verdicts; annotators and labels; job rows;
 - summary.py: row counts for `db info`;
 - quality.py: gold quality-control items and project settings (the error taxonomy);
+- latents.py: ratings with their human latents (confidence, dwell, category), for Compare;
 - prm.py: a step verifier's (PRM's) latest step scores, per trajectory;
 - nodes.py, tree.py: the rollout tree (nodes are step prefixes, pooled rollouts, search marks,
   child branches);
@@ -31,6 +32,7 @@ from core.store.keys import content_key, new_key, now, problem_key, segmentation
 from core.store.problems import ProblemQueries
 from core.store.prm import PrmQueries
 from core.store.quality import QualityQueries
+from core.store.latents import LatentQueries
 from core.store.rollouts import RolloutQueries
 from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.summary import SummaryQueries
@@ -57,6 +59,7 @@ class Store(
     AnnotateQueries,
     PrmQueries,
     QualityQueries,
+    LatentQueries,
     TreeQueries,
     ConnectionBase,
 ):

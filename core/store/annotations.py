@@ -240,6 +240,11 @@ class AnnotationQueries(ConnectionBase):
         note: str | None = None,
         created_at: str | None = None,
         updated_at: str | None = None,
+        confidence: int | None = None,
+        rationale: str | None = None,
+        category: str | None = None,
+        dwell_ms: int | None = None,
+        rating_order: int | None = None,
     ) -> bool:
         """Insert an imported annotation unless this annotator already labelled the step.
 
@@ -247,18 +252,21 @@ class AnnotationQueries(ConnectionBase):
         Returns whether a row was added.
         """
         self._check_annotation(
-            {"rating": rating, "first_error": first_error, "flagged": flagged, "note": note}
+            {"rating": rating, "first_error": first_error, "flagged": flagged, "note": note,
+             "confidence": confidence, "rationale": rationale, "category": category}
         )
+        _check_duration(dwell_ms, "dwell_ms")
         created_at = created_at or now()
         with self.transaction() as conn:
             annotator_id = self.annotator_id(annotator)
             self._require_step(step_id)
             cursor = conn.execute(
                 """INSERT INTO annotations (annotator_id, step_id, rating, first_error,
-                   flagged, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   flagged, note, confidence, rationale, category, dwell_ms, rating_order,
+                   created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT DO NOTHING""",
-                [annotator_id, step_id, rating, int(first_error), int(flagged), note,
-                 created_at, updated_at or created_at],
+                [annotator_id, step_id, rating, int(first_error), int(flagged), note, confidence,
+                 rationale, category, dwell_ms, rating_order, created_at, updated_at or created_at],
             )
         return cursor.rowcount == 1
 

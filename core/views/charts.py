@@ -203,3 +203,45 @@ def picked_node(event) -> int | None:
         except (TypeError, ValueError):
             return None
     return None
+
+
+# --- human latents (Compare) ---------------------------------------------------------------
+
+
+def confidence_chart(rows: Sequence[dict]) -> dict:
+    """Agreement with the automatic source (bars) and mean MC interval width (points) per confidence."""
+    x = {"field": "confidence", "type": "ordinal", "title": "human confidence"}
+    return {
+        "data": {"values": list(rows)}, "height": SMALL_HEIGHT, "resolve": {"scale": {"y": "independent"}},
+        "layer": [
+            {"mark": {"type": "bar", "opacity": 0.7},
+             "encoding": {"x": x, "y": {"field": "agreement", "type": "quantitative", "scale": {"domain": [0, 1]},
+                                        "title": "agreement with the source"},
+                          "tooltip": [{"field": "labels"}, {"field": "compared"}, {"field": "agreement", "format": ".2f"}]}},
+            {"mark": {"type": "point", "filled": True, "color": "#d62728", "size": 80},
+             "encoding": {"x": x, "y": {"field": "mean MC interval width", "type": "quantitative",
+                                        "scale": {"domain": [0, 1]}, "axis": {"orient": "right"}}}},
+        ],
+    }  # fmt: skip
+
+
+def dwell_chart(rows: Sequence[dict]) -> dict:
+    """Disagreement with the automatic source per dwell-time bin."""
+    return {
+        "data": {"values": list(rows)}, "height": SMALL_HEIGHT, "mark": "bar",
+        "encoding": {"x": {"field": "dwell bin", "type": "ordinal", "sort": {"field": "order"}},
+                     "y": {"field": "disagreement", "type": "quantitative", "scale": {"domain": [0, 1]}},
+                     "tooltip": [{"field": "labels"}, {"field": "median dwell s", "format": ".1f"}]},
+    }  # fmt: skip
+
+
+def category_position_chart(rows: Sequence[dict]) -> dict:
+    """Error categories of -1 steps, stacked, by relative step position."""
+    return {
+        "data": {"values": list(rows)}, "height": SMALL_HEIGHT, "mark": "bar",
+        "encoding": {"x": {"field": "position", "type": "ordinal",
+                           "sort": ["first quarter", "second quarter", "third quarter", "last quarter"]},
+                     "y": {"field": "steps", "type": "quantitative", "stack": True},
+                     "color": {"field": "category", "type": "nominal"},
+                     "tooltip": [{"field": "category"}, {"field": "steps"}]},
+    }  # fmt: skip

@@ -36,10 +36,15 @@ class LabelledStep:
     first_errors: frozenset[str]  # annotators who marked this step as the first error
 
 
-def labelled_steps(store: Store, dataset: str | None = None) -> list[LabelledStep]:
-    """Every rated step of a current segmentation, with every annotator's rating."""
+def labelled_steps(store: Store, dataset: str | None = None, first: bool = False) -> list[LabelledStep]:
+    """Every rated step of a current segmentation, with every annotator's rating: the final one,
+    or with `first` the first one they gave (before any edit; from the label history)."""
     grouped: dict[int, tuple[int, int, dict[str, int], set[str]]] = {}
-    for step_id, trajectory_id, idx, name, rating, first_error in store.step_ratings(dataset):
+    ratings = store.step_ratings(dataset)
+    if first:
+        given = store.first_ratings([row[0] for row in ratings])
+        ratings = [(s, t, i, name, given.get((name, s), rating), fe) for s, t, i, name, rating, fe in ratings]
+    for step_id, trajectory_id, idx, name, rating, first_error in ratings:
         entry = grouped.get(step_id)
         if entry is None:
             entry = grouped[step_id] = (trajectory_id, idx, {}, set())
