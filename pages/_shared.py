@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.views.jobs import engine_options
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
+from core.views.math_text import math_markdown
 from core.errors import StepScopeError
 from core.views.worker import WorkerSupervisor
 from core.models import DEFAULT_MODEL
@@ -135,10 +136,17 @@ def folder() -> Path:
     return data_folder()
 
 
-def show_text(text: str, key: str, limit: int = TEXT_PREVIEW) -> None:
-    """Untrusted text as plain text: the first `limit` characters, the rest in an expander."""
+def show_text(text: str, key: str, limit: int = TEXT_PREVIEW, math: bool = False) -> None:
+    """Untrusted text: the first `limit` characters, the rest in an expander (as plain text).
+
+    With `math`, the preview renders its LaTeX spans with Streamlit's bundled KaTeX and keeps
+    everything else inert (core.views.math_text); otherwise it is plain text.
+    """
     shown, cut = truncate(text, limit)
-    st.text(shown)
+    if math:
+        st.markdown(math_markdown(shown))
+    else:
+        st.text(shown)
     if cut:
         with st.expander(f"show all {len(text):,} characters"):
             if len(text) <= FULL_TEXT_LIMIT:

@@ -34,6 +34,28 @@ if name is None:
     st.stop()
 clock: DwellClock = state.setdefault("ann_clock", DwellClock())
 
+# The client hint for dwell times: how long the browser tab was hidden, sent when it is shown
+# again (one rerun per return), so time away is not counted as looking at a step. Trusted code of
+# ours; it reads no page content and sends nothing but a number to this server.
+_VISIBILITY_JS = """
+export default function(component) {
+    window.__stepscopeHidden = component.setTriggerValue;
+    if (window.__stepscopeVisibility) return;
+    window.__stepscopeVisibility = true;
+    let hiddenAt = document.visibilityState === "hidden" ? performance.now() : null;
+    document.addEventListener("visibilitychange", () => {
+        if (document.visibilityState === "hidden") { hiddenAt = performance.now(); return; }
+        if (hiddenAt !== null) {
+            window.__stepscopeHidden("hidden_s", (performance.now() - hiddenAt) / 1000);
+            hiddenAt = null;
+        }
+    });
+}
+"""
+visibility = st.components.v2.component("stepscope_visibility", js=_VISIBILITY_JS)
+if (hidden := visibility(key="ann_visibility", on_hidden_s_change=lambda: None).hidden_s):
+    clock.hidden_span(float(hidden))
+
 
 def queue_settings() -> QueueSpec:
     with st.expander("Queue", expanded="ann_queue" not in state):
@@ -134,7 +156,7 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
         text_col, buttons_col = st.columns([3, 2])
         with text_col:
             st.markdown(f"**Step {card.idx}**" + ("  ◀ keyboard" if cursor else "") + ("  · after the first error" if greyed else ""))
-            show_text(card.text, key=f"ann-{card.step_id}")
+            show_text(card.text, key=f"ann-{card.step_id}", math=True)
             if reveal:
                 st.caption(md(card.value_text + "".join(
                     f" · {judge} P(yes) {p:.2f}" for judge, p in card.verdicts.items() if p is not None)))
@@ -247,7 +269,7 @@ if trajectory is None:
     st.warning(f"Trajectory {tid} is no longer in the database; skip it with Next.")
     st.stop()
 navigation(queue, tid)
-show_text(trajectory["question"], key=f"ann-q-{tid}", limit=1500)
+show_text(trajectory["question"], key=f"ann-q-{tid}", limit=1500, math=True)
 st.text(f"Gold answer: {trajectory.get('gold') or '—'}")
 trajectory_mark(tid)
 blind = state.get("ann_blind", True)

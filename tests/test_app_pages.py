@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
+from core.views.math_text import math_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -70,7 +71,7 @@ def test_fresh_start_shows_a_trajectory_ready_to_explore(db):
     assert at.session_state["judge_models"] == [at.session_state["policy_model"]]  # the policy judges itself
     assert any("No model loaded yet" in c.value for c in at.sidebar.caption)
     assert at.title[0].value == "Explore"
-    assert "A baker makes 4 trays of 12 cookies" in texts(at)[0]
+    assert "A baker makes 4 trays of 12 cookies" in at.markdown[0].value  # the question, math-aware
     assert (at.query_params["trajectory"], at.query_params["step"]) == ("1", "0")
 
 
@@ -253,7 +254,8 @@ def test_untrusted_text_is_rendered_as_text(db):
     at.query_params["trajectory"] = str(trajectory)
     at.run()
     no_exceptions(at)
-    assert evil in texts(at)  # question and step through st.text: shown verbatim, never parsed
+    # Question and step as math-aware markdown: every markup character escaped, shown verbatim.
+    assert math_markdown(evil) in [m.value for m in at.markdown]
     for element in [*at.markdown, *at.caption]:
         assert "](http" not in element.value and "<script" not in element.value.replace("\\<", "")
 
