@@ -14,6 +14,12 @@ import numpy as np
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from core.engines.base import EngineInfo, Sample, SamplingParams, single_token_ids
+from core.engines.transformers_decode import (
+    Rollout,
+    RolloutDecoder,
+    supports_fast_decode,
+    use_grouped_decode_attention,
+)
 from core.errors import ModelNotFound, StepScopeError
 from core.models import ResolvedModel
 
@@ -45,19 +51,42 @@ class TransformersEngine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        use_grouped_decode_attention(self.model)
+        self._decoder = (
+            RolloutDecoder(self.model, self.tokenizer.eos_token_id, max_batch_sequences, self._decode)
+            if supports_fast_decode(self.model)
+            else None
+        )
         self.info = EngineInfo(
             engine="transformers",
             model=model.name,
             device=self.device,
             dtype=str(self.model.dtype).removeprefix("torch."),
             load_seconds=time.perf_counter() - started,
-            extra={"fingerprint": model.fingerprint, "directory": model.directory},
+            extra={
+                "fingerprint": model.fingerprint,
+                "directory": model.directory,
+                "decode": "rollout decoder" if self._decoder else "model.generate",
+                "attention": self.model.config._attn_implementation,
+            },
         )
 
     # -- sampling -------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
-        """Each prompt repeated n times, in batches of at most `max_batch_sequences` rows."""
+        """For each prompt, n continuations: one prefill per prompt, finished rows leave at once."""
+        if self._decoder is None:
+            return self._generate_with_generate(prompts, params)
+        encoded = [self.tokenizer(prompt)["input_ids"] for prompt in prompts]
+        rollouts = self._decoder.run(
+            encoded, n=params.n, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+            top_p=params.top_p, stops=params.stop, seed=params.seed,
+        )  # fmt: skip
+        return [[self._to_sample(rollout, params) for rollout in row] for row in rollouts]
+
+    def _generate_with_generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
+        """Models whose cache cannot be sliced by row: each prompt repeated n times, in batches
+        of at most `max_batch_sequences` rows, through `model.generate`."""
         rows = [prompt for prompt in prompts for _ in range(params.n)]
         samples: list[Sample] = []
         for chunk_index, start in enumerate(range(0, len(rows), self.max_batch_sequences)):
@@ -88,21 +117,29 @@ class TransformersEngine:
         with torch.inference_mode():
             output = self.model.generate(**encoded, **options)
         new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-        return [self._to_sample(tokens, params) for tokens in new_tokens]
+        return [self._to_sample(self._padded_rollout(tokens), params) for tokens in new_tokens]
 
-    def _to_sample(self, tokens: list[int], params: SamplingParams) -> Sample:
-        eos = self.tokenizer.eos_token_id
+    def _padded_rollout(self, tokens: list[int]) -> Rollout:
         # generate() pads finished rows with the pad token (often the same id as EOS), so the
         # first EOS/pad marks where this row's own tokens end.
-        end_markers = {eos, self.tokenizer.pad_token_id}
+        end_markers = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         length = next((i for i, t in enumerate(tokens) if t in end_markers), len(tokens))
-        text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        if length < len(tokens):
+            return Rollout(tokens[: length + 1], ended_by_eos=True)
+        return Rollout(tokens)
+
+    def _to_sample(self, rollout: Rollout, params: SamplingParams) -> Sample:
+        tokens = rollout.tokens[:-1] if rollout.ended_by_eos else rollout.tokens
+        text = self._decode(tokens)
         cut = _earliest_stop(text, params.stop)
         if cut is not None:
-            return Sample(text[:cut], length, "stop")
-        if length < len(tokens):
-            return Sample(text, length + 1, "stop")  # the EOS token counts as generated
-        return Sample(text, length, "length")
+            return Sample(text[:cut], len(tokens), "stop")
+        if rollout.ended_by_eos:
+            return Sample(text, len(tokens) + 1, "stop")  # the EOS token counts as generated
+        return Sample(text, len(tokens), "length")
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     # -- scoring --------------------------------------------------------------------------
 
@@ -152,6 +189,7 @@ class TransformersEngine:
         )
 
     def close(self) -> None:
+        self._decoder = None
         del self.model
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
