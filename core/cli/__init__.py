@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge, prm as cli_prm, problems as cli_problems
-from core.cli import tree as cli_tree
+from core.cli import access as cli_access, tree as cli_tree
 from core.errors import StepScopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -100,6 +100,7 @@ def models_check(
 
 
 # Command groups live beside their domain; registering them here keeps one entry point.
+cli_access.register(app)
 cli_data.register(app)
 cli_jobs.register(app)
 cli_judge.register(app)

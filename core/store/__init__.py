@@ -12,6 +12,7 @@ module stays about one thing:
 - verdicts.py, annotations.py, jobs.py: judge verdicts; annotators and labels; job rows;
 - summary.py: row counts for `db info`;
 - quality.py: gold quality-control items and project settings (the error taxonomy);
+- access.py: invitations (a person, a role, a token kept only as a salted hash);
 - latents.py: ratings with their human latents (confidence, dwell, category), for Compare;
 - prm.py: a step verifier's (PRM's) latest step scores, per trajectory;
 - nodes.py, tree.py: the rollout tree (nodes are step prefixes, pooled rollouts, search marks,
@@ -21,6 +22,7 @@ module stays about one thing:
 
 from __future__ import annotations
 
+from core.store.access import AccessQueries
 from core.store.annotate import AnnotateQueries
 from core.store.annotations import RATINGS, AnnotationQueries
 from core.store.best_of_n import BestOfNQueries
@@ -61,6 +63,7 @@ class Store(
     QualityQueries,
     LatentQueries,
     TreeQueries,
+    AccessQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""

@@ -296,3 +296,27 @@ _SCHEMA_LATENTS = [
 def _label_latents(db: Database) -> None:
     for statement in _SCHEMA_LATENTS:
         db.execute(statement)
+
+
+# Invitations (issue 16): a served-beyond-loopback app opens a database only for a person with
+# a link. The token is never stored: only a lookup (not secret) and the secret's salted hash.
+_ACCESS = [
+    """CREATE TABLE invitations (
+        id INTEGER PRIMARY KEY,
+        lookup TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('organiser', 'annotator', 'viewer')),
+        salt BLOB NOT NULL,
+        secret_hash BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked_at TEXT,
+        last_used_at TEXT
+    )""",
+]
+
+
+@MIGRATIONS(name="0005_access")
+def _access(db: Database) -> None:
+    for statement in _ACCESS:
+        db.execute(statement)

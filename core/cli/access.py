@@ -1,0 +1,92 @@
+"""Access commands of the `stepscope` CLI: `access invite`, `access list`, `access revoke`.
+
+An app served beyond loopback opens a database only through a personal link; these commands
+make, list and revoke the links' invitations, which live in the database file itself.
+`register(app)` adds the `access` group to the main Typer app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from core.cli.data import DB_HELP, _user_errors
+
+_console = Console()
+_errors = Console(stderr=True)
+
+DEFAULT_URL = "http://localhost:8501"
+access_app = typer.Typer(no_args_is_help=True, help="Invite people to a database served on a network.")
+
+
+@access_app.command("invite")
+def invite_command(
+    name: str = typer.Argument(..., help="the person's name (their labels are saved under it)"),
+    role: str = typer.Option("annotator", help="organiser, annotator or viewer"),
+    expires: str = typer.Option("7d", help="how long the link works: a number and s, m, h, d or w"),
+    url: str = typer.Option(DEFAULT_URL, help="the address people open: the server's network name and port"),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Print a personal link (with a secret token, shown only now) that signs NAME in with ROLE."""
+    from core.store import Store, default_db_path
+    from core.store.access import check_name, check_role, invitation_link, parse_lifetime
+
+    with _user_errors():
+        # Everything the user typed is checked before a database file is opened or created.
+        name, role, lifetime = check_name(name), check_role(role), parse_lifetime(expires)
+        invitation_link(url, "x.db", "x")
+        store = Store.open(db)
+        invitation, token = store.create_invitation(name, role, lifetime)
+        link = invitation_link(url, store.path.name, token)
+    _console.print(f"invitation {invitation.id}: {escape(name)} as {role}, until {invitation.expires_at}",
+                   highlight=False)  # fmt: skip
+    print(link)  # plain print: no wrapping or markup inside the link
+    app_folder = default_db_path().resolve().parent
+    if store.path.resolve().parent != app_folder:
+        _errors.print(f"note: the app opens database files in {escape(str(app_folder))} only (set $STEPSCOPE_DB "
+                      f"for the server); this one is in {escape(str(store.path.resolve().parent))}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+
+
+@access_app.command("list")
+def list_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """The invitations: id, name, role, state (active, expired or revoked), dates. No tokens."""
+    from core.store import Store
+
+    with _user_errors():
+        invitations = Store.open(db).invitations()
+    if not invitations:
+        _console.print("no invitations", highlight=False)
+        return
+    table = Table("id", "name", "role", "state", "created", "expires", "last used")
+    for i in invitations:
+        table.add_row(str(i.id), escape(i.name), i.role, i.state(), _minute(i.created_at), _minute(i.expires_at),
+                      _minute(i.last_used_at))  # fmt: skip
+    _console.print(table)
+
+
+@access_app.command("revoke")
+def revoke_command(
+    who: str = typer.Argument(..., help="an invitation id, or a name (all of that person's invitations)"),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Revoke invitations: their links stop working, sessions they opened included."""
+    from core.store import Store
+
+    with _user_errors():
+        revoked = Store.open(db).revoke_invitations(who)
+    for i in revoked:
+        _console.print(f"invitation {i.id} ({escape(i.name)}, {i.role}) revoked", highlight=False)
+
+
+def _minute(stamp: str | None) -> str:
+    return stamp[:16].replace("T", " ") + " UTC" if stamp else ""
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(access_app, name="access")
