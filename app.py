@@ -2,6 +2,9 @@
 
 The sidebar chooses the database file (a file in the data folder), the policy model and
 engine, the judge models, and the annotator name; pages read those choices from session state.
+Who the session is comes first (pages/_access.gate): on loopback the local organiser; served
+beyond it, only a person signed in by an invitation link, who sees only their role's pages and
+sidebar choices (core/views/access.py).
 Each database file gets one job worker process, started and restarted by the server (pages/_shared.worker_for).
 """
 
@@ -13,9 +16,11 @@ from core.views.inputs import (
     resolve_database, validate_annotator,
 )  # fmt: skip
 from core.engines import ENGINE_NAMES
+from core.views.access import CHOOSE_MODELS, RUN_JOBS, SWITCH_DATABASE, Identity, can, pages_for
 from core.errors import StepScopeError
 from core.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
+from pages._access import database_path, gate
 from pages._shared import md, navigation, store_for, worker_for
 
 st.set_page_config(page_title="StepScope", layout="wide")
@@ -94,7 +99,11 @@ def judge_picker() -> None:
     st.session_state["judge_models"] = judge_models(picked, typed, st.session_state["policy_model"])
 
 
-def annotator_field() -> None:
+def annotator_field(who: Identity) -> None:
+    if who.invited:  # the name comes from the invitation, never from a text box
+        st.sidebar.caption(md(f"Signed in as {who.name} ({who.role})"))
+        st.session_state["annotator"] = who.name
+        return
     typed = st.sidebar.text_input(
         "Annotator name", key="annotator_input", max_chars=40,
         help="1 to 40 letters, digits, dots, underscores or hyphens",
@@ -134,18 +143,24 @@ def page_menu(listed: list) -> None:
     st.sidebar.divider()
 
 
-pages, listed = navigation()
+who = gate()
+pages, listed = navigation(pages_for(who.role))
 page_menu(listed)
-path = database_picker()
+if can(who.role, SWITCH_DATABASE):
+    path = database_picker()
+else:  # the invitation's database file, and no other
+    path = st.session_state["db_path"] = database_path(who.database)
 try:
     store_for(path)
 except StepScopeError as error:
     st.sidebar.error(f"Cannot open the database: {md(error)}")
-model_picker()
-judge_picker()
-annotator_field()
-try:
-    model_status(path)
-except StepScopeError:
-    pass  # the page shows why the database cannot be opened
+if can(who.role, CHOOSE_MODELS):
+    model_picker()
+    judge_picker()
+annotator_field(who)
+if can(who.role, RUN_JOBS):
+    try:
+        model_status(path)
+    except StepScopeError:
+        pass  # the page shows why the database cannot be opened
 pages.run()

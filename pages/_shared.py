@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.views.access import label_author
 from core.views.jobs import engine_options
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
 from core.views.math_text import math_markdown
@@ -64,14 +65,16 @@ PAGES = (
 )
 
 
-def navigation() -> tuple[st.Page, list[st.Page]]:
-    """st.navigation over PAGES: the page this run shows, and the pages a menu should list.
+def navigation(allowed: tuple[str, ...] | None = None) -> tuple[st.Page, list[st.Page]]:
+    """st.navigation over PAGES (those whose URL path is in `allowed`, all by default; the first
+    is the home page): the page this run shows, and the pages a menu should list. Another
+    page's URL gets Streamlit's "page not found" and the home page.
 
     Its own menu is hidden: `client.showSidebarNavigation = false` in .streamlit/config.toml hides
     Streamlit's automatic pages/ list on a first visit, and with it any sidebar-positioned
     st.navigation menu, so app.py draws the menu itself (st.page_link).
     """
-    (script, title, icon, url), *rest = PAGES
+    (script, title, icon, url), *rest = [page for page in PAGES if allowed is None or page[3] in allowed]
     listed = [st.Page(script, title=title, icon=icon, default=True, url_path="")]
     listed += [st.Page(s, title=t, icon=i, url_path=u) for s, t, i, u in rest]
     alias = st.Page(script, title=title, icon=icon, url_path=url, visibility="hidden")
@@ -102,6 +105,10 @@ def db_path() -> str:
 def open_store() -> Store:
     """The session's store, or an error box and the end of this run."""
     require_app()
+    from pages._access import identity
+
+    if identity() is None:  # app.py's gate already refused; a page never opens data without it
+        st.stop()
     try:
         return store_for(db_path())
     except StepScopeError as error:
@@ -128,8 +135,12 @@ def policy_engine_options() -> dict:
 
 
 def annotator() -> str | None:
-    """The validated annotator name from the sidebar, or None."""
-    return st.session_state.get("annotator") or None
+    """Whose labels this session saves: an invited person's own name (whatever the page sent),
+    else the validated name from the sidebar; None when the session may not label."""
+    from pages._access import identity  # imported here: pages/_access.py uses this module
+
+    who = identity()
+    return label_author(who, st.session_state.get("annotator") or None) if who else None
 
 
 def folder() -> Path:

@@ -14,6 +14,8 @@ from core.errors import StepScopeError
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.views.charts import TREE_SELECTION, picked_node, tree_chart
 from core.views.tree import TreeSearchRequest, chart_rows, expand, node_detail, queue_tree_search, tree_view
+from core.views.access import RUN_JOBS
+from pages._access import allowed
 from pages._shared import engine, error_box, policy, policy_engine_options, show_text
 
 PREFIX_LIMIT = 20_000
@@ -60,8 +62,8 @@ def _node_detail(store, tid: int, node_id: int, model: str | None) -> None:
     ids = [r["rollout"] for r in detail.rollouts]
     c = st.columns([2, 1])
     chosen = c[0].selectbox("Rollout", ids, key=f"tree_rollout_{node_id}")
-    if c[1].button("Expand rollout", key=f"tree_expand_{node_id}",
-                   help="make this rollout a child branch: a trajectory whose steps become nodes"):
+    if allowed(RUN_JOBS) and c[1].button("Expand rollout", key=f"tree_expand_{node_id}",
+                                         help="make this rollout a child branch: a trajectory whose steps become nodes"):
         try:
             st.success(f"rollout {chosen} is trajectory #{expand(store, int(chosen))}")
         except StepScopeError as error:
@@ -91,5 +93,6 @@ def tree_panel(store, tid: int, model: str | None, step: int) -> None:
 
     st.vega_lite_chart(tree_chart(nodes, edges, view.leaves), key="tree_chart", on_select=on_pick,
                        selection_mode=TREE_SELECTION, width="stretch")  # fmt: skip
-    _search_form(store, tid, selected)
+    if allowed(RUN_JOBS):
+        _search_form(store, tid, selected)
     _node_detail(store, tid, selected, model)

@@ -18,6 +18,8 @@ from core.views.annotate import (
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
+from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enforced
+from pages._access import allowed, identity, refusal, require_action
 from pages._shared import annotator, error_box, md, open_store, policy, show_text
 
 PAGE_SIZE = 20
@@ -25,8 +27,12 @@ RATINGS = ((-1, "−1", "1"), (0, "0", "2"), (1, "+1", "3"))
 CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 
 store = open_store()
+require_action(LABEL)
 state = st.session_state
 st.title("Annotate")
+# An invited annotator: blind mode as the organiser set it, and nobody else's labels.
+blind_locked = blind_enforced(identity(), store.setting(BLIND_SETTING, False))
+see_others = allowed(SEE_OTHERS_LABELS)
 
 name = annotator()
 if name is None:
@@ -87,6 +93,9 @@ def current_queue(spec: QueueSpec) -> list[int]:
 
 
 def save(tid: int, step_id: int, idx: int, field: str, value, advance_to: int | None = None) -> None:
+    if problem := refusal(LABEL):  # a click reruns a fragment only: app.py's check is not run
+        state[f"ann_error_{step_id}"] = problem
+        return
     extra = {}
     if field == "rating" and value is not None:
         extra["dwell_ms"], extra["trajectory_dwell_ms"] = clock.rated(tid, step_id)
@@ -104,6 +113,9 @@ def save(tid: int, step_id: int, idx: int, field: str, value, advance_to: int | 
 
 
 def save_trajectory_mark(tid: int) -> None:
+    if problem := refusal(LABEL):
+        state["ann_traj_error"] = problem
+        return
     try:
         store.save_trajectory_label(name, tid, flawed_process=bool(state[f"ann_flawed_{tid}"]))
     except StepScopeError as error:
@@ -128,8 +140,9 @@ def navigation(queue: list[int], tid: int) -> None:
     submitted = state.setdefault("ann_submitted", set())
     cols[3].button("Submit", key="ann_submit", on_click=submitted.add, args=((name, tid),), shortcut="S",
                    width="stretch", help="done with this trajectory: shows the automatic labels (S)")
-    state["ann_blind_box"] = state.get("ann_blind", True)
+    state["ann_blind_box"] = state.get("ann_blind", True) or blind_locked
     cols[4].toggle("Blind mode", key="ann_blind_box", help="hide automatic labels until submitted",
+                   disabled=blind_locked,
                    on_change=lambda: state.__setitem__("ann_blind", state["ann_blind_box"]))
 
 
@@ -160,7 +173,7 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
             if reveal:
                 st.caption(md(card.value_text + "".join(
                     f" · {judge} P(yes) {p:.2f}" for judge, p in card.verdicts.items() if p is not None)))
-                others = [label_text(label) for label in card.labels if label["annotator"] != name]
+                others = [label_text(label) for label in card.labels if label["annotator"] != name and see_others]
                 if others:
                     st.caption(md(" · ".join(others)))
         with buttons_col:
@@ -272,7 +285,7 @@ navigation(queue, tid)
 show_text(trajectory["question"], key=f"ann-q-{tid}", limit=1500, math=True)
 st.text(f"Gold answer: {trajectory.get('gold') or '—'}")
 trajectory_mark(tid)
-blind = state.get("ann_blind", True)
+blind = state.get("ann_blind", True) or blind_locked
 reveal = not blind or (name, tid) in state.get("ann_submitted", set())
 if blind and not reveal:
     st.caption("Blind mode: automatic labels and other annotators' labels are hidden until you submit.")

@@ -14,11 +14,15 @@ from core.views.best_of_n import policy_models
 from core.views.data import export_bytes, export_formats, import_formats, import_upload
 from core.errors import StepScopeError
 from core.views.explore import dataset_names
+from core.views.access import EXPORT, IMPORT, RUN_JOBS
+from pages._access import require_action
+from pages._invitations import access_section
 from pages._shared import (
     annotator, db_path, engine, error_box, folder, judges, md, open_store, policy, policy_engine_options, running_worker,
 )  # fmt: skip
 
 store = open_store()
+require_action(RUN_JOBS)  # the organiser's page: jobs, models, imports, exports, invitations
 state = st.session_state
 st.title("Jobs and data")
 
@@ -137,6 +141,7 @@ def database_section() -> None:
 
 
 def import_section() -> None:
+    require_action(IMPORT)
     st.subheader("Import")
     with st.form("jd_import", clear_on_submit=True):
         upload = st.file_uploader("File (JSON lines or a JSON array)", type=["jsonl", "json"])
@@ -162,6 +167,7 @@ def import_section() -> None:
 
 
 def export_section() -> None:
+    require_action(EXPORT)
     st.subheader("Export")
     with st.form("jd_export"):
         cols = st.columns(3)
@@ -193,3 +199,4 @@ model_section()
 database_section()
 import_section()
 export_section()
+access_section(store)
