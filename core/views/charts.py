@@ -166,7 +166,10 @@ def tree_chart(nodes: Sequence[dict], edges: Sequence[dict], leaves: int) -> dic
     inline: no Altair validation on each refresh, and nothing fetched from off the machine."""
     x = {"field": "x", "type": "quantitative", "title": "depth (steps)", "axis": {"tickMinStep": 1, "format": "d"}}
     y = {"field": "y", "type": "quantitative", "axis": None, "scale": {"reverse": True}}
+    most = max([1, *(node["n"] for node in nodes)])
     return {
+        # SVG: every node is an element with an aria-label (a reader, or a browser test, can find it).
+        "usermeta": {"embedOptions": {"renderer": "svg"}},
         "height": max(200, min(1200, 16 * leaves)),
         "layer": [
             {"data": {"values": list(edges)}, "mark": {"type": "rule", "color": "#999"},
@@ -178,10 +181,14 @@ def tree_chart(nodes: Sequence[dict], edges: Sequence[dict], leaves: int) -> dic
              "mark": {"type": "circle", "opacity": 1, "cursor": "pointer"},
              "encoding": {
                  "x": x, "y": y,
+                 "description": {"field": "label"},  # the node's aria-label
                  "size": {"field": "n", "type": "quantitative", "title": "rollouts",
-                          "scale": {"type": "sqrt", "range": [30, 600], "zero": True}},
+                          # An explicit domain: a tree with no rollouts yet would give sizes of NaN.
+                          "scale": {"type": "sqrt", "range": [60, 600], "domain": [0, most]}},
                  "color": {"condition": {"test": "datum.value === null", "value": "#bbbbbb"},
-                           "field": "value", "type": "quantitative", "title": "value",
+                           # `shade` is the value, -1 where there is none: Vega-Lite drops a mark whose
+                           # field on a continuous scale is null, and a node without rollouts is still a node.
+                           "field": "shade", "type": "quantitative", "title": "value",
                            "scale": {**VALUE_COLORS, "clamp": True}},
                  "stroke": {"condition": [{"test": "datum.selected", "value": "#1f77b4"},
                                           {"test": "datum.path", "value": "#000000"}], "value": None},

@@ -133,7 +133,9 @@ def chart_rows(view: TreeView, selected: int | None) -> tuple[list[dict], list[d
     """Rows for the tree chart: nodes (position, value, rollouts, path, text) and edges."""
     nodes = [
         {"id": n.id, "x": n.x, "y": n.y, "depth": n.depth, "n": n.n, "value": n.soft, "visits": n.visits,
+         "shade": -1.0 if n.soft is None else n.soft,
          "path": n.on_path, "selected": n.id == selected, "collapsed": n.collapsed,
+         "label": f"node {n.id}: {n.n} rollouts, value {'none' if n.soft is None else f'{n.soft:.2f}'}",
          "text": (n.text[:77] + "…") if len(n.text) > 80 else n.text}
         for n in view.shown
     ]  # fmt: skip
