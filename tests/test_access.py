@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +203,15 @@ def test_access_commands(tmp_path):
     assert "revoked" in run_cli("access", "list", env=env).stdout
     assert_one_line_error(run_cli("access", "revoke", "alice", env=env), "no unrevoked invitation")
     assert [i.name for i in Store.open(db).invitations()] == ["alice"]  # the refused invites wrote nothing
+
+
+def test_streamlits_xsrf_and_cors_protections_stay_on():
+    """The repository's config leaves Streamlit's XSRF and CORS protection at their defaults (on)."""
+    import tomllib
+
+    from streamlit import config
+
+    server = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())["server"]
+    assert server.get("enableXsrfProtection", True) is True and server.get("enableCORS", True) is True
+    assert config.get_option("server.enableXsrfProtection") is True and config.get_option("server.enableCORS") is True
+    assert server["address"] == "localhost"  # shared only when the organiser says so

@@ -1,0 +1,95 @@
+"""Roles on the pages themselves (Streamlit's AppTest, a real SQLite file): what an invited
+annotator's or viewer's session can and cannot do, whatever the page's state says. The browser
+tests (tests/test_e2e_access.py) cover the same through a real server; these are the quick ones."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.sample_solutions import ensure_trajectories
+from core.store import Store
+from core.views.access import BLIND_SETTING, Identity
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TIMEOUT = 60
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Store:
+    path = tmp_path / "data" / "roles.db"
+    monkeypatch.setenv("STEPSCOPE_DB", str(path))
+    monkeypatch.setenv("STEPSCOPE_SERVED_REMOTELY", "1")
+    store = Store.open(path)
+    ensure_trajectories(store)
+    return store
+
+
+def signed_in(store: Store, name: str, role: str, page: str, **state) -> AppTest:
+    """A page run by a session that an invitation signed in (as app.py's gate leaves it)."""
+    invitation, _ = store.create_invitation(name, role, timedelta(days=1))
+    at = AppTest.from_file(str(REPO / "pages" / f"{page}.py"), default_timeout=TIMEOUT)
+    at.session_state["db_path"] = str(store.path)
+    at.session_state["access_identity"] = Identity(role, name, invitation.id, store.path.name)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def test_an_annotators_labels_go_under_their_invitation_whatever_the_state_says(store):
+    step = store.steps(1)[0]
+    store.save_annotation("bob", step["id"], rating=-1)
+    at = signed_in(store, "alice", "annotator", "annotate", annotator="mallory", ann_blind=False)
+    at.run()
+    assert not at.exception
+    [plus] = [b for b in at.button if b.label == "+1"][:1]
+    plus.click().run()
+    assert store.annotation("alice", step["id"])["rating"] == 1
+    assert store.annotation("mallory", step["id"]) is None
+    assert [(h["annotator"], h["field"]) for h in store.label_history(annotator="alice")] == [("alice", "rating")]
+    shown = " ".join(c.value for c in at.caption)
+    assert "bob" not in shown  # blind mode off, and still nobody else's labels
+
+
+def test_enforced_blind_mode_cannot_be_turned_off_by_an_annotator(store):
+    store.set_setting(BLIND_SETTING, True)
+    at = signed_in(store, "alice", "annotator", "annotate", ann_blind=False)
+    at.run()
+    box = at.toggle(key="ann_blind_box")
+    assert box.value is True and box.disabled
+    assert "Blind mode" in " ".join(c.value for c in at.caption)
+
+
+def test_a_revoked_annotator_saves_nothing_more(store):
+    at = signed_in(store, "alice", "annotator", "annotate")
+    at.run()
+    store.revoke_invitations("alice")
+    step = store.steps(1)[0]
+    at.button(key=f"ann_r1_{step['id']}").click().run()
+    assert store.annotation("alice", step["id"]) is None
+    assert "revoked" in " ".join(e.value for e in at.error)
+
+
+@pytest.mark.parametrize("page", ["jobs_data", "annotate"])
+def test_a_viewer_gets_a_refusal_not_the_page(store, page):
+    at = signed_in(store, "vic", "viewer", page)
+    at.run()
+    assert not at.exception
+    assert "a viewer may not" in " ".join(e.value for e in at.error)
+    assert not at.button and not at.text_input
+
+
+def test_a_viewer_sees_explore_without_job_controls(store):
+    at = signed_in(store, "vic", "viewer", "explore")
+    at.run()
+    assert not at.exception
+    labels = {b.label for b in at.button}
+    assert "Estimate values" not in labels and "Judge" not in labels and "More rollouts" not in labels
+    assert "A baker makes" in " ".join(m.value for m in at.markdown) + " ".join(t.value for t in at.text)
