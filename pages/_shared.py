@@ -13,7 +13,7 @@ import streamlit as st
 from core.views.access import label_author
 from core.views.jobs import engine_options
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
-from core.views.math_text import math_markdown
+from core.views.math_text import math_markdown, show_bidi
 from core.errors import StepScopeError
 from core.views.worker import WorkerSupervisor
 from core.models import DEFAULT_MODEL
@@ -157,7 +157,7 @@ def show_text(text: str, key: str, limit: int = TEXT_PREVIEW, math: bool = False
     if math:
         st.markdown(math_markdown(shown))
     else:
-        st.text(shown)
+        st.text(show_bidi(shown))
     if cut:
         with st.expander(f"show all {len(text):,} characters"):
             if len(text) <= FULL_TEXT_LIMIT:
@@ -171,8 +171,9 @@ def show_text(text: str, key: str, limit: int = TEXT_PREVIEW, math: bool = False
 
 
 def md(text) -> str:
-    """Untrusted text made inert for a markdown place (captions, labels, message boxes)."""
-    return escape_markdown(str(text))
+    """Untrusted text made inert for a markdown place (captions, labels, message boxes);
+    bidirectional controls shown as ⟨U+XXXX⟩, not obeyed."""
+    return escape_markdown(show_bidi(str(text)))
 
 
 def error_box(what: str, error: Exception) -> None:

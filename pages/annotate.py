@@ -6,8 +6,9 @@ confidence, E marks the first error, F flags it, J / K move down / up, S submits
 (shows the automatic labels in blind mode), N / P go to the next / previous trajectory.
 
 Speed: each step row is a fragment (a click reruns that row only), and the keyboard bar with
-the rows is another (a key reruns the rows, not the page). The keyboard bar is drawn before the
-rows, so its keys work as soon as the trajectory appears.
+the rows is another (a key reruns the rows, not the page). Keys are taken by a small client
+script (pages/_annotate_hints.py) that queues them until the keyboard bar is drawn, so a key
+pressed as the page appears is not lost.
 """
 
 import streamlit as st
@@ -21,6 +22,7 @@ from core.views.explore import dataset_names, label_text, page_of, step_cards
 from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enforced
 from pages._access import allowed, identity, refusal, require_action
 from pages._shared import annotator, error_box, md, open_store, policy, show_text
+from pages._annotate_hints import client_hints
 
 PAGE_SIZE = 20
 RATINGS = ((-1, "−1", "1"), (0, "0", "2"), (1, "+1", "3"))
@@ -34,33 +36,13 @@ st.title("Annotate")
 blind_locked = blind_enforced(identity(), store.setting(BLIND_SETTING, False))
 see_others = allowed(SEE_OTHERS_LABELS)
 
+clock: DwellClock = state.setdefault("ann_clock", DwellClock())
+client_hints(clock)  # before anything else, so keys are taken from the first render on
+
 name = annotator()
 if name is None:
     st.info("Enter your annotator name in the sidebar to start a session.")
     st.stop()
-clock: DwellClock = state.setdefault("ann_clock", DwellClock())
-
-# The client hint for dwell times: how long the browser tab was hidden, sent when it is shown
-# again (one rerun per return), so time away is not counted as looking at a step. Trusted code of
-# ours; it reads no page content and sends nothing but a number to this server.
-_VISIBILITY_JS = """
-export default function(component) {
-    window.__stepscopeHidden = component.setTriggerValue;
-    if (window.__stepscopeVisibility) return;
-    window.__stepscopeVisibility = true;
-    let hiddenAt = document.visibilityState === "hidden" ? performance.now() : null;
-    document.addEventListener("visibilitychange", () => {
-        if (document.visibilityState === "hidden") { hiddenAt = performance.now(); return; }
-        if (hiddenAt !== null) {
-            window.__stepscopeHidden("hidden_s", (performance.now() - hiddenAt) / 1000);
-            hiddenAt = null;
-        }
-    });
-}
-"""
-visibility = st.components.v2.component("stepscope_visibility", js=_VISIBILITY_JS)
-if (hidden := visibility(key="ann_visibility", on_hidden_s_change=lambda: None).hidden_s):
-    clock.hidden_span(float(hidden))
 
 
 def queue_settings() -> QueueSpec:

@@ -22,6 +22,7 @@ from core.views.explore import (
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
+from core.views.math_text import show_bidi
 from pages._shared import engine, error_box, judges, md, open_store, policy, policy_engine_options, show_text
 from pages._tree import tree_panel
 from core.views.access import RUN_JOBS
@@ -138,7 +139,7 @@ def header(trajectory: dict) -> None:
     verdict = {True: "reaches the gold answer", False: "does not reach the gold answer", None: "not graded"}
     st.text(
         f"Gold answer: {trajectory.get('gold') or '—'}   ·   final answer: "
-        f"{trajectory.get('final_answer') or '—'} ({verdict[trajectory.get('correct')]})"
+        f"{show_bidi(trajectory.get('final_answer') or '—')} ({verdict[trajectory.get('correct')]})"
     )
     for judge, p_yes in outcome_verdicts(store, trajectory["id"]).items():
         st.text(f"Outcome verdict, {judge}: P(yes) = {'—' if p_yes is None else f'{p_yes:.2f}'}")
@@ -241,7 +242,7 @@ def step_detail(tid: int, card, model: str | None) -> None:
         if len(prefix) > PREFIX_LIMIT:
             st.caption(f"the last {PREFIX_LIMIT:,} characters")
             prefix = "…" + prefix[-PREFIX_LIMIT:]
-        st.code(prefix, language=None, wrap_lines=True, height=220)
+        st.code(show_bidi(prefix), language=None, wrap_lines=True, height=220)  # bidi controls shown, not obeyed
     rollouts = rollout_rows(store, card.step_id, model)
     if not rollouts:
         st.caption("No rollouts from this step yet: start a job above.")

@@ -3,7 +3,8 @@ a real SQLite file, real jobs on the tiny test model.
 
 - load: concurrent annotators while a job writes rollouts (benchmarks/reliability_load.py,
   shortened): nothing lost, nothing duplicated, no "database is locked" shown;
-- faults: kill -9 of the server during annotation and during a job, then a restart; a model
+- faults: kill -9 of the job worker process mid-job (the app starts another, which resumes the
+  job), then of the server during annotation and the job, then a restart; a model
   server killed mid-job (the job fails with the reason, the app stays up, Retry finishes it);
 - big input: a 1 MB step and a 10,000-step trajectory render as a truncated view that expands;
 - untrusted text: HTML, scripts, markdown images and outside links in imported and model text
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -23,6 +25,7 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,9 +76,24 @@ def load_steps(db: Path, trajectory_ids: list[int]) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM steps WHERE trajectory_id IN ({marks})", trajectory_ids).fetchone()[0]
 
 
-def listening_addresses(pid: int) -> set[str]:
-    import psutil
+def worker_pid(db: Path, other_than: int | None, timeout: float = 120) -> int:
+    """The pid of the database's job worker process (it writes it into its lock file), once it is
+    a live process other than `other_than`."""
+    from core.jobs.worker_process import lock_path
 
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int(lock_path(db).read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != other_than and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return pid
+        time.sleep(0.3)
+    raise AssertionError(f"no job worker process other than {other_than} for {db} after {timeout:.0f} s")
+
+
+def listening_addresses(pid: int) -> set[str]:
     return {c.laddr.ip for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN}
 
 
@@ -126,7 +144,15 @@ async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
             browser = await launch(playwright)
             first = Annotator(await browser.new_context(viewport=VIEWPORT), url, "crash-test")
             await first.open()
-            await _annotate_until(first, lambda: len(first.log.shown) >= 4 and rollout_count(db) >= 16)
+            await _annotate_until(first, lambda: len(first.log.shown) >= 2 and rollout_count(db) >= 8)
+            # kill -9 of the job worker process mid-job: the app starts a new one, which resumes the
+            # job once its heartbeat is stale; annotating goes on meanwhile.
+            worker = await asyncio.to_thread(worker_pid, db, None)
+            os.kill(worker, signal.SIGKILL)
+            restarted = await asyncio.to_thread(worker_pid, db, worker)
+            assert restarted != worker and psutil.Process(restarted).nice() >= 10
+            written = rollout_count(db)
+            await _annotate_until(first, lambda: len(first.log.shown) >= 4 and rollout_count(db) > written)
             # One more click, and the server dies while it saves (kill -9: no clean-up at all).
             todo = [s for s in await first.step_ids() if s not in first.log.clicked]
             if todo:
@@ -299,6 +325,9 @@ EVIL = (
     f'<iframe src="http://{OUTSIDE_HOST}/frame"></iframe> <a href="javascript:window.__pwned=3">click</a> '
     f"![tracker](http://{OUTSIDE_HOST}/t.png) [link](http://evil.example/) http://evil.example/bare "
     f"<style>@import url(http://{OUTSIDE_HOST}/s.css)</style> **bold** $x^2$ :red[red]"
+    # LaTeX that reaches outside the formula, and a right-to-left override (issue 13).
+    f" $\\href{{http://{OUTSIDE_HOST}/h}}{{h}}$ $\\url{{http://evil.example/u}}$"
+    f" $\\includegraphics{{http://{OUTSIDE_HOST}/i.png}}$ $\\htmlClass{{x}}{{y}}$ \u202eabc\u202c"
 )
 LEAKS = (f"[src*='{OUTSIDE_HOST}'], [href*='{OUTSIDE_HOST}'], [src*='evil.example'], [href*='evil.example'],"
          " [href^='javascript:'], iframe[src^='http'], [onerror]")  # fmt: skip
@@ -367,6 +396,8 @@ async def _untrusted(url: str, trajectory: int) -> dict:
 
         text = await visit(f"/?trajectory={trajectory}&step=0", "Step 0: prefix and rollouts", "explore")
         assert "<script>window.__pwned=2</script>" in text  # shown, as text
+        assert await page.locator(".katex").count() > 0  # $x^2$ renders as math
+        assert "\u202e" not in text and "⟨U+202E⟩" in text  # the override is shown, not obeyed
         # Annotate: its queue ("unlabelled first") opens on the hostile trajectory for this name.
         await page.get_by_role("link", name="Annotate").click()
         await page.get_by_text("Enter your annotator name").wait_for(timeout=PAGE_TIMEOUT_MS)
@@ -381,6 +412,7 @@ async def _untrusted(url: str, trajectory: int) -> dict:
             raise
         text = await check("annotate")
         assert "<script>window.__pwned=2</script>" in text
+        assert await page.locator(".katex").count() > 0 and "\u202e" not in text
         for path, ready, name in (("/compare", "Compare", "compare"), ("/jobs_data", "Jobs and data", "jobs"),
                                   ("/best_of_n", "Best-of-N", "best-of-n"),
                                   ("/?db=<script>window.__pwned=4</script>../../etc/passwd", "Explore", "bad-db-link")):
@@ -397,3 +429,104 @@ def test_untrusted_text_is_inert_and_nothing_leaves_the_machine(shared_app, tiny
     report = asyncio.run(_untrusted(url, trajectory))
     print(json.dumps(report, indent=1))
     assert report["dialogs"] == [] and report["outside_requests"] == []
+
+
+# --- a labelling session with human latents ------------------------------------------------
+
+
+def annotation_rows(db: Path, annotator: str) -> dict[int, dict]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            """SELECT s.idx, a.* FROM annotations a JOIN annotators n ON n.id = a.annotator_id
+               JOIN steps s ON s.id = a.step_id WHERE n.name = ? AND s.trajectory_id = 1""", [annotator])
+        return {row["idx"]: dict(row) for row in rows}
+
+
+async def _latent_session(url: str, db: Path, name: str, steps: list[int], timing: dict) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
+        await page.goto(url + "/annotate")
+        box = page.get_by_role("textbox", name="Annotator name")
+        await box.wait_for(timeout=PAGE_TIMEOUT_MS)
+        await box.fill(name)
+        await box.press("Enter")
+        await page.get_by_role("heading", name="Annotate").click()  # out of the text box: keys are commands
+        # Keys pressed the moment the trajectory appears are not lost (a client script queues them
+        # until the keyboard bar is drawn) and apply in order: "3" rates step 0 and moves on,
+        # Shift+4 then sets step 1's confidence.
+        await page.get_by_text("Trajectory 1 of").wait_for(timeout=PAGE_TIMEOUT_MS)
+        await page.keyboard.press("3")
+        await page.keyboard.press("Shift+4")
+        await page.locator(f".st-key-ann_r1_{steps[0]} [data-testid='stBaseButton-primary']").first.wait_for(timeout=60_000)
+        timing["step_0_rated"] = time.monotonic()
+        await page.get_by_text("saved: step 1 confidence 4").first.wait_for(timeout=60_000)
+        await settle(page)
+        queue = page.locator("[data-testid='stExpander'] details").filter(has_text="Order").first
+        if await queue.get_attribute("open") is None:  # open on the first run, closed once the queue is built
+            await queue.locator("summary").click()
+        await page.get_by_text("Stop at the first error").first.click()
+        await settle(page)
+        # The tab is hidden for 8 s (as when the annotator switches tabs): not counted as dwell.
+        await page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+                                       document.dispatchEvent(new Event('visibilitychange')); }""")
+        await page.wait_for_timeout(8000)
+        await page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+                                       document.dispatchEvent(new Event('visibilitychange')); }""")
+        await settle(page)
+        await page.locator(f".st-key-ann_r-1_{steps[1]} button").first.click()  # step 1: −1 (mouse)
+        timing["step_1_s"] = time.monotonic() - timing["step_0_rated"]
+        await page.locator(f".st-key-ann_r-1_{steps[1]} [data-testid='stBaseButton-primary']").first.wait_for(timeout=60_000)
+        await settle(page)
+        assert await page.locator(f".st-key-ann_r1_{steps[2]} button").first.is_disabled()  # greyed out after the error
+        await page.locator(f".st-key-ann_cat_{steps[1]}").first.click()
+        await page.get_by_role("option", name="calculation").first.click()
+        await page.get_by_text("saved: step 1 category calculation").first.wait_for(timeout=60_000)
+        await settle(page)
+        why = page.locator(f".st-key-ann_why_{steps[1]} input").first
+        await why.fill("3 x 4 is not 11")
+        await why.press("Enter")
+        await page.get_by_text("saved: step 1 rationale saved").first.wait_for(timeout=60_000)
+        await settle(page)
+        await page.locator(f".st-key-ann_r0_{steps[0]} button").first.click()  # an edit: +1 -> 0
+        await page.locator(f".st-key-ann_r0_{steps[0]} [data-testid='stBaseButton-primary']").first.wait_for(timeout=60_000)
+        await settle(page)
+        await page.get_by_text("Right answer, flawed process").first.click()
+        await settle(page)
+        await page.wait_for_timeout(500)
+        await page.screenshot(path=str(ARTIFACTS / "reliability-latents.png"), full_page=True)
+        assert await page.locator("[data-testid='stException']").count() == 0
+        assert "accuracy" not in (await page.inner_text("main")).lower()  # gold results are for the organiser
+        await browser.close()
+
+
+def test_a_session_with_latents_stop_mode_and_a_gold_item_is_in_the_file(shared_app):
+    url, db, _ = shared_app
+    from core.store import Store
+
+    store = Store.open(db)
+    steps = [s["id"] for s in store.steps(1)]
+    store.set_gold(1, {steps[0]: 1, steps[1]: -1})  # the organiser's gold item
+    store.close()
+    timing = {}
+    asyncio.run(_latent_session(url, db, "latents", steps, timing))
+
+    rows = annotation_rows(db, "latents")
+    assert rows[0]["rating"] == 0 and rows[0]["rating_order"] == 1 and rows[0]["dwell_ms"] > 0
+    second = rows[1]
+    assert (second["rating"], second["confidence"], second["category"], second["rationale"], second["first_error"]) == (
+        -1, 4, "calculation", "3 x 4 is not 11", 1)
+    assert second["rating_order"] == 2 and second["dwell_ms"] > 0 and set(rows) == {0, 1}
+    # Step 1's dwell runs from step 0's rating to its own, less the 8 s the tab was hidden.
+    assert second["dwell_ms"] < (timing["step_1_s"] - 3) * 1000, (second["dwell_ms"], timing)
+    store = Store.open(db)
+    history = [(h["idx"], h["field"], h["old_value"], h["new_value"]) for h in store.label_history(annotator="latents")]
+    assert (0, "rating", 1, 0) in history and (1, "category", None, "calculation") in history
+    mark = store.trajectory_label("latents", 1)
+    assert mark["flawed_process"] is True and mark["dwell_ms"] >= rows[1]["dwell_ms"]
+    gold = [(g["idx"], g["expected"], g["given"]) for g in store.gold_answers() if g["annotator"] == "latents"]
+    assert gold == [(0, 1, 0), (1, -1, -1)]
+    store.close()
