@@ -110,7 +110,7 @@ def test_explore_deep_link_opens_the_named_step(db):
     at.run()
     no_exceptions(at)
     assert at.session_state["explore_tid"] == 3 and at.session_state["explore_step"] == 2
-    assert [h.value for h in at.subheader][-1] == "Step 2: prefix and rollouts"
+    assert [h.value for h in at.subheader][-2:] == ["Step 2: prefix and rollouts", "Rollout tree"]
     assert "Jack has 50 dollars" in texts(at)[0]
 
 
@@ -178,7 +178,8 @@ def test_explore_starts_a_job_and_shows_values(db):
     store.update_job(1, status="done")
     at.run()
     assert "MC 0.50  [0.09, 0.91]  (1/2 reach the answer)" in texts(at)
-    assert len(at.dataframe) == 1 and list(at.dataframe[0].value["correct"]) == [True, False]
+    assert len(at.dataframe) == 2 and list(at.dataframe[0].value["correct"]) == [True, False]
+    assert list(at.dataframe[1].value["correct"]) == [True, False]  # the rollout tree: the step's node
 
 
 def test_explore_queues_judge_jobs(db):
