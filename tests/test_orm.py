@@ -18,6 +18,7 @@ from core.orm_training import list_orms, split_trajectories
 from core.splits import problem_split, question_split
 from core.store import Store
 from core.synth import write_synth
+from core.views.best_of_n import curves, judges_of, samples_by_problem, verifier_info
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # A tiny random model needs a larger step than a pretrained one to move in a few dozen steps.
@@ -105,7 +106,35 @@ def test_a_finetuned_orm_learns_a_separable_task_on_problems_it_never_saw(tmp_pa
     fresh_correct = [store.get_trajectory(t)["correct"] for t in fresh]
     assert min(p for p, c in zip(fresh_scores, fresh_correct) if c) > max(p for p, c in zip(fresh_scores, fresh_correct) if not c)
     assert [o["judge"] for o in list_orms(store)] == [judge]
+    # Best-of-N on the test split: the ORM reranks, and says which base it was trained on.
+    groups = samples_by_problem(store, "toy", "toy", split="test")
+    assert sorted(groups) == sorted(split["test_problems"]) and judges_of(groups) == [judge]
+    [info] = verifier_info(store, [judge])
+    assert (info.type, info.base) == ("fine-tuned ORM", str(tiny_model_dir))
+    points, _ = curves(groups, verifiers=[judge])
+    at_4 = {p.method: p.value for p in points if p.k == 4}
+    assert at_4[f"best-of-k: {judge}"] == pytest.approx(1.0) and at_4["pass@k"] == pytest.approx(1.0)
+    assert not [p for p in curves(groups, verifiers=[])[0] if p.method.startswith("best-of-k")]
     store.close()
+    best_of_n_page(tmp_path / "orm.db", judge, str(tiny_model_dir))
+
+
+def best_of_n_page(db, judge: str, base: str) -> None:
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).parent.parent / "pages" / "best_of_n.py"), default_timeout=60)
+    at.session_state["db_path"] = str(db)
+    at.run()
+    at.selectbox(key="bon_split").set_value("test split").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.multiselect[0].value == [judge]
+    curves_frame, verifiers_frame = at.dataframe[0].value, at.dataframe[1].value
+    assert f"best-of-k: {judge}" in set(curves_frame["method"])
+    assert verifiers_frame.to_dict("records") == [{"judge": judge, "type": "fine-tuned ORM", "base": base}]
+    at.multiselect[0].set_value([]).run()
+    assert not [m for m in at.dataframe[0].value["method"] if m.startswith("best-of-k")] and len(at.dataframe) == 1
 
 
 def test_random_init_takes_the_architecture_not_the_weights(tmp_path, tiny_model_dir):

@@ -35,8 +35,15 @@ class Sample:
     scores: dict[str, float]  # judge -> outcome P(yes)
 
 
-def samples_by_problem(store: Store, model: str, dataset: str | None = None) -> dict[int, list[Sample]]:
+def samples_by_problem(store: Store, model: str, dataset: str | None = None, split: str | None = None) -> dict[int, list[Sample]]:
+    """The policy's graded solutions by problem; with `split` ("train" or "test", core.splits),
+    only the problems of that split: a trained verifier is compared on problems it never saw."""
     found = store.graded_policy_solutions(model, dataset)
+    if split is not None:
+        from core.splits import problem_split
+
+        side = {pid: problem_split(store.get_problem(pid)) for pid in {row["problem_id"] for row in found}}
+        found = [row for row in found if side[row["problem_id"]] == split]
     scores = store.latest_outcome_p_yes([row["id"] for row in found])
     grouped: dict[int, list[Sample]] = defaultdict(list)
     for row in found:
@@ -96,8 +103,33 @@ def majority_vote(answers: list, correct: list[bool], k: int) -> float:
     return _majority(pattern, tuple(bool(c) for c in correct), k)
 
 
-def curves(groups: dict[int, list[Sample]], max_k: int | None = None) -> tuple[list[CurvePoint], int]:
-    """Every method's curve over k, and the k the curves go up to (the smallest group used)."""
+def judges_of(groups: dict[int, list[Sample]]) -> list[str]:
+    """The verifiers that scored any of these samples."""
+    return sorted({j for samples in groups.values() for s in samples for j in s.scores})
+
+
+@dataclass(frozen=True)
+class VerifierInfo:
+    judge: str
+    type: str  # fine-tuned ORM | probe | judge
+    base: str  # the base model it was trained on; for a prompted judge, its model (the judge name)
+
+
+def verifier_info(store: Store, judges: list[str]) -> list[VerifierInfo]:
+    """What each verifier is and which base it was trained on, from the artifacts next to the
+    database (a fine-tuned ORM's or probe's manifest); any other verdict name is a prompted judge."""
+    from core.orm_training import list_orms
+    from core.probes import list_probes
+
+    known = {entry["judge"]: VerifierInfo(entry["judge"], "probe", entry["base"]) for entry in list_probes(store)}
+    known |= {entry["judge"]: VerifierInfo(entry["judge"], "fine-tuned ORM", entry["base"]) for entry in list_orms(store)}
+    return [known.get(judge, VerifierInfo(judge, "judge", judge)) for judge in judges]
+
+
+def curves(groups: dict[int, list[Sample]], max_k: int | None = None,
+           verifiers: list[str] | None = None) -> tuple[list[CurvePoint], int]:  # fmt: skip
+    """Every method's curve over k (best-of-k for `verifiers`, default every one that scored), and
+    the k the curves go up to (the smallest group used)."""
     usable = [samples for samples in groups.values() if len(samples) >= 2]
     if not usable:
         return [], 0
@@ -105,6 +137,8 @@ def curves(groups: dict[int, list[Sample]], max_k: int | None = None) -> tuple[l
     if max_k:
         largest = min(largest, max_k)
     judges = sorted({j for samples in usable for s in samples for j in s.scores})
+    if verifiers is not None:
+        judges = [j for j in judges if j in set(verifiers)]
     points = []
     for k in k_values(largest):
         per_method: dict[str, list[float]] = defaultdict(list)
