@@ -13,6 +13,7 @@ so that the grouped decode attention runs.
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -43,7 +44,9 @@ def tokenizer(tiny_model_dir):
 
 
 @pytest.fixture(scope="module", params=["heads-2-kv-2", "heads-2-kv-1"])
-def model(request, tiny_model_dir):
+def models(request, tiny_model_dir):
+    """(the decoder's model, an independent copy with transformers' own attention) for the
+    references, so that no reference runs through code under test."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if request.param == "heads-2-kv-2":
@@ -57,9 +60,21 @@ def model(request, tiny_model_dir):
             loaded.model.embed_tokens.weight.normal_(0.0, 1.0)
             loaded.lm_head.weight.normal_(0.0, 0.25)
     loaded.eval()
+    reference = copy.deepcopy(loaded)
     assert supports_fast_decode(loaded)
     assert use_grouped_decode_attention(loaded)
-    return loaded
+    assert reference.config._attn_implementation == "sdpa"
+    return loaded, reference
+
+
+@pytest.fixture(scope="module")
+def model(models):
+    return models[0]
+
+
+@pytest.fixture(scope="module")
+def reference_model(models):
+    return models[1]
 
 
 def decoder(model, tokenizer, max_rows: int = 32) -> RolloutDecoder:
@@ -90,21 +105,21 @@ def reference_greedy(model, tokenizer, prompt: str, max_new_tokens: int, stop: s
     return tokens
 
 
-def test_greedy_matches_generate_token_for_token(model, tokenizer):
+def test_greedy_matches_generate_token_for_token(model, reference_model, tokenizer):
     run = decoder(model, tokenizer).run
     got = run([ids(tokenizer, p) for p in PROMPTS], n=2, max_new_tokens=16, temperature=0, top_p=1, stops=(), seed=None)
     for prompt, rollouts in zip(PROMPTS, got):
-        want = reference_greedy(model, tokenizer, prompt, 16)
+        want = reference_greedy(reference_model, tokenizer, prompt, 16)
         assert [r.tokens for r in rollouts] == [want, want]
 
 
-def test_greedy_matches_generate_while_rows_leave_and_join(model, tokenizer):
+def test_greedy_matches_generate_while_rows_leave_and_join(model, reference_model, tokenizer):
     """Two rows at a time over five prompts: each row that stops early (at a stop string it
     generates) is replaced by the next prompt's, which joins a cache of another length."""
     stop = "e"
     greedy = decoder(model, tokenizer, max_rows=2)
     got = greedy.run([ids(tokenizer, p) for p in PROMPTS], 1, 24, 0, 1, (stop,), None)
-    wanted = [reference_greedy(model, tokenizer, prompt, 24, stop) for prompt in PROMPTS]
+    wanted = [reference_greedy(reference_model, tokenizer, prompt, 24, stop) for prompt in PROMPTS]
     assert [row[0].tokens for row in got] == wanted
     lengths = {len(tokens) for tokens in wanted}
     assert len(lengths) > 1 and min(lengths) < 24, f"rows must end at different times: {lengths}"
@@ -180,18 +195,18 @@ def smallest_p_value(first: np.ndarray, second: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.8)])
-def test_sampling_draws_from_the_same_distribution_as_generate(model, tokenizer, temperature, top_p):
+def test_sampling_draws_from_the_same_distribution_as_generate(model, reference_model, tokenizer, temperature, top_p):
     prompt = PROMPTS[1]
     ours = decoder_samples(model, tokenizer, prompt, temperature, top_p)
     assert len({tuple(row) for row in ours}) > 20, "samples must vary for the test to mean anything"
-    same = smallest_p_value(ours, generate_samples(model, tokenizer, prompt, temperature, top_p))
+    same = smallest_p_value(ours, generate_samples(reference_model, tokenizer, prompt, temperature, top_p))
     assert same > REJECT_BELOW, f"decoder and generate differ (p = {same:.2g})"
 
     # The same test tells a wrong temperature or a missing top-p cut apart, so it can fail.
-    wrong_temperature = smallest_p_value(ours, generate_samples(model, tokenizer, prompt, temperature * 1.4, top_p))
+    wrong_temperature = smallest_p_value(ours, generate_samples(reference_model, tokenizer, prompt, temperature * 1.4, top_p))
     assert wrong_temperature < REJECT_BELOW, f"temperature x1.4 not detected (p = {wrong_temperature:.2g})"
     if top_p < 1:
-        no_cut = smallest_p_value(ours, generate_samples(model, tokenizer, prompt, temperature, 1.0))
+        no_cut = smallest_p_value(ours, generate_samples(reference_model, tokenizer, prompt, temperature, 1.0))
         assert no_cut < REJECT_BELOW, f"missing top-p not detected (p = {no_cut:.2g})"
 
 

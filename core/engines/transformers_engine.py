@@ -14,6 +14,7 @@ import numpy as np
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from core.engines.base import EngineInfo, Sample, SamplingParams, single_token_ids
+from core.engines.cpu_threads import configure_threads
 from core.engines.transformers_decode import (
     Rollout,
     RolloutDecoder,
@@ -38,6 +39,7 @@ class TransformersEngine:
         self._torch = torch
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.max_batch_sequences = max_batch_sequences
+        threads = configure_threads() if self.device == "cpu" else None
         started = time.perf_counter()
         kwargs = {"gguf_file": model.gguf_file} if model.gguf_file else {}
         try:
@@ -68,6 +70,7 @@ class TransformersEngine:
                 "directory": model.directory,
                 "decode": "rollout decoder" if self._decoder else "model.generate",
                 "attention": self.model.config._attn_implementation,
+                "threads": torch.get_num_threads() if threads is None else threads,
             },
         )
 
