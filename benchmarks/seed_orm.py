@@ -24,8 +24,15 @@ Outputs under benchmarks/results/: seed_orm.json (`bases`: one entry per base wi
 `best_of_k` per k; the curves, the configuration, timings and the load average), seed_orm.html
 and seed_orm.png (Altair; the PNG needs vl-convert-python).
 
-CPU (2 cores; sized to finish in under 60 minutes on a quiet machine; about 3x longer when
-other jobs share the cores):
+CPU (2 cores). Sized for under 60 minutes on a quiet machine. The estimate: measured here with
+one thread at load average 8 (2 cores shared with other jobs), a training step on 8 solutions
+of 100 tokens took ~12 s and a forward pass ~0.4 s per solution, SmolLM2 and Gemma-3-270m
+alike (frozen embeddings); on 2 quiet cores that is ~3 s and ~0.1 s (the ~4x that the machine
+notes measured for sampling under contention). Nearly every sample is a distinct text, so:
+128 problems x k = 16 = 2,048 samples of at most 80 tokens (~8 min at ~180 tokens/s), self
+P(Yes) on the ~1,200 test samples (~2 min), and per base ~800 train solutions x 2 epochs plus
+~1,200 test solutions scored (~11 min): about 45 minutes. On shared cores it takes several
+times longer.
 
     python benchmarks/seed_orm.py --policy smollm2-135m --bases smollm2-135m,gemma3-270m,random-init --k 16
     python benchmarks/seed_orm.py --quick      # smoke run: a few problems, k = 4, one epoch
@@ -75,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bases", default="smollm2-135m,gemma3-270m,random-init",
                         help="comma-separated ORM bases; random-init = the policy's architecture, random weights")
     parser.add_argument("--k", type=int, default=16, help="samples per problem (curves for k = 1..K)")
-    parser.add_argument("--problems", type=int, default=160, help="synthetic problems, both splits together")
+    parser.add_argument("--problems", type=int, default=128, help="synthetic problems, both splits together")
     parser.add_argument("--test-fraction", type=float, default=0.6, help="share of problem instances in the test split")
     parser.add_argument("--steps", default="1-2", help="arithmetic steps per problem (1-6)")
     parser.add_argument("--max-new-tokens", type=int, default=80)
