@@ -49,12 +49,16 @@ def test_sample_gold_answers_are_right():
                        "How many dollars of change does she get?"] == "18"
 
 
-def test_policy_prompt_has_question_placeholder_and_two_examples():
+def test_policy_prompt_has_question_placeholder_and_multi_step_examples():
     from importlib import resources
 
     prompt = resources.files("core").joinpath("prompts/policy_fewshot.txt").read_text("utf-8")
     assert prompt.count("{question}") == 1
-    assert prompt.count("The answer is ") == 3  # the instruction and two worked examples
+    assert prompt.count("The answer is ") == 4  # the instruction and three worked examples
+    # Worked examples of 1, 2 and 3 calculations: with one-step examples only, the policy
+    # answered after its first calculation whatever the problem.
+    answers = [a.split("\nThe answer is")[0] for a in prompt.split("Answer:")[1:-1]]
+    assert [a.count(" = ") for a in answers] == [1, 2, 3]
     assert prompt.endswith("Question: {question}\nAnswer:")
 
 
