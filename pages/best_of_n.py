@@ -1,30 +1,42 @@
-"""Best-of-N: the same policy, better judges — pass@k, majority vote and best-of-k per verifier."""
+"""Best-of-N: the same policy, better judges — pass@k, majority vote, best-of-k and weighted majority vote per
+verifier (judges, ORMs, and PRMs under the chosen aggregations)."""
 
 import pandas as pd
 import streamlit as st
 
-from core.views.best_of_n import curves, fingerprint, judges_of, policy_models, samples_by_problem, verifier_info
+from core.prm import AGGREGATIONS, prm_judges
+from core.views.best_of_n import fingerprint, judges_of, policy_models, samples_by_problem
+from core.views.prm import curves_with_weighted_vote, verifier_info_with_prms, with_prm_scores
 from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
 from pages._shared import db_path, open_store, store_for
 
 
+def samples(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...]):
+    """The policy's samples with outcome verdicts and each PRM's solution score per aggregation."""
+    found = samples_by_problem(store_for(path), model, dataset, split)
+    return with_prm_scores(store_for(path), found, aggregations, dataset) if aggregations else found
+
+
 @st.cache_data(max_entries=32, show_spinner="Computing the curves…")
 def cached_curves(path: str, model: str, dataset: str | None, split: str | None, max_k: int,
-                  verifiers: tuple[str, ...], version: tuple):  # fmt: skip
+                  verifiers: tuple[str, ...], aggregations: tuple[str, ...], weighted: bool,
+                  version: tuple):  # fmt: skip
     """Curves for one database state (`version` changes when trajectories or verdicts are added)."""
-    return curves(samples_by_problem(store_for(path), model, dataset, split), max_k, list(verifiers))
+    return curves_with_weighted_vote(samples(path, model, dataset, split, aggregations), max_k, list(verifiers),
+                                     list(verifiers) if weighted else [])  # fmt: skip
 
 
 @st.cache_data(max_entries=32)
-def cached_judges(path: str, model: str, dataset: str | None, split: str | None, version: tuple) -> list[str]:
-    return judges_of(samples_by_problem(store_for(path), model, dataset, split))
+def cached_judges(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
+                  version: tuple) -> list[str]:  # fmt: skip
+    return judges_of(samples(path, model, dataset, split, aggregations))
 
 
 store = open_store()
 st.title("Best-of-N")
 st.caption("A policy's own solutions, grouped by problem. pass@k is the oracle (any of k right); majority vote "
-           "and best-of-k pick one of k. Means over problems with 95% bootstrap intervals over problems.")
+           "and best-of-k pick one of k; a weighted vote sums each answer's verifier scores. Means over problems with 95% bootstrap intervals over problems.")
 
 cols = st.columns(4)
 dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="bon_dataset")
@@ -41,13 +53,24 @@ split = splits[cols[2].selectbox("Problems", list(splits), key="bon_split",
                                       "hash): compare trained verifiers on the test split, which they never saw.")]  # fmt: skip
 max_k = cols[3].number_input("Largest k", 1, 1024, 64, key="bon_max_k")
 
-judges = cached_judges(db_path(), model, dataset, split, fingerprint(store))
-info = {v.judge: v for v in verifier_info(store, judges)}
+aggregations: tuple[str, ...] = ()
+cols = st.columns([3, 2])
+if prm_judges(store):
+    aggregations = tuple(cols[0].multiselect(
+        "PRM aggregation", AGGREGATIONS, default=["min"], key="bon_aggregations",
+        help="A PRM's solution score from its step scores: the lowest (min), their product, the last step's, "
+             "or their mean. Each PRM appears once per aggregation chosen."))  # fmt: skip
+weighted = cols[1].checkbox("Weighted majority vote", value=True, key="bon_weighted",
+                            help="for each chosen verifier: the answer whose samples' scores sum highest wins")
+judges = cached_judges(db_path(), model, dataset, split, aggregations, fingerprint(store))
+info = {v.judge: v for v in verifier_info_with_prms(store, judges)}
 # Keyed by what it chooses from: another policy or split offers other verifiers.
-chosen = st.multiselect("Verifiers (best-of-k)", judges, default=judges, key=f"bon_verifiers:{model}:{dataset}:{split}",
+chosen = st.multiselect("Verifiers (best-of-k, weighted vote)", judges, default=judges,
+                        key=f"bon_verifiers:{model}:{dataset}:{split}:{','.join(aggregations)}",
                         format_func=lambda j: f"{j} — {info[j].type}, base {info[j].base}")  # fmt: skip
 
-points, largest = cached_curves(db_path(), model, dataset, split, int(max_k), tuple(chosen), fingerprint(store))
+points, largest = cached_curves(db_path(), model, dataset, split, int(max_k), tuple(chosen), aggregations, weighted,
+                                fingerprint(store))  # fmt: skip
 if not points:
     st.warning("Every problem has fewer than two solutions from this policy: nothing to choose between.")
     st.stop()

@@ -6,7 +6,8 @@ import streamlit as st
 from core.views.compare import (
     CONSENSUS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
 )  # fmt: skip
-from core.views.charts import calibration_chart, confusion_chart, position_chart
+from core.views.charts import calibration_chart, confusion_chart, position_chart, threshold_chart
+from core.views.prm import consensus_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
 from core.views.explore import dataset_names
 from core.errors import StepScopeError
 from core.views.annotate import error_taxonomy, set_error_taxonomy
@@ -53,8 +54,10 @@ source = cols[1].selectbox("Automatic labels", source_names(store), key="cmp_sou
                            help="mc-soft: MC value ≥ threshold · mc-hard: any rollout reached the answer · "
                                 "judge / probe: its step verdict's P(yes) ≥ 0.5")  # fmt: skip
 human = cols[2].selectbox("Human labels", [CONSENSUS, *annotator_names(steps)], key="cmp_human")
-threshold = cols[3].slider("MC soft threshold", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
-                           disabled=source != "mc-soft")  # fmt: skip
+threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
+                           disabled=source != "mc-soft" and not is_prm_source(source),
+                           help="a step at or above it is fine; for a PRM, see the threshold chosen on held-out "
+                                "problems below")  # fmt: skip
 st.caption(md(f"Policy for MC values: {policy()} · a human 0 or +1 counts as fine, −1 as wrong."))
 
 result, agreement = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version, first)
@@ -62,7 +65,7 @@ if result.n == 0:
     st.warning(f"No step has both a human label and a value from {md(source)} ({result.missing} rated steps have no value).")
     st.stop()
 kappa = result.kappa
-metric_cols = st.columns(5)
+metric_cols = st.columns(7)
 metric_cols[0].metric("Steps compared", result.n, help=f"{result.missing} rated steps have no value from this source")
 metric_cols[1].metric("Accuracy", fmt(result.accuracy))
 metric_cols[2].metric("Cohen's kappa", fmt(kappa.value if kappa else None),
@@ -72,6 +75,10 @@ metric_cols[3].metric("AUROC", fmt(result.auroc), help="the source's score again
 pb = result.processbench
 metric_cols[4].metric("ProcessBench F1", fmt(pb.f1 if pb else None),
                       help="first-error F1 over trajectories whose compared steps start at step 0 without gaps")
+metric_cols[5].metric("Accuracy on erroneous", fmt(pb.error_accuracy if pb else None),
+                      help=f"the first error found exactly, over {pb.n_error if pb else 0} trajectories with one")
+metric_cols[6].metric("Accuracy on correct", fmt(pb.correct_accuracy if pb else None),
+                      help=f"no error found, over {pb.n_correct if pb else 0} trajectories without one")
 
 left, middle, right = st.columns(3)
 with left:
@@ -85,12 +92,66 @@ with right:
     st.subheader("By step position")
     st.vega_lite_chart(position_chart(result.by_position), width="stretch")
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_threshold(path: str, dataset: str | None, source: str, human: str, version: tuple, first: bool):
+    return threshold_choice(store_for(path), cached_steps(path, dataset, version, first), source, human)
+
+
+def prm_section() -> None:
+    """A scalar PRM's threshold, chosen where ProcessBench F1 is best on the train half of the
+    problems and reported on the test half."""
+    st.subheader(md(f"Threshold for {source}"))
+    choice = cached_threshold(db_path(), dataset, source, human, version, first)
+    counts = choice.trajectories
+    if choice.threshold is None:
+        st.caption(f"No threshold chosen: the train split ({counts['train']} trajectories) needs trajectories with "
+                   "and without a human-marked error, each labelled from step 0.")
+    else:
+        cells = st.columns(4)
+        cells[0].metric("Chosen threshold (train problems)", f"{choice.threshold:.2f}")
+        test = choice.test
+        cells[1].metric("Held-out F1", fmt(test.f1 if test else None), help=f"{counts['test']} test trajectories")
+        cells[2].metric("Held-out accuracy on erroneous", fmt(test.error_accuracy if test else None))
+        cells[3].metric("Held-out accuracy on correct", fmt(test.correct_accuracy if test else None))
+    st.vega_lite_chart(threshold_chart(choice.rows, choice.threshold), width="stretch")
+    st.caption(f"Split by problem (core.splits): {counts['train']} train, {counts['test']} test trajectories.")
+
+
+def consensus_note() -> None:
+    kept = consensus_kept(store, source.split(":", 1)[1] if source.startswith(("judge:", "probe:")) else source,
+                          policy())  # fmt: skip
+    if kept.kept_fraction is None:
+        st.caption(md(f"Consensus labels with {source}: none ({kept.problem or 'no steps with both labels'})."))
+    else:
+        st.caption(md(f"Consensus labels (MC hard of {policy()} kept where {source} agrees): "
+                      f"{kept.kept_fraction:.1%} kept of {kept.compared} steps with both labels."))
+
+
+if source not in ("mc-soft", "mc-hard"):
+    consensus_note()
+if is_prm_source(source):
+    prm_section()
+
 st.subheader(f"Disagreements ({len(result.disagreements)})")
 if result.disagreements:
     st.dataframe(
         pd.DataFrame(result.disagreements[:1000]), hide_index=True, width="stretch",
         column_config={"explore": st.column_config.LinkColumn("explore", display_text="open in Explore")},
     )  # fmt: skip
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_sources(path: str, dataset: str | None, human: str, policy_name: str, threshold: float, version: tuple,
+                   first: bool):  # fmt: skip
+    steps = cached_steps(path, dataset, version, first)
+    return step_level_rows(store_for(path), steps, human, policy_name, threshold), outcome_rows(store_for(path), dataset)
+
+
+every_source, outcomes = cached_sources(db_path(), dataset, human, policy(), threshold, version, first)
+with st.expander("Every step source against these human labels"):
+    st.dataframe(pd.DataFrame(every_source), hide_index=True, width="stretch")
+if outcomes:
+    with st.expander("PRMs at outcome level: each aggregation against the final answer"):
+        st.dataframe(pd.DataFrame(outcomes), hide_index=True, width="stretch")
 
 st.subheader("Agreement between annotators")
 st.metric("Krippendorff's alpha (ordinal)", fmt(agreement.alpha), help=f"over {agreement.units} steps rated by two or more")

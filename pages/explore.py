@@ -17,7 +17,7 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
-    label_text, neighbour, outcome_verdicts, page_of, rollout_rows, step_cards, step_prefix,
+    label_text, neighbour, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards, step_prefix,
     trajectory_label, value_models,
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
@@ -192,7 +192,7 @@ def job_controls(tid: int) -> None:
 
 def value_chart(cards, selected: int) -> None:
     values, verdicts, labels = chart_rows(cards)
-    spec = chart_spec(len(cards), selected, values, verdicts, labels)
+    spec = chart_spec(len(cards), selected, values, verdicts, labels, prm_chart_rows(cards))
 
     def on_pick() -> None:
         step = picked_step(state.get("ex_chart"))
@@ -226,8 +226,10 @@ def step_card(card, selected: bool) -> None:
             show_text(card.text, key=f"step-{card.step_id}", math=True)
         with right:
             st.text(card.value_text)
-            for judge, p_yes in card.verdicts.items():
+            for judge, p_yes in card.judge_verdicts.items():
                 st.text(f"{judge}: P(yes) {'—' if p_yes is None else f'{p_yes:.2f}'}")
+            for prm, score in card.prm_scores.items():
+                st.text(f"{prm}: PRM score {'—' if score is None else f'{score:.2f}'}")
             for label in card.labels:
                 st.text(label_text(label))
             if not selected:

@@ -1,7 +1,8 @@
 """The app's charts as Vega-Lite specs (the pages hand them to st.vega_lite_chart).
 
-Explore: MC value per step with its interval band, judge P(yes) and human ratings. Defined in Altair, but built once per shape (number of steps, which layers are present) with
-named datasets, and filled with each trajectory's rows as plain Vega-Lite: building and
+Explore: MC value per step with its interval band, judge P(yes), PRM step scores and human
+ratings. Defined in Altair, but built once per shape (number of steps, which layers are present)
+with named datasets, and filled with each trajectory's rows as plain Vega-Lite: building and
 validating the Altair objects takes most of a second, filling the spec a millisecond.
 
 Clicking a step's column selects it: the selection parameter is `pick`, over the field `step`.
@@ -28,7 +29,7 @@ SMALL_HEIGHT = 220  # Compare's three charts side by side
 
 
 @lru_cache(maxsize=256)
-def _template(n_steps: int, values: bool, verdicts: bool, labels: bool) -> dict:
+def _template(n_steps: int, values: bool, verdicts: bool, labels: bool, prm: bool = False) -> dict:
     domain = [-0.5, max(n_steps, 1) - 0.5]
     x = alt.X("step:Q", title="step", axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=domain))
     y = alt.Scale(domain=[0, 1])
@@ -50,6 +51,10 @@ def _template(n_steps: int, values: bool, verdicts: bool, labels: bool) -> dict:
         layers.append(alt.Chart(alt.NamedData("verdicts")).mark_point(shape="diamond", size=80, filled=True).encode(
             x=x, y=alt.Y("p_yes:Q", scale=y), color=alt.Color("judge:N", title="judge P(yes)"),
             tooltip=["step:Q", "judge:N", "p_yes:Q"]))
+    if prm:
+        layers.append(alt.Chart(alt.NamedData("prm")).mark_point(shape="square", size=70, filled=True).encode(
+            x=x, y=alt.Y("score:Q", scale=y), color=alt.Color("prm:N", title="PRM step score"),
+            tooltip=["step:Q", "prm:N", "score:Q"]))
     if labels:
         layers.append(alt.Chart(alt.NamedData("labels")).mark_point(shape="triangle-up", size=140).encode(
             x=x, y=alt.Y("y:Q", scale=y), shape=alt.Shape("annotator:N", title="human rating (+1 top, −1 bottom)"),
@@ -59,16 +64,19 @@ def _template(n_steps: int, values: bool, verdicts: bool, labels: bool) -> dict:
 
 
 def chart_spec(
-    n_steps: int, selected: int, values: Sequence[dict], verdicts: Sequence[dict], labels: Sequence[dict]
+    n_steps: int, selected: int, values: Sequence[dict], verdicts: Sequence[dict], labels: Sequence[dict],
+    prm: Sequence[dict] = (),
 ) -> dict:
-    """A Vega-Lite spec with this trajectory's rows (from `explore_view.chart_rows`)."""
-    spec = copy.deepcopy(_template(n_steps, bool(values), bool(verdicts), bool(labels)))
+    """A Vega-Lite spec with this trajectory's rows (from `views.explore.chart_rows` and
+    `prm_chart_rows`)."""
+    spec = copy.deepcopy(_template(n_steps, bool(values), bool(verdicts), bool(labels), bool(prm)))
     spec["datasets"] = {
         "columns": [{"step": i, "left": i - 0.5, "right": i + 0.5} for i in range(n_steps)],
         "selected": [{"step": selected}],
         "values": list(values),
         "verdicts": list(verdicts),
         "labels": list(labels),
+        "prm": list(prm),
     }
     return spec
 
@@ -252,3 +260,25 @@ def category_position_chart(rows: Sequence[dict]) -> dict:
                      "color": {"field": "category", "type": "nominal"},
                      "tooltip": [{"field": "category"}, {"field": "steps"}]},
     }  # fmt: skip
+
+
+THRESHOLD_CHART_TITLE = "ProcessBench F1 against the PRM threshold"
+
+
+def threshold_chart(rows: Sequence[dict], chosen: float | None) -> dict:
+    """ProcessBench F1 and its two parts against a scalar PRM's threshold, per split (rows from
+    `views.prm.choose_threshold`), with the threshold chosen on the train split as a rule."""
+    long = [{"threshold": r["threshold"], "split": r["split"], "measure": measure, "value": r[key]}
+            for r in rows for key, measure in (("f1", "F1"), ("error_accuracy", "accuracy on erroneous"),
+                                               ("correct_accuracy", "accuracy on correct"))
+            if r[key] is not None]  # fmt: skip
+    x = alt.X("threshold:Q", title="threshold (a step below it is wrong)", scale=alt.Scale(domain=[0, 1]))
+    lines = alt.Chart(alt.Data(values=long)).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=None),
+        color=alt.Color("measure:N", title=None), strokeDash=alt.StrokeDash("split:N", title="problems"),
+        tooltip=["threshold:Q", "split:N", "measure:N", alt.Tooltip("value:Q", format=".3f")])  # fmt: skip
+    layers = [lines]
+    if chosen is not None:
+        layers.append(alt.Chart(alt.Data(values=[{"threshold": chosen}])).mark_rule(color="#f28e2b").encode(
+            x="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", title="chosen on train")]))  # fmt: skip
+    return alt.layer(*layers).properties(height=300, title=THRESHOLD_CHART_TITLE).to_dict()

@@ -8,7 +8,9 @@ the cautious reading). Automatic sources:
 - `mc-soft:T`: the Monte Carlo value of the chosen policy is at least T (score: the value);
 - `mc-hard`: some rollout from the step reached the answer (score: the value);
 - `judge:NAME`: the judge's P(yes) is at least 0.5 (score: P(yes));
-- `probe:NAME`: the same for a probe verifier's step verdicts (core.probes stores them as verdicts).
+- `probe:NAME`: the same for a probe verifier's step verdicts (core.probes stores them as verdicts);
+- `prm:NAME`: a PRM's step score is at least the threshold (core.prm stores them as verdicts
+  under that name; core.views.prm chooses the threshold on held-out problems).
 
 A step the source has no number for (no rollouts, no verdict) is left out and counted.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from core import metrics
+from core.prm import PRM_JUDGE_PREFIX
 from core.probes import is_probe_judge
 from core.store import Store
 
@@ -79,7 +82,13 @@ def source_names(store: Store) -> list[str]:
     """MC soft and hard, then every judge and probe with step verdicts (outcome-only judges
     score whole solutions, so they have nothing to say about a step)."""
     judges = store.step_judges()
-    return ["mc-soft", "mc-hard", *[f"probe:{j}" if is_probe_judge(j) else f"judge:{j}" for j in judges]]
+    return ["mc-soft", "mc-hard", *[_source_of(j) for j in judges]]
+
+
+def _source_of(judge: str) -> str:
+    if judge.startswith(PRM_JUDGE_PREFIX):
+        return judge  # already "prm:NAME"
+    return f"probe:{judge}" if is_probe_judge(judge) else f"judge:{judge}"
 
 
 def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str) -> dict[int, float]:
@@ -91,13 +100,15 @@ def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str
         return {sid: c / n for sid, (n, c) in counts.items() if n and sid in wanted}
     if source.startswith(("judge:", "probe:")):
         return store.latest_step_p_yes(source.split(":", 1)[1], ids)
+    if source.startswith(PRM_JUDGE_PREFIX):
+        return store.latest_step_p_yes(source, ids)
     raise ValueError(f"unknown label source {source!r}")
 
 
 def predicted(source: str, score: float, threshold: float) -> bool:
     if source == "mc-hard":
         return score > 0
-    if source == "mc-soft":
+    if source == "mc-soft" or source.startswith(PRM_JUDGE_PREFIX):
         return score >= threshold
     return score >= 0.5
 

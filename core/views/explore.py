@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from core.mcpe import Counts, StepValue, step_value
+from core.prm import PRM_JUDGE_PREFIX
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
 # The filter is a value the page builds and the store turns into SQL; the page imports it from here.
@@ -71,6 +72,16 @@ class StepCard:
     labels: list[dict] = field(default_factory=list)  # annotator, rating, first_error, flagged, note
 
     @property
+    def judge_verdicts(self) -> dict[str, float | None]:
+        """Judges' and probes' P(yes), without the PRMs' scores."""
+        return {j: p for j, p in self.verdicts.items() if not j.startswith(PRM_JUDGE_PREFIX)}
+
+    @property
+    def prm_scores(self) -> dict[str, float | None]:
+        """Each PRM's step score (stored as a verdict under `prm:NAME`)."""
+        return {j: p for j, p in self.verdicts.items() if j.startswith(PRM_JUDGE_PREFIX)}
+
+    @property
     def value_text(self) -> str:
         v = self.value
         if v.n == 0:
@@ -121,7 +132,8 @@ def label_text(label: dict) -> str:
 
 
 def chart_rows(cards: Sequence[StepCard]) -> tuple[list[dict], list[dict], list[dict]]:
-    """Rows for the chart: MC values with interval, judge P(yes), human ratings.
+    """Rows for the chart: MC values with interval, judge P(yes) (PRMs apart: `prm_chart_rows`),
+    human ratings.
 
     Ratings are drawn on the value axis: +1 at 1, 0 at 0.5, -1 at 0.
     """
@@ -133,7 +145,7 @@ def chart_rows(cards: Sequence[StepCard]) -> tuple[list[dict], list[dict], list[
     verdicts = [
         {"step": c.idx, "judge": judge, "p_yes": p}
         for c in cards
-        for judge, p in c.verdicts.items()
+        for judge, p in c.judge_verdicts.items()
         if p is not None
     ]
     labels = [
@@ -144,6 +156,11 @@ def chart_rows(cards: Sequence[StepCard]) -> tuple[list[dict], list[dict], list[
         if label["rating"] is not None
     ]  # fmt: skip
     return values, verdicts, labels
+
+
+def prm_chart_rows(cards: Sequence[StepCard]) -> list[dict]:
+    """Rows for the chart's PRM layer: each PRM's score per step."""
+    return [{"step": c.idx, "prm": prm, "score": p} for c in cards for prm, p in c.prm_scores.items() if p is not None]
 
 
 def page_of(idx: int, page_size: int) -> int:
