@@ -58,3 +58,13 @@ def _quiet_and_offline():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     yield
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module():
+    """Streamlit's script runner (AppTest) installs the page it ran as `sys.modules["__main__"]`
+    and never puts the old one back. A process spawned later (vLLM's worker on CPU) re-runs
+    `__main__` from its path, so it would run a page script and die: each test gets the real one."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main

@@ -71,7 +71,7 @@ def test_a_explore_job_values_appear_without_reloading(app, page):
     assert "A baker makes 4 trays of 12 cookies" in page.inner_text("main")
     page.evaluate("window.__stepscope_marker = 'same page'")
     page.get_by_role("spinbutton", name="N (rollouts per step)").fill("2")
-    page.get_by_role("spinbutton", name="Max new tokens").fill("8")
+    page.get_by_role("spinbutton", name="Max new tokens", exact=True).fill("8")
     page.get_by_role("button", name="Estimate values").click()
     page.get_by_text("job 1 queued").wait_for(timeout=30_000)
     shot(page, "explore-job-queued")
