@@ -30,7 +30,7 @@ def _search_form(store, tid: int, node_id: int) -> None:
         budget = c[1].number_input("Rollout budget", 1, 100_000, 32, key="tree_budget")
         k = c[2].number_input("Rollouts per node (k)", 1, MAX_N, 4, key="tree_k")
         depth = c[3].number_input("Expand levels", 1, 64, 1, key="tree_depth")
-        tokens = c[4].number_input("Max new tokens ", 1, MAX_NEW_TOKENS, 128, key="tree_tokens")
+        tokens = c[4].number_input("Max new tokens per rollout", 1, MAX_NEW_TOKENS, 128, key="tree_tokens")
         seed = c[5].number_input("Search seed", 0, 2**31 - 1, 0, key="tree_seed")
         submitted = st.form_submit_button("Grow the tree")
     if submitted:
