@@ -81,9 +81,12 @@ def writes(db: Path) -> tuple:
 
 
 def menu(page) -> list[str]:
-    """The sidebar's page links, icons left out."""
-    links = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']").all_inner_texts()
-    return [re.sub(r"^[^A-Za-z]+", "", text).strip() for text in links]
+    """The sidebar's page links, icons left out, once the sidebar has drawn them (the page's
+    heading can appear before the sidebar's links do)."""
+    links = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']")
+    links.first.wait_for(timeout=60_000)
+    settle(page)
+    return [re.sub(r"^[^A-Za-z]+", "", text).strip() for text in links.all_inner_texts()]
 
 
 def dismiss_page_not_found(page) -> None:
