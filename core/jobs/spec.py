@@ -11,6 +11,7 @@ when a runner picks the job up, so what runs is exactly what was queued.
 from __future__ import annotations
 
 import subprocess
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
@@ -87,34 +88,38 @@ class JobContext:
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobSpec:
+class JobSpec(ABC):
+    """The interface every job kind implements; a kind missing a method cannot be built."""
+
     kind: ClassVar[str] = ""
     unit: ClassVar[str] = "items"  # what done/planned count, shown with the progress
 
     engine: str = "transformers"
     engine_options: Mapping[str, Any] = field(default_factory=dict)
 
+    @abstractmethod
     def model_to_load(self) -> str:
         """The model the runner loads on `engine` for this job."""
-        raise NotImplementedError
 
     def validate(self, store) -> None:
         """Raise StepScopeError naming the first thing wrong; the store answers what exists."""
 
+    @abstractmethod
     def to_manifest(self, store) -> dict:
-        raise NotImplementedError
+        """The job row's manifest: the spec's fields plus what was derived from the store."""
 
     @classmethod
+    @abstractmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "JobSpec":
-        raise NotImplementedError
+        """The spec a manifest written by `to_manifest` (or an older version of it) describes."""
 
     def planned(self) -> int:
         """The job's size when queued, if known before it runs (0: the run tells)."""
         return 0
 
+    @abstractmethod
     def run(self, context: JobContext) -> bool:
         """Do the work, reporting progress; returns whether it stopped because it was cancelled."""
-        raise NotImplementedError
 
     def common_manifest(self) -> dict:
         return {"engine": self.engine, "engine_options": dict(self.engine_options), "code_version": code_version()}
