@@ -11,6 +11,7 @@ when a runner picks the job up, so what runs is exactly what was queued.
 from __future__ import annotations
 
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -73,6 +74,18 @@ class Progress:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def step_reporter(context: "JobContext") -> Callable[[int, int], None]:
+    """A `(done, planned)` callback for training loops that count their own steps: it reports
+    them as the job's progress with the time since the run began."""
+    progress, began = Progress(planned=0), time.perf_counter()
+
+    def report(done: int, planned: int) -> None:
+        progress.done, progress.planned, progress.seconds = done, planned, time.perf_counter() - began
+        context.report(progress)
+
+    return report
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,12 @@ verdicts on the test split stored; the model folder goes under orms/ next to the
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, Progress, check_range, known_fields, require_ids, splitters_of
+from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
 from core.store import Store
@@ -77,13 +76,7 @@ class TrainOrmSpec(JobSpec):
         from core.orm_training import train_orm
 
         store, engine = context.store, context.engine
-        progress = Progress(planned=0)
-        began = time.perf_counter()
-
-        def report(done: int, planned: int) -> None:
-            progress.done, progress.planned, progress.seconds = done, planned, time.perf_counter() - began
-            context.report(progress)
-
+        report = step_reporter(context)
         trained = train_orm(
             store, self.base, engine.info.extra["directory"], engine.info.extra.get("fingerprint", ""),
             engine.tokenizer, self.trajectory_ids, Path(self.output), context=self.context,

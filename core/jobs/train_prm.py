@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, Progress, check_range, known_fields, require_ids, splitters_of
+from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
 from core.store import Store
 
 
@@ -80,13 +79,7 @@ class TrainPrmSpec(JobSpec):
         store, engine = context.store, context.engine
         labels = step_labels(store, self.trajectory_ids, self.labels, policy=self.label_policy,
                              annotator=self.annotator, judge=self.judge)  # fmt: skip
-        progress = Progress(planned=0)
-        began = time.perf_counter()
-
-        def report(done: int, planned: int) -> None:
-            progress.done, progress.planned, progress.seconds = done, planned, time.perf_counter() - began
-            context.report(progress)
-
+        report = step_reporter(context)
         trained = train_prm(
             store, engine.info.extra["directory"], self.base, engine.info.extra.get("fingerprint", ""),
             engine.tokenizer, labels, self.labels, Path(self.output), epochs=self.epochs,

@@ -4,12 +4,11 @@ cross-fitted verdicts into the store."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, Progress, check_range, known_fields, require_ids, splitters_of
+from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.store import Store
 
@@ -63,13 +62,7 @@ class TrainVerifierSpec(JobSpec):
     def run(self, context: JobContext) -> bool:
         from core.probes import train_probe
 
-        progress = Progress(planned=0)
-        began = time.perf_counter()
-
-        def report(done: int, planned: int) -> None:
-            progress.done, progress.planned, progress.seconds = done, planned, time.perf_counter() - began
-            context.report(progress)
-
+        report = step_reporter(context)
         trained = train_probe(
             context.store, context.engine, self.base, self.labels, list(self.trajectory_ids), layer=self.layer,
             context=self.context, folds=self.folds, seed=self.seed, policy=self.label_policy,
