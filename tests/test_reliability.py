@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from e2e_server import free_port, kill_streamlit, start_streamlit  # noqa: E402
 from model_server import ModelServer  # noqa: E402
+from core.jobs.worker_process import NICENESS  # noqa: E402
 from reliability_load import (  # noqa: E402
     BIG_STEP_CHARS, PAGE_TIMEOUT_MS, Annotator, add_big_trajectories, integrity, is_loopback, launch,
     measure_render, queue_job, rollout_count, run_load, seed_database, settle, stored_labels,
@@ -150,7 +151,7 @@ async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
             worker = await asyncio.to_thread(worker_pid, db, None)
             os.kill(worker, signal.SIGKILL)
             restarted = await asyncio.to_thread(worker_pid, db, worker)
-            assert restarted != worker and psutil.Process(restarted).nice() >= 10
+            assert restarted != worker and psutil.Process(restarted).nice() == NICENESS
             written = rollout_count(db)
             await _annotate_until(first, lambda: len(first.log.shown) >= 4 and rollout_count(db) > written)
             # One more click, and the server dies while it saves (kill -9: no clean-up at all).

@@ -28,7 +28,9 @@ from typing import IO
 
 from core.jobs.runner import JobWorker
 
-NICENESS = 10
+# The lowest priority: a background job yields to every interactive process (the server and the
+# annotators' browsers when they share the machine) and still runs on whatever they leave idle.
+NICENESS = 19
 LOCK_HELD_EXIT = 3  # another worker serves this database file
 WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine")
 
