@@ -353,6 +353,15 @@ def _check_seeded_sampling(engine, case: Case, prompts: list[str], params: Sampl
     assert first[0] != first[2], "a repeated prompt gets fresh samples, not copies"
 
 
+def test_seeded_sampling_of_more_prompt_tokens_than_one_scheduler_step(case: Case):
+    """vLLM on CPU splits a prompt across scheduler steps once a step's token budget (4096) is
+    spent, then rewinds the seeded request's generator, which a CPU generator cannot do: the
+    engine died with "CPU Generator does not use offset" in the naive-vs-job benchmark."""
+    prompts = [" ".join(f"w{i}x{j}" for j in range(120)) for i in range(40)]  # ~10,000 prompt tokens
+    result = case.engine.generate(prompts, SamplingParams(n=4, max_new_tokens=4, temperature=1.0, seed=7))
+    assert [len(row) for row in result] == [4] * len(prompts)
+
+
 def test_greedy_samples_are_identical_across_n(case: Case):
     result = case.engine.generate(case.prompts, SamplingParams(n=3, max_new_tokens=6, temperature=0))
     for row in result:

@@ -60,6 +60,9 @@ class VLLMServer:
             # Sampling defaults from the request alone, as in-process `SamplingParams` are,
             # not from the model's generation_config.json: the contract compares the two.
             "--generation-config", "vllm",
+            # As the in-process engine on CPU (core/engines/vllm_engine.py): a prompt split over
+            # scheduler steps kills a seeded request's CPU generator.
+            "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(4096, max_model_len)),
             *extra_args,
         ]  # fmt: skip
         self.process: subprocess.Popen | None = None

@@ -24,6 +24,7 @@ streamlit and console-script entry points have one.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import tempfile
@@ -53,6 +54,9 @@ def import_vllm():
     except ImportError as error:
         raise EngineUnavailable(f"vLLM is installed but cannot be imported: {error}") from None
     return vllm
+
+
+CPU_BATCHED_TOKENS = 4096  # vLLM's own CPU default
 
 
 class VLLMEngine:
@@ -92,6 +96,11 @@ class VLLMEngine:
             options["max_num_seqs"] = max_num_seqs
         if on_cpu:
             options["distributed_executor_backend"] = "mp"
+            # No prompt split across scheduler steps on CPU: vLLM rewinds a seeded request's
+            # generator after a partial prefill, which CPU generators cannot do ("CPU Generator
+            # does not use offset"); a step's token budget must then hold the longest prompt.
+            options["enable_chunked_prefill"] = False
+            options["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, max_model_len or _context_length(model))
         try:
             with _construction_environment(on_cpu, kv_cache_gib, Path(model.directory).is_dir()):
                 self._llm = vllm.LLM(**options)
@@ -269,6 +278,16 @@ class _construction_environment:
             envs.disable_envs_cache()
             torch.set_num_threads(self.threads)
             gc.unfreeze()
+
+
+def _context_length(model: ResolvedModel) -> int:
+    """The model's own context length (config.json), which vLLM uses when none is given."""
+    try:
+        config = json.loads((Path(model.directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    config = config.get("text_config", config)
+    return int(config.get("max_position_embeddings") or 0)
 
 
 def _first_line(error: BaseException) -> str:
