@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.engines import load_engine  # noqa: E402
 from core.formats import import_file  # noqa: E402
-from core.jobs.estimate import EstimateSpec, default_sampling, load_tasks  # noqa: E402
+from core.jobs.estimate import ROWS_PER_CALL, EstimateSpec, default_sampling, load_tasks  # noqa: E402
 from core.jobs.generate import GENERATED_SOURCE, GenerateSpec  # noqa: E402
 from core.jobs.runner import EngineCache, claim_job, queue, run_job  # noqa: E402
 from core.mcpe import Counts, FirstErrorSearch, FixedN, first_error  # noqa: E402
@@ -304,7 +304,7 @@ def main() -> None:
     parser.add_argument("--budget-trajectories", type=int, default=40, help="most trajectories per budget set")
     parser.add_argument("--budget-n", type=int, default=16)
     parser.add_argument("--gsm8k", default=None, help="a GSM8K jsonl file: its reference solutions join the budget sets")
-    parser.add_argument("--rows-per-call", type=int, default=64)
+    parser.add_argument("--rows-per-call", type=int, default=ROWS_PER_CALL, help="the job default")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

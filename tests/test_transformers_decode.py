@@ -139,6 +139,57 @@ def test_finished_rows_leave_and_a_prompt_is_prefilled_once(model, tokenizer):
     assert (run.stats.prefills, run.stats.prefill_tokens) == (3, sum(len(p) for p in prompts))
 
 
+SHARED = "Question: Tom has 3 apples and buys 4 more. How many apples does he have now? Answer: "
+SHARED_PROMPTS = [SHARED + tail for tail in ("3 + 4 = 7", "Tom has", "7. The answer is", "He buys 4")]
+
+
+def common_length(a: list[int], b: list[int]) -> int:
+    length = 0
+    while length < min(len(a), len(b)) and a[length] == b[length]:
+        length += 1
+    return length
+
+
+def test_a_prefix_shared_with_an_earlier_prompt_is_not_computed_again(model, reference_model, tokenizer):
+    prompts = [ids(tokenizer, p) for p in SHARED_PROMPTS]
+    run = decoder(model, tokenizer)
+    got = run.run(prompts, n=2, max_new_tokens=12, temperature=0, top_p=1, stops=(), seed=None)
+    # Greedy over a reused cache is still generate's, prompt by prompt.
+    for prompt, rollouts in zip(SHARED_PROMPTS, got):
+        want = reference_greedy(reference_model, tokenizer, prompt, 12)
+        assert [r.tokens for r in rollouts] == [want, want]
+    reused = [max(common_length(p, q) for q in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert min(reused) >= len(ids(tokenizer, SHARED.rstrip())) - 1, "the shared question was not found"
+    assert run.stats.prefills == len(prompts)
+    assert run.stats.reused_prefix_tokens == sum(reused)
+    assert run.stats.prefill_tokens == sum(len(p) for p in prompts) - sum(reused)
+
+
+def test_a_prompt_that_extends_an_earlier_one_is_prefilled_past_it(model, reference_model, tokenizer):
+    """Step k+1's prompt extends step k's: only the new step's tokens go through the model."""
+    texts = [SHARED + "3 + 4", SHARED + "3 + 4 = 7.", SHARED + "3 + 4 = 7. The answer is"]
+    prompts = [ids(tokenizer, t) for t in texts]
+    run = decoder(model, tokenizer)
+    got = run.run(prompts, n=1, max_new_tokens=8, temperature=0, top_p=1, stops=(), seed=None)
+    assert [row[0].tokens for row in got] == [reference_greedy(reference_model, tokenizer, t, 8) for t in texts]
+    computed = len(prompts[0]) + sum(len(later) - common_length(earlier, later)
+                                     for earlier, later in zip(prompts, prompts[1:]))  # fmt: skip
+    assert run.stats.prefill_tokens == computed < sum(len(p) for p in prompts) - 2 * len(ids(tokenizer, SHARED))
+
+
+def test_seeded_samples_with_a_shared_prefix_are_those_of_each_prompt_alone(model, tokenizer):
+    prompts = [ids(tokenizer, p) for p in SHARED_PROMPTS]
+    args = dict(n=6, max_new_tokens=10, temperature=1.0, top_p=0.9, stops=(), seed=5)
+    together = decoder(model, tokenizer).run(prompts, **args)
+    alone = decoder(model, tokenizer)
+    for index, prompt in enumerate(prompts):
+        # The same per-sample streams: prompt `index` of the call seeds as index, so the
+        # lone prompt is placed at its index behind prompts that share nothing with it.
+        fillers = [ids(tokenizer, f"{k} unrelated") for k in range(index)]
+        assert alone.run([*fillers, prompt], **args)[index] == together[index]
+        assert alone.stats.reused_prefix_tokens == 0
+
+
 def test_seeded_samples_do_not_depend_on_the_batch(model, tokenizer):
     prompts = [ids(tokenizer, p) for p in PROMPTS]
     args = dict(n=4, max_new_tokens=10, temperature=1.0, top_p=0.9, stops=("e",))

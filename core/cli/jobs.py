@@ -132,7 +132,7 @@ def estimate_command(
     max_new_tokens: int = typer.Option(128, min=1, help="the most new tokens per sample"),
     temperature: float = typer.Option(0.7, min=0.0, help="sampling temperature"),
     seed: int = typer.Option(0, help="sampling seed: the same seed draws the same samples"),
-    rows_per_call: int = typer.Option(64, min=1, help="sequences per engine call"),
+    rows_per_call: Optional[int] = typer.Option(None, min=1, help="sequences per engine call (default: the job's, 256)"),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored."""
@@ -144,7 +144,8 @@ def estimate_command(
     job_id = queue(store, EstimateSpec(
         policy=policy, trajectory_ids=tuple(ids), strategy=strategy, n=n, round_size=round_size, engine=engine,
         engine_options=_engine_options(engine, base_url, device),
-        sampling=default_sampling(max_new_tokens, temperature, seed), rows_per_call=rows_per_call,
+        sampling=default_sampling(max_new_tokens, temperature, seed),
+        **({} if rows_per_call is None else {"rows_per_call": rows_per_call}),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     print_values(store, ids[:10], policy)

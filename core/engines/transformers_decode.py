@@ -5,14 +5,18 @@ Rollouts are short (a few tokens to a step's end) but many, all continuing the s
 the longest one ends. Here:
 
 - each distinct prompt is prefilled once, alone (no padding), and its KV cache rows are
-  repeated for its n samples;
+  repeated for its n samples; a prompt that shares a token prefix with one prefilled before it
+  in the call (the few-shot examples, the question, the steps before: step k+1's prompt
+  extends step k's) reuses that prompt's cache and is prefilled only past the shared part;
 - a row leaves the batch, and its KV cache rows with it, the moment it finishes (end of
   sequence, a stop string in its generated text, or `max_new_tokens`);
 - freed slots are refilled with the next prompts' samples, so the batch stays full while
   there is work (continuous batching on a left-padded dynamic cache);
 - each sample draws from its own seeded generator, so a seeded call gives the same samples
   whatever the batch size or the order in which rows finish;
-- greedy decoding is deterministic, so a prompt's n greedy samples are decoded once.
+- greedy decoding is deterministic, so a prompt's n greedy samples are decoded once;
+- the batch's cache has room for the next tokens: a decode step writes one column in place
+  instead of copying the whole cache to append it, as transformers' dynamic cache does.
 
 transformers' own continuous batching (`generate_batch`) runs on a CPU but was 10x slower than
 `generate` here (paged attention) and has no stop strings; see the engine's notes.
@@ -32,6 +36,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 GROUPED_DECODE_ATTENTION = "stepscope_grouped_sdpa"
+# A shared prefix shorter than this is computed again rather than copied.
+MIN_SHARED_PREFIX = 16
+# Decode columns allocated at a time: one reallocation per this many steps, not one per step.
+CACHE_ROOM = 32
+# Prefilled prompts of a call kept as bases for later prompts that extend them (memory: each is
+# one prompt's cache).
+KEPT_PREFIXES = 8
 
 
 @dataclass
@@ -48,7 +59,8 @@ class DecodeStats:
     """Work done by the last `run`, for tests and benchmarks: how the batch was used."""
 
     prefills: int = 0  # forward passes over a prompt
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # prompt tokens computed, the shared prefix counted once
+    reused_prefix_tokens: int = 0  # prompt tokens taken from an earlier prompt's cache
     steps: int = 0  # batched decode forward passes
     row_steps: int = 0  # rows computed over all decode steps
 
@@ -114,6 +126,26 @@ def use_grouped_decode_attention(model) -> bool:
     return True
 
 
+class _RoomyLayer(DynamicLayer):
+    """A cache layer over preallocated buffers [rows, heads, capacity, dim], the first `length`
+    columns in use: `update` writes the new columns in place and returns views of the used part."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.buffers, self.length = (keys, values), length
+        self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        self.buffers[0][:, :, self.length : end] = key_states
+        self.buffers[1][:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.buffers[0][:, :, :end], self.buffers[1][:, :, :end]
+        return self.keys, self.values
+
+
 class RolloutDecoder:
     """Samples continuations of tokenized prompts with one model, many rows at a time."""
 
@@ -124,6 +156,7 @@ class RolloutDecoder:
         self.decode_text = decode_text  # token ids -> generated text, as samples report it
         self.device = model.device
         self.stats = DecodeStats()
+        self._prefixes: list[tuple[list[int], _Prefill]] = []  # prefilled in this call, newest last
 
     @torch.inference_mode()
     def run(
@@ -151,11 +184,13 @@ class RolloutDecoder:
         pending = [(p, s) for p in range(len(prompts)) for s in range(distinct_samples)]
         pending.reverse()  # popped from the end, in prompt order
         prefills: dict[int, _Prefill] = {}
+        self._prefixes = []
         rows_left = {p: distinct_samples for p in range(len(prompts))}
         done: dict[tuple[int, int], Rollout] = {}
 
         self._rows: list[_Row] = []
-        self._layers: list[list[torch.Tensor]] | None = None  # per layer: [keys, values]
+        # Per layer: [keys, values], [rows, heads, capacity, dim]; the mask's width is the part in use.
+        self._layers: list[list[torch.Tensor]] | None = None
         self._mask: torch.Tensor | None = None  # [rows, columns] 1 for a real token
         self._positions: torch.Tensor | None = None  # [rows] position of each row's next token
 
@@ -207,14 +242,42 @@ class RolloutDecoder:
         generator.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
         return generator
 
+    def _longest_shared_prefix(self, prompt_ids: list[int]) -> tuple[_Prefill | None, int]:
+        """Of the caches prefilled in this call, the one sharing the longest token prefix with
+        the prompt, and that length; at least one token of the prompt is left to compute, so
+        its prefill yields the logits of its next token."""
+        best, best_length = None, 0
+        limit = len(prompt_ids) - 1
+        for tokens, prefill in self._prefixes:
+            length = 0
+            for a, b in zip(tokens[:limit], prompt_ids):
+                if a != b:
+                    break
+                length += 1
+            if length > best_length:
+                best, best_length = prefill, length
+        if best_length < MIN_SHARED_PREFIX:
+            return None, 0
+        return best, best_length
+
     def _prefill(self, prompt_ids: list[int]) -> _Prefill:
+        """Prompt tokens through the model, past the longest prefix it shares with an earlier one."""
         self.stats.prefills += 1
-        self.stats.prefill_tokens += len(prompt_ids)
         cache = DynamicCache(config=self.model.config)
-        input_ids = torch.tensor([prompt_ids], device=self.device)
+        base, start = self._longest_shared_prefix(prompt_ids)
+        if base is not None:
+            for layer, (keys, values) in zip(cache.layers, base.layers):
+                layer.lazy_initialization(keys, values)
+                # Views of the shared part; the prefill appends by copy, so the base stays as it is.
+                layer.keys, layer.values = keys[:, :, :start], values[:, :, :start]
+        self.stats.prefill_tokens += len(prompt_ids) - start
+        self.stats.reused_prefix_tokens += start
+        input_ids = torch.tensor([prompt_ids[start:]], device=self.device)
         output = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         layers = [(layer.keys, layer.values) for layer in output.past_key_values.layers]
-        return _Prefill(layers, output.logits[0, -1].float(), len(prompt_ids))
+        prefill = _Prefill(layers, output.logits[0, -1].float(), len(prompt_ids))
+        self._prefixes = [*self._prefixes[-(KEPT_PREFIXES - 1) :], (list(prompt_ids), prefill)]
+        return prefill
 
     def _join(self, admitted: list[_Row], prefills: dict[int, _Prefill]) -> None:
         """Add the admitted rows' caches to the batch, left-padding whichever side is shorter."""
@@ -241,9 +304,10 @@ class RolloutDecoder:
         if not self._rows:
             self._layers, self._mask, self._positions = new_layers, new_mask, new_position
         else:
-            pad = width - self._mask.shape[1]
+            used = self._mask.shape[1]
+            pad = width - used
             self._layers = [
-                [torch.cat([_left_pad(old, pad), new]) for old, new in zip(old_pair, new_pair)]
+                [torch.cat([_left_pad(old[:, :, :used], pad), new]) for old, new in zip(old_pair, new_pair)]
                 for old_pair, new_pair in zip(self._layers, new_layers)
             ]
             self._mask = torch.cat([torch.nn.functional.pad(self._mask, (pad, 0)), new_mask])
@@ -256,10 +320,11 @@ class RolloutDecoder:
         """One token for every row in the batch."""
         self.stats.steps += 1
         self.stats.row_steps += len(self._rows)
+        used = self._mask.shape[1]
+        if self._layers[0][0].shape[2] <= used:
+            self._layers = [[_with_room(tensor, used) for tensor in pair] for pair in self._layers]
         cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in zip(cache.layers, self._layers):
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys, values
+        cache.layers = [_RoomyLayer(keys, values, used) for keys, values in self._layers]
         last_tokens = torch.tensor([[row.rollout.tokens[-1]] for row in self._rows], device=self.device)
         self._mask = torch.nn.functional.pad(self._mask, (0, 1), value=1)
         output = self.model(
@@ -269,8 +334,7 @@ class RolloutDecoder:
             past_key_values=cache,
             use_cache=True,
         )
-        self._layers = [[layer.keys, layer.values] for layer in output.past_key_values.layers]
-        self._positions = self._positions + 1
+        self._positions = self._positions + 1  # the new column is in self._layers' buffers already
         for row, token in zip(self._rows, self._choose(output.logits[:, -1].float(), self._rows)):
             self._accept(row, token)
 
@@ -311,24 +375,47 @@ class RolloutDecoder:
         return rollout.ended_by_eos or rollout.ended_by_stop or len(rollout.tokens) >= self._max_new_tokens
 
     def _retire(self, done: dict, candidates: list[_Row]) -> None:
-        """Record finished rows and drop them, and their cache rows, from the batch."""
+        """Record finished rows and drop them, and their cache rows, from the batch.
+
+        The live rows at the end of the batch move into the finished rows' places, so only
+        those rows are copied; the batch is then a view of the first rows of the buffers, and
+        columns that are padding in every remaining row are cut off the same way.
+        """
         finished = [row for row in candidates if self._finished(row)]
         if not finished:
             return
         for row in finished:
             done[row.prompt_index, row.sample_index] = row.rollout
-        keep = [i for i, row in enumerate(self._rows) if not self._finished(row)]
-        self._rows = [self._rows[i] for i in keep]
-        if not keep:
-            self._layers = self._mask = self._positions = None
+        live = len(self._rows) - len(finished)
+        if live == 0:
+            self._rows, self._layers = [], None
+            self._mask = self._positions = None
             return
-        index = torch.tensor(keep, device=self.device)
-        mask = self._mask[index]
-        # Columns that are padding in every remaining row are dropped too.
+        holes = [i for i in range(live) if self._finished(self._rows[i])]
+        movers = [i for i in range(live, len(self._rows)) if not self._finished(self._rows[i])]
+        if holes:
+            to, source = torch.tensor(holes, device=self.device), torch.tensor(movers, device=self.device)
+            for pair in self._layers:
+                for tensor in pair:
+                    tensor[to] = tensor[source]
+            self._mask[to] = self._mask[source]
+            self._positions[to] = self._positions[source]
+            for hole, mover in zip(holes, movers):
+                self._rows[hole] = self._rows[mover]
+        self._rows = self._rows[:live]
+        mask = self._mask[:live]
         first = int(mask.any(0).nonzero()[0])
         self._mask = mask[:, first:]
-        self._positions = self._positions[index]
-        self._layers = [[tensor[index, :, first:] for tensor in pair] for pair in self._layers]
+        self._positions = self._positions[:live]
+        self._layers = [[tensor[:live, :, first:] for tensor in pair] for pair in self._layers]
+
+
+def _with_room(tensor: torch.Tensor, used: int) -> torch.Tensor:
+    """The first `used` columns of a [rows, heads, seq, dim] cache tensor, with CACHE_ROOM more."""
+    rows, heads, _, dim = tensor.shape
+    roomy = tensor.new_empty(rows, heads, used + CACHE_ROOM, dim)
+    roomy[:, :, :used] = tensor[:, :, :used]
+    return roomy
 
 
 def _left_pad(tensor: torch.Tensor, pad: int) -> torch.Tensor:
