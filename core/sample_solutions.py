@@ -6,6 +6,10 @@ style as the policy's few-shot prompt (one calculation per line, then "The answe
 step's prefix is something the policy can continue. Three of them carry a deliberate error at a
 known step: they show a Monte Carlo value falling after the first error, and give annotators
 something to find. They are added once, by the app, to a database that has no trajectories.
+
+A fresh app opens Explore on FEATURED: a reachable first step, then a real error (the change
+from 50 dollars computed as 50 + 32), so its first screen shows a value that falls where the
+solution goes wrong once the policy's values are estimated.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from core.grading import grade
 from core.store import SAMPLE_DATASET, Store
 
 SOURCE = "handwritten"
+FEATURED = "two-19"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ def add_reference_trajectories(store: Store) -> int:
             meta = {"reference": True}
             if reference.first_error is not None:
                 meta["deliberate_first_error"] = reference.first_error
+            if reference.problem == FEATURED:
+                meta["featured"] = True
             store.add_trajectory(
                 problem["id"], reference.solution, source=SOURCE, rule="line",
                 final_answer=graded.answer, correct=graded.correct, meta=meta,
@@ -76,3 +83,12 @@ def ensure_trajectories(store: Store) -> int:
     if store.count_trajectories() > 0:
         return 0
     return add_reference_trajectories(store)
+
+
+def featured_trajectory(store: Store) -> int | None:
+    """The reference trajectory a fresh app opens on, if the database has it."""
+    for row in store.list_trajectories(dataset=SAMPLE_DATASET, source=SOURCE):
+        trajectory = store.get_trajectory(row["id"])
+        if trajectory is not None and (trajectory.get("meta") or {}).get("featured"):
+            return row["id"]
+    return None

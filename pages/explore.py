@@ -17,7 +17,7 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
-    label_text, neighbour, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards, step_prefix,
+    label_text, neighbour, opening_trajectory, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards, step_prefix,
     trajectory_label, value_models,
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
@@ -97,7 +97,7 @@ def choose_trajectory(filters: TrajectoryFilter) -> int | None:
     changed = state.get("explore_filters") != filters
     state["explore_filters"] = filters
     if current is None or (changed and current not in labels) or store.get_trajectory(current) is None:
-        current = ids[0] if ids else None
+        current = opening_trajectory(store, ids) if current is None else (ids[0] if ids else None)
         state["explore_step"] = 0
     if current is None:
         return None

@@ -19,11 +19,11 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     TrajectoryFilter, chart_rows, count_trajectories, find_problems, find_trajectories, neighbour, rollout_rows,
-    step_cards, step_prefix, trajectory_label, value_models,
+    opening_trajectory, step_cards, step_prefix, trajectory_label, value_models,
 )  # fmt: skip
 from core.jobs.estimate import load_tasks
 from core.policy import load_template
-from core.sample_solutions import REFERENCE_SOLUTIONS, ensure_trajectories
+from core.sample_solutions import REFERENCE_SOLUTIONS, ensure_trajectories, featured_trajectory
 from core.store import Store
 
 
@@ -53,6 +53,17 @@ def test_a_fresh_database_gets_reference_trajectories_once(store):
     assert sum(1 for r in rows if r["correct"]) == 7
     assert all(r["n_steps"] >= 2 for r in rows)
     assert ensure_trajectories(store) == 0 and store.count_trajectories() == 10
+
+
+def test_a_first_visit_opens_on_the_featured_trajectory(store):
+    featured = featured_trajectory(store)
+    trajectory = store.get_trajectory(featured)
+    # A reachable first step, then a real error: the story the first screen tells.
+    assert trajectory["meta"]["deliberate_first_error"] == 1 and trajectory["correct"] is False
+    assert [s["text"] for s in store.steps(featured)][1] == "Her change is 50 + 32 = 82 dollars."
+    assert opening_trajectory(store, [1, 2, featured]) == featured
+    assert opening_trajectory(store, [1, 2]) == 1  # filtered out of the list: the first listed
+    assert opening_trajectory(store, []) is None
 
 
 def test_a_database_with_trajectories_gets_none(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.sample_solutions import ensure_trajectories
+from core.sample_solutions import ensure_trajectories, featured_trajectory
 from core.store import Store
 from core.views.math_text import math_markdown
 
@@ -71,8 +71,11 @@ def test_fresh_start_shows_a_trajectory_ready_to_explore(db):
     assert at.session_state["judge_models"] == [at.session_state["policy_model"]]  # the policy judges itself
     assert any("No model loaded yet" in c.value for c in at.sidebar.caption)
     assert at.title[0].value == "Explore"
-    assert "A baker makes 4 trays of 12 cookies" in at.markdown[0].value  # the question, math-aware
-    assert (at.query_params["trajectory"], at.query_params["step"]) == ("1", "0")
+    # It opens on the featured reference solution: a reachable first step, then a real error.
+    featured = featured_trajectory(Store.open(db))
+    assert "Nora buys 4 toys" in at.markdown[0].value  # the question, math-aware
+    assert (at.query_params["trajectory"], at.query_params["step"]) == (str(featured), "0")
+    assert "Her change is 50" in " ".join(m.value for m in at.markdown)  # its wrong step
 
 
 def test_bad_annotator_name_is_refused_in_the_sidebar(db):
@@ -127,11 +130,12 @@ def test_explore_bad_links_give_a_message_not_a_crash(db, params, cause):
     at.run()
     no_exceptions(at)
     assert any(cause in w.value for w in at.warning)
-    assert at.session_state["explore_tid"] in (1, 2)  # falls back to something to show
+    # Falls back to something to show: the linked trajectory, else where a first visit opens.
+    assert at.session_state["explore_tid"] in (2, featured_trajectory(Store.open(db)))
 
 
 def test_explore_step_and_trajectory_navigation(db):
-    at = page("explore", db)
+    at = page("explore", db, explore_tid=1)
     at.run()
     assert at.session_state["explore_step"] == 0
     button(at, "Next step").click().run()
@@ -148,7 +152,7 @@ def test_explore_step_and_trajectory_navigation(db):
 
 
 def test_explore_filters_pick_a_matching_trajectory(db):
-    at = page("explore", db)
+    at = page("explore", db, explore_tid=1)
     at.run()
     at.selectbox(key="ex_correct").set_value("wrong").run()
     assert at.session_state["explore_tid"] == 8
@@ -161,7 +165,7 @@ def test_explore_filters_pick_a_matching_trajectory(db):
 
 
 def test_explore_starts_a_job_and_shows_values(db):
-    at = page("explore", db)
+    at = page("explore", db, explore_tid=1)
     at.run()
     n_input = [n for n in at.number_input if n.label == "N (rollouts per step)"][0]
     n_input.set_value(3)
@@ -194,7 +198,7 @@ def test_explore_queues_judge_jobs(db):
 
 
 def test_explore_judge_button_uses_the_sidebar_judges(db):
-    at = page("explore", db, judge_models=["judge-a", "judge-b"])
+    at = page("explore", db, judge_models=["judge-a", "judge-b"], explore_tid=1)
     at.run()
     verdicts = [m for m in at.multiselect if m.label == "Verdicts"][0]
     verdicts.set_value(["step", "outcome"])
@@ -214,7 +218,7 @@ def test_explore_more_rollouts_tops_up(db):
     store = seeded(db)
     step = store.steps(1)[0]
     store.add_rollouts({"step_id": step["id"], "text": f" {i}", "correct": True, "model": "tiny-policy"} for i in range(3))
-    at = page("explore", db)
+    at = page("explore", db, explore_tid=1)
     at.run()
     [n for n in at.number_input if n.label == "Extra rollouts per step"][0].set_value(5)
     button(at, "More rollouts").click().run()

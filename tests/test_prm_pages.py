@@ -48,7 +48,7 @@ def test_explore_shows_a_prm_in_the_step_cards_and_on_the_chart(db, tmp_path, on
     assert run_job(store, claim_job(store, job_id), EngineCache()) == "done", store.get_job(job_id)["error"]
     scores = [row["p_yes"] for row in prm_step_scores(store, 1, PRM)[PRM]]
     assert scores and all(0 < s < 1 for s in scores)
-    at = page("explore", db)
+    at = page("explore", db, explore_tid=1)
     at.run()
     no_exceptions(at)
     shown = [t for t in texts(at) if t.startswith(f"{PRM}: PRM score")]

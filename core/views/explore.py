@@ -12,6 +12,7 @@ from typing import Sequence
 
 from core.mcpe import Counts, StepValue, step_value
 from core.prm import PRM_JUDGE_PREFIX
+from core.sample_solutions import featured_trajectory
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
 # The filter is a value the page builds and the store turns into SQL; the page imports it from here.
@@ -37,6 +38,13 @@ def count_trajectories(store: Store, filters: TrajectoryFilter) -> int:
 def neighbour(store: Store, filters: TrajectoryFilter, current: int, direction: int) -> int | None:
     """The next (direction 1) or previous (-1) matching trajectory by id, or None."""
     return store.neighbour_trajectory(filters, current, direction)
+
+
+def opening_trajectory(store: Store, ids: Sequence[int]) -> int | None:
+    """Where a first visit opens: the sample set's featured trajectory when it is listed (a
+    fresh app), else the first listed."""
+    featured = featured_trajectory(store)
+    return featured if featured in ids else (ids[0] if ids else None)
 
 
 def trajectory_label(row: dict, width: int = 70) -> str:
