@@ -14,6 +14,7 @@ so that the grouped decode attention runs.
 from __future__ import annotations
 
 import copy
+import warnings
 import numpy as np
 import pytest
 import torch
@@ -188,6 +189,22 @@ def test_seeded_samples_with_a_shared_prefix_are_those_of_each_prompt_alone(mode
         fillers = [ids(tokenizer, f"{k} unrelated") for k in range(index)]
         assert alone.run([*fillers, prompt], **args)[index] == together[index]
         assert alone.stats.reused_prefix_tokens == 0
+
+
+def test_rows_that_end_on_their_first_token_leave_the_prefill_untouched(model, tokenizer):
+    """Rows that stop as they are admitted are replaced in place before any decode step: that
+    must write into the batch's own buffers, not into the prompt's prefill, which is shared by
+    its samples (an expanded view) and reused by later prompts of the call."""
+    prompts = [ids(tokenizer, SHARED + "Tom has"), ids(tokenizer, SHARED + "He buys")]
+    args = dict(n=16, max_new_tokens=6, temperature=1.0, top_p=1, stops=tuple("aeiou "), seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when index_put_ writes into an expanded tensor
+        together = decoder(model, tokenizer, max_rows=16).run(prompts, **args)
+    first = [len(r.tokens) for r in together[0]]
+    assert 1 in first[:-1] and max(first) > 1, f"the test needs rows that stop at once, early in the batch: {first}"
+    # The second prompt reused the first one's prefill: its samples are those it gets alone.
+    alone = decoder(model, tokenizer, max_rows=16).run([ids(tokenizer, "0 unrelated"), prompts[1]], **args)
+    assert together[1] == alone[1]
 
 
 def test_seeded_samples_do_not_depend_on_the_batch(model, tokenizer):

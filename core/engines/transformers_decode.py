@@ -302,7 +302,10 @@ class RolloutDecoder:
             ]  # fmt: skip
         new_mask, new_position = torch.cat(new_masks), torch.cat(new_positions)
         if not self._rows:
-            self._layers, self._mask, self._positions = new_layers, new_mask, new_position
+            # The new rows may still be views of a prefill (expanded over its samples): they get
+            # buffers of their own, which decode steps and retiring rows write into.
+            self._layers = [[_with_room(tensor, width) for tensor in pair] for pair in new_layers]
+            self._mask, self._positions = new_mask, new_position
         else:
             used = self._mask.shape[1]
             pad = width - used
