@@ -7,9 +7,11 @@ step's prefix is something the policy can continue. Three of them carry a delibe
 known step: they show a Monte Carlo value falling after the first error, and give annotators
 something to find. They are added once, by the app, to a database that has no trajectories.
 
-A fresh app opens Explore on FEATURED: a reachable first step, then a real error (the change
-from 50 dollars computed as 50 + 32), so its first screen shows a value that falls where the
-solution goes wrong once the policy's values are estimated.
+A fresh app opens Explore on FEATURED: two steps the embedded policy can continue to the answer,
+then a real error (12 + 7 = 18). Its Monte Carlo values tell that story (SmolLM2-135M, N = 16:
+0.31, 0.19, then 0.00 from the error on). Most two-step reference solutions do not: from their
+correct first step the 135M policy reaches the answer in 0-1 of 16 rollouts, so the first
+error shows no fall.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from core.grading import grade
 from core.store import SAMPLE_DATASET, Store
 
 SOURCE = "handwritten"
-FEATURED = "two-19"
+FEATURED = "one-02"
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,8 @@ REFERENCE_SOLUTIONS = (
     ReferenceSolution("two-16", "The cinema has 12 * 20 = 240 seats.\n"
                       "With 187 tickets sold, 240 - 187 = 63 seats are empty.\nThe answer is 63.",
                       first_error=1),
-    ReferenceSolution("two-19", "4 toys cost 4 * 8 = 32 dollars.\n"
-                      "Her change is 50 + 32 = 82 dollars.\nThe answer is 82.", first_error=1),
+    ReferenceSolution("one-02", "Maria starts with 12 stickers.\nHer friend gives her 7 more stickers.\n"
+                      "Now she has 12 + 7 = 18 stickers.\nThe answer is 18.", first_error=2),
 )
 
 

@@ -92,4 +92,4 @@ def test_a_viewer_sees_explore_without_job_controls(store):
     assert not at.exception
     labels = {b.label for b in at.button}
     assert "Estimate values" not in labels and "Judge" not in labels and "More rollouts" not in labels
-    assert "Nora buys 4 toys" in " ".join(m.value for m in at.markdown) + " ".join(t.value for t in at.text)
+    assert "Maria has 12 stickers" in " ".join(m.value for m in at.markdown) + " ".join(t.value for t in at.text)

@@ -58,9 +58,9 @@ def test_a_fresh_database_gets_reference_trajectories_once(store):
 def test_a_first_visit_opens_on_the_featured_trajectory(store):
     featured = featured_trajectory(store)
     trajectory = store.get_trajectory(featured)
-    # A reachable first step, then a real error: the story the first screen tells.
-    assert trajectory["meta"]["deliberate_first_error"] == 1 and trajectory["correct"] is False
-    assert [s["text"] for s in store.steps(featured)][1] == "Her change is 50 + 32 = 82 dollars."
+    # Reachable steps, then a real error: the story the first screen tells.
+    assert trajectory["meta"]["deliberate_first_error"] == 2 and trajectory["correct"] is False
+    assert [s["text"] for s in store.steps(featured)][2] == "Now she has 12 + 7 = 18 stickers."
     assert opening_trajectory(store, [1, 2, featured]) == featured
     assert opening_trajectory(store, [1, 2]) == 1  # filtered out of the list: the first listed
     assert opening_trajectory(store, []) is None

@@ -73,9 +73,9 @@ def test_fresh_start_shows_a_trajectory_ready_to_explore(db):
     assert at.title[0].value == "Explore"
     # It opens on the featured reference solution: a reachable first step, then a real error.
     featured = featured_trajectory(Store.open(db))
-    assert "Nora buys 4 toys" in at.markdown[0].value  # the question, math-aware
+    assert "Maria has 12 stickers" in at.markdown[0].value  # the question, math-aware
     assert (at.query_params["trajectory"], at.query_params["step"]) == (str(featured), "0")
-    assert "Her change is 50" in " ".join(m.value for m in at.markdown)  # its wrong step
+    assert "Now she has 12" in " ".join(m.value for m in at.markdown)  # its wrong step
 
 
 def test_bad_annotator_name_is_refused_in_the_sidebar(db):

@@ -68,7 +68,7 @@ def shot(page, name: str) -> None:
 def test_a_explore_job_values_appear_without_reloading(app, page):
     url, _, db = app
     open_page(page, url + "/", "Explore")
-    assert "Nora buys 4 toys" in page.inner_text("main")  # the featured first screen
+    assert "Maria has 12 stickers" in page.inner_text("main")  # the featured first screen
     page.evaluate("window.__stepscope_marker = 'same page'")
     page.get_by_role("spinbutton", name="N (rollouts per step)").fill("2")
     page.get_by_role("spinbutton", name="Max new tokens", exact=True).fill("8")
@@ -96,7 +96,7 @@ def test_a_explore_job_values_appear_without_reloading(app, page):
     shot(page, "explore-verdicts")
     with sqlite3.connect(db) as conn:
         verdicts = conn.execute("SELECT COUNT(*) FROM verdicts WHERE kind = 'step' AND job_id = 2").fetchone()[0]
-    assert verdicts == 3  # the featured trajectory has three steps
+    assert verdicts == 4  # the featured trajectory has four steps
 
 
 def test_b_annotate_with_the_keyboard_only(app, page):
