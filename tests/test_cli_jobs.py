@@ -130,7 +130,9 @@ def solutions_by_problem(store: Store, policy: str) -> dict[int, set[int]]:
 def test_generate_interrupted_then_resumed_stores_no_duplicates(tmp_path, tiny_model_dir):
     db, policy, k = tmp_path / "generate.db", str(tiny_model_dir), 2
     store = Store.open(db)
-    problems = [store.add_problem("generate-test", f"What is {i} + 1?", str(i + 1)) for i in range(96)]
+    # Enough calls (8 problems each) that the interrupt lands mid-job: the decoder shares the
+    # few-shot prefix across a call's prompts, so one call of the tiny model takes milliseconds.
+    problems = [store.add_problem("generate-test", f"What is {i} + 1?", str(i + 1)) for i in range(480)]
     args = ["generate", "--policy", policy, "--dataset", "generate-test", "--k", str(k), "--max-new-tokens", "24",
             "--device", "cpu", "--db", str(db)]  # fmt: skip
     code = "import sys\nfrom core.cli import main\nsys.argv[0] = 'stepscope'\nmain()"

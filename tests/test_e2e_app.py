@@ -69,6 +69,9 @@ def test_a_explore_job_values_appear_without_reloading(app, page):
     url, _, db = app
     open_page(page, url + "/", "Explore")
     assert "Maria has 12 stickers" in page.inner_text("main")  # the featured first screen
+    # The rest of this module works on trajectory 1 (the first of the Annotate queue in test_b).
+    open_page(page, url + "/?trajectory=1&step=0", "Explore")
+    assert "A baker makes 4 trays of 12 cookies" in page.inner_text("main")
     page.evaluate("window.__stepscope_marker = 'same page'")
     page.get_by_role("spinbutton", name="N (rollouts per step)").fill("2")
     page.get_by_role("spinbutton", name="Max new tokens", exact=True).fill("8")
@@ -96,7 +99,7 @@ def test_a_explore_job_values_appear_without_reloading(app, page):
     shot(page, "explore-verdicts")
     with sqlite3.connect(db) as conn:
         verdicts = conn.execute("SELECT COUNT(*) FROM verdicts WHERE kind = 'step' AND job_id = 2").fetchone()[0]
-    assert verdicts == 4  # the featured trajectory has four steps
+    assert verdicts == 3  # trajectory 1 has three steps
 
 
 def test_b_annotate_with_the_keyboard_only(app, page):
