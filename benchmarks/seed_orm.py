@@ -6,8 +6,9 @@ base models, rerank the policy's samples with each; if the ORM on the better-pre
 reranks better, the knowledge of how to judge comes from pretraining. A random-init base (the
 policy's architecture with random weights) is the floor.
 
-1. Synthetic problems with 1-2 arithmetic steps (core/synth.py; the embedded 135M policy solves
-   some of those), split into train and test by template instance.
+1. Synthetic one-step problems by default (core/synth.py; the embedded 135M policy solves ~12%
+   of them, ~5% of two-step ones, too few correct samples to train on), split into train and
+   test by template instance.
 2. The policy samples k solutions per problem on both splits (all k kept: a repeated answer is a
    vote; identical texts share one stored trajectory).
 3. One ORM per base, fine-tuned on the train split's graded solutions (core/orm_training.py,
@@ -84,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=16, help="samples per problem (curves for k = 1..K)")
     parser.add_argument("--problems", type=int, default=128, help="synthetic problems, both splits together")
     parser.add_argument("--test-fraction", type=float, default=0.6, help="share of problem instances in the test split")
-    parser.add_argument("--steps", default="1-2", help="arithmetic steps per problem (1-6)")
+    parser.add_argument("--steps", default="1", help="arithmetic steps per problem (1-6), e.g. 1 or 2-4")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--problems-per-call", type=int, default=4)
