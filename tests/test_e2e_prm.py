@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from e2e_server import chromium, streamlit_server
-from test_prm_pages import PRM, SAMPLES, compare_store
+from test_prm_pages import PRM, add_scored_samples, compare_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -28,12 +28,7 @@ def prepare(db: Path, prm_dir: Path) -> None:
     spec = prm_score_spec(str(prm_dir), [1], family="token-classification", name=PRM, engine_options={"device": "cpu"})
     job_id = queue(store, spec)
     assert run_job(store, claim_job(store, job_id), EngineCache()) == "done", store.get_job(job_id)["error"]
-    problem = store.add_problem("bon", "2 + 2?", "4")
-    for answer, correct, step_scores in SAMPLES:
-        trajectory = store.add_trajectory(problem, f"Adding.\nThe answer is {answer}.", source="policy", model="pol",
-                                          final_answer=answer, correct=correct)  # fmt: skip
-        store.add_verdicts([{"trajectory_id": trajectory, "step_id": step["id"], "judge": PRM, "kind": "step",
-                             "p_yes": score} for step, score in zip(store.steps(trajectory), step_scores)])  # fmt: skip
+    add_scored_samples(store)
     store.close()
 
 

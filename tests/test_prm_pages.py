@@ -139,14 +139,19 @@ def test_choose_threshold_picks_on_train_and_reports_on_test():
 SAMPLES = [("4", True, (0.9, 0.2)), ("5", False, (0.4, 0.5)), ("6", False, (0.3, 0.3))]
 
 
-def test_best_of_n_aggregation_picker_changes_the_prm_curves(db):
-    store = seeded(db)
+def add_scored_samples(store: Store) -> None:
+    """The policy's SAMPLES of one problem, each step with its PRM verdict."""
     problem = store.add_problem("bon", "2 + 2?", "4")
     for answer, correct, step_scores in SAMPLES:
         trajectory = store.add_trajectory(problem, f"Adding.\nThe answer is {answer}.", source="policy", model="pol",
                                           final_answer=answer, correct=correct)  # fmt: skip
         store.add_verdicts([{"trajectory_id": trajectory, "step_id": step["id"], "judge": PRM, "kind": "step",
                              "p_yes": score} for step, score in zip(store.steps(trajectory), step_scores)])  # fmt: skip
+
+
+def test_best_of_n_aggregation_picker_changes_the_prm_curves(db):
+    store = seeded(db)
+    add_scored_samples(store)
     at = page("best_of_n", db)
     at.run()
     no_exceptions(at)

@@ -40,8 +40,8 @@ GROUPED_DECODE_ATTENTION = "stepscope_grouped_sdpa"
 MIN_SHARED_PREFIX = 16
 # Decode columns allocated at a time: one reallocation per this many steps, not one per step.
 CACHE_ROOM = 32
-# Prefilled prompts of a call kept as bases for later prompts that extend them (memory: each is
-# one prompt's cache).
+# Prefilled prompts of a call kept as bases for later prompts that share a prefix with them
+# (memory: each is one prompt's cache).
 KEPT_PREFIXES = 8
 
 
@@ -59,7 +59,7 @@ class DecodeStats:
     """Work done by the last `run`, for tests and benchmarks: how the batch was used."""
 
     prefills: int = 0  # forward passes over a prompt
-    prefill_tokens: int = 0  # prompt tokens computed, the shared prefix counted once
+    prefill_tokens: int = 0  # prompt tokens computed (not taken from an earlier prompt's cache)
     reused_prefix_tokens: int = 0  # prompt tokens taken from an earlier prompt's cache
     steps: int = 0  # batched decode forward passes
     row_steps: int = 0  # rows computed over all decode steps
