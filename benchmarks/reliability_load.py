@@ -193,8 +193,15 @@ class Annotator:
         await settle(page)
         self.position = 1
 
-    async def step_ids(self) -> list[int]:
-        classes = await self.page.locator("[class*='st-key-ann_r1_']").evaluate_all(
+    async def step_ids(self, timeout: float = PAGE_TIMEOUT_MS) -> list[int]:
+        """The step ids of the rows on the page; every trajectory has steps, so this waits until
+        its rows are drawn ([] only when none appear within `timeout`)."""
+        rows = self.page.locator("[class*='st-key-ann_r1_']")
+        try:
+            await rows.first.wait_for(timeout=timeout)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: the caller decides
+            return []
+        classes = await rows.evaluate_all(
             "els => els.map(e => [...e.classList].find(c => c.startsWith('st-key-ann_r1_')))"
         )
         return [int(c.rsplit("_", 1)[1]) for c in classes if c]

@@ -176,12 +176,19 @@ async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
             assert addresses and addresses <= {"127.0.0.1", "::1"}, addresses
             second = Annotator(await browser.new_context(viewport=VIEWPORT), url, "crash-test")
             await second.open()
-            todo = [s for s in await second.step_ids() if s not in stored]
+            rows = await second.step_ids()
+            todo = [s for s in rows if s not in stored]
             # The first session may have labelled the whole first trajectory (the worker, at the
             # lowest priority, can take a while to write on a busy machine): go on to the next.
-            while not todo and await second.next_trajectory():
-                todo = [s for s in await second.step_ids() if s not in stored]
-            assert todo, "no unlabelled step left in the queue"
+            while rows and not todo and await second.next_trajectory():
+                rows = await second.step_ids()
+                todo = [s for s in rows if s not in stored]
+            if not todo:
+                ARTIFACTS.mkdir(exist_ok=True)
+                await second.page.screenshot(path=str(ARTIFACTS / "reliability-restart-fail.png"), full_page=True)
+                page_text = (await second.page.inner_text("body"))[-3000:]
+                raise AssertionError(f"no unlabelled step left in the queue; stored {sorted(stored)}; "
+                                     f"position {second.position}; the page ends with:\n{page_text}")
             assert await second.rate(todo[0], 0), "a save after the restart was not shown"
             assert second.log.locked_messages == 0 and second.log.exceptions == 0
             await browser.close()
