@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from core.views.jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, job_progress, probe_verifiers, queue_estimate, queue_judging,
-    queue_top_up,
+    JUDGE_KINDS, EstimateRequest, active_jobs, job_progress, queue_estimate, queue_judging, queue_top_up,
+    trained_verifiers,
 )  # fmt: skip
 from core.views.inputs import parse_deep_link
 from core.errors import StepScopeError
@@ -170,9 +170,9 @@ def job_controls(tid: int) -> None:
             c = st.columns([2, 2, 2, 1, 1])
             c[0].caption(md(f"Judges (sidebar): {', '.join(judges())}"))
             kinds = c[1].multiselect("Verdicts", JUDGE_KINDS, default=["step"])
-            verifiers = probe_verifiers(store)
-            probes = c[2].multiselect("Probe verifiers", list(verifiers), format_func=lambda f: verifiers.get(f, f),
-                                      placeholder="none trained" if not verifiers else "choose probes")
+            trained = trained_verifiers(store)
+            chosen = c[2].multiselect("Trained verifiers", list(trained), format_func=lambda f: trained.get(f, f),
+                                      placeholder="none trained" if not trained else "probes, ORMs")
             mode = c[3].selectbox("Mode", ["logprob", "generative"])
             judge = c[4].form_submit_button("Judge")
         form = {"strategy": strategy, "n": int(n), "max_new_tokens": int(tokens),
@@ -183,7 +183,7 @@ def job_controls(tid: int) -> None:
             if top_up:
                 st.success(f"job {queue_top_up(store, request_from(form), tid, int(extra))} queued")
             if judge:
-                ids = queue_judging(store, judges(), kinds, probes, [tid], mode=mode, engine=engine(),
+                ids = queue_judging(store, judges(), kinds, chosen, [tid], mode=mode, engine=engine(),
                                     engine_options=policy_engine_options())
                 st.success(f"judge jobs {', '.join(map(str, ids))} queued")
         except StepScopeError as error:

@@ -1,13 +1,14 @@
 """Jobs and data: jobs with progress, cancel and retry; a generate job (k solutions per problem
-from the policy) and judge jobs over the generated solutions; the loaded model; the database file
-and its counts; import (upload) and export (download)."""
+from the policy) and judge jobs over the generated solutions (judge models and trained
+verifiers); the loaded model; the database file and its counts; import (upload) and export
+(download)."""
 
 import pandas as pd
 import streamlit as st
 
 from core.views.jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, cancel, job_table, queue_generate, queue_judge_solutions,
-    retry,
+    JUDGE_KINDS, EstimateRequest, active_jobs, cancel, job_table, queue_generate, queue_judge_solutions, retry,
+    trained_verifiers,
 )  # fmt: skip
 from core.jobs.spec import MAX_K, MAX_NEW_TOKENS
 from core.views.best_of_n import policy_models
@@ -89,18 +90,21 @@ def judge_section() -> None:
     if not models:
         st.caption("No generated solutions yet: generate some above.")
         return
+    trained = trained_verifiers(store)
     with st.form("jd_judge"):
         st.caption(md(f"Judges (sidebar): {', '.join(judges())} · engine {engine()}"))
-        c = st.columns(4)
+        c = st.columns(5)
         solutions_of = c[0].selectbox("Solutions of", models)
         dataset = c[1].selectbox("Dataset", ["all", *dataset_names(store)])
         kinds = c[2].multiselect("Verdicts", JUDGE_KINDS, default=["outcome"])
-        mode = c[3].selectbox("Mode", ["logprob", "generative"])
+        chosen = c[3].multiselect("Trained verifiers", list(trained), format_func=lambda f: trained.get(f, f),
+                                  placeholder="none trained" if not trained else "probes, ORMs")
+        mode = c[4].selectbox("Mode", ["logprob", "generative"])
         submitted = st.form_submit_button("Judge solutions")
     if submitted:
         try:
             ids = queue_judge_solutions(store, judges(), kinds, None if dataset == "all" else dataset, solutions_of,
-                                        mode=mode, engine=engine(),
+                                        chosen, mode=mode, engine=engine(),
                                         engine_options=policy_engine_options())
         except StepScopeError as error:
             error_box("Cannot start the job", error)

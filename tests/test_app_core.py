@@ -525,10 +525,10 @@ def test_queue_generate_from_the_app(store):
 
 
 def test_queue_judging_with_probe_verifiers(store, tmp_path):
-    from core.views.jobs import probe_verifiers, queue_judging
+    from core.views.jobs import queue_judging, trained_verifiers
 
-    assert probe_verifiers(store) == {}
-    with pytest.raises(StepScopeError, match="or a probe verifier"):
+    assert trained_verifiers(store) == {}
+    with pytest.raises(StepScopeError, match="or a trained verifier"):
         queue_judging(store, ["j"], [], [], [1])
     assert [store.get_job(i)["manifest"]["kind"] for i in queue_judging(store, ["j"], ["outcome"], [], [1])] == ["outcome"]
     with pytest.raises(StepScopeError, match="cannot read the probe verifier|probe"):
@@ -538,7 +538,7 @@ def test_queue_judging_with_probe_verifiers(store, tmp_path):
 
     folder = verifiers_dir(store) / "orm-tiny"
     save_probe(folder, ConstantProbe(0.5), {"judge": "probe-orm:tiny", "base": "tiny", "kind": "outcome"}, {})
-    assert probe_verifiers(store) == {str(folder): "probe-orm:tiny"}
+    assert trained_verifiers(store) == {str(folder): "probe-orm:tiny"}
     ids = queue_judging(store, ["j"], ["step"], [str(folder)], [1, 2])
     manifests = [store.get_job(i)["manifest"] for i in ids]
     assert [(m["judge"], m["kind"], m["mode"], m["trajectory_ids"]) for m in manifests] == [
@@ -547,7 +547,7 @@ def test_queue_judging_with_probe_verifiers(store, tmp_path):
     damaged = store.path.parent / "verifiers" / "broken"
     damaged.mkdir(parents=True)
     (damaged / "manifest.json").write_text("{not json")
-    assert probe_verifiers(store) == {}
+    assert trained_verifiers(store) == {}
 
 
 def test_queue_judge_solutions_of_a_policy(store):

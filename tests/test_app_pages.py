@@ -418,6 +418,21 @@ def test_jobs_and_data_judges_generated_solutions(db):
     assert (job["kind"], job["manifest"]["model"], job["manifest"]["kind"]) == ("judge", "judge-a", "outcome")
     assert job["manifest"]["trajectory_ids"] == solutions
     assert any("judge jobs 1 queued" in s.value for s in at.success)
+    # A trained verifier next to the database is offered too (a constant probe: queueing is tested).
+    from core.probes import ConstantProbe, save_probe, verifiers_dir
+
+    folder = verifiers_dir(store) / "probe-tiny"
+    save_probe(folder, ConstantProbe(0.5), {"judge": "probe-orm:tiny", "base": "tiny", "kind": "outcome"}, {})
+    at.run()
+    [picker] = [m for m in at.multiselect if m.label == "Trained verifiers"]
+    assert picker.options == ["probe-orm:tiny"]
+    picker.set_value([str(folder)])
+    at.multiselect[[m.label for m in at.multiselect].index("Verdicts")].set_value([])
+    button(at, "Judge solutions").click().run()
+    no_exceptions(at)
+    probe_job = store.get_job(2)
+    assert (probe_job["kind"], probe_job["manifest"]["judge"]) == ("probe-judge", "probe-orm:tiny")
+    assert probe_job["manifest"]["trajectory_ids"] == solutions and len(store.list_jobs()) == 2
 
 
 # --- Compare -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from core.splits import problem_split, question_split
 from core.store import Store
 from core.synth import write_synth
 from core.views.best_of_n import curves, judges_of, samples_by_problem, verifier_info
+from core.views.jobs import queue_judging, trained_verifiers
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # A tiny random model needs a larger step than a pretrained one to move in a few dozen steps.
@@ -93,10 +94,15 @@ def test_a_finetuned_orm_learns_a_separable_task_on_problems_it_never_saw(tmp_pa
         [verdict] = store.verdicts(trajectory_id, judge=judge)
         assert json.loads(verdict["raw"]) == {"artifact": "tiny", "split": "test", "in_training": False}
     assert all(not store.verdicts(t, judge=judge) for t in split["train_trajectories"])
-    # Scoring with the folder later: new solutions are scored, trained ones flagged, none twice.
+    # Scoring with the folder later, queued as Explore and Jobs and data queue it (the folder is
+    # offered among the trained verifiers): new solutions are scored, trained ones flagged, none twice.
+    assert trained_verifiers(store) == {str(output): judge}
     fresh = add_marked_problems(store, 2, dataset="fresh")
     targets = (split["train_trajectories"][0], split["test_trajectories"][0], *fresh)
-    scored = run(store, OrmScoreSpec(verifier=str(output), trajectory_ids=targets, engine_options={"device": "cpu"}))
+    [scored_id] = queue_judging(store, [], [], [str(output)], targets)
+    assert run_job(store, claim_job(store, scored_id), EngineCache()) == "done"
+    scored = store.get_job(scored_id)
+    assert scored["kind"] == "orm-score"
     assert scored["manifest"]["judge"] == judge
     [trained_one] = store.verdicts(targets[0], judge=judge)
     assert json.loads(trained_one["raw"])["in_training"] is True

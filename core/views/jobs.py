@@ -102,47 +102,63 @@ def queue_judges(
 
 
 def queue_judge_solutions(
-    store: Store, judges: Sequence[str], kinds: Sequence[str], dataset: str | None, solutions_of: str, **options,
+    store: Store, judges: Sequence[str], kinds: Sequence[str], dataset: str | None, solutions_of: str,
+    verifiers: Sequence[str] = (), **options,
 ) -> list[int]:
     """Judge every solution the policy `solutions_of` generated for the dataset's problems (None:
-    every dataset): the verdicts Best-of-N reranks with. `options` go to queue_judges."""
+    every dataset): the verdicts Best-of-N reranks with. The rest is queue_judging's."""
     ids = [row["id"] for row in store.list_trajectories(dataset=dataset, source=GENERATED_SOURCE, model=solutions_of)]
     if not ids:
         where = f"dataset {dataset!r}" if dataset else "any dataset"
         raise StepScopeError(f"{solutions_of} has no generated solutions in {where}: generate some first")
-    return queue_judges(store, judges, kinds, ids, **options)
+    return queue_judging(store, judges, kinds, verifiers, ids, **options)
 
 
-def probe_verifiers(store: Store) -> dict[str, str]:
-    """Trained probe verifiers next to the database: folder -> judge name, for a picker."""
+def trained_verifiers(store: Store) -> dict[str, str]:
+    """Verifiers trained next to the database, folder -> judge name, for a picker: probes
+    (train-verifier) and fine-tuned ORMs (train-orm)."""
+    from core.orm_training import list_orms
     from core.probes import list_probes
 
-    try:
-        return {v["folder"]: str(v.get("judge") or v["folder"]) for v in list_probes(store)}
-    except (OSError, ValueError):  # a manifest being written or damaged: offer none rather than fail the page
-        return {}
+    found: dict[str, str] = {}
+    for listed in (list_probes, list_orms):
+        try:
+            found |= {v["folder"]: str(v.get("judge") or v["folder"]) for v in listed(store)}
+        except (OSError, ValueError, StepScopeError):  # a manifest being written or damaged: offer none of that kind
+            continue
+    return found
 
 
-def queue_probe_judges(store: Store, verifiers: Sequence[str], trajectory_ids: Sequence[int]) -> list[int]:
-    """One job per trained probe verifier (a folder that core.probes.list_probes found)."""
+def verifier_job(folder: str, trajectory_ids: Sequence[int]):
+    """The job that scores with a trained verifier's folder: a fine-tuned ORM's outcome verdicts
+    (orm-score) or a probe's verdicts (probe-judge)."""
+    from core.jobs.orm_score import OrmScoreSpec
+    from core.orm_training import is_orm_folder
+
+    spec = OrmScoreSpec if is_orm_folder(folder) else ProbeJudgeSpec
+    return spec(verifier=folder, trajectory_ids=tuple(trajectory_ids))
+
+
+def queue_verifier_scores(store: Store, verifiers: Sequence[str], trajectory_ids: Sequence[int]) -> list[int]:
+    """One job per trained verifier folder (trained_verifiers' keys)."""
     if not verifiers:
-        raise StepScopeError("choose at least one probe verifier")
-    specs = [ProbeJudgeSpec(verifier=folder, trajectory_ids=tuple(trajectory_ids)) for folder in verifiers]
+        raise StepScopeError("choose at least one trained verifier")
+    specs = [verifier_job(folder, trajectory_ids) for folder in verifiers]
     for spec in specs:
-        spec.validate(store)
+        spec.validate(store)  # every job checked before any is queued
     return [queue(store, spec) for spec in specs]
 
 
 def queue_judging(
-    store: Store, judges: Sequence[str], kinds: Sequence[str], probes: Sequence[str], trajectory_ids: Sequence[int],
+    store: Store, judges: Sequence[str], kinds: Sequence[str], verifiers: Sequence[str], trajectory_ids: Sequence[int],
     **options,
 ) -> list[int]:
-    """Explore's Judge button: the judge models give the chosen kinds of verdicts, and each
-    chosen probe verifier scores too; `options` go to queue_judges (mode, engine, engine_options)."""
-    if not kinds and not probes:
-        raise StepScopeError("choose step and/or outcome verdicts, or a probe verifier")
+    """The judge models give the chosen kinds of verdicts, and each chosen trained verifier
+    scores too; `options` go to queue_judges (mode, engine, engine_options)."""
+    if not kinds and not verifiers:
+        raise StepScopeError("choose step and/or outcome verdicts, or a trained verifier")
     ids = queue_judges(store, judges, kinds, trajectory_ids, **options) if kinds else []
-    return ids + (queue_probe_judges(store, probes, trajectory_ids) if probes else [])
+    return ids + (queue_verifier_scores(store, verifiers, trajectory_ids) if verifiers else [])
 
 
 def queue_generate(store: Store, request: EstimateRequest, dataset: str, k: int, limit: int | None = None) -> int:
