@@ -193,12 +193,12 @@ class Annotator:
         await settle(page)
         self.position = 1
 
-    async def step_ids(self, timeout: float = PAGE_TIMEOUT_MS) -> list[int]:
+    async def step_ids(self) -> list[int]:
         """The step ids of the rows on the page; every trajectory has steps, so this waits until
-        its rows are drawn ([] only when none appear within `timeout`)."""
+        its rows are drawn ([] only when none appear in PAGE_TIMEOUT_MS)."""
         rows = self.page.locator("[class*='st-key-ann_r1_']")
         try:
-            await rows.first.wait_for(timeout=timeout)
+            await rows.first.wait_for(timeout=PAGE_TIMEOUT_MS)
         except Exception:  # noqa: BLE001 - playwright's TimeoutError: the caller decides
             return []
         classes = await rows.evaluate_all(
