@@ -210,7 +210,7 @@ def test_explore_judge_button_uses_the_sidebar_judges(db):
         ("judge-a", "step", [1]), ("judge-a", "outcome", [1]), ("judge-b", "step", [1]), ("judge-b", "outcome", [1])]
     [m for m in at.multiselect if m.label == "Verdicts"][0].set_value([])
     button(at, "Judge").click().run()
-    assert any("or a probe verifier" in e.value for e in at.error)  # nothing to judge with: said, not crashed
+    assert any("or a trained verifier" in e.value for e in at.error)  # nothing to judge with: said, not crashed
     assert len(Store.open(db).list_jobs()) == 4
 
 
