@@ -473,14 +473,15 @@ def main() -> None:
                         help="then one annotator alone for this long, the job still writing (0: skip)")
     parser.add_argument("--no-render", action="store_true", help="skip the 1 MB step / 10,000 steps check")
     parser.add_argument("--no-save", action="store_true", help="print only; do not write results/")
+    parser.add_argument("--out", type=Path, default=RESULTS / "reliability_load.json", help="where the figures go")
     args = parser.parse_args()
     result = asyncio.run(run_load(args.sessions, args.seconds, job_n=args.job_n, render=not args.no_render,
                                   single_seconds=args.single_seconds))
     print(json.dumps(result, indent=2))
     if not args.no_save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "reliability_load.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {RESULTS / 'reliability_load.json'}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
