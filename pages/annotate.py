@@ -6,16 +6,18 @@ confidence, E marks the first error, F flags it, J / K move down / up, S submits
 (shows the automatic labels in blind mode), N / P go to the next / previous trajectory.
 
 Speed: each step row is a fragment (a click reruns that row only), and the keyboard bar with
-the rows is another (a key reruns the rows, not the page). Keys are taken by a small client
-script (pages/_annotate_hints.py) that queues them until the keyboard bar is drawn, so a key
-pressed as the page appears is not lost.
+the rows is another (a key reruns the rows, not the page). The optional fields (confidence,
+rationale, category, note) open on the highlighted step only and the other rows show what they
+hold in one line: every widget on the page adds to each save's redraw in the browser. Keys are
+taken by a small client script (pages/_annotate_hints.py) that queues them until the keyboard
+bar is drawn, so a key pressed as the page appears is not lost.
 """
 
 import streamlit as st
 
 from core.views.annotate import (
-    QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, my_labels, queue_progress,
-    save_label, saved_message, stopped_after,
+    QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, latents_summary, my_labels,
+    queue_progress, save_label, saved_message, stopped_after,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
@@ -138,11 +140,16 @@ def trajectory_mark(tid: int) -> None:
         st.error(f"Not saved: {md(problem)}")
 
 
+def highlight(idx: int) -> None:
+    state["ann_step"] = idx
+    state["ann_rerun_page"] = True  # the keyboard bar and the open fields move with it: redraw all rows
+
+
 @st.fragment
 def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
     """One step: its own fragment, so a click here reruns only this row."""
     if state.pop("ann_rerun_page", False):
-        st.rerun()  # stop-at-first-error: a −1 greys out the later rows
+        st.rerun()  # a −1 in stop-at-first-error mode greys out the later rows; Highlight moves the keys
     clock.seen(tid, card.step_id)
     mine = store.annotation(name, card.step_id)
     rating = mine["rating"] if mine else None
@@ -172,7 +179,10 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
             cols[4].button("Flag", key=f"ann_fl_{card.step_id}", type="primary" if flagged else "secondary",
                            on_click=save, args=(tid, card.step_id, card.idx, "flagged", not flagged),
                            help="flag this step (F on the highlighted step)", width="stretch")
-            latents(tid, card, mine, greyed)
+            if cursor:  # the optional fields open on the highlighted step only: fewer widgets per save
+                latents(tid, card, mine, greyed)
+            elif summary := latents_summary(mine):
+                st.caption(md(summary))
             if problem := state.get(f"ann_error_{card.step_id}"):
                 st.error(f"Not saved: {md(problem)}")
             elif message := state.get(f"ann_saved_{card.step_id}"):
@@ -180,8 +190,8 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
             elif mine:
                 st.caption("saved")
             if not cursor:
-                st.button("Highlight", key=f"ann_cur_{card.step_id}",
-                          on_click=lambda: state.__setitem__("ann_step", card.idx))
+                st.button("Highlight", key=f"ann_cur_{card.step_id}", on_click=highlight, args=(card.idx,),
+                          help="keys act on this step, and its confidence, rationale and note open here")
 
 
 def latents(tid: int, card, mine: dict | None, greyed: bool) -> None:

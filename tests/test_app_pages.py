@@ -275,6 +275,23 @@ def test_annotate_needs_an_annotator(db):
     assert "annotator name" in at.info[0].value
 
 
+def test_annotate_opens_the_optional_fields_on_the_highlighted_step(db):
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    store = Store.open(db)
+    steps = [s["id"] for s in store.steps(1)]
+    notes = lambda: [t.key for t in at.text_input if t.key and t.key.startswith("ann_note_")]  # noqa: E731
+    assert notes() == [f"ann_note_{steps[0]}"]  # one step's fields open, the highlighted one
+    at.text_input(key=f"ann_note_{steps[0]}").set_value("check <b>units</b>").run()
+    at.button(key=f"ann_cur_{steps[2]}").click().run()
+    no_exceptions(at)
+    assert at.session_state["ann_step"] == 2 and notes() == [f"ann_note_{steps[2]}"]
+    # The row that was left shows what it holds, as text (markdown escaped: the tags stay inert).
+    assert r"note\: check \<b\>units\<\/b\>" in [c.value for c in at.caption]
+    button(at, "+1").click().run()  # the keyboard bar acts on the newly highlighted step
+    assert store.annotation("alice", steps[2])["rating"] == 1 and store.annotation("alice", steps[0])["rating"] is None
+
+
 def test_annotate_every_click_is_saved(db):
     at = page("annotate", db, annotator="alice")
     at.run()

@@ -199,6 +199,15 @@ def stopped_after(labels: dict[int, dict], cards: Sequence) -> int | None:
     return None
 
 
+def latents_summary(row: dict | None) -> str:
+    """One line of a label's optional fields, for a row whose fields are not open; untrusted
+    text is the caller's to escape."""
+    row = row or {}
+    parts = [f"confidence {row['confidence']}" if row.get("confidence") else "", row.get("category") or "",
+             f"why: {row['rationale'][:80]}" if row.get("rationale") else "", f"note: {row['note'][:80]}" if row.get("note") else ""]  # fmt: skip
+    return " · ".join(part for part in parts if part)
+
+
 def saved_message(idx: int, row: dict, field: str) -> str:
     value = {
         "rating": {1: "+1", 0: "0", -1: "−1", None: "cleared"}.get(row.get("rating"), "?"),
