@@ -473,7 +473,8 @@ def main() -> None:
                         help="then one annotator alone for this long, the job still writing (0: skip)")
     parser.add_argument("--no-render", action="store_true", help="skip the 1 MB step / 10,000 steps check")
     parser.add_argument("--no-save", action="store_true", help="print only; do not write results/")
-    parser.add_argument("--out", type=Path, default=RESULTS / "reliability_load.json", help="where the figures go")
+    parser.add_argument("--out", type=Path, default=RESULTS / "reliability_load.json",
+                        help="where the figures go (an A/B run beside the headline file)")
     args = parser.parse_args()
     result = asyncio.run(run_load(args.sessions, args.seconds, job_n=args.job_n, render=not args.no_render,
                                   single_seconds=args.single_seconds))

@@ -17,8 +17,8 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
-    label_text, neighbour, opening_trajectory, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards, step_prefix,
-    trajectory_label, value_models,
+    label_text, neighbour, opening_trajectory, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards,
+    step_prefix, trajectory_label, value_models,
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES

@@ -203,9 +203,13 @@ def latents_summary(row: dict | None) -> str:
     """One line of a label's optional fields, for a row whose fields are not open; untrusted
     text is the caller's to escape."""
     row = row or {}
-    parts = [f"confidence {row['confidence']}" if row.get("confidence") else "", row.get("category") or "",
-             f"why: {row['rationale'][:80]}" if row.get("rationale") else "", f"note: {row['note'][:80]}" if row.get("note") else ""]  # fmt: skip
-    return " · ".join(part for part in parts if part)
+    parts = [f"confidence {row['confidence']}"] if row.get("confidence") else []
+    if row.get("category"):
+        parts.append(row["category"])
+    for field, name in (("rationale", "why"), ("note", "note")):
+        if row.get(field):
+            parts.append(f"{name}: {row[field][:80]}")
+    return " · ".join(parts)
 
 
 def saved_message(idx: int, row: dict, field: str) -> str:
