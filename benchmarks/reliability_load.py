@@ -48,7 +48,19 @@ from e2e_server import CHROMIUM_ARGS, chromium_path, kill_streamlit, start_strea
 
 RESULTS = REPO / "benchmarks" / "results"
 LOAD_DATASET = "load"
-RATING_KEYS = {-1: "ann_r-1_", 0: "ann_r0_", 1: "ann_r1_"}
+ROW_KEY = "ann_ctl_"  # a step row's controls element (pages/_step_controls.py)
+
+
+def rating_button(step_id: int, rating: int) -> str:
+    """The selector of a step row's rating button."""
+    return f".st-key-{ROW_KEY}{step_id} button[data-field='rating'][data-value='{rating}']"
+
+
+def rating_shown(step_id: int, rating: int) -> str:
+    """The selector that matches once the row draws `rating` as the saved one."""
+    return rating_button(step_id, rating) + "[aria-pressed='true']"
+
+
 SAVE_TIMEOUT_MS = 60_000
 PAGE_TIMEOUT_MS = int(os.environ.get("STEPSCOPE_PAGE_TIMEOUT_MS", 180_000))  # a first page load imports the scientific stack on a busy box
 LOCKED = "database is locked"
@@ -218,13 +230,13 @@ class Annotator:
     async def step_ids(self) -> list[int]:
         """The step ids of the rows on the page; every trajectory has steps, so this waits until
         its rows are drawn ([] only when none appear in PAGE_TIMEOUT_MS)."""
-        rows = self.page.locator("[class*='st-key-ann_r1_']")
+        rows = self.page.locator(f"[class*='st-key-{ROW_KEY}']")
         try:
             await rows.first.wait_for(timeout=PAGE_TIMEOUT_MS)
         except Exception:  # noqa: BLE001 - playwright's TimeoutError: the caller decides
             return []
         classes = await rows.evaluate_all(
-            "els => els.map(e => [...e.classList].find(c => c.startsWith('st-key-ann_r1_')))"
+            "(els, prefix) => els.map(e => [...e.classList].find(c => c.startsWith(prefix)))", f"st-key-{ROW_KEY}"
         )
         return [int(c.rsplit("_", 1)[1]) for c in classes if c]
 
@@ -236,13 +248,12 @@ class Annotator:
 
     async def rate(self, step_id: int, rating: int, wait: bool = True) -> bool:
         """Click the rating; with `wait`, until the page shows it saved. Returns whether shown."""
-        key = RATING_KEYS[rating] + str(step_id)
         self.log.clicked.add(step_id)
-        shown = f".st-key-{key} [data-testid='stBaseButton-primary']"
+        shown = rating_shown(step_id, rating)
         await self.page.evaluate("s => { window.__ssExpect = s; window.__ssClickAt = window.__ssShownAt = null; }", shown)
         started = time.perf_counter()
         # .first: while a rerun redraws the page the old element can linger beside the new one.
-        await self.page.locator(f".st-key-{key} button").first.click(timeout=SAVE_TIMEOUT_MS)
+        await self.page.locator(rating_button(step_id, rating)).first.click(timeout=SAVE_TIMEOUT_MS)
         if not wait:
             return False
         try:

@@ -17,14 +17,16 @@ import streamlit as st
 
 from core.views.annotate import (
     QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, latents_summary, my_labels,
-    queue_progress, save_label, saved_message, stopped_after,
+    queue_progress, row_action, save_label, saved_message, stopped_after,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
+from core.views.math_text import show_bidi
 from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enforced
 from pages._access import allowed, identity, refusal, require_action
 from pages._shared import annotator, error_box, md, open_store, policy, show_text
 from pages._annotate_hints import client_hints
+from pages._step_controls import step_controls
 
 PAGE_SIZE = 20
 RATINGS = ((-1, "−1", "1"), (0, "0", "2"), (1, "+1", "3"))
@@ -152,10 +154,9 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
         st.rerun()  # a −1 in stop-at-first-error mode greys out the later rows; Highlight moves the keys
     clock.seen(tid, card.step_id)
     mine = store.annotation(name, card.step_id)
-    rating = mine["rating"] if mine else None
     cursor = state.get("ann_step") == card.idx
     with st.container(border=True):
-        text_col, buttons_col = st.columns([3, 2])
+        text_col, controls_col = st.columns([3, 2])
         with text_col:
             st.markdown(f"**Step {card.idx}**" + ("  ◀ keyboard" if cursor else "") + ("  · after the first error" if greyed else ""))
             show_text(card.text, key=f"ann-{card.step_id}", math=True)
@@ -165,33 +166,28 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
                 others = [label_text(label) for label in card.labels if label["annotator"] != name and see_others]
                 if others:
                     st.caption(md(" · ".join(others)))
-        with buttons_col:
-            cols = st.columns(5)
-            for col, (value, label, _) in zip(cols, RATINGS):
-                col.button(label, key=f"ann_r{value}_{card.step_id}", type="primary" if rating == value else "secondary",
-                           on_click=save, args=(tid, card.step_id, card.idx, "rating", value), disabled=greyed,
-                           width="stretch")
-            first_error = bool(mine and mine["first_error"])
-            cols[3].button("1st err", key=f"ann_fe_{card.step_id}", type="primary" if first_error else "secondary",
-                           on_click=save, args=(tid, card.step_id, card.idx, "first_error", not first_error),
-                           disabled=greyed, help="first error here (E on the highlighted step)", width="stretch")
-            flagged = bool(mine and mine["flagged"])
-            cols[4].button("Flag", key=f"ann_fl_{card.step_id}", type="primary" if flagged else "secondary",
-                           on_click=save, args=(tid, card.step_id, card.idx, "flagged", not flagged),
-                           help="flag this step (F on the highlighted step)", width="stretch")
+        with controls_col:
+            # One element for the buttons and status lines (pages/_step_controls.py): every widget
+            # on the page adds to each save's redraw in the browser. Its text is set as text.
+            step_controls(card.step_id, {
+                "rating": mine["rating"] if mine else None, "first_error": bool(mine and mine["first_error"]),
+                "flagged": bool(mine and mine["flagged"]), "greyed": greyed, "cursor": cursor,
+                "summary": "" if cursor else show_bidi(latents_summary(mine)),
+                "status": state.get(f"ann_saved_{card.step_id}") or ("saved" if mine else ""),
+                "error": show_bidi(state.get(f"ann_error_{card.step_id}") or ""),
+            }, on_action=lambda action: row_clicked(tid, card, action))  # fmt: skip
             if cursor:  # the optional fields open on the highlighted step only: fewer widgets per save
                 latents(tid, card, mine, greyed)
-            elif summary := latents_summary(mine):
-                st.caption(md(summary))
-            if problem := state.get(f"ann_error_{card.step_id}"):
-                st.error(f"Not saved: {md(problem)}")
-            elif message := state.get(f"ann_saved_{card.step_id}"):
-                st.caption(message)
-            elif mine:
-                st.caption("saved")
-            if not cursor:
-                st.button("Highlight", key=f"ann_cur_{card.step_id}", on_click=highlight, args=(card.idx,),
-                          help="keys act on this step, and its confidence, rationale and note open here")
+
+
+def row_clicked(tid: int, card, action: object) -> None:
+    match row_action(action):
+        case ("highlight", _):
+            highlight(card.idx)
+        case (field, value):
+            save(tid, card.step_id, card.idx, field, value)
+        case None:
+            state[f"ann_error_{card.step_id}"] = "the page sent an action this row does not have"
 
 
 def latents(tid: int, card, mine: dict | None, greyed: bool) -> None:

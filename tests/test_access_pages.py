@@ -15,6 +15,8 @@ from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.views.access import BLIND_SETTING, Identity
 
+from app_components import click_step
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -72,7 +74,7 @@ def test_a_revoked_annotator_saves_nothing_more(store):
     at.run()
     store.revoke_invitations("alice")
     step = store.steps(1)[0]
-    at.button(key=f"ann_r1_{step['id']}").click().run()
+    click_step(at, step["id"], "rating", 1)
     assert store.annotation("alice", step["id"]) is None
     assert "revoked" in " ".join(e.value for e in at.error)
 

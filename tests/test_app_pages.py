@@ -14,6 +14,8 @@ from core.sample_solutions import ensure_trajectories, featured_trajectory
 from core.store import Store
 from core.views.math_text import math_markdown
 
+from app_components import click_step, send_action, step_controls
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # pages import pages._shared, as under `streamlit run app.py`
@@ -283,11 +285,12 @@ def test_annotate_opens_the_optional_fields_on_the_highlighted_step(db):
     notes = lambda: [t.key for t in at.text_input if t.key and t.key.startswith("ann_note_")]  # noqa: E731
     assert notes() == [f"ann_note_{steps[0]}"]  # one step's fields open, the highlighted one
     at.text_input(key=f"ann_note_{steps[0]}").set_value("check <b>units</b>").run()
-    at.button(key=f"ann_cur_{steps[2]}").click().run()
+    click_step(at, steps[2], "highlight")
     no_exceptions(at)
     assert at.session_state["ann_step"] == 2 and notes() == [f"ann_note_{steps[2]}"]
-    # The row that was left shows what it holds, as text (markdown escaped: the tags stay inert).
-    assert r"note\: check \<b\>units\<\/b\>" in [c.value for c in at.caption]
+    # The row that was left shows what it holds, as text (its controls set text, not HTML).
+    assert step_controls(at, steps[0])["summary"] == "note: check <b>units</b>"
+    assert step_controls(at, steps[2])["cursor"] and not step_controls(at, steps[0])["cursor"]
     button(at, "+1").click().run()  # the keyboard bar acts on the newly highlighted step
     assert store.annotation("alice", steps[2])["rating"] == 1 and store.annotation("alice", steps[0])["rating"] is None
 
@@ -298,14 +301,17 @@ def test_annotate_every_click_is_saved(db):
     no_exceptions(at)
     store = Store.open(db)
     steps = store.steps(1)
-    captions = lambda: " ".join(c.value for c in at.caption)  # noqa: E731
+    status = lambda step: step_controls(at, step["id"])["status"]  # noqa: E731
     button(at, "+1").click().run()  # the keyboard bar's +1: the highlighted step, then the next
-    assert "saved: step 0 +1 at " in captions()
+    assert "saved: step 0 +1 at " in status(steps[0])
     assert store.annotation("alice", steps[0]["id"])["rating"] == 1
     assert at.session_state["ann_step"] == 1  # rating by key moves the keyboard to the next step
-    at.button(key=f"ann_r-1_{steps[1]['id']}").click().run()
-    at.button(key=f"ann_fe_{steps[1]['id']}").click().run()
-    at.button(key=f"ann_fl_{steps[1]['id']}").click().run()
+    click_step(at, steps[1]["id"], "rating", -1)
+    click_step(at, steps[1]["id"], "first_error")
+    click_step(at, steps[1]["id"], "flagged")
+    assert step_controls(at, steps[1]["id"]) | {"status": ""} == {
+        "rating": -1, "first_error": True, "flagged": True, "greyed": False, "cursor": True, "summary": "",
+        "status": "", "error": ""}
     at.text_input(key=f"ann_note_{steps[1]['id']}").set_value("sign error").run()
     at.segmented_control(key=f"ann_conf_{steps[1]['id']}").set_value(4).run()
     at.selectbox(key=f"ann_cat_{steps[1]['id']}").set_value("calculation").run()
@@ -314,14 +320,14 @@ def test_annotate_every_click_is_saved(db):
     assert (label["rating"], label["first_error"], label["flagged"], label["note"]) == (-1, True, True, "sign error")
     assert (label["confidence"], label["category"], label["rationale"]) == (4, "calculation", "7 x 8 is not 54")
     assert label["dwell_ms"] is not None and label["rating_order"] == 2
-    assert "saved: step 1 rationale saved" in captions()
-    at.button(key=f"ann_r0_{steps[1]['id']}").click().run()  # an edit: kept in the history
+    assert "saved: step 1 rationale saved" in status(steps[1])
+    click_step(at, steps[1]["id"], "rating", 0)  # an edit: kept in the history
     changes = [(h["field"], h["old_value"], h["new_value"]) for h in store.label_history(trajectory_id=1)]
     assert ("rating", -1, 0) in changes and ("category", "calculation", None) in changes
     at.checkbox(key="ann_flawed_1").check().run()
     assert store.trajectory_label("alice", 1)["flawed_process"] is True
     for step in steps[2:]:
-        at.button(key=f"ann_r0_{step['id']}").click().run()
+        click_step(at, step["id"], "rating", 0)
     at.run()
     assert "1 of 10 trajectories fully labelled" in texts(at)[0]
     button(at, "Next").click().run()
@@ -329,15 +335,29 @@ def test_annotate_every_click_is_saved(db):
     no_exceptions(at)
 
 
+def test_annotate_refuses_an_action_a_row_does_not_have(db):
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    step = Store.open(db).steps(1)[0]["id"]
+    for action in ({"field": "rating", "value": 7}, {"field": "rating", "value": True}, {"field": "note", "value": "x"},
+                   {"field": "flagged", "value": "yes"}, "rating", None):
+        at.session_state[f"ann_error_{step}"] = None  # each payload must set the message anew
+        send_action(at, step, action)
+        no_exceptions(at)
+        assert "does not have" in step_controls(at, step)["error"]
+    assert Store.open(db).annotation("alice", step) is None
+    click_step(at, step, "rating", 1)  # a real click afterwards saves and clears the message
+    assert step_controls(at, step)["error"] == "" and Store.open(db).annotation("alice", step)["rating"] == 1
+
+
 def test_annotate_stop_at_the_first_error_greys_out_later_steps(db):
     at = page("annotate", db, annotator="alice")
     at.run()
     at.toggle(key="ann_stop_mode").set_value(True).run()
     steps = Store.open(db).steps(1)
-    at.button(key=f"ann_r-1_{steps[0]['id']}").click().run()
+    click_step(at, steps[0]["id"], "rating", -1)
     assert Store.open(db).annotation("alice", steps[0]["id"])["first_error"] is True
-    assert at.button(key=f"ann_r1_{steps[1]['id']}").disabled
-    assert not at.button(key=f"ann_r1_{steps[0]['id']}").disabled
+    assert step_controls(at, steps[1]["id"])["greyed"] and not step_controls(at, steps[0]["id"])["greyed"]
     no_exceptions(at)
 
 

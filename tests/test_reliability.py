@@ -36,7 +36,8 @@ from model_server import ModelServer  # noqa: E402
 from core.jobs.worker_process import NICENESS  # noqa: E402
 from reliability_load import (  # noqa: E402
     BIG_STEP_CHARS, PAGE_TIMEOUT_MS, Annotator, add_big_trajectories, integrity, is_loopback, launch,
-    measure_render, queue_job, rollout_count, run_load, seed_database, settle, stored_labels,
+    measure_render, queue_job, rating_button, rating_shown, rollout_count, run_load, seed_database, settle,
+    stored_labels,
 )  # fmt: skip
 
 # Skipped without a browser, failed instead where the run requires one (tests/required.py).
@@ -474,7 +475,7 @@ async def _latent_session(url: str, db: Path, name: str, steps: list[int], timin
         await page.get_by_text("Trajectory 1 of").wait_for(timeout=PAGE_TIMEOUT_MS)
         await page.keyboard.press("3")
         await page.keyboard.press("Shift+4")
-        await page.locator(f".st-key-ann_r1_{steps[0]} [data-testid='stBaseButton-primary']").first.wait_for(timeout=60_000)
+        await page.locator(rating_shown(steps[0], 1)).first.wait_for(timeout=60_000)
         timing["step_0_rated"] = time.monotonic()
         await page.get_by_text("saved: step 1 confidence 4").first.wait_for(timeout=60_000)
         await settle(page)
@@ -490,11 +491,11 @@ async def _latent_session(url: str, db: Path, name: str, steps: list[int], timin
         await page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
                                        document.dispatchEvent(new Event('visibilitychange')); }""")
         await settle(page)
-        await page.locator(f".st-key-ann_r-1_{steps[1]} button").first.click()  # step 1: −1 (mouse)
+        await page.locator(rating_button(steps[1], -1)).first.click()  # step 1: −1 (mouse)
         timing["step_1_s"] = time.monotonic() - timing["step_0_rated"]
-        await page.locator(f".st-key-ann_r-1_{steps[1]} [data-testid='stBaseButton-primary']").first.wait_for(timeout=60_000)
+        await page.locator(rating_shown(steps[1], -1)).first.wait_for(timeout=60_000)
         await settle(page)
-        assert await page.locator(f".st-key-ann_r1_{steps[2]} button").first.is_disabled()  # greyed out after the error
+        assert await page.locator(rating_button(steps[2], 1)).first.is_disabled()  # greyed out after the error
         await page.locator(f".st-key-ann_cat_{steps[1]}").first.click()
         await page.get_by_role("option", name="calculation").first.click()
         await page.get_by_text("saved: step 1 category calculation").first.wait_for(timeout=60_000)
@@ -504,8 +505,8 @@ async def _latent_session(url: str, db: Path, name: str, steps: list[int], timin
         await why.press("Enter")
         await page.get_by_text("saved: step 1 rationale saved").first.wait_for(timeout=60_000)
         await settle(page)
-        await page.locator(f".st-key-ann_r0_{steps[0]} button").first.click()  # an edit: +1 -> 0
-        await page.locator(f".st-key-ann_r0_{steps[0]} [data-testid='stBaseButton-primary']").first.wait_for(timeout=60_000)
+        await page.locator(rating_button(steps[0], 0)).first.click()  # an edit: +1 -> 0
+        await page.locator(rating_shown(steps[0], 0)).first.wait_for(timeout=60_000)
         await settle(page)
         await page.get_by_text("Right answer, flawed process").first.click()
         await settle(page)

@@ -212,6 +212,20 @@ def latents_summary(row: dict | None) -> str:
     return " · ".join(parts)
 
 
+def row_action(action: object) -> tuple[str, bool | int] | None:
+    """A step row's click as (field, value): ("rating", -1 | 0 | 1), ("first_error" | "flagged",
+    bool) or ("highlight", True); None for anything else. The row's controls run in the
+    browser, which is not trusted to send only what they draw."""
+    if not isinstance(action, dict):
+        return None
+    field, value = action.get("field"), action.get("value")
+    if field == "rating" and value in (-1, 0, 1) and not isinstance(value, bool):
+        return field, int(value)
+    if field in ("first_error", "flagged", "highlight") and isinstance(value, bool):
+        return (field, True) if field == "highlight" else (field, value)
+    return None
+
+
 def saved_message(idx: int, row: dict, field: str) -> str:
     value = {
         "rating": {1: "+1", 0: "0", -1: "−1", None: "cleared"}.get(row.get("rating"), "?"),
