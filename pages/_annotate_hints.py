@@ -53,7 +53,8 @@ export default function(component) {
             pressedAt = 0;
         }
         if (running()) return;
-        const buttons = document.querySelectorAll(`.st-key-${CSS.escape(queue[0].key)} button`);
+        const key = CSS.escape(queue[0].key);  // the keyboard bar's buttons, or a Streamlit button (Next, ...)
+        const buttons = document.querySelectorAll(`button[data-ann-key="${key}"], .st-key-${key} button`);
         if (!buttons.length) return;  // not drawn yet: keep the key
         queue.shift();
         const button = buttons[buttons.length - 1];

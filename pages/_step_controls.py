@@ -1,13 +1,14 @@
-"""Annotate's step controls: one small element per step row (st.components.v2, no iframe).
+"""Annotate's controls: one small element per step row and one for the keyboard bar
+(st.components.v2, no iframe).
 
-A row's rating buttons, first-error and flag toggles, Highlight and its status line used to
-be eight Streamlit widgets and layout blocks; every save re-rendered all of them, and every
-script run re-renders every element on the page in the browser (the run state is a prop of
-each). Here a row's controls are one element that draws plain buttons and only updates their
-state when its data changes, so a save costs the browser a fraction of what it did (measured
-in benchmarks/reliability_load.py; issue 13's note). A click sends one trigger event; the
-label is committed by the page's callback before the row is drawn again, so "chosen" on the
-page still means "in the file".
+A row's rating buttons, first-error and flag toggles, Highlight and status lines used to be
+eight Streamlit widgets and layout blocks, and the keyboard bar 13 buttons in 14 columns;
+every script run re-renders every element on the page in the browser (the run state is a
+prop of each), so each save paid for all of them. Here each is one element that draws plain
+buttons and only updates their state when its data changes (measured in
+benchmarks/reliability_load.py; see docs/ARCHITECTURE.md). A click sends one trigger event;
+the label is committed by the page's callback before the row is drawn again, so "chosen" on
+the page still means "in the file".
 
 The element's text (status, error, the summary of the optional fields, which quotes the
 annotator's own rationale and note) is set as text, never parsed as HTML.
@@ -20,20 +21,23 @@ from typing import Callable
 import streamlit as st
 
 _CSS = """
+.ss-keys { display: flex; gap: 0.3rem; flex-wrap: wrap; align-items: center; font-family: var(--st-font, inherit); }
+.ss-keys .ss-note { flex-basis: 100%; }
+.ss-keys kbd { margin-left: 0.35rem; font-size: 0.75rem; opacity: 0.6; font-family: inherit; }
 .ss-step { display: flex; flex-direction: column; gap: 0.35rem; font-family: var(--st-font, inherit); }
 .ss-step .ss-buttons { display: flex; gap: 0.3rem; flex-wrap: wrap; }
-.ss-step button {
+.ss-step button, .ss-keys button {
     min-width: 2.6rem; padding: 0.25rem 0.6rem; border-radius: var(--st-base-radius, 0.5rem);
     border: 1px solid var(--st-border-color, rgba(49, 51, 63, 0.2)); background: var(--st-background-color, #fff);
     color: var(--st-text-color, #31333f); font: inherit; font-size: 0.95rem; cursor: pointer;
 }
-.ss-step button:hover:not(:disabled) { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }
+.ss-step button:hover:not(:disabled), .ss-keys button:hover:not(:disabled) { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }
 .ss-step button[aria-pressed="true"] {
     background: var(--st-primary-color, #ff4b4b); border-color: var(--st-primary-color, #ff4b4b); color: #fff;
 }
-.ss-step button:disabled { opacity: 0.4; cursor: not-allowed; }
+.ss-step button:disabled, .ss-keys button:disabled { opacity: 0.4; cursor: not-allowed; }
 .ss-step > button { align-self: flex-start; }
-.ss-step .ss-note { font-size: 0.85rem; color: var(--st-text-color, #31333f); opacity: 0.7; overflow-wrap: anywhere; }
+.ss-step .ss-note, .ss-keys .ss-note { font-size: 0.85rem; color: var(--st-text-color, #31333f); opacity: 0.7; overflow-wrap: anywhere; }
 .ss-step .ss-error { font-size: 0.9rem; color: #7d353b; background: #ffecec; padding: 0.3rem 0.5rem; border-radius: 0.4rem; }
 .ss-step .ss-note:empty, .ss-step .ss-error:empty { display: none; }
 """
@@ -104,7 +108,53 @@ export default function(component) {
 }
 """
 
+# The keyboard bar: [key, label, key hint, tooltip]; `data` has the keys to disable and the
+# caption. The client script (pages/_annotate_hints.py) presses these buttons for the keys.
+_KEYS_JS = """
+const KEYS = [
+    ["ann_key_r-1", "\u22121", "1", "rate the highlighted step \u22121 and move on (1)"],
+    ["ann_key_r0", "0", "2", "rate the highlighted step 0 and move on (2)"],
+    ["ann_key_r1", "+1", "3", "rate the highlighted step +1 and move on (3)"],
+    ["ann_key_fe", "1st err", "E", "first error at the highlighted step (E)"],
+    ["ann_key_fl", "Flag", "F", "flag the highlighted step (F)"],
+    ["ann_up", "Up", "K", "previous step (K)"], ["ann_down", "Down", "J", "next step (J)"],
+    ...[1, 2, 3, 4, 5].map(level => [`ann_key_c${level}`, `c${level}`, `\u21e7${level}`,
+                                     `confidence ${level} on the highlighted step (Shift+${level})`]),
+];
+
+export default function(component) {
+    const {data, parentElement} = component;
+    let root = parentElement.querySelector(":scope > .ss-keys");
+    if (!root) {
+        root = document.createElement("div");
+        root.className = "ss-keys";
+        for (const [key, label, hint, title] of KEYS) {
+            const button = document.createElement("button");
+            button.type = "button";
+            button.title = title;
+            button.dataset.annKey = key;
+            const name = document.createElement("span");
+            name.textContent = label;
+            const kbd = document.createElement("kbd");
+            kbd.textContent = hint;
+            button.append(name, kbd);
+            button.addEventListener("click", () => root.__send("key", key));
+            root.appendChild(button);
+        }
+        const caption = document.createElement("div");
+        caption.className = "ss-note";
+        root.appendChild(caption);
+        parentElement.appendChild(root);
+    }
+    root.__send = component.setTriggerValue;
+    const disabled = new Set(data.disabled || []);
+    for (const button of root.querySelectorAll("button")) button.disabled = disabled.has(button.dataset.annKey);
+    root.querySelector(".ss-note").textContent = data.caption || "";
+}
+"""
+
 _controls = st.components.v2.component("stepscope_step_controls", js=_JS, css=_CSS, isolate_styles=False)
+_keys = st.components.v2.component("stepscope_keyboard_bar", js=_KEYS_JS, css=_CSS, isolate_styles=False)
 
 
 def step_controls(step_id: int, state: dict, on_action: Callable[[object], None]) -> None:
@@ -112,8 +162,11 @@ def step_controls(step_id: int, state: dict, on_action: Callable[[object], None]
     our script, anything from a hostile client) before the next run, as a button's on_click
     would."""
     key = f"ann_ctl_{step_id}"
+    _controls(key=key, data=state, on_action_change=lambda: on_action(st.session_state[key].get("action")))
 
-    def dispatch() -> None:
-        on_action(st.session_state[key].get("action"))
 
-    _controls(key=key, data=state, on_action_change=dispatch)
+def keyboard_controls(disabled: list[str], caption: str, on_key: Callable[[object], None]) -> None:
+    """Draw the keyboard bar; `on_key` gets the pressed button's key (core.views.annotate.
+    KEYBOARD_ACTIONS; anything from a hostile client) before the next run."""
+    _keys(key="ann_keys", data={"disabled": disabled, "caption": caption},
+          on_key_change=lambda: on_key(st.session_state["ann_keys"].get("key")))

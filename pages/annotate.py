@@ -16,7 +16,7 @@ bar is drawn, so a key pressed as the page appears is not lost.
 import streamlit as st
 
 from core.views.annotate import (
-    QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, latents_summary, my_labels,
+    GREYED_FIELDS, KEYBOARD_ACTIONS, QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, latents_summary, my_labels,
     queue_progress, row_action, save_label, saved_message, stopped_after,
 )  # fmt: skip
 from core.errors import StepScopeError
@@ -26,10 +26,9 @@ from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enf
 from pages._access import allowed, identity, refusal, require_action
 from pages._shared import annotator, error_box, md, open_store, policy, show_text
 from pages._annotate_hints import client_hints
-from pages._step_controls import step_controls
+from pages._step_controls import keyboard_controls, step_controls
 
 PAGE_SIZE = 20
-RATINGS = ((-1, "−1", "1"), (0, "0", "2"), (1, "+1", "3"))
 CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 
 store = open_store()
@@ -175,15 +174,17 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
                 "summary": "" if cursor else show_bidi(latents_summary(mine)),
                 "status": state.get(f"ann_saved_{card.step_id}") or ("saved" if mine else ""),
                 "error": show_bidi(state.get(f"ann_error_{card.step_id}") or ""),
-            }, on_action=lambda action: row_clicked(tid, card, action))  # fmt: skip
+            }, on_action=lambda action: row_clicked(tid, card, greyed, action))  # fmt: skip
             if cursor:  # the optional fields open on the highlighted step only: fewer widgets per save
                 latents(tid, card, mine, greyed)
 
 
-def row_clicked(tid: int, card, action: object) -> None:
+def row_clicked(tid: int, card, greyed: bool, action: object) -> None:
     match row_action(action):
         case ("highlight", _):
             highlight(card.idx)
+        case (field, _) if greyed and field in GREYED_FIELDS:
+            pass  # after the first error: the row's button was drawn disabled
         case (field, value):
             save(tid, card.step_id, card.idx, field, value)
         case None:
@@ -216,30 +217,29 @@ def keyboard_bar(tid: int, cards, labels: dict, stop_at: int | None) -> None:
     """The keys, bound once here (not per row): they act on the highlighted step."""
     step = state["ann_step"]
     card = cards[step]
-    mine = labels.get(card.step_id) or {}
     greyed = stop_at is not None and card.idx > stop_at
-    n_steps = len(cards)
-    cols = st.columns([1, 1, 1, 1, 1, 1, 1, 5])
-    for col, (value, label, key) in zip(cols, RATINGS):
-        col.button(f"{label}", key=f"ann_key_r{value}", shortcut=key, disabled=greyed, width="stretch",
-                   help=f"rate the highlighted step {label} and move on ({key})",
-                   on_click=save, args=(tid, card.step_id, card.idx, "rating", value, min(card.idx + 1, n_steps - 1)))
-    cols[3].button("1st err", key="ann_key_fe", shortcut="E", disabled=greyed, width="stretch", help="(E)",
-                   on_click=save, args=(tid, card.step_id, card.idx, "first_error", not mine.get("first_error")))
-    cols[4].button("Flag", key="ann_key_fl", shortcut="F", width="stretch", help="(F)",
-                   on_click=save, args=(tid, card.step_id, card.idx, "flagged", not mine.get("flagged")))
-    cols[5].button("Up", key="ann_up", shortcut="K", help="previous step (K)", disabled=step <= 0, width="stretch",
-                   on_click=lambda: state.__setitem__("ann_step", step - 1))
-    cols[6].button("Down", key="ann_down", shortcut="J", help="next step (J)", disabled=step >= n_steps - 1,
-                   width="stretch", on_click=lambda: state.__setitem__("ann_step", step + 1))
-    with cols[7]:
-        conf_cols = st.columns(5)
-        for col, level in zip(conf_cols, CONFIDENCE_LEVELS):
-            col.button(f"c{level}", key=f"ann_key_c{level}", shortcut=f"Shift+{level}", disabled=greyed,
-                       help=f"confidence {level} on the highlighted step (Shift+{level})",
-                       on_click=save, args=(tid, card.step_id, card.idx, "confidence", level))
-    st.caption(f"Keys on the highlighted step (step {step}): 1 / 2 / 3 rate −1 / 0 / +1, Shift+1…5 confidence, "
+    disabled = [key for key, (field, _) in KEYBOARD_ACTIONS.items() if greyed and field in GREYED_FIELDS]
+    disabled += ["ann_up"] * (step <= 0) + ["ann_down"] * (step >= len(cards) - 1)
+    caption = (f"Keys on the highlighted step (step {step}): 1 / 2 / 3 rate −1 / 0 / +1, Shift+1…5 confidence, "
                "E first error, F flag, J / K down / up; S submit, N / P next / previous trajectory.")
+    keyboard_controls(disabled, caption, on_key=lambda key: key_pressed(
+        tid, card, labels.get(card.step_id) or {}, len(cards), greyed, key))
+
+
+def key_pressed(tid: int, card, mine: dict, n_steps: int, greyed: bool, key: object) -> None:
+    match KEYBOARD_ACTIONS.get(key) if isinstance(key, str) else None:
+        case ("move", delta):
+            state["ann_step"] = max(0, min(n_steps - 1, card.idx + delta))
+        case (field, _) if greyed and field in GREYED_FIELDS:
+            pass  # after the first error: the bar's button was drawn disabled
+        case ("rating", value):
+            save(tid, card.step_id, card.idx, "rating", value, advance_to=min(card.idx + 1, n_steps - 1))
+        case (field, None):
+            save(tid, card.step_id, card.idx, field, not mine.get(field))
+        case (field, value):
+            save(tid, card.step_id, card.idx, field, value)
+        case None:
+            state[f"ann_error_{card.step_id}"] = "the page sent a key the keyboard bar does not have"
 
 
 @st.fragment

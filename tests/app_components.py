@@ -1,4 +1,4 @@
-"""AppTest and our st.components.v2 elements (Annotate's step controls).
+"""AppTest and our st.components.v2 elements (Annotate's step controls and keyboard bar).
 
 AppTest runs the page's Python but not a component's JavaScript, and it has no API for a
 component's events. These helpers read the data a component was given and send the trigger
@@ -16,6 +16,7 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 ROW_KEY = "ann_ctl_"  # pages/_step_controls.py
+KEYBOARD_KEY = "ann_keys"
 
 
 def component(at: AppTest, key: str):
@@ -41,9 +42,25 @@ def click_step(at: AppTest, step_id: int, field: str, value=None) -> AppTest:
 
 def send_action(at: AppTest, step_id: int, action) -> AppTest:
     """Send any payload as the row's action event (a hostile or broken client included)."""
-    element = component(at, f"{ROW_KEY}{step_id}")
+    return send_event(at, f"{ROW_KEY}{step_id}", "action", action)
+
+
+def press_key(at: AppTest, key) -> AppTest:
+    """Press a keyboard bar button ("ann_key_r1", "ann_down", ...), as the client script does
+    for a key. Runs the page."""
+    return send_event(at, KEYBOARD_KEY, "key", key)
+
+
+def keyboard_bar(at: AppTest) -> dict:
+    """What the keyboard bar was given: the keys it draws disabled and its caption."""
+    return json.loads(component(at, KEYBOARD_KEY).proto.json)
+
+
+def send_event(at: AppTest, key: str, event: str, value) -> AppTest:
+    """The trigger event a component's setTriggerValue(event, value) sends; runs the page."""
+    element = component(at, key)
     states = at._tree.get_widget_states()
     state = WidgetState(id=_make_trigger_id(element.proto.id, "events"))
-    state.json_trigger_value = json.dumps([{"event": "action", "value": action}])
+    state.json_trigger_value = json.dumps([{"event": event, "value": value}])
     states.widgets.append(state)
     return at._run(states)

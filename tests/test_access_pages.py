@@ -15,7 +15,7 @@ from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.views.access import BLIND_SETTING, Identity
 
-from app_components import click_step
+from app_components import click_step, press_key
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -51,8 +51,7 @@ def test_an_annotators_labels_go_under_their_invitation_whatever_the_state_says(
     at = signed_in(store, "alice", "annotator", "annotate", annotator="mallory", ann_blind=False)
     at.run()
     assert not at.exception
-    [plus] = [b for b in at.button if b.label == "+1"][:1]
-    plus.click().run()
+    press_key(at, "ann_key_r1")
     assert store.annotation("alice", step["id"])["rating"] == 1
     assert store.annotation("mallory", step["id"]) is None
     assert [(h["annotator"], h["field"]) for h in store.label_history(annotator="alice")] == [("alice", "rating")]

@@ -14,7 +14,7 @@ from core.sample_solutions import ensure_trajectories, featured_trajectory
 from core.store import Store
 from core.views.math_text import math_markdown
 
-from app_components import click_step, send_action, step_controls
+from app_components import click_step, keyboard_bar, press_key, send_action, send_event, step_controls
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -291,7 +291,7 @@ def test_annotate_opens_the_optional_fields_on_the_highlighted_step(db):
     # The row that was left shows what it holds, as text (its controls set text, not HTML).
     assert step_controls(at, steps[0])["summary"] == "note: check <b>units</b>"
     assert step_controls(at, steps[2])["cursor"] and not step_controls(at, steps[0])["cursor"]
-    button(at, "+1").click().run()  # the keyboard bar acts on the newly highlighted step
+    press_key(at, "ann_key_r1")  # the keyboard bar acts on the newly highlighted step
     assert store.annotation("alice", steps[2])["rating"] == 1 and store.annotation("alice", steps[0])["rating"] is None
 
 
@@ -302,7 +302,7 @@ def test_annotate_every_click_is_saved(db):
     store = Store.open(db)
     steps = store.steps(1)
     status = lambda step: step_controls(at, step["id"])["status"]  # noqa: E731
-    button(at, "+1").click().run()  # the keyboard bar's +1: the highlighted step, then the next
+    press_key(at, "ann_key_r1")  # the keyboard bar's +1: the highlighted step, then the next
     assert "saved: step 0 +1 at " in status(steps[0])
     assert store.annotation("alice", steps[0]["id"])["rating"] == 1
     assert at.session_state["ann_step"] == 1  # rating by key moves the keyboard to the next step
@@ -350,6 +350,30 @@ def test_annotate_refuses_an_action_a_row_does_not_have(db):
     assert step_controls(at, step)["error"] == "" and Store.open(db).annotation("alice", step)["rating"] == 1
 
 
+def test_annotate_keyboard_bar_acts_on_the_highlighted_step(db):
+    at = page("annotate", db, annotator="alice")
+    at.run()
+    store = Store.open(db)
+    steps = [s["id"] for s in store.steps(1)]
+    assert keyboard_bar(at)["disabled"] == ["ann_up"] and "(step 0)" in keyboard_bar(at)["caption"]
+    press_key(at, "ann_down")
+    assert at.session_state["ann_step"] == 1 and step_controls(at, steps[1])["cursor"]
+    for key in ("ann_key_c4", "ann_key_fe", "ann_key_fl", "ann_key_r-1"):
+        press_key(at, key)
+    label = store.annotation("alice", steps[1])
+    assert (label["confidence"], label["first_error"], label["flagged"], label["rating"]) == (4, True, True, -1)
+    assert at.session_state["ann_step"] == 2  # rating moves the highlight on
+    press_key(at, "ann_up")
+    press_key(at, "ann_key_fl")  # a toggle: off again
+    assert store.annotation("alice", steps[1])["flagged"] is False
+    for junk in ("ann_submit", "ann_key_r7", 3, None):  # not the bar's keys: a message, nothing saved
+        at.session_state[f"ann_error_{steps[1]}"] = None
+        send_event(at, "ann_keys", "key", junk)
+        no_exceptions(at)
+        assert "does not have" in step_controls(at, steps[1])["error"]
+    assert store.annotation("alice", steps[1])["flagged"] is False and store.annotation("alice", steps[0]) is None
+
+
 def test_annotate_stop_at_the_first_error_greys_out_later_steps(db):
     at = page("annotate", db, annotator="alice")
     at.run()
@@ -358,6 +382,14 @@ def test_annotate_stop_at_the_first_error_greys_out_later_steps(db):
     click_step(at, steps[0]["id"], "rating", -1)
     assert Store.open(db).annotation("alice", steps[0]["id"])["first_error"] is True
     assert step_controls(at, steps[1]["id"])["greyed"] and not step_controls(at, steps[0]["id"])["greyed"]
+    # Highlighted, greyed-out step 1: the bar's rating keys are off, and a click that arrives
+    # anyway (sent before the row was redrawn) changes nothing.
+    press_key(at, "ann_down")
+    assert {"ann_key_r1", "ann_key_fe", "ann_key_c3"} <= set(keyboard_bar(at)["disabled"])
+    press_key(at, "ann_key_r1")
+    click_step(at, steps[2]["id"], "rating", 1)
+    assert Store.open(db).annotation("alice", steps[1]["id"]) is None
+    assert Store.open(db).annotation("alice", steps[2]["id"]) is None
     no_exceptions(at)
 
 

@@ -226,6 +226,17 @@ def row_action(action: object) -> tuple[str, bool | int] | None:
     return None
 
 
+# The keyboard bar's buttons (the keys the client script presses) and what each does to the
+# highlighted step: (field, value), value None for a toggle, or ("move", -1 | +1).
+KEYBOARD_ACTIONS: dict[str, tuple[str, int | None]] = {
+    "ann_key_r-1": ("rating", -1), "ann_key_r0": ("rating", 0), "ann_key_r1": ("rating", 1),
+    "ann_key_fe": ("first_error", None), "ann_key_fl": ("flagged", None),
+    "ann_up": ("move", -1), "ann_down": ("move", 1),
+    **{f"ann_key_c{level}": ("confidence", level) for level in range(1, 6)},
+}  # fmt: skip
+GREYED_FIELDS = ("rating", "first_error", "confidence")  # what a step after the first error cannot get (stop mode)
+
+
 def saved_message(idx: int, row: dict, field: str) -> str:
     value = {
         "rating": {1: "+1", 0: "0", -1: "−1", None: "cleared"}.get(row.get("rating"), "?"),
