@@ -314,6 +314,14 @@ async def extend_until_the_job_writes(window: Window, db: Path, before: int) -> 
             window.end += 2.0
 
 
+async def wait_for_new_rollouts(db: Path, before: int) -> float:
+    """Until the job worker writes past `before` rollouts (or JOB_START_TIMEOUT_S); seconds waited."""
+    started = time.perf_counter()
+    while rollout_count(db) <= before and time.perf_counter() - started < JOB_START_TIMEOUT_S:
+        await asyncio.sleep(1.0)
+    return time.perf_counter() - started
+
+
 async def launch(playwright):
     executable = chromium_path()
     if executable is None:
@@ -399,7 +407,7 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
 
         policy = str(build_tiny_model(folder / "tiny-model"))
     trajectory_ids = seed_database(db)
-    job_id = queue_job(db, policy, trajectory_ids, n=job_n)
+    job_ids = [queue_job(db, policy, trajectory_ids, n=job_n)]
     log_path = folder / "server.log"
     process, url = start_streamlit(db, env={"STEPSCOPE_DEFAULT_POLICY": policy}, log=log_path)
     try:
@@ -413,10 +421,7 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
             await asyncio.gather(*(a.open() for a in annotators))
             open_seconds = time.perf_counter() - opened
             # The window starts once the job writes: the worker first imports torch and loads the model.
-            job_wait = time.perf_counter()
-            while rollout_count(db) == 0 and time.perf_counter() - job_wait < JOB_START_TIMEOUT_S:
-                await asyncio.sleep(1.0)
-            job_wait = time.perf_counter() - job_wait
+            job_wait = await wait_for_new_rollouts(db, 0)
             rollouts_before = rollout_count(db)
             started = time.monotonic()
             window = Window(started + seconds, started + 4 * seconds)
@@ -430,19 +435,25 @@ async def run_load(sessions: int = 8, seconds: float = 60.0, *, job_n: int = 8, 
                 await c.close()
             single_log, single_rollouts = None, 0
             if single_seconds:
+                # The first job is done or nearly so by now: one more, so the annotator alone is
+                # measured while a job writes, as the 8 were (its first rollouts before the start).
+                # Twice the N: a job tops up to N, so the same N would find nothing left to sample.
+                job_ids.append(queue_job(db, policy, trajectory_ids, n=2 * job_n))
+                await wait_for_new_rollouts(db, rollout_count(db))
                 single_log, single_rollouts = await single_session(browser, url, db, single_seconds)
             render_figures = {}
             if render:
                 render_figures = await measure_render(browser, url, *add_big_trajectories(db))
             await browser.close()
         with sqlite3.connect(db, timeout=30) as conn:
-            job_status = conn.execute("SELECT status, done, planned, error FROM jobs WHERE id = ?", [job_id]).fetchone()
+            job_status = conn.execute("SELECT status, done, planned, error FROM jobs WHERE id = ?", [job_ids[0]]).fetchone()
     finally:
         from core.jobs.runner import cancel_job
         from core.store import Store
 
         store = Store.open(db)
-        cancel_job(store, job_id)
+        for job_id in job_ids:
+            cancel_job(store, job_id)
         store.close()
         kill_streamlit(process)
     server_log = log_path.read_text(errors="replace")
