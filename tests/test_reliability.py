@@ -217,6 +217,13 @@ def test_config_listens_on_localhost():
     assert config["server"]["address"] in ("localhost", "127.0.0.1")
 
 
+def test_config_runs_no_full_garbage_collection_after_each_script_run():
+    """Streamlit's default gc.collect(2) after every run held the interpreter lock ~70 ms per
+    Annotate click (docs/ARCHITECTURE.md, "Annotate's save path")."""
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+
+
 # --- one shared server for the rest ---------------------------------------------------------
 
 
