@@ -121,6 +121,8 @@ def test_concurrent_annotators_while_a_job_writes_lose_nothing(tmp_path, tiny_mo
 
 
 async def _annotate_until(annotator: Annotator, done) -> None:
+    """Label at a person's pace until `done()`: a restarted worker resumes the job only once the
+    dead one's heartbeat is stale (30 s), and a save takes well under a second."""
     rating = 0
     deadline = time.monotonic() + 300
     while not done() and time.monotonic() < deadline:
@@ -130,11 +132,14 @@ async def _annotate_until(annotator: Annotator, done) -> None:
             continue
         await annotator.rate(todo[0], rating % 3 - 1)
         rating += 1
+        await asyncio.sleep(0.5)
 
 
 async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
     db, log, n = tmp_path / "kill.db", tmp_path / "server.log", 8
-    trajectory_ids = seed_database(db, trajectories=6)
+    # 40 x 6 steps: enough to label while the job runs, and a job (1,920 rollouts) that is still
+    # running when the server is killed, though the tiny model writes the rest fast once resumed.
+    trajectory_ids = seed_database(db, trajectories=40)
     total = n * load_steps(db, trajectory_ids)
     job_id = queue_job(db, policy, trajectory_ids, n=n)
     env, port = {"STEPSCOPE_DEFAULT_POLICY": policy}, free_port()
@@ -434,6 +439,17 @@ async def _untrusted(url: str, trajectory: int) -> dict:
         text = await check("annotate")
         assert "<script>window.__pwned=2</script>" in text
         assert await page.locator(".katex").count() > 0 and "\u202e" not in text
+        # The row controls' text (pages/_step_controls.py): a note typed here comes back in step
+        # 0's summary line once step 1 is highlighted; it must stay text there too.
+        note = page.locator("[class*='st-key-ann_note_'] input").first
+        await note.fill(EVIL)
+        await note.press("Enter")
+        await page.get_by_text("saved: step 0 note saved").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+        await settle(page)
+        await page.locator("[class*='st-key-ann_ctl_'] button[data-field='highlight']:visible").first.click()
+        await page.get_by_text("Step 1 ◀ keyboard").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+        text = await check("annotate-note")
+        assert f'note: <img src="http://{OUTSIDE_HOST}/x.png" onerror=' in text
         for path, ready, name in (("/compare", "Compare", "compare"), ("/jobs_data", "Jobs and data", "jobs"),
                                   ("/best_of_n", "Best-of-N", "best-of-n"),
                                   ("/?db=<script>window.__pwned=4</script>../../etc/passwd", "Explore", "bad-db-link")):
