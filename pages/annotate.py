@@ -6,18 +6,20 @@ confidence, E marks the first error, F flags it, J / K move down / up, S submits
 (shows the automatic labels in blind mode), N / P go to the next / previous trajectory.
 
 Speed: each step row is a fragment (a click reruns that row only), and the keyboard bar with
-the rows is another (a key reruns the rows, not the page). The optional fields (confidence,
-rationale, category, note) open on the highlighted step only and the other rows show what they
-hold in one line: every widget on the page adds to each save's redraw in the browser. Keys are
-taken by a small client script (pages/_annotate_hints.py) that queues them until the keyboard
-bar is drawn, so a key pressed as the page appears is not lost.
+the rows is another (a key reruns the rows, not the page). A row's buttons and status lines are
+one element, and so is the keyboard bar (pages/_step_controls.py): each Streamlit widget in a
+rerun adds to the save's redraw in the browser. For the same reason the optional fields
+(confidence, rationale, category, note) open on the highlighted step only and the other rows
+show what they hold in one line. Keys are taken by a small client script
+(pages/_annotate_hints.py) that queues them until the keyboard bar is drawn, so a key pressed
+as the page appears is not lost.
 """
 
 import streamlit as st
 
 from core.views.annotate import (
-    GREYED_FIELDS, KEYBOARD_ACTIONS, QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue, error_taxonomy, latents_summary, my_labels,
-    queue_progress, row_action, save_label, saved_message, stopped_after,
+    GREYED_FIELDS, KEYBOARD_ACTIONS, QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue,
+    error_taxonomy, latents_summary, my_labels, queue_progress, row_action, save_label, saved_message, stopped_after,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
@@ -166,8 +168,8 @@ def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
                 if others:
                     st.caption(md(" · ".join(others)))
         with controls_col:
-            # One element for the buttons and status lines (pages/_step_controls.py): every widget
-            # on the page adds to each save's redraw in the browser. Its text is set as text.
+            # One element for the buttons and status lines (pages/_step_controls.py): each widget
+            # in the row adds to every save's redraw in the browser. Its text is set as text.
             step_controls(card.step_id, {
                 "rating": mine["rating"] if mine else None, "first_error": bool(mine and mine["first_error"]),
                 "flagged": bool(mine and mine["flagged"]), "greyed": greyed, "cursor": cursor,
