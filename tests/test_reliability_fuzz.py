@@ -29,6 +29,7 @@ from core.errors import StepScopeError
 from core.views.explore import TrajectoryFilter, find_problems, find_trajectories
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
+from app_components import step_controls
 from fuzz_profile import fuzz_settings, record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -399,7 +400,7 @@ def test_annotate_note_box(app_db):
         expected = value.strip()[:5000] or None  # notes are stored trimmed; blank is no note
         if expected != previous:  # a change is saved and reported
             assert stored == expected
-            assert any("note saved" in c.value for c in at.caption)  # the row's own saved line
+            assert "note saved" in step_controls(at, step_id)["status"]  # the row's own saved line
         else:
             assert stored == previous
 
