@@ -8,6 +8,7 @@ sidebar choices (core/views/access.py).
 Each database file gets one job worker process, started and restarted by the server (pages/_shared.worker_for).
 """
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import streamlit as st
 
 from core.views.jobs import active_jobs

@@ -15,6 +15,7 @@ show what they hold in one line. Keys are taken by a small client script
 as the page appears is not lost.
 """
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import streamlit as st
 
 from core.views.annotate import (

@@ -1,6 +1,7 @@
 """Best-of-N: the same policy, better judges — pass@k, majority vote, best-of-k and weighted majority vote per
 verifier (judges, ORMs, and PRMs under the chosen aggregations)."""
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import pandas as pd
 import streamlit as st
 

@@ -1,5 +1,6 @@
 """Compare: an automatic label source against human labels, and annotators against each other."""
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import pandas as pd
 import streamlit as st
 

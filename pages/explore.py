@@ -5,6 +5,7 @@ a job on this trajectory is queued or running, the trajectory view is a fragment
 the store every 1.5 s. Keys: J / K next / previous step, N / P next / previous trajectory.
 """
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import pandas as pd
 import streamlit as st
 

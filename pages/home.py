@@ -1,5 +1,6 @@
 """Home: what StepScope is for, and the model the sidebar has chosen."""
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import streamlit as st
 
 from core.model_status import describe_model

@@ -3,6 +3,7 @@ from the policy) and judge jobs over the generated solutions (judge models and t
 verifiers); the loaded model; the database file and its counts; import (upload) and export
 (download)."""
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import pandas as pd
 import streamlit as st
 

@@ -1,5 +1,6 @@
 """Models: the presets and whether their files are here."""
 
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import streamlit as st
 
 from core.model_status import preset_table

@@ -86,3 +86,35 @@ def test_import_contracts_hold():
     result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "BROKEN" not in result.stdout and result.stdout.count("KEPT") == 2
+
+
+# --- pages/_preload.py ----------------------------------------------------------------------
+
+
+def _project_imports(path: Path) -> list[str]:
+    """The core / pages modules a script imports at its top level, in order."""
+    import ast
+
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    return [name for name in names if name.split(".")[0] in ("core", "pages")]
+
+
+def test_every_script_imports_the_preload_first_and_it_covers_their_imports():
+    """Concurrent first imports on a fresh server failed a session (pages/_preload.py): app.py
+    and every page import pages._preload before anything of ours, and it imports all of it."""
+    scripts = [ROOT / "app.py", *sorted(p for p in (ROOT / "pages").glob("*.py") if not p.name.startswith("_"))]
+    preloaded = set(_project_imports(ROOT / "pages" / "_preload.py"))
+    for script in scripts:
+        imports = _project_imports(script)
+        assert imports[:1] == ["pages._preload"], f"{script.name} imports {imports[:1]} first"
+        missing = set(imports[1:]) - preloaded
+        assert not missing, f"{script.name} imports {sorted(missing)}, which pages/_preload.py does not"
+    for support in (ROOT / "pages").glob("_*.py"):
+        if support.name != "_preload.py":
+            missing = set(_project_imports(support)) - preloaded - {"pages._preload"}
+            assert not missing, f"{support.name} imports {sorted(missing)}, which pages/_preload.py does not"
