@@ -7,9 +7,9 @@ each Streamlit element in a rerun costs the browser a React render and its styli
 save paid for the row's. Here each is one element that draws plain buttons and updates their
 state in place when its data changes (benchmarks/reliability_load.py, 8 annotators: save p50
 1.20 -> 0.94 s for the rows; the bar, which a key or a trajectory switch redraws, made no
-measurable difference to saves). A click sends one trigger event; the label is
-committed by the page's callback before the row is drawn again, so "chosen" on the page still
-means "in the file".
+measurable difference to saves). A click sends one trigger event; the label is committed by
+the page's callback before the row is drawn again, so "chosen" on the page still means "in
+the file".
 
 The element's text (status, error, the summary of the optional fields, which quotes the
 annotator's own rationale and note) is set as text, never parsed as HTML.
