@@ -45,12 +45,10 @@ for path in (REPO, REPO / "tests"):
         sys.path.insert(0, str(path))
 
 from e2e_server import CHROMIUM_ARGS, chromium_path, kill_streamlit, start_streamlit  # noqa: E402
+from pages._step_controls import ROW_KEY  # noqa: E402 - a step row's controls element
 
 RESULTS = REPO / "benchmarks" / "results"
 LOAD_DATASET = "load"
-ROW_KEY = "ann_ctl_"  # a step row's controls element (pages/_step_controls.py)
-
-
 def rating_button(step_id: int, rating: int) -> str:
     """The selector of a step row's rating button."""
     return f".st-key-{ROW_KEY}{step_id} button[data-field='rating'][data-value='{rating}']"

@@ -113,13 +113,13 @@ export default function(component) {
 # caption. The client script (pages/_annotate_hints.py) presses these buttons for the keys.
 _KEYS_JS = """
 const KEYS = [
-    ["ann_key_r-1", "\u22121", "1", "rate the highlighted step \u22121 and move on (1)"],
+    ["ann_key_r-1", "\\u22121", "1", "rate the highlighted step \\u22121 and move on (1)"],
     ["ann_key_r0", "0", "2", "rate the highlighted step 0 and move on (2)"],
     ["ann_key_r1", "+1", "3", "rate the highlighted step +1 and move on (3)"],
     ["ann_key_fe", "1st err", "E", "first error at the highlighted step (E)"],
     ["ann_key_fl", "Flag", "F", "flag the highlighted step (F)"],
     ["ann_up", "Up", "K", "previous step (K)"], ["ann_down", "Down", "J", "next step (J)"],
-    ...[1, 2, 3, 4, 5].map(level => [`ann_key_c${level}`, `c${level}`, `\u21e7${level}`,
+    ...[1, 2, 3, 4, 5].map(level => [`ann_key_c${level}`, `c${level}`, `\\u21e7${level}`,
                                      `confidence ${level} on the highlighted step (Shift+${level})`]),
 ];
 
@@ -154,6 +154,9 @@ export default function(component) {
 }
 """
 
+ROW_KEY = "ann_ctl_"  # + step id: a row's element (its CSS class is st-key-ann_ctl_<id>)
+KEYBOARD_KEY = "ann_keys"
+
 _controls = st.components.v2.component("stepscope_step_controls", js=_JS, css=_CSS, isolate_styles=False)
 _keys = st.components.v2.component("stepscope_keyboard_bar", js=_KEYS_JS, css=_CSS, isolate_styles=False)
 
@@ -162,12 +165,12 @@ def step_controls(step_id: int, state: dict, on_action: Callable[[object], None]
     """Draw one row's controls; `on_action` gets the clicked action ({"field", "value"} from
     our script, anything from a hostile client) before the next run, as a button's on_click
     would."""
-    key = f"ann_ctl_{step_id}"
+    key = f"{ROW_KEY}{step_id}"
     _controls(key=key, data=state, on_action_change=lambda: on_action(st.session_state[key].get("action")))
 
 
 def keyboard_controls(disabled: list[str], caption: str, on_key: Callable[[object], None]) -> None:
     """Draw the keyboard bar; `on_key` gets the pressed button's key (core.views.annotate.
     KEYBOARD_ACTIONS; anything from a hostile client) before the next run."""
-    _keys(key="ann_keys", data={"disabled": disabled, "caption": caption},
-          on_key_change=lambda: on_key(st.session_state["ann_keys"].get("key")))
+    _keys(key=KEYBOARD_KEY, data={"disabled": disabled, "caption": caption},
+          on_key_change=lambda: on_key(st.session_state[KEYBOARD_KEY].get("key")))

@@ -15,8 +15,7 @@ from streamlit.components.v2.bidi_component.main import _make_trigger_id
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-ROW_KEY = "ann_ctl_"  # pages/_step_controls.py
-KEYBOARD_KEY = "ann_keys"
+from pages._step_controls import KEYBOARD_KEY, ROW_KEY
 
 
 def component(at: AppTest, key: str):

@@ -36,7 +36,7 @@ from model_server import ModelServer  # noqa: E402
 from core.jobs.worker_process import NICENESS  # noqa: E402
 from reliability_load import (  # noqa: E402
     BIG_STEP_CHARS, PAGE_TIMEOUT_MS, Annotator, add_big_trajectories, integrity, is_loopback, launch,
-    measure_render, queue_job, rating_button, rating_shown, rollout_count, run_load, seed_database, settle,
+    ROW_KEY, measure_render, queue_job, rating_button, rating_shown, rollout_count, run_load, seed_database, settle,
     stored_labels,
 )  # fmt: skip
 
@@ -446,7 +446,7 @@ async def _untrusted(url: str, trajectory: int) -> dict:
         await note.press("Enter")
         await page.get_by_text("saved: step 0 note saved").first.wait_for(timeout=PAGE_TIMEOUT_MS)
         await settle(page)
-        await page.locator("[class*='st-key-ann_ctl_'] button[data-field='highlight']:visible").first.click()
+        await page.locator(f"[class*='st-key-{ROW_KEY}'] button[data-field='highlight']:visible").first.click()
         await page.get_by_text("Step 1 ◀ keyboard").first.wait_for(timeout=PAGE_TIMEOUT_MS)
         text = await check("annotate-note")
         assert f'note: <img src="http://{OUTSIDE_HOST}/x.png" onerror=' in text

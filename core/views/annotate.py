@@ -214,7 +214,7 @@ def latents_summary(row: dict | None) -> str:
 
 def row_action(action: object) -> tuple[str, bool | int] | None:
     """A step row's click as (field, value): ("rating", -1 | 0 | 1), ("first_error" | "flagged",
-    bool) or ("highlight", True); None for anything else. The row's controls run in the
+    bool) or ("highlight", bool: either highlights); None for anything else. The row's controls run in the
     browser, which is not trusted to send only what they draw."""
     if not isinstance(action, dict):
         return None
@@ -222,7 +222,7 @@ def row_action(action: object) -> tuple[str, bool | int] | None:
     if field == "rating" and value in (-1, 0, 1) and not isinstance(value, bool):
         return field, int(value)
     if field in ("first_error", "flagged", "highlight") and isinstance(value, bool):
-        return (field, True) if field == "highlight" else (field, value)
+        return field, value
     return None
 
 
