@@ -334,10 +334,10 @@ def _transformers_scores(prm_dir, family, store):
     return [scores_from_logits(rows, readout)[0] for rows in engine.position_logits(inputs, readout)]
 
 
+# Without vLLM: skipped, or failed where the run requires it (CI: tests/required.py).
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_vllm_in_process_reward_head_agrees_with_transformers(store, prm_dirs):
-    pytest.importorskip("vllm")
     expected = _transformers_scores(prm_dirs["reward-head"], "reward-head", store)
     _, scored = _score_with_job(store, prm_dirs["reward-head"], None, engine="vllm", engine_options={})
     for got, want in zip(scored.values(), expected):
@@ -347,7 +347,6 @@ def test_vllm_in_process_reward_head_agrees_with_transformers(store, prm_dirs):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_served_reward_head_agrees_with_transformers_over_two_urls(store, prm_dirs):
-    pytest.importorskip("vllm")
     from transformers import AutoTokenizer
     from vllm_server import vllm_server
 

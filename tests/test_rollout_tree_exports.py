@@ -35,7 +35,8 @@ def tree(tmp_path):
 
 
 def test_preference_pairs_round_trip_through_datasets(tree, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a declared test dependency (pyproject.toml): its absence fails, never skips
+
     store, _ = tree
     out = tmp_path / "pairs.jsonl"
     result = run_cli("tree", "pairs", str(out), "--margin", "0.3", "--db", str(store.path))
