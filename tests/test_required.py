@@ -76,9 +76,9 @@ def test_each_requirement_is_its_own(tmp_path):
     assert "ERROR test_needy.py::test_needs_vllm" in result.stdout
 
 
+@pytest.mark.browser  # skipped without a browser, failed instead where the run requires one
 def test_a_present_piece_runs_even_where_required(monkeypatch):
-    if browser_missing() is not None:
-        pytest.skip(f"needs a browser on this machine: {browser_missing()}")
+    assert browser_missing() is None
     check_available("browser", {REQUIRE_BROWSER: "1"})  # neither skips nor fails
     monkeypatch.setenv("STEPSCOPE_CHROMIUM", str(REPO / "README.md"))  # a file, not a program
     with pytest.raises(pytest.fail.Exception, match="is not an executable file"):
