@@ -15,7 +15,7 @@ from typing import Iterable
 
 from core.errors import StepScopeError
 from core.formats.records import LATENT_FIELDS, Item, Job, RecordError, Rollout, Trajectory, Verdict
-from core.store import Store
+from core.store import Store, legacy_verifier_kind
 
 COUNTED = ("problems", "trajectories", "segmentations", "steps", "annotations", "rollouts",
            "verdicts", "jobs")
@@ -120,5 +120,8 @@ def _rollout_row(store: Store, r: Rollout, step_id: int) -> dict:
 
 def _verdict_row(store: Store, v: Verdict, trajectory_id: int, step_id: int | None) -> dict:
     row = {name: value for name, value in vars(v).items() if name != "job"}
-    return {**row, "trajectory_id": trajectory_id, "step_id": step_id,
-            "job_id": _job_id(store, v.job)}
+    job_id = _job_id(store, v.job)
+    if v.verifier_kind is None:  # a dump from before kinds were stored: classified as the migration does
+        job = store.get_job(job_id) if job_id is not None else None
+        row["verifier_kind"] = legacy_verifier_kind(v.judge, [job["kind"]] if job else [])
+    return {**row, "trajectory_id": trajectory_id, "step_id": step_id, "job_id": job_id}

@@ -17,8 +17,8 @@ A dump holds one JSON object per line, of two kinds:
                                    "rollouts": [{"key", "job", "text", "answer", "correct",
                                                  "num_tokens", "finish_reason", "seed",
                                                  "model", "created_at"}],
-                                   "verdicts": [{"key", "job", "judge", "kind", "p_yes",
-                                                 "mass", "raw", "template",
+                                   "verdicts": [{"key", "job", "judge", "verifier_kind",
+                                                 "kind", "p_yes", "mass", "raw", "template",
                                                  "template_hash", "created_at"}]}]}],
                     "verdicts": [<whole-solution verdicts, as above>],
                     "labels": [{"annotator", "flawed_process", "dwell_ms", "created_at"}]}}
@@ -27,7 +27,9 @@ Jobs come first (rollouts and verdicts name their job by key). A problem without
 has a line without "trajectory"; a problem with several has one line per trajectory. Steps
 are spans of the solution (`solution[start:end] == text`). Empty lists are left out. Lines are
 in the order the rows were stored, so exporting, importing into a fresh database and
-exporting again gives the same file byte for byte.
+exporting again gives the same file byte for byte. `verifier_kind` (judge, prm, probe, orm, ...)
+is what the verifier named by `judge` is; a dump without it is read as the store's migration
+classifies old rows (by the job that wrote the verdict, else the old default name's prefix).
 
 A hand-written trajectory can use the short form instead:
 
@@ -54,7 +56,7 @@ from core.formats.records import (
     rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
 )
 from core.steps import SPLITTERS, StepSpan
-from core.store import JOB_STATUSES, VERDICT_KINDS, Store
+from core.store import JOB_STATUSES, VERDICT_KINDS, VERIFIER_KINDS, Store
 
 DEFAULT_DATASET = "jsonl"
 DEFAULT_SOURCE = "jsonl"
@@ -198,8 +200,15 @@ def _verdict(obj: dict, whole_solution: bool) -> Verdict:
         kind=kind, p_yes=opt_float(obj, "p_yes"), mass=opt_float(obj, "mass"),
         raw=opt_str(obj, "raw"), template=opt_str(obj, "template"),
         template_hash=opt_str(obj, "template_hash"), job=opt_str(obj, "job"),
-        created_at=opt_str(obj, "created_at"),
+        created_at=opt_str(obj, "created_at"), verifier_kind=_verifier_kind(obj),
     )
+
+
+def _verifier_kind(obj: dict) -> str | None:
+    kind = opt_str(obj, "verifier_kind")
+    if kind is not None and kind not in VERIFIER_KINDS:
+        raise RecordError(f"verifier_kind must be one of {', '.join(VERIFIER_KINDS)}, not {kind!r}")
+    return kind
 
 
 def _short_form(obj: dict, options: ImportOptions) -> Item:
@@ -235,7 +244,7 @@ _JOB_COLUMNS = ("key", "kind", "status", "manifest", "planned", "done", "tokens"
                 "created_at", "started_at", "finished_at", "heartbeat_at")
 _ROLLOUT_COLUMNS = ("key", "text", "answer", "correct", "num_tokens", "finish_reason", "seed",
                     "model", "created_at")
-_VERDICT_COLUMNS = ("key", "judge", "kind", "p_yes", "mass", "raw", "template",
+_VERDICT_COLUMNS = ("key", "judge", "verifier_kind", "kind", "p_yes", "mass", "raw", "template",
                     "template_hash", "created_at")
 
 

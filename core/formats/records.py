@@ -78,6 +78,7 @@ class Verdict:
     template_hash: str | None = None
     job: str | None = None
     created_at: str | None = None
+    verifier_kind: str | None = None  # None in dumps written before kinds were stored
 
 
 @dataclass

@@ -18,7 +18,7 @@ from core.jobs.spec import (
     MAX_K, MAX_NEW_TOKENS, JobContext, JobSpec, Progress, check_range, known_fields, require_ids, sampling_from,
     splitters_of,
 )  # fmt: skip
-from core.store import Store
+from core.store import Store, content_key
 from core.verdicts import (
     JUDGE_MODES,
     check_kind,
@@ -95,6 +95,7 @@ class JudgeSpec(JobSpec):
         check_range("targets per call", self.targets_per_call, 1, 4096)
         self.judge_template()  # a missing template file is named now, not when the job runs
         _check_trajectories(store, self.trajectory_ids)
+        store.check_verifier_name(self.to_manifest(store)["judge"], "judge")
 
     def to_manifest(self, store: Store) -> dict:
         template = self.judge_template()
@@ -153,7 +154,7 @@ class ProbeJudgeSpec(JobSpec):
     def validate(self, store: Store) -> None:
         if self.engine != "transformers":
             raise StepScopeError("probe verifiers read hidden states: they run on the transformers engine")
-        self.probe()
+        store.check_verifier_name(self.probe().judge, "probe")
         _check_trajectories(store, self.trajectory_ids)
 
     def to_manifest(self, store: Store) -> dict:
@@ -214,6 +215,9 @@ def run_judge(
         done = _done_targets(store, job_id, template.kind)
         targets = [t for t in targets if (t.trajectory_id, t.step_id) not in done]
     spellings = None if template.generative else yes_no_spellings(engine)
+    # The same name over another model, template or mode is another judge: the fingerprint says which.
+    fingerprint = content_key("judge", manifest.get("model", manifest["judge"]), template.sha256,
+                              manifest.get("mode"))[:16]  # fmt: skip
     sampling = None
     if manifest.get("sampling"):
         sampling = sampling_from(manifest["sampling"])
@@ -229,7 +233,7 @@ def run_judge(
             store, engine, targets[start : start + size], template, manifest["judge"],
             spellings=spellings, sampling=batch_sampling, job_id=job_id,
         )  # fmt: skip
-        store.add_verdicts(rows)
+        store.add_verdicts(rows, verifier_kind="judge", fingerprint=fingerprint)
         progress.done += len(rows)
         progress.tokens += tokens
         progress.seconds += time.perf_counter() - began
@@ -260,7 +264,7 @@ def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) 
     if rows is None:
         progress.cancelled = True
         return progress
-    store.add_verdicts(rows)
+    store.add_verdicts(rows, verifier_kind="probe", fingerprint=probe.sha256[:16])
     progress.done, progress.seconds = len(rows), time.perf_counter() - began
     on_progress(progress)
     return progress

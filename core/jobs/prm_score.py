@@ -110,6 +110,7 @@ class PrmScoreSpec(JobSpec):
         for trajectory_id in self.trajectory_ids:
             if store.get_trajectory(trajectory_id) is None:
                 raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+        store.check_verifier_name(self.judge, "prm")
 
     def to_manifest(self, store: Store) -> dict:
         fmt = self.format()
@@ -137,7 +138,7 @@ class PrmScoreSpec(JobSpec):
 
         def store_batch(batch, scores) -> None:
             rows = verdict_rows(batch, scores, self.judge, self.format_name, fmt, fingerprint, context.job_id)
-            store.add_verdicts(rows)
+            store.add_verdicts(rows, verifier_kind="prm", fingerprint=fingerprint or None)
             progress.done += len(rows)
             progress.tokens += sum(len(t.prm_input.token_ids) for t in batch)
             progress.calls += 1

@@ -9,7 +9,9 @@ module stays about one thing:
 - keys.py, rows.py: content and random keys, timestamps; row encoding;
 - problems.py: problems, trajectories, segmentations, steps;
 - rollouts.py: rollouts and the step values counted from them;
-- verdicts.py, annotations.py, jobs.py: judge verdicts; annotators and labels; job rows;
+- verdicts.py, annotations.py, jobs.py: verdicts; annotators and labels; job rows;
+- verifiers.py: who gave the verdicts: each verifier's name, kind (judge, prm, probe, ...) and
+  fingerprint;
 - summary.py: row counts for `db info`;
 - quality.py: gold quality-control items and project settings (the error taxonomy);
 - access.py: invitations (a person, a role, a token kept only as a salted hash);
@@ -40,11 +42,12 @@ from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.summary import SummaryQueries
 from core.store.tree import TreeQueries
 from core.store.verdicts import VERDICT_KINDS, VerdictQueries
+from core.store.verifiers import VERIFIER_KINDS, VerifierQueries, legacy_verifier_kind
 
 __all__ = [
     "DEFAULT_DB", "DISAGREEMENTS", "JOB_STATUSES", "MIGRATIONS", "RATINGS", "SAMPLE_CREATED_AT",
-    "SAMPLE_DATASET", "VERDICT_KINDS", "Store", "TrajectoryFilter", "content_key", "default_db_path",
-    "new_key", "now", "problem_key", "segmentation_key",
+    "SAMPLE_DATASET", "VERDICT_KINDS", "VERIFIER_KINDS", "Store", "TrajectoryFilter", "content_key", "default_db_path",
+    "legacy_verifier_kind", "new_key", "now", "problem_key", "segmentation_key",
 ]  # fmt: skip
 
 
@@ -52,6 +55,7 @@ class Store(
     ProblemQueries,
     RolloutQueries,
     VerdictQueries,
+    VerifierQueries,
     AnnotationQueries,
     JobQueries,
     SummaryQueries,

@@ -35,9 +35,12 @@ class CompareQueries(ConnectionBase):
         ).fetchone())
 
     def step_judges(self) -> list[str]:
-        """Judges (and probes) with step verdicts that carry a P(yes)."""
+        """Verifiers (of any kind) with step verdicts that carry a P(yes): one indexed probe per
+        verifier, not a scan of the verdicts."""
         rows = self.conn.execute(
-            "SELECT DISTINCT judge FROM verdicts WHERE kind = 'step' AND p_yes IS NOT NULL ORDER BY judge")
+            """SELECT name FROM verifiers WHERE EXISTS (
+                   SELECT 1 FROM verdicts WHERE judge = verifiers.name AND kind = 'step' AND p_yes IS NOT NULL)
+               ORDER BY name""")
         return [row[0] for row in rows]
 
     def rated_step_rollout_counts(self, policy: str | None) -> dict[int, tuple[int, int]]:

@@ -320,3 +320,38 @@ _ACCESS = [
 def _access(db: Database) -> None:
     for statement in _ACCESS:
         db.execute(statement)
+
+
+# A verifier's identity as data (issue 21): its kind and fingerprint in a table of their own, one
+# row per name, instead of a prefix inside the name. Existing names are classified by the jobs that
+# wrote their verdicts (core.store.verifiers.legacy_verifier_kind). The index serves "the verdicts
+# of verifier X", which pages and exports ask for by name.
+_VERIFIERS = [
+    """CREATE TABLE verifiers (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('judge', 'prm', 'probe', 'orm', 'mc', 'human', 'search')),
+        fingerprint TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX verdicts_judge ON verdicts(judge, kind)",
+]
+
+
+@MIGRATIONS(name="0006_verifier_identity")
+def _verifier_identity(db: Database) -> None:
+    from core.store.verifiers import legacy_verifier_kind, register_verifiers
+
+    for statement in _VERIFIERS:
+        db.execute(statement)
+    # One grouped pass over the verdicts: a name and the kinds of the jobs that wrote it.
+    rows = db.execute(
+        """SELECT v.judge, GROUP_CONCAT(DISTINCT j.kind || ':' || COALESCE(json_extract(j.manifest, '$.mode'), ''))
+           FROM verdicts v LEFT JOIN jobs j ON j.id = v.job_id GROUP BY v.judge"""
+    ).fetchall()
+    identities = []
+    for name, jobs in rows:
+        # A probe judged through the old "judge" kind in mode "probe" was a probe-judge job.
+        kinds = ["probe-judge" if job == "judge:probe" else job.split(":", 1)[0] for job in (jobs or "").split(",") if job]
+        identities.append((name, legacy_verifier_kind(name, kinds), None))
+    register_verifiers(db.conn, identities)

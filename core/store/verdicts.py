@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 from core.errors import StepScopeError
 from core.store.connection import ConnectionBase
 from core.store.keys import new_key, now
+from core.store.verifiers import register_verifiers
 
 VERDICT_KINDS = ("step", "outcome", "critic")
 
@@ -15,15 +16,23 @@ VERDICT_KINDS = ("step", "outcome", "critic")
 class VerdictQueries(ConnectionBase):
     """Verdicts: adding (each checked against its step) and reading them."""
 
-    def add_verdicts(self, verdicts: Iterable[Mapping[str, Any]]) -> int:
-        """Insert judge verdicts in one transaction; returns how many were new.
+    def add_verdicts(
+        self, verdicts: Iterable[Mapping[str, Any]], *, verifier_kind: str = "judge", fingerprint: str | None = None
+    ) -> int:
+        """Insert verdicts in one transaction; returns how many were new.
 
-        Each needs judge, kind (step|outcome|critic) and step_id or trajectory_id; optional:
-        p_yes, mass, raw, template, template_hash, job_id, key, created_at.
+        Each needs judge (the verifier's name), kind (step|outcome|critic) and step_id or
+        trajectory_id; optional: p_yes, mass, raw, template, template_hash, job_id, key, created_at,
+        and verifier_kind / fingerprint where one row differs from the call's. The verifier's kind
+        is recorded with its name (core.store.verifiers); a name held by another kind is refused.
         """
         stamp = now()
+        verdicts = list(verdicts)
         with self.transaction() as conn:
             rows = [self._verdict_row(v, stamp) for v in verdicts]
+            register_verifiers(conn, dict.fromkeys(
+                (v["judge"], v.get("verifier_kind") or verifier_kind, v.get("fingerprint") or fingerprint)
+                for v in verdicts))  # fmt: skip
             before = conn.total_changes
             try:
                 conn.executemany(
@@ -63,7 +72,8 @@ class VerdictQueries(ConnectionBase):
                 clauses.append(clause)
                 params.append(value)
         return self._rows(
-            f"""SELECT v.*, s.idx, s.segmentation_id, j.key AS job_key FROM verdicts v
+            f"""SELECT v.*, w.kind AS verifier_kind, s.idx, s.segmentation_id, j.key AS job_key FROM verdicts v
+                LEFT JOIN verifiers w ON w.name = v.judge
                 LEFT JOIN steps s ON s.id = v.step_id
                 LEFT JOIN jobs j ON j.id = v.job_id
                 WHERE {' AND '.join(clauses)} ORDER BY v.id""",
@@ -71,6 +81,5 @@ class VerdictQueries(ConnectionBase):
         )
 
     def judges(self) -> list[str]:
-        """Names of the judge models that gave verdicts."""
-        rows = self._rows("SELECT DISTINCT judge FROM verdicts ORDER BY judge")
-        return [row["judge"] for row in rows]
+        """Names of every verifier that gave verdicts, of any kind (core.store.verifiers)."""
+        return [row["name"] for row in self.verifiers()]
