@@ -12,18 +12,29 @@ reaches the answer with probability p, after it never), for M = 2, 4, ..., 32:
   budget: root rollouts, Q + U selection, binary searches of rollouts from every depth. Its
   rollouts include the root's and those of a search the budget cut short.
 
+Engine: every figure here is measured on the simulated reasoner, not on a language model (the
+JSON says so under `engine`, at the top and in every figure set).
+
 Definitions (the JSON repeats them):
 
-- rollouts per label (`rollouts_per_label`) = rollouts per first-error decision: all rollouts
-  a strategy sampled divided by the number of solutions whose first error it decided. Fixed N
-  pays N * M; binary search k * log2(M) for M a power of two (the interval halves on every probe
-  whatever the answers are); the tree search's rollouts start at every depth, so theirs vary.
-- rollouts per labelled step (`rollouts_per_labelled_step`) = all rollouts divided by the
-  number of step labels the decisions yield: fixed N labels every step with its own Monte Carlo
-  value (M labels, so exactly N per step); a first-error search labels the steps from where it
-  started up to and including the error it found (the steps before are positive, the error
-  negative; Lightman et al.: steps after the first error need no label).
-- first_error_accuracy: the fraction of decisions that found the true first error.
+- rollouts per probed decision (`rollouts_per_probed_decision`) = all rollouts a strategy
+  sampled divided by the number of first-error decisions that needed at least one probe. A
+  selected rollout with a single step left after its state is decided with no probe at all (its
+  state reaches the answer, it does not, so that step is the error): the tree search makes many
+  of those, and counting them as decisions at no cost made its old per-decision figure
+  (`rollouts_per_label`) look cheaper than the search is. They are counted apart
+  (`decisions_without_probe`); the figure with them in is kept only under
+  `rollouts_per_decision_incl_unprobed`. Fixed N pays N * M; binary search k * log2(M) for M a
+  power of two (the interval halves on every probe whatever the answers are); the tree search's
+  rollouts start at every depth, so theirs vary. The tree's rollouts include the root's and
+  those of a search the budget cut short, and a probe it finds already sampled (by an earlier
+  search through the same prefix) still counts as needed.
+- rollouts per labelled step (`rollouts_per_labelled_step_probed`) = all rollouts divided by
+  the number of step labels the probed decisions yield: fixed N labels every step with its own
+  Monte Carlo value (M labels, so exactly N per step); a first-error search labels the steps
+  from where it started up to and including the error it found (the steps before are positive,
+  the error negative; Lightman et al.: steps after the first error need no label).
+- first_error_accuracy_probed: the fraction of probed decisions that found the true first error.
 
 Each figure is the mean over `--repeats` independent repeats (different seeds), with the
 standard deviation, minimum and maximum over repeats as the spread. Outputs:
@@ -100,22 +111,31 @@ def binary_search(policy: SimulatedReasoner, steps, k: int, seed: int) -> tuple[
     return report.spent, found + 1, found
 
 
-def tree_search(policy: SimulatedReasoner, k: int, budget: int, seed: int) -> tuple[int, int, int, int]:
-    """(rollouts, decisions, labelled steps, correct decisions) for one whole OmegaPRM search."""
+def tree_search(policy: SimulatedReasoner, k: int, budget: int, seed: int) -> tuple[int, dict, dict]:
+    """(rollouts, probed, unprobed) for one whole OmegaPRM search: decisions, labelled steps and
+    correct decisions of the decisions that needed a probe and of those that did not (a selected
+    rollout with one step after its state: the binary search has nothing to probe)."""
     tree = RolloutTree()
     located: list[FirstErrorLocated] = []
     report = search(tree, policy, OmegaPRM(k=k), budget, seed=seed,
                     on_event=lambda e: located.append(e) if isinstance(e, FirstErrorLocated) else None)  # fmt: skip
-    labelled = sum(e.first_error - len(e.key.prefix) + 1 for e in located)
-    correct = sum(e.first_error == SimulatedReasoner.first_error(tree.rollout(e.key).path) for e in located)
-    return report.spent, len(located), labelled, correct
+    kinds = {True: {"decisions": 0, "labelled_steps": 0, "correct": 0},
+             False: {"decisions": 0, "labelled_steps": 0, "correct": 0}}  # fmt: skip
+    for e in located:
+        rollout = tree.rollout(e.key)
+        kind = kinds[len(rollout.steps) > 1]  # _binary_search probes only while high - low > 1
+        kind["decisions"] += 1
+        kind["labelled_steps"] += e.first_error - len(e.key.prefix) + 1
+        kind["correct"] += e.first_error == SimulatedReasoner.first_error(rollout.path)
+    return report.spent, kinds[True], kinds[False]
 
 
 def one_repeat(length: int, repeat: int, args) -> dict:
     """Per strategy: rollouts, decisions, labelled steps and correct decisions, summed."""
     base = (args.seed * 1_000 + repeat) * 1_000 + length
     policy = SimulatedReasoner(length, args.p)
-    totals = {s: {"rollouts": 0, "decisions": 0, "labelled_steps": 0, "correct": 0} for s in STRATEGIES}
+    totals = {s: {"rollouts": 0, "decisions": 0, "labelled_steps": 0, "correct": 0,
+                  "unprobed_decisions": 0, "unprobed_labelled_steps": 0, "unprobed_correct": 0} for s in STRATEGIES}  # fmt: skip
     for index in range(args.solutions):
         steps, truth = policy.wrong_solution(base * 100_000 + index)
         for name, run in (("fixed-n", lambda: fixed_n(policy, steps, args.n, base + index)),
@@ -123,16 +143,19 @@ def one_repeat(length: int, repeat: int, args) -> dict:
             rollouts, labelled, found = run()
             total = totals[name]
             total["rollouts"] += rollouts
-            total["decisions"] += 1
-            total["labelled_steps"] += labelled
-            total["correct"] += found == truth
+            # Fixed N samples every step; the binary search probes at least once for M >= 2.
+            probed = name == "fixed-n" or len(steps) > 1
+            prefix = "" if probed else "unprobed_"
+            total[prefix + "decisions"] += 1
+            total[prefix + "labelled_steps"] += labelled
+            total[prefix + "correct"] += found == truth
     for problem in range(args.tree_problems):
-        rollouts, decisions, labelled, correct = tree_search(policy, args.k, args.tree_budget, base * 1_000 + problem)
+        rollouts, probed, unprobed = tree_search(policy, args.k, args.tree_budget, base * 1_000 + problem)
         total = totals["omegaprm-tree"]
         total["rollouts"] += rollouts
-        total["decisions"] += decisions
-        total["labelled_steps"] += labelled
-        total["correct"] += correct
+        for key in ("decisions", "labelled_steps", "correct"):
+            total[key] += probed[key]
+            total["unprobed_" + key] += unprobed[key]
     return totals
 
 
@@ -175,8 +198,8 @@ def chart(rows: list[dict], title: str, html: Path, png: Path) -> str | None:
         bars = base.mark_rule().encode(y="min:Q", y2="max:Q")
         return (bars + lines).properties(width=340, height=300, title=y_title)
 
-    figure = alt.hconcat(panel("per_decision", "rollouts per first-error decision"),
-                         panel("per_labelled_step", "rollouts per labelled step")).properties(title=title)  # fmt: skip
+    figure = alt.hconcat(panel("per_decision", "rollouts per probed first-error decision"),
+                         panel("per_labelled_step", "rollouts per labelled step (probed)")).properties(title=title)  # fmt: skip
     figure.save(str(html))
     try:
         figure.save(str(png), scale_factor=2)
@@ -185,39 +208,73 @@ def chart(rows: list[dict], title: str, html: Path, png: Path) -> str | None:
     return None
 
 
+def ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def spread_of(values: list[float | None]) -> dict:
+    """spread() over the repeats that have the figure (a repeat with no such decision has none)."""
+    present = [v for v in values if v is not None]
+    return {**spread(present), "repeats_without": len(values) - len(present)} if present else {"repeats_without": len(values)}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     lengths = [int(m) for m in args.lengths.split(",")]
     started, load_start = time.perf_counter(), os.getloadavg()
+    engine = (f"simulated reasoner (no language model): tests/simulated_tree.py SimulatedReasoner, success "
+              f"p={args.p} from a prefix before the first error, 0 after")  # fmt: skip
     per_decision: dict[str, dict] = {}
     per_step: dict[str, dict] = {}
     accuracy: dict[str, dict] = {}
+    unprobed: dict[str, dict] = {}
+    per_decision_incl: dict[str, dict] = {}
     for length in lengths:
         repeats = [one_repeat(length, r, args) for r in range(args.repeats)]
-        per_decision[str(length)], per_step[str(length)], accuracy[str(length)] = {}, {}, {}
+        m = str(length)
+        per_decision[m], per_step[m], accuracy[m], unprobed[m], per_decision_incl[m] = {}, {}, {}, {}, {}
         for name in STRATEGIES:
             totals = [r[name] for r in repeats]
-            per_decision[str(length)][name] = spread([t["rollouts"] / t["decisions"] for t in totals])
-            per_step[str(length)][name] = spread([t["rollouts"] / t["labelled_steps"] for t in totals])
-            accuracy[str(length)][name] = spread([t["correct"] / t["decisions"] for t in totals])
-            accuracy[str(length)][name]["decisions"] = sum(t["decisions"] for t in totals)
+            per_decision[m][name] = spread_of([ratio(t["rollouts"], t["decisions"]) for t in totals])
+            per_step[m][name] = spread_of([ratio(t["rollouts"], t["labelled_steps"]) for t in totals])
+            accuracy[m][name] = spread_of([ratio(t["correct"], t["decisions"]) for t in totals])
+            accuracy[m][name]["decisions"] = sum(t["decisions"] for t in totals)
+            free = sum(t["unprobed_decisions"] for t in totals)
+            everything = free + sum(t["decisions"] for t in totals)
+            unprobed[m][name] = {
+                "decisions": free, "share_of_all_decisions": ratio(free, everything),
+                "labelled_steps": sum(t["unprobed_labelled_steps"] for t in totals),
+                "accuracy": ratio(sum(t["unprobed_correct"] for t in totals), free),
+            }  # fmt: skip
+            per_decision_incl[m][name] = spread_of(
+                [ratio(t["rollouts"], t["decisions"] + t["unprobed_decisions"]) for t in totals])
     seconds = time.perf_counter() - started
 
     def means(table):
-        return {m: {s: v["mean"] for s, v in by.items()} for m, by in table.items()}
+        return {m: {s: v.get("mean") for s, v in by.items()} for m, by in table.items()}
+
+    def figure_set(counts: str, table: dict) -> dict:
+        return {"engine": engine, "counts": counts, "values": table}
 
     fits = {
-        figure: {s: fit(lengths, [table[str(m)][s]["mean"] for m in lengths]) for s in STRATEGIES}
-        for figure, table in (("per_decision", per_decision), ("per_labelled_step", per_step))
-    }
+        figure: {s: fit(lengths, [table[str(m)][s]["mean"] for m in lengths]) for s in STRATEGIES
+                 if all("mean" in table[str(m)][s] for m in lengths)}
+        for figure, table in (("per_probed_decision", per_decision), ("per_labelled_step_probed", per_step))
+    }  # fmt: skip
     summary = {
         "benchmark": "tree_search",
+        "engine": engine,
         "definitions": {
-            "rollouts_per_label": "rollouts per first-error decision: all rollouts sampled / solutions whose "
-            "first error was decided",
-            "rollouts_per_labelled_step": "all rollouts / step labels yielded (fixed N: every step; a first-error "
-            "search: the steps from its start up to and including the error it found)",
-            "first_error_accuracy": "fraction of decisions equal to the true first error",
+            "rollouts_per_probed_decision": "all rollouts sampled / first-error decisions that needed at least one "
+            "probe (a selected rollout with a single step after its state is decided without one and is counted "
+            "under decisions_without_probe instead)",
+            "rollouts_per_labelled_step_probed": "all rollouts / step labels the probed decisions yielded (fixed N: "
+            "every step; a first-error search: the steps from its start up to and including the error it found)",
+            "first_error_accuracy_probed": "fraction of probed decisions equal to the true first error",
+            "decisions_without_probe": "decisions made with no probe (one step left after the state), with their "
+            "share of all decisions, the labels they yielded and their accuracy; summed over repeats",
+            "rollouts_per_decision_incl_unprobed": "the old rollouts_per_label: all rollouts / all decisions, "
+            "unprobed ones counted as free; kept only for comparison, not a cost of the search",
             "spread": "mean, sd, min, max over repeats (each repeat: ratio of sums over its solutions)",
         },
         "config": {**vars(args), "out": str(args.out), "lengths": lengths,
@@ -225,33 +282,38 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_1_5_15_start": load_start, "load_average_1_5_15_end": os.getloadavg()},  # fmt: skip
         "seconds": seconds,
-        "rollouts_per_label": means(per_decision),
-        "rollouts_per_label_spread": per_decision,
-        "rollouts_per_labelled_step": means(per_step),
-        "rollouts_per_labelled_step_spread": per_step,
-        "first_error_accuracy": accuracy,
-        "fits": fits,
+        "rollouts_per_probed_decision": figure_set("mean over repeats, by M then strategy", means(per_decision)),
+        "rollouts_per_probed_decision_spread": figure_set("by M then strategy", per_decision),
+        "rollouts_per_labelled_step_probed": figure_set("mean over repeats, by M then strategy", means(per_step)),
+        "rollouts_per_labelled_step_probed_spread": figure_set("by M then strategy", per_step),
+        "first_error_accuracy_probed": figure_set("by M then strategy; decisions summed over repeats", accuracy),
+        "decisions_without_probe": figure_set("by M then strategy; summed over repeats", unprobed),
+        "rollouts_per_decision_incl_unprobed": figure_set("by M then strategy; for comparison only", per_decision_incl),
+        "fits": figure_set("least squares of the probed figures' means on log2 M and on M", fits),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tree_search.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     rows = [
         {"figure": figure, "M": int(m), "strategy": s, **{k: v for k, v in cell.items() if k != "repeats"}}
         for figure, table in (("per_decision", per_decision), ("per_labelled_step", per_step))
-        for m, by in table.items() for s, cell in by.items()
+        for m, by in table.items() for s, cell in by.items() if "mean" in cell
     ]  # fmt: skip
-    title = (f"Simulated policy, p={args.p} before the first error; fixed N={args.n}, OmegaPRM k={args.k}; "
-             f"{args.repeats} repeats (bars: min-max)")  # fmt: skip
+    title = (f"Simulated reasoner (no language model), p={args.p} before the first error; fixed N={args.n}, "
+             f"OmegaPRM k={args.k}; probed decisions only; {args.repeats} repeats (bars: min-max)")  # fmt: skip
     problem = chart(rows, title, args.out / "tree_search.html", args.out / "tree_search.png")
 
-    print(f"{'M':>3}  {'strategy':<14} {'per decision':>14} {'per labelled step':>18} {'accuracy':>9}")
+    print(f"engine: {engine}")
+    print(f"{'M':>3}  {'strategy':<14} {'per probed decision':>20} {'per labelled step':>18} {'accuracy':>9}"
+          f" {'unprobed':>9}")  # fmt: skip
     for m in lengths:
         for s in STRATEGIES:
-            d, st, a = per_decision[str(m)][s], per_step[str(m)][s], accuracy[str(m)][s]
-            print(f"{m:>3}  {s:<14} {d['mean']:>8.2f} ±{d['sd']:<5.2f} {st['mean']:>11.2f} ±{st['sd']:<5.2f}"
-                  f" {a['mean']:>9.3f}")  # fmt: skip
+            d, st, a, u = per_decision[str(m)][s], per_step[str(m)][s], accuracy[str(m)][s], unprobed[str(m)][s]
+            print(f"{m:>3}  {s:<14} {d.get('mean', float('nan')):>14.2f} ±{d.get('sd', 0):<5.2f}"
+                  f" {st.get('mean', float('nan')):>11.2f} ±{st.get('sd', 0):<5.2f} {a.get('mean', float('nan')):>9.3f}"
+                  f" {u['decisions']:>9}")  # fmt: skip
     for figure, by in fits.items():
         for s, f in by.items():
-            print(f"fit {figure:<18} {s:<14} vs log2 M: slope {f['log2_M']['slope']:7.2f} R2 {f['log2_M']['r2']:.3f}"
+            print(f"fit {figure:<24} {s:<14} vs log2 M: slope {f['log2_M']['slope']:7.2f} R2 {f['log2_M']['r2']:.3f}"
                   f"   vs M: slope {f['M']['slope']:6.2f} R2 {f['M']['r2']:.3f}")  # fmt: skip
     print(f"{seconds:.1f} s; load average {load_start} -> {os.getloadavg()}")
     print(f"wrote {args.out / 'tree_search.json'}" + (f"; PNG not written ({problem})" if problem else ""))
