@@ -1,4 +1,5 @@
-"""Who this browser session is, for app.py and every page (the rules: core/views/access.py).
+"""Who this browser session is, what it may do and the store it opens, for app.py and every page
+(the rules: core/views/access.py).
 
 Not a page. On loopback the session is the local organiser, as before. Served beyond loopback
 (or with $STEPSCOPE_SERVED_REMOTELY=1), a session is signed in only by an invitation link:
@@ -14,10 +15,11 @@ import secrets
 import streamlit as st
 
 from core.errors import StepScopeError
-from core.views.access import LOCAL_ORGANISER, Identity, can, require, served_remotely
+from core.store import Store
+from core.views.access import LOCAL_ORGANISER, Identity, can, label_author, require, served_remotely
 from core.views.inputs import data_folder, resolve_database
 from core.views.sessions import FailureBackoff, sign_in, still_valid
-from pages._shared import md, store_for
+from pages._shared import db_path, md, require_app, store_for
 
 IDENTITY_KEY = "access_identity"
 _BACKOFF_KEY = "access_backoff_key"
@@ -47,6 +49,25 @@ def identity() -> Identity | None:
     if isinstance(signed_in, Identity):
         return signed_in
     return None if remote() else LOCAL_ORGANISER
+
+
+def open_store() -> Store:
+    """The session's store, or an error box and the end of this run."""
+    require_app()
+    if identity() is None:  # app.py's gate already refused; a page never opens data without it
+        st.stop()
+    try:
+        return store_for(db_path())
+    except StepScopeError as error:
+        st.error(f"Cannot open the database: {md(error)}")
+        st.stop()
+
+
+def annotator() -> str | None:
+    """Whose labels this session saves: an invited person's own name (whatever the page sent),
+    else the validated name from the sidebar; None when the session may not label."""
+    who = identity()
+    return label_author(who, st.session_state.get("annotator") or None) if who else None
 
 
 def allowed(action: str) -> bool:

@@ -1,7 +1,9 @@
-"""Streamlit helpers every page uses: the open store, the sidebar's choices, safe text.
+"""Streamlit helpers every page uses: the store and worker caches, the sidebar's choices, safe text.
 
 Not a page (st.navigation lists the pages explicitly). Everything a page needs from the
 sidebar is read from session state with a default, so a page also runs on its own (AppTest).
+Who the session is, and the store it may open, are pages/_access.py's, which builds on this
+module (so this one never imports it).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.views.access import label_author
+from core.views.access import PAGES
 from core.views.jobs import engine_options
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
 from core.views.math_text import math_markdown, show_bidi
@@ -51,33 +53,19 @@ def running_worker(path: str) -> WorkerSupervisor | None:
     return _WORKERS.get(path)
 
 
-# The app's pages: (script, title, icon, URL path). Explore is the root page ("/?trajectory=3")
-# and answers at /explore too. Emoji, not :material/…: icons, which the browser fetches from
-# fonts.gstatic.com (the app makes no request off the machine).
-PAGES = (
-    ("pages/explore.py", "Explore", "🔎", "explore"),
-    ("pages/annotate.py", "Annotate", "✏️", "annotate"),
-    ("pages/compare.py", "Compare", "⚖️", "compare"),
-    ("pages/best_of_n.py", "Best-of-N", "📈", "best_of_n"),
-    ("pages/jobs_data.py", "Jobs and data", "🗄️", "jobs_data"),
-    ("pages/home.py", "About", "ℹ️", "home"),
-    ("pages/models.py", "Models", "🧠", "models"),
-)
-
-
 def navigation(allowed: tuple[str, ...] | None = None) -> tuple[st.Page, list[st.Page]]:
-    """st.navigation over PAGES (those whose URL path is in `allowed`, all by default; the first
-    is the home page): the page this run shows, and the pages a menu should list. Another
-    page's URL gets Streamlit's "page not found" and the home page.
+    """st.navigation over core.views.access.PAGES (those whose URL path is in `allowed`, all by
+    default; the first is the home page): the page this run shows, and the pages a menu should
+    list. Another page's URL gets Streamlit's "page not found" and the home page.
 
     Its own menu is hidden: `client.showSidebarNavigation = false` in .streamlit/config.toml hides
     Streamlit's automatic pages/ list on a first visit, and with it any sidebar-positioned
     st.navigation menu, so app.py draws the menu itself (st.page_link).
     """
-    (script, title, icon, url), *rest = [page for page in PAGES if allowed is None or page[3] in allowed]
-    listed = [st.Page(script, title=title, icon=icon, default=True, url_path="")]
-    listed += [st.Page(s, title=t, icon=i, url_path=u) for s, t, i, u in rest]
-    alias = st.Page(script, title=title, icon=icon, url_path=url, visibility="hidden")
+    home, *rest = [page for page in PAGES if allowed is None or page.url in allowed]
+    listed = [st.Page(home.script, title=home.title, icon=home.icon, default=True, url_path="")]
+    listed += [st.Page(page.script, title=page.title, icon=page.icon, url_path=page.url) for page in rest]
+    alias = st.Page(home.script, title=home.title, icon=home.icon, url_path=home.url, visibility="hidden")
     return st.navigation([*listed, alias], position="hidden"), listed
 
 
@@ -102,20 +90,6 @@ def db_path() -> str:
     return st.session_state.get("db_path") or str(default_db_path().resolve())
 
 
-def open_store() -> Store:
-    """The session's store, or an error box and the end of this run."""
-    require_app()
-    from pages._access import identity
-
-    if identity() is None:  # app.py's gate already refused; a page never opens data without it
-        st.stop()
-    try:
-        return store_for(db_path())
-    except StepScopeError as error:
-        st.error(f"Cannot open the database: {md(error)}")
-        st.stop()
-
-
 def policy() -> str:
     return st.session_state.get("policy_model") or default_policy(DEFAULT_MODEL)
 
@@ -132,15 +106,6 @@ def engine() -> str:
 def policy_engine_options() -> dict:
     """Options for the sidebar's engine (the server URLs when it is `openai`)."""
     return engine_options(engine(), st.session_state.get("policy_base_urls", ""))
-
-
-def annotator() -> str | None:
-    """Whose labels this session saves: an invited person's own name (whatever the page sent),
-    else the validated name from the sidebar; None when the session may not label."""
-    from pages._access import identity  # imported here: pages/_access.py uses this module
-
-    who = identity()
-    return label_author(who, st.session_state.get("annotator") or None) if who else None
 
 
 def folder() -> Path:

@@ -26,8 +26,8 @@ from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
 from core.views.math_text import show_bidi
 from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enforced
-from pages._access import allowed, identity, refusal, require_action
-from pages._shared import annotator, error_box, md, open_store, policy, show_text
+from pages._access import allowed, annotator, identity, open_store, refusal, require_action
+from pages._shared import error_box, md, policy, show_text
 from pages._annotate_hints import client_hints
 from pages._step_controls import keyboard_controls, step_controls
 

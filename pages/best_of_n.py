@@ -10,7 +10,8 @@ from core.views.best_of_n import fingerprint, judges_of, policy_models, samples_
 from core.views.prm import curves_with_weighted_vote, verifier_info_with_prms, with_prm_scores
 from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
-from pages._shared import db_path, open_store, store_for
+from pages._access import open_store
+from pages._shared import db_path, store_for
 
 
 def samples(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...]):

@@ -17,8 +17,8 @@ from core.views.latents import (
     by_confidence, by_dwell, categories_by_position, gold_from_annotator, latent_rows, per_annotator,
 )  # fmt: skip
 from core.views.access import EDIT_PROJECT
-from pages._access import allowed
-from pages._shared import db_path, md, open_store, policy, store_for
+from pages._access import allowed, open_store
+from pages._shared import db_path, md, policy, store_for
 
 store = open_store()
 st.title("Compare")

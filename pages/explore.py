@@ -24,10 +24,10 @@ from core.views.explore import (
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from core.views.math_text import show_bidi
-from pages._shared import engine, error_box, judges, md, open_store, policy, policy_engine_options, show_text
+from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
 from pages._tree import tree_panel
 from core.views.access import RUN_JOBS
-from pages._access import allowed
+from pages._access import allowed, open_store
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000

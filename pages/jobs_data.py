@@ -17,10 +17,10 @@ from core.views.data import export_bytes, export_formats, import_formats, import
 from core.errors import StepScopeError
 from core.views.explore import dataset_names
 from core.views.access import EXPORT, IMPORT, RUN_JOBS
-from pages._access import require_action
+from pages._access import annotator, open_store, require_action
 from pages._invitations import access_section
 from pages._shared import (
-    annotator, db_path, engine, error_box, folder, judges, md, open_store, policy, policy_engine_options, running_worker,
+    db_path, engine, error_box, folder, judges, md, policy, policy_engine_options, running_worker,
 )  # fmt: skip
 
 store = open_store()

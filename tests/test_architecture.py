@@ -3,13 +3,16 @@ no Streamlit in core/."""
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import subprocess
 import sys
 import tokenize
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+import grimp
 import pytest
 
 try:
@@ -88,13 +91,70 @@ def test_import_contracts_hold():
     assert "BROKEN" not in result.stdout and result.stdout.count("KEPT") == 2
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Every module of ours (core, pages, app) -> the modules of ours it imports, anywhere in the
+    module (an import inside a function closes a cycle all the same: Python runs it when first
+    called, against a module that may be half imported); type-checking imports left out, as in
+    the contracts."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # pages/ is a folder of scripts, found from the repository root
+    # pages has no __init__.py: grimp takes it as a namespace package. app.py is a lone module,
+    # which grimp does not build, so its imports are added from its source.
+    graph = grimp.build_graph("core", "pages", cache_dir=None, exclude_type_checking_imports=True)
+    edges = {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+    edges["app"] = {name for node in ast.walk(ast.parse((ROOT / "app.py").read_text(encoding="utf-8")))
+                    for name in _imported_names(node) if name.split(".")[0] in ("core", "pages")}
+    return edges
+
+
+def _imported_names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        return [node.module]
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return []
+
+
+def import_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Cycles in the graph, each module importing the next, the first repeated last: one, then
+    one more with that import taken out, until none is left, so every cycle has one listed."""
+    edges = {module: set(imported) for module, imported in edges.items()}
+    found = []
+    while True:
+        try:
+            TopologicalSorter(edges).prepare()  # takes the imported modules as predecessors
+            return found
+        except CycleError as error:
+            cycle = error.args[1][::-1]  # listed each a predecessor of the next: an import backwards
+            found.append(cycle)
+            edges[cycle[0]].discard(cycle[1])
+
+
+def test_the_cycle_finder_finds_every_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d", "a"}}
+    cycles = import_cycles(edges)
+    assert sorted(sorted(set(cycle)) for cycle in cycles) == [["a", "b", "c"], ["d", "e"]]
+    for cycle in cycles:
+        assert cycle[0] == cycle[-1]
+        assert all(imported in edges[importer] for importer, imported in zip(cycle, cycle[1:]))
+
+
+@pytest.mark.timeout(120)
+def test_our_modules_import_each_other_without_a_cycle():
+    """Module by module across core, pages and app.py, not only between siblings (the
+    acyclic-siblings contract): a cycle through a function-level import is a cycle too."""
+    edges = import_graph()
+    assert {"app", "core.store", "pages._shared", "pages.annotate"} <= edges.keys()
+    cycles = import_cycles(edges)
+    assert cycles == [], "\n".join(" imports ".join(cycle) for cycle in cycles)
+
+
 # --- pages/_preload.py ----------------------------------------------------------------------
 
 
 def _project_imports(path: Path) -> list[str]:
     """The core / pages modules a script imports at its top level, in order."""
-    import ast
-
     names = []
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.ImportFrom) and node.module:

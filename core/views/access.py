@@ -39,8 +39,29 @@ _ALLOWED: dict[str, frozenset[str]] = {
     VIEWER: frozenset({SEE_OTHERS_LABELS}),
 }
 
-# Page URL paths (pages/_shared.PAGES), in menu order; a role's first page is its home page.
-ALL_PAGES = ("explore", "annotate", "compare", "best_of_n", "jobs_data", "home", "models")
+
+@dataclass(frozen=True)
+class AppPage:
+    script: str  # the Streamlit script, from the repository root
+    title: str
+    icon: str
+    url: str  # its URL path: what a role's page list names
+
+
+# The app's pages, in menu order (pages/_shared.navigation draws them). Explore is the root page
+# ("/?trajectory=3") and answers at /explore too. Emoji, not :material/…: icons, which the
+# browser fetches from fonts.gstatic.com (the app makes no request off the machine).
+PAGES = (
+    AppPage("pages/explore.py", "Explore", "🔎", "explore"),
+    AppPage("pages/annotate.py", "Annotate", "✏️", "annotate"),
+    AppPage("pages/compare.py", "Compare", "⚖️", "compare"),
+    AppPage("pages/best_of_n.py", "Best-of-N", "📈", "best_of_n"),
+    AppPage("pages/jobs_data.py", "Jobs and data", "🗄️", "jobs_data"),
+    AppPage("pages/home.py", "About", "ℹ️", "home"),
+    AppPage("pages/models.py", "Models", "🧠", "models"),
+)
+ALL_PAGES = tuple(page.url for page in PAGES)
+# Each role's pages by URL path, in menu order; a role's first page is its home page.
 _PAGES: dict[str, tuple[str, ...]] = {
     ORGANISER: ALL_PAGES,
     ANNOTATOR: ("annotate",),
