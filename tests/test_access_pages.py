@@ -16,6 +16,7 @@ from core.store import Store
 from core.views.access import BLIND_SETTING, Identity
 
 from app_components import click_step, press_key
+from pages._step_controls import KEYBOARD_KEY, ROW_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -43,6 +44,20 @@ def signed_in(store: Store, name: str, role: str, page: str, **state) -> AppTest
     for key, value in state.items():
         at.session_state[key] = value
     return at
+
+
+def rating_controls(at: AppTest) -> int:
+    """Annotate's rating elements drawn in this run: one per step row, and the keyboard bar."""
+    return sum(1 for node in at._tree if getattr(node, "type", None) == "bidi_component"
+               and (node.key or "").startswith((ROW_KEY, KEYBOARD_KEY)))  # fmt: skip
+
+
+def test_an_annotator_is_shown_rating_controls(store):
+    """The count a viewer's page must bring to zero is not zero for a session that may label."""
+    at = signed_in(store, "alice", "annotator", "annotate")
+    at.run()
+    assert not at.exception
+    assert rating_controls(at) >= 1 + len(store.steps(1)), "no rows of rating controls and keyboard bar"
 
 
 def test_an_annotators_labels_go_under_their_invitation_whatever_the_state_says(store):
@@ -85,6 +100,7 @@ def test_a_viewer_gets_a_refusal_not_the_page(store, page):
     assert not at.exception
     assert "a viewer may not" in " ".join(e.value for e in at.error)
     assert not at.button and not at.text_input
+    assert rating_controls(at) == 0
 
 
 def test_a_viewer_sees_explore_without_job_controls(store):
