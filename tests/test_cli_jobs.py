@@ -4,11 +4,7 @@ the bounds the CLI shares with the app."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ from core.grading import grade
 from core.jobs.estimate import EstimateSpec, default_sampling
 from core.jobs.runner import queue
 from core.mcpe import Adaptive, Counts, FirstErrorSearch
+from core.policy import DEFAULT_TEMPLATE, load_template
 from core.store import Store
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -127,33 +124,70 @@ def solutions_by_problem(store: Store, policy: str) -> dict[int, set[int]]:
     return found
 
 
+def engine_calls(log: Path, interrupt_at: int | None = None) -> str:
+    """A prelude for the CLI's subprocess: every engine call appends its prompts to `log` (a JSON
+    list a line), and call number `interrupt_at` sends the process SIGINT first, a Ctrl-C that
+    lands while the model works.
+
+    A control point, not a race: the test used to send SIGINT once the first solutions were
+    stored, and the tiny model could finish the whole job before the signal landed. The hook
+    lives in the test, not in core/, because only a test needs to interrupt a job at a chosen call.
+    """
+    return f"""
+import json, signal, threading
+from core.engines.transformers_engine import TransformersEngine
+_generate, _calls = TransformersEngine.generate, [0]
+def _logged_generate(self, prompts, params):
+    _calls[0] += 1
+    with open({str(log)!r}, "a", encoding="utf-8") as file:
+        file.write(json.dumps(list(prompts)) + "\\n")
+    if _calls[0] == {interrupt_at!r}:
+        # Python runs signal handlers in the main thread only: elsewhere Ctrl-C would land later.
+        assert threading.current_thread() is threading.main_thread(), "the engine ran off the main thread"
+        signal.raise_signal(signal.SIGINT)  # the default handler raises KeyboardInterrupt right here
+        raise AssertionError("SIGINT did not interrupt the engine call")
+    return _generate(self, prompts, params)
+TransformersEngine.generate = _logged_generate
+"""
+
+
+def asked(log: Path, problem_of: dict[str, int]) -> list[list[int]]:
+    """The problems each engine call of a run was asked for, in order (no calls: no file)."""
+    if not log.exists():
+        return []
+    return [[problem_of[prompt] for prompt in json.loads(line)] for line in log.read_text(encoding="utf-8").splitlines()]
+
+
 def test_generate_interrupted_then_resumed_stores_no_duplicates(tmp_path, tiny_model_dir):
     db, policy, k = tmp_path / "generate.db", str(tiny_model_dir), 2
     store = Store.open(db)
-    # Enough calls (8 problems each) that the interrupt lands mid-job: the decoder shares the
-    # few-shot prefix across a call's prompts, so one call of the tiny model takes milliseconds.
-    problems = [store.add_problem("generate-test", f"What is {i} + 1?", str(i + 1)) for i in range(480)]
-    args = ["generate", "--policy", policy, "--dataset", "generate-test", "--k", str(k), "--max-new-tokens", "24",
+    # 32 problems: four engine calls of 8 (run_generate's problems_per_call); Ctrl-C lands in the second.
+    problems = [store.add_problem("generate-test", f"What is {i} + 1?", str(i + 1)) for i in range(32)]
+    template = load_template(DEFAULT_TEMPLATE)
+    problem_of = {template.render(store.get_problem(p)["question"]): p for p in problems}
+    interrupted_log, resumed_log = tmp_path / "interrupted.jsonl", tmp_path / "resumed.jsonl"
+    args = ["--policy", policy, "--dataset", "generate-test", "--k", str(k), "--max-new-tokens", "24",
             "--device", "cpu", "--db", str(db)]  # fmt: skip
-    code = "import sys\nfrom core.cli import main\nsys.argv[0] = 'stepscope'\nmain()"
-    process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})  # fmt: skip
-    # Interrupt (Ctrl-C) once the first engine call's solutions are stored, not before.
-    deadline = time.monotonic() + 180
-    while not solutions_by_problem(store, policy):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"generate stored nothing to interrupt it after (exit code {process.poll()})")
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+
+    interrupted = run_cli("generate", *args, env=ONE_THREAD, python_prelude=engine_calls(interrupted_log, 2))
+    # Ctrl-C's exit status (typer turns KeyboardInterrupt into exit 130), not a crash.
+    assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr, interrupted.stderr
+    calls = asked(interrupted_log, problem_of)
+    assert len(calls) == 2, calls  # the interruption stopped the job in its second engine call
     before = solutions_by_problem(store, policy)
     [job] = store.list_jobs()
-    assert 0 < len(before) < len(problems), "the interruption must land mid-job"
-    assert job["status"] != "done"
+    # The first call's solutions are stored and counted; the interrupted call's are neither.
+    assert before and set(before) <= set(calls[0]), (sorted(before), calls)
+    assert job["status"] != "done" and job["done"] == k * len(calls[0]), job
 
-    resumed = run_cli("jobs", "resume", str(job["id"]), "--db", str(db), env=ONE_THREAD, timeout=600)
+    resumed = run_cli("jobs", "resume", str(job["id"]), "--db", str(db), env=ONE_THREAD,
+                      python_prelude=engine_calls(resumed_log), timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+    # Nothing redone: the resumed job asks the engine, once each, for exactly the problems that
+    # have no stored solution (the interrupted call's, the rest, and any whose samples all came
+    # back empty, since an empty sample is counted but not stored).
+    asked_again = [p for call in asked(resumed_log, problem_of) for p in call]
+    assert sorted(asked_again) == sorted(set(problems) - set(before)), (sorted(before), asked_again)
     after = solutions_by_problem(store, policy)
     finished = store.get_job(job["id"])
     # Every problem sampled once: k samples each, counted once (an empty sample is counted, not stored).
