@@ -177,10 +177,24 @@ def test_hand_built_tree_has_exactly_the_expected_nodes():
     assert len(cut_short.located) == 1 and cut_short.unfinished() is None
 
 
+def test_score_on_hand_worked_cases():
+    """Q = alpha^(1 - MC) * beta^(len / L) and U = c_puct * sqrt(visits of all states) / (1 + N),
+    the paper's definitions, worked by hand on values chosen to come out exact."""
+    paper = OmegaPRM()  # alpha 0.5, beta 0.9, L 500, c_puct 0.125
+    assert score(1.0, 0, 0, 0, paper) == pytest.approx(1.0)  # MC 1, no length, no visits: Q = 1
+    assert score(0.0, 0, 0, 0, paper) == pytest.approx(0.5)  # MC 0: Q = alpha
+    assert score(1.0, 500, 0, 0, paper) == pytest.approx(0.9)  # one L of length: Q = beta
+    assert score(1.0, 1000, 0, 0, paper) == pytest.approx(0.81)  # two L: 0.9 * 0.9
+    assert score(1.0, 0, 1, 4, paper) == pytest.approx(1.125)  # U = 0.125 * 2 / 2
+    assert score(0.5, 0, 0, 0, paper) == pytest.approx(0.70710678)  # alpha^(1/2) = 1 / sqrt 2
+    other = OmegaPRM(alpha=0.25, beta=0.5, length_scale=100, c_puct=1.0)
+    assert score(0.5, 100, 0, 0, other) == pytest.approx(0.25)  # 0.5 * 0.5 + 0
+    assert score(0.0, 200, 1, 9, other) == pytest.approx(1.5625)  # 0.25 * 0.25 + 3 / 2
+    assert score(1.0, 0, 3, 16, other) == pytest.approx(2.0)  # 1 + 4 / 4
+
+
 def test_selection_follows_the_papers_q_and_u():
     params = OmegaPRM()
-    assert score(0.5, 100, 0, 0, params) == pytest.approx(0.5**0.5 * 0.9 ** (100 / 500))
-    assert score(0.5, 100, 1, 4, params) == pytest.approx(0.5**0.5 * 0.9**0.2 + 0.125 * 2 / 2)
     rows = [
         Rollout(RolloutKey(("hi",), 0), ("a",), True, 10),
         Rollout(RolloutKey(("hi",), 1), ("a",), True, 10),
