@@ -20,16 +20,15 @@ others later (marking those it trained on).
 A "random-init" base (`random-init` or `random-init:MODEL`) is MODEL's architecture and
 tokenizer with random weights: the floor that shows what pretraining adds.
 
-The artifact is a folder under `orms/` next to the database: the model and its tokenizer, and
+The artifact is a folder `verifiers/orm/<name>/` next to the database (core.verifier_folders;
+folders under the old `orms/` are still listed): the model and its tokenizer, and
 `manifest.json` (base, data hash, split, training settings, test metrics). A rerun on the same
-data resumes from the last checkpoint in it.
+data resumes from the last checkpoint in it (core.verifier_training).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,14 +37,15 @@ import numpy as np
 
 from core.errors import StepScopeError
 from core.policy import PolicyTemplate, load_template
-from core.prm_training import fine_tune, with_lora
 from core.probes import PROBE_CONTEXTS, evaluate, probe_text
-from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction, problem_split, split_source
+from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
 from core.store import content_key, now
+from core.verifier_folders import verifier_folder, verifier_folders
+from core.verifier_folders import read_manifest as read_folder_manifest
+from core.verifier_training import collate_for, data_hash, finish_training, fine_tune, start_training, two_class_model
 
 ORM_KINDS = ("orm-finetune", "orm-probe")
-ORMS_FOLDER = "orms"
-MANIFEST = "manifest.json"
+VERIFIER_KIND = "orm"  # core.verifier_folders' kind, and each verdict's verifier_kind
 VERIFIER_TYPE = "orm-finetune"
 RANDOM_INIT = "random-init"
 # The architecture of a bare "random-init": the embedded default's.
@@ -60,10 +60,6 @@ def check_kind(kind: str) -> None:
 
 def orm_judge_name(base: str) -> str:
     return f"orm:{base}"
-
-
-def orms_dir(store) -> Path:
-    return store.path.parent / ORMS_FOLDER
 
 
 def random_init_architecture(base: str) -> str | None:
@@ -90,44 +86,7 @@ def model_to_load(base: str) -> str:
 
 
 def default_output(store, base: str) -> Path:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base).name if Path(base).is_dir() else base).strip("-")
-    return orms_dir(store) / f"orm-{name or 'model'}"
-
-
-# --- the split ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Split:
-    train: list[int]  # trajectory ids
-    test: list[int]
-    problems: dict[str, list[int]]  # split -> problem ids
-    sources: dict[str, int]  # "meta" / "hash" -> problems split that way
-    test_fraction: float
-
-    def as_dict(self) -> dict:
-        return {"test_fraction": self.test_fraction, "sources": self.sources,
-                "train_problems": self.problems["train"], "test_problems": self.problems["test"],
-                "train_trajectories": self.train, "test_trajectories": self.test}  # fmt: skip
-
-
-def split_trajectories(store, trajectory_ids: Sequence[int], test_fraction: float = DEFAULT_TEST_FRACTION) -> Split:
-    """The trajectories by their problem's split (core.splits): never a problem on both sides."""
-    check_test_fraction(test_fraction)
-    split = Split([], [], {"train": [], "test": []}, {"meta": 0, "hash": 0}, test_fraction)
-    side_of: dict[int, str] = {}
-    for trajectory_id in dict.fromkeys(int(t) for t in trajectory_ids):
-        trajectory = store.get_trajectory(trajectory_id)
-        if trajectory is None:
-            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
-        problem_id = trajectory["problem_id"]
-        if problem_id not in side_of:
-            problem = store.get_problem(problem_id)
-            side_of[problem_id] = problem_split(problem, test_fraction)
-            split.problems[side_of[problem_id]].append(problem_id)
-            split.sources[split_source(problem)] += 1
-        (split.train if side_of[problem_id] == "train" else split.test).append(trajectory_id)
-    return split
+    return verifier_folder(store, VERIFIER_KIND, f"orm-{Path(base).name if Path(base).is_dir() else base}")
 
 
 # --- examples -----------------------------------------------------------------------------------
@@ -163,53 +122,14 @@ def build_examples(store, tokenizer, trajectory_ids: Sequence[int], *, context: 
     return examples
 
 
-def data_hash(train: Sequence[OrmExample], test: Sequence[OrmExample], base_fingerprint: str, context: str) -> str:
-    digest = hashlib.sha256(f"orm|{base_fingerprint}|{context}".encode())
-    for side, examples in (("train", train), ("test", test)):
-        for e in examples:
-            digest.update(json.dumps([side, e.trajectory_id, e.token_ids, None if np.isnan(e.label) else e.label]).encode())
-    return digest.hexdigest()[:16]
+def orm_data_hash(train: Sequence[OrmExample], test: Sequence[OrmExample], base_fingerprint: str, context: str) -> str:
+    return data_hash(f"orm|{base_fingerprint}|{context}", (
+        [side, e.trajectory_id, e.token_ids, None if np.isnan(e.label) else e.label]
+        for side, examples in (("train", train), ("test", test)) for e in examples
+    ))  # fmt: skip
 
 
 # --- the model ----------------------------------------------------------------------------------
-
-
-def classification_model(base_directory: str, tokenizer, *, random_init: bool, seed: int):
-    """The base's backbone with a fresh two-class head (random weights throughout for random-init),
-    float32, input embeddings frozen."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    torch.manual_seed(seed)
-    try:
-        if random_init:
-            config = AutoConfig.from_pretrained(base_directory, num_labels=2)
-            model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(base_directory, num_labels=2, dtype=torch.float32)
-    except (ValueError, KeyError) as error:  # an architecture without a sequence-classification class
-        raise StepScopeError(f"{base_directory} cannot take a sequence-classification head: {error}") from None
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model.get_input_embeddings().weight.requires_grad_(False)
-    return model
-
-
-def _collate(pad: int):
-    import torch
-
-    def collate(batch: list[dict]) -> dict:
-        width = max(len(e["input_ids"]) for e in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, e in enumerate(batch):
-            ids[i, : len(e["input_ids"])], mask[i, : len(e["input_ids"])] = torch.tensor(e["input_ids"]), 1
-        out = {"input_ids": ids, "attention_mask": mask}
-        if "labels" in batch[0]:
-            out["labels"] = torch.tensor([float(e["labels"]) for e in batch])
-        return out
-
-    return collate
 
 
 def predict(model, examples: Sequence[OrmExample], *, batch_size: int = SCORE_BATCH,
@@ -217,7 +137,7 @@ def predict(model, examples: Sequence[OrmExample], *, batch_size: int = SCORE_BA
     """P(correct) per example, in order; None if stopped. Batches of similar lengths (less padding)."""
     import torch
 
-    collate = _collate(model.config.pad_token_id)
+    collate = collate_for(model.config.pad_token_id)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].token_ids))
     scores = np.full(len(examples), np.nan)
     device = next(model.parameters()).device
@@ -273,27 +193,19 @@ def train_orm(
             "evaluated on problems it never saw; select more problems, or raise --test-fraction"
         )
     fingerprint = f"random-init(seed={seed}):{base_fingerprint}" if architecture else base_fingerprint
-    digest = data_hash(train, test, fingerprint, context)
+    digest = orm_data_hash(train, test, fingerprint, context)
     output = Path(output)
-    previous = output / MANIFEST
-    if previous.is_file() and json.loads(previous.read_text(encoding="utf-8")).get("data_hash") != digest:
-        raise StepScopeError(f"{output} holds an ORM trained on other data: choose another --output")
-    output.mkdir(parents=True, exist_ok=True)
-    previous.write_text(json.dumps({"data_hash": digest, "status": "training"}), encoding="utf-8")
-
-    model = classification_model(base_directory, tokenizer, random_init=architecture is not None, seed=seed)
-    if lora:
-        model = with_lora(model, "SEQ_CLS")
+    start_training(output, digest, "an ORM")
+    # The input embeddings stay frozen: see the module's docstring.
+    model = two_class_model("sequence", base_directory, tokenizer, seed=seed, random_init=architecture is not None,
+                            freeze_embeddings=True)  # fmt: skip
     dataset = [{"input_ids": e.token_ids, "labels": e.label} for e in train]
-    tuned = fine_tune(model, dataset, _collate(model.config.pad_token_id), output / "checkpoints", epochs=epochs,
-                      learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device,
-                      should_stop=should_stop, on_progress=on_progress)  # fmt: skip
+    tuned = fine_tune(model, dataset, output, lora=lora, epochs=epochs, learning_rate=learning_rate,
+                      batch_size=batch_size, seed=seed, device=device, should_stop=should_stop,
+                      on_progress=on_progress)  # fmt: skip
     if tuned is None:
         return None
     model, steps = tuned
-    if lora:
-        model = model.merge_and_unload()
-    model.eval()
     scores = predict(model, test, should_stop=should_stop)
     if scores is None:
         return None
@@ -301,8 +213,6 @@ def train_orm(
     labels = np.array([e.label for e in test])
     groups = np.array([e.problem_id for e in test])
     metrics = evaluate(scores[graded], labels[graded], groups[graded], seed=seed) if graded.sum() else None
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
     judge = orm_judge_name(base)
     manifest = {
         "status": "done", "verifier": VERIFIER_TYPE, "judge": judge, "kind": "outcome", "base": base,
@@ -317,7 +227,7 @@ def train_orm(
                      "frozen": ["input embeddings"], "steps": steps, "seed": seed, "device": device},
         "metrics": {"test": metrics}, "created_at": now(), "job_id": job_id,
     }  # fmt: skip
-    previous.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    finish_training(output, model, tokenizer, manifest)
     verdicts = [_verdict(output, manifest, e.trajectory_id, float(p), "test", False, job_id) for e, p in zip(test, scores)]
     if store_verdicts:
         store.add_verdicts(verdicts)
@@ -327,7 +237,8 @@ def train_orm(
 def _verdict(folder: Path, manifest: dict, trajectory_id: int, p: float, split: str, in_training: bool,
              job_id: int | None) -> dict:  # fmt: skip
     return {
-        "judge": manifest["judge"], "kind": "outcome", "trajectory_id": trajectory_id, "step_id": None, "p_yes": p, "mass": None,
+        "judge": manifest["judge"], "verifier_kind": VERIFIER_KIND, "kind": "outcome", "trajectory_id": trajectory_id,
+        "step_id": None, "p_yes": p, "mass": None,
         "raw": json.dumps({"artifact": folder.name, "split": split, "in_training": in_training}),
         "template": folder.name, "template_hash": manifest["fingerprint"], "job_id": job_id,
     }  # fmt: skip
@@ -338,11 +249,7 @@ def _verdict(folder: Path, manifest: dict, trajectory_id: int, p: float, split: 
 
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a finished fine-tuned ORM folder, or a StepScopeError saying why not."""
-    path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise StepScopeError(f"{folder} is not a trained ORM folder: {error}") from None
+    manifest = read_folder_manifest(folder)
     if manifest.get("verifier") != VERIFIER_TYPE:
         raise StepScopeError(f"{folder} is not a fine-tuned ORM (its manifest says {manifest.get('verifier') or manifest.get('status')!r})")
     return manifest
@@ -358,12 +265,8 @@ def is_orm_folder(folder: str | Path) -> bool:
 
 def list_orms(store) -> list[dict]:
     """The finished fine-tuned ORMs next to this database, with their folder."""
-    found = []
-    folder = orms_dir(store)
-    for path in sorted(folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []:
-        if is_orm_folder(path.parent):
-            found.append({"folder": str(path.parent), **read_manifest(path.parent)})
-    return found
+    return [{"folder": str(folder), **read_manifest(folder)}
+            for folder in verifier_folders(store, VERIFIER_KIND) if is_orm_folder(folder)]  # fmt: skip
 
 
 def score_trajectories(

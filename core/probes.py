@@ -22,7 +22,8 @@ probabilities are cross-fitted scores: no example is scored by a probe that saw 
 stored as verdicts (judge "probe-orm:<base>" or "probe-prm-<labels>:<base>"), and the metrics
 (AUROC with a cluster-bootstrap interval over problems) go into the artifact's manifest.
 
-Artifacts live in a folder `verifiers/` next to the database, one subfolder per probe:
+Artifacts live in a folder `verifiers/probe/<name>/` next to the database (core.verifier_folders;
+probes saved directly under `verifiers/` before that layout are still listed and loaded):
 `model.joblib` (the scaler + logistic regression fitted on all examples, for scoring new
 trajectories), `data.npz` (features, labels, groups, ids, out-of-fold scores and folds) and
 `manifest.json` (base model, layer, data, labels, metrics). joblib files are pickles: load only
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,12 +44,13 @@ from core.errors import StepScopeError, UnsupportedByEngine
 from core.metrics import auroc, bootstrap, within_group_auroc_interval
 from core.policy import PolicyTemplate, join_context, load_template, policy_context
 from core.store import Store, content_key, now
+from core.verifier_folders import kind_folder, read_manifest, verifier_folder, verifier_folders, write_manifest
 
 PROBE_LABELS = ("outcome", "mc-hard", "mc-soft", "human")
 PROBE_CONTEXTS = ("question", "policy-prompt")
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 DEFAULT_C = 1e-2  # when there are too few problems to choose by an inner split
-VERIFIERS_FOLDER = "verifiers"
+VERIFIER_KIND = "probe"  # core.verifier_folders' kind, and each verdict's verifier_kind
 
 
 def probe_judge_name(labels: str, base: str) -> str:
@@ -62,7 +63,8 @@ def is_probe_judge(judge: str) -> bool:
 
 
 def verifiers_dir(store: Store) -> Path:
-    return store.path.parent / VERIFIERS_FOLDER
+    """The folder probe verifiers are saved in (core.verifier_folders)."""
+    return kind_folder(store, VERIFIER_KIND)
 
 
 def check_labels(labels: str) -> None:
@@ -359,10 +361,6 @@ class Probe:
         return self.model.predict_proba(X)[:, 1]
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[-60:] or "model"
-
-
 def save_probe(folder: Path, model, manifest: dict, arrays: dict[str, np.ndarray]) -> Probe:
     import joblib
 
@@ -370,7 +368,7 @@ def save_probe(folder: Path, model, manifest: dict, arrays: dict[str, np.ndarray
     joblib.dump(model, folder / "model.joblib")
     np.savez_compressed(folder / "data.npz", **arrays)
     manifest = {**manifest, "model_sha256": hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest()[:16]}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    write_manifest(folder, manifest)
     return Probe(folder, manifest, model)
 
 
@@ -378,8 +376,8 @@ def load_probe(folder: str | Path) -> Probe:
     import joblib
 
     folder = Path(folder)
+    manifest = read_manifest(folder)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         model = joblib.load(folder / "model.joblib")
     except (OSError, ValueError) as error:
         raise StepScopeError(f"cannot load probe verifier {folder}: {error}") from None
@@ -387,13 +385,8 @@ def load_probe(folder: str | Path) -> Probe:
 
 
 def list_probes(store: Store) -> list[dict]:
-    folder = verifiers_dir(store)
-    if not folder.is_dir():
-        return []
-    found = []
-    for manifest in sorted(folder.glob("*/manifest.json")):
-        found.append({"folder": str(manifest.parent), **json.loads(manifest.read_text(encoding="utf-8"))})
-    return found
+    """The probe verifiers saved next to this database, with their folder."""
+    return [{"folder": str(folder), **read_manifest(folder)} for folder in verifier_folders(store, VERIFIER_KIND)]
 
 
 # --- training and scoring ---------------------------------------------------------------------
@@ -459,7 +452,7 @@ def train_probe(
     judge = probe_judge_name(labels, base)
     data_key = content_key("probe", base, labels, layer, context, examples.trajectory_ids.tolist(),
                            examples.step_ids.tolist(), examples.labels.tolist())[:12]  # fmt: skip
-    folder = verifiers_dir(store) / f"{_slug(judge)}-{data_key}"
+    folder = verifier_folder(store, VERIFIER_KIND, f"{judge}-{data_key}")
     manifest = {
         "judge": judge, "base": base, "engine_info": _engine_info(engine), "labels": labels,
         "kind": "outcome" if labels == "outcome" else "step", "layer": layer, "context": context,
@@ -490,7 +483,7 @@ def _engine_info(engine) -> dict:
 
 def _verdict(probe: Probe, trajectory_id: int, step_id: int, p: float, raw: dict, job_id: int | None) -> dict:
     return {
-        "judge": probe.judge, "kind": probe.manifest["kind"], "trajectory_id": trajectory_id,
+        "judge": probe.judge, "verifier_kind": VERIFIER_KIND, "kind": probe.manifest["kind"], "trajectory_id": trajectory_id,
         "step_id": None if step_id == -1 else step_id, "p_yes": p, "mass": None,
         "raw": json.dumps({"artifact": probe.name, **raw}), "template": probe.name,
         "template_hash": probe.sha256, "job_id": job_id,

@@ -11,7 +11,8 @@ run, and two datasets that share a question never straddle the split.
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from core.errors import StepScopeError
 
@@ -43,3 +44,38 @@ def split_source(problem: Mapping) -> str:
     """Where `problem_split` took the split from: "meta" or "hash"."""
     meta = problem.get("meta") or {}
     return "meta" if isinstance(meta, Mapping) and meta.get("split") in SPLITS else "hash"
+
+
+@dataclass
+class Split:
+    """Trajectories on each side of the split, and the problems they come from."""
+
+    train: list[int]  # trajectory ids
+    test: list[int]
+    problems: dict[str, list[int]]  # "train" / "test" -> problem ids
+    sources: dict[str, int]  # "meta" / "hash" -> problems split that way
+    test_fraction: float
+
+    def as_dict(self) -> dict:
+        return {"test_fraction": self.test_fraction, "sources": self.sources,
+                "train_problems": self.problems["train"], "test_problems": self.problems["test"],
+                "train_trajectories": self.train, "test_trajectories": self.test}  # fmt: skip
+
+
+def split_trajectories(store, trajectory_ids: Sequence[int], test_fraction: float = DEFAULT_TEST_FRACTION) -> Split:
+    """The trajectories by their problem's split: never a problem on both sides."""
+    check_test_fraction(test_fraction)
+    split = Split([], [], {"train": [], "test": []}, {"meta": 0, "hash": 0}, test_fraction)
+    side_of: dict[int, str] = {}
+    for trajectory_id in dict.fromkeys(int(t) for t in trajectory_ids):
+        trajectory = store.get_trajectory(trajectory_id)
+        if trajectory is None:
+            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+        problem_id = trajectory["problem_id"]
+        if problem_id not in side_of:
+            problem = store.get_problem(problem_id)
+            side_of[problem_id] = problem_split(problem, test_fraction)
+            split.problems[side_of[problem_id]].append(problem_id)
+            split.sources[split_source(problem)] += 1
+        (split.train if side_of[problem_id] == "train" else split.test).append(trajectory_id)
+    return split

@@ -14,8 +14,8 @@ from core.errors import StepScopeError
 from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.runner import EngineCache, claim_job, queue, run_job
 from core.jobs.train_orm import TrainOrmSpec
-from core.orm_training import list_orms, split_trajectories
-from core.splits import problem_split, question_split
+from core.orm_training import list_orms
+from core.splits import problem_split, question_split, split_trajectories
 from core.store import Store
 from core.synth import write_synth
 from core.views.best_of_n import curves, judges_of, samples_by_problem, verifier_info
@@ -73,10 +73,27 @@ def test_the_split_is_by_problem_from_meta_or_question_hash(tmp_path):
         split_trajectories(store, ids, test_fraction=1.0)
 
 
+def test_trained_verifiers_are_found_in_this_layout_and_the_old_one(tmp_path):
+    from core.verifier_folders import verifier_folder, verifier_folders, write_manifest
+
+    store = Store.open(tmp_path / "f.db")
+    new = verifier_folder(store, "orm", "orm-owner/model name")
+    assert new == tmp_path / "verifiers" / "orm" / "orm-owner-model-name"
+    for folder in (new, tmp_path / "orms" / "old", tmp_path / "prms" / "sorm", tmp_path / "verifiers" / "probe-old"):
+        write_manifest(folder, {"judge": folder.name})
+    (tmp_path / "orms" / "no-manifest").mkdir()
+    assert verifier_folders(store, "orm") == [new, tmp_path / "orms" / "old"]
+    assert verifier_folders(store, "prm") == [tmp_path / "prms" / "sorm"]
+    assert verifier_folders(store, "probe") == [tmp_path / "verifiers" / "probe-old"]
+    with pytest.raises(StepScopeError, match="kind is one of probe, orm, prm"):
+        verifier_folder(store, "judge", "x")
+    store.close()
+
+
 def test_a_finetuned_orm_learns_a_separable_task_on_problems_it_never_saw(tmp_path, tiny_model_dir):
     store = Store.open(tmp_path / "orm.db")
     ids = add_marked_problems(store, 16)
-    output = tmp_path / "orms" / "tiny"
+    output = tmp_path / "orms" / "tiny"  # the layout before verifiers/orm/: still listed
     job = run(store, TrainOrmSpec(base=str(tiny_model_dir), trajectory_ids=tuple(ids), output=str(output),
                                   engine_options={"device": "cpu"}, **TINY_TRAINING))  # fmt: skip
     manifest = json.loads((output / "manifest.json").read_text())
@@ -179,7 +196,7 @@ def test_bad_input_is_one_clear_error(tmp_path, tiny_model_dir):
     ):
         with pytest.raises(StepScopeError, match=match):
             queue(store, TrainOrmSpec(**{"base": str(tiny_model_dir), "trajectory_ids": tuple(ids), "output": "o", **bad}))
-    with pytest.raises(StepScopeError, match="not a trained ORM folder"):
+    with pytest.raises(StepScopeError, match="not a trained verifier's folder"):
         queue(store, OrmScoreSpec(verifier=str(tmp_path / "nowhere"), trajectory_ids=tuple(ids)))
     store.close()
     db = str(tmp_path / "orm.db")
@@ -200,7 +217,7 @@ def test_cli_trains_an_orm_lists_it_and_judges_with_it(tmp_path, tiny_model_dir)
                       "--epochs", "2", "--learning-rate", "1e-3", *common, env=ONE_THREAD)  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "test-split AUROC" in trained.stdout and "train problems" in trained.stdout
-    [folder] = list((tmp_path / "orms").iterdir())
+    [folder] = list((tmp_path / "verifiers" / "orm").iterdir())  # the default folder
     listed = run_cli("verifiers", "--db", str(db), env=ONE_THREAD)
     assert "orm-finetune" in listed.stdout and f"orm:{tiny_model_dir}"[:20] in listed.stdout
     judged = run_cli("judge", "--verifier", str(folder), "--source", "policy", *common, env=ONE_THREAD)

@@ -98,7 +98,8 @@ def test_probe_on_sample_set_answers_reports_an_interval_and_reloads(tmp_path, t
     ids = add_answer_variants(store, sample_problems(store, 16))
     trained = train_probe(store, tiny_engine, str(tiny_model_dir), "outcome", ids, folds=4, seed=3)
     folder = trained.probe.folder
-    assert folder.parent == tmp_path / "verifiers"
+    assert folder.parent == tmp_path / "verifiers" / "probe"
+    assert {row["verifier_kind"] for row in trained.verdicts} == {"probe"}
     manifest = json.loads((folder / "manifest.json").read_text())
     for key in ("base", "labels", "layer", "context", "metrics", "data", "engine_info", "C", "model_sha256"):
         assert key in manifest, key
@@ -173,7 +174,7 @@ def test_cli_train_verifier_then_judge_with_it(tmp_path, tiny_model_dir):
                       "--folds", "3", "--device", "cpu", "--db", str(db), env=ONE_THREAD)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert "cross-validated AUROC" in trained.stdout and "24 (12 positive) from 6 problems" in trained.stdout
-    [folder] = list((tmp_path / "verifiers").iterdir())
+    [folder] = list((tmp_path / "verifiers" / "probe").iterdir())
     judged = run_cli("judge", "--verifier", str(folder), "--source", "hand", "--device", "cpu", "--db", str(db), env=ONE_THREAD)
     assert judged.returncode == 0, judged.stderr
     assert "24 outcome verdicts" in judged.stdout and "AUROC vs final-answer correctness" in judged.stdout

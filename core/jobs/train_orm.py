@@ -1,6 +1,6 @@
 """The train-orm job: an outcome reward model fine-tuned on the policy's graded solutions
 (core.orm_training): trained on the train split's problems, evaluated on the test split's, its
-verdicts on the test split stored; the model folder goes under orms/ next to the database."""
+verdicts on the test split stored; the model folder goes under verifiers/orm/ next to the database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
+from core.jobs.spec import JobContext, JobSpec, known_fields, require_ids, splitters_of, step_reporter
+from core.jobs.training import check_base, check_fine_tuning, record_training
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
 from core.store import Store
@@ -41,16 +42,11 @@ class TrainOrmSpec(JobSpec):
         from core.orm_training import random_init_architecture
         from core.probes import PROBE_CONTEXTS
 
-        if not self.base.strip():
-            raise StepScopeError("name a base model")
+        check_base(self.base, self.engine, "ORMs")
         random_init_architecture(self.base)
-        if self.engine != "transformers":
-            raise StepScopeError("ORMs train on the transformers engine")
         if self.context not in PROBE_CONTEXTS:
             raise StepScopeError(f"the ORM's context is one of {', '.join(PROBE_CONTEXTS)}, not {self.context!r}")
-        check_range("epochs", self.epochs, 0.01, 1000)
-        check_range("learning rate", self.learning_rate, 1e-8, 1)
-        check_range("batch size", self.batch_size, 1, 1024)
+        check_fine_tuning(self.epochs, self.learning_rate, self.batch_size)
         check_test_fraction(self.test_fraction)
         require_ids(self.trajectory_ids, "trajectories to train on")
 
@@ -87,9 +83,5 @@ class TrainOrmSpec(JobSpec):
         )  # fmt: skip
         if trained is None:
             return True
-        job = store.get_job(context.job_id)
-        store.update_job(context.job_id, manifest={**job["manifest"], "artifact": str(trained.folder),
-                                                   "metrics": trained.manifest["metrics"],
-                                                   "data_hash": trained.manifest["data_hash"],
-                                                   "split": trained.manifest["split"]})  # fmt: skip
+        record_training(context, trained.folder, trained.manifest)
         return False

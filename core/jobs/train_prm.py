@@ -1,24 +1,23 @@
 """The train-prm job: a token-classification PRM fine-tuned on the store's step labels
-(core.prm_training); the model folder goes under prms/ next to the database, and family
+(core.prm_training); the model folder goes under verifiers/prm/ next to the database, and family
 "token-classification" scoring reads it (`stepscope prm score --prm FOLDER`)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
+from core.jobs.spec import JobContext, JobSpec, known_fields, require_ids, splitters_of, step_reporter
+from core.jobs.training import check_base, check_fine_tuning, record_training
+from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
 from core.store import Store
+from core.verifier_folders import verifier_folder
 
 
 def default_output(store: Store, base: str, labels: str) -> str:
-    from core.prm_training import prms_dir
-
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base).name or base).strip("-")
-    return str(prms_dir(store) / f"sorm-{labels}-{name}")
+    return str(verifier_folder(store, "prm", f"sorm-{labels}-{Path(base).name or base}"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,9 +35,15 @@ class TrainPrmSpec(JobSpec):
     epochs: float = 3.0
     learning_rate: float = 5e-5
     batch_size: int = 4
-    heldout_fraction: float = 0.2
+    test_fraction: float = DEFAULT_TEST_FRACTION  # held out: problems without a split in their meta (core.splits)
     seed: int = 0
     lora: bool = False
+    # The CLI's and benchmarks' older name of test_fraction, taken until they pass test_fraction.
+    heldout_fraction: InitVar[float | None] = None
+
+    def __post_init__(self, heldout_fraction: float | None) -> None:
+        if heldout_fraction is not None:
+            object.__setattr__(self, "test_fraction", heldout_fraction)
 
     def model_to_load(self) -> str:
         return self.base
@@ -46,17 +51,12 @@ class TrainPrmSpec(JobSpec):
     def validate(self, store: Store) -> None:
         from core.prm_training import check_labels
 
-        if not self.base.strip():
-            raise StepScopeError("name a base model")
-        if self.engine != "transformers":
-            raise StepScopeError("PRMs train on the transformers engine")
+        check_base(self.base, self.engine, "PRMs")
         check_labels(self.labels)
         if self.labels == "consensus" and not self.judge:
             raise StepScopeError("consensus labels need a judge or PRM to agree with (--judge NAME)")
-        check_range("epochs", self.epochs, 0.01, 1000)
-        check_range("learning rate", self.learning_rate, 1e-8, 1)
-        check_range("batch size", self.batch_size, 1, 1024)
-        check_range("held-out fraction", self.heldout_fraction, 0.01, 0.9)
+        check_fine_tuning(self.epochs, self.learning_rate, self.batch_size)
+        check_test_fraction(self.test_fraction)
         require_ids(self.trajectory_ids, "trajectories to train on")
 
     def to_manifest(self, store: Store) -> dict:
@@ -65,13 +65,15 @@ class TrainPrmSpec(JobSpec):
             "trajectory_ids": list(self.trajectory_ids), "output": self.output, "judge": self.judge,
             "label_policy": self.label_policy, "annotator": self.annotator, "epochs": self.epochs,
             "learning_rate": self.learning_rate, "batch_size": self.batch_size,
-            "heldout_fraction": self.heldout_fraction, "seed": self.seed, "lora": self.lora,
+            "test_fraction": self.test_fraction, "seed": self.seed, "lora": self.lora,
             "splitters": splitters_of(store, self.trajectory_ids),
         }  # fmt: skip
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "TrainPrmSpec":
-        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"])))
+        # Rows queued before the split was core.splits' name the fraction heldout_fraction.
+        fraction = manifest.get("test_fraction", manifest.get("heldout_fraction", DEFAULT_TEST_FRACTION))
+        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]), test_fraction=fraction))
 
     def run(self, context: JobContext) -> bool:
         from core.prm_training import step_labels, train_prm
@@ -83,16 +85,14 @@ class TrainPrmSpec(JobSpec):
         trained = train_prm(
             store, engine.info.extra["directory"], self.base, engine.info.extra.get("fingerprint", ""),
             engine.tokenizer, labels, self.labels, Path(self.output), epochs=self.epochs,
-            learning_rate=self.learning_rate, batch_size=self.batch_size, heldout_fraction=self.heldout_fraction,
+            learning_rate=self.learning_rate, batch_size=self.batch_size, test_fraction=self.test_fraction,
             seed=self.seed, lora=self.lora, device=engine.device, max_length=getattr(engine.model.config,
             "max_position_embeddings", 2048), should_stop=context.should_stop, on_progress=report,
         )  # fmt: skip
         if trained is None:
             return True
-        job = store.get_job(context.job_id)
-        store.update_job(context.job_id, manifest={**job["manifest"], "artifact": str(trained.folder),
-                                                   "metrics": trained.manifest["metrics"],
-                                                   "kept_fraction": trained.manifest["kept_fraction"],
-                                                   "data_hash": trained.manifest["data_hash"],
-                                                   "split": trained.manifest["split"]})  # fmt: skip
+        split = trained.manifest["split"]
+        # heldout_problems: what the CLI's train-prm summary reads, until it reads test_problems.
+        record_training(context, trained.folder, trained.manifest, kept_fraction=trained.manifest["kept_fraction"],
+                        split={**split, "heldout_problems": split["test_problems"]})  # fmt: skip
         return False

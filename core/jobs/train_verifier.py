@@ -1,5 +1,5 @@
 """The train-verifier job: a probe verifier on a base model's hidden states (core.probes), with
-grouped cross-fitting; the artifact goes under verifiers/ next to the database, and the
+grouped cross-fitting; the artifact goes under verifiers/probe/ next to the database, and the
 cross-fitted verdicts into the store."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from core.errors import StepScopeError
 from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
+from core.jobs.training import check_base, record_training
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.store import Store
 
@@ -35,10 +35,7 @@ class TrainVerifierSpec(JobSpec):
     def validate(self, store: Store) -> None:
         from core.probes import check_labels
 
-        if not self.base.strip():
-            raise StepScopeError("name a base model")
-        if self.engine != "transformers":
-            raise StepScopeError("probe verifiers read hidden states: they train on the transformers engine")
+        check_base(self.base, self.engine, "probe verifiers (they read hidden states)")
         check_labels(self.labels)
         check_range("folds", self.folds, 2, 100)
         require_ids(self.trajectory_ids, "trajectories to train on")
@@ -71,8 +68,5 @@ class TrainVerifierSpec(JobSpec):
         )  # fmt: skip
         if trained is None:
             return True
-        store = context.store
-        store.update_job(context.job_id, manifest={**store.get_job(context.job_id)["manifest"],
-                                                   "artifact": str(trained.probe.folder),
-                                                   "metrics": trained.probe.manifest["metrics"]})  # fmt: skip
+        record_training(context, trained.probe.folder, trained.probe.manifest)
         return False
