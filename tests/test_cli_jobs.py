@@ -135,6 +135,9 @@ def engine_calls(log: Path, interrupt_at: int | None = None) -> str:
     """
     return f"""
 import json, signal, threading
+# Ctrl-C as in a terminal: a process started in the background (`pytest ... &` in a script, some
+# CI runners) inherits SIGINT ignored, and Python then leaves it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from core.engines.transformers_engine import TransformersEngine
 _generate, _calls = TransformersEngine.generate, [0]
 def _logged_generate(self, prompts, params):
