@@ -42,6 +42,17 @@ benchmarks/results/tree_search.json, tree_search.html and tree_search.png (Altai
 needs vl-convert-python). Pure Python, about a minute on one core:
 
     python benchmarks/tree_search.py
+
+A separate figure set on a real language model (`--engine transformers --model smollm2-135m`):
+the whole OmegaPRM search, through the tree-search job's own sampler (core.jobs.tree_search.
+PolicySampler: the policy prompt, grading against the gold answer, the line splitter), on
+synthetic problems (core.synth; `--real-steps`, default 2-3 arithmetic steps, since the 135M
+policy rarely solves longer ones and a root it never solves leaves the search nothing to
+select). The true first error is not known there, so only the cost figures and the
+probed/unprobed split are reported, per problem, with their spread over problems. Written to
+benchmarks/results/tree_search_<engine>_<model>.json; the simulated file is left alone:
+
+    python benchmarks/tree_search.py --engine transformers --model smollm2-135m --real-problems 6 --tree-budget 32 --k 4
 """
 
 from __future__ import annotations
@@ -76,6 +87,7 @@ from simulated_tree import SimulatedReasoner  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("fixed-n", "binary-search", "omegaprm-tree")
+REAL_MODEL_ARGS = ("engine", "model", "device", "real_problems", "real_steps", "max_new_tokens")  # not the simulated set's
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -90,6 +102,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--engine", default=None, help="a real model's engine (transformers): the real-model figure set")
+    parser.add_argument("--model", default="smollm2-135m", help="with --engine: the policy model")
+    parser.add_argument("--device", default=None, help="with --engine transformers: cpu, cuda, auto")
+    parser.add_argument("--real-problems", type=int, default=6, help="with --engine: problems, one tree search each")
+    parser.add_argument("--real-steps", default="2-3", help="with --engine: synthetic problems' steps, lo-hi")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="with --engine: per rollout")
     return parser.parse_args(argv)
 
 
@@ -119,6 +137,13 @@ def tree_search(policy: SimulatedReasoner, k: int, budget: int, seed: int) -> tu
     located: list[FirstErrorLocated] = []
     report = search(tree, policy, OmegaPRM(k=k), budget, seed=seed,
                     on_event=lambda e: located.append(e) if isinstance(e, FirstErrorLocated) else None)  # fmt: skip
+    probed, unprobed = count_decisions(tree, located, SimulatedReasoner.first_error)
+    return report.spent, probed, unprobed
+
+
+def count_decisions(tree: RolloutTree, located: list[FirstErrorLocated], truth=None) -> tuple[dict, dict]:
+    """Decisions, labelled steps and (given `truth`, a path's true first error) correct decisions,
+    of the decisions that needed a probe and of those that did not."""
     kinds = {True: {"decisions": 0, "labelled_steps": 0, "correct": 0},
              False: {"decisions": 0, "labelled_steps": 0, "correct": 0}}  # fmt: skip
     for e in located:
@@ -126,8 +151,84 @@ def tree_search(policy: SimulatedReasoner, k: int, budget: int, seed: int) -> tu
         kind = kinds[len(rollout.steps) > 1]  # _binary_search probes only while high - low > 1
         kind["decisions"] += 1
         kind["labelled_steps"] += e.first_error - len(e.key.prefix) + 1
-        kind["correct"] += e.first_error == SimulatedReasoner.first_error(rollout.path)
-    return report.spent, kinds[True], kinds[False]
+        if truth is not None:
+            kind["correct"] += e.first_error == truth(rollout.path)
+    return kinds[True], kinds[False]
+
+
+def real_model(args) -> dict:
+    """OmegaPRM on a real policy: one search per synthetic problem, through the job's sampler."""
+    import tempfile
+
+    from core.engines import load_engine
+    from core.jobs.estimate import default_sampling
+    from core.jobs.tree_search import Anchor, PolicySampler
+    from core.policy import DEFAULT_TEMPLATE
+    from core.store import Store
+    from core.synth import REFERENCE_SOURCE, parse_steps_range, write_synth
+
+    load_start, started = os.getloadavg(), time.perf_counter()
+    engine = load_engine(args.engine, args.model, **({"device": args.device} if args.device else {}))
+    load_seconds = time.perf_counter() - started
+    sampling = default_sampling(max_new_tokens=args.max_new_tokens, temperature=0.7, seed=args.seed)
+    steps_range = parse_steps_range(args.real_steps)
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "bench.db")
+        write_synth(store, "tree-real", steps_range, args.real_problems, seed=args.seed)
+        ids = [r["id"] for r in store.list_trajectories(dataset="tree-real", source=REFERENCE_SOURCE)]
+        for index, trajectory_id in enumerate(ids[: args.real_problems]):
+            anchor = Anchor.load(store, trajectory_id)
+            sampler = PolicySampler(engine, anchor, DEFAULT_TEMPLATE, sampling)
+            tree, located = RolloutTree(), []
+            begun = time.perf_counter()
+            report = search(tree, sampler, OmegaPRM(k=args.k), args.tree_budget, seed=args.seed * 1_000 + index,
+                            on_event=lambda e: located.append(e) if isinstance(e, FirstErrorLocated) else None)  # fmt: skip
+            probed, unprobed = count_decisions(tree, located)
+            root = tree.counts(())
+            problems.append({
+                "trajectory_id": trajectory_id, "steps": len(anchor.steps), "rollouts": report.spent,
+                "stopped": report.stopped, "root_correct": f"{root.correct}/{root.n}",
+                "probed_decisions": probed["decisions"], "unprobed_decisions": unprobed["decisions"],
+                "probed_labelled_steps": probed["labelled_steps"], "unprobed_labelled_steps": unprobed["labelled_steps"],
+                "rollouts_per_probed_decision": ratio(report.spent, probed["decisions"]),
+                "rollouts_per_labelled_step_probed": ratio(report.spent, probed["labelled_steps"]),
+                "rollouts_per_decision_incl_unprobed": ratio(report.spent, probed["decisions"] + unprobed["decisions"]),
+                "seconds": round(time.perf_counter() - begun, 1), "engine_seconds": round(sampler.engine_seconds, 1),
+            })  # fmt: skip
+            print(json.dumps(problems[-1]), flush=True)
+    engine.close()
+    total = {k: sum(p[k] for p in problems) for k in ("rollouts", "probed_decisions", "unprobed_decisions",
+                                                      "probed_labelled_steps", "unprobed_labelled_steps")}  # fmt: skip
+    label = f"{args.engine} {args.model} (real language model), CPU threads {os.cpu_count()}" + (
+        f", device {args.device}" if args.device else "")  # fmt: skip
+    return {
+        "benchmark": "tree_search", "engine": label,
+        "what": "OmegaPRM's whole search (core.tree_search.search) on a real policy through the tree-search job's "
+                "sampler, one search per synthetic problem; no true first error is known, so no accuracy",
+        "definitions": {
+            "rollouts_per_probed_decision": "all rollouts the search sampled (root's included) / first-error "
+            "decisions that needed at least one probe; pooled: sums over problems; spread: over problems that made one",
+            "rollouts_per_labelled_step_probed": "all rollouts / step labels the probed decisions yielded",
+            "unprobed_decisions": "decisions of a selected rollout with one step after its state (no probe), apart",
+        },
+        "config": {"engine": args.engine, "model": args.model, "device": args.device, "problems": args.real_problems,
+                   "steps": list(steps_range), "budget_per_search": args.tree_budget, "omegaprm": OmegaPRM(k=args.k).describe(),
+                   "sampling": sampling.as_manifest(), "seed": args.seed, "template": DEFAULT_TEMPLATE},  # fmt: skip
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_average_1_5_15_start": load_start, "load_average_1_5_15_end": os.getloadavg()},  # fmt: skip
+        "load_seconds": round(load_seconds, 1), "seconds": round(time.perf_counter() - started, 1),
+        "pooled": {**total,
+                   "rollouts_per_probed_decision": ratio(total["rollouts"], total["probed_decisions"]),
+                   "rollouts_per_labelled_step_probed": ratio(total["rollouts"], total["probed_labelled_steps"]),
+                   "unprobed_share_of_decisions": ratio(total["unprobed_decisions"],
+                                                        total["probed_decisions"] + total["unprobed_decisions"]),
+                   "rollouts_per_decision_incl_unprobed": ratio(total["rollouts"], total["probed_decisions"]
+                                                                + total["unprobed_decisions"])},  # fmt: skip
+        "rollouts_per_probed_decision_spread": spread_of([p["rollouts_per_probed_decision"] for p in problems]),
+        "rollouts_per_labelled_step_probed_spread": spread_of([p["rollouts_per_labelled_step_probed"] for p in problems]),
+        "per_problem": problems,
+    }  # fmt: skip
 
 
 def one_repeat(length: int, repeat: int, args) -> dict:
@@ -220,6 +321,15 @@ def spread_of(values: list[float | None]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.engine:
+        result = real_model(args)
+        out = args.out / f"tree_search_{args.engine}_{args.model}.json"
+        args.out.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(result["pooled"]))
+        print(f"{result['seconds']} s; load average {result['machine']['load_average_1_5_15_start']} -> "
+              f"{result['machine']['load_average_1_5_15_end']}; wrote {out}")  # fmt: skip
+        return 0
     lengths = [int(m) for m in args.lengths.split(",")]
     started, load_start = time.perf_counter(), os.getloadavg()
     engine = (f"simulated reasoner (no language model): tests/simulated_tree.py SimulatedReasoner, success "
@@ -277,7 +387,7 @@ def main(argv=None) -> int:
             "unprobed ones counted as free; kept only for comparison, not a cost of the search",
             "spread": "mean, sd, min, max over repeats (each repeat: ratio of sums over its solutions)",
         },
-        "config": {**vars(args), "out": str(args.out), "lengths": lengths,
+        "config": {**{k: v for k, v in vars(args).items() if k not in REAL_MODEL_ARGS}, "out": str(args.out), "lengths": lengths,
                    "omegaprm": OmegaPRM(k=args.k).describe(), "fixed_n": FixedN(args.n).describe()},  # fmt: skip
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_1_5_15_start": load_start, "load_average_1_5_15_end": os.getloadavg()},  # fmt: skip
