@@ -281,7 +281,9 @@ def test_train_prm_end_to_end_and_its_folder_scores_as_a_token_classification_pr
     assert "held-out step AUROC" in result.stdout
     manifest = json.loads((output / "manifest.json").read_text())
     split = manifest["split"]
-    assert set(split["train_problems"]).isdisjoint(split["heldout_problems"]) and split["heldout_problems"]
+    # The split is core.splits' (by problem, from meta or question hash), the test side held out.
+    assert set(split["train_problems"]).isdisjoint(split["test_problems"]) and split["test_problems"]
+    assert manifest["metrics"]["heldout_steps"] and not set(split["train_trajectories"]) & set(split["test_trajectories"])
     assert manifest["data_hash"] and manifest["training"]["steps"] > 0 and any((output / "checkpoints").iterdir())
     # A rerun resumes from its checkpoint (same data), and the folder is a family-2 PRM.
     result = run_cli("train-prm", "--base", str(tiny_model_dir), "--labels", "mc-hard", "--epochs", "2",
