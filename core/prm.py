@@ -419,7 +419,8 @@ def prm_step_scores(store, trajectory_id: int, prm_judge: str | None = None) -> 
 
 
 def prm_judges(store) -> list[str]:
-    return [judge for judge in store.judges() if judge.startswith(PRM_JUDGE_PREFIX)]
+    """The names of the PRMs whose scores the store holds (by stored kind, whatever the name)."""
+    return [row["name"] for row in store.verifiers("prm")]
 
 
 def solution_scores(store, prm_judge: str, aggregation: str, *, dataset: str | None = None) -> dict[int, float]:

@@ -5,10 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from core.views.compare import (
-    CONSENSUS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
+    HUMAN_COMBINATIONS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
+    uses_threshold,
 )  # fmt: skip
 from core.views.charts import calibration_chart, confusion_chart, position_chart, threshold_chart
-from core.views.prm import consensus_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
+from core.views.prm import agreement_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
 from core.views.explore import dataset_names
 from core.errors import StepScopeError
 from core.views.annotate import error_taxonomy, set_error_taxonomy
@@ -53,10 +54,12 @@ if not steps:
     st.stop()
 source = cols[1].selectbox("Automatic labels", source_names(store), key="cmp_source",
                            help="mc-soft: MC value ≥ threshold · mc-hard: any rollout reached the answer · "
-                                "judge / probe: its step verdict's P(yes) ≥ 0.5")  # fmt: skip
-human = cols[2].selectbox("Human labels", [CONSENSUS, *annotator_names(steps)], key="cmp_human")
+                                "judge / probe / orm: its step verdict's P(yes) ≥ 0.5 · prm: its score ≥ threshold")  # fmt: skip
+human = cols[2].selectbox("Human labels", [*HUMAN_COMBINATIONS, *annotator_names(steps)], key="cmp_human",
+                          help="majority: more than half of the annotators say fine (a tie is wrong) · "
+                               "consensus: all agree (steps they disagree on are left out)")  # fmt: skip
 threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
-                           disabled=source != "mc-soft" and not is_prm_source(source),
+                           disabled=not uses_threshold(source),
                            help="a step at or above it is fine; for a PRM, see the threshold chosen on held-out "
                                 "problems below")  # fmt: skip
 st.caption(md(f"Policy for MC values: {policy()} · a human 0 or +1 counts as fine, −1 as wrong."))
@@ -118,18 +121,17 @@ def prm_section() -> None:
     st.caption(f"Split by problem (core.splits): {counts['train']} train, {counts['test']} test trajectories.")
 
 
-def consensus_note() -> None:
-    kept = consensus_kept(store, source.split(":", 1)[1] if source.startswith(("judge:", "probe:")) else source,
-                          policy())  # fmt: skip
+def agreement_note() -> None:
+    kept = agreement_kept(store, source, policy())
     if kept.kept_fraction is None:
-        st.caption(md(f"Consensus labels with {source}: none ({kept.problem or 'no steps with both labels'})."))
+        st.caption(md(f"MC-agreement labels with {source}: none ({kept.problem or 'no steps with both labels'})."))
     else:
-        st.caption(md(f"Consensus labels (MC hard of {policy()} kept where {source} agrees): "
+        st.caption(md(f"MC-agreement labels (MC hard of {policy()} kept where {source} agrees): "
                       f"{kept.kept_fraction:.1%} kept of {kept.compared} steps with both labels."))
 
 
 if source not in ("mc-soft", "mc-hard"):
-    consensus_note()
+    agreement_note()
 if is_prm_source(source):
     prm_section()
 

@@ -399,7 +399,7 @@ def test_a_bad_upload_names_the_cause_and_changes_nothing(store):
 
 
 def test_compare_mc_and_judges_against_humans(store):
-    from core.views.compare import CONSENSUS, compare, human_label, inter_annotator, labelled_steps
+    from core.views.compare import CONSENSUS, MAJORITY, compare, human_label, inter_annotator, labelled_steps
     from core.metrics import cohen_kappa
 
     steps = store.steps(1)  # three steps, every one rated by alice; bob and carol rate some
@@ -417,7 +417,8 @@ def test_compare_mc_and_judges_against_humans(store):
     assert [(s.idx, s.ratings) for s in labelled] == [
         (0, {"alice": 1, "bob": 0}), (1, {"alice": -1, "bob": 1, "carol": 1}), (2, {"alice": -1})]
     assert labelled[1].first_errors == {"alice"}
-    assert [human_label(s, CONSENSUS) for s in labelled] == [True, True, False]
+    assert [human_label(s, MAJORITY) for s in labelled] == [True, True, False]
+    assert [human_label(s, CONSENSUS) for s in labelled] == [True, None, False]  # step 1: they disagree
     hard = compare(store, labelled, "mc-hard", "alice", "m")
     assert (hard.n, hard.missing, hard.accuracy) == (3, 0, 2 / 3)  # step 1: hard says fine, alice wrong
     assert hard.kappa.value == cohen_kappa([True, False, False], [True, True, False]).value
@@ -425,7 +426,7 @@ def test_compare_mc_and_judges_against_humans(store):
     assert hard.processbench.n_error == 1 and hard.processbench.error_accuracy == 0.0
     soft = compare(store, labelled, "mc-soft", "alice", "m", threshold=0.5)
     assert soft.accuracy == 1.0 and soft.kappa.value == 1.0 and soft.auroc == 1.0
-    judge = compare(store, labelled, "judge:j", CONSENSUS, "m")
+    judge = compare(store, labelled, "judge:j", MAJORITY, "m")
     assert judge.n == 3 and judge.accuracy == 1 / 3
     assert compare(store, labelled, "mc-hard", "alice", "no-such-policy").missing == 3
     agreement = inter_annotator(labelled)

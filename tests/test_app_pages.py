@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.sample_solutions import ensure_trajectories, featured_trajectory
 from core.store import Store
+from core.views.annotate import row_buttons
 from core.views.math_text import math_markdown
 
 from app_components import click_step, keyboard_bar, press_key, send_action, send_event, step_controls
@@ -311,7 +312,7 @@ def test_annotate_every_click_is_saved(db):
     click_step(at, steps[1]["id"], "flagged")
     assert step_controls(at, steps[1]["id"]) | {"status": ""} == {
         "rating": -1, "first_error": True, "flagged": True, "greyed": False, "cursor": True, "summary": "",
-        "status": "", "error": ""}
+        "status": "", "error": "", "buttons": row_buttons()}
     at.text_input(key=f"ann_note_{steps[1]['id']}").set_value("sign error").run()
     at.segmented_control(key=f"ann_conf_{steps[1]['id']}").set_value(4).run()
     at.selectbox(key=f"ann_cat_{steps[1]['id']}").set_value("calculation").run()
@@ -544,14 +545,16 @@ def test_compare_offers_each_judge_and_probe_as_a_source(db):
     steps = store.steps(1)
     for step, rating, p_judge, p_probe in zip(steps, (1, 1, -1), (0.9, 0.3, 0.2), (0.8, 0.6, 0.4)):
         store.save_annotation("alice", step["id"], rating=rating)
-        store.add_verdicts([{"step_id": step["id"], "judge": "judge-a", "kind": "step", "p_yes": p_judge},
-                            {"step_id": step["id"], "judge": "probe-prm-mc-hard:tiny", "kind": "step", "p_yes": p_probe}])
+        store.add_verdicts([{"step_id": step["id"], "judge": "judge-a", "kind": "step", "p_yes": p_judge}])
+        # The kind is what the writer says, not read from the name (which says nothing here).
+        store.add_verdicts([{"step_id": step["id"], "judge": "my-verifier", "kind": "step", "p_yes": p_probe}],
+                           verifier_kind="probe")
     store.add_verdicts([{"trajectory_id": 1, "judge": "outcome-only", "kind": "outcome", "p_yes": 0.5}])
     at = page("compare", db)
     at.run()
     no_exceptions(at)
-    assert at.selectbox(key="cmp_source").options == ["mc-soft", "mc-hard", "judge:judge-a", "probe:probe-prm-mc-hard:tiny"]
-    at.selectbox(key="cmp_source").set_value("probe:probe-prm-mc-hard:tiny").run()
+    assert at.selectbox(key="cmp_source").options == ["mc-soft", "mc-hard", "judge:judge-a", "probe:my-verifier"]
+    at.selectbox(key="cmp_source").set_value("probe:my-verifier").run()
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Steps compared"], metrics["Accuracy"], metrics["Cohen's kappa"]) == ("3", "1.00", "1.00")
     at.selectbox(key="cmp_source").set_value("judge:judge-a").run()

@@ -18,7 +18,10 @@ from core.views.prm import choose_threshold, first_error_at
 from test_app_pages import db, no_exceptions, page, seeded, texts  # noqa: F401 (db is a fixture)
 from tiny_prm import build_token_classification_prm
 
-PRM = "prm:tiny"
+# A name that does not say "PRM": the kind is data the writer gives (core.store.verifiers), and every
+# page must treat these scores as a PRM's, never as a judge's P(yes).
+PRM = "tiny"
+PRM_SOURCE = f"prm:{PRM}"
 
 
 def charts(at) -> list[dict]:
@@ -81,7 +84,7 @@ def compare_store(db) -> Store:
         for step, rating, score in zip(store.steps(trajectory), ratings, prm_scores):
             store.save_annotation("alice", step["id"], rating=rating)
             store.add_verdicts([{"trajectory_id": trajectory, "step_id": step["id"], "judge": PRM, "kind": "step",
-                                 "p_yes": score}])  # fmt: skip
+                                 "p_yes": score}], verifier_kind="prm")  # fmt: skip
     return store
 
 
@@ -100,8 +103,8 @@ def test_compare_offers_a_prm_with_its_threshold_chosen_on_held_out_problems(db)
     at = page("compare", db)
     at.run()
     no_exceptions(at)
-    assert PRM in at.selectbox(key="cmp_source").options
-    at.selectbox(key="cmp_source").set_value(PRM).run()
+    assert PRM_SOURCE in at.selectbox(key="cmp_source").options
+    at.selectbox(key="cmp_source").set_value(PRM_SOURCE).run()
     at.selectbox(key="cmp_human").set_value("alice").run()
     no_exceptions(at)
     shown = metric_values(at)
@@ -118,7 +121,7 @@ def test_compare_offers_a_prm_with_its_threshold_chosen_on_held_out_problems(db)
     assert shown["Held-out F1"] == f"{f1('test', chosen).f1:.2f}"
     assert shown["Held-out accuracy on erroneous"] == f"{f1('test', chosen).error_accuracy:.2f}"
     assert any(c.get("title") == THRESHOLD_CHART_TITLE for c in charts(at))
-    assert any("Consensus labels with prm:tiny" in c.value.replace("\\", "") for c in at.caption)  # none: says why
+    assert any(f"MC-agreement labels with {PRM_SOURCE}" in c.value.replace("\\", "") for c in at.caption)  # none: says why
 
 
 def test_choose_threshold_picks_on_train_and_reports_on_test():
@@ -146,7 +149,8 @@ def add_scored_samples(store: Store) -> None:
         trajectory = store.add_trajectory(problem, f"Adding.\nThe answer is {answer}.", source="policy", model="pol",
                                           final_answer=answer, correct=correct)  # fmt: skip
         store.add_verdicts([{"trajectory_id": trajectory, "step_id": step["id"], "judge": PRM, "kind": "step",
-                             "p_yes": score} for step, score in zip(store.steps(trajectory), step_scores)])  # fmt: skip
+                             "p_yes": score} for step, score in zip(store.steps(trajectory), step_scores)],
+                           verifier_kind="prm")  # fmt: skip
 
 
 def test_best_of_n_aggregation_picker_changes_the_prm_curves(db):

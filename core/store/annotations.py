@@ -11,6 +11,9 @@ from core.store.keys import now
 from core.store.rows import _chunks, _decode
 
 RATINGS = (-1, 0, 1)
+# The label-source grammar (core.formats.labels) reads these as all annotators combined, so no
+# single annotator may take them as a name.
+RESERVED_ANNOTATOR_NAMES = ("consensus", "majority")
 CONFIDENCES = (1, 2, 3, 4, 5)
 # "Not passed" for save_annotation, where None means "clear the field".
 _UNSET: Any = object()
@@ -23,6 +26,8 @@ class AnnotationQueries(ConnectionBase):
         """The id of annotator `name`, created if new."""
         if not isinstance(name, str) or not name.strip():
             raise StepScopeError("an annotator needs a non-empty name")
+        if name in RESERVED_ANNOTATOR_NAMES:
+            raise StepScopeError(f"{name!r} names a combination of annotators' labels: choose another annotator name")
         with self.transaction():
             annotator_id, _ = self._insert_or_get(
                 "annotators", {"name": name, "created_at": now()}, ["name"]

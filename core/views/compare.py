@@ -2,15 +2,15 @@
 
 The unit is a step of a trajectory's current segmentation that a human rated. A human rating
 counts as "the step is fine" when it is 0 or +1 (PRM800K's neutral is not an error) and as "wrong"
-at -1; the consensus of several annotators is the majority of their binary labels (ties: wrong,
-the cautious reading). Automatic sources:
+at -1. Sources on both sides are spelled in the one label-source grammar (core.formats.labels):
 
-- `mc-soft:T`: the Monte Carlo value of the chosen policy is at least T (score: the value);
-- `mc-hard`: some rollout from the step reached the answer (score: the value);
-- `judge:NAME`: the judge's P(yes) is at least 0.5 (score: P(yes));
-- `probe:NAME`: the same for a probe verifier's step verdicts (core.probes stores them as verdicts);
-- `prm:NAME`: a PRM's step score is at least the threshold (core.prm stores them as verdicts
-  under that name; core.views.prm chooses the threshold on held-out problems).
+- automatic: `mc-soft` (the Monte Carlo value of the chosen policy is at least T; score: the
+  value), `mc-hard` (some rollout from the step reached the answer), and every verifier with step
+  verdicts by its stored kind: `judge:NAME`, `probe:NAME`, `orm:NAME` (P(yes) >= 0.5) and
+  `prm:NAME` (a PRM's score is at least the threshold; core.views.prm chooses it on held-out
+  problems);
+- human: an annotator's name, `majority` (more than half say fine; a tie is wrong) or
+  `consensus` (every annotator agrees; steps they disagree on are left out).
 
 A step the source has no number for (no rollouts, no verdict) is left out and counted.
 """
@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from core import metrics
-from core.prm import PRM_JUDGE_PREFIX
-from core.probes import is_probe_judge
+from core.formats.labels import (
+    CONSENSUS, MAJORITY, MC_SOURCES, agreed_label, majority_label, parse_label_source, resolve_label_source,
+    verifier_sources,
+)  # fmt: skip
 from core.store import Store
 
-CONSENSUS = "consensus"
+HUMAN_COMBINATIONS = (MAJORITY, CONSENSUS)
 
 
 @dataclass(frozen=True)
@@ -70,47 +72,43 @@ def annotator_names(steps: Sequence[LabelledStep]) -> list[str]:
 
 
 def human_label(step: LabelledStep, who: str) -> bool | None:
-    """True = fine (0 or +1), False = wrong (-1), None = this annotator did not rate it."""
-    if who == CONSENSUS:
+    """True = fine (0 or +1), False = wrong (-1), None = no label (this annotator did not rate
+    it; for `consensus`, the annotators disagree)."""
+    if who in HUMAN_COMBINATIONS:
         votes = [r >= 0 for r in step.ratings.values()]
-        return sum(votes) > len(votes) / 2 if votes else None
+        return (majority_label if who == MAJORITY else agreed_label)(votes)
     rating = step.ratings.get(who)
     return None if rating is None else rating >= 0
 
 
 def source_names(store: Store) -> list[str]:
-    """MC soft and hard, then every judge and probe with step verdicts (outcome-only judges
-    score whole solutions, so they have nothing to say about a step)."""
-    judges = store.step_judges()
-    return ["mc-soft", "mc-hard", *[_source_of(j) for j in judges]]
+    """MC soft and hard, then every verifier with step verdicts, by its kind (outcome-only
+    verifiers score whole solutions, so they have nothing to say about a step)."""
+    return [*MC_SOURCES[::-1], *[str(s) for s in verifier_sources(store, store.step_judges())]]
 
 
-def _source_of(judge: str) -> str:
-    if judge.startswith(PRM_JUDGE_PREFIX):
-        return judge  # already "prm:NAME"
-    return f"probe:{judge}" if is_probe_judge(judge) else f"judge:{judge}"
+def uses_threshold(source: str) -> bool:
+    """Whether a source's label is its score against a chosen threshold (MC soft, a PRM)."""
+    return parse_label_source(source, threshold=0.5).kind in ("mc-soft", "prm")
 
 
 def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str) -> dict[int, float]:
     """The source's number for each step that has one: MC value (for the policy) or P(yes)."""
     ids = [s.step_id for s in steps]
-    if source in ("mc-soft", "mc-hard"):
+    parsed = parse_label_source(source, threshold=0.5)
+    if parsed.kind in MC_SOURCES:
         wanted = set(ids)
         counts = store.rated_step_rollout_counts(policy)
         return {sid: c / n for sid, (n, c) in counts.items() if n and sid in wanted}
-    if source.startswith(("judge:", "probe:")):
-        return store.latest_step_p_yes(source.split(":", 1)[1], ids)
-    if source.startswith(PRM_JUDGE_PREFIX):
-        return store.latest_step_p_yes(source, ids)
-    raise ValueError(f"unknown label source {source!r}")
+    if parsed.is_verifier:
+        return store.latest_step_p_yes(resolve_label_source(store, parsed).name, ids)
+    raise ValueError(f"{source!r} is not an automatic label source")
 
 
 def predicted(source: str, score: float, threshold: float) -> bool:
     if source == "mc-hard":
         return score > 0
-    if source == "mc-soft" or source.startswith(PRM_JUDGE_PREFIX):
-        return score >= threshold
-    return score >= 0.5
+    return score >= (threshold if uses_threshold(source) else 0.5)
 
 
 @dataclass

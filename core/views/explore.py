@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from core.mcpe import Counts, StepValue, step_value
-from core.prm import PRM_JUDGE_PREFIX
 from core.sample_solutions import featured_trajectory
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
@@ -76,18 +75,19 @@ class StepCard:
     step_id: int
     text: str
     value: StepValue
-    verdicts: dict[str, float | None] = field(default_factory=dict)  # judge -> P(yes)
+    verdicts: dict[str, float | None] = field(default_factory=dict)  # verifier -> P(yes) or score
     labels: list[dict] = field(default_factory=list)  # annotator, rating, first_error, flagged, note
+    prms: frozenset[str] = frozenset()  # the verifiers among `verdicts` that are PRMs (by stored kind)
 
     @property
     def judge_verdicts(self) -> dict[str, float | None]:
         """Judges' and probes' P(yes), without the PRMs' scores."""
-        return {j: p for j, p in self.verdicts.items() if not j.startswith(PRM_JUDGE_PREFIX)}
+        return {j: p for j, p in self.verdicts.items() if j not in self.prms}
 
     @property
     def prm_scores(self) -> dict[str, float | None]:
-        """Each PRM's step score (stored as a verdict under `prm:NAME`)."""
-        return {j: p for j, p in self.verdicts.items() if j.startswith(PRM_JUDGE_PREFIX)}
+        """Each PRM's step score."""
+        return {j: p for j, p in self.verdicts.items() if j in self.prms}
 
     @property
     def value_text(self) -> str:
@@ -108,8 +108,11 @@ def step_cards(store: Store, trajectory_id: int, model: str | None) -> list[Step
     steps = store.steps(trajectory_id)
     counts = store.step_value_counts([s["id"] for s in steps], model=model)
     verdicts: dict[int, dict[str, float | None]] = {}
+    prms = set()
     for verdict in store.verdicts(trajectory_id, kind="step"):
         verdicts.setdefault(verdict["step_id"], {})[verdict["judge"]] = verdict["p_yes"]
+        if verdict["verifier_kind"] == "prm":
+            prms.add(verdict["judge"])
     labels: dict[int, list[dict]] = {}
     segmentation = steps[0]["segmentation_id"] if steps else None
     for row in store.annotations(trajectory_id, segmentation_id=segmentation):
@@ -117,7 +120,7 @@ def step_cards(store: Store, trajectory_id: int, model: str | None) -> list[Step
     return [
         StepCard(
             s["idx"], s["id"], s["text"], step_value(Counts(*counts[s["id"]])),
-            verdicts.get(s["id"], {}), labels.get(s["id"], []),
+            verdicts.get(s["id"], {}), labels.get(s["id"], []), frozenset(prms),
         )
         for s in steps
     ]

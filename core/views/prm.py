@@ -1,7 +1,7 @@
-"""PRMs on the Compare and Best-of-N pages: thresholds, outcome-level scores, consensus, curves.
+"""PRMs on the Compare and Best-of-N pages: thresholds, outcome-level scores, MC agreement, curves.
 
-A PRM's step scores are step verdicts under `prm:NAME` (core.prm), so at step level a PRM is one
-more label source beside MC, judges and probes (core.views.compare). What is particular to a
+A PRM's step scores are step verdicts of a verifier of kind `prm` (core.prm, core.store.verifiers),
+so at step level a PRM is one more label source beside MC, judges and probes (core.views.compare). What is particular to a
 scalar PRM:
 
 - its threshold. A step is called wrong when its score is below the threshold; the predicted
@@ -23,7 +23,8 @@ import numpy as np
 
 from core import metrics
 from core.errors import StepScopeError
-from core.prm import AGGREGATIONS, PRM_JUDGE_PREFIX, prm_judges, solution_scores
+from core.formats.labels import parse_label_source, resolve_label_source
+from core.prm import AGGREGATIONS, prm_judges, solution_scores
 from core.splits import problem_split
 from core.store import Store
 from core.views.best_of_n import CurvePoint, Sample, curves, k_values, mean_interval
@@ -34,7 +35,8 @@ AGGREGATION_JOIN = " · "  # "prm:NAME · min": a PRM under one aggregation, as 
 
 
 def is_prm_source(source: str) -> bool:
-    return source.startswith(PRM_JUDGE_PREFIX)
+    """Whether a Compare source (a label-source spelling, core.formats.labels) is a PRM."""
+    return parse_label_source(source, threshold=0.5).kind == "prm"
 
 
 # --- step level: ProcessBench F1 against the threshold, chosen on a held-out split -----------
@@ -155,29 +157,31 @@ def outcome_rows(store: Store, dataset: str | None = None) -> list[dict]:
     return rows
 
 
-# --- consensus labels (MC hard kept where a judge or PRM agrees) ------------------------------
+# --- MC-agreement labels (MC hard kept where a verifier agrees: Qwen's recipe) -----------------
 
 
 @dataclass(frozen=True)
-class Consensus:
+class Agreement:
     kept_fraction: float | None
     compared: int
     problem: str | None = None  # why there is none
 
 
-def consensus_kept(store: Store, judge: str, policy: str | None) -> Consensus:
-    """The kept fraction of consensus labels with `judge` (a judge or PRM verdict name) over the
-    trajectories it scored: what `stepscope train-prm --labels consensus` would train on."""
+def agreement_kept(store: Store, source: str, policy: str | None) -> Agreement:
+    """The kept fraction of MC-agreement labels with the verifier `source` (a label source such as
+    `judge:NAME` or `prm:NAME`) over the trajectories it scored: what `stepscope train-prm` would
+    train on with those labels."""
     from core.prm_training import consensus_labels
 
+    judge = resolve_label_source(store, source).name
     trajectory_ids = sorted(store.step_scores_by_trajectory(judge))
     if not trajectory_ids:
-        return Consensus(None, 0, f"{judge} has no step verdicts")
+        return Agreement(None, 0, f"{source} has no step verdicts")
     try:
         labels = consensus_labels(store, trajectory_ids, judge, policy)
     except StepScopeError:  # raised only when no MC-labelled step has a verdict from the judge
-        return Consensus(None, 0, f"no step has both an MC hard label from {policy} and a step verdict from {judge}")
-    return Consensus(labels.kept_fraction, labels.compared)
+        return Agreement(None, 0, f"no step has both an MC hard label from {policy} and a step verdict from {source}")
+    return Agreement(labels.kept_fraction, labels.compared)
 
 
 # --- Best-of-N: PRM x aggregation as verifiers, weighted majority vote ------------------------
@@ -232,20 +236,21 @@ def curves_with_weighted_vote(groups: dict[int, list[Sample]], max_k: int | None
     return points + weighted_vote_curves(groups, largest, weighted), largest
 
 
-def aggregation_of(verifier: str) -> str | None:
-    """The aggregation a Best-of-N verifier name carries, None for a judge or an ORM."""
-    if is_prm_source(verifier) and AGGREGATION_JOIN in verifier:
-        return verifier.rsplit(AGGREGATION_JOIN, 1)[1]
-    return None
-
+def aggregation_of(verifier: str, prms: Sequence[str]) -> str | None:
+    """The aggregation a Best-of-N verifier carries when it is one of the PRMs `prms` under an
+    aggregation (`prm_verifier`), None for a judge or an ORM."""
+    name, join, aggregation = verifier.rpartition(AGGREGATION_JOIN)
+    return aggregation if join and name in prms and aggregation in AGGREGATIONS else None
 
 
 def verifier_info_with_prms(store: Store, verifiers: list[str]) -> list:
     """`best_of_n.verifier_info`, with a PRM under an aggregation said as such."""
     from core.views.best_of_n import VerifierInfo, verifier_info
 
-    return [
-        VerifierInfo(v.judge, f"PRM ({aggregation_of(v.judge)})", v.judge.rsplit(AGGREGATION_JOIN, 1)[0])
-        if aggregation_of(v.judge) else v
-        for v in verifier_info(store, verifiers)
-    ]
+    prms = prm_judges(store)
+    infos = []
+    for v in verifier_info(store, verifiers):
+        aggregation = aggregation_of(v.judge, prms)
+        infos.append(VerifierInfo(v.judge, f"PRM ({aggregation})", v.judge.rsplit(AGGREGATION_JOIN, 1)[0])
+                     if aggregation else v)  # fmt: skip
+    return infos
