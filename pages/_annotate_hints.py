@@ -2,9 +2,10 @@
 
 1. Keys are never lost. Streamlit binds a button's shortcut a moment after the button is drawn,
    so a key pressed as a trajectory appears (or while the page reruns) used to be dropped. The
-   script takes Annotate's keys itself, from the first Annotate render on (before any trajectory
-   shows), queues them, and presses the keyboard bar's button for each in order, one at a time,
-   once the button exists and the previous press has been run, so "3 3 3" rates three steps.
+   script takes Annotate's keys itself (core.views.annotate.KEYS, given as data), from the first
+   Annotate render on (before any trajectory shows), queues them, and presses the button of
+   each (the keyboard bar's, or the page's Submit, Next, Previous) in order, one at a time, once
+   the button exists and the previous press has been run, so "3 3 3" rates three steps.
    Keys typed into a text box stay text; other pages are left alone.
 2. Dwell times leave out time away: when the tab is shown again after being hidden, it sends the
    hidden seconds (core.views.annotate.DwellClock.hidden_span).
@@ -16,19 +17,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.views.annotate import DwellClock
+from core.views.annotate import DwellClock, key_codes
 
 _JS = """
-const KEYS = {Digit1: "ann_key_r-1", Digit2: "ann_key_r0", Digit3: "ann_key_r1", KeyE: "ann_key_fe",
-              KeyF: "ann_key_fl", KeyJ: "ann_down", KeyK: "ann_up", KeyS: "ann_submit", KeyN: "ann_next",
-              KeyP: "ann_prev"};
-const SHIFTED = {Digit1: "ann_key_c1", Digit2: "ann_key_c2", Digit3: "ann_key_c3", Digit4: "ann_key_c4",
-                 Digit5: "ann_key_c5"};
 const onAnnotate = () => window.location.pathname.replace(/\\/+$/, "").endsWith("/annotate");
 const running = () => !document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']");
 
 export default function(component) {
     window.__stepscopeHidden = component.setTriggerValue;
+    window.__stepscopeKeys = component.data;  // {plain, shift}: {KeyboardEvent.code: button to press}
     if (window.__stepscopeHints) return;
     window.__stepscopeHints = true;
 
@@ -37,7 +34,7 @@ export default function(component) {
     window.addEventListener("keydown", (event) => {
         if (!onAnnotate() || event.ctrlKey || event.altKey || event.metaKey || event.repeat) return;
         if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable='true']")) return;
-        const key = (event.shiftKey ? SHIFTED : KEYS)[event.code];
+        const key = window.__stepscopeKeys[event.shiftKey ? "shift" : "plain"][event.code];
         if (!key) return;
         event.preventDefault();
         event.stopImmediatePropagation();  // ours alone: Streamlit's handler would press it twice
@@ -75,10 +72,11 @@ export default function(component) {
 """
 
 _hints = st.components.v2.component("stepscope_annotate_hints", js=_JS)
+_KEY_CODES = key_codes()  # the keys it takes and the buttons it presses: core.views.annotate.KEYS
 
 
 def client_hints(clock: DwellClock) -> None:
     """Mount the script (once per page view; it persists across reruns) and pass on hidden time."""
-    hidden = _hints(key="ann_hints", on_hidden_s_change=lambda: None).hidden_s
+    hidden = _hints(key="ann_hints", data=_KEY_CODES, on_hidden_s_change=lambda: None).hidden_s
     if hidden:
         clock.hidden_span(float(hidden))

@@ -21,6 +21,8 @@ from typing import Callable
 
 import streamlit as st
 
+from core.views.annotate import keyboard_bar_buttons, row_buttons
+
 _CSS = """
 .ss-keys { display: flex; gap: 0.3rem; flex-wrap: wrap; align-items: center; font-family: var(--st-font, inherit); }
 .ss-keys .ss-note { flex-basis: 100%; }
@@ -43,45 +45,51 @@ _CSS = """
 .ss-step .ss-note:empty, .ss-step .ss-error:empty { display: none; }
 """
 
-# Buttons: [field, value or null (a toggle), label, tooltip]. A row's state comes in `data`:
-# rating, first_error, flagged, greyed (after the first error: rating disabled), cursor
-# (the highlighted step: no Highlight button), summary, status, error.
-_JS = """
-const BUTTONS = [
-    ["rating", -1, "\\u22121", "rate this step \\u22121"], ["rating", 0, "0", "rate this step 0"],
-    ["rating", 1, "+1", "rate this step +1"],
-    ["first_error", null, "1st err", "first error here (E on the highlighted step)"],
-    ["flagged", null, "Flag", "flag this step (F on the highlighted step)"],
-];
-
-export default function(component) {
-    const {data, parentElement} = component;
-    let root = parentElement.querySelector(":scope > .ss-step");
+# Both elements draw their buttons from `data.buttons`, core.views.annotate's key map (one map for
+# the bar, the rows and the client script's keys). `mounted` builds an element's DOM on its first
+# render and finds it on the later ones; `button` makes one button.
+_HELPERS_JS = """
+function mounted(parentElement, className, build) {
+    let root = parentElement.querySelector(`:scope > .${className}`);
     if (!root) {
         root = document.createElement("div");
-        root.className = "ss-step";
+        root.className = className;
+        build(root);
+        parentElement.appendChild(root);
+    }
+    return root;
+}
+
+function button(label, title, onClick) {
+    const made = document.createElement("button");
+    made.type = "button";
+    made.title = title;
+    made.append(...label);
+    made.addEventListener("click", onClick);
+    return made;
+}
+"""
+
+# A row: data.buttons is [field, value or null (a toggle), label, tooltip] (core.views.annotate.
+# row_buttons); the row's state, also in `data`: rating, first_error, flagged, greyed (after the
+# first error: rating disabled), cursor (the highlighted step: no Highlight button), summary,
+# status, error.
+_JS = _HELPERS_JS + """
+export default function(component) {
+    const {data, parentElement} = component;
+    const root = mounted(parentElement, "ss-step", (root) => {
         const row = document.createElement("div");
         row.className = "ss-buttons";
-        for (const [field, value, label, title] of BUTTONS) {
-            const button = document.createElement("button");
-            button.type = "button";
-            button.textContent = label;
-            button.title = title;
-            button.dataset.field = field;
-            if (value !== null) button.dataset.value = String(value);
-            button.addEventListener("click", () => {
-                const state = root.__state;
-                const sent = value !== null ? value : !state[field];
-                root.__send("action", {field, value: sent});
-            });
-            row.appendChild(button);
+        for (const [field, value, label, title] of data.buttons) {
+            const sent = () => value !== null ? value : !root.__state[field];
+            const made = button([label], title, () => root.__send("action", {field, value: sent()}));
+            made.dataset.field = field;
+            if (value !== null) made.dataset.value = String(value);
+            row.appendChild(made);
         }
-        const highlight = document.createElement("button");
-        highlight.type = "button";
-        highlight.textContent = "Highlight";
-        highlight.title = "keys act on this step, and its confidence, rationale and note open here";
+        const highlight = button(["Highlight"], "keys act on this step, and its confidence, rationale and note open here",
+                                 () => root.__send("action", {field: "highlight", value: true}));
         highlight.dataset.field = "highlight";
-        highlight.addEventListener("click", () => root.__send("action", {field: "highlight", value: true}));
         for (const name of ["summary", "status", "error"]) {
             const line = document.createElement("div");
             line.className = name === "error" ? "ss-error" : "ss-note";
@@ -91,15 +99,14 @@ export default function(component) {
         }
         root.insertBefore(row, root.firstChild);
         root.appendChild(highlight);
-        parentElement.appendChild(root);
-    }
+    });
     root.__send = component.setTriggerValue;  // the latest render's sender
     root.__state = data;
-    for (const button of root.querySelectorAll(".ss-buttons button")) {
-        const field = button.dataset.field;
-        const on = field === "rating" ? String(data.rating) === button.dataset.value : Boolean(data[field]);
-        button.setAttribute("aria-pressed", on ? "true" : "false");
-        button.disabled = Boolean(data.greyed) && field !== "flagged";
+    for (const made of root.querySelectorAll(".ss-buttons button")) {
+        const field = made.dataset.field;
+        const on = field === "rating" ? String(data.rating) === made.dataset.value : Boolean(data[field]);
+        made.setAttribute("aria-pressed", on ? "true" : "false");
+        made.disabled = Boolean(data.greyed) && field !== "flagged";
     }
     root.querySelector("[data-field='highlight']").hidden = Boolean(data.cursor);
     for (const line of root.querySelectorAll("[data-line]")) {
@@ -109,53 +116,36 @@ export default function(component) {
 }
 """
 
-# The keyboard bar: [key, label, key hint, tooltip]; `data` has the keys to disable and the
-# caption. The client script (pages/_annotate_hints.py) presses these buttons for the keys.
-_KEYS_JS = """
-const KEYS = [
-    ["ann_key_r-1", "\\u22121", "1", "rate the highlighted step \\u22121 and move on (1)"],
-    ["ann_key_r0", "0", "2", "rate the highlighted step 0 and move on (2)"],
-    ["ann_key_r1", "+1", "3", "rate the highlighted step +1 and move on (3)"],
-    ["ann_key_fe", "1st err", "E", "first error at the highlighted step (E)"],
-    ["ann_key_fl", "Flag", "F", "flag the highlighted step (F)"],
-    ["ann_up", "Up", "K", "previous step (K)"], ["ann_down", "Down", "J", "next step (J)"],
-    ...[1, 2, 3, 4, 5].map(level => [`ann_key_c${level}`, `c${level}`, `\\u21e7${level}`,
-                                     `confidence ${level} on the highlighted step (Shift+${level})`]),
-];
-
+# The keyboard bar: data.buttons is [button, label, key hint, tooltip] (core.views.annotate.
+# keyboard_bar_buttons); `data` also has the buttons to disable and the caption. The client
+# script (pages/_annotate_hints.py) presses these buttons for the keys.
+_KEYS_JS = _HELPERS_JS + """
 export default function(component) {
     const {data, parentElement} = component;
-    let root = parentElement.querySelector(":scope > .ss-keys");
-    if (!root) {
-        root = document.createElement("div");
-        root.className = "ss-keys";
-        for (const [key, label, hint, title] of KEYS) {
-            const button = document.createElement("button");
-            button.type = "button";
-            button.title = title;
-            button.dataset.annKey = key;
+    const root = mounted(parentElement, "ss-keys", (root) => {
+        for (const [key, label, hint, title] of data.buttons) {
             const name = document.createElement("span");
             name.textContent = label;
             const kbd = document.createElement("kbd");
             kbd.textContent = hint;
-            button.append(name, kbd);
-            button.addEventListener("click", () => root.__send("key", key));
-            root.appendChild(button);
+            const made = button([name, kbd], title, () => root.__send("key", key));
+            made.dataset.annKey = key;
+            root.appendChild(made);
         }
         const caption = document.createElement("div");
         caption.className = "ss-note";
         root.appendChild(caption);
-        parentElement.appendChild(root);
-    }
+    });
     root.__send = component.setTriggerValue;
     const disabled = new Set(data.disabled || []);
-    for (const button of root.querySelectorAll("button")) button.disabled = disabled.has(button.dataset.annKey);
+    for (const made of root.querySelectorAll("button")) made.disabled = disabled.has(made.dataset.annKey);
     root.querySelector(".ss-note").textContent = data.caption || "";
 }
 """
 
 ROW_KEY = "ann_ctl_"  # + step id: a row's element (its CSS class is st-key-ann_ctl_<id>)
 KEYBOARD_KEY = "ann_keys"
+_ROW_BUTTONS, _BAR_BUTTONS = row_buttons(), keyboard_bar_buttons()
 
 _controls = st.components.v2.component("stepscope_step_controls", js=_JS, css=_CSS, isolate_styles=False)
 _keys = st.components.v2.component("stepscope_keyboard_bar", js=_KEYS_JS, css=_CSS, isolate_styles=False)
@@ -166,11 +156,12 @@ def step_controls(step_id: int, state: dict, on_action: Callable[[object], None]
     our script, anything from a hostile client) before the next run, as a button's on_click
     would."""
     key = f"{ROW_KEY}{step_id}"
-    _controls(key=key, data=state, on_action_change=lambda: on_action(st.session_state[key].get("action")))
+    _controls(key=key, data={**state, "buttons": _ROW_BUTTONS},
+              on_action_change=lambda: on_action(st.session_state[key].get("action")))
 
 
 def keyboard_controls(disabled: list[str], caption: str, on_key: Callable[[object], None]) -> None:
     """Draw the keyboard bar; `on_key` gets the pressed button's key (core.views.annotate.
     KEYBOARD_ACTIONS; anything from a hostile client) before the next run."""
-    _keys(key=KEYBOARD_KEY, data={"disabled": disabled, "caption": caption},
+    _keys(key=KEYBOARD_KEY, data={"buttons": _BAR_BUTTONS, "disabled": disabled, "caption": caption},
           on_key_change=lambda: on_key(st.session_state[KEYBOARD_KEY].get("key")))

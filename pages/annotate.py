@@ -1,9 +1,7 @@
 """Annotate: an annotation session under the sidebar's annotator name.
 
 Every click is saved the moment it is made (committed before the page says "saved"). Keys act
-on the highlighted step: 1 / 2 / 3 rate it −1 / 0 / +1 (and move on), Shift+1…5 set its
-confidence, E marks the first error, F flags it, J / K move down / up, S submits the trajectory
-(shows the automatic labels in blind mode), N / P go to the next / previous trajectory.
+on the highlighted step, or on the trajectory (Submit, Next, Previous): core.views.annotate.KEYS.
 
 Speed: each step row is a fragment (a click reruns that row only), and the keyboard bar with
 the rows is another (a key reruns the rows, not the page). A row's buttons and status lines are
@@ -20,7 +18,8 @@ import streamlit as st
 
 from core.views.annotate import (
     GREYED_FIELDS, KEYBOARD_ACTIONS, QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue,
-    error_taxonomy, latents_summary, my_labels, queue_progress, row_action, save_label, saved_message, stopped_after,
+    error_taxonomy, key_for, keyboard_caption, latents_summary, my_labels, queue_progress, row_action, save_label,
+    saved_message, stopped_after,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
@@ -121,13 +120,14 @@ def navigation(queue: list[int], tid: int) -> None:
     st.progress(progress.complete / progress.total if progress.total else 0.0)
     cols = st.columns([3, 1, 1, 1, 2])
     cols[0].text(f"Trajectory {pos + 1} of {len(queue)} (#{tid}) · {progress.text}")
-    cols[1].button("Previous", key="ann_prev", on_click=move_trajectory, args=(queue, -1), shortcut="P",
-                   disabled=pos <= 0, width="stretch", help="previous trajectory (P)")
-    cols[2].button("Next", key="ann_next", on_click=move_trajectory, args=(queue, 1), shortcut="N",
-                   disabled=pos >= len(queue) - 1, width="stretch", help="next trajectory (N)")
+    previous, following, submit = key_for("ann_prev"), key_for("ann_next"), key_for("ann_submit")
+    cols[1].button(previous.label, key=previous.button, on_click=move_trajectory, args=(queue, -1),
+                   shortcut=previous.name, disabled=pos <= 0, width="stretch", help=previous.tooltip)
+    cols[2].button(following.label, key=following.button, on_click=move_trajectory, args=(queue, 1),
+                   shortcut=following.name, disabled=pos >= len(queue) - 1, width="stretch", help=following.tooltip)
     submitted = state.setdefault("ann_submitted", set())
-    cols[3].button("Submit", key="ann_submit", on_click=submitted.add, args=((name, tid),), shortcut="S",
-                   width="stretch", help="done with this trajectory: shows the automatic labels (S)")
+    cols[3].button(submit.label, key=submit.button, on_click=submitted.add, args=((name, tid),),
+                   shortcut=submit.name, width="stretch", help=submit.tooltip)
     state["ann_blind_box"] = state.get("ann_blind", True) or blind_locked
     cols[4].toggle("Blind mode", key="ann_blind_box", help="hide automatic labels until submitted",
                    disabled=blind_locked,
@@ -201,7 +201,7 @@ def latents(tid: int, card, mine: dict | None, greyed: bool) -> None:
     state[conf_key] = mine.get("confidence")
     st.segmented_control("Confidence", CONFIDENCE_LEVELS, key=conf_key, disabled=greyed,
                          on_change=lambda: save(tid, card.step_id, card.idx, "confidence", state[conf_key]),
-                         help="how sure you are, 1 (guess) to 5 (certain); Shift+1…5 on the highlighted step")
+                         help="how sure you are, 1 (guess) to 5 (certain); the keyboard bar's c1…c5 set it too")
     if mine.get("rating") == -1:
         taxonomy = error_taxonomy(store)
         state[cat_key] = mine.get("category") if mine.get("category") in taxonomy else None
@@ -221,11 +221,9 @@ def keyboard_bar(tid: int, cards, labels: dict, stop_at: int | None) -> None:
     step = state["ann_step"]
     card = cards[step]
     greyed = stop_at is not None and card.idx > stop_at
-    disabled = [key for key, (field, _) in KEYBOARD_ACTIONS.items() if greyed and field in GREYED_FIELDS]
-    disabled += ["ann_up"] * (step <= 0) + ["ann_down"] * (step >= len(cards) - 1)
-    caption = (f"Keys on the highlighted step (step {step}): 1 / 2 / 3 rate −1 / 0 / +1, Shift+1…5 confidence, "
-               "E first error, F flag, J / K down / up; S submit, N / P next / previous trajectory.")
-    keyboard_controls(disabled, caption, on_key=lambda key: key_pressed(
+    disabled = [key for key, (field, value) in KEYBOARD_ACTIONS.items()
+                if (greyed and field in GREYED_FIELDS) or (field == "move" and not 0 <= step + value < len(cards))]
+    keyboard_controls(disabled, keyboard_caption(step), on_key=lambda key: key_pressed(
         tid, card, labels.get(card.step_id) or {}, len(cards), greyed, key))
 
 

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from core.views.annotate import (
-    QueueSpec, build_queue, my_labels, parse_assigned, queue_progress, random_sample, save_label, saved_message,
+    KEYBOARD_ACTIONS, KEYS, ROW_FIELDS, QueueSpec, build_queue, key_codes, keyboard_bar_buttons, keyboard_caption,
+    my_labels, parse_assigned, queue_progress, random_sample, row_buttons, save_label, saved_message,
 )  # fmt: skip
 from core.views.jobs import EstimateRequest, active_jobs, cancel, job_progress, job_table, queue_estimate, queue_top_up, retry
 from core.views.inputs import (
@@ -325,6 +326,26 @@ def test_unlabelled_first_queue_and_progress(store):
     progress = queue_progress(store, "alice", queue)
     assert (progress.complete, progress.total) == (1, 10)
     assert progress.text == "1 of 10 trajectories fully labelled"
+
+
+def test_the_key_map_gives_every_element_its_part():
+    """core.views.annotate.KEYS is the one key map: the keyboard bar, the rows and the client
+    script's keys are read from it (pages/_step_controls.py, pages/_annotate_hints.py)."""
+    assert len({key.button for key in KEYS}) == len(KEYS)
+    assert len({(key.code, key.shift) for key in KEYS}) == len(KEYS)  # one button a key
+    codes = key_codes()
+    assert codes["plain"]["Digit3"] == "ann_key_r1" and codes["shift"]["Digit4"] == "ann_key_c4"
+    assert codes["plain"]["KeyN"] == "ann_next"  # a page button: pressed, not on the bar
+    assert sorted([*codes["plain"].values(), *codes["shift"].values()]) == sorted(key.button for key in KEYS)
+    bar = keyboard_bar_buttons()
+    assert [button for button, *_ in bar] == list(KEYBOARD_ACTIONS) and "ann_next" not in KEYBOARD_ACTIONS
+    assert bar[0] == ["ann_key_r-1", "−1", "1", "rate −1 on the highlighted step and move on (1)"]
+    assert ["ann_key_c5", "c5", "⇧5", "confidence 5 on the highlighted step (Shift+5)"] in bar
+    rows = row_buttons()
+    assert [field for field, *_ in rows] == ["rating", "rating", "rating", "first_error", "flagged"]
+    assert {field for field, *_ in rows} == set(ROW_FIELDS)
+    assert rows[3] == ["first_error", None, "1st err", "first error on this step (E on the highlighted step)"]
+    assert "(step 4)" in keyboard_caption(4) and "N next" in keyboard_caption(4)
 
 
 def test_random_sample_overlap_between_annotators():

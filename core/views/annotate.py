@@ -226,14 +226,95 @@ def row_action(action: object) -> tuple[str, bool | int] | None:
     return None
 
 
-# The keyboard bar's buttons (the keys the client script presses) and what each does to the
-# highlighted step: (field, value), value None for a toggle, or ("move", -1 | +1).
-KEYBOARD_ACTIONS: dict[str, tuple[str, int | None]] = {
-    "ann_key_r-1": ("rating", -1), "ann_key_r0": ("rating", 0), "ann_key_r1": ("rating", 1),
-    "ann_key_fe": ("first_error", None), "ann_key_fl": ("flagged", None),
-    "ann_up": ("move", -1), "ann_down": ("move", 1),
-    **{f"ann_key_c{level}": ("confidence", level) for level in range(1, 6)},
-}  # fmt: skip
+# --- the keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One of Annotate's keys and the button it presses: the keyboard bar's (`action` on the
+    highlighted step) or one of the page's own (`action` None: Submit, Next, Previous)."""
+
+    button: str  # the button's element key, which the client script presses for the key
+    code: str  # the key, as the browser's KeyboardEvent.code names it: "Digit1", "KeyE"
+    label: str
+    does: str  # for its tooltip
+    action: tuple[str, int | None] | None = None  # (field, value), value None a toggle; ("move", -1 | 1)
+    shift: bool = False
+
+    @property
+    def name(self) -> str:
+        """The key as a person reads it: "1", "Shift+1", "E"."""
+        return ("Shift+" if self.shift else "") + self._face
+
+    @property
+    def hint(self) -> str:
+        """The key as a button shows it, small: "1", "⇧1", "E"."""
+        return ("⇧" if self.shift else "") + self._face
+
+    @property
+    def _face(self) -> str:  # what the key's cap says
+        return self.code.removeprefix("Digit").removeprefix("Key")
+
+    @property
+    def tooltip(self) -> str:
+        field = self.action[0] if self.action else None
+        where = "" if field in (None, "move") else " on the highlighted step"
+        return f"{self.does}{where}{' and move on' if field == 'rating' else ''} ({self.name})"
+
+
+# The one key map: the keyboard bar draws the keys with an action, the page draws the others,
+# the client script (pages/_annotate_hints.py) presses their buttons, and a step row's buttons
+# are those of its fields (ROW_FIELDS). Each element gets it as data.
+KEYS = (
+    Key("ann_key_r-1", "Digit1", "−1", "rate −1", ("rating", -1)),
+    Key("ann_key_r0", "Digit2", "0", "rate 0", ("rating", 0)),
+    Key("ann_key_r1", "Digit3", "+1", "rate +1", ("rating", 1)),
+    Key("ann_key_fe", "KeyE", "1st err", "first error", ("first_error", None)),
+    Key("ann_key_fl", "KeyF", "Flag", "flag", ("flagged", None)),
+    Key("ann_up", "KeyK", "Up", "previous step", ("move", -1)),
+    Key("ann_down", "KeyJ", "Down", "next step", ("move", 1)),
+    *(Key(f"ann_key_c{level}", f"Digit{level}", f"c{level}", f"confidence {level}", ("confidence", level), shift=True)
+      for level in range(1, 6)),
+    Key("ann_submit", "KeyS", "Submit", "done with this trajectory: shows the automatic labels"),
+    Key("ann_next", "KeyN", "Next", "next trajectory"),
+    Key("ann_prev", "KeyP", "Previous", "previous trajectory"),
+)  # fmt: skip
+KEYBOARD_ACTIONS = {key.button: key.action for key in KEYS if key.action}  # the bar's buttons
+ROW_FIELDS = ("rating", "first_error", "flagged")  # a step row's own buttons, besides Highlight
+
+
+def key_for(button: str) -> Key:
+    """The key of one of the page's buttons (Submit, Next, Previous)."""
+    [key] = [key for key in KEYS if key.button == button]
+    return key
+
+
+def keyboard_bar_buttons() -> list[list[str]]:
+    """The keyboard bar's buttons, as its element takes them: [button, label, key hint, tooltip]."""
+    return [[key.button, key.label, key.hint, key.tooltip] for key in KEYS if key.action]
+
+
+def row_buttons() -> list[list]:
+    """A step row's buttons, as its element takes them: [field, value or None (a toggle), label,
+    tooltip]: the keyboard bar's for the row's fields, on this step rather than the highlighted one."""
+    return [[*key.action, key.label, f"{key.does} on this step ({key.name} on the highlighted step)"]
+            for key in KEYS if key.action and key.action[0] in ROW_FIELDS]  # fmt: skip
+
+
+def key_codes() -> dict[str, dict[str, str]]:
+    """What the client script presses for a key: {"plain" | "shift": {KeyboardEvent.code: button}}."""
+    codes: dict[str, dict[str, str]] = {"plain": {}, "shift": {}}
+    for key in KEYS:
+        codes["shift" if key.shift else "plain"][key.code] = key.button
+    return codes
+
+
+def keyboard_caption(step: int) -> str:
+    """The keyboard bar's line: the keys drawn elsewhere (its own buttons show theirs)."""
+    others = ", ".join(f"{key.name} {key.label.lower()}" for key in KEYS if not key.action)
+    return f"Keys act on the highlighted step (step {step}), as on these buttons; on the trajectory: {others}."
+
+
 GREYED_FIELDS = ("rating", "first_error", "confidence")  # what a step after the first error cannot get (stop mode)
 
 
