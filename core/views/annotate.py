@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -158,8 +159,6 @@ class DwellClock:
     """
 
     def __init__(self, clock=None) -> None:
-        import time
-
         self._now = clock or time.monotonic
         self.first_seen: dict[int, float] = {}  # step id -> first render
         self.trajectory_seen: dict[int, float] = {}

@@ -18,6 +18,9 @@ from functools import lru_cache
 import numpy as np
 
 from core import metrics
+from core.orm_training import list_orms
+from core.probes import list_probes
+from core.splits import problem_split
 from core.store import Store
 
 RESAMPLES = 1000
@@ -40,8 +43,6 @@ def samples_by_problem(store: Store, model: str, dataset: str | None = None, spl
     only the problems of that split: a trained verifier is compared on problems it never saw."""
     found = store.graded_policy_solutions(model, dataset)
     if split is not None:
-        from core.splits import problem_split
-
         side = {pid: problem_split(store.get_problem(pid)) for pid in {row["problem_id"] for row in found}}
         found = [row for row in found if side[row["problem_id"]] == split]
     scores = store.latest_outcome_p_yes([row["id"] for row in found])
@@ -118,9 +119,6 @@ class VerifierInfo:
 def verifier_info(store: Store, judges: list[str]) -> list[VerifierInfo]:
     """What each verifier is and which base it was trained on, from the artifacts next to the
     database (a fine-tuned ORM's or probe's manifest); any other verdict name is a prompted judge."""
-    from core.orm_training import list_orms
-    from core.probes import list_probes
-
     known = {entry["judge"]: VerifierInfo(entry["judge"], "probe", entry["base"]) for entry in list_probes(store)}
     known |= {entry["judge"]: VerifierInfo(entry["judge"], "fine-tuned ORM", entry["base"]) for entry in list_orms(store)}
     return [known.get(judge, VerifierInfo(judge, "judge", judge)) for judge in judges]

@@ -16,9 +16,12 @@ from core.errors import StepScopeError
 from core.jobs.estimate import EstimateSpec, default_sampling
 from core.jobs.generate import GENERATED_SOURCE, GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
+from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.registry import unit_of
 from core.jobs.runner import cancel_job, queue, retry_job
 from core.jobs.spec import MAX_N, MAX_PROBLEMS, check_range
+from core.orm_training import is_orm_folder, list_orms
+from core.probes import list_probes
 from core.store import Store
 
 ACTIVE = ("queued", "running")
@@ -117,9 +120,6 @@ def queue_judge_solutions(
 def trained_verifiers(store: Store) -> dict[str, str]:
     """Verifiers trained next to the database, folder -> judge name, for a picker: probes
     (train-verifier) and fine-tuned ORMs (train-orm)."""
-    from core.orm_training import list_orms
-    from core.probes import list_probes
-
     found: dict[str, str] = {}
     for listed in (list_probes, list_orms):
         try:
@@ -132,9 +132,6 @@ def trained_verifiers(store: Store) -> dict[str, str]:
 def verifier_job(folder: str, trajectory_ids: Sequence[int]):
     """The job that scores with a trained verifier's folder: a fine-tuned ORM's outcome verdicts
     (orm-score) or a probe's verdicts (probe-judge)."""
-    from core.jobs.orm_score import OrmScoreSpec
-    from core.orm_training import is_orm_folder
-
     spec = OrmScoreSpec if is_orm_folder(folder) else ProbeJudgeSpec
     return spec(verifier=folder, trajectory_ids=tuple(trajectory_ids))
 

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
+from core.errors import StepScopeError
 from core.mcpe import Counts, step_value
 from core.store import Store
 from core.views.compare import predicted, scores
@@ -141,8 +142,6 @@ def categories_by_position(rows: Sequence[LatentRow]) -> list[dict]:
 def gold_from_annotator(store: Store, trajectory_id: int, annotator: str) -> int:
     """Make a trajectory a gold item whose expected ratings are `annotator`'s (say, an expert's)
     on its current steps; returns the number of gold steps."""
-    from core.errors import StepScopeError
-
     labels = {r["step_id"]: r["rating"] for r in store.annotations(trajectory_id, annotator=annotator)
               if r["rating"] is not None}
     current = {s["id"] for s in store.steps(trajectory_id)}

@@ -25,9 +25,10 @@ from core import metrics
 from core.errors import StepScopeError
 from core.formats.labels import parse_label_source, resolve_label_source
 from core.prm import AGGREGATIONS, prm_judges, solution_scores
+from core.prm_training import consensus_labels
 from core.splits import problem_split
 from core.store import Store
-from core.views.best_of_n import CurvePoint, Sample, curves, k_values, mean_interval
+from core.views.best_of_n import CurvePoint, Sample, VerifierInfo, curves, k_values, mean_interval, verifier_info
 from core.views.compare import LabelledStep, compare, human_label, scores, source_names
 
 THRESHOLDS = tuple(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19))
@@ -171,8 +172,6 @@ def agreement_kept(store: Store, source: str, policy: str | None) -> Agreement:
     """The kept fraction of MC-agreement labels with the verifier `source` (a label source such as
     `judge:NAME` or `prm:NAME`) over the trajectories it scored: what `stepscope train-prm` would
     train on with those labels."""
-    from core.prm_training import consensus_labels
-
     judge = resolve_label_source(store, source).name
     trajectory_ids = sorted(store.step_scores_by_trajectory(judge))
     if not trajectory_ids:
@@ -245,8 +244,6 @@ def aggregation_of(verifier: str, prms: Sequence[str]) -> str | None:
 
 def verifier_info_with_prms(store: Store, verifiers: list[str]) -> list:
     """`best_of_n.verifier_info`, with a PRM under an aggregation said as such."""
-    from core.views.best_of_n import VerifierInfo, verifier_info
-
     prms = prm_judges(store)
     infos = []
     for v in verifier_info(store, verifiers):
