@@ -246,12 +246,32 @@ def shared_app(tmp_path_factory, tiny_model_dir):
         kill_streamlit(process)
 
 
-async def _big_inputs(url: str, big: int, many: int) -> dict:
+async def _ordinary_render_seconds(browser, url: str, trajectory: int) -> float:
+    """A deep link to an ordinary trajectory, timed as measure_render times the big ones: the
+    reference the big inputs are compared with, measured on the same machine in the same load."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    page = await context.new_page()
+    try:
+        seconds = []
+        # The first visit to a fresh server also imports the page's modules: untimed.
+        for _ in range(2):
+            started = time.monotonic()
+            await page.goto(f"{url}/?trajectory={trajectory}&step=0")
+            await page.get_by_role("heading", name="Step 0: prefix and rollouts").wait_for(timeout=PAGE_TIMEOUT_MS)
+            await settle(page)
+            seconds.append(time.monotonic() - started)
+        return round(seconds[-1], 2)
+    finally:
+        await context.close()
+
+
+async def _big_inputs(url: str, ordinary: int, big: int, many: int) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await launch(playwright)
-        figures = await measure_render(browser, url, big, many)
+        figures = {"ordinary_seconds": await _ordinary_render_seconds(browser, url, ordinary)}
+        figures.update(await measure_render(browser, url, big, many))
         # The truncated view expands: the first 100,000 characters, and the whole text as a download.
         page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
         await page.goto(f"{url}/?trajectory={big}&step=0")  # Explore is the root page
@@ -273,15 +293,18 @@ async def _big_inputs(url: str, big: int, many: int) -> dict:
 
 
 def test_a_1mb_step_and_10000_steps_render_truncated(shared_app):
-    url, db, _ = shared_app
-    figures = asyncio.run(_big_inputs(url, *add_big_trajectories(db)))
+    url, db, trajectory_ids = shared_app
+    figures = asyncio.run(_big_inputs(url, trajectory_ids[0], *add_big_trajectories(db)))
     print(json.dumps(figures, indent=1))
     big, many = figures["big_step_1mb"], figures["steps_10k"]
     assert big["truncated_view"] and big["page_text_chars"] < 100_000
     assert 100_000 <= figures["expanded_text_chars"] < 110_000
     assert many["truncated_view"] and many["step_cards_drawn"] <= 20
-    # "Without freezing": generous bounds for a busy 2-core box; the benchmark reports the figures.
-    assert big["seconds"] < 60 and many["seconds"] < 60
+    # "Without freezing": within a generous multiple of an ordinary page's render, measured just
+    # before on the same server, so that a busy machine slows both (the pair was 2-3 s against
+    # about 1 s on 2 quiet cores). The benchmark (benchmarks/reliability_load.py) reports the figures.
+    bound = 20 * figures["ordinary_seconds"]
+    assert big["seconds"] < bound and many["seconds"] < bound, figures
 
 
 # --- a model that dies mid-job --------------------------------------------------------------
@@ -496,10 +519,12 @@ async def _latent_session(url: str, db: Path, name: str, steps: list[int], timin
         # until the keyboard bar is drawn) and apply in order: "3" rates step 0 and moves on,
         # Shift+4 then sets step 1's confidence.
         await page.get_by_text("Trajectory 1 of").wait_for(timeout=PAGE_TIMEOUT_MS)
+        # Step 1's dwell starts after this moment (at step 0's rating) and ends before its own
+        # rating is shown: the window timed here contains it, however slow the machine.
+        timing["before_keys"] = time.monotonic()
         await page.keyboard.press("3")
         await page.keyboard.press("Shift+4")
         await page.locator(rating_shown(steps[0], 1)).first.wait_for(timeout=60_000)
-        timing["step_0_rated"] = time.monotonic()
         await page.get_by_text("saved: step 1 confidence 4").first.wait_for(timeout=60_000)
         await settle(page)
         queue = page.locator("[data-testid='stExpander'] details").filter(has_text="Order").first
@@ -515,8 +540,8 @@ async def _latent_session(url: str, db: Path, name: str, steps: list[int], timin
                                        document.dispatchEvent(new Event('visibilitychange')); }""")
         await settle(page)
         await page.locator(rating_button(steps[1], -1)).first.click()  # step 1: −1 (mouse)
-        timing["step_1_s"] = time.monotonic() - timing["step_0_rated"]
         await page.locator(rating_shown(steps[1], -1)).first.wait_for(timeout=60_000)
+        timing["step_1_s"] = time.monotonic() - timing["before_keys"]
         await settle(page)
         assert await page.locator(rating_button(steps[2], 1)).first.is_disabled()  # greyed out after the error
         await page.locator(f".st-key-ann_cat_{steps[1]}").first.click()
@@ -557,7 +582,10 @@ def test_a_session_with_latents_stop_mode_and_a_gold_item_is_in_the_file(shared_
     assert (second["rating"], second["confidence"], second["category"], second["rationale"], second["first_error"]) == (
         -1, 4, "calculation", "3 x 4 is not 11", 1)
     assert second["rating_order"] == 2 and second["dwell_ms"] > 0 and set(rows) == {0, 1}
-    # Step 1's dwell runs from step 0's rating to its own, less the 8 s the tab was hidden.
+    # Step 1's dwell runs from step 0's rating to its own, less the 8 s the tab was hidden: at
+    # most the window that contains it less 8 s (3 s here, leaving room for how the page
+    # measures the hidden span). Counting the hidden 8 s would exceed this unless the page took
+    # over 3 s to act on the keys and to show the rating.
     assert second["dwell_ms"] < (timing["step_1_s"] - 3) * 1000, (second["dwell_ms"], timing)
     store = Store.open(db)
     history = [(h["idx"], h["field"], h["old_value"], h["new_value"]) for h in store.label_history(annotator="latents")]
