@@ -142,6 +142,11 @@ def test_choose_threshold_picks_on_train_and_reports_on_test():
 SAMPLES = [("4", True, (0.9, 0.2)), ("5", False, (0.4, 0.5)), ("6", False, (0.3, 0.3))]
 
 
+def at_k(frame, k: int) -> dict:
+    """Best-of-N's curve table: method -> value at k."""
+    return {m: v for m, kk, v in zip(frame["method"], frame["k"], frame["value"]) if kk == k}
+
+
 def add_scored_samples(store: Store) -> None:
     """The policy's SAMPLES of one problem, each step with its PRM verdict."""
     problem = store.add_problem("bon", "2 + 2?", "4")
@@ -162,7 +167,7 @@ def test_best_of_n_aggregation_picker_changes_the_prm_curves(db):
     assert at.multiselect(key="bon_aggregations").value == ["min"]
 
     def at_k3(frame):
-        return {m: v for m, k, v in zip(frame["method"], frame["k"], frame["value"]) if k == 3}
+        return at_k(frame, 3)
 
     values = at_k3(at.dataframe[0].value)
     assert values[f"best-of-k: {PRM} · min"] == 0.0 and values[f"weighted vote: {PRM} · min"] == 0.0
@@ -173,3 +178,46 @@ def test_best_of_n_aggregation_picker_changes_the_prm_curves(db):
     assert values[f"best-of-k: {PRM} · mean"] == 1.0 and values[f"weighted vote: {PRM} · mean"] == 1.0
     assert values[f"best-of-k: {PRM} · product"] == 0.0  # products 0.18, 0.20, 0.09: "5"
     assert at.dataframe[1].value["type"].tolist() == ["PRM (mean)", "PRM (product)"]
+
+
+# --- a PRM under a name of the user's choosing is a PRM everywhere ----------------------------
+
+
+def test_prm_scores_stored_under_any_name_show_as_a_prm_everywhere(db, tmp_path):
+    """`stepscope prm score --name foo`: the kind is stored with the name, so Explore, Compare and
+    Best-of-N treat foo as a PRM although nothing in the name says so; a judge can't take the name."""
+    from cli_runner import run_cli
+
+    store = seeded(db)
+    problem = store.add_problem("bon", "2 + 2?", "4")
+    ids = [store.add_trajectory(problem, f"Adding.\nThe answer is {answer}.", source="policy", model="pol",
+                                final_answer=answer, correct=correct)
+           for answer, correct, _ in SAMPLES]  # fmt: skip
+    prm_dir = build_token_classification_prm(tmp_path / "prm")
+    result = run_cli("prm", "score", "--prm", str(prm_dir), "--family", "token-classification", "--name", "foo",
+                     "--dataset", "bon", "--device", "cpu", "--db", str(db), env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert store.verifier_kinds() == {"foo": "prm"}
+    for step in store.steps(ids[0]):
+        store.save_annotation("alice", step["id"], rating=1)
+
+    explore = page("explore", db, explore_tid=ids[0])
+    explore.run()
+    no_exceptions(explore)
+    assert [t for t in texts(explore) if t.startswith("foo: PRM score")]
+    assert not [t for t in texts(explore) if t.startswith("foo: P(yes)")]
+    compare = page("compare", db)
+    compare.run()
+    no_exceptions(compare)
+    assert "prm:foo" in compare.selectbox(key="cmp_source").options
+    assert "judge:foo" not in compare.selectbox(key="cmp_source").options
+    best = page("best_of_n", db)
+    best.run()
+    no_exceptions(best)
+    assert best.multiselect(key="bon_aggregations").value == ["min"]  # offered only when a PRM is stored
+    assert at_k(best.dataframe[0].value, 3)["best-of-k: foo · min"] is not None
+
+    refused = run_cli("judge", "--judge", "tiny-model", "--name", "foo", "--kind", "step", "--trajectories", "1",
+                      "--db", str(db))  # fmt: skip
+    assert refused.returncode != 0 and "'foo' already names a prm verifier" in refused.stderr
+    assert len(store.list_jobs()) == 1 and store.verifier_kinds() == {"foo": "prm"}
