@@ -81,6 +81,39 @@ def test_served_remotely_follows_the_bind_address(address, remote):
     assert served_remotely(address, {"STEPSCOPE_SERVED_REMOTELY": "0"}) is remote
 
 
+@pytest.fixture
+def bind_address(monkeypatch):
+    """Set Streamlit's server.address as `--server.address` would, with nothing forcing remote
+    mode: what the app decides then comes from the bind address alone."""
+    from streamlit import config
+
+    monkeypatch.delenv("STEPSCOPE_SERVED_REMOTELY", raising=False)
+    before = config.get_option("server.address")
+    yield lambda address: config.set_option("server.address", address)
+    config.set_option("server.address", before)
+
+
+@pytest.mark.parametrize("address, remote", [
+    ("0.0.0.0", True), ("192.168.1.5", True), ("::", True),
+    ("127.0.0.1", False), ("localhost", False), ("::1", False),
+])  # fmt: skip
+def test_the_app_tells_remote_serving_from_the_bind_address_alone(address, remote, bind_address, store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STEPSCOPE_DB", str(store.path))
+    bind_address(address)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    shown = " ".join(e.value for e in at.error) + " ".join(m.value for m in at.markdown)
+    if remote:  # no link: refused, told how to get one, no data and no sidebar
+        assert "Not signed in" in shown and "This StepScope is shared beyond this machine" in shown
+        assert "Maria has 12 stickers" not in shown and not at.sidebar.selectbox
+    else:  # the local organiser, straight into Explore
+        assert "Not signed in" not in shown and at.title[0].value == "Explore"
+        assert "Maria has 12 stickers" in shown and at.sidebar.selectbox
+
+
 # --- invitations in the store ---------------------------------------------------------------
 
 
