@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
-
-from statsmodels.stats.proportion import proportion_confint
+from functools import cache
+from typing import Protocol, Sequence, Union
 
 CONFIDENCE = 0.95
+# Defaults of every way of starting an estimate (app, CLI, job spec): N rollouts per step (the
+# most per step for adaptive and first-error) and the rollouts a round samples per step.
+ROLLOUTS_PER_STEP = 16
+ROUND_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,25 @@ def step_value(counts: Counts) -> StepValue:
 
 
 def wilson_interval(counts: Counts, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval, clipped to [0, 1]: statsmodels' proportion_confint(method="wilson")
+    to the last bit, written out so that importing this module does not load statsmodels (seconds)."""
     if counts.n == 0:
         return 0.0, 1.0
-    low, high = proportion_confint(counts.correct, counts.n, alpha=1 - confidence, method="wilson")
-    return float(low), float(high)
+    n, crit = counts.n, _critical_value(confidence)
+    share, crit2 = counts.correct / n, crit**2
+    denom = 1 + crit2 / n
+    center = (share + crit2 / (2 * n)) / denom
+    dist = crit * math.sqrt(share * (1.0 - share) / n + crit2 / (4.0 * n**2)) / denom
+    return min(max(center - dist, 0.0), 1.0), min(max(center + dist, 0.0), 1.0)
+
+
+@cache
+def _critical_value(confidence: float) -> float:
+    """The two-sided normal quantile, as statsmodels gets it (scipy's ndtri; the standard
+    library's NormalDist differs in the last bit). scipy loads with the first interval."""
+    from scipy.special import ndtri
+
+    return float(-ndtri((1 - confidence) / 2))
 
 
 def first_error(values: Sequence[Counts]) -> int:
@@ -80,7 +98,7 @@ class Strategy(Protocol):
 class FixedN:
     """Math-Shepherd: exactly N rollouts per step."""
 
-    n: int = 16
+    n: int = ROLLOUTS_PER_STEP
     name: str = "fixed"
 
     def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
@@ -105,8 +123,8 @@ class Adaptive:
     step an error after 12 failures would make the hard label weaker than fixed N's.
     """
 
-    round_size: int = 4
-    max_per_step: int = 16
+    round_size: int = ROUND_SIZE
+    max_per_step: int = ROLLOUTS_PER_STEP
     width: float = 0.3
     threshold: float = 0.0
     name: str = "adaptive"
@@ -149,8 +167,8 @@ class FirstErrorSearch:
     last step without sampling (as OmegaPRM starts from the graded outcome).
     """
 
-    round_size: int = 4
-    max_per_step: int = 16
+    round_size: int = ROUND_SIZE
+    max_per_step: int = ROLLOUTS_PER_STEP
     name: str = "first-error"
 
     def status(self, counts: Sequence[Counts], index: int, outcome: bool | None = None) -> bool | None:
@@ -201,10 +219,16 @@ class FirstErrorSearch:
         return {"strategy": self.name, "round_size": self.round_size, "n": self.max_per_step}
 
 
+# The strategies a job can be given: frozen dataclasses, passed as they are from the CLI or the
+# app through the job spec to the engine loop; `describe()` and `strategy_from_manifest` are the
+# only conversions, at the job row's manifest.
+AnyStrategy = Union[FixedN, Adaptive, FirstErrorSearch]
 STRATEGY_NAMES = ("fixed", "adaptive", "first-error")
 
 
-def make_strategy(name: str, n: int = 16, round_size: int = 4, width: float = 0.3, threshold: float = 0.0):
+def make_strategy(name: str, n: int = ROLLOUTS_PER_STEP, round_size: int = ROUND_SIZE, width: float = Adaptive.width,
+                  threshold: float = Adaptive.threshold) -> AnyStrategy:  # fmt: skip
+    """The strategy called `name` from the flat parameters a form or the command line gives."""
     from core.errors import StepScopeError
 
     if name == "fixed":
@@ -216,7 +240,7 @@ def make_strategy(name: str, n: int = 16, round_size: int = 4, width: float = 0.
     raise StepScopeError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGY_NAMES)}")
 
 
-def strategy_from_manifest(described: dict):
+def strategy_from_manifest(described: dict) -> AnyStrategy:
     """The strategy a job manifest describes (`describe()`'s dict; make_strategy's names)."""
     params = {k: v for k, v in described.items() if k != "strategy"}
     if "max_per_step" in params:  # manifests written before describe() used make_strategy's names
