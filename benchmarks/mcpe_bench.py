@@ -65,7 +65,7 @@ from core.formats import import_file  # noqa: E402
 from core.jobs.estimate import ROWS_PER_CALL, EstimateSpec, default_sampling, load_tasks  # noqa: E402
 from core.jobs.generate import GENERATED_SOURCE, GenerateSpec  # noqa: E402
 from core.jobs.runner import EngineCache, claim_job, queue, run_job  # noqa: E402
-from core.mcpe import Counts, FirstErrorSearch, FixedN, first_error  # noqa: E402
+from core.mcpe import Counts, FirstErrorSearch, FixedN, first_error, make_strategy  # noqa: E402
 from core.policy import load_template  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.synth import REFERENCE_SOURCE, write_synth  # noqa: E402
@@ -112,7 +112,7 @@ def run_estimate_job(store, timed: TimedEngine, engine_name: str, label: str, id
     cache = EngineCache(loader=lambda *args, **options: timed)
     engine_before, calls_before = timed.seconds, timed.calls
     started = time.perf_counter()
-    job_id = queue(store, EstimateSpec(policy=label, trajectory_ids=tuple(ids), strategy=strategy, n=n,
+    job_id = queue(store, EstimateSpec(policy=label, trajectory_ids=tuple(ids), strategy=make_strategy(strategy, n),
                                        sampling=sampling, rows_per_call=rows_per_call, engine=engine_name))  # fmt: skip
     status = run_job(store, claim_job(store, job_id), cache)
     wall = time.perf_counter() - started

@@ -87,6 +87,10 @@ class Strategy(Protocol):
         `outcome` is whether the trajectory's own final answer is correct, when known.
         """
 
+    @property
+    def most_per_step(self) -> int:
+        """The most rollouts it asks for at one step: N."""
+
     def budget(self, num_steps: int) -> int:
         """The most rollouts this strategy can spend on a trajectory (for progress and ETA)."""
 
@@ -100,6 +104,10 @@ class FixedN:
 
     n: int = ROLLOUTS_PER_STEP
     name: str = "fixed"
+
+    @property
+    def most_per_step(self) -> int:
+        return self.n
 
     def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
         return [max(0, self.n - c.n) for c in counts]
@@ -128,6 +136,10 @@ class Adaptive:
     width: float = 0.3
     threshold: float = 0.0
     name: str = "adaptive"
+
+    @property
+    def most_per_step(self) -> int:
+        return self.max_per_step
 
     def settled(self, counts: Counts) -> bool:
         if counts.n >= self.max_per_step:
@@ -170,6 +182,10 @@ class FirstErrorSearch:
     round_size: int = ROUND_SIZE
     max_per_step: int = ROLLOUTS_PER_STEP
     name: str = "first-error"
+
+    @property
+    def most_per_step(self) -> int:
+        return self.max_per_step
 
     def status(self, counts: Sequence[Counts], index: int, outcome: bool | None = None) -> bool | None:
         """True reachable, False unreachable, None not known yet."""

@@ -20,6 +20,7 @@ from core.jobs.runner import queue
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.train_verifier import TrainVerifierSpec
 from core.jobs.tree_search import TreeSearchSpec
+from core.mcpe import Adaptive, FirstErrorSearch, FixedN
 from core.store import Store
 
 # The two trajectories are split by different rules, so a manifest that records one splitter
@@ -65,10 +66,10 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
     sampling = SamplingParams(n=1, max_new_tokens=40, temperature=0.9, top_p=0.95, stop=("\n\n",), seed=3)
     return {
         "estimate": [
-            EstimateSpec(policy="tiny", trajectory_ids=ids, n=24, sampling=sampling, rows_per_call=16),
-            EstimateSpec(policy="tiny", trajectory_ids=ids, strategy="adaptive", n=32, round_size=8, width=0.2,
-                         threshold=0.25, engine="vllm", engine_options={"kv_cache_gib": 2}),
-            EstimateSpec(policy="tiny", trajectory_ids=ids[:1], strategy="first-error", n=48, round_size=2),
+            EstimateSpec(policy="tiny", trajectory_ids=ids, strategy=FixedN(24), sampling=sampling, rows_per_call=16),
+            EstimateSpec(policy="tiny", trajectory_ids=ids, strategy=Adaptive(round_size=8, max_per_step=32, width=0.2,
+                         threshold=0.25), engine="vllm", engine_options={"kv_cache_gib": 2}),  # fmt: skip
+            EstimateSpec(policy="tiny", trajectory_ids=ids[:1], strategy=FirstErrorSearch(round_size=2, max_per_step=48)),
         ],
         "generate": [GenerateSpec(policy="tiny", problem_ids=(1,), k=7, sampling=sampling, splitter="sentence")],
         "judge": [

@@ -11,19 +11,22 @@ in flight, and a rerun plans from the stored counts, so nothing stored is redone
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from dataclasses import InitVar, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from core.engines.base import Engine, SamplingParams
 from core.errors import StepScopeError
-from core.grading import GRADER_NAME, grade
 from core.jobs.spec import (
     MAX_N, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, require_ids, sampling_from,
     splitters_of,
 )  # fmt: skip
-from core.mcpe import STRATEGY_NAMES, Counts, make_strategy, strategy_from_manifest
+from core.mcpe import AnyStrategy, Counts, FixedN, strategy_from_manifest
 from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template, policy_context, step_prefixes
-from core.store import Store
+
+# The CLI reads this module's defaults when it starts, so what is slow to import (the grader's
+# sympy, the store's sqlite-utils and pandas) is imported where it is used.
+if TYPE_CHECKING:
+    from core.store import Store
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class TrajectoryTask:
 
 
 def load_tasks(store: Store, trajectory_ids: Sequence[int], template: PolicyTemplate) -> list[TrajectoryTask]:
+    from core.grading import grade
+
     tasks = []
     for trajectory_id in trajectory_ids:
         trajectory = store.get_trajectory(trajectory_id)
@@ -127,6 +132,8 @@ def run_estimate(
     on_progress: Callable[[Progress], None] = lambda progress: None,
 ) -> Progress:
     """Sample until the strategy is satisfied on every trajectory, or `should_stop()`."""
+    from core.grading import grade
+
     progress = Progress(planned=planned_rollouts(store, tasks, strategy, policy))
     seed = sampling.seed if sampling.seed is not None else 0
     while True:
@@ -184,29 +191,25 @@ class EstimateSpec(JobSpec):
 
     policy: str
     trajectory_ids: tuple[int, ...]
-    strategy: str = "fixed"
-    n: int = 16  # rollouts per step; the most per step for adaptive and first-error
-    round_size: int = 4
-    width: float = 0.3
-    threshold: float = 0.0
+    strategy: AnyStrategy = field(default_factory=FixedN)
+    # Shorthand for strategy=FixedN(n), the common case (tests, benchmarks); not a field.
+    n: InitVar[int | None] = None
     sampling: SamplingParams = field(default_factory=default_sampling)
     template: str = DEFAULT_TEMPLATE
     rows_per_call: int = ROWS_PER_CALL
 
+    def __post_init__(self, n: int | None) -> None:
+        if n is not None:
+            object.__setattr__(self, "strategy", FixedN(n))  # frozen: the dataclass way to set it once
+
     def model_to_load(self) -> str:
         return self.policy
-
-    def strategy_object(self):
-        return make_strategy(self.strategy, n=self.n, round_size=self.round_size, width=self.width,
-                             threshold=self.threshold)  # fmt: skip
 
     def validate(self, store: Store) -> None:
         if not self.policy.strip():
             raise StepScopeError("choose a policy model")
-        if self.strategy not in STRATEGY_NAMES:
-            raise StepScopeError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGY_NAMES)}")
-        check_range("N", self.n, 1, MAX_N)
-        check_range("round size", self.round_size, 1, MAX_N)
+        check_range("N", self.strategy.most_per_step, 1, MAX_N)
+        check_range("round size", getattr(self.strategy, "round_size", 1), 1, MAX_N)
         check_range("rows per call", self.rows_per_call, 1, 65_536)
         check_sampling(self.sampling)
         require_ids(self.trajectory_ids, "trajectories to estimate")
@@ -220,10 +223,12 @@ class EstimateSpec(JobSpec):
                 )
 
     def to_manifest(self, store: Store) -> dict:
+        from core.grading import GRADER_NAME
+
         template = load_template(self.template)
         return {
             "policy": self.policy, **self.common_manifest(), "trajectory_ids": list(self.trajectory_ids),
-            "strategy": self.strategy_object().describe(), "sampling": self.sampling.as_manifest(),
+            "strategy": self.strategy.describe(), "sampling": self.sampling.as_manifest(),
             "prompt_template": {"name": template.name, "sha256": template.sha256},
             "rows_per_call": self.rows_per_call, "grader": GRADER_NAME,
             "splitters": splitters_of(store, self.trajectory_ids),
@@ -231,10 +236,9 @@ class EstimateSpec(JobSpec):
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "EstimateSpec":
-        strategy = strategy_from_manifest(manifest["strategy"]).describe()
         return cls(**known_fields(
             cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]), sampling=sampling_from(manifest["sampling"]),
-            template=manifest["prompt_template"]["name"], strategy=strategy.pop("strategy"), **strategy,
+            template=manifest["prompt_template"]["name"], strategy=strategy_from_manifest(manifest["strategy"]),
         ))  # fmt: skip
 
     def run(self, context: JobContext) -> bool:
@@ -249,7 +253,7 @@ class EstimateSpec(JobSpec):
             ))  # fmt: skip
 
         progress = run_estimate(
-            store, context.engine, tasks, self.strategy_object(), self.policy, self.sampling,
+            store, context.engine, tasks, self.strategy, self.policy, self.sampling,
             job_id=context.job_id, rows_per_call=self.rows_per_call, should_stop=context.should_stop,
             on_progress=report,
         )  # fmt: skip

@@ -19,7 +19,8 @@ from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
 from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.registry import unit_of
 from core.jobs.runner import cancel_job, queue, retry_job
-from core.jobs.spec import MAX_N, MAX_PROBLEMS, check_range
+from core.jobs.spec import MAX_N, MAX_PROBLEMS, JobSpec, check_range
+from core.mcpe import ROLLOUTS_PER_STEP, FixedN, make_strategy
 from core.orm_training import is_orm_folder, list_orms
 from core.probes import list_probes
 from core.store import Store
@@ -27,18 +28,23 @@ from core.store import Store
 ACTIVE = ("queued", "running")
 
 
+# The app's, the CLI's and the job's defaults are one: the spec's and core.mcpe's.
+_SAMPLING = default_sampling()
+
+
 @dataclass(frozen=True)
 class EstimateRequest:
-    """The sidebar's policy and engine with a page's sampling choices."""
+    """The sidebar's policy and engine with a page's sampling choices (a form's flat fields;
+    queue_estimate turns the strategy's name and N into core.mcpe's strategy)."""
 
     policy: str
-    engine: str = "transformers"
+    engine: str = JobSpec.engine
     engine_options: dict | None = None
-    strategy: str = "fixed"
-    n: int = 8
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    seed: int = 0
+    strategy: str = FixedN.name
+    n: int = ROLLOUTS_PER_STEP
+    max_new_tokens: int = _SAMPLING.max_new_tokens
+    temperature: float = _SAMPLING.temperature
+    seed: int = _SAMPLING.seed
 
     def sampling(self):
         return default_sampling(self.max_new_tokens, self.temperature, self.seed)
@@ -59,7 +65,7 @@ def engine_options(engine: str, base_urls: str = "") -> dict:
 def queue_estimate(store: Store, request: EstimateRequest, trajectory_ids: Sequence[int]) -> int:
     """Queue a Monte Carlo estimate of every step of these trajectories; returns the job id."""
     return queue(store, EstimateSpec(
-        policy=request.policy, trajectory_ids=tuple(trajectory_ids), strategy=request.strategy, n=request.n,
+        policy=request.policy, trajectory_ids=tuple(trajectory_ids), strategy=make_strategy(request.strategy, request.n),
         sampling=request.sampling(), **request.engine_fields(),
     ))  # fmt: skip
 
