@@ -42,7 +42,7 @@ from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
 from core.store import content_key, now
 from core.verifier_folders import verifier_folder, verifier_folders
 from core.verifier_folders import read_manifest as read_folder_manifest
-from core.verifier_training import collate_for, data_hash, finish_training, fine_tune, start_training, two_class_model
+from core.verifier_training import collate_for, data_hash, finish_training, fine_tune
 
 ORM_KINDS = ("orm-finetune", "orm-probe")
 VERIFIER_KIND = "orm"  # core.verifier_folders' kind, and each verdict's verifier_kind
@@ -195,14 +195,12 @@ def train_orm(
     fingerprint = f"random-init(seed={seed}):{base_fingerprint}" if architecture else base_fingerprint
     digest = orm_data_hash(train, test, fingerprint, context)
     output = Path(output)
-    start_training(output, digest, "an ORM")
     # The input embeddings stay frozen: see the module's docstring.
-    model = two_class_model("sequence", base_directory, tokenizer, seed=seed, random_init=architecture is not None,
-                            freeze_embeddings=True)  # fmt: skip
     dataset = [{"input_ids": e.token_ids, "labels": e.label} for e in train]
-    tuned = fine_tune(model, dataset, output, lora=lora, epochs=epochs, learning_rate=learning_rate,
-                      batch_size=batch_size, seed=seed, device=device, should_stop=should_stop,
-                      on_progress=on_progress)  # fmt: skip
+    tuned = fine_tune("sequence", base_directory, tokenizer, dataset, output, digest=digest, what="an ORM",
+                      random_init=architecture is not None, freeze_embeddings=True, lora=lora, epochs=epochs,
+                      learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device,
+                      should_stop=should_stop, on_progress=on_progress)  # fmt: skip
     if tuned is None:
         return None
     model, steps = tuned

@@ -32,7 +32,7 @@ from core.metrics import auroc, bootstrap
 from core.prm import FAMILY_DEFAULTS, PrmFormat, build_input, check_length, replace_format
 from core.probes import step_examples
 from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
-from core.verifier_training import IGNORED, data_hash, finish_training, fine_tune, start_training, two_class_model
+from core.verifier_training import IGNORED, data_hash, finish_training, fine_tune
 
 PRM_LABELS = ("mc-hard", "mc-soft", "human", "consensus")
 VERIFIER_KIND = "prm"  # core.verifier_folders' kind of a trained PRM's folder
@@ -167,12 +167,10 @@ def train_prm(
     heldout = [e for e in examples if e.trajectory_id in heldout_set]
     digest = prm_data_hash(train, heldout, base_fingerprint, label_kind)
     output = Path(output)
-    start_training(output, digest, "a PRM")
-    model = two_class_model("token", base_directory, tokenizer, seed=seed)
     dataset = [{"input_ids": e.token_ids, "labels": e.labels} for e in train]
-    tuned = fine_tune(model, dataset, output, lora=lora, epochs=epochs, learning_rate=learning_rate,
-                      batch_size=batch_size, seed=seed, device=device, should_stop=should_stop,
-                      on_progress=on_progress)  # fmt: skip
+    tuned = fine_tune("token", base_directory, tokenizer, dataset, output, digest=digest, what="a PRM", lora=lora,
+                      epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device,
+                      should_stop=should_stop, on_progress=on_progress)  # fmt: skip
     if tuned is None:
         return None
     model, steps = tuned

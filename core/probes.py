@@ -483,7 +483,8 @@ def _engine_info(engine) -> dict:
 
 def _verdict(probe: Probe, trajectory_id: int, step_id: int, p: float, raw: dict, job_id: int | None) -> dict:
     return {
-        "judge": probe.judge, "verifier_kind": VERIFIER_KIND, "kind": probe.manifest["kind"], "trajectory_id": trajectory_id,
+        "judge": probe.judge, "verifier_kind": VERIFIER_KIND, "kind": probe.manifest["kind"],
+        "trajectory_id": trajectory_id,
         "step_id": None if step_id == -1 else step_id, "p_yes": p, "mass": None,
         "raw": json.dumps({"artifact": probe.name, **raw}), "template": probe.name,
         "template_hash": probe.sha256, "job_id": job_id,

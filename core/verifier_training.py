@@ -75,8 +75,9 @@ def two_class_model(head: str, base_directory: str, tokenizer, *, seed: int, ran
             model = auto.from_pretrained(base_directory, num_labels=2, dtype=torch.float32)
     except (ValueError, KeyError) as error:  # an architecture without this head's class
         raise StepScopeError(f"{base_directory} cannot take a {head}-classification head: {error}") from None
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if model.config.pad_token_id is None:  # a causal LM often has none; the batches are padded
+        pad = tokenizer.pad_token_id
+        model.config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
     if freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model
@@ -117,13 +118,15 @@ def with_lora(model):
 
 
 def fine_tune(
-    model, dataset: list[dict], output: Path, *, lora: bool, epochs: float, learning_rate: float, batch_size: int,
-    seed: int, device: str, should_stop: Callable[[], bool] = lambda: False,
+    head: str, base_directory: str, tokenizer, dataset: list[dict], output: Path, *, digest: str, what: str,
+    random_init: bool = False, freeze_embeddings: bool = False, lora: bool, epochs: float, learning_rate: float,
+    batch_size: int, seed: int, device: str, should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[int, int], None] = lambda done, planned: None,
 ):  # fmt: skip
-    """Train a two_class_model on `dataset` ({"input_ids", "labels"} rows); (the trained model in
-    eval mode, LoRA merged in; optimiser steps), or None when stopped (a checkpoint is saved
-    first, under `output`/checkpoints, where a rerun resumes from)."""
+    """Claim `output` for the data hashed `digest` (start_training), and train a two_class_model
+    on `dataset` ({"input_ids", "labels"} rows); (the trained model in eval mode, LoRA merged in;
+    optimiser steps), or None when stopped (a checkpoint is saved first, under
+    `output`/checkpoints, where a rerun resumes from)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -147,6 +150,9 @@ def fine_tune(
                 control.should_training_stop = True
                 self.stopped = True
 
+    start_training(output, digest, what)
+    model = two_class_model(head, base_directory, tokenizer, seed=seed, random_init=random_init,
+                            freeze_embeddings=freeze_embeddings)  # fmt: skip
     pad = model.config.pad_token_id
     if lora:
         model = with_lora(model)

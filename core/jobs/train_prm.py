@@ -73,7 +73,8 @@ class TrainPrmSpec(JobSpec):
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "TrainPrmSpec":
         # Rows queued before the split was core.splits' name the fraction heldout_fraction.
         fraction = manifest.get("test_fraction", manifest.get("heldout_fraction", DEFAULT_TEST_FRACTION))
-        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]), test_fraction=fraction))
+        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]),
+                                  test_fraction=fraction))  # fmt: skip
 
     def run(self, context: JobContext) -> bool:
         from core.prm_training import step_labels, train_prm
