@@ -1,0 +1,273 @@
+"""A large store for timing the analysis pages (Compare, Best-of-N, Explore's disagreement filter),
+built in seconds by set-wise inserts through the Store's own connection, and the page timings.
+
+The mix (issue 22), per N trajectories (N = 10,000 or 100,000):
+
+- N / 8 problems x 8 policy solutions (source "policy", one model), 6 steps each (6 N steps),
+  half of the solutions right;
+- human labels: annotator "A" on every step, "B" on the steps of every 10th trajectory (6.6 N);
+- verdicts: a judge ("bench-judge", kind judge) and a PRM ("bench-prm", kind prm) on every step,
+  and the judge's outcome verdict on every solution (13 N);
+- rollouts: 8 per step of every 5th trajectory (9.6 N), from the policy.
+
+Stores are cached outside git (/tmp/stepscope-pages/scale-N.db; --rebuild builds again).
+
+    python benchmarks/scale_store.py build 10000 100000
+    python benchmarks/scale_store.py time 10000 --out benchmarks/results/pages_scale.json
+
+`time` runs each page in a fresh process (cold: empty caches, imports warmed first) and then again
+in the same process (warm: a second session, caches filled), timing the page script inside
+Streamlit's script runner (what the server spends on the run) with AppTest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.store import Store  # noqa: E402
+from core.store.verifiers import register_verifiers  # noqa: E402
+
+CACHE = Path(os.environ.get("STEPSCOPE_SCALE_CACHE", "/tmp/stepscope-pages"))
+PER_PROBLEM, STEPS, ROLLOUTS_PER_STEP = 8, 6, 8
+B_EVERY, ROLLOUT_EVERY = 10, 5
+POLICY, JUDGE, PRM = "bench-policy", "bench-judge", "bench-prm"
+STAMP = "2026-01-01T00:00:00.000+00:00"
+
+
+def store_path(n: int) -> Path:
+    return CACHE / f"scale-{n}.db"
+
+
+def build(path: Path, n: int, seed: int = 0) -> dict:
+    """Bulk-insert the rows (executemany over generated columns; keys are sequential strings so
+    the UNIQUE indexes grow at their end)."""
+    started = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = Store.open(path)
+    rng = np.random.default_rng(seed)
+    problems = n // PER_PROBLEM
+    n = problems * PER_PROBLEM
+    conn = store.conn
+    conn.execute("PRAGMA synchronous = OFF")
+    with store.transaction():
+        conn.execute("PRAGMA defer_foreign_keys = ON")  # a trajectory names its segmentation before it exists
+        base_p = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM problems").fetchone()[0])
+        base_t = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM trajectories").fetchone()[0])
+        base_g = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM segmentations").fetchone()[0])
+        base_s = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM steps").fetchone()[0])
+        conn.executemany(
+            "INSERT INTO problems (id, key, dataset, question, gold, meta, created_at) VALUES (?, ?, 'bench', ?, ?, '{}', ?)",
+            ((base_p + 1 + p, f"bench-p{p:08d}", f"Problem {p}: {p % 97 + 3} boxes of {p % 13 + 2} pens. How many pens?",
+              str((p % 97 + 3) * (p % 13 + 2)), STAMP) for p in range(problems)),
+        )  # fmt: skip
+        correct = (rng.random(n) < 0.5).astype(int)
+        answers = rng.integers(0, 4, n)  # a few distinct answers per problem, for the majority vote
+        conn.executemany(
+            """INSERT INTO trajectories (id, key, problem_id, source, model, solution, final_answer, correct, meta,
+                   current_segmentation_id, created_at) VALUES (?, ?, ?, 'policy', ?, ?, ?, ?, '{}', ?, ?)""",
+            ((base_t + 1 + t, f"bench-t{t:09d}", base_p + 1 + t // PER_PROBLEM, POLICY,
+              "\n".join(f"Step {k} of solution {t}." for k in range(STEPS)),
+              "right" if correct[t] else f"wrong-{answers[t]}", int(correct[t]), base_g + 1 + t, STAMP)
+             for t in range(n)),
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO segmentations (id, trajectory_id, rule, key, created_at) VALUES (?, ?, 'line', ?, ?)",
+            ((base_g + 1 + t, base_t + 1 + t, f"bench-g{t:09d}", STAMP) for t in range(n)),
+        )
+        conn.executemany(
+            """INSERT INTO steps (id, segmentation_id, trajectory_id, idx, text, start_char, end_char)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            ((base_s + 1 + t * STEPS + k, base_g + 1 + t, base_t + 1 + t, k, f"Step {k} of solution {t}.", 0, 0)
+             for t in range(n) for k in range(STEPS)),
+        )  # fmt: skip
+        total_steps = n * STEPS
+        step_ids = base_s + 1 + np.arange(total_steps)
+        traj_of = np.arange(total_steps) // STEPS
+        # Human ratings: mostly +1, some -1, a few 0; B agrees with A on ~85% of its steps.
+        rating_a = rng.choice([-1, 0, 1], total_steps, p=[0.25, 0.05, 0.70])
+        rating_b = np.where(rng.random(total_steps) < 0.85, rating_a, rng.choice([-1, 0, 1], total_steps))
+        ids = {name: store.annotator_id(name) for name in ("A", "B")}
+        with_b = traj_of % B_EVERY == 0
+        conn.executemany(
+            """INSERT INTO annotations (annotator_id, step_id, rating, first_error, flagged, note, created_at,
+                   updated_at, confidence, dwell_ms, rating_order) VALUES (?, ?, ?, 0, 0, NULL, ?, ?, ?, ?, ?)""",
+            [(ids["A"], int(s), int(r), STAMP, STAMP, int(s % 5) + 1, int(s % 7) * 900 + 300, int(s % STEPS))
+             for s, r in zip(step_ids, rating_a)]
+            + [(ids["B"], int(s), int(r), STAMP, STAMP, int(s % 3) + 3, int(s % 11) * 700 + 200, int(s % STEPS))
+               for s, r in zip(step_ids[with_b], rating_b[with_b])],
+        )  # fmt: skip
+        # Scores that track the human label, so AUROC and calibration say something.
+        fine = rating_a >= 0
+        judge = np.clip(np.where(fine, 0.65, 0.35) + rng.normal(0, 0.2, total_steps), 0, 1).round(4)
+        prm = np.clip(np.where(fine, 0.7, 0.3) + rng.normal(0, 0.25, total_steps), 0, 1).round(4)
+        register_verifiers(conn, [(JUDGE, "judge", None), (PRM, "prm", None)])
+        tids = base_t + 1 + traj_of
+        conn.executemany(
+            """INSERT INTO verdicts (key, trajectory_id, step_id, judge, kind, p_yes, created_at)
+               VALUES (?, ?, ?, ?, 'step', ?, ?)""",
+            ((f"bench-vj{i:09d}", int(t), int(s), JUDGE, float(p), STAMP) for i, (t, s, p) in enumerate(zip(tids, step_ids, judge))),
+        )  # fmt: skip
+        conn.executemany(
+            """INSERT INTO verdicts (key, trajectory_id, step_id, judge, kind, p_yes, created_at)
+               VALUES (?, ?, ?, ?, 'step', ?, ?)""",
+            ((f"bench-vp{i:09d}", int(t), int(s), PRM, float(p), STAMP) for i, (t, s, p) in enumerate(zip(tids, step_ids, prm))),
+        )  # fmt: skip
+        outcome = np.clip(np.where(correct == 1, 0.6, 0.4) + rng.normal(0, 0.25, n), 0, 1).round(4)
+        conn.executemany(
+            """INSERT INTO verdicts (key, trajectory_id, step_id, judge, kind, p_yes, created_at)
+               VALUES (?, ?, NULL, ?, 'outcome', ?, ?)""",
+            ((f"bench-vo{t:09d}", base_t + 1 + t, JUDGE, float(outcome[t]), STAMP) for t in range(n)),
+        )  # fmt: skip
+        rolled = step_ids[traj_of % ROLLOUT_EVERY == 0]
+        p_right = np.where(fine[traj_of % ROLLOUT_EVERY == 0], 0.7, 0.25)
+        hits = rng.random((len(rolled), ROLLOUTS_PER_STEP)) < p_right[:, None]
+        conn.executemany(
+            """INSERT INTO rollouts (key, step_id, text, answer, correct, num_tokens, finish_reason, seed, model, created_at)
+               VALUES (?, ?, ' so the total is 1.', '1', ?, 8, 'stop', ?, ?, ?)""",
+            ((f"bench-r{i * ROLLOUTS_PER_STEP + r:010d}", int(s), int(hits[i, r]), r, POLICY, STAMP)
+             for i, s in enumerate(rolled) for r in range(ROLLOUTS_PER_STEP)),
+        )  # fmt: skip
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("ANALYZE")
+    counts = {k: v for k, v in store.counts().items() if isinstance(v, int)}
+    store.close()
+    return {"trajectories": n, "seconds": round(time.perf_counter() - started, 1), "counts": counts}
+
+
+def ensure(n: int, rebuild: bool = False) -> Path:
+    path = store_path(n)
+    if rebuild or not path.exists():
+        print(f"building {path} ...", flush=True)
+        print(json.dumps(build(path, n)), flush=True)
+    return path
+
+
+# --- page timings ---------------------------------------------------------------------------
+
+PAGES = {
+    "compare": {},
+    "best_of_n": {},
+    "explore (labels disagree: anything)": {"ex_disagree": "anything"},
+}
+_SCRIPT_SECONDS: list[float] = []
+
+
+def _time_script_runs() -> None:
+    import streamlit.runtime.scriptrunner.script_runner as runner
+
+    original = runner.exec_func_with_error_handling
+
+    def timed_exec(func, ctx):
+        started = time.process_time()
+        wall = time.perf_counter()
+        try:
+            return original(func, ctx)
+        finally:
+            _SCRIPT_SECONDS.append((time.process_time() - started, time.perf_counter() - wall))
+
+    runner.exec_func_with_error_handling = timed_exec
+
+
+def time_page(db: Path, page: str, repeats: int = 2) -> dict:
+    """In this process: the page's first run (cold caches) and `repeats - 1` more in new sessions."""
+    import resource
+
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["STEPSCOPE_DB"] = str(db)
+    _time_script_runs()
+    import scipy.stats  # noqa: F401 - imports are not the page's cost
+    import sklearn.metrics  # noqa: F401
+    import statsmodels.stats.inter_rater  # noqa: F401
+    import statsmodels.stats.proportion  # noqa: F401
+    import pages._preload  # noqa: F401
+
+    script = page.split(" ")[0]
+    runs = []
+    for _ in range(repeats):
+        at = AppTest.from_file(str(REPO / "pages" / f"{script}.py"), default_timeout=600)
+        at.session_state["db_path"] = str(db)
+        at.session_state["policy_model"] = POLICY
+        for key, value in PAGES[page].items():
+            at.session_state[key] = value
+        _SCRIPT_SECONDS.clear()
+        at.run()
+        if at.exception:
+            raise RuntimeError([e.message for e in at.exception])
+        cpu, wall = map(sum, zip(*_SCRIPT_SECONDS))
+        runs.append({"cpu_s": round(cpu, 3), "wall_s": round(wall, 3)})
+    return {"cold": runs[0], "warm": runs[1:], "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def time_all(n: int, repeats: int) -> dict:
+    db = ensure(n)
+    out = {}
+    for page in PAGES:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, __file__, "page", str(db), page, "--repeats", str(repeats)],
+            capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        if proc.returncode:
+            out[page] = {"error": proc.stderr[-2000:]}
+        else:
+            out[page] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"N={n} {page}: {out[page]} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("sizes", type=int, nargs="+")
+    b.add_argument("--rebuild", action="store_true")
+    t = sub.add_parser("time")
+    t.add_argument("sizes", type=int, nargs="+")
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--out", type=Path)
+    t.add_argument("--label", default="after")
+    p = sub.add_parser("page")
+    p.add_argument("db", type=Path)
+    p.add_argument("page")
+    p.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.command == "build":
+        for n in args.sizes:
+            ensure(n, args.rebuild)
+    elif args.command == "page":
+        print(json.dumps(time_page(args.db, args.page, args.repeats)))
+    else:
+        results = {str(n): time_all(n, args.repeats) for n in args.sizes}
+        report = {
+            "label": args.label, "results": results,
+            "method": ("AppTest, the page script's CPU (process_time) and wall seconds inside Streamlit's script "
+                       "runner; cold = first run in a fresh process (scientific imports warmed first, caches "
+                       "empty), warm = later runs in new sessions of the same process"),
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "cpus": os.cpu_count(), "load_average_after": os.getloadavg()},
+        }  # fmt: skip
+        print(json.dumps(report, indent=1))
+        if args.out:
+            existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+            existing[args.label] = report
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(existing, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
