@@ -157,7 +157,8 @@ async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
             worker = await asyncio.to_thread(worker_pid, db, None)
             os.kill(worker, signal.SIGKILL)
             restarted = await asyncio.to_thread(worker_pid, db, worker)
-            assert restarted != worker and psutil.Process(restarted).nice() == NICENESS
+            # NICENESS below the server, which runs at ours: capped at 19 when the suite runs under `nice`.
+            assert restarted != worker and psutil.Process(restarted).nice() == min(psutil.Process().nice() + NICENESS, 19)
             written = rollout_count(db)
             await _annotate_until(first, lambda: len(first.log.shown) >= 4 and rollout_count(db) > written)
             # One more click, and the server dies while it saves (kill -9: no clean-up at all).
