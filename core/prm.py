@@ -391,8 +391,8 @@ def verdict_rows(targets: Sequence[Target], scores, judge: str, fmt_name: str, f
     for target, (step_scores, masses) in zip(targets, scores):
         for step_id, score, mass in zip(target.step_ids, step_scores, masses):
             rows.append({
-                "trajectory_id": target.trajectory_id, "step_id": step_id, "judge": judge, "kind": "step",
-                "p_yes": float(score), "mass": None if mass is None else float(mass), "job_id": job_id,
+                "trajectory_id": target.trajectory_id, "step_id": step_id, "judge": judge, "verifier_kind": "prm",
+                "kind": "step", "p_yes": float(score), "mass": None if mass is None else float(mass), "job_id": job_id,
                 "template": fmt_name, "template_hash": fmt.sha256,
                 "raw": json.dumps({"prm": fmt.family, "fingerprint": fingerprint}),
             })  # fmt: skip
