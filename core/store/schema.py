@@ -340,7 +340,7 @@ _VERIFIERS = [
 
 @MIGRATIONS(name="0006_verifier_identity")
 def _verifier_identity(db: Database) -> None:
-    from core.store.verifiers import legacy_verifier_kind, register_verifiers
+    from core.store.verifier_identity import legacy_verifier_kind, register_verifiers
 
     for statement in _VERIFIERS:
         db.execute(statement)

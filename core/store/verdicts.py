@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 from core.errors import StepScopeError
 from core.store.connection import ConnectionBase
 from core.store.keys import new_key, now
-from core.store.verifiers import register_verifiers
+from core.store.verifier_identity import register_verifiers
 
 VERDICT_KINDS = ("step", "outcome", "critic")
 
