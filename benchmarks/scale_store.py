@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.store import Store  # noqa: E402
+from core.store.nodes import child_key, root_key  # noqa: E402
 from core.store.verifiers import register_verifiers  # noqa: E402
 
 CACHE = Path(os.environ.get("STEPSCOPE_SCALE_CACHE", "/tmp/stepscope-pages"))
@@ -95,6 +96,29 @@ def build(path: Path, n: int, seed: int = 0) -> dict:
              for t in range(n) for k in range(STEPS)),
         )  # fmt: skip
         total_steps = n * STEPS
+        # The rollout tree's nodes (Explore's tree panel): a root per problem, a node per step prefix.
+        base_n = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM nodes").fetchone()[0])
+        root_keys = [root_key(f"bench-p{p:08d}") for p in range(problems)]
+        conn.executemany(
+            "INSERT INTO nodes (id, key, problem_id, parent_id, depth, text, created_at) VALUES (?, ?, ?, NULL, 0, '', ?)",
+            ((base_n + 1 + p, root_keys[p], base_p + 1 + p, STAMP) for p in range(problems)),
+        )
+
+        def step_nodes():
+            for t in range(n):
+                key, parent = root_keys[t // PER_PROBLEM], base_n + 1 + t // PER_PROBLEM
+                for k in range(STEPS):
+                    text = f"Step {k} of solution {t}."
+                    key = child_key(key, text)
+                    node = base_n + problems + 1 + t * STEPS + k
+                    yield node, key, base_p + 1 + t // PER_PROBLEM, parent, k + 1, text, STAMP
+                    parent = node
+
+        conn.executemany(
+            "INSERT INTO nodes (id, key, problem_id, parent_id, depth, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            step_nodes(),
+        )
+        conn.execute("UPDATE steps SET node_id = id - ? + ? WHERE id > ?", [base_s + 1, base_n + problems + 1, base_s])
         step_ids = base_s + 1 + np.arange(total_steps)
         traj_of = np.arange(total_steps) // STEPS
         # Human ratings: mostly +1, some -1, a few 0; B agrees with A on ~85% of its steps.
@@ -135,10 +159,11 @@ def build(path: Path, n: int, seed: int = 0) -> dict:
         rolled = step_ids[traj_of % ROLLOUT_EVERY == 0]
         p_right = np.where(fine[traj_of % ROLLOUT_EVERY == 0], 0.7, 0.25)
         hits = rng.random((len(rolled), ROLLOUTS_PER_STEP)) < p_right[:, None]
+        node_of = base_n + problems + 1 - (base_s + 1)
         conn.executemany(
-            """INSERT INTO rollouts (key, step_id, text, answer, correct, num_tokens, finish_reason, seed, model, created_at)
-               VALUES (?, ?, ' so the total is 1.', '1', ?, 8, 'stop', ?, ?, ?)""",
-            ((f"bench-r{i * ROLLOUTS_PER_STEP + r:010d}", int(s), int(hits[i, r]), r, POLICY, STAMP)
+            """INSERT INTO rollouts (key, step_id, node_id, text, answer, correct, num_tokens, finish_reason, seed, model,
+                   created_at) VALUES (?, ?, ?, ' so the total is 1.', '1', ?, 8, 'stop', ?, ?, ?)""",
+            ((f"bench-r{i * ROLLOUTS_PER_STEP + r:010d}", int(s), int(s) + node_of, int(hits[i, r]), r, POLICY, STAMP)
              for i, s in enumerate(rolled) for r in range(ROLLOUTS_PER_STEP)),
         )  # fmt: skip
     conn.execute("PRAGMA synchronous = NORMAL")
