@@ -4,14 +4,16 @@ Import formats: gsm8k, model-solutions, prm800k, processbench, trl, jsonl.
 Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl.
 Each module documents its format; `core.formats.jsonl` is the complete dump.
 
-Every import is one transaction: a bad record anywhere (the error names the file and line)
-leaves the database exactly as it was. Importing the same file twice adds nothing.
+Every import is all or nothing: it commits in short batches (a save in the app never waits for a
+whole file), and a bad record anywhere (the error names the file and line), an interruption or a
+killed process leaves the database as it was (core.formats.ingest). Importing the same file twice
+adds nothing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from core.errors import StepScopeError
 from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, tree, trl
@@ -66,12 +68,16 @@ def import_file(
     *,
     dataset: str | None = None,
     annotator: str | None = None,
+    batch_rows: int | None = None,
+    after_batch: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Import a whole file in one transaction; StepScopeError (file, line) if anything is wrong."""
+    """Import a whole file or nothing; StepScopeError (file, line) if anything is wrong.
+    `after_batch(batches, records)` follows each committed batch (progress)."""
     importer = get_importer(format_name)
     path = Path(path)
     options = ImportOptions(dataset=dataset, annotator=annotator)
-    return ingest(store, path, importer.name, _parsed(path, importer, options))
+    return ingest(store, path, importer.name, _parsed(path, importer, options), batch_rows=batch_rows,
+                  after_batch=after_batch)
 
 
 def _parsed(

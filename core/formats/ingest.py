@@ -1,24 +1,43 @@
-"""Write imported records into the store: all of one file in one transaction.
+"""Write imported records into the store: in batches, all of the file or nothing.
 
-A file either imports completely or not at all: the first bad record raises, the transaction
-rolls back, and the error names the file and the line. Rows that already exist (same content
-key, same rollout/verdict/job key, same annotator on the same step) are left as they are, so
-importing a file twice adds nothing the second time.
+The records are read and checked one at a time and gathered into batches of about `BATCH_ROWS`
+rows; each batch is written set-wise in one short transaction (core.store.imports: one
+executemany per table, ids found by content key), so a label saved in the app while a large
+file imports waits for one batch (well under a second), not for the file.
+
+A file still imports completely or not at all: the import is recorded as running, every batch
+notes the rows it added, and the first bad record (the error names the file and the line), a
+Ctrl-C, or any other failure deletes what the earlier batches added. A process killed outright
+(kill -9) leaves its import marked running, and the next `Store` opened on the file (or the next
+import) deletes its rows. Rows that already exist (same content key, same rollout/verdict/job
+key, same annotator on the same step) are left as they are, so importing a file twice adds
+nothing the second time.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from core.errors import StepScopeError
-from core.formats.records import LATENT_FIELDS, Item, Job, RecordError, Rollout, Trajectory, Verdict
-from core.store import Store, legacy_verifier_kind
+from core.formats.records import Item, Job, RecordError, Trajectory
+from core.steps import SPLITTERS
+from core.store import ImportBatch, ImportRowError, Store, content_key, problem_key, segmentation_key
+from core.store.problems import _check_spans
 
 COUNTED = ("problems", "trajectories", "segmentations", "steps", "annotations", "rollouts",
            "verdicts", "jobs")
+# Rows per batch: a few thousand keep a batch's transaction (the time a concurrent save can
+# wait) around 0.1-0.3 s on a busy 2-core machine (benchmarks/scale.py measures it).
+BATCH_ROWS = 5000
+BATCH_ROWS_ENV = "STEPSCOPE_IMPORT_BATCH_ROWS"
+# Test only: the importing process kills itself (SIGKILL) right after committing batch N, so a
+# test interrupts a real import at a chosen point instead of racing a signal against it.
+KILL_AFTER_BATCH_ENV = "STEPSCOPE_TEST_KILL_IMPORT_AFTER_BATCH"
 
 
 @dataclass
@@ -36,92 +55,115 @@ class ImportReport:
 
 
 def ingest(
-    store: Store, path: Path, format_name: str, records: Iterable[tuple[int, Item | Job]]
+    store: Store,
+    path: Path,
+    format_name: str,
+    records: Iterable[tuple[int, Item | Job]],
+    *,
+    batch_rows: int | None = None,
+    after_batch: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Write (line, record) pairs in one transaction; any error leaves the store unchanged."""
-    count = 0
+    """Write (line, record) pairs batch by batch; any error leaves the store as it was.
+
+    `after_batch(batches, records)` is called after each batch commits (a progress hook; tests
+    use it to write from another connection between two batches)."""
+    size = batch_rows or int(os.environ.get(BATCH_ROWS_ENV) or BATCH_ROWS)
+    added = dict.fromkeys(COUNTED, 0)
+    count = batches = 0
     try:
-        with store.transaction():
-            before = store.counts()
-            for line, record in records:
-                try:
-                    _write(store, record)
-                except (RecordError, StepScopeError, sqlite3.IntegrityError) as error:
-                    raise StepScopeError(f"{path}, line {line}: {error}") from None
-                except RecursionError:
-                    raise StepScopeError(f"{path}, line {line}: JSON nested too deeply") from None
-                count += 1
-            after = store.counts()
+        store.recover_imports()
+        import_id = store.begin_import(path, format_name)
     except sqlite3.OperationalError as error:
         raise StepScopeError(f"cannot write to {store.path}: {error}") from None
-    return ImportReport(path, format_name, count, {t: after[t] - before[t] for t in COUNTED})
+    try:
+        batch = ImportBatch()
+        for line, record in records:
+            try:
+                _add(batch, line, record)
+            except (RecordError, StepScopeError) as error:
+                raise StepScopeError(f"{path}, line {line}: {error}") from None
+            except RecursionError:
+                raise StepScopeError(f"{path}, line {line}: JSON nested too deeply") from None
+            count += 1
+            if batch.rows >= size:
+                batches = _commit(store, import_id, batch, added, batches, count, after_batch)
+                batch = ImportBatch()
+        if batch.rows:
+            _commit(store, import_id, batch, added, batches, count, after_batch)
+        store.finish_import(import_id)
+    except BaseException as error:
+        _undo(store, import_id)
+        if isinstance(error, ImportRowError):
+            raise StepScopeError(f"{path}, line {error.line}: {error}") from None
+        if isinstance(error, sqlite3.OperationalError):
+            raise StepScopeError(f"cannot write to {store.path}: {error}") from None
+        raise
+    return ImportReport(path, format_name, count, added)
 
 
-def _write(store: Store, record: Item | Job) -> None:
+def _commit(store: Store, import_id: int, batch: ImportBatch, added: dict[str, int], batches: int,
+            count: int, after_batch: Callable[[int, int], None] | None) -> int:  # fmt: skip
+    for table, n in store.write_import_batch(import_id, batch).items():
+        if table in added:
+            added[table] += n
+    batches += 1
+    if os.environ.get(KILL_AFTER_BATCH_ENV) == str(batches):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if after_batch is not None:
+        after_batch(batches, count)
+    return batches
+
+
+def _undo(store: Store, import_id: int) -> None:
+    try:
+        store.undo_import(import_id)
+    except (sqlite3.Error, StepScopeError, OSError):
+        pass  # the file is unwritable now: the next Store opened on it finishes the undo
+
+
+def _add(batch: ImportBatch, line: int, record: Item | Job) -> None:
+    """Flatten one record into the batch (rows refer to each other by content key)."""
     if isinstance(record, Job):
-        store.insert_job(**vars(record))
+        batch.jobs.append({"line": line, **vars(record)})
+        batch.rows += 1
         return
     problem = record.problem
-    problem_id = store.add_problem(
-        problem.dataset, problem.question, problem.gold, meta=problem.meta,
-        created_at=problem.created_at,
-    )
+    key = problem_key(problem.dataset, problem.question, problem.gold)
+    batch.problems.append({"line": line, "key": key, **vars(problem)})
+    batch.rows += 1
     for trajectory in record.trajectories:
-        _write_trajectory(store, problem_id, trajectory)
+        _add_trajectory(batch, line, key, trajectory)
 
 
-def _write_trajectory(store: Store, problem_id: int, t: Trajectory) -> None:
-    trajectory_id, created = store.insert_trajectory(
-        problem_id, t.solution, source=t.source, model=t.model, policy_prompt=t.policy_prompt,
-        final_answer=t.final_answer, correct=t.correct, meta=t.meta, created_at=t.created_at,
-    )
-    segmentation_ids = [
-        store.add_segmentation(
-            trajectory_id, s.rule, [step.span for step in s.steps], make_current=False,
-            created_at=s.created_at,
-        )
-        for s in t.segmentations
-    ]
-    # An existing trajectory keeps the segmentation its user last chose.
-    if created and segmentation_ids:
-        store.set_current_segmentation(trajectory_id, segmentation_ids[t.current])
-    for segmentation, segmentation_id in zip(t.segmentations, segmentation_ids):
-        step_ids = [row["id"] for row in store.steps(trajectory_id, segmentation_id)]
-        for step, step_id in zip(segmentation.steps, step_ids):
+def _add_trajectory(batch: ImportBatch, line: int, pkey: str, t: Trajectory) -> None:
+    tkey = content_key("trajectory", pkey, t.source, t.model, t.policy_prompt, t.solution)
+    here = {"line": line, "trajectory_key": tkey}
+    segmentation_keys = []
+    for s in t.segmentations:
+        if s.rule not in SPLITTERS:
+            raise StepScopeError(f"unknown step splitter {s.rule!r}; choose one of: {', '.join(SPLITTERS)}")
+        spans = [step.span for step in s.steps]
+        _check_spans(t.solution, spans)
+        skey = segmentation_key(s.rule, spans)
+        segmentation_keys.append(skey)
+        batch.segmentations.append({**here, "problem_key": pkey, "key": skey, "rule": s.rule,
+                                    "created_at": s.created_at,
+                                    "steps": [(span.text, span.start, span.end) for span in spans]})  # fmt: skip
+        batch.rows += 1 + 2 * len(spans)  # the segmentation, its steps and their nodes
+        for idx, step in enumerate(s.steps):
+            at = {**here, "segmentation_key": skey, "idx": idx}
             for a in step.annotations:
-                store.add_annotation(
-                    a.annotator, step_id, rating=a.rating, first_error=a.first_error,
-                    flagged=a.flagged, note=a.note, created_at=a.created_at,
-                    updated_at=a.updated_at, **{k: getattr(a, k) for k in LATENT_FIELDS},
-                )
-            store.add_rollouts(_rollout_row(store, r, step_id) for r in step.rollouts)
-            store.add_verdicts(
-                _verdict_row(store, v, trajectory_id, step_id) for v in step.verdicts
-            )
-    store.add_verdicts(_verdict_row(store, v, trajectory_id, None) for v in t.verdicts)
+                batch.annotators.append((line, a.annotator))
+                batch.annotations.append({**at, **vars(a)})
+            batch.rollouts.extend({**at, **vars(r)} for r in step.rollouts)
+            batch.verdicts.extend({**at, **vars(v)} for v in step.verdicts)
+            batch.rows += len(step.annotations) + len(step.rollouts) + len(step.verdicts)
+    fields = {name: getattr(t, name) for name in ("source", "model", "policy_prompt", "solution",
+                                                  "final_answer", "correct", "meta", "created_at")}  # fmt: skip
+    current = segmentation_keys[t.current] if segmentation_keys else None
+    batch.trajectories.append({"line": line, "key": tkey, "problem_key": pkey, **fields, "current": current})
+    batch.verdicts.extend({**here, "segmentation_key": None, "idx": None, **vars(v)} for v in t.verdicts)
     for label in t.labels:
-        store.add_trajectory_label(label.annotator, trajectory_id, flawed_process=label.flawed_process,
-                                   dwell_ms=label.dwell_ms, created_at=label.created_at)
-
-
-def _job_id(store: Store, key: str | None) -> int | None:
-    if key is None:
-        return None
-    job_id = store.job_id_for_key(key)
-    if job_id is None:
-        raise RecordError(f"refers to job {key!r}, which is neither stored nor earlier in the file")
-    return job_id
-
-
-def _rollout_row(store: Store, r: Rollout, step_id: int) -> dict:
-    row = {name: value for name, value in vars(r).items() if name != "job"}
-    return {**row, "step_id": step_id, "job_id": _job_id(store, r.job)}
-
-
-def _verdict_row(store: Store, v: Verdict, trajectory_id: int, step_id: int | None) -> dict:
-    row = {name: value for name, value in vars(v).items() if name != "job"}
-    job_id = _job_id(store, v.job)
-    if v.verifier_kind is None:  # a dump from before kinds were stored: classified as the migration does
-        job = store.get_job(job_id) if job_id is not None else None
-        row["verifier_kind"] = legacy_verifier_kind(v.judge, [job["kind"]] if job else [])
-    return {**row, "trajectory_id": trajectory_id, "step_id": step_id, "job_id": job_id}
+        batch.annotators.append((line, label.annotator))
+        batch.labels.append({**here, **vars(label)})
+    batch.rows += 1 + len(t.verdicts) + len(t.labels)

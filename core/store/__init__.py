@@ -12,6 +12,7 @@ module stays about one thing:
 - verdicts.py, annotations.py, jobs.py: verdicts; annotators and labels; job rows;
 - verifiers.py: who gave the verdicts: each verifier's name, kind (judge, prm, probe, ...) and
   fingerprint;
+- imports.py: imports that commit in batches and are undone if they fail or their process dies;
 - summary.py: row counts for `db info`;
 - quality.py: gold quality-control items and project settings (the error taxonomy);
 - access.py: invitations (a person, a role, a token kept only as a salted hash);
@@ -31,6 +32,7 @@ from core.store.best_of_n import BestOfNQueries
 from core.store.compare import CompareQueries
 from core.store.connection import DEFAULT_DB, ConnectionBase, default_db_path
 from core.store.explore import DISAGREEMENTS, ExploreQueries, TrajectoryFilter
+from core.store.imports import ImportBatch, ImportQueries, ImportRowError
 from core.store.jobs import JOB_STATUSES, JobQueries
 from core.store.keys import content_key, new_key, now, problem_key, segmentation_key
 from core.store.problems import ProblemQueries
@@ -45,7 +47,7 @@ from core.store.verdicts import VERDICT_KINDS, VerdictQueries
 from core.store.verifiers import VERIFIER_KINDS, VerifierQueries, legacy_verifier_kind
 
 __all__ = [
-    "DEFAULT_DB", "DISAGREEMENTS", "JOB_STATUSES", "MIGRATIONS", "RATINGS", "SAMPLE_CREATED_AT",
+    "DEFAULT_DB", "DISAGREEMENTS", "ImportBatch", "ImportRowError", "JOB_STATUSES", "MIGRATIONS", "RATINGS", "SAMPLE_CREATED_AT",
     "SAMPLE_DATASET", "VERDICT_KINDS", "VERIFIER_KINDS", "Store", "TrajectoryFilter", "content_key", "default_db_path",
     "legacy_verifier_kind", "new_key", "now", "problem_key", "segmentation_key",
 ]  # fmt: skip
@@ -68,6 +70,7 @@ class Store(
     LatentQueries,
     TreeQueries,
     AccessQueries,
+    ImportQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""

@@ -49,6 +49,10 @@ class ConnectionBase:
         except OSError as error:
             raise StepScopeError(f"cannot create the folder for database {self.path}: {error}")
         self._migrate()
+        self._after_open()
+
+    def _after_open(self) -> None:
+        """Run once the schema is current (core.store.imports undoes a killed import here)."""
 
     @classmethod
     def open(cls: type[_S], path: str | os.PathLike[str] | None = None, **kwargs: Any) -> _S:

@@ -355,3 +355,40 @@ def _verifier_identity(db: Database) -> None:
         kinds = ["probe-judge" if job == "judge:probe" else job.split(":", 1)[0] for job in (jobs or "").split(",") if job]
         identities.append((name, legacy_verifier_kind(name, kinds), None))
     register_verifiers(db.conn, identities)
+
+
+# Imports that stream (issue 22): an import commits in batches of a few thousand rows, so a label
+# saved meanwhile waits one batch, not the whole file. Each batch records, per table, the range of
+# row ids it added (inside its own transaction nobody else writes, so the range holds its rows and
+# only them); an import that fails, or whose process died (core.store.imports), is undone by
+# deleting those ranges, and its row goes; a finished one keeps its row as history. The indexes
+# let that delete check the foreign keys that point at trajectories, segmentations and nodes without
+# scanning the child table once per deleted row.
+_IMPORTS = [
+    """CREATE TABLE imports (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        format TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'done')),
+        pid INTEGER,
+        started_at TEXT NOT NULL,
+        finished_at TEXT
+    )""",
+    """CREATE TABLE import_ranges (
+        id INTEGER PRIMARY KEY,
+        import_id INTEGER NOT NULL REFERENCES imports(id) ON DELETE CASCADE,
+        tbl TEXT NOT NULL,
+        first_id INTEGER NOT NULL,
+        last_id INTEGER NOT NULL
+    )""",
+    "CREATE INDEX import_ranges_import ON import_ranges(import_id)",
+    "CREATE INDEX trajectories_current_segmentation ON trajectories(current_segmentation_id)",
+    "CREATE INDEX trajectories_parent_node ON trajectories(parent_node_id)",
+    "CREATE INDEX trajectory_labels_trajectory ON trajectory_labels(trajectory_id)",
+]
+
+
+@MIGRATIONS(name="0007_import_batches")
+def _import_batches(db: Database) -> None:
+    for statement in _IMPORTS:
+        db.execute(statement)
