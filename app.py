@@ -5,7 +5,9 @@ engine, the judge models, and the annotator name; pages read those choices from 
 Who the session is comes first (pages/_access.gate): on loopback the local organiser; served
 beyond it, only a person signed in by an invitation link, who sees only their role's pages and
 sidebar choices (core/views/access.py).
-Each database file gets one job worker process, started and restarted by the server (pages/_shared.worker_for).
+Each database file gets one job worker process, started and restarted by the server (pages/_shared.worker_for);
+the server's stores, supervisors and sign-in backoff are module-level objects that Streamlit's
+`clear_cache` message cannot reach.
 """
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
@@ -17,7 +19,7 @@ from core.views.inputs import (
     resolve_database, validate_annotator,
 )  # fmt: skip
 from core.engines import ENGINE_NAMES
-from core.views.access import CHOOSE_MODELS, RUN_JOBS, SWITCH_DATABASE, Identity, can, pages_for
+from core.views.access import CHOOSE_MODELS, RUN_JOBS, SWITCH_DATABASE, Identity, can, may, pages_for
 from core.errors import StepScopeError
 from core.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
@@ -147,7 +149,7 @@ def page_menu(listed: list) -> None:
 who = gate()
 pages, listed = navigation(pages_for(who.role))
 page_menu(listed)
-if can(who.role, SWITCH_DATABASE):
+if may(who, SWITCH_DATABASE):  # the local organiser; no invitation, whatever its role
     path = database_picker()
 else:  # the invitation's database file, and no other
     path = st.session_state["db_path"] = database_path(who.database)

@@ -4,21 +4,33 @@
 Not a page. On loopback the session is the local organiser, as before. Served beyond loopback
 (or with $STEPSCOPE_SERVED_REMOTELY=1), a session is signed in only by an invitation link:
 `gate` reads `?token=` once, takes it out of the address bar, checks it (slowed down after
-failures), and keeps the identity in session state, checked again on every run.
+failures; the format first, then the file read-only, so a junk link writes nothing), and keeps
+the identity in session state.
+
+The one authorisation gate is `authorise(action)`: every write and job action calls it at the
+moment it happens (`act` in a page, `refusal` where a page words the refusal itself), however
+the action arrives: a full run, a fragment's rerun (st.fragment, run_every or a click inside
+one), a widget callback or a component event. It reads the invitation again (not revoked, not
+expired, its role now) and checks that the session's database is the invitation's. A live
+fragment is wrapped by `live`: each of its runs checks the session first, and a signed-out
+session's fragment turns into a full run, which shows app.py's sign-in refusal.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+from typing import Callable
 
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from core.errors import StepScopeError
 from core.store import Store
-from core.views.access import LOCAL_ORGANISER, Identity, can, label_author, require, served_remotely
+from core.views.access import LOCAL_ORGANISER, Identity, label_author, require_for, served_remotely
 from core.views.inputs import data_folder, resolve_database
-from core.views.sessions import FailureBackoff, sign_in, still_valid
+from core.views.sessions import SERVER_BACKOFF, FailureBackoff, sign_in, still_valid
 from pages._shared import db_path, md, require_app, store_for
 
 IDENTITY_KEY = "access_identity"
@@ -33,10 +45,10 @@ HOW_TO_INVITE = (
 )
 
 
-@st.cache_resource(show_spinner=False)
 def backoff() -> FailureBackoff:
-    """One per server: failed sign-ins of every session count towards the global wait."""
-    return FailureBackoff()
+    """One per server (core.views.sessions.SERVER_BACKOFF): failed sign-ins of every session
+    count towards the global wait, and no client message resets them."""
+    return SERVER_BACKOFF
 
 
 def remote() -> bool:
@@ -44,17 +56,82 @@ def remote() -> bool:
 
 
 def identity() -> Identity | None:
-    """The session's identity; None when served remotely and nobody is signed in."""
+    """The session's identity as last checked (for what a page shows); None when served
+    remotely and nobody is signed in. What a session may *do* is `authorise`'s."""
     signed_in = st.session_state.get(IDENTITY_KEY)
     if isinstance(signed_in, Identity):
         return signed_in
     return None if remote() else LOCAL_ORGANISER
 
 
+def checked_identity() -> Identity | None:
+    """The session's identity checked now: an invited session's invitation is read again from
+    its database file (read-only; revoked, expired or gone signs the session out, and app.py's
+    gate says why on the next full run). None for a session that is not signed in."""
+    state = st.session_state
+    who = state.get(IDENTITY_KEY)
+    if not isinstance(who, Identity):
+        return None if remote() else LOCAL_ORGANISER
+    try:
+        state[IDENTITY_KEY] = who = still_valid(database_path(who.database), who)
+    except StepScopeError as error:
+        state.pop(IDENTITY_KEY, None)
+        state[_REFUSAL_KEY] = f"Signed out: {error}"
+        return None
+    return who
+
+
+def authorise(action: str) -> str | None:
+    """The gate every write and job action passes at the moment it happens: why this session may
+    not take `action` now, or None. Checks the invitation (still active), the role it grants now,
+    and that the session's database file is the invitation's: an invitation's powers stop at its
+    file."""
+    who = checked_identity()
+    if who is None:
+        return "this session is not signed in: open your personal invitation link"
+    try:
+        require_for(who, action)
+        if who.invited and os.path.realpath(db_path()) != database_path(who.database):
+            raise StepScopeError(f"this invitation opens {who.database} only")
+    except StepScopeError as error:
+        return str(error)
+    return None
+
+
+def signed_out() -> bool:
+    """Whether the session was signed in and no longer is, or is not signed in where a link is
+    needed: what `live` fragments check before they draw anything."""
+    return checked_identity() is None
+
+
+def _fragment_run() -> bool:
+    """Whether this script run reruns fragments only (a timer's or a click's): app.py's gate
+    did not run before it."""
+    ctx = get_script_run_ctx()
+    return bool(ctx and ctx.fragment_ids_this_run)
+
+
+def live(body: Callable[..., None]) -> Callable[..., None]:
+    """`body` for st.fragment: each fragment-only run (a timer's, a click's) checks the session
+    first (in a full run app.py's gate has just done so); a signed-out session's fragment becomes
+    a full run, where the gate shows the refusal. Same name and module as `body`, so the
+    fragment's identity is unchanged."""
+
+    @functools.wraps(body)
+    def checked(*args, **kwargs) -> None:
+        if _fragment_run() and signed_out():
+            st.rerun()  # scope "app": the whole script, through app.py's gate
+        body(*args, **kwargs)
+
+    return checked
+
+
 def open_store() -> Store:
     """The session's store, or an error box and the end of this run."""
     require_app()
     if identity() is None:  # app.py's gate already refused; a page never opens data without it
+        if refused := st.session_state.pop(_REFUSAL_KEY, None):  # signed out by a callback's check
+            _refuse(refused)
         st.stop()
     try:
         return store_for(db_path())
@@ -71,27 +148,29 @@ def annotator() -> str | None:
 
 
 def allowed(action: str) -> bool:
-    who = identity()
-    return who is not None and can(who.role, action)
+    """Whether to offer `action`'s controls: the gate's answer now (the action is checked again
+    when it is taken)."""
+    return authorise(action) is None
 
 
 def refusal(action: str) -> str | None:
-    """Why this session may not take `action` now, or None. An invited session's invitation is
-    checked again: a fragment's rerun (a click on Annotate) does not pass through app.py's gate,
-    and a revoked or expired link must not save another label."""
-    who = identity()
-    try:
-        require(who.role if who else None, action)
-        if who is not None and who.invited:
-            still_valid(store_for(database_path(who.database)), who)
-    except StepScopeError as error:
-        return str(error)
-    return None
+    """Why this session may not take `action` now, or None (`authorise`): for a page that words
+    the refusal itself (Annotate's saves, from component events and callbacks)."""
+    return authorise(action)
+
+
+def act(action: str) -> bool:
+    """At the moment an action is taken: True if the gate lets it through; otherwise a one-line
+    error naming the cause, and False (the caller writes nothing)."""
+    problem = authorise(action)
+    if problem:
+        st.error(f"Not done: {md(problem)}")
+    return problem is None
 
 
 def require_action(action: str) -> None:
     """An error box and the end of this run unless the session may take `action`."""
-    if problem := refusal(action):
+    if problem := authorise(action):
         st.error(md(problem))
         st.stop()
 
@@ -108,7 +187,8 @@ def _refuse(message: str) -> None:
 
 
 def _exchange(token: str, database: str | None) -> None:
-    """Sign the session in with `token`; a refusal is kept for this run's message."""
+    """Sign the session in with `token`; a refusal is kept for this run's message. Nothing is
+    opened for writing until the token is found good (core.views.sessions.sign_in)."""
     state = st.session_state
     state.pop(IDENTITY_KEY, None)  # a new link replaces whoever was signed in
     key = state.setdefault(_BACKOFF_KEY, secrets.token_hex(8))
@@ -116,12 +196,15 @@ def _exchange(token: str, database: str | None) -> None:
         path = database_path(database or "")
     except StepScopeError as error:
         backoff().failed(key)  # a link naming no database here counts as a wrong link too
-        state[_REFUSAL_KEY] = f"the link's database: {error}"
+        state[_REFUSAL_KEY] = f"Not signed in: the link's database: {error}"
         return
     try:
-        state[IDENTITY_KEY] = sign_in(store_for(path), os.path.basename(path), token, backoff(), key)
+        who = sign_in(path, os.path.basename(path), token, backoff(), key)
     except StepScopeError as error:
-        state[_REFUSAL_KEY] = str(error)
+        state[_REFUSAL_KEY] = f"Not signed in: {error}"
+        return
+    store_for(path).mark_invitation_used(who.invitation_id)  # signed in: its store may be opened
+    state[IDENTITY_KEY] = who
 
 
 def gate() -> Identity:
@@ -132,16 +215,9 @@ def gate() -> Identity:
         # Out of the address bar at once: not kept in the URL, screenshots or later links.
         del st.query_params["token"]
         _exchange(token, st.query_params.get("db"))
+    who = checked_identity()
     if refusal := state.pop(_REFUSAL_KEY, None):
-        _refuse(f"Not signed in: {refusal}")
-    who = state.get(IDENTITY_KEY)
-    if isinstance(who, Identity):
-        try:
-            state[IDENTITY_KEY] = who = still_valid(store_for(database_path(who.database)), who)
-        except StepScopeError as error:
-            state.pop(IDENTITY_KEY, None)
-            _refuse(f"Signed out: {error}")
-        return who
-    if remote():
+        _refuse(refusal)
+    if who is None:
         _refuse("Not signed in: open your personal invitation link.")
-    return LOCAL_ORGANISER
+    return who

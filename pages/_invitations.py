@@ -11,8 +11,8 @@ import streamlit as st
 from core.errors import StepScopeError
 from core.store import Store
 from core.store.access import ROLES, invitation_link, parse_lifetime
-from core.views.access import BLIND_SETTING, MANAGE_ACCESS
-from pages._access import remote, require_action
+from core.views.access import BLIND_SETTING, EDIT_PROJECT, MANAGE_ACCESS
+from pages._access import act, remote, require_action
 from pages._shared import error_box, md
 
 
@@ -35,7 +35,7 @@ def access_section(store: Store) -> None:
         expires = cols[2].text_input("Expires in", value="7d", max_chars=10, help="a number and s, m, h, d or w")
         address = cols[3].text_input("App address in the link", value=_app_address(), max_chars=300)
         invited = st.form_submit_button("Invite")
-    if invited:
+    if invited and act(MANAGE_ACCESS):
         try:
             lifetime = parse_lifetime(expires)
             invitation_link(address, store.path.name, "x")  # a bad address fails before anything is saved
@@ -56,7 +56,7 @@ def access_section(store: Store) -> None:
             cols = st.columns([2, 1, 4])
             chosen = cols[0].selectbox("Invitation", [i.id for i in active], key="jd_revoke_id",
                                        format_func=lambda i: next(f"{v.id}: {v.name} ({v.role})" for v in active if v.id == i))
-            if cols[1].button("Revoke", key="jd_revoke", width="stretch"):
+            if cols[1].button("Revoke", key="jd_revoke", width="stretch") and act(MANAGE_ACCESS):
                 try:
                     revoked = store.revoke_invitations(str(chosen))
                     state["jd_access_message"] = f"invitation {revoked[0].id} ({revoked[0].name}) revoked"
@@ -70,6 +70,7 @@ def access_section(store: Store) -> None:
         st.success(md(message))
     enforced = bool(store.setting(BLIND_SETTING, False))
     if st.toggle("Blind mode for annotators", value=enforced, key="jd_blind",
-                 help="invited annotators cannot see automatic labels before they submit a trajectory") != enforced:
+                 help="invited annotators cannot see automatic labels before they submit a trajectory") != enforced \
+            and act(EDIT_PROJECT):
         store.set_setting(BLIND_SETTING, not enforced)
         st.rerun()

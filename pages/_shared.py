@@ -8,6 +8,7 @@ module (so this one never imports it).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -17,7 +18,7 @@ from core.views.jobs import engine_options
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
 from core.views.math_text import math_markdown, show_bidi
 from core.errors import StepScopeError
-from core.views.worker import WorkerSupervisor
+from core.views.worker import WorkerSupervisor, supervise, supervisor
 from core.models import DEFAULT_MODEL
 from core.sample_solutions import ensure_trajectories
 from core.store import Store, default_db_path
@@ -26,31 +27,36 @@ TEXT_PREVIEW = 600
 FULL_TEXT_LIMIT = 100_000
 
 
-@st.cache_resource(show_spinner=False)
+# The server's state is kept in module-level objects under a lock, never in st.cache_resource:
+# any client, signed in or not, can send Streamlit's `clear_cache` message, which empties that
+# cache (and with it would go the connections, the worker supervisors and the sign-in backoff).
+_STORES: dict[str, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
 def store_for(path: str) -> Store:
-    """One Store per database file for the whole server; a fresh one gets sample trajectories."""
-    store = Store.open(path)
-    ensure_trajectories(store)
-    return store
+    """One Store per database file for the whole server; a fresh one gets sample trajectories.
+    It opens (and may create) the file for writing: a remote session reaches it only after its
+    invitation was checked read-only (pages/_access.py)."""
+    with _STORES_LOCK:
+        store = _STORES.get(path)
+        if store is None:
+            store = Store.open(path)
+            ensure_trajectories(store)
+            _STORES[path] = store
+        return store
 
 
-_WORKERS: dict[str, WorkerSupervisor] = {}
-
-
-@st.cache_resource(show_spinner=False)
 def worker_for(path: str) -> WorkerSupervisor:
     """The job worker of a database file: a process of its own, started and restarted by a
-    supervisor thread, one per file (a lock in the worker makes it one per file even across
-    servers). app.py starts it; a page run on its own (AppTest) has none, so its jobs stay queued.
-    """
-    worker = WorkerSupervisor(path)
-    worker.start()
-    _WORKERS[path] = worker
-    return worker
+    supervisor thread, one per file (core.views.worker.supervise; a lock in the worker makes it
+    one per file even across servers). app.py starts it; a page run on its own (AppTest) has
+    none, so its jobs stay queued."""
+    return supervise(path)
 
 
 def running_worker(path: str) -> WorkerSupervisor | None:
-    return _WORKERS.get(path)
+    return supervisor(path)
 
 
 def navigation(allowed: tuple[str, ...] | None = None) -> tuple[st.Page, list[st.Page]]:

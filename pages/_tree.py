@@ -15,7 +15,7 @@ from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.views.charts import TREE_SELECTION, picked_node, tree_chart
 from core.views.tree import TreeSearchRequest, chart_rows, expand, node_detail, queue_tree_search, tree_view
 from core.views.access import RUN_JOBS
-from pages._access import allowed
+from pages._access import act, allowed
 from pages._shared import engine, error_box, policy, policy_engine_options, show_text
 
 PREFIX_LIMIT = 20_000
@@ -33,7 +33,7 @@ def _search_form(store, tid: int, node_id: int) -> None:
         tokens = c[4].number_input("Max new tokens per rollout", 1, MAX_NEW_TOKENS, 128, key="tree_tokens")
         seed = c[5].number_input("Search seed", 0, 2**31 - 1, 0, key="tree_seed")
         submitted = st.form_submit_button("Grow the tree")
-    if submitted:
+    if submitted and act(RUN_JOBS):
         request = TreeSearchRequest(policy=policy(), engine=engine(), engine_options=policy_engine_options(),
                                     mode=mode, budget=int(budget), k=int(k), depth=int(depth), node_id=node_id,
                                     max_new_tokens=int(tokens), seed=int(seed))  # fmt: skip
@@ -63,7 +63,8 @@ def _node_detail(store, tid: int, node_id: int, model: str | None) -> None:
     c = st.columns([2, 1])
     chosen = c[0].selectbox("Rollout", ids, key=f"tree_rollout_{node_id}")
     if allowed(RUN_JOBS) and c[1].button("Expand rollout", key=f"tree_expand_{node_id}",
-                                         help="make this rollout a child branch: a trajectory whose steps become nodes"):
+                                         help="make this rollout a child branch: a trajectory whose steps become nodes") \
+            and act(RUN_JOBS):
         try:
             st.success(f"rollout {chosen} is trajectory #{expand(store, int(chosen))}")
         except StepScopeError as error:

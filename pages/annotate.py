@@ -25,7 +25,7 @@ from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
 from core.views.math_text import show_bidi
 from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enforced
-from pages._access import allowed, annotator, identity, open_store, refusal, require_action
+from pages._access import allowed, annotator, identity, live, open_store, refusal, require_action
 from pages._shared import error_box, md, policy, show_text
 from pages._annotate_hints import client_hints
 from pages._step_controls import keyboard_controls, step_controls
@@ -150,6 +150,7 @@ def highlight(idx: int) -> None:
 
 
 @st.fragment
+@live
 def step_row(tid: int, card, n_steps: int, reveal: bool, greyed: bool) -> None:
     """One step: its own fragment, so a click here reruns only this row."""
     if state.pop("ann_rerun_page", False):
@@ -244,6 +245,7 @@ def key_pressed(tid: int, card, mine: dict, n_steps: int, greyed: bool, key: obj
 
 
 @st.fragment
+@live
 def steps_panel(tid: int, reveal: bool) -> None:
     state.pop("ann_rerun_page", None)  # this run redraws every row anyway
     cards = step_cards(store, tid, policy())

@@ -27,7 +27,7 @@ from core.views.math_text import show_bidi
 from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
 from pages._tree import tree_panel
 from core.views.access import RUN_JOBS
-from pages._access import allowed, open_store
+from pages._access import act, allowed, live, open_store
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000
@@ -178,6 +178,8 @@ def job_controls(tid: int) -> None:
             judge = c[4].form_submit_button("Judge")
         form = {"strategy": strategy, "n": int(n), "max_new_tokens": int(tokens),
                 "temperature": float(temperature), "seed": int(seed)}  # fmt: skip
+        if (estimate or top_up or judge) and not act(RUN_JOBS):
+            return
         try:
             if estimate:
                 st.success(f"job {queue_estimate(store, request_from(form), [tid])} queued")
@@ -302,6 +304,6 @@ header(store.get_trajectory(tid))
 if allowed(RUN_JOBS):
     job_controls(tid)
 watching = bool(active_jobs(store, tid))
-st.fragment(trajectory_view, run_every=1.5 if watching else None)(tid, watching)
+st.fragment(live(trajectory_view), run_every=1.5 if watching else None)(tid, watching)
 if not watching:
-    st.fragment(watch_for_jobs, run_every=3.0)(tid)
+    st.fragment(live(watch_for_jobs), run_every=3.0)(tid)

@@ -17,7 +17,7 @@ from core.views.data import export_bytes, export_formats, import_formats, import
 from core.errors import StepScopeError
 from core.views.explore import dataset_names
 from core.views.access import EXPORT, IMPORT, RUN_JOBS
-from pages._access import annotator, open_store, require_action
+from pages._access import act, annotator, live, open_store, require_action
 from pages._invitations import access_section
 from pages._shared import (
     db_path, engine, error_box, folder, judges, md, policy, policy_engine_options, running_worker,
@@ -43,7 +43,7 @@ def jobs_section(watching: bool) -> None:
     cols = st.columns([1, 1, 1, 4])
     job_id = cols[0].selectbox("Job", [row["id"] for row in table], key="jd_job")
     for col, label, action in ((cols[1], "Cancel", cancel), (cols[2], "Retry", retry)):
-        if col.button(label, key=f"jd_{label.lower()}", width="stretch"):
+        if col.button(label, key=f"jd_{label.lower()}", width="stretch") and act(RUN_JOBS):
             try:
                 state["jd_message"] = action(store, int(job_id))
             except StepScopeError as error:
@@ -71,7 +71,7 @@ def generate_section() -> None:
         temperature = c[4].number_input("Temperature", 0.0, 5.0, 0.7, step=0.1)
         seed = c[5].number_input("Seed", 0, 2**31 - 1, 0)
         submitted = st.form_submit_button("Generate")
-    if submitted:
+    if submitted and act(RUN_JOBS):
         try:
             request = EstimateRequest(policy=policy(), engine=engine(), max_new_tokens=int(tokens),
                                       engine_options=policy_engine_options(),
@@ -102,7 +102,7 @@ def judge_section() -> None:
                                   placeholder="none trained" if not trained else "probes, ORMs")
         mode = c[4].selectbox("Mode", ["logprob", "generative"])
         submitted = st.form_submit_button("Judge solutions")
-    if submitted:
+    if submitted and act(RUN_JOBS):
         try:
             ids = queue_judge_solutions(store, judges(), kinds, None if dataset == "all" else dataset, solutions_of,
                                         chosen, mode=mode, engine=engine(),
@@ -155,7 +155,7 @@ def import_section() -> None:
         dataset = cols[1].text_input("Dataset (optional)", max_chars=80)
         label_owner = cols[2].text_input("Annotator for unnamed labels", value=annotator() or "", max_chars=40)
         submitted = st.form_submit_button("Import")
-    if submitted:
+    if submitted and act(IMPORT):
         if upload is None:
             st.error("Choose a file to import.")
             return
@@ -181,7 +181,7 @@ def export_section() -> None:
                                     max_chars=200)
         dataset = cols[2].selectbox("Dataset", ["all", *dataset_names(store)])
         prepared = st.form_submit_button("Prepare the file")
-    if prepared:
+    if prepared and act(EXPORT):
         try:
             content, written, file_name = export_bytes(
                 store, folder(), format_name, labels=labels, dataset=None if dataset == "all" else dataset)
@@ -197,7 +197,7 @@ def export_section() -> None:
 
 watching = bool(active_jobs(store))
 st.subheader("Jobs")
-st.fragment(jobs_section, run_every=2.0 if watching else None)(watching)
+st.fragment(live(jobs_section), run_every=2.0 if watching else None)(watching)
 generate_section()
 judge_section()
 model_section()

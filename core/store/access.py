@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,6 +24,8 @@ from typing import Any
 
 from core.errors import StepScopeError
 from core.store.connection import ConnectionBase
+
+MIGRATION_SET = "stepscope"  # core.store.schema.MIGRATIONS' name, in _sqlite_migrations.migration_set
 
 ROLES = ("organiser", "annotator", "viewer")
 # The same rule as the app's annotator names: an invitation's name becomes the label author.
@@ -146,24 +150,12 @@ class AccessQueries(ConnectionBase):
         A malformed token is refused before any database read; a well-formed one with an
         unknown lookup is hashed anyway, so the time taken does not say which part was wrong.
         """
-        match = _TOKEN_PATTERN.fullmatch(token) if isinstance(token, str) else None
-        if not match:
-            raise StepScopeError(_INVALID)
-        lookup, secret = match.groups()
+        lookup, secret = token_parts(token)
         row = self._one(f"SELECT {_COLUMNS}, salt, secret_hash FROM invitations WHERE lookup = ?", [lookup])
-        salt, expected = (row["salt"], row["secret_hash"]) if row else (b"\0" * _SALT_BYTES, b"")
-        if not hmac.compare_digest(_hash(secret, salt), expected) or row is None:
-            raise StepScopeError(_INVALID)
-        invitation = _invitation(row)
-        self._refuse_inactive(invitation, at)
-        return invitation
+        return _checked(row, secret, at)
 
     def _refuse_inactive(self, invitation: Invitation, at: datetime | None) -> None:
-        state = invitation.state(at)
-        if state == "revoked":
-            raise StepScopeError("this invitation was revoked; ask the organiser for a new link")
-        if state == "expired":
-            raise StepScopeError(f"this invitation expired at {invitation.expires_at}; ask the organiser for a new link")
+        _refuse_inactive(invitation, at)
 
     def active_invitation(self, invitation_id: int, at: datetime | None = None) -> Invitation:
         """The invitation behind a signed-in session, checked again on every page run (so a
@@ -171,7 +163,7 @@ class AccessQueries(ConnectionBase):
         invitation = self.invitation(invitation_id)
         if invitation is None:
             raise StepScopeError("this invitation no longer exists; ask the organiser for a new link")
-        self._refuse_inactive(invitation, at)
+        _refuse_inactive(invitation, at)
         return invitation
 
     def mark_invitation_used(self, invitation_id: int) -> None:
@@ -194,3 +186,98 @@ class AccessQueries(ConnectionBase):
         with self.transaction() as conn:
             conn.executemany("UPDATE invitations SET revoked_at = ? WHERE id = ?", [(stamp, i.id) for i in targets])
         return [self.invitation(i.id) for i in targets]
+
+
+def token_parts(token: Any) -> tuple[str, str]:
+    """(lookup, secret) of a well-formed token; StepScopeError before anything is opened otherwise."""
+    match = _TOKEN_PATTERN.fullmatch(token) if isinstance(token, str) else None
+    if not match:
+        raise StepScopeError(_INVALID)
+    return match.group(1), match.group(2)
+
+
+def _refuse_inactive(invitation: Invitation, at: datetime | None) -> None:
+    state = invitation.state(at)
+    if state == "revoked":
+        raise StepScopeError("this invitation was revoked; ask the organiser for a new link")
+    if state == "expired":
+        raise StepScopeError(f"this invitation expired at {invitation.expires_at}; ask the organiser for a new link")
+
+
+def _checked(row: dict | None, secret: str, at: datetime | None) -> Invitation:
+    salt, expected = (row["salt"], row["secret_hash"]) if row else (b"\0" * _SALT_BYTES, b"")
+    if not hmac.compare_digest(_hash(secret, salt), expected) or row is None:
+        raise StepScopeError(_INVALID)
+    invitation = _invitation(row)
+    _refuse_inactive(invitation, at)
+    return invitation
+
+
+def _read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection (sqlite's URI mode=ro): it cannot migrate, switch the journal mode,
+    or write a byte. A StepScope store is always in WAL mode, so a file whose header says
+    otherwise (not SQLite, empty, a rollback journal) is refused before SQLite opens it. Without
+    a -wal file beside it nobody has it open and everything is in the file, which is then read
+    as immutable, so not even the -wal and -shm files a read-only WAL reader makes appear."""
+    name = os.path.basename(os.fspath(path))
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0") or header[18:20] != b"\2\2":
+        raise StepScopeError(f"{name} is not a StepScope database")
+    immutable = "" if os.path.exists(f"{os.fspath(path)}-wal") else "&immutable=1"
+    uri = "file:" + urllib.parse.quote(os.path.abspath(os.fspath(path))) + "?mode=ro" + immutable
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def is_stepscope_store(conn: sqlite3.Connection) -> bool:
+    """Whether an open database is a StepScope store: it has the migrations table of set "stepscope"
+    and an invitations table."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"_sqlite_migrations", "invitations"} <= tables:
+        return False
+    return conn.execute("SELECT 1 FROM _sqlite_migrations WHERE migration_set = ? LIMIT 1",
+                        [MIGRATION_SET]).fetchone() is not None
+
+
+def _store_rows(path: str | os.PathLike[str], sql: str, params: list) -> dict | None:
+    """One row from an existing StepScope store, read only; StepScopeError (one line) for a
+    missing file, another kind of file or a foreign SQLite database."""
+    name = os.path.basename(os.fspath(path))
+    if not os.path.isfile(path):
+        raise StepScopeError(f"there is no database {name} in the data folder")
+    try:
+        conn = _read_only(path)
+        try:
+            if not is_stepscope_store(conn):
+                raise StepScopeError(f"{name} is not a StepScope database")
+            row = conn.execute(sql, params).fetchone()
+        finally:
+            conn.close()
+    except OSError as error:
+        raise StepScopeError(f"cannot read {name}: {error.strerror or error}") from None
+    except sqlite3.DatabaseError as error:
+        raise StepScopeError(f"{name} is not a StepScope database ({error})") from None
+    return dict(row) if row else None
+
+
+def check_token_read_only(path: str | os.PathLike[str], token: Any, at: datetime | None = None) -> Invitation:
+    """`check_token` on the file at `path` without opening it for writing: the token's format is
+    checked before the file is touched, and only an existing StepScope store is read (mode=ro).
+    Signing in with a junk link leaves every file as it was, byte for byte."""
+    lookup, secret = token_parts(token)
+    row = _store_rows(path, f"SELECT {_COLUMNS}, salt, secret_hash FROM invitations WHERE lookup = ?", [lookup])
+    return _checked(row, secret, at)
+
+
+def active_invitation_read_only(path: str | os.PathLike[str], invitation_id: int,
+                                at: datetime | None = None) -> Invitation:
+    """`active_invitation` read from the file at `path` (mode=ro): the check every action of an
+    invited session passes, at the moment it happens."""
+    row = _store_rows(path, f"SELECT {_COLUMNS} FROM invitations WHERE id = ?", [invitation_id])
+    if row is None:
+        raise StepScopeError("this invitation no longer exists; ask the organiser for a new link")
+    invitation = _invitation(row)
+    _refuse_inactive(invitation, at)
+    return invitation

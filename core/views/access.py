@@ -104,6 +104,25 @@ def require(role: object, action: str) -> None:
         raise StepScopeError(f"{who} may not {action} here")
 
 
+# What no invitation grants, whatever its role: an invitation opens one database file, so an
+# invited organiser cannot switch to (or create) another one and act there.
+_NOT_BY_INVITATION = frozenset({SWITCH_DATABASE})
+
+
+def may(identity: Identity | None, action: object) -> bool:
+    """Whether the session `identity` may take `action`: its role's, less what no invitation grants."""
+    if identity is None or not can(identity.role, action):
+        return False
+    return not (identity.invited and action in _NOT_BY_INVITATION)
+
+
+def require_for(identity: Identity | None, action: str) -> None:
+    """StepScopeError naming the refusal unless the session `identity` may take `action`."""
+    require(identity.role if identity else None, action)
+    if not may(identity, action):
+        raise StepScopeError(f"an invitation opens its own database file only; it may not {action}")
+
+
 def pages_for(role: object) -> tuple[str, ...]:
     """The URL paths of the pages `role` sees, home page first; none for an unknown role."""
     return _PAGES.get(role, ()) if isinstance(role, str) else ()

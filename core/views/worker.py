@@ -4,6 +4,12 @@ The Streamlit server starts it, watches it, and starts it again if it dies (kill
 memory). It runs at a lower CPU priority than the server; nothing on the save path waits for
 it (pages only read job rows). What it has loaded is read from the store: the running job's
 manifest records its engine.
+
+`supervise(path)` is the server's one supervisor per database file, kept in a module-level
+registry under a lock, not in st.cache_resource: Streamlit's `clear_cache` message, which any
+client can send, empties that cache, and each emptying started another supervisor. Across
+servers, the worker's lock file (`DB.worker.lock`, core.jobs.worker_process) keeps it to one
+working process per file.
 """
 
 from __future__ import annotations
@@ -89,3 +95,26 @@ class WorkerSupervisor(threading.Thread):
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+_SUPERVISORS: dict[str, WorkerSupervisor] = {}
+_SUPERVISORS_LOCK = threading.Lock()
+
+
+def supervise(db_path: str | os.PathLike[str]) -> WorkerSupervisor:
+    """The running supervisor of the database file `db_path`, started on first use: one per file
+    for the life of the server, whatever sessions or clients ask for."""
+    key = str(Path(db_path).resolve())
+    with _SUPERVISORS_LOCK:
+        worker = _SUPERVISORS.get(key)
+        if worker is None or worker.stopped.is_set() or not worker.is_alive():
+            worker = WorkerSupervisor(key)
+            worker.start()
+            _SUPERVISORS[key] = worker
+        return worker
+
+
+def supervisor(db_path: str | os.PathLike[str]) -> WorkerSupervisor | None:
+    """The supervisor of `db_path` if this server started one."""
+    with _SUPERVISORS_LOCK:
+        return _SUPERVISORS.get(str(Path(db_path).resolve()))
