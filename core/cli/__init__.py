@@ -1,10 +1,8 @@
 """The `stepscope` command. Every user-caused failure ends in one line and a non-zero exit."""
 
-from __future__ import annotations
-
 import sys
 import time
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,10 +11,18 @@ from rich.table import Table
 
 from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge, prm as cli_prm, problems as cli_problems
 from core.cli import access as cli_access, tree as cli_tree
+from core.cli.options import (
+    DEFAULT_DEVICE, DEFAULT_ENGINE, BaseUrls, Device, Engine, MaxNewTokens, command_group, engine_options,
+)  # fmt: skip
 from core.errors import StepScopeError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-models_app = typer.Typer(no_args_is_help=True, help="List, fetch and check models.")
+try:  # typer >= 0.2x carries its own copy of click (typer._click); older typer uses click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException, UsageError
+
+app = command_group(__doc__, add_completion=False)
+models_app = command_group("List, fetch and check models.")
 app.add_typer(models_app, name="models")
 
 console = Console()
@@ -25,11 +31,6 @@ errors = Console(stderr=True)
 
 def print_error(message: str) -> None:
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def fail(message: str) -> None:
-    print_error(message)
-    raise typer.Exit(1)
 
 
 @models_app.command("list")
@@ -46,8 +47,8 @@ def models_list() -> None:
 
 @models_app.command("fetch")
 def models_fetch(
-    name: str = typer.Argument(..., help="preset name"),
-    dense: bool = typer.Option(True, help="also build the dense bf16 copy (vLLM needs it)"),
+    name: Annotated[str, typer.Argument(help="preset name")],
+    dense: Annotated[bool, typer.Option(help="also build the dense bf16 copy (vLLM needs it)")] = True,
 ) -> None:
     """Fetch a preset's weights into the cache under models/ (once)."""
     from core.models import resolve_model
@@ -58,28 +59,19 @@ def models_fetch(
 
 @models_app.command("check")
 def models_check(
-    name: str = typer.Argument(..., help="preset name, local directory, or hub id"),
-    engine: str = typer.Option("transformers", help="transformers | vllm | openai"),
-    base_url: Optional[List[str]] = typer.Option(
-        None, help="OpenAI-compatible server URL ending in /v1 (repeatable; engine openai)"
-    ),
-    device: str = typer.Option("auto", help="transformers: cpu, cuda or auto"),
-    max_new_tokens: int = typer.Option(32, min=1, help="tokens to generate"),
-    prompt: str = typer.Option(
-        "Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:", help="the text to continue"
+    name: Annotated[str, typer.Argument(help="preset name, local directory, or hub id")],
+    engine: Engine = DEFAULT_ENGINE,
+    base_url: BaseUrls = None,
+    device: Device = DEFAULT_DEVICE,
+    max_new_tokens: MaxNewTokens = 32,
+    prompt: Annotated[str, typer.Option(help="the text to continue")] = (
+        "Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:"
     ),
 ) -> None:
     """Load a model, generate a few tokens, and print engine, device, load time and tokens/s."""
     from core.engines import SamplingParams, load_engine
 
-    options: dict = {}
-    if engine == "openai":
-        if not base_url:
-            fail("engine openai needs --base-url (an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1)")
-        options["base_urls"] = list(base_url)
-    elif engine == "transformers":
-        options["device"] = device
-    loaded = load_engine(engine, name, **options)
+    loaded = load_engine(engine, name, **engine_options(engine, base_url, device))
     try:
         params = SamplingParams(n=4, max_new_tokens=max_new_tokens, temperature=0.7, seed=0)
         loaded.generate([prompt], SamplingParams(n=1, max_new_tokens=2, temperature=0))  # warm-up
@@ -120,13 +112,16 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         errors.print("aborted")
         sys.exit(130)
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+    except UsageError as error:
+        # A wrong option or value: one line, exit 2, and where to read more. (A group run bare
+        # has shown its help already and raises one without a message.)
+        if error.format_message():
+            where = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+            print_error(error.format_message() + where)
+        sys.exit(error.exit_code)
+    except ClickException as error:  # click's other errors carry their own message and exit code
+        print_error(error.format_message())
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -5,42 +5,40 @@ make, list and revoke the links' invitations, which live in the database file it
 `register(app)` adds the `access` group to the main Typer app.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.cli.data import DB_HELP, _user_errors
+from core.cli.data import _user_errors
+from core.cli.options import Database, command_group, open_store
 
 _console = Console()
 _errors = Console(stderr=True)
 
 DEFAULT_URL = "http://localhost:8501"
-access_app = typer.Typer(no_args_is_help=True, help="Invite people to a database served on a network.")
+access_app = command_group("Invite people to a database served on a network.")
 
 
 @access_app.command("invite")
 def invite_command(
-    name: str = typer.Argument(..., help="the person's name (their labels are saved under it)"),
-    role: str = typer.Option("annotator", help="organiser, annotator or viewer"),
-    expires: str = typer.Option("7d", help="how long the link works: a number and s, m, h, d or w"),
-    url: str = typer.Option(DEFAULT_URL, help="the address people open: the server's network name and port"),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    name: Annotated[str, typer.Argument(help="the person's name (their labels are saved under it)")],
+    role: Annotated[str, typer.Option(help="organiser, annotator or viewer")] = "annotator",
+    expires: Annotated[str, typer.Option(help="how long the link works: a number and s, m, h, d or w")] = "7d",
+    url: Annotated[str, typer.Option(help="the address people open: the server's network name and port")] = DEFAULT_URL,
+    db: Database = None,
 ) -> None:
     """Print a personal link (with a secret token, shown only now) that signs NAME in with ROLE."""
-    from core.store import Store, default_db_path
+    from core.store import default_db_path
     from core.store.access import check_name, check_role, invitation_link, parse_lifetime
 
     with _user_errors():
         # Everything the user typed is checked before a database file is opened or created.
         name, role, lifetime = check_name(name), check_role(role), parse_lifetime(expires)
         invitation_link(url, "x.db", "x")
-        store = Store.open(db)
+        store = open_store(db)
         invitation, token = store.create_invitation(name, role, lifetime)
         link = invitation_link(url, store.path.name, token)
     _console.print(f"invitation {invitation.id}: {escape(name)} as {role}, until {invitation.expires_at}",
@@ -54,12 +52,10 @@ def invite_command(
 
 
 @access_app.command("list")
-def list_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def list_command(db: Database = None) -> None:
     """The invitations: id, name, role, state (active, expired or revoked), dates. No tokens."""
-    from core.store import Store
-
     with _user_errors():
-        invitations = Store.open(db).invitations()
+        invitations = open_store(db).invitations()
     if not invitations:
         _console.print("no invitations", highlight=False)
         return
@@ -72,14 +68,12 @@ def list_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) 
 
 @access_app.command("revoke")
 def revoke_command(
-    who: str = typer.Argument(..., help="an invitation id, or a name (all of that person's invitations)"),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    who: Annotated[str, typer.Argument(help="an invitation id, or a name (all of that person's invitations)")],
+    db: Database = None,
 ) -> None:
     """Revoke invitations: their links stop working, sessions they opened included."""
-    from core.store import Store
-
     with _user_errors():
-        revoked = Store.open(db).revoke_invitations(who)
+        revoked = open_store(db).revoke_invitations(who)
     for i in revoked:
         _console.print(f"invitation {i.id} ({escape(i.name)}, {i.role}) revoked", highlight=False)
 

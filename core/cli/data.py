@@ -5,23 +5,21 @@
 the sample set loaded. A user-caused failure prints one red `error:` line and exits 1.
 """
 
-from __future__ import annotations
-
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core.cli.options import Database, Dataset, NewDataset, command_group, open_store
 from core.errors import StepScopeError
 
 _console = Console()
 _errors = Console(stderr=True)
 
-DB_HELP = "database file (default: $STEPSCOPE_DB or data/stepscope.db)"
 IMPORT_FORMATS_HELP = "gsm8k, model-solutions, prm800k, processbench, trl, jsonl"
 ANNOTATOR_HELP = "annotator for labels that name none (trl, processbench)"
 LABELS_HELP = "label source: mc-hard, mc-soft:THRESHOLD, judge:NAME, human:ANNOTATOR, consensus"
@@ -38,52 +36,46 @@ def _user_errors() -> Iterator[None]:
         raise SystemExit(1) from None
 
 
-def _open_store(db: Optional[Path]):
-    from core.store import Store
-
-    return Store.open(db)
-
-
 def import_command(
-    file: Path = typer.Argument(..., help="file to import"),
-    format: str = typer.Option(..., "--format", "-f", help=IMPORT_FORMATS_HELP),
-    dataset: Optional[str] = typer.Option(None, help="put the problems in this dataset"),
-    annotator: Optional[str] = typer.Option(None, help=ANNOTATOR_HELP),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    file: Annotated[Path, typer.Argument(help="file to import")],
+    format: Annotated[str, typer.Option("--format", "-f", help=IMPORT_FORMATS_HELP)],
+    dataset: NewDataset = None,
+    annotator: Annotated[Optional[str], typer.Option(help=ANNOTATOR_HELP)] = None,
+    db: Database = None,
 ) -> None:
     """Import a file in one transaction: all of it, or (on any error) nothing."""
     from core.formats import get_importer, import_file
 
     with _user_errors():
         get_importer(format)  # an unknown format fails before a database file is created
-        store = _open_store(db)
+        store = open_store(db)
         report = import_file(store, file, format, dataset=dataset, annotator=annotator)
     _console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 
 def export_command(
-    format: str = typer.Argument(..., help="trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl"),
-    out: Path = typer.Argument(..., help="file to write"),
-    labels: Optional[str] = typer.Option(None, "--labels", "-l", help=LABELS_HELP),
-    dataset: Optional[str] = typer.Option(None, help="only problems of this dataset"),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    format: Annotated[str, typer.Argument(help="trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl")],
+    out: Annotated[Path, typer.Argument(help="file to write")],
+    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help=LABELS_HELP)] = None,
+    dataset: Dataset = None,
+    db: Database = None,
 ) -> None:
     """Export trajectories (jsonl: a complete dump that imports back identically)."""
     from core.formats import export_file, get_exporter
 
     with _user_errors():
         get_exporter(format)
-        store = _open_store(db)
+        store = open_store(db)
         written = export_file(store, format, out, labels=labels, dataset=dataset)
     _console.print(f"wrote {written} records to {escape(str(out))}", highlight=False)
     if written == 0:
         _errors.print("[yellow]warning:[/] nothing to export with these labels", highlight=False)
 
 
-def info_command(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def info_command(db: Database = None) -> None:
     """Counts of problems, trajectories, steps, rollouts, verdicts and annotations."""
     with _user_errors():
-        store = _open_store(db)
+        store = open_store(db)
         counts = store.counts()
         datasets = store.datasets()
     _console.print(f"database: {escape(str(store.path))}", highlight=False)
@@ -107,6 +99,6 @@ def register(app: typer.Typer) -> None:
     """Add `import`, `export` and the `db` group to the main app."""
     app.command("import")(import_command)
     app.command("export")(export_command)
-    db_app = typer.Typer(no_args_is_help=True, help="Inspect the database.")
+    db_app = command_group("Inspect the database.")
     db_app.command("info")(info_command)
     app.add_typer(db_app, name="db")

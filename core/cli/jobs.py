@@ -4,11 +4,8 @@ They create the same jobs the app's worker runs, and run them here in the foregr
 progress bar. Ctrl-C, or a kill, leaves the job resumable: `stepscope jobs resume ID`.
 """
 
-from __future__ import annotations
-
 import time
-from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -16,27 +13,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core.cli.options import (
+    DEFAULT_DEVICE, DEFAULT_ENGINE, SAMPLING, BaseUrls, Database, Dataset, Device, Engine, MaxNewTokens, Model, Policy,
+    Seed, Source, Temperature, TrajectoryIds, TrajectoryLimit, TrajectorySelection, command_group, engine_options,
+    open_store, spec_default,
+)  # fmt: skip
 from core.errors import StepScopeError
+from core.jobs.estimate import EstimateSpec
+from core.mcpe import ROUND_SIZE
+from core.models import DEFAULT_MODEL
 
 console = Console()
-DB_HELP = "database file (default: $STEPSCOPE_DB or data/stepscope.db)"
-jobs_app = typer.Typer(no_args_is_help=True, help="List, resume and cancel jobs.")
-
-
-def _store(db: Optional[Path]):
-    from core.store import Store
-
-    return Store.open(db)
-
-
-def _engine_options(engine: str, base_url: list[str] | None, device: str) -> dict:
-    if engine == "openai":
-        if not base_url:
-            raise StepScopeError("engine openai needs --base-url (an OpenAI-compatible server …/v1)")
-        return {"base_urls": list(base_url)}
-    if engine == "transformers":
-        return {"device": device}
-    return {}
+jobs_app = command_group("List, resume and cancel jobs.")
+JobId = Annotated[int, typer.Argument(help="the job's id (stepscope jobs list)")]
+DEFAULT_STRATEGY = spec_default(EstimateSpec, "strategy")
 
 
 def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
@@ -75,30 +65,30 @@ def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
 
 
 def generate_command(
-    policy: str = typer.Option("smollm2-135m", help="policy model: preset, directory or hub id"),
-    k: int = typer.Option(4, "--k", min=1, help="solutions per problem"),
-    dataset: str = typer.Option("sample", help="problems of this dataset"),
-    limit: Optional[int] = typer.Option(None, min=1, help="at most this many problems"),
-    engine: str = typer.Option("transformers", help="transformers | vllm | openai"),
-    base_url: Optional[list[str]] = typer.Option(None, help="engine openai: server URL(s) …/v1"),
-    device: str = typer.Option("auto", help="engine transformers: cpu, cuda or auto"),
-    max_new_tokens: int = typer.Option(128, min=1, help="the most new tokens per sample"),
-    temperature: float = typer.Option(0.7, min=0.0, help="sampling temperature"),
-    seed: int = typer.Option(0, help="sampling seed: the same seed draws the same samples"),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    policy: Policy = DEFAULT_MODEL,
+    k: Annotated[int, typer.Option("--k", min=1, help="solutions per problem")] = 4,
+    dataset: Dataset = "sample",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="at most this many problems")] = None,
+    engine: Engine = DEFAULT_ENGINE,
+    base_url: BaseUrls = None,
+    device: Device = DEFAULT_DEVICE,
+    max_new_tokens: MaxNewTokens = SAMPLING.max_new_tokens,
+    temperature: Temperature = SAMPLING.temperature,
+    seed: Seed = SAMPLING.seed,
+    db: Database = None,
 ) -> None:
     """Sample k solutions per problem from the policy: its own trajectories, graded and segmented."""
     from core.jobs.estimate import default_sampling
     from core.jobs.generate import GenerateSpec
     from core.jobs.runner import queue
 
-    store = _store(db)
+    store = open_store(db)
     problems = [p["id"] for p in store.list_problems(dataset=dataset, limit=limit)]
     if not problems:
         raise StepScopeError(f"dataset {dataset!r} has no problems")
     job_id = queue(store, GenerateSpec(
         policy=policy, problem_ids=tuple(problems), k=k, engine=engine,
-        engine_options=_engine_options(engine, base_url, device),
+        engine_options=engine_options(engine, base_url, device),
         sampling=default_sampling(max_new_tokens, temperature, seed),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
@@ -107,51 +97,46 @@ def generate_command(
     console.print(f"{len(rows)} distinct policy trajectories in {dataset!r}; {correct} reach the gold answer", highlight=False)
 
 
-def _trajectory_ids(store, ids: Optional[str], dataset: Optional[str], source: Optional[str], limit: Optional[int]) -> list[int]:
-    if ids:
-        try:
-            return [int(part) for part in ids.split(",") if part.strip()]
-        except ValueError:
-            raise StepScopeError(f"--trajectories takes ids separated by commas, not {ids!r}") from None
-    rows = store.list_trajectories(dataset=dataset, source=source, limit=limit)
-    return [row["id"] for row in rows]
-
-
 def estimate_command(
-    policy: str = typer.Option("smollm2-135m", help="policy model: preset, directory or hub id"),
-    n: int = typer.Option(16, "--n", min=1, help="rollouts per step (the most per step for adaptive and first-error)"),
-    strategy: str = typer.Option("fixed", help="fixed | adaptive | first-error"),
-    round_size: int = typer.Option(4, min=1, help="adaptive and first-error: rollouts per round"),
-    trajectories: Optional[str] = typer.Option(None, help="trajectory ids, comma-separated"),
-    dataset: Optional[str] = typer.Option(None, help="else: trajectories of this dataset"),
-    source: Optional[str] = typer.Option(None, help="…and of this source (e.g. policy, gsm8k)"),
-    limit: Optional[int] = typer.Option(None, min=1, help="at most this many trajectories"),
-    engine: str = typer.Option("transformers", help="transformers | vllm | openai"),
-    base_url: Optional[list[str]] = typer.Option(None, help="engine openai: server URL(s) …/v1"),
-    device: str = typer.Option("auto", help="engine transformers: cpu, cuda or auto"),
-    max_new_tokens: int = typer.Option(128, min=1, help="the most new tokens per sample"),
-    temperature: float = typer.Option(0.7, min=0.0, help="sampling temperature"),
-    seed: int = typer.Option(0, help="sampling seed: the same seed draws the same samples"),
-    rows_per_call: Optional[int] = typer.Option(None, min=1, help="sequences per engine call (default: the job's, 256)"),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    policy: Policy = DEFAULT_MODEL,
+    n: Annotated[int, typer.Option(
+        "--n", min=1, help="rollouts per step (the most per step for adaptive and first-error)",
+    )] = DEFAULT_STRATEGY.most_per_step,
+    strategy: Annotated[str, typer.Option(help="fixed | adaptive | first-error")] = DEFAULT_STRATEGY.name,
+    round_size: Annotated[int, typer.Option(min=1, help="adaptive and first-error: rollouts per round")] = ROUND_SIZE,
+    trajectories: TrajectoryIds = None,
+    dataset: Dataset = None,
+    source: Source = None,
+    model: Model = None,
+    limit: TrajectoryLimit = None,
+    engine: Engine = DEFAULT_ENGINE,
+    base_url: BaseUrls = None,
+    device: Device = DEFAULT_DEVICE,
+    max_new_tokens: MaxNewTokens = SAMPLING.max_new_tokens,
+    temperature: Temperature = SAMPLING.temperature,
+    seed: Seed = SAMPLING.seed,
+    rows_per_call: Annotated[int, typer.Option(min=1, help="sequences per engine call")] = spec_default(
+        EstimateSpec, "rows_per_call"
+    ),
+    db: Database = None,
 ) -> None:
     """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored."""
-    from core.jobs.estimate import EstimateSpec, default_sampling
+    from core.jobs.estimate import default_sampling
     from core.jobs.runner import queue
+    from core.mcpe import make_strategy
 
-    store = _store(db)
-    ids = _trajectory_ids(store, trajectories, dataset, source, limit)
+    store = open_store(db)
+    ids = TrajectorySelection(trajectories, dataset, source, model, limit).resolve(store)
     job_id = queue(store, EstimateSpec(
-        policy=policy, trajectory_ids=tuple(ids), strategy=strategy, n=n, round_size=round_size, engine=engine,
-        engine_options=_engine_options(engine, base_url, device),
+        policy=policy, trajectory_ids=ids, strategy=make_strategy(strategy, n=n, round_size=round_size),
+        engine=engine, engine_options=engine_options(engine, base_url, device), rows_per_call=rows_per_call,
         sampling=default_sampling(max_new_tokens, temperature, seed),
-        **({} if rows_per_call is None else {"rows_per_call": rows_per_call}),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     print_values(store, ids[:10], policy)
 
 
-def print_values(store, trajectory_ids: list[int], policy: str) -> None:
+def print_values(store, trajectory_ids, policy: str) -> None:
     from core.mcpe import Counts, step_value
 
     table = Table("trajectory", "step", "n", "soft", "95% interval", "hard", "text")
@@ -168,10 +153,10 @@ def print_values(store, trajectory_ids: list[int], policy: str) -> None:
 
 
 @jobs_app.command("list")
-def jobs_list(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def jobs_list(db: Database = None) -> None:
     """Jobs, newest first, with their progress."""
     table = Table("id", "kind", "status", "done/planned", "tokens", "policy", "error")
-    for job in _store(db).list_jobs(limit=50):
+    for job in open_store(db).list_jobs(limit=50):
         table.add_row(
             str(job["id"]), job["kind"], job["status"], f"{job['done']}/{job['planned']}", str(job["tokens"]),
             escape(str(job["manifest"].get("policy", ""))), escape(job["error"] or ""),
@@ -180,14 +165,11 @@ def jobs_list(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> 
 
 
 @jobs_app.command("resume")
-def jobs_resume(
-    job_id: int = typer.Argument(..., help="the job's id (stepscope jobs list)"),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
-) -> None:
+def jobs_resume(job_id: JobId, db: Database = None) -> None:
     """Run a queued, failed, cancelled or abandoned job to its end, reusing what it stored."""
     from core.jobs.runner import STALE_AFTER_SECONDS, retry_job
 
-    store = _store(db)
+    store = open_store(db)
     job = store.get_job(job_id)
     if job is None:
         raise StepScopeError(f"job {job_id} does not exist")
@@ -197,24 +179,24 @@ def jobs_resume(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: int = typer.Argument(..., help="the job's id (stepscope jobs list)"), db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def jobs_cancel(job_id: JobId, db: Database = None) -> None:
     """Ask a queued or running job to stop (it stops before its next engine call)."""
     from core.jobs.runner import cancel_job
 
-    if not cancel_job(_store(db), job_id):
+    if not cancel_job(open_store(db), job_id):
         raise StepScopeError(f"job {job_id} is not queued or running")
     console.print(f"job {job_id} cancelled")
 
 
 @jobs_app.command("worker")
-def jobs_worker(db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def jobs_worker(db: Database = None) -> None:
     """Run queued jobs of the database as they come, until stopped: the app's worker process,
     in the foreground (at a lower CPU priority; one per database file)."""
     from core.jobs.worker_process import LOCK_HELD_EXIT, serve
     from core.store import default_db_path
 
     path = str(db or default_db_path())
-    _store(path).close()  # a bad file fails here, with its cause
+    open_store(path).close()  # a bad file fails here, with its cause
     if serve(path) == LOCK_HELD_EXIT:
         raise StepScopeError(f"another job worker already serves {path}")
 

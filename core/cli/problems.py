@@ -3,45 +3,40 @@
 `register(app)` adds the `problems` group to the main Typer app.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from core.cli.data import DB_HELP
+from core.cli.options import Database, NewDataset, command_group, open_store
 from core.synth import DEFAULT_TEST_FRACTION, MAX_STEPS, MIN_STEPS
 
 _console = Console()
 
-problems_app = typer.Typer(no_args_is_help=True, help="Create problem sets.")
+problems_app = command_group("Create problem sets.")
 
 
 @problems_app.command("synth")
 def synth_command(
-    steps: str = typer.Option("1-4", help=f"arithmetic steps per problem: N or A-B ({MIN_STEPS}-{MAX_STEPS})"),
-    count: int = typer.Option(100, min=1, help="problems in all, spread evenly over the step counts"),
-    seed: int = typer.Option(0, help="the same seed draws the same problems"),
-    dataset: str = typer.Option("synth", help="put the problems in this dataset"),
-    test_fraction: float = typer.Option(
-        DEFAULT_TEST_FRACTION, min=0.0, max=1.0,
-        help="share of template instances in the test split (by instance hash)",
-    ),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP),
+    steps: Annotated[str, typer.Option(help=f"arithmetic steps per problem: N or A-B ({MIN_STEPS}-{MAX_STEPS})")] = "1-4",
+    count: Annotated[int, typer.Option(min=1, help="problems in all, spread evenly over the step counts")] = 100,
+    seed: Annotated[int, typer.Option(help="the same seed draws the same problems")] = 0,
+    dataset: NewDataset = "synth",
+    test_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="share of template instances in the test split (by instance hash)",
+    )] = DEFAULT_TEST_FRACTION,
+    db: Database = None,
 ) -> None:
     """Generate GSM-style word problems with gold answers and reference solutions.
 
     Train and test never share a template instance; the split is in each problem's meta.
     """
-    from core.store import Store
     from core.synth import parse_steps_range, write_synth
 
     # A StepScopeError reaches the entry point, which prints it as one line and exits 1.
     steps_range = parse_steps_range(steps)  # a bad range fails before a database is created
-    store = Store.open(db)
+    store = open_store(db)
     written = write_synth(store, dataset, steps_range, count, seed, test_fraction=test_fraction)
     _console.print(
         f"dataset {escape(dataset)}: {sum(written.values())} problems with {steps} steps "
