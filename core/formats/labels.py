@@ -32,7 +32,7 @@ MC_SOURCES = ("mc-hard", "mc-soft")
 VERIFIER_SOURCES = ("judge", "prm", "probe", "orm")  # verifier kinds whose verdicts label steps
 CONSENSUS, MAJORITY = "consensus", "majority"
 SOURCES_HELP = "mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human:ANNOTATOR, consensus or majority"
-_PAGE = 500
+_PAGE = 2000  # trajectories per page of an export
 
 
 @dataclass(frozen=True)
@@ -116,27 +116,7 @@ def step_labels(
     store: Store, trajectory_id: int, steps: list[dict], source: LabelSource
 ) -> list[bool | None]:
     """One label per step (None where the source says nothing)."""
-    ids = [step["id"] for step in steps]
-    if source.kind in ("mc-hard", "mc-soft"):
-        counts = store.step_value_counts(ids)
-        return [_mc_label(*counts[i], source) for i in ids]
-    if source.is_verifier:
-        latest = {}
-        for verdict in store.verdicts(trajectory_id, judge=source.name, kind="step"):
-            latest[verdict["step_id"]] = verdict["p_yes"]  # oldest first: the last one wins
-        cut = 0.5 if source.threshold is None else source.threshold
-        return [None if latest.get(i) is None else latest[i] >= cut for i in ids]
-    if not steps:
-        return []
-    by_step: dict[int, list[bool | None]] = defaultdict(list)
-    annotator = source.name if source.kind == "human" else None
-    annotations = store.annotations(
-        trajectory_id, annotator=annotator, segmentation_id=steps[0]["segmentation_id"]
-    )
-    for a in annotations:
-        by_step[a["step_id"]].append(human_label(a["rating"], a["first_error"]))
-    combine = majority_label if source.kind == MAJORITY else agreed_label
-    return [combine(by_step.get(i, [])) for i in ids]
+    return page_labels(store, steps, source)[0]
 
 
 def step_latents(store: Store, trajectory_id: int, steps: list[dict], source: LabelSource) -> dict[str, list] | None:
@@ -144,12 +124,37 @@ def step_latents(store: Store, trajectory_id: int, steps: list[dict], source: La
     given); for any other source None (an MC value or a judge has no confidence to report)."""
     if source.kind != "human" or not steps:
         return None
-    mine = {a["step_id"]: a for a in store.annotations(
-        trajectory_id, annotator=source.name, segmentation_id=steps[0]["segmentation_id"])}
-    return {
-        "confidences": [(mine.get(s["id"]) or {}).get("confidence") for s in steps],
-        "categories": [(mine.get(s["id"]) or {}).get("category") for s in steps],
+    return page_labels(store, steps, source)[1]
+
+
+def page_labels(
+    store: Store, steps: list[dict], source: LabelSource
+) -> tuple[list[bool | None], dict[str, list] | None]:
+    """The labels of any number of steps (of one trajectory or of a page of them), with one query,
+    and for a human source the annotator's confidence and error category per step."""
+    ids = [step["id"] for step in steps]
+    if source.kind in MC_SOURCES:
+        counts = store.step_rollout_counts(ids)
+        return [_mc_label(*counts.get(i, (0, 0)), source) for i in ids], None
+    if source.is_verifier:
+        latest = store.latest_step_scores(source.name, ids)
+        cut = 0.5 if source.threshold is None else source.threshold
+        return [None if latest.get(i) is None else latest[i] >= cut for i in ids], None
+    by_step: dict[int, list[bool | None]] = defaultdict(list)
+    mine: dict[int, tuple] = {}
+    annotator = source.name if source.kind == "human" else None
+    for step_id, _, rating, first_error, confidence, category in store.step_annotations(ids, annotator=annotator):
+        by_step[step_id].append(human_label(rating, bool(first_error)))
+        mine[step_id] = (confidence, category)
+    combine = majority_label if source.kind == MAJORITY else agreed_label
+    labels = [combine(by_step.get(i, [])) for i in ids]
+    if source.kind != "human":
+        return labels, None
+    latents = {
+        "confidences": [mine.get(i, (None, None))[0] for i in ids],
+        "categories": [mine.get(i, (None, None))[1] for i in ids],
     }
+    return labels, latents
 
 
 def _mc_label(n: int, n_correct: int, source: LabelSource) -> bool | None:
@@ -184,18 +189,34 @@ def labelled_trajectories(
     store: Store, options: ExportOptions
 ) -> Iterator[tuple[dict, list[dict], list[bool | None]]]:
     """(trajectory, its current steps, their labels) for each trajectory with any label."""
+    for trajectory, steps, labels, _ in labelled_rows(store, options):
+        yield trajectory, steps, labels
+
+
+def labelled_rows(
+    store: Store, options: ExportOptions, *, page: int = _PAGE
+) -> Iterator[tuple[dict, list[dict], list[bool | None], dict[str, list] | None]]:
+    """(trajectory, its current steps, their labels, a human source's latents or None) for each
+    trajectory with any label, in id order. A page of trajectories costs one query per table
+    (core.store.export), so memory and queries do not grow with the store.
+
+    A trajectory is a dict with id, key, problem_id, source, model, correct, dataset, question,
+    gold and segmentation_id; a step has id, segmentation_id, trajectory_id, idx and text."""
     if options.labels is None:
         raise StepScopeError(f"this export needs --labels: {SOURCES_HELP}")
     source = resolve_label_source(store, options.labels)
-    offset = 0
-    while True:
-        page = store.list_trajectories(dataset=options.dataset, limit=_PAGE, offset=offset)
-        if not page:
-            return
-        offset += len(page)
-        for row in page:
-            trajectory = store.get_trajectory(row["id"])
-            steps = store.steps(row["id"])
-            labels = step_labels(store, row["id"], steps, source)
-            if any(label is not None for label in labels):
-                yield trajectory, steps, labels
+    after = 0
+    while trajectories := store.trajectory_page(after, page, dataset=options.dataset):
+        after = trajectories[-1]["id"]
+        steps = store.current_steps([t["id"] for t in trajectories])
+        flat = [step for t in trajectories for step in steps[t["id"]]]
+        labels, latents = page_labels(store, flat, source)
+        at = 0
+        for trajectory in trajectories:
+            n = len(steps[trajectory["id"]])
+            mine = labels[at : at + n]
+            if any(label is not None for label in mine):
+                # Latents as step_latents gives them: none for a trajectory without steps.
+                own = {name: values[at : at + n] for name, values in latents.items()} if latents else None
+                yield trajectory, steps[trajectory["id"]], mine, own
+            at += n

@@ -17,11 +17,12 @@ null) per step.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
-from core.formats.labels import labelled_prefix, labelled_trajectories, step_latents
+from core.formats.labels import labelled_prefix, labelled_rows
 from core.formats.output import atomic_path, write_jsonl
 from core.formats.records import (
     Annotation, Item, Problem, RecordError, Trajectory, presplit, req_list, req_str, str_list,
@@ -55,22 +56,34 @@ def parse(obj: dict, options: ImportOptions) -> list[Item]:
     return [Item(Problem(options.dataset_or("trl"), prompt, None), [trajectory])]
 
 
+LATENT_COLUMNS = ("confidences", "categories")
+_ROW_GROUP = 5000  # rows per Parquet row group: the rows an export holds at once
+
+
 def rows(store: Store, options: ExportOptions) -> list[dict]:
     """The export's rows; `confidences` and `categories` are columns of every row when any of
     the human's labels has one, of none otherwise (a file keeps one shape)."""
-    found = list(_rows(store, options))
-    if not any(v is not None for row in found for name in LATENT_COLUMNS for v in row.get(name, [])):
-        for row in found:
-            for name in LATENT_COLUMNS:
-                row.pop(name, None)
+    found = list(_rows(store, options, latents=True))
+    if not any(_has_latents(row) for row in found):
+        found = [_without_latents(row) for row in found]
     return found
 
 
-LATENT_COLUMNS = ("confidences", "categories")
+def _may_have_latents(store: Store, options: ExportOptions) -> bool:
+    source = options.labels
+    return source is not None and source.kind == "human" and store.annotator_has_latents(source.name)
 
 
-def _rows(store: Store, options: ExportOptions) -> Iterator[dict]:
-    for trajectory, steps, labels in labelled_trajectories(store, options):
+def _has_latents(row: dict) -> bool:
+    return any(v is not None for name in LATENT_COLUMNS for v in row.get(name, []))
+
+
+def _without_latents(row: dict) -> dict:
+    return {name: value for name, value in row.items() if name not in LATENT_COLUMNS}
+
+
+def _rows(store: Store, options: ExportOptions, *, latents: bool) -> Iterator[dict]:
+    for trajectory, steps, labels, human in labelled_rows(store, options):
         n = labelled_prefix(labels)
         if n:
             row = {
@@ -79,17 +92,33 @@ def _rows(store: Store, options: ExportOptions) -> Iterator[dict]:
                 "labels": labels[:n],
             }
             # A human's labels carry their confidence (1-5) and error category per step.
-            latents = step_latents(store, trajectory["id"], steps, options.labels)
-            if latents is not None:
-                row.update({name: values[:n] for name, values in latents.items()})
+            if latents and human is not None:
+                row.update({name: values[:n] for name, values in human.items()})
             yield row
 
 
 def export_jsonl(store: Store, out: Path, options: ExportOptions) -> int:
-    return write_jsonl(out, rows(store, options))
+    """Row by row. The latent columns are written only when the annotator has latents at all;
+    if none of the exported steps turns out to carry one, the file is written again without."""
+    if not _may_have_latents(store, options):
+        return write_jsonl(out, _rows(store, options, latents=False))
+    seen = False
+
+    def tracked() -> Iterator[dict]:
+        nonlocal seen
+        for row in _rows(store, options, latents=True):
+            seen = seen or _has_latents(row)
+            yield row
+
+    count = write_jsonl(out, tracked())
+    if not seen:
+        with open(out, encoding="utf-8") as written:
+            write_jsonl(out, (_without_latents(json.loads(line)) for line in written))
+    return count
 
 
 def export_parquet(store: Store, out: Path, options: ExportOptions) -> int:
+    """Row group by row group, with the same columns as the JSON lines export."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,13 +127,32 @@ def export_parquet(store: Store, out: Path, options: ExportOptions) -> int:
         ("completions", pa.list_(pa.string())),
         ("labels", pa.list_(pa.bool_())),
     ]
-    found = rows(store, options)
-    if found and "confidences" in found[0]:
-        fields += [("confidences", pa.list_(pa.int8())), ("categories", pa.list_(pa.string()))]
-    table = pa.Table.from_pylist(found, schema=pa.schema(fields))
+    latents = _may_have_latents(store, options)
+    schema = pa.schema(fields + [("confidences", pa.list_(pa.int8())), ("categories", pa.list_(pa.string()))]
+                       if latents else fields)  # fmt: skip
+    count, seen, chunk = 0, False, []
     with atomic_path(out) as temporary:
-        pq.write_table(table, temporary)
-    return table.num_rows
+        writer = None
+        for row in _with_end(_rows(store, options, latents=latents)):
+            if row is not None:
+                seen = seen or _has_latents(row)
+                chunk.append(row)
+            if chunk and (row is None or len(chunk) >= _ROW_GROUP):
+                writer = writer or pq.ParquetWriter(temporary, schema)
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                count, chunk = count + len(chunk), []
+        if writer is None:
+            pq.write_table(pa.Table.from_pylist([], schema=pa.schema(fields)), temporary)
+        else:
+            writer.close()
+            if latents and not seen:
+                pq.write_table(pq.read_table(temporary).drop_columns(list(LATENT_COLUMNS)), temporary)
+    return count
+
+
+def _with_end(items: Iterator[dict]) -> Iterator[dict | None]:
+    yield from items
+    yield None
 
 
 IMPORTER = Importer(

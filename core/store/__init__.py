@@ -13,6 +13,7 @@ module stays about one thing:
 - verifiers.py: who gave the verdicts: each verifier's name, kind (judge, prm, probe, ...) and
   fingerprint;
 - imports.py: imports that commit in batches and are undone if they fail or their process dies;
+- export.py: pages of trajectories with their current steps and labels, for the exports;
 - summary.py: row counts for `db info`;
 - quality.py: gold quality-control items and project settings (the error taxonomy);
 - access.py: invitations (a person, a role, a token kept only as a salted hash);
@@ -32,6 +33,7 @@ from core.store.best_of_n import BestOfNQueries
 from core.store.compare import CompareQueries
 from core.store.connection import DEFAULT_DB, ConnectionBase, default_db_path
 from core.store.explore import DISAGREEMENTS, ExploreQueries, TrajectoryFilter
+from core.store.export import ExportQueries
 from core.store.imports import ImportBatch, ImportQueries, ImportRowError
 from core.store.jobs import JOB_STATUSES, JobQueries
 from core.store.keys import content_key, new_key, now, problem_key, segmentation_key
@@ -71,6 +73,7 @@ class Store(
     TreeQueries,
     AccessQueries,
     ImportQueries,
+    ExportQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""
