@@ -191,19 +191,24 @@ def expand(store: Store, rollout_id: int) -> int:
     return expand_rollout(store, rollout_id)
 
 
+_SAMPLING = default_sampling()
+
+
 @dataclass(frozen=True)
 class TreeSearchRequest:
+    """The tree-search form's fields; the defaults are the job's (as the CLI's are)."""
+
     policy: str
     engine: str
     engine_options: dict
-    mode: str = "omegaprm"
-    budget: int = 32
-    k: int = 4
-    depth: int = 1
+    mode: str = TreeSearchSpec.mode
+    budget: int = TreeSearchSpec.budget
+    k: int = TreeSearchSpec.k
+    depth: int = TreeSearchSpec.depth
     node_id: int | None = None
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    seed: int = 0
+    max_new_tokens: int = _SAMPLING.max_new_tokens
+    temperature: float = _SAMPLING.temperature
+    seed: int = _SAMPLING.seed
 
 
 def queue_tree_search(store: Store, request: TreeSearchRequest, trajectory_id: int) -> int:
