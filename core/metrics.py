@@ -245,12 +245,9 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable], confidence: float 
 
     if len(a) != len(b) or not len(a):
         raise ValueError("two equally long, non-empty rating lists")
-    categories = sorted(set(a) | set(b), key=str)
-    index = {c: i for i, c in enumerate(categories)}
-    table = np.zeros((len(categories), len(categories)))
-    for x, y in zip(a, b):
-        table[index[x], index[y]] += 1
-    if len(categories) == 1:
+    table = agreement_table(a, b)
+    categories = table.shape[0]
+    if categories == 1:
         return Interval(1.0, None, None, confidence)  # perfect agreement on one category
     from scipy.stats import norm
 
@@ -262,6 +259,25 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable], confidence: float 
     # lies in [-1, 1], so the normal interval is clipped there.
     half = float(norm.ppf(0.5 + confidence / 2)) * float(result.std_kappa)
     return Interval(kappa, max(-1.0, kappa - half), min(1.0, kappa + half), confidence)
+
+
+def agreement_table(a: Sequence[Hashable], b: Sequence[Hashable]) -> np.ndarray:
+    """Counts of (a's category, b's category), categories ordered by their text: counted set-wise
+    (numpy) for arrays of numbers or booleans, item by item otherwise."""
+    x, y = np.asarray(a), np.asarray(b)
+    if x.dtype.kind in "biuf" and y.dtype.kind in "biuf" and x.ndim == y.ndim == 1:
+        values = np.unique(np.concatenate([x, y]))
+        ordered = sorted(values.tolist(), key=str)  # as `sorted(set(a) | set(b), key=str)`
+        order = np.array([ordered.index(v) for v in values.tolist()])
+        size = len(values)
+        cells = order[np.searchsorted(values, x)] * size + order[np.searchsorted(values, y)]
+        return np.bincount(cells, minlength=size * size).reshape(size, size).astype(float)
+    categories = sorted(set(a) | set(b), key=str)
+    index = {c: i for i, c in enumerate(categories)}
+    table = np.zeros((len(categories), len(categories)))
+    for p, q in zip(a, b):
+        table[index[p], index[q]] += 1
+    return table
 
 
 @dataclass(frozen=True)
@@ -312,6 +328,8 @@ def processbench_f1(predicted: Sequence[int | None], gold: Sequence[int]) -> Pro
     """ProcessBench's score: gold -1 = no error, else the 0-based earliest wrong step."""
     if len(predicted) != len(gold):
         raise ValueError("one prediction per sample")
+    if isinstance(predicted, np.ndarray) and predicted.dtype.kind in "iu":
+        return _processbench_arrays(predicted, np.asarray(gold))
     errors = [(p, g) for p, g in zip(predicted, gold) if g != -1]
     clean = [(p, g) for p, g in zip(predicted, gold) if g == -1]
     error_acc = sum(p == g for p, g in errors) / len(errors) if errors else None
@@ -323,6 +341,44 @@ def processbench_f1(predicted: Sequence[int | None], gold: Sequence[int]) -> Pro
     else:
         f1 = 2 * error_acc * correct_acc / (error_acc + correct_acc)
     return ProcessBenchScore(error_acc, correct_acc, f1, len(errors), len(clean), sum(p is None for p in predicted))
+
+
+def _processbench_arrays(predicted: np.ndarray, gold: np.ndarray) -> ProcessBenchScore:
+    """`processbench_f1` for integer arrays (every prediction names an index or -1)."""
+    has_error = gold != -1
+    n_error, n_correct = int(has_error.sum()), int((~has_error).sum())
+    error_acc = int((predicted[has_error] == gold[has_error]).sum()) / n_error if n_error else None
+    correct_acc = int((predicted[~has_error] == -1).sum()) / n_correct if n_correct else None
+    if error_acc is None or correct_acc is None:
+        f1 = None
+    elif error_acc + correct_acc == 0:
+        f1 = 0.0
+    else:
+        f1 = 2 * error_acc * correct_acc / (error_acc + correct_acc)
+    return ProcessBenchScore(error_acc, correct_acc, f1, n_error, n_correct, 0)
+
+
+def krippendorff_alpha_counts(counts: np.ndarray, values: Sequence, metric: str = "nominal") -> float | None:
+    """Krippendorff's alpha from a units x values matrix of how many raters gave each value to
+    each unit (set-wise: the coincidence matrix is a matrix product). Units with fewer than two
+    values are left out."""
+    counts = np.asarray(counts, dtype=float)
+    m = counts.sum(axis=1)
+    pairable = m >= 2
+    counts, m = counts[pairable], m[pairable]
+    present = counts.sum(axis=0) > 0
+    if present.sum() < 2:
+        return None
+    counts = counts[:, present]
+    values = [v for v, keep in zip(values, present) if keep]
+    weighted = counts / (m - 1)[:, None]
+    coincidence = weighted.T @ counts - np.diag(weighted.sum(axis=0))
+    totals = coincidence.sum(axis=1)
+    n = totals.sum()
+    delta = _alpha_distance(values, totals, metric)
+    observed = (coincidence * delta).sum()
+    expected = (np.outer(totals, totals) * delta).sum() / (n - 1)
+    return None if expected == 0 else float(1 - observed / expected)
 
 
 def krippendorff_alpha(ratings: Sequence[Sequence[float | None]], metric: str = "nominal") -> float | None:

@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from core.views.compare import (
-    HUMAN_COMBINATIONS, annotator_names, compare, fingerprint, inter_annotator, labelled_steps, source_names,
-    uses_threshold,
+    HUMAN_COMBINATIONS, align_values, annotator_names, compare, fingerprint, inter_annotator, labelled_steps,
+    source_names, source_values, uses_threshold,
 )  # fmt: skip
 from core.views.charts import calibration_chart, confusion_chart, position_chart, threshold_chart
 from core.views.prm import agreement_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
@@ -24,18 +24,37 @@ from pages._shared import db_path, md, policy, store_for
 store = open_store()
 st.title("Compare")
 
+# Every cache below holds compact arrays or small results, keyed by `version` (the data version:
+# it changes with every label, rollout, verdict or trajectory change).
+
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_steps(path: str, dataset: str | None, version: tuple, first: bool = False):
-    """The labelled steps for one state of the database (`version` changes with every label)."""
+    """The labelled steps (arrays) for one state of the database."""
     return labelled_steps(store_for(path), dataset, first)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_values(path: str, source: str, policy_name: str, version: tuple):
+    """(step ids, numbers) of one automatic source: one query."""
+    return source_values(store_for(path), source, policy_name)
+
+
+def values_for(path: str, source: str, policy_name: str, step_ids, version: tuple):
+    return align_values(*cached_values(path, source, policy_name, version), step_ids)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_comparison(path: str, dataset: str | None, source: str, human: str, policy_name: str,
                       threshold: float, version: tuple, first: bool = False):
     steps = cached_steps(path, dataset, version, first)
-    return compare(store_for(path), steps, source, human, policy_name, threshold), inter_annotator(steps)
+    values = values_for(path, source, policy_name, steps.step_id, version)
+    return compare(store_for(path), steps, source, human, policy_name, threshold, values)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_agreement(path: str, dataset: str | None, version: tuple, first: bool = False):
+    return inter_annotator(cached_steps(path, dataset, version, first))
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -64,7 +83,8 @@ threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key=
                                 "problems below")  # fmt: skip
 st.caption(md(f"Policy for MC values: {policy()} · a human 0 or +1 counts as fine, −1 as wrong."))
 
-result, agreement = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version, first)
+result = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version, first)
+agreement = cached_agreement(db_path(), dataset, version, first)
 if result.n == 0:
     st.warning(f"No step has both a human label and a value from {md(source)} ({result.missing} rated steps have no value).")
     st.stop()
@@ -98,7 +118,13 @@ with right:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_threshold(path: str, dataset: str | None, source: str, human: str, version: tuple, first: bool):
-    return threshold_choice(store_for(path), cached_steps(path, dataset, version, first), source, human)
+    steps = cached_steps(path, dataset, version, first)
+    return threshold_choice(store_for(path), steps, source, human, values_for(path, source, "", steps.step_id, version))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_agreement_kept(path: str, source: str, policy_name: str, version: tuple):
+    return agreement_kept(store_for(path), source, policy_name)
 
 
 def prm_section() -> None:
@@ -122,7 +148,7 @@ def prm_section() -> None:
 
 
 def agreement_note() -> None:
-    kept = agreement_kept(store, source, policy())
+    kept = cached_agreement_kept(db_path(), source, policy(), version)
     if kept.kept_fraction is None:
         st.caption(md(f"MC-agreement labels with {source}: none ({kept.problem or 'no steps with both labels'})."))
     else:
@@ -135,10 +161,12 @@ if source not in ("mc-soft", "mc-hard"):
 if is_prm_source(source):
     prm_section()
 
-st.subheader(f"Disagreements ({len(result.disagreements)})")
+st.subheader(f"Disagreements ({result.disagreement_count})")
 if result.disagreements:
+    if result.disagreement_count > len(result.disagreements):
+        st.caption(f"the first {len(result.disagreements)} by trajectory and step")
     st.dataframe(
-        pd.DataFrame(result.disagreements[:1000]), hide_index=True, width="stretch",
+        pd.DataFrame(result.disagreements), hide_index=True, width="stretch",
         column_config={"explore": st.column_config.LinkColumn("explore", display_text="open in Explore")},
     )  # fmt: skip
 
@@ -146,10 +174,17 @@ if result.disagreements:
 def cached_sources(path: str, dataset: str | None, human: str, policy_name: str, threshold: float, version: tuple,
                    first: bool):  # fmt: skip
     steps = cached_steps(path, dataset, version, first)
-    return step_level_rows(store_for(path), steps, human, policy_name, threshold), outcome_rows(store_for(path), dataset)
+    values = {name: values_for(path, name, policy_name, steps.step_id, version) for name in source_names(store_for(path))}
+    return step_level_rows(store_for(path), steps, human, policy_name, threshold, values)
 
 
-every_source, outcomes = cached_sources(db_path(), dataset, human, policy(), threshold, version, first)
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_outcomes(path: str, dataset: str | None, version: tuple):
+    return outcome_rows(store_for(path), dataset)
+
+
+every_source = cached_sources(db_path(), dataset, human, policy(), threshold, version, first)
+outcomes = cached_outcomes(db_path(), dataset, version)
 with st.expander("Every step source against these human labels"):
     st.dataframe(pd.DataFrame(every_source), hide_index=True, width="stretch")
 if outcomes:
@@ -164,11 +199,18 @@ else:
     st.caption("No step was rated by two annotators yet.")
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_latents(path: str, source: str, policy_name: str, threshold: float, dataset: str | None, version: tuple):
+    """Every rating's latents as arrays, with its agreement with the source at the threshold."""
+    return latent_rows(store_for(path), source, policy_name, threshold, dataset,
+                       cached_values(path, source, policy_name, version))
+
+
 def latents_section() -> None:
     """Human latents against the chosen automatic source; per-annotator calibration and gold
     accuracy (for the organiser: the Annotate page never shows gold results)."""
     st.subheader("Human latents")
-    rows = latent_rows(store, source, policy(), threshold, dataset)
+    rows = cached_latents(db_path(), source, policy(), threshold, dataset, version)
     left, middle, right = st.columns(3)
     with left:
         st.caption(md(f"Confidence: agreement with {source} (bars), mean MC interval width (points)"))

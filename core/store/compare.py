@@ -3,10 +3,29 @@ number for those steps (rollout counts per policy, the latest step verdict per j
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
+
+import numpy as np
 
 from core.store.connection import ConnectionBase
 from core.store.rows import _chunks
+
+
+def int_columns(cursor, columns: int) -> np.ndarray:
+    """A cursor's integer rows as one (rows x columns) int64 array, without a Python object per
+    row beyond the tuples sqlite3 hands out."""
+    rows = cursor.fetchall()
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows) * columns)
+    return flat.reshape(len(rows), columns)
+
+
+def latest_per_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct keys, the value of each key's last row): rows come oldest first."""
+    if not len(keys):
+        return keys, values
+    last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
+    return keys[last], values[last]
 
 
 class CompareQueries(ConnectionBase):
@@ -26,13 +45,105 @@ class CompareQueries(ConnectionBase):
         )
         return cursor.fetchall()
 
+    def rated_step_arrays(self, dataset: str | None = None, first: bool = False) -> dict:
+        """Every rating of a step of a current segmentation, as arrays in one query: step id,
+        trajectory id, idx, annotator id, rating, first error; `names` maps annotator ids to names.
+        With `first`, each rating is the first one its annotator gave (label history), where known.
+        Unordered (the caller sorts)."""
+        where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
+        join = "JOIN problems p ON p.id = t.problem_id" if dataset else ""
+        rating = "a.rating"
+        first_join = ""
+        if first:
+            # The first rating each annotator gave a step: its oldest history row with a rating.
+            first_join = """LEFT JOIN (SELECT h.annotator_id, h.step_id, h.new_value FROM label_history h
+                                WHERE h.id IN (SELECT MIN(id) FROM label_history
+                                               WHERE field = 'rating' AND new_value != 'null'
+                                               GROUP BY annotator_id, step_id)) f
+                            ON f.annotator_id = a.annotator_id AND f.step_id = a.step_id"""
+            rating = "COALESCE(CAST(f.new_value AS INTEGER), a.rating)"
+        rows = int_columns(self.conn.execute(
+            f"""SELECT s.id, s.trajectory_id, s.idx, a.annotator_id, {rating}, a.first_error
+                FROM annotations a JOIN steps s ON s.id = a.step_id
+                JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
+                {join} {first_join}
+                WHERE a.rating IS NOT NULL {where}""",
+            params,
+        ), 6)
+        names = dict(self.conn.execute("SELECT id, name FROM annotators").fetchall())
+        return {"step_id": rows[:, 0], "trajectory_id": rows[:, 1], "idx": rows[:, 2], "annotator_id": rows[:, 3],
+                "rating": rows[:, 4], "first_error": rows[:, 5], "names": names}  # fmt: skip
+
     def labels_fingerprint(self) -> tuple:
-        """Changes whenever a label, rollout or verdict is added or changed: a cache key."""
+        """Changes whenever a label, rollout or verdict is added or changed: a cache key. Cheap at
+        any size: counters kept by triggers (migration 0008) and the largest ids (indexed)."""
         return tuple(self.conn.execute(
-            """SELECT (SELECT COUNT(*) FROM annotations), (SELECT MAX(updated_at) FROM annotations),
+            """SELECT (SELECT value FROM data_versions WHERE name = 'labels'),
+                      (SELECT value FROM data_versions WHERE name = 'trajectories'),
                       (SELECT MAX(id) FROM rollouts), (SELECT MAX(id) FROM verdicts),
                       (SELECT MAX(id) FROM trajectories)"""
         ).fetchone())
+
+    def latest_step_score_arrays(self, judge: str) -> tuple[np.ndarray, np.ndarray]:
+        """(step ids, P(yes)) of the judge's latest step verdict with a P(yes) on each step it
+        scored: one indexed query over the judge's verdicts, sorted by step id."""
+        rows = self.conn.execute(
+            """SELECT step_id, p_yes FROM verdicts WHERE judge = ? AND kind = 'step' AND p_yes IS NOT NULL
+               ORDER BY id""",
+            [judge],
+        ).fetchall()
+        steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        values = np.fromiter((r[1] for r in rows), dtype=float, count=len(rows))
+        return latest_per_key(steps, values)
+
+    def rated_step_rollout_arrays(self, policy: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(step ids, n, n correct) of the policy's rollouts for every rated step that has some,
+        sorted by step id (`rated_step_rollout_counts` as arrays)."""
+        rows = int_columns(self.conn.execute(
+            """SELECT step_id, COUNT(*), SUM(correct) FROM rollouts
+               WHERE model IS ? AND step_id IN (SELECT DISTINCT step_id FROM annotations WHERE rating IS NOT NULL)
+               GROUP BY step_id ORDER BY step_id""",
+            [policy],
+        ), 3)
+        return rows[:, 0], rows[:, 1], rows[:, 2]
+
+    def trajectory_problem_rows(self) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """(trajectory ids, their problem ids) of every trajectory, and every problem with a
+        trajectory (id, question, meta), for splitting by problem set-wise."""
+        pairs = int_columns(self.conn.execute("SELECT id, problem_id FROM trajectories ORDER BY id"), 2)
+        problems = self._rows(
+            "SELECT id, question, meta FROM problems WHERE id IN (SELECT DISTINCT problem_id FROM trajectories)")
+        return pairs[:, 0], pairs[:, 1], problems
+
+    def mc_agreement_counts(self, judge: str, policy: str | None) -> tuple[int, int, int]:
+        """Over current steps with the policy's rollouts (every model's with None) and a latest
+        step verdict of `judge` with a P(yes): (steps compared, steps where MC hard (some rollout
+        right) and P(yes) >= 0.5 agree, steps in trajectories with rollouts that have such a verdict)."""
+        model = "AND r.model IS ?" if policy is not None else ""
+        params = [policy] if policy is not None else []
+        row = self.conn.execute(
+            f"""WITH latest AS (SELECT step_id, MAX(id) AS id FROM verdicts WHERE judge = ? AND kind = 'step'
+                                GROUP BY step_id),
+                     labelled AS (SELECT s.id AS step_id, s.trajectory_id, v.p_yes >= 0.5 AS fine
+                                  FROM latest JOIN verdicts v ON v.id = latest.id
+                                  JOIN steps s ON s.id = latest.step_id AND s.trajectory_id = v.trajectory_id
+                                  JOIN trajectories t ON t.id = s.trajectory_id
+                                       AND t.current_segmentation_id = s.segmentation_id
+                                  WHERE v.p_yes IS NOT NULL),
+                     mc AS (SELECT r.step_id, s.trajectory_id, MAX(r.correct) AS hard FROM rollouts r
+                            JOIN steps s ON s.id = r.step_id
+                            JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
+                            WHERE r.step_id IS NOT NULL {model} GROUP BY r.step_id)
+                SELECT (SELECT COUNT(*) FROM labelled JOIN mc USING (step_id)),
+                       (SELECT COUNT(*) FROM labelled JOIN mc USING (step_id) WHERE mc.hard = labelled.fine),
+                       (SELECT COUNT(*) FROM labelled WHERE trajectory_id IN (SELECT trajectory_id FROM mc))""",
+            [judge, *params],
+        ).fetchone()
+        return int(row[0]), int(row[1] or 0), int(row[2])
+
+    def has_step_verdicts(self, judge: str) -> bool:
+        return self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM verdicts WHERE judge = ? AND kind = 'step')", [judge]).fetchone()[0] == 1
 
     def step_judges(self) -> list[str]:
         """Verifiers (of any kind) with step verdicts that carry a P(yes): one indexed probe per

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from core.store.connection import ConnectionBase
 
 # The newest verdict of the judge on each step of the trajectory's current segmentation: a step
@@ -48,3 +50,30 @@ class PrmQueries(ConnectionBase):
         for row in rows:
             scores.setdefault(row["trajectory_id"], []).append(row["p_yes"])
         return scores
+
+    def step_score_arrays(self, judge: str, *, dataset: str | None = None) -> dict[str, np.ndarray]:
+        """`step_scores_by_trajectory` as arrays, in one query: for every current step of each
+        trajectory the judge scored a step of, ordered by trajectory and position: trajectory id,
+        idx, the latest score (NaN where unscored or its latest verdict has none) and the
+        trajectory's grade (1, 0; -1 ungraded)."""
+        where, params = "", [judge, judge]
+        if dataset is not None:
+            where, params = " AND p.dataset = ?", [*params, dataset]
+        rows = self.conn.execute(
+            f"""SELECT t.id, s.idx, v.p_yes, COALESCE(t.correct, -1)
+                FROM trajectories t JOIN problems p ON p.id = t.problem_id
+                JOIN steps s ON s.segmentation_id = t.current_segmentation_id
+                LEFT JOIN (SELECT step_id, MAX(id) AS id FROM verdicts WHERE judge = ? AND kind = 'step'
+                           GROUP BY step_id) m ON m.step_id = s.id
+                LEFT JOIN verdicts v ON v.id = m.id
+                WHERE t.id IN (SELECT DISTINCT trajectory_id FROM verdicts WHERE judge = ? AND kind = 'step'){where}
+                ORDER BY t.id, s.idx""",
+            params,
+        ).fetchall()
+        count = len(rows)
+        return {
+            "trajectory_id": np.fromiter((r[0] for r in rows), dtype=np.int64, count=count),
+            "idx": np.fromiter((r[1] for r in rows), dtype=np.int64, count=count),
+            "score": np.fromiter((np.nan if r[2] is None else r[2] for r in rows), dtype=float, count=count),
+            "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
+        }

@@ -392,3 +392,29 @@ _IMPORTS = [
 def _import_batches(db: Database) -> None:
     for statement in _IMPORTS:
         db.execute(statement)
+
+
+# Data versions for the analysis pages' caches (issue 22): counters bumped by triggers in the same
+# transaction as the change, so a cache key is a few indexed reads at any size instead of counting
+# 100,000s of labels on every rerun. "labels": any annotation added, changed or removed;
+# "trajectories": a trajectory removed, regraded or resegmented (its rollouts, verdicts and labels go
+# or stop being current with it). Rows added to rollouts and verdicts show in their largest id. The
+# index serves "a verifier's latest verdict per step" (GROUP BY step_id on the index, MAX(id) from it).
+_DATA_VERSIONS = [
+    "CREATE TABLE data_versions (name TEXT PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0)",
+    "INSERT INTO data_versions (name, value) VALUES ('labels', 0), ('trajectories', 0)",
+    *[f"""CREATE TRIGGER annotations_version_{event.lower()} AFTER {event} ON annotations
+          BEGIN UPDATE data_versions SET value = value + 1 WHERE name = 'labels'; END"""
+      for event in ("INSERT", "UPDATE", "DELETE")],
+    """CREATE TRIGGER trajectories_version_update AFTER UPDATE OF current_segmentation_id, correct ON trajectories
+       BEGIN UPDATE data_versions SET value = value + 1 WHERE name = 'trajectories'; END""",
+    """CREATE TRIGGER trajectories_version_delete AFTER DELETE ON trajectories
+       BEGIN UPDATE data_versions SET value = value + 1 WHERE name = 'trajectories'; END""",
+    "CREATE INDEX verdicts_judge_step ON verdicts(judge, kind, step_id)",
+]
+
+
+@MIGRATIONS(name="0008_data_versions")
+def _data_versions(db: Database) -> None:
+    for statement in _DATA_VERSIONS:
+        db.execute(statement)

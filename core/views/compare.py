@@ -13,14 +13,20 @@ at -1. Sources on both sides are spelled in the one label-source grammar (core.f
   `consensus` (every annotator agrees; steps they disagree on are left out).
 
 A step the source has no number for (no rollouts, no verdict) is left out and counted.
+
+Scale: the rated steps are compact arrays (`LabelledSteps`: ids, positions and an annotators
+column each, fetched in one query), a source's numbers are one query per source aligned to them
+by step id, and every statistic is computed set-wise (numpy), so a page caches a few arrays per
+data version instead of an object per step.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
+
+import numpy as np
 
 from core import metrics
 from core.formats.labels import (
@@ -30,10 +36,14 @@ from core.formats.labels import (
 from core.store import Store
 
 HUMAN_COMBINATIONS = (MAJORITY, CONSENSUS)
+NO_RATING = -2  # in LabelledSteps.ratings: this annotator did not rate the step
+DISAGREEMENTS_SHOWN = 1000  # rows of the disagreement list kept (the count is of all)
 
 
 @dataclass(frozen=True)
 class LabelledStep:
+    """One rated step (what indexing or iterating `LabelledSteps` gives: for tests and small data)."""
+
     step_id: int
     trajectory_id: int
     idx: int
@@ -41,25 +51,52 @@ class LabelledStep:
     first_errors: frozenset[str]  # annotators who marked this step as the first error
 
 
-def labelled_steps(store: Store, dataset: str | None = None, first: bool = False) -> list[LabelledStep]:
+@dataclass(frozen=True)
+class LabelledSteps:
+    """Every rated step of a current segmentation, ordered by trajectory and position, as arrays:
+    one row per step, one column per annotator (names sorted)."""
+
+    step_id: np.ndarray  # int64
+    trajectory_id: np.ndarray  # int64
+    idx: np.ndarray  # int64
+    annotators: tuple[str, ...]
+    ratings: np.ndarray  # int8, steps x annotators; NO_RATING where not rated
+    first_errors: np.ndarray  # bool, steps x annotators
+
+    def __len__(self) -> int:
+        return len(self.step_id)
+
+    def __getitem__(self, row: int) -> LabelledStep:
+        rated = self.ratings[row] != NO_RATING
+        return LabelledStep(
+            int(self.step_id[row]), int(self.trajectory_id[row]), int(self.idx[row]),
+            {name: int(r) for name, r, ok in zip(self.annotators, self.ratings[row], rated) if ok},
+            frozenset(name for name, fe, ok in zip(self.annotators, self.first_errors[row], rated) if ok and fe),
+        )  # fmt: skip
+
+    def __iter__(self) -> Iterator[LabelledStep]:
+        return (self[row] for row in range(len(self)))
+
+
+def labelled_steps(store: Store, dataset: str | None = None, first: bool = False) -> LabelledSteps:
     """Every rated step of a current segmentation, with every annotator's rating: the final one,
     or with `first` the first one they gave (before any edit; from the label history)."""
-    grouped: dict[int, tuple[int, int, dict[str, int], set[str]]] = {}
-    ratings = store.step_ratings(dataset)
-    if first:
-        given = store.first_ratings([row[0] for row in ratings])
-        ratings = [(s, t, i, name, given.get((name, s), rating), fe) for s, t, i, name, rating, fe in ratings]
-    for step_id, trajectory_id, idx, name, rating, first_error in ratings:
-        entry = grouped.get(step_id)
-        if entry is None:
-            entry = grouped[step_id] = (trajectory_id, idx, {}, set())
-        entry[2][name] = rating
-        if first_error:
-            entry[3].add(name)
-    return [
-        LabelledStep(step_id, trajectory_id, idx, ratings, frozenset(first_errors))
-        for step_id, (trajectory_id, idx, ratings, first_errors) in grouped.items()
-    ]
+    found = store.rated_step_arrays(dataset, first)
+    names = found["names"]
+    present = sorted({names[int(a)] for a in np.unique(found["annotator_id"])})
+    column_of = {a: present.index(name) for a, name in names.items() if name in present}
+    order = np.lexsort((found["annotator_id"], found["idx"], found["trajectory_id"]))
+    step_ids = found["step_id"][order]
+    starts = np.flatnonzero(np.r_[True, step_ids[1:] != step_ids[:-1]]) if len(step_ids) else np.array([], dtype=int)
+    row = np.cumsum(np.r_[False, step_ids[1:] != step_ids[:-1]]) if len(step_ids) else np.array([], dtype=int)
+    columns = np.array([column_of[int(a)] for a in found["annotator_id"][order]], dtype=np.int64) if len(order) else \
+        np.array([], dtype=np.int64)  # fmt: skip
+    ratings = np.full((len(starts), len(present)), NO_RATING, dtype=np.int8)
+    first_errors = np.zeros((len(starts), len(present)), dtype=bool)
+    ratings[row, columns] = found["rating"][order]
+    first_errors[row, columns] = found["first_error"][order] != 0
+    return LabelledSteps(step_ids[starts], found["trajectory_id"][order][starts], found["idx"][order][starts],
+                         tuple(present), ratings, first_errors)  # fmt: skip
 
 
 def fingerprint(store: Store) -> tuple:
@@ -67,7 +104,9 @@ def fingerprint(store: Store) -> tuple:
     return store.labels_fingerprint()
 
 
-def annotator_names(steps: Sequence[LabelledStep]) -> list[str]:
+def annotator_names(steps: LabelledSteps | Sequence[LabelledStep]) -> list[str]:
+    if isinstance(steps, LabelledSteps):
+        return list(steps.annotators)
     return sorted({name for s in steps for name in s.ratings})
 
 
@@ -81,6 +120,21 @@ def human_label(step: LabelledStep, who: str) -> bool | None:
     return None if rating is None else rating >= 0
 
 
+def human_labels(steps: LabelledSteps, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """`human_label` for every step at once: (has a label, the label is "fine")."""
+    rated = steps.ratings != NO_RATING
+    fine = rated & (steps.ratings >= 0)
+    if who in HUMAN_COMBINATIONS:
+        given, fine_votes = rated.sum(axis=1), fine.sum(axis=1)
+        if who == MAJORITY:  # more than half say fine; a tie is wrong
+            return given > 0, 2 * fine_votes > given
+        return (given > 0) & ((fine_votes == given) | (fine_votes == 0)), (given > 0) & (fine_votes == given)
+    if who not in steps.annotators:
+        return np.zeros(len(steps), dtype=bool), np.zeros(len(steps), dtype=bool)
+    column = steps.annotators.index(who)
+    return rated[:, column], fine[:, column]
+
+
 def source_names(store: Store) -> list[str]:
     """MC soft and hard, then every verifier with step verdicts, by its kind (outcome-only
     verifiers score whole solutions, so they have nothing to say about a step)."""
@@ -92,20 +146,46 @@ def uses_threshold(source: str) -> bool:
     return parse_label_source(source, threshold=0.5).kind in ("mc-soft", "prm")
 
 
-def scores(store: Store, steps: Sequence[LabelledStep], source: str, policy: str) -> dict[int, float]:
-    """The source's number for each step that has one: MC value (for the policy) or P(yes)."""
-    ids = [s.step_id for s in steps]
+def source_values(store: Store, source: str, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """(step ids, sorted; the source's number for each): the policy's MC value of every rated step
+    with rollouts, or a verifier's latest P(yes) on every step it scored. One query per source."""
     parsed = parse_label_source(source, threshold=0.5)
     if parsed.kind in MC_SOURCES:
-        wanted = set(ids)
-        counts = store.rated_step_rollout_counts(policy)
-        return {sid: c / n for sid, (n, c) in counts.items() if n and sid in wanted}
+        ids, n, correct = store.rated_step_rollout_arrays(policy)
+        keep = n > 0
+        return ids[keep], correct[keep] / n[keep]
     if parsed.is_verifier:
-        return store.latest_step_p_yes(resolve_label_source(store, parsed).name, ids)
+        return store.latest_step_score_arrays(resolve_label_source(store, parsed).name)
     raise ValueError(f"{source!r} is not an automatic label source")
 
 
-def predicted(source: str, score: float, threshold: float) -> bool:
+def align_values(ids: np.ndarray, values: np.ndarray, step_ids: np.ndarray) -> np.ndarray:
+    """`values` (by sorted `ids`) for each of `step_ids`, NaN where there is none."""
+    step_ids = np.asarray(step_ids, dtype=np.int64)
+    out = np.full(len(step_ids), np.nan)
+    if len(ids):
+        at = np.minimum(np.searchsorted(ids, step_ids), len(ids) - 1)
+        found = ids[at] == step_ids
+        out[found] = values[at[found]]
+    return out
+
+
+def source_scores(store: Store, step_ids: np.ndarray, source: str, policy: str) -> np.ndarray:
+    """The source's number for each of the steps (NaN where it has none): MC value (for the
+    policy) or P(yes)."""
+    return align_values(*source_values(store, source, policy), step_ids)
+
+
+def scores(store: Store, steps: Sequence, source: str, policy: str) -> dict[int, float]:
+    """The source's number for each step that has one, by step id (`source_scores` as a dict)."""
+    ids = steps.step_id if isinstance(steps, LabelledSteps) else np.array([s.step_id for s in steps], dtype=np.int64)
+    values = source_scores(store, ids, source, policy)
+    has = ~np.isnan(values)
+    return dict(zip(ids[has].tolist(), values[has].tolist()))
+
+
+def predicted(source: str, score, threshold: float):
+    """Whether the source calls a step fine at its score (a number or an array of them)."""
     if source == "mc-hard":
         return score > 0
     return score >= (threshold if uses_threshold(source) else 0.5)
@@ -125,48 +205,50 @@ class Comparison:
     ece: float | None = None
     by_position: list[dict] = field(default_factory=list)
     processbench: metrics.ProcessBenchScore | None = None
-    disagreements: list[dict] = field(default_factory=list)
+    disagreements: list[dict] = field(default_factory=list)  # the first DISAGREEMENTS_SHOWN, in step order
+    disagreement_count: int = 0
 
 
 def compare(
-    store: Store, steps: Sequence[LabelledStep], source: str, human: str, policy: str, threshold: float = 0.5
-) -> Comparison:
-    values = scores(store, steps, source, policy)
-    pairs = []  # (step, human, automatic, score)
-    missing = 0
-    for step in steps:
-        label = human_label(step, human)
-        if label is None:
-            continue
-        if step.step_id not in values:
-            missing += 1
-            continue
-        score = values[step.step_id]
-        pairs.append((step, label, predicted(source, score, threshold), score))
-    comparison = Comparison(source, human, len(pairs), missing, None, None, None,
+    store: Store, steps: LabelledSteps, source: str, human: str, policy: str, threshold: float = 0.5,
+    values: np.ndarray | None = None,
+) -> Comparison:  # fmt: skip
+    """The source against the human labels; `values` are the source's numbers for the steps
+    (`source_scores`), read from the store when not given."""
+    if values is None:
+        values = source_scores(store, steps.step_id, source, policy)
+    known, fine = human_labels(steps, human)
+    has = ~np.isnan(values)
+    chosen = known & has
+    missing = int((known & ~has).sum())
+    comparison = Comparison(source, human, int(chosen.sum()), missing, None, None, None,
                             {(h, a): 0 for h in (True, False) for a in (True, False)})  # fmt: skip
-    if not pairs:
+    if not comparison.n:
         return comparison
-    humans = [p[1] for p in pairs]
-    autos = [p[2] for p in pairs]
+    humans, score = fine[chosen], values[chosen]
+    autos = np.asarray(predicted(source, score, threshold), dtype=bool)
+    trajectory, idx = steps.trajectory_id[chosen], steps.idx[chosen]
     comparison.accuracy = metrics.accuracy(humans, autos)
     comparison.kappa = _kappa(humans, autos)
-    comparison.auroc = metrics.auroc(humans, [p[3] for p in pairs])
-    for h, a in zip(humans, autos):
-        comparison.confusion[(h, a)] += 1
-    comparison.calibration, comparison.ece = metrics.calibration_bins([p[3] for p in pairs], humans)
-    by_idx: dict[int, list[bool]] = defaultdict(list)
-    for step, h, a, _ in pairs:
-        by_idx[step.idx].append(h == a)
+    comparison.auroc = metrics.auroc(humans, score)
+    cells = np.bincount(2 * humans.astype(int) + autos.astype(int), minlength=4)
+    comparison.confusion = {(h, a): int(cells[2 * int(h) + int(a)]) for h in (True, False) for a in (True, False)}
+    comparison.calibration, comparison.ece = metrics.calibration_bins(score, humans)
+    positions, at = np.unique(idx, return_inverse=True)
+    totals = np.bincount(at)
+    hits = np.bincount(at, weights=humans == autos)
     comparison.by_position = [
-        {"step": idx, "n": len(hits), "accuracy": sum(hits) / len(hits)} for idx, hits in sorted(by_idx.items())
+        {"step": int(p), "n": int(n), "accuracy": int(h) / int(n)} for p, n, h in zip(positions, totals, hits)
     ]
-    comparison.processbench = _processbench(pairs, human)
+    comparison.processbench = _processbench(trajectory, idx, humans, autos)
+    differ = np.flatnonzero(humans != autos)
+    comparison.disagreement_count = len(differ)
     comparison.disagreements = [
-        {"trajectory": s.trajectory_id, "step": s.idx, "human": "fine" if h else "wrong",
-         "automatic": "fine" if a else "wrong", "score": round(score, 3),
-         "explore": f"/?trajectory={s.trajectory_id}&step={s.idx}"}
-        for s, h, a, score in pairs if h != a
+        {"trajectory": t, "step": i, "human": "fine" if h else "wrong", "automatic": "fine" if a else "wrong",
+         "score": round(s, 3), "explore": f"/?trajectory={t}&step={i}"}
+        for t, i, h, a, s in zip(trajectory[differ[:DISAGREEMENTS_SHOWN]].tolist(), idx[differ[:DISAGREEMENTS_SHOWN]].tolist(),
+                                 humans[differ[:DISAGREEMENTS_SHOWN]].tolist(), autos[differ[:DISAGREEMENTS_SHOWN]].tolist(),
+                                 score[differ[:DISAGREEMENTS_SHOWN]].tolist())
     ]  # fmt: skip
     return comparison
 
@@ -178,21 +260,37 @@ def _kappa(a: Sequence, b: Sequence) -> metrics.Interval:
         return metrics.cohen_kappa(a, b)
 
 
-def _processbench(pairs, human: str) -> metrics.ProcessBenchScore | None:
+def prefix_groups(trajectory: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows ordered by trajectory and position: where each trajectory's rows start, and
+    whether they are the whole prefix 0..m-1 (no gap: the earliest error cannot hide in a
+    missing step)."""
+    if not len(trajectory):
+        return np.array([], dtype=np.int64), np.array([], dtype=bool)
+    starts = np.flatnonzero(np.r_[True, trajectory[1:] != trajectory[:-1]])
+    ends = np.r_[starts[1:], len(trajectory)]
+    return starts, idx[ends - 1] == ends - starts - 1
+
+
+def first_false(ok: np.ndarray, idx: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per group (rows from each start): the position of the first row that is not ok, -1 if none."""
+    if not len(starts):
+        return np.array([], dtype=np.int64)
+    big = np.iinfo(np.int64).max
+    first = np.minimum.reduceat(np.where(ok, big, idx), starts)
+    return np.where(first == big, -1, first)
+
+
+def _processbench(trajectory: np.ndarray, idx: np.ndarray, humans: np.ndarray,
+                  autos: np.ndarray) -> metrics.ProcessBenchScore | None:  # fmt: skip
     """First-error F1 over trajectories whose compared steps are the whole prefix it needs:
     the gold first error is the first step the human calls wrong (-1 if none), the predicted one
     the first step the source calls wrong."""
-    by_trajectory: dict[int, list] = defaultdict(list)
-    for step, h, a, _ in pairs:
-        by_trajectory[step.trajectory_id].append((step.idx, h, a))
-    gold, guess = [], []
-    for items in by_trajectory.values():
-        items.sort()
-        if [i for i, _, _ in items] != list(range(len(items))):
-            continue  # a gap: the earliest error could hide in an uncompared step
-        gold.append(next((i for i, h, _ in items if not h), -1))
-        guess.append(next((i for i, _, a in items if not a), -1))
-    return metrics.processbench_f1(guess, gold) if gold else None
+    starts, whole = prefix_groups(trajectory, idx)
+    if not whole.any():
+        return None
+    gold = first_false(humans, idx, starts)[whole]
+    guess = first_false(autos, idx, starts)[whole]
+    return metrics.processbench_f1(guess, gold)
 
 
 @dataclass(frozen=True)
@@ -202,17 +300,24 @@ class Agreement:
     units: int
 
 
-def inter_annotator(steps: Sequence[LabelledStep]) -> Agreement:
+def inter_annotator(steps: LabelledSteps) -> Agreement:
     """Cohen's kappa for every pair of annotators on the steps both rated (-1/0/+1), and
     Krippendorff's alpha (ordinal) over every step rated by two or more."""
     names = annotator_names(steps)
+    rated = steps.ratings != NO_RATING
     pairs = []
     for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            both = [(s.ratings[a], s.ratings[b]) for s in steps if a in s.ratings and b in s.ratings]
-            if not both:
+        for j in range(i + 1, len(names)):
+            both = rated[:, i] & rated[:, j]
+            if not both.any():
                 continue
-            kappa = _kappa([x for x, _ in both], [y for _, y in both])
-            pairs.append({"a": a, "b": b, "steps": len(both), "kappa": kappa.value, "low": kappa.low, "high": kappa.high})
-    units = [list(s.ratings.values()) for s in steps if len(s.ratings) >= 2]
-    return Agreement(pairs, metrics.krippendorff_alpha(units, metric="ordinal") if units else None, len(units))
+            kappa = _kappa(steps.ratings[both, i].astype(np.int64), steps.ratings[both, j].astype(np.int64))
+            pairs.append({"a": a, "b": names[j], "steps": int(both.sum()), "kappa": kappa.value, "low": kappa.low,
+                          "high": kappa.high})  # fmt: skip
+    several = rated.sum(axis=1) >= 2
+    units = int(several.sum())
+    if not units:
+        return Agreement(pairs, None, 0)
+    values = sorted(np.unique(steps.ratings[several][rated[several]]).tolist())
+    counts = np.stack([((steps.ratings[several] == v) & rated[several]).sum(axis=1) for v in values], axis=1)
+    return Agreement(pairs, metrics.krippendorff_alpha_counts(counts, values, metric="ordinal"), units)

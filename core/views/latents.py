@@ -14,15 +14,17 @@ says fine at its threshold (core.views.compare.predicted).
 
 from __future__ import annotations
 
-import statistics
-from collections import Counter, defaultdict
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
+
+import numpy as np
 
 from core.errors import StepScopeError
 from core.mcpe import Counts, step_value
 from core.store import Store
-from core.views.compare import predicted, scores
+from core.views.compare import align_values, predicted, source_values
 
 POSITION_BINS = ("first quarter", "second quarter", "third quarter", "last quarter")
 
@@ -46,97 +48,170 @@ class LatentRow:
         return POSITION_BINS[min(3, int(4 * self.idx / max(self.n_steps, 1)))]
 
 
-def latent_rows(store: Store, source: str, policy: str, threshold: float = 0.5,
-                dataset: str | None = None) -> list[LatentRow]:
-    rows = store.label_latents(dataset)
-    step_ids = list({row["step_id"] for row in rows})
+@dataclass(frozen=True)
+class LatentRows:
+    """One entry per rating of a current step, as arrays, ordered by annotator name, trajectory and
+    position. Codes index `annotators` and `categories`; -1, NaN say "not given"."""
 
-    class _Step:  # scores() takes objects with a step_id
-        def __init__(self, step_id: int) -> None:
-            self.step_id = step_id
+    annotators: tuple[str, ...]  # sorted
+    categories: tuple[str, ...]
+    annotator: np.ndarray  # code
+    step_id: np.ndarray
+    trajectory_id: np.ndarray
+    idx: np.ndarray
+    n_steps: np.ndarray
+    rating: np.ndarray
+    confidence: np.ndarray  # 1..5, -1 not given
+    dwell_s: np.ndarray  # NaN not given
+    category: np.ndarray  # code, -1 none
+    agrees: np.ndarray  # 1, 0; -1 where the source has no number for the step
+    mc_width: np.ndarray  # NaN where the policy has no rollouts from the step
 
-    source_scores = scores(store, [_Step(s) for s in step_ids], source, policy)
-    counts = store.rated_step_rollout_counts(policy)
-    widths = {}
-    for step_id, (n, correct) in counts.items():
-        value = step_value(Counts(n, correct))
-        widths[step_id] = value.high - value.low
-    return [
-        LatentRow(
-            row["annotator"], row["step_id"], row["trajectory_id"], row["idx"], row["n_steps"], row["rating"],
-            row["confidence"], None if row["dwell_ms"] is None else row["dwell_ms"] / 1000, row["category"],
-            None if row["step_id"] not in source_scores
-            else predicted(source, source_scores[row["step_id"]], threshold) == (row["rating"] >= 0),
-            widths.get(row["step_id"]),
+    def __len__(self) -> int:
+        return len(self.step_id)
+
+    def __getitem__(self, i: int) -> LatentRow:
+        return LatentRow(
+            self.annotators[self.annotator[i]], int(self.step_id[i]), int(self.trajectory_id[i]), int(self.idx[i]),
+            int(self.n_steps[i]), int(self.rating[i]), None if self.confidence[i] < 0 else int(self.confidence[i]),
+            None if np.isnan(self.dwell_s[i]) else float(self.dwell_s[i]),
+            None if self.category[i] < 0 else self.categories[self.category[i]],
+            None if self.agrees[i] < 0 else bool(self.agrees[i]),
+            None if np.isnan(self.mc_width[i]) else float(self.mc_width[i]),
         )  # fmt: skip
-        for row in rows
-    ]
+
+    def position_bins(self) -> np.ndarray:
+        return np.minimum(3, (4 * self.idx / np.maximum(self.n_steps, 1)).astype(np.int64))
+
+
+def mc_widths(store: Store, policy: str, step_ids: np.ndarray) -> np.ndarray:
+    """The width of each step's MC Wilson interval from the policy's rollouts (NaN where none):
+    core.mcpe's interval, computed once per distinct (n, correct)."""
+    ids, n, correct = store.rated_step_rollout_arrays(policy)
+    pairs, which = np.unique(np.stack([n, correct], axis=1), axis=0, return_inverse=True) if len(ids) else \
+        (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))  # fmt: skip
+    widths = []
+    for total, right in pairs.tolist():
+        value = step_value(Counts(total, right))
+        widths.append(value.high - value.low)
+    out = np.full(len(step_ids), np.nan)
+    if len(ids):
+        per_step = np.asarray(widths)[np.asarray(which).reshape(-1)]
+        at = np.minimum(np.searchsorted(ids, step_ids), len(ids) - 1)
+        found = ids[at] == step_ids
+        out[found] = per_step[at[found]]
+    return out
+
+
+def latent_rows(store: Store, source: str, policy: str, threshold: float = 0.5, dataset: str | None = None,
+                values: tuple[np.ndarray, np.ndarray] | None = None) -> LatentRows:  # fmt: skip
+    """Every rating with its latents and its agreement with `source` at `threshold`; `values`: the
+    source's (step ids, numbers) where the caller has them (`source_values`)."""
+    found = store.label_latent_arrays(dataset)
+    names = found["names"]
+    annotators = tuple(sorted(set(names.values())))
+    code = {a: annotators.index(name) for a, name in names.items()}
+    annotator = np.array([code[a] for a in found["annotator_id"].tolist()], dtype=np.int64)
+    order = np.lexsort((found["idx"], found["trajectory_id"], annotator))
+    column = {key: found[key][order] for key in ("step_id", "trajectory_id", "idx", "n_steps", "rating", "confidence",
+                                                 "dwell_ms", "category")}  # fmt: skip
+    step_ids = column["step_id"]
+    values = align_values(*(values or source_values(store, source, policy)), step_ids)
+    has = ~np.isnan(values)
+    agrees = np.where(has, np.asarray(predicted(source, values, threshold)) == (column["rating"] >= 0), False)
+    return LatentRows(
+        annotators, found["categories"], annotator[order], step_ids, column["trajectory_id"], column["idx"],
+        column["n_steps"], column["rating"], column["confidence"], column["dwell_ms"] / 1000, column["category"],
+        np.where(has, agrees.astype(np.int64), -1), mc_widths(store, policy, step_ids),
+    )  # fmt: skip
 
 
 def _rate(values: Sequence[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def by_confidence(rows: Sequence[LatentRow]) -> list[dict]:
+def _share(hits: np.ndarray) -> float | None:
+    return int(hits.sum()) / len(hits) if len(hits) else None
+
+
+def _fmean(values: np.ndarray) -> float | None:
+    return math.fsum(values.tolist()) / len(values) if len(values) else None  # statistics.fmean's sum
+
+
+def _median(values: np.ndarray) -> float | None:
+    return float(np.median(values)) if len(values) else None
+
+
+def by_confidence(rows: LatentRows) -> list[dict]:
     """Per confidence level: labels, agreement with the source, mean MC interval width."""
     out = []
     for level in (1, 2, 3, 4, 5):
-        at = [r for r in rows if r.confidence == level]
-        if not at:
+        at = rows.confidence == level
+        if not at.any():
             continue
-        agree = [r.agrees for r in at if r.agrees is not None]
-        widths = [r.mc_width for r in at if r.mc_width is not None]
-        out.append({"confidence": level, "labels": len(at), "agreement": _rate(agree), "compared": len(agree),
-                    "mean MC interval width": statistics.fmean(widths) if widths else None})  # fmt: skip
+        agree = rows.agrees[at]
+        agree = agree[agree >= 0]
+        widths = rows.mc_width[at]
+        widths = widths[~np.isnan(widths)]
+        out.append({"confidence": level, "labels": int(at.sum()), "agreement": _share(agree == 1),
+                    "compared": len(agree), "mean MC interval width": _fmean(widths)})  # fmt: skip
     return out
 
 
-def by_dwell(rows: Sequence[LatentRow], bins: int = 4) -> list[dict]:
+def by_dwell(rows: LatentRows, bins: int = 4) -> list[dict]:
     """Dwell-time quartiles (or fewer bins): labels, disagreement with the source, median dwell."""
-    timed = sorted((r for r in rows if r.dwell_s is not None and r.agrees is not None), key=lambda r: r.dwell_s)
-    if not timed:
+    timed = np.flatnonzero(~np.isnan(rows.dwell_s) & (rows.agrees >= 0))
+    if not len(timed):
         return []
+    timed = timed[np.argsort(rows.dwell_s[timed], kind="stable")]
+    dwell, agrees = rows.dwell_s[timed], rows.agrees[timed]
     bins = max(1, min(bins, len(timed)))
     out = []
     for b in range(bins):
-        part = timed[b * len(timed) // bins : (b + 1) * len(timed) // bins]
-        if part:
-            out.append({"dwell bin": f"{part[0].dwell_s:.1f}–{part[-1].dwell_s:.1f} s", "order": b,
-                        "labels": len(part), "median dwell s": statistics.median(r.dwell_s for r in part),
-                        "disagreement": _rate([not r.agrees for r in part])})  # fmt: skip
+        part = slice(b * len(timed) // bins, (b + 1) * len(timed) // bins)
+        if len(dwell[part]):
+            out.append({"dwell bin": f"{dwell[part][0]:.1f}–{dwell[part][-1]:.1f} s", "order": b,
+                        "labels": len(dwell[part]), "median dwell s": _median(dwell[part]),
+                        "disagreement": _share(agrees[part] == 0)})  # fmt: skip
     return out
 
 
-def per_annotator(rows: Sequence[LatentRow], gold_answers: Sequence[dict]) -> list[dict]:
+def per_annotator(rows: LatentRows, gold_answers: Sequence[dict]) -> list[dict]:
     """Per annotator: labels, mean confidence, agreement when sure (4-5) and unsure (1-2), the
     gap between the two (calibration: positive when confidence tracks agreement), and gold accuracy."""
     gold = defaultdict(list)
     for answer in gold_answers:
         gold[answer["annotator"]].append(answer["given"] == answer["expected"])
     out = []
-    for name in sorted({r.annotator for r in rows} | set(gold)):
-        mine = [r for r in rows if r.annotator == name]
-        confident = [r.agrees for r in mine if r.agrees is not None and (r.confidence or 0) >= 4]
-        unsure = [r.agrees for r in mine if r.agrees is not None and r.confidence is not None and r.confidence <= 2]
-        levels = [r.confidence for r in mine if r.confidence is not None]
-        dwell = [r.dwell_s for r in mine if r.dwell_s is not None]
-        high, low = _rate(confident), _rate(unsure)
+    present = {rows.annotators[c] for c in np.unique(rows.annotator).tolist()}
+    for name in sorted(present | set(gold)):
+        mine = rows.annotator == (rows.annotators.index(name) if name in present else -1)
+        compared = mine & (rows.agrees >= 0)
+        confident = rows.agrees[compared & (rows.confidence >= 4)] == 1
+        unsure = rows.agrees[compared & (rows.confidence >= 1) & (rows.confidence <= 2)] == 1
+        levels = rows.confidence[mine & (rows.confidence >= 1)]
+        dwell = rows.dwell_s[mine & ~np.isnan(rows.dwell_s)]
+        high, low = _share(confident), _share(unsure)
         out.append({
-            "annotator": name, "labels": len(mine),
-            "mean confidence": statistics.fmean(levels) if levels else None,
+            "annotator": name, "labels": int(mine.sum()),
+            "mean confidence": _fmean(levels.astype(float)),
             "agreement when sure (4-5)": high, "agreement when unsure (1-2)": low,
             "calibration gap": None if high is None or low is None else high - low,
-            "median dwell s": statistics.median(dwell) if dwell else None,
+            "median dwell s": _median(dwell),
             "gold steps": len(gold[name]), "gold accuracy": _rate(gold[name]),
         })  # fmt: skip
     return out
 
 
-def categories_by_position(rows: Sequence[LatentRow]) -> list[dict]:
+def categories_by_position(rows: LatentRows) -> list[dict]:
     """Counts of error categories of -1 steps, by relative position in the trajectory."""
-    counted = Counter((r.position, r.category or "uncategorised") for r in rows if r.rating == -1)
-    return [{"position": position, "category": category, "steps": n}
-            for (position, category), n in sorted(counted.items(), key=lambda kv: (POSITION_BINS.index(kv[0][0]), kv[0][1]))]
+    wrong = rows.rating == -1
+    names = [*rows.categories, "uncategorised"]
+    category = np.where(rows.category[wrong] < 0, len(rows.categories), rows.category[wrong])
+    cells, counts = np.unique(np.stack([rows.position_bins()[wrong], category], axis=1), axis=0, return_counts=True) \
+        if wrong.any() else (np.zeros((0, 2), dtype=np.int64), [])  # fmt: skip
+    found = sorted(((int(b), names[c], int(n)) for (b, c), n in zip(cells.tolist(), list(counts))), key=lambda x: (x[0], x[1]))
+    return [{"position": POSITION_BINS[b], "category": c, "steps": n} for b, c, n in found]
 
 
 def gold_from_annotator(store: Store, trajectory_id: int, annotator: str) -> int:

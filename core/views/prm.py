@@ -15,6 +15,7 @@ scalar PRM:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -22,14 +23,14 @@ from typing import Sequence
 import numpy as np
 
 from core import metrics
-from core.errors import StepScopeError
 from core.formats.labels import parse_label_source, resolve_label_source
-from core.prm import AGGREGATIONS, prm_judges, solution_scores
-from core.prm_training import consensus_labels
+from core.prm import AGGREGATIONS, aggregate, prm_judges
 from core.splits import problem_split
 from core.store import Store
 from core.views.best_of_n import CurvePoint, Sample, VerifierInfo, curves, k_values, mean_interval, verifier_info
-from core.views.compare import LabelledStep, compare, human_label, scores, source_names
+from core.views.compare import (
+    LabelledSteps, compare, first_false, human_labels, prefix_groups, source_names, source_scores,
+)  # fmt: skip
 
 THRESHOLDS = tuple(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19))
 AGGREGATION_JOIN = " · "  # "prm:NAME · min": a PRM under one aggregation, as a Best-of-N verifier
@@ -52,29 +53,60 @@ class ThresholdChoice:
     trajectories: dict[str, int]  # usable trajectories per split
 
 
-def first_error_cases(store: Store, steps: Sequence[LabelledStep], source: str, human: str) -> list[dict]:
+def trajectory_splits(store: Store, trajectory_ids: np.ndarray) -> np.ndarray:
+    """Whether each trajectory's problem is on the test side (core.splits), set-wise: one query for
+    the trajectories' problems, one split per problem."""
+    ids, problems, rows = store.trajectory_problem_rows()
+    test = {}
+    for row in rows:
+        meta = row["meta"]
+        test[row["id"]] = problem_split({**row, "meta": json.loads(meta) if isinstance(meta, str) else meta}) == "test"
+    at = np.searchsorted(ids, trajectory_ids)
+    return np.array([test[p] for p in problems[at].tolist()], dtype=bool) if len(at) else np.zeros(0, dtype=bool)
+
+
+@dataclass(frozen=True)
+class FirstErrorCases:
+    """Trajectories whose human-labelled, scored steps are a whole prefix from step 0, as flat
+    arrays: each case's rows (scores in step order) from its start."""
+
+    trajectory_id: np.ndarray  # per case
+    gold: np.ndarray  # per case: the human's first error, -1 if none
+    test: np.ndarray  # per case: its problem is on the test side
+    starts: np.ndarray  # per case: its first row
+    idx: np.ndarray  # per row
+    scores: np.ndarray  # per row
+
+    def __len__(self) -> int:
+        return len(self.gold)
+
+    def as_dicts(self) -> list[dict]:
+        ends = np.r_[self.starts[1:], len(self.scores)]
+        return [{"trajectory_id": int(t), "gold": int(g), "scores": self.scores[s:e].tolist(),
+                 "split": "test" if x else "train"}
+                for t, g, x, s, e in zip(self.trajectory_id, self.gold, self.test, self.starts, ends)]  # fmt: skip
+
+
+def first_error_case_arrays(store: Store, steps: LabelledSteps, source: str, human: str,
+                            values: np.ndarray | None = None) -> FirstErrorCases:  # fmt: skip
+    if values is None:
+        values = source_scores(store, steps.step_id, source, policy="")
+    known, fine = human_labels(steps, human)
+    chosen = known & ~np.isnan(values)
+    trajectory, idx, labels, score = steps.trajectory_id[chosen], steps.idx[chosen], fine[chosen], values[chosen]
+    starts, whole = prefix_groups(trajectory, idx)
+    rows = np.repeat(whole, np.diff(np.r_[starts, len(trajectory)])) if len(starts) else np.zeros(0, dtype=bool)
+    trajectory, idx, labels, score = trajectory[rows], idx[rows], labels[rows], score[rows]
+    starts, _ = prefix_groups(trajectory, idx)
+    ids = trajectory[starts]
+    return FirstErrorCases(ids, first_false(labels, idx, starts), trajectory_splits(store, ids), starts, idx, score)
+
+
+def first_error_cases(store: Store, steps: LabelledSteps, source: str, human: str) -> list[dict]:
     """Trajectories whose human-labelled, scored steps are a whole prefix from step 0 (as for
     Compare's ProcessBench F1): the human's first error (-1: none), the scores in step order and
     the problem's split."""
-    values = scores(store, steps, source, policy="")
-    by_trajectory: dict[int, list[tuple[int, bool, float]]] = defaultdict(list)
-    for step in steps:
-        label = human_label(step, human)
-        if label is not None and step.step_id in values:
-            by_trajectory[step.trajectory_id].append((step.idx, label, values[step.step_id]))
-    splits: dict[int, str] = {}
-    cases = []
-    for trajectory_id, items in sorted(by_trajectory.items()):
-        items.sort()
-        if [i for i, _, _ in items] != list(range(len(items))):
-            continue  # a gap: the earliest error could hide in an unscored step
-        problem_id = store.get_trajectory(trajectory_id)["problem_id"]
-        if problem_id not in splits:
-            splits[problem_id] = problem_split(store.get_problem(problem_id))
-        gold = next((i for i, ok, _ in items if not ok), -1)
-        cases.append({"trajectory_id": trajectory_id, "gold": gold, "scores": [s for _, _, s in items],
-                      "split": splits[problem_id]})  # fmt: skip
-    return cases
+    return first_error_case_arrays(store, steps, source, human).as_dicts()
 
 
 def first_error_at(step_scores: Sequence[float], threshold: float) -> int:
@@ -88,14 +120,35 @@ def processbench_at(cases: Sequence[dict], threshold: float) -> metrics.ProcessB
     return metrics.processbench_f1([first_error_at(c["scores"], threshold) for c in cases], [c["gold"] for c in cases])
 
 
-def choose_threshold(cases: Sequence[dict], thresholds: Sequence[float] = THRESHOLDS) -> ThresholdChoice:
+def _cases_from_dicts(cases: Sequence[dict]) -> FirstErrorCases:
+    lengths = np.array([len(c["scores"]) for c in cases], dtype=np.int64)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64) if len(cases) else np.zeros(0, dtype=np.int64)
+    return FirstErrorCases(
+        np.array([c.get("trajectory_id", 0) for c in cases], dtype=np.int64),
+        np.array([c["gold"] for c in cases], dtype=np.int64),
+        np.array([c["split"] == "test" for c in cases], dtype=bool), starts,
+        np.concatenate([np.arange(n) for n in lengths]) if len(cases) else np.zeros(0, dtype=np.int64),
+        np.array([s for c in cases for s in c["scores"]], dtype=float),
+    )  # fmt: skip
+
+
+def choose_threshold(cases: Sequence[dict] | FirstErrorCases, thresholds: Sequence[float] = THRESHOLDS) -> ThresholdChoice:
     """F1 against the threshold on each split; the threshold with the best train-split F1 (ties:
-    the one nearest 0.5), with its scores on both splits."""
-    by_split = {split: [c for c in cases if c["split"] == split] for split in ("train", "test")}
+    the one nearest 0.5), with its scores on both splits. Set-wise: each threshold's predicted
+    first errors for every case at once."""
+    if not isinstance(cases, FirstErrorCases):
+        cases = _cases_from_dicts(cases)
+    sides = {"train": ~cases.test, "test": cases.test}
+    some = {split: bool(side.any()) for split, side in sides.items()}
+
+    def at(threshold: float) -> dict[str, metrics.ProcessBenchScore | None]:
+        guess = first_false(~(cases.scores < threshold), cases.idx, cases.starts)
+        return {split: metrics.processbench_f1(guess[side], cases.gold[side]) if some[split] else None
+                for split, side in sides.items()}  # fmt: skip
+
     rows, train_f1 = [], {}
     for threshold in thresholds:
-        for split, chosen in by_split.items():
-            score = processbench_at(chosen, threshold)
+        for split, score in at(threshold).items():
             if score is None:
                 continue
             rows.append({"threshold": threshold, "split": split, "f1": score.f1,
@@ -103,26 +156,24 @@ def choose_threshold(cases: Sequence[dict], thresholds: Sequence[float] = THRESH
             if split == "train" and score.f1 is not None:
                 train_f1[threshold] = score.f1
     best = max(train_f1, key=lambda t: (train_f1[t], -abs(t - 0.5))) if train_f1 else None
-    return ThresholdChoice(
-        best,
-        processbench_at(by_split["train"], best) if best is not None else None,
-        processbench_at(by_split["test"], best) if best is not None else None,
-        rows,
-        {split: len(chosen) for split, chosen in by_split.items()},
-    )
+    chosen = at(best) if best is not None else {"train": None, "test": None}
+    return ThresholdChoice(best, chosen["train"], chosen["test"], rows,
+                           {split: int(side.sum()) for split, side in sides.items()})  # fmt: skip
 
 
-def threshold_choice(store: Store, steps: Sequence[LabelledStep], source: str, human: str) -> ThresholdChoice:
-    return choose_threshold(first_error_cases(store, steps, source, human))
+def threshold_choice(store: Store, steps: LabelledSteps, source: str, human: str,
+                     values: np.ndarray | None = None) -> ThresholdChoice:  # fmt: skip
+    return choose_threshold(first_error_case_arrays(store, steps, source, human, values))
 
 
-def step_level_rows(store: Store, steps: Sequence[LabelledStep], human: str, policy: str,
-                    threshold: float = 0.5) -> list[dict]:  # fmt: skip
+def step_level_rows(store: Store, steps: LabelledSteps, human: str, policy: str, threshold: float = 0.5,
+                    values: dict[str, np.ndarray] | None = None) -> list[dict]:  # fmt: skip
     """Every step label source (MC, judges, probes, PRMs) against the same human labels, one row
-    each, with ProcessBench F1 and its two parts apart."""
+    each, with ProcessBench F1 and its two parts apart. `values`: each source's numbers, where
+    the caller has them."""
     rows = []
     for source in source_names(store):
-        result = compare(store, steps, source, human, policy, threshold)
+        result = compare(store, steps, source, human, policy, threshold, (values or {}).get(source))
         pb = result.processbench
         rows.append({
             "source": source, "steps": result.n, "accuracy": result.accuracy,
@@ -137,23 +188,53 @@ def step_level_rows(store: Store, steps: Sequence[LabelledStep], human: str, pol
 # --- outcome level: each PRM x aggregation against the final answer ---------------------------
 
 
+@dataclass(frozen=True)
+class SolutionScores:
+    """A PRM's solution scores on the trajectories whose current steps it scored completely."""
+
+    trajectory_id: np.ndarray  # sorted
+    correct: np.ndarray  # 1, 0; -1 ungraded
+    by_aggregation: dict[str, np.ndarray]
+
+
+def solution_score_arrays(store: Store, prm: str, aggregations: Sequence[str] = AGGREGATIONS,
+                          dataset: str | None = None) -> SolutionScores:  # fmt: skip
+    """`core.prm.solution_scores` for several aggregations at once, from one query (the step
+    scores of every trajectory the PRM scored), aggregated per trajectory with numpy."""
+    for aggregation in aggregations:
+        aggregate([1.0], aggregation)  # names an unknown aggregation before reading anything
+    found = store.step_score_arrays(prm, dataset=dataset)
+    trajectory, score = found["trajectory_id"], found["score"]
+    if not len(trajectory):
+        return SolutionScores(trajectory, found["correct"], {a: np.zeros(0) for a in aggregations})
+    starts = np.flatnonzero(np.r_[True, trajectory[1:] != trajectory[:-1]])
+    ends = np.r_[starts[1:], len(trajectory)]
+    complete = np.add.reduceat(np.isnan(score), starts) == 0
+    reduce = {
+        "min": lambda: np.minimum.reduceat(score, starts),
+        "last": lambda: score[ends - 1],
+        "mean": lambda: np.add.reduceat(score, starts) / (ends - starts),
+        "product": lambda: np.multiply.reduceat(score, starts),
+    }
+    return SolutionScores(trajectory[starts][complete], found["correct"][starts][complete],
+                          {a: reduce[a]()[complete] for a in aggregations})  # fmt: skip
+
+
 def outcome_rows(store: Store, dataset: str | None = None) -> list[dict]:
     """Per PRM x aggregation, over the graded trajectories it scored completely: AUROC of the
     solution score against a right final answer, and accuracy at 0.5."""
     rows = []
-    correct: dict[int, bool | None] = {}
     for prm in prm_judges(store):
+        solved = solution_score_arrays(store, prm, AGGREGATIONS, dataset)
+        graded = solved.correct >= 0
+        labels = solved.correct[graded] == 1
         for aggregation in AGGREGATIONS:
-            solved = solution_scores(store, prm, aggregation, dataset=dataset)
-            for trajectory_id in solved.keys() - correct.keys():
-                correct[trajectory_id] = store.get_trajectory(trajectory_id)["correct"]
-            graded = [(score, bool(correct[t])) for t, score in solved.items() if correct[t] is not None]
-            labels, values = [ok for _, ok in graded], [score for score, _ in graded]
+            values = solved.by_aggregation[aggregation][graded]
             rows.append({
-                "PRM": prm, "aggregation": aggregation, "solutions": len(graded),
-                "right answers": sum(labels),
-                "AUROC": metrics.auroc(labels, values) if graded else None,
-                "accuracy at 0.5": metrics.accuracy(labels, [v >= 0.5 for v in values]) if graded else None,
+                "PRM": prm, "aggregation": aggregation, "solutions": int(graded.sum()),
+                "right answers": int(labels.sum()),
+                "AUROC": metrics.auroc(labels, values) if len(values) else None,
+                "accuracy at 0.5": metrics.accuracy(labels, values >= 0.5) if len(values) else None,
             })  # fmt: skip
     return rows
 
@@ -171,16 +252,14 @@ class Agreement:
 def agreement_kept(store: Store, source: str, policy: str | None) -> Agreement:
     """The kept fraction of MC-agreement labels with the verifier `source` (a label source such as
     `judge:NAME` or `prm:NAME`) over the trajectories it scored: what `stepscope train-prm` would
-    train on with those labels."""
+    train on with those labels (core.prm_training.consensus_labels), counted in one query."""
     judge = resolve_label_source(store, source).name
-    trajectory_ids = sorted(store.step_scores_by_trajectory(judge))
-    if not trajectory_ids:
+    if not store.has_step_verdicts(judge):
         return Agreement(None, 0, f"{source} has no step verdicts")
-    try:
-        labels = consensus_labels(store, trajectory_ids, judge, policy)
-    except StepScopeError:  # raised only when no MC-labelled step has a verdict from the judge
+    compared, agree, labelled = store.mc_agreement_counts(judge, policy)
+    if not labelled:  # consensus_labels refuses: no MC-labelled trajectory has a verdict from the judge
         return Agreement(None, 0, f"no step has both an MC hard label from {policy} and a step verdict from {source}")
-    return Agreement(labels.kept_fraction, labels.compared)
+    return Agreement(agree / compared if compared else None, compared)
 
 
 # --- Best-of-N: PRM x aggregation as verifiers, weighted majority vote ------------------------
@@ -196,9 +275,11 @@ def with_prm_scores(store: Store, groups: dict[int, list[Sample]], aggregations:
     (as verifier `prm:NAME · AGGREGATION`)."""
     extra: dict[int, dict[str, float]] = defaultdict(dict)
     for prm in prm_judges(store):
+        solved = solution_score_arrays(store, prm, aggregations, dataset)
         for aggregation in aggregations:
-            for trajectory_id, score in solution_scores(store, prm, aggregation, dataset=dataset).items():
-                extra[trajectory_id][prm_verifier(prm, aggregation)] = score
+            verifier = prm_verifier(prm, aggregation)
+            for trajectory_id, score in zip(solved.trajectory_id.tolist(), solved.by_aggregation[aggregation].tolist()):
+                extra[trajectory_id][verifier] = score
     return {
         problem: [replace(s, scores={**s.scores, **extra.get(s.trajectory_id, {})}) for s in samples]
         for problem, samples in groups.items()
