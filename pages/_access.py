@@ -36,6 +36,7 @@ from pages._shared import db_path, md, require_app, store_for
 IDENTITY_KEY = "access_identity"
 _BACKOFF_KEY = "access_backoff_key"
 _REFUSAL_KEY = "access_refusal"
+_WAIT_KEY = "access_wait"
 HOW_TO_INVITE = (
     "This StepScope is shared beyond this machine, so it opens data only through a personal link. "
     "Ask the organiser for yours.\n\n"
@@ -179,9 +180,11 @@ def database_path(database: str) -> str:
     return str(resolve_database(database, data_folder()).resolve())
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str, wait: float = 0.0) -> None:
     st.title("StepScope")
     st.error(md(message))
+    if wait > 0:  # what the server's backoff holds now (per session and for everyone)
+        st.caption(f"Wrong links are slowed down: the next try waits {wait:.2f} s.")
     st.markdown(HOW_TO_INVITE)
     st.stop()
 
@@ -197,11 +200,13 @@ def _exchange(token: str, database: str | None) -> None:
     except StepScopeError as error:
         backoff().failed(key)  # a link naming no database here counts as a wrong link too
         state[_REFUSAL_KEY] = f"Not signed in: the link's database: {error}"
+        state[_WAIT_KEY] = backoff().delay(key)
         return
     try:
         who = sign_in(path, os.path.basename(path), token, backoff(), key)
     except StepScopeError as error:
         state[_REFUSAL_KEY] = f"Not signed in: {error}"
+        state[_WAIT_KEY] = backoff().delay(key)
         return
     store_for(path).mark_invitation_used(who.invitation_id)  # signed in: its store may be opened
     state[IDENTITY_KEY] = who
@@ -216,8 +221,9 @@ def gate() -> Identity:
         del st.query_params["token"]
         _exchange(token, st.query_params.get("db"))
     who = checked_identity()
+    wait = state.pop(_WAIT_KEY, 0.0)
     if refusal := state.pop(_REFUSAL_KEY, None):
-        _refuse(refusal)
+        _refuse(refusal, wait)
     if who is None:
         _refuse("Not signed in: open your personal invitation link.")
     return who

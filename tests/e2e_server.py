@@ -10,6 +10,7 @@ download is not used.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -135,3 +136,86 @@ def wait_for_app(page, timeout: float = 60_000) -> None:
         " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
         timeout=timeout,
     )
+
+
+class RawSession:
+    """A websocket client that speaks Streamlit's protocol by hand, as an attacker's script would:
+    no browser, no XSRF cookie, no Origin header (which Streamlit accepts). It sends BackMsg
+    protobufs (`streamlit.proto.BackMsg_pb2`, as the frontend encodes them) and reads the
+    ForwardMsgs back; `text()` is what the last run sent, as bytes, for plain-text checks."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+        from contextlib import ExitStack
+
+        from websockets.sync.client import connect
+
+        self.timeout = timeout
+        self._stack = ExitStack()
+        self._socket = self._stack.enter_context(connect(
+            base_url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
+            open_timeout=timeout, max_size=None))  # fmt: skip
+        self._received: list[bytes] = []
+
+    def __enter__(self) -> "RawSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _send(self, message) -> None:
+        self._socket.send(message.SerializeToString())
+
+    def rerun(self, query_string: str = "") -> bytes:
+        """A script run as the browser asks for one (page load, a widget change with no widgets),
+        with `query_string` as the address's query; returns what the run sent once it finished."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        message = BackMsg()
+        message.rerun_script.query_string = query_string
+        self._received = []
+        self._send(message)
+        return self.wait_finished()
+
+    def clear_cache(self) -> None:
+        """The toolbar's "Clear cache": Streamlit clears st.cache_data and st.cache_resource for
+        the whole server. Followed by a rerun here, so its handling is over when this returns
+        (a session handles its messages in order)."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        message = BackMsg()
+        message.clear_cache = True
+        self._send(message)
+
+    def wait_finished(self) -> bytes:
+        """Read messages until a script run finishes; everything it sent, as bytes."""
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no script_finished from the server")
+            data = self._socket.recv(timeout=left)
+            if isinstance(data, str):
+                continue
+            self._received.append(data)
+            message = ForwardMsg()
+            message.ParseFromString(data)
+            if message.WhichOneof("type") == "script_finished" and message.script_finished in (
+                    ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR):  # fmt: skip
+                return self.text()
+
+    def text(self) -> bytes:
+        """Everything the last run sent, markdown's backslash escapes taken out (`a\\.db` is `a.db`)."""
+        return re.sub(rb"\\(.)", rb"\1", b"".join(self._received))
+
+    def kinds(self) -> list[str]:
+        """The types of the messages the last run sent (for a failing test's message)."""
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        kinds = []
+        for data in self._received:
+            message = ForwardMsg()
+            message.ParseFromString(data)
+            kinds.append(message.WhichOneof("type"))
+        return kinds

@@ -1,0 +1,245 @@
+"""Access that holds under attack (issue 23): a real server told it is served beyond loopback
+($STEPSCOPE_SERVED_REMOTELY=1; the app counts every 127.x address as loopback, so binding
+127.0.0.2 would not make it remote), a real headless Chromium, and a raw websocket client that
+sends Streamlit's BackMsg protobufs by hand (tests/e2e_server.RawSession), as an attacker's
+script would.
+
+- A revoked organiser's Retry, Cancel, Grow the tree, Estimate values and Judge change nothing
+  in any table, and the session gets the sign-in refusal; a revoked viewer's page turns into
+  the refusal at its next fragment refresh, with no click.
+- `clear_cache` from a session that never signed in resets neither the sign-in slow-down nor
+  the worker: the same worker process (by PID) before and after.
+- A junk link naming a foreign SQLite file, an empty file or a file that does not exist leaves
+  every file in the data folder byte-identical (sha256) and creates none.
+
+The order matters: the browser tests sign in first, then the raw tests fail sign-ins on purpose
+(which slows every later sign-in on this server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from core.sample_solutions import ensure_trajectories
+from core.store import Store
+from core.store.access import invitation_link
+from core.views.worker import LOCK_RETRY_SECONDS
+from e2e_server import RawSession, chromium, streamlit_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+LOAD_TIMEOUT = 120_000
+REVOKED = "this invitation was revoked"
+WELL_FORMED_WRONG = "A" * 12 + "." + "B" * 43  # passes the format check, matches no invitation
+FUTURE = "2999-01-01T00:00:00.000+00:00"  # a running job's heartbeat the worker never finds stale
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    ARTIFACTS.mkdir(exist_ok=True)
+    folder = tmp_path_factory.mktemp("e2e-attack")
+    db = folder / "shared.db"
+    store = Store.open(db)
+    ensure_trajectories(store)
+    jobs = {
+        "failed": store.insert_job(key="attack-failed", kind="estimate", status="failed", error="stopped",
+                                   manifest={"policy": "nobody", "trajectory_ids": []})[0],
+        "running": store.insert_job(key="attack-running", kind="estimate", status="running", heartbeat_at=FUTURE,
+                                    started_at=FUTURE, manifest={"policy": "nobody", "trajectory_ids": []})[0],
+    }  # fmt: skip
+    with sqlite3.connect(folder / "foreign.db") as conn:  # somebody else's SQLite file, rollback journal
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        conn.execute("INSERT INTO notes (text) VALUES ('not StepScope')")
+    (folder / "empty.db").write_bytes(b"")
+    log = ARTIFACTS / "e2e-attack-server.log"
+    with streamlit_server(db, env={"STEPSCOPE_SERVED_REMOTELY": "1"}, log=log) as url:
+        with chromium() as browser:
+            yield {"url": url, "browser": browser, "db": db, "folder": folder, "jobs": jobs, "log": log}
+
+
+@pytest.fixture
+def page(app):
+    context = app["browser"].new_context(viewport={"width": 1400, "height": 1400})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    page.wait_for_timeout(250)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
+def invite(app, name: str, role: str) -> str:
+    """A new invitation's link (as `stepscope access invite` prints it)."""
+    _, token = Store.open(app["db"]).create_invitation(name, role, timedelta(days=1))
+    return invitation_link(app["url"], app["db"].name, token)
+
+
+def contents(db: Path) -> dict[str, str]:
+    """Every table's rows, hashed: equal snapshots, nothing written anywhere."""
+    with sqlite3.connect(db) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {table: hashlib.sha256(repr(conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall())
+                                      .encode()).hexdigest() for table in tables}  # fmt: skip
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    settle(page)
+
+
+# --- 1. a revoked organiser: no job power left, wherever the click lands -----------------------
+
+
+ACTIONS = {
+    "Retry": ("jobs_data", "failed"),  # inside the jobs fragment
+    "Cancel": ("jobs_data", "running"),  # inside the jobs fragment, which refreshes every 2 s
+    "Grow the tree": ("", None),  # inside Explore's trajectory fragment
+    "Estimate values": ("", None),  # a form in a full run
+    "Judge": ("", None),
+}
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_a_revoked_organiser_changes_nothing(app, page, action):
+    path, job = ACTIONS[action]
+    name = "org-" + re.sub(r"\W", "", action.lower())
+    page.goto(invite(app, name, "organiser").replace("/?", f"/{path}?"))
+    button = page.get_by_role("button", name=action, exact=True)
+    button.first.wait_for(timeout=LOAD_TIMEOUT)
+    settle(page)
+    if job:
+        choose(page, "Job", str(app["jobs"][job]))
+    Store.open(app["db"]).revoke_invitations(name)
+    before = contents(app["db"])
+    button.first.click()
+    page.get_by_text(REVOKED).first.wait_for(timeout=30_000)
+    settle(page)
+    page.screenshot(path=str(ARTIFACTS / f"attack-revoked-{name}.png"), full_page=True)
+    assert contents(app["db"]) == before, f"{action} by a revoked organiser wrote to the database"
+    statuses = {j["id"]: j["status"] for j in Store.open(app["db"]).list_jobs()}
+    assert statuses[app["jobs"]["failed"]] == "failed" and statuses[app["jobs"]["running"]] == "running"
+    assert page.get_by_role("button", name=action, exact=True).count() == 0
+
+
+def test_a_revoked_viewer_sees_the_refusal_at_the_next_refresh(app, page):
+    page.goto(invite(app, "vic", "viewer"))
+    page.get_by_text("Maria has 12 stickers").first.wait_for(timeout=LOAD_TIMEOUT)
+    settle(page)
+    Store.open(app["db"]).revoke_invitations("vic")
+    # No click, no reload: Explore's live fragment (every 3 s) finds the invitation revoked.
+    page.get_by_text(REVOKED).first.wait_for(timeout=30_000)
+    settle(page)
+    assert "Maria has 12 stickers" not in page.inner_text("body")
+
+
+def test_an_invited_organiser_cannot_switch_databases(app, page):
+    other = app["folder"] / "other.db"
+    Store.open(other)
+    page.goto(invite(app, "olga", "organiser").replace("/?", "/jobs_data?"))
+    page.get_by_role("heading", name="Access").wait_for(timeout=LOAD_TIMEOUT)
+    settle(page)
+    sidebar = page.inner_text("[data-testid='stSidebar']")
+    assert "Signed in as olga (organiser)" in sidebar and "Database file" not in sidebar
+    assert f"File: {app['db'].resolve()}" in page.inner_text("main")
+
+
+# --- 2. clear_cache from a session that never signed in ---------------------------------------
+
+
+def worker_pids(db: Path) -> set[int]:
+    """The job worker processes of `db` on this machine, by PID (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"core.jobs.worker_process" in argv and str(db.resolve()).encode() in argv:
+                found.add(int(entry.name))
+    return found
+
+
+def wait_shown(raw: bytes) -> float:
+    """The wait the refusal reports (0 when it reports none)."""
+    match = re.search(rb"the next try waits ([0-9.]+) s", raw)
+    return float(match.group(1)) if match else 0.0
+
+
+def failed_sign_in(app) -> bytes:
+    with RawSession(app["url"]) as attacker:
+        shown = attacker.rerun(f"db={app['db'].name}&token=junk")
+    assert b"Not signed in" in shown and b"not a valid invitation" in shown
+    return shown
+
+
+def test_clear_cache_from_an_unsigned_session_resets_nothing(app):
+    db, url = app["db"], app["url"]
+    with RawSession(url) as organiser:
+        _, token = Store.open(db).create_invitation("owen", "organiser", timedelta(days=1))
+        shown = organiser.rerun(f"db={db.name}&token={token}")
+        assert b"Signed in as owen (organiser)" in shown, organiser.kinds()
+        deadline = time.monotonic() + 60
+        while len(worker_pids(db)) != 1:  # the organiser's run has the server start its worker
+            assert time.monotonic() < deadline, f"workers: {worker_pids(db)}"
+            time.sleep(0.2)
+        workers = worker_pids(db)
+        # Wrong links until the server slows everyone down.
+        for _ in range(30):
+            wait = wait_shown(failed_sign_in(app))
+            if wait > 0:
+                break
+        assert wait > 0, "thirty wrong links and no slow-down"
+        with RawSession(url) as attacker:
+            refused = attacker.rerun("")
+            assert b"Not signed in" in refused
+            attacker.clear_cache()
+            assert b"Not signed in" in attacker.rerun("")  # handled in order: the cache was cleared
+        assert b"Signed in as owen" in organiser.rerun("")  # the organiser's next run asks for its worker
+        assert wait_shown(failed_sign_in(app)) > wait, "clear_cache reset the sign-in slow-down"
+        # A second supervisor would start a process at once, which lives seconds before it finds
+        # the file's worker lock taken, and again every LOCK_RETRY_SECONDS: look for that long.
+        seen, deadline = set(), time.monotonic() + LOCK_RETRY_SECONDS + 2
+        while time.monotonic() < deadline:
+            seen |= worker_pids(db)
+            time.sleep(0.1)
+        assert seen == workers, f"worker processes before clear_cache {workers}, after {seen}"
+
+
+# --- 3. a junk link writes nothing, anywhere ----------------------------------------------------
+
+
+def folder_state(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith("shared.db")}  # fmt: skip
+
+
+@pytest.mark.parametrize("database, token, refusal", [
+    ("foreign.db", "junk", "not a valid invitation"),
+    ("empty.db", "junk", "not a valid invitation"),
+    ("foreign.db", WELL_FORMED_WRONG, "foreign.db is not a StepScope database"),
+    ("empty.db", WELL_FORMED_WRONG, "empty.db is not a StepScope database"),
+    ("new.db", WELL_FORMED_WRONG, "there is no database new.db"),
+    ("new.sqlite", "junk", "there is no database new.sqlite"),
+])  # fmt: skip
+def test_a_junk_link_leaves_every_file_as_it_was(app, database, token, refusal):
+    before = folder_state(app["folder"])
+    with RawSession(app["url"]) as attacker:
+        shown = attacker.rerun(f"db={database}&token={token}")
+    assert b"Not signed in" in shown and refusal.encode() in shown
+    assert folder_state(app["folder"]) == before
+    assert not (app["folder"] / database).with_name(database + "-wal").exists()
