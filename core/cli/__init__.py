@@ -11,9 +11,7 @@ from rich.table import Table
 
 from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge, prm as cli_prm, problems as cli_problems
 from core.cli import access as cli_access, tree as cli_tree
-from core.cli.options import (
-    DEFAULT_DEVICE, DEFAULT_ENGINE, BaseUrls, Device, Engine, MaxNewTokens, command_group, engine_options,
-)  # fmt: skip
+from core.cli.options import EngineChoice, command_group, with_option_groups
 from core.errors import StepScopeError
 
 try:  # typer >= 0.2x carries its own copy of click (typer._click); older typer uses click itself
@@ -58,12 +56,11 @@ def models_fetch(
 
 
 @models_app.command("check")
+@with_option_groups
 def models_check(
     name: Annotated[str, typer.Argument(help="preset name, local directory, or hub id")],
-    engine: Engine = DEFAULT_ENGINE,
-    base_url: BaseUrls = None,
-    device: Device = DEFAULT_DEVICE,
-    max_new_tokens: MaxNewTokens = 32,
+    engine: EngineChoice = EngineChoice(),
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="tokens to generate")] = 32,
     prompt: Annotated[str, typer.Option(help="the text to continue")] = (
         "Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:"
     ),
@@ -71,7 +68,7 @@ def models_check(
     """Load a model, generate a few tokens, and print engine, device, load time and tokens/s."""
     from core.engines import SamplingParams, load_engine
 
-    loaded = load_engine(engine, name, **engine_options(engine, base_url, device))
+    loaded = load_engine(engine.engine, name, **engine.options())
     try:
         params = SamplingParams(n=4, max_new_tokens=max_new_tokens, temperature=0.7, seed=0)
         loaded.generate([prompt], SamplingParams(n=1, max_new_tokens=2, temperature=0))  # warm-up

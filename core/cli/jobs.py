@@ -14,9 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core.cli.options import (
-    DEFAULT_DEVICE, DEFAULT_ENGINE, SAMPLING, BaseUrls, Database, Dataset, Device, Engine, MaxNewTokens, Model, Policy,
-    Seed, Source, Temperature, TrajectoryIds, TrajectoryLimit, TrajectorySelection, command_group, engine_options,
-    open_store, spec_default,
+    Database, Dataset, EngineChoice, Policy, Sampling, TrajectorySelection, command_group, open_store, spec_default,
+    with_option_groups,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.jobs.estimate import EstimateSpec
@@ -64,21 +63,17 @@ def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
     return status
 
 
+@with_option_groups
 def generate_command(
     policy: Policy = DEFAULT_MODEL,
     k: Annotated[int, typer.Option("--k", min=1, help="solutions per problem")] = 4,
     dataset: Dataset = "sample",
     limit: Annotated[Optional[int], typer.Option(min=1, help="at most this many problems")] = None,
-    engine: Engine = DEFAULT_ENGINE,
-    base_url: BaseUrls = None,
-    device: Device = DEFAULT_DEVICE,
-    max_new_tokens: MaxNewTokens = SAMPLING.max_new_tokens,
-    temperature: Temperature = SAMPLING.temperature,
-    seed: Seed = SAMPLING.seed,
+    engine: EngineChoice = EngineChoice(),
+    sampling: Sampling = Sampling(),
     db: Database = None,
 ) -> None:
     """Sample k solutions per problem from the policy: its own trajectories, graded and segmented."""
-    from core.jobs.estimate import default_sampling
     from core.jobs.generate import GenerateSpec
     from core.jobs.runner import queue
 
@@ -87,9 +82,7 @@ def generate_command(
     if not problems:
         raise StepScopeError(f"dataset {dataset!r} has no problems")
     job_id = queue(store, GenerateSpec(
-        policy=policy, problem_ids=tuple(problems), k=k, engine=engine,
-        engine_options=engine_options(engine, base_url, device),
-        sampling=default_sampling(max_new_tokens, temperature, seed),
+        policy=policy, problem_ids=tuple(problems), k=k, sampling=sampling.params(), **engine.spec_fields(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     rows = store.list_trajectories(dataset=dataset, source="policy", model=policy)
@@ -97,6 +90,7 @@ def generate_command(
     console.print(f"{len(rows)} distinct policy trajectories in {dataset!r}; {correct} reach the gold answer", highlight=False)
 
 
+@with_option_groups
 def estimate_command(
     policy: Policy = DEFAULT_MODEL,
     n: Annotated[int, typer.Option(
@@ -104,33 +98,23 @@ def estimate_command(
     )] = DEFAULT_STRATEGY.most_per_step,
     strategy: Annotated[str, typer.Option(help="fixed | adaptive | first-error")] = DEFAULT_STRATEGY.name,
     round_size: Annotated[int, typer.Option(min=1, help="adaptive and first-error: rollouts per round")] = ROUND_SIZE,
-    trajectories: TrajectoryIds = None,
-    dataset: Dataset = None,
-    source: Source = None,
-    model: Model = None,
-    limit: TrajectoryLimit = None,
-    engine: Engine = DEFAULT_ENGINE,
-    base_url: BaseUrls = None,
-    device: Device = DEFAULT_DEVICE,
-    max_new_tokens: MaxNewTokens = SAMPLING.max_new_tokens,
-    temperature: Temperature = SAMPLING.temperature,
-    seed: Seed = SAMPLING.seed,
+    selection: TrajectorySelection = TrajectorySelection(),
+    engine: EngineChoice = EngineChoice(),
+    sampling: Sampling = Sampling(),
     rows_per_call: Annotated[int, typer.Option(min=1, help="sequences per engine call")] = spec_default(
         EstimateSpec, "rows_per_call"
     ),
     db: Database = None,
 ) -> None:
     """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored."""
-    from core.jobs.estimate import default_sampling
     from core.jobs.runner import queue
     from core.mcpe import make_strategy
 
     store = open_store(db)
-    ids = TrajectorySelection(trajectories, dataset, source, model, limit).resolve(store)
+    ids = selection.resolve(store)
     job_id = queue(store, EstimateSpec(
         policy=policy, trajectory_ids=ids, strategy=make_strategy(strategy, n=n, round_size=round_size),
-        engine=engine, engine_options=engine_options(engine, base_url, device), rows_per_call=rows_per_call,
-        sampling=default_sampling(max_new_tokens, temperature, seed),
+        sampling=sampling.params(), rows_per_call=rows_per_call, **engine.spec_fields(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     print_values(store, ids[:10], policy)

@@ -14,9 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli.options import (
-    DEFAULT_DEVICE, DEFAULT_ENGINE, SAMPLING, Annotator, BaseUrls, Database, Dataset, Device, Engine,
-    LabelPolicy, Lora, Model, Seed, Source, TrajectoryIds, TrajectoryLimit, TrajectorySelection, engine_options,
-    open_store,
+    DEFAULT_DEVICE, Annotator, Database, Device, EngineChoice, LabelPolicy, Lora, Sampling, TrajectorySelection,
+    open_store, with_option_groups,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.models import DEFAULT_MODEL
@@ -24,6 +23,7 @@ from core.models import DEFAULT_MODEL
 console = Console()
 
 
+@with_option_groups
 def judge_command(
     judge: Annotated[Optional[str], typer.Option(help="judge model: preset, directory or hub id")] = None,
     kind: Annotated[str, typer.Option(help="step | outcome | critic")] = "outcome",
@@ -36,19 +36,14 @@ def judge_command(
         help="prompt: a name under core/prompts or a path to a .txt file")] = None,
     chat: Annotated[Optional[bool], typer.Option(
         "--chat/--no-chat", help="use the judge's chat template (default: when it has one)")] = None,
-    name: Annotated[Optional[str], typer.Option(help="judge name stored with the verdicts (default: the model)")] = None,
-    trajectories: TrajectoryIds = None,
-    dataset: Dataset = None,
-    source: Source = None,
-    model: Model = None,
-    limit: TrajectoryLimit = None,
-    engine: Engine = DEFAULT_ENGINE,
-    base_url: BaseUrls = None,
-    device: Device = DEFAULT_DEVICE,
+    name: Annotated[Optional[str], typer.Option(
+        help="judge name stored with the verdicts (default: the model)")] = None,
+    selection: TrajectorySelection = TrajectorySelection(),
+    engine: EngineChoice = EngineChoice(),
     max_new_tokens: Annotated[int, typer.Option(min=1, help="generative mode and critic")] = 256,
     temperature: Annotated[Optional[float], typer.Option(
         min=0.0, help="default 0.7 (generative), 0 (critic)")] = None,
-    seed: Seed = SAMPLING.seed,
+    seed: Annotated[int, typer.Option(help="generative mode: the same seed draws the same verdicts")] = Sampling.seed,
     db: Database = None,
 ) -> None:  # fmt: skip
     """Verdicts from a judge model (P(Yes), sampled, or first-error critic) or a probe verifier."""
@@ -57,12 +52,12 @@ def judge_command(
     from core.jobs.runner import queue
 
     store = open_store(db)
-    ids = TrajectorySelection(trajectories, dataset, source, model, limit).resolve(store)
+    ids = selection.resolve(store)
     if verifier is not None:
         from core.jobs.orm_score import OrmScoreSpec
         from core.orm_training import is_orm_folder
 
-        options = engine_options("transformers", None, device)
+        options = EngineChoice(device=engine.device).options()  # a verifier runs on transformers
         if is_orm_folder(verifier):
             job_id = queue(store, OrmScoreSpec(verifier=str(verifier), trajectory_ids=ids, engine_options=options))
         else:
@@ -70,8 +65,8 @@ def judge_command(
     elif judge:
         job_id = queue(store, JudgeSpec(
             judge=judge, verdict=kind, trajectory_ids=ids, mode=mode, template=template, chat=chat,
-            samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-            engine=engine, engine_options=engine_options(engine, base_url, device), name=name,
+            samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, name=name,
+            **engine.spec_fields(),
         ))  # fmt: skip
     else:
         raise StepScopeError("name a judge model (--judge MODEL) or a probe verifier (--verifier FOLDER)")
@@ -109,6 +104,7 @@ def print_judge_summary(store, job_id: int) -> None:
             console.print(f"  AUROC vs final-answer correctness {value:.3f} ({len(labelled)} solutions)", highlight=False)
 
 
+@with_option_groups
 def train_verifier_command(
     kind: Annotated[str, typer.Option(help=(
         "orm-probe (logistic regression on hidden states, cross-fitted by problem) | orm-finetune "
@@ -132,11 +128,7 @@ def train_verifier_command(
     output: Annotated[Optional[Path], typer.Option(
         help="orm-finetune: model folder (default orms/orm-BASE next to the database)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the folds and of the fine-tuning")] = 0,
-    trajectories: TrajectoryIds = None,
-    dataset: Dataset = None,
-    source: Source = None,
-    model: Model = None,
-    limit: TrajectoryLimit = None,
+    selection: TrajectorySelection = TrajectorySelection(),
     device: Device = DEFAULT_DEVICE,
     db: Database = None,
 ) -> None:  # fmt: skip
@@ -147,7 +139,7 @@ def train_verifier_command(
 
     check_kind(kind)
     store = open_store(db)
-    ids = TrajectorySelection(trajectories, dataset, source, model, limit).resolve(store)
+    ids = selection.resolve(store)
     if kind == "orm-finetune":
         _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_size, test_fraction, lora, output,
                    seed, device)  # fmt: skip
@@ -156,7 +148,7 @@ def train_verifier_command(
 
     job_id = queue(store, TrainVerifierSpec(
         base=base, labels=labels, trajectory_ids=ids, layer=layer, context=context, folds=folds, seed=seed,
-        label_policy=label_policy, annotator=annotator, engine_options=engine_options("transformers", None, device),
+        label_policy=label_policy, annotator=annotator, engine_options=EngineChoice(device=device).options(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     manifest = store.get_job(job_id)["manifest"]
@@ -179,7 +171,7 @@ def _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_s
     job_id = queue(store, TrainOrmSpec(
         base=base, trajectory_ids=ids, output=str(output or default_output(store, base)), context=context,
         epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, test_fraction=test_fraction, seed=seed,
-        lora=lora, engine_options=engine_options("transformers", None, device),
+        lora=lora, engine_options=EngineChoice(device=device).options(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     manifest = store.get_job(job_id)["manifest"]

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from core.cli.judge import _interval
 from core.cli.options import (
-    DEFAULT_DEVICE, Annotator, Database, Dataset, Device, LabelPolicy, Lora, Model, Source, TrajectoryIds,
-    TrajectoryLimit, TrajectorySelection, command_group, engine_options, open_store,
+    DEFAULT_DEVICE, Annotator, Database, Device, EngineChoice, LabelPolicy, Lora, TrajectorySelection, command_group,
+    open_store, with_option_groups,
 )  # fmt: skip
 from core.models import DEFAULT_MODEL
 
@@ -22,12 +22,14 @@ prm_app = command_group("Score steps with process reward models (PRMs).")
 
 
 @prm_app.command("score")
+@with_option_groups
 def score_command(
     prm: Annotated[str, typer.Option(help=(
         "the PRM: a preset (stepscope models list), a model folder, a hub id, or the name a server serves"))],
     family: Annotated[Optional[str], typer.Option(
         help="tag | token-classification | reward-head (default: the preset's, or the folder's config)")] = None,
-    template: Annotated[Optional[str], typer.Option(help="plain | chat-turns (RLHFlow) | chat-assistant (Qwen PRM)")] = None,
+    template: Annotated[Optional[str], typer.Option(
+        help="plain | chat-turns (RLHFlow) | chat-assistant (Qwen PRM)")] = None,
     separator: Annotated[Optional[str], typer.Option(
         help="text after each step (' ки', '<extra_0>', '\\n'; chat-turns: the assistant's answer '+')")] = None,
     tag: Annotated[Optional[str], typer.Option(
@@ -40,11 +42,7 @@ def score_command(
     tokenization: Annotated[Optional[str], typer.Option(
         help="text (render, then tokenise) | pieces (TRL's piecewise layout)")] = None,
     name: Annotated[Optional[str], typer.Option(help="judge name stored with the scores (default prm:<PRM>)")] = None,
-    trajectories: TrajectoryIds = None,
-    dataset: Dataset = None,
-    source: Source = None,
-    model: Model = None,
-    limit: TrajectoryLimit = None,
+    selection: TrajectorySelection = TrajectorySelection(),
     engine: Annotated[str, typer.Option(
         help="transformers | vllm (in-process pooling) | server (vllm serve's /pooling)")] = "transformers",
     base_url: Annotated[Optional[list[str]], typer.Option(
@@ -62,7 +60,7 @@ def score_command(
     from core.jobs.runner import queue
 
     store = open_store(db)
-    ids = TrajectorySelection(trajectories, dataset, source, model, limit).resolve(store)
+    ids = selection.resolve(store)
     options: dict = {}
     if engine == "transformers":
         options["device"] = device
@@ -95,6 +93,7 @@ def print_prm_summary(store, judge: str, trajectory_ids) -> None:
         console.print(f"  {how:<8} AUROC vs final-answer correctness {shown} ({len(scores)} solutions)", highlight=False)
 
 
+@with_option_groups
 def train_prm_command(
     base: Annotated[str, typer.Option(
         help="base model: its backbone gets a two-class token-classification head")] = DEFAULT_MODEL,
@@ -112,11 +111,7 @@ def train_prm_command(
         min=0.01, max=0.9, help="share of problems held out for evaluation")] = 0.2,
     seed: Annotated[int, typer.Option(help="split and initialisation seed")] = 0,
     lora: Lora = False,
-    trajectories: TrajectoryIds = None,
-    dataset: Dataset = None,
-    source: Source = None,
-    model: Model = None,
-    limit: TrajectoryLimit = None,
+    selection: TrajectorySelection = TrajectorySelection(),
     device: Device = DEFAULT_DEVICE,
     db: Database = None,
 ) -> None:  # fmt: skip
@@ -126,12 +121,12 @@ def train_prm_command(
     from core.jobs.train_prm import TrainPrmSpec, default_output
 
     store = open_store(db)
-    ids = TrajectorySelection(trajectories, dataset, source, model, limit).resolve(store)
+    ids = selection.resolve(store)
     job_id = queue(store, TrainPrmSpec(
         base=base, labels=labels, trajectory_ids=ids, output=str(output or default_output(store, base, labels)),
         judge=judge, label_policy=label_policy, annotator=annotator, epochs=epochs, learning_rate=learning_rate,
         batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed, lora=lora,
-        engine_options=engine_options("transformers", None, device),
+        engine_options=EngineChoice(device=device).options(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     manifest = store.get_job(job_id)["manifest"]

@@ -19,7 +19,8 @@ problems_app = command_group("Create problem sets.")
 
 @problems_app.command("synth")
 def synth_command(
-    steps: Annotated[str, typer.Option(help=f"arithmetic steps per problem: N or A-B ({MIN_STEPS}-{MAX_STEPS})")] = "1-4",
+    steps: Annotated[str, typer.Option(
+        help=f"arithmetic steps per problem: N or A-B ({MIN_STEPS}-{MAX_STEPS})")] = "1-4",
     count: Annotated[int, typer.Option(min=1, help="problems in all, spread evenly over the step counts")] = 100,
     seed: Annotated[int, typer.Option(help="the same seed draws the same problems")] = 0,
     dataset: NewDataset = "synth",

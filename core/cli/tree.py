@@ -14,8 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli.options import (
-    DEFAULT_DEVICE, DEFAULT_ENGINE, SAMPLING, BaseUrls, Database, Dataset, Device, Engine, MaxNewTokens, Policy,
-    Temperature, TreePolicy, command_group, engine_options, open_store,
+    Database, Dataset, EngineChoice, Policy, Sampling, TreePolicy, command_group, open_store, with_option_groups,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.models import DEFAULT_MODEL
@@ -25,13 +24,14 @@ tree_app = command_group("Grow, read and export the rollout tree.")
 
 
 @tree_app.command("search")
+@with_option_groups
 def search_command(
     trajectory: Annotated[int, typer.Option(
         "--trajectory", help="grow the tree of this trajectory's problem (its prompt and splitter)")],
     budget: Annotated[int, typer.Option(min=1, help="the most rollouts the job samples")] = 64,
     k: Annotated[int, typer.Option("--k", min=1, help="rollouts per probed or expanded node")] = 8,
-    mode: Annotated[str, typer.Option(
-        help="omegaprm (select, binary-search, repeat) | expand (every rollout of --node, --depth levels)")] = "omegaprm",
+    mode: Annotated[str, typer.Option(help=(
+        "omegaprm (select, binary-search, repeat) | expand (every rollout of --node, --depth levels)"))] = "omegaprm",
     node: Annotated[Optional[int], typer.Option(
         help="expand: the node whose rollouts to expand (default: the question)")] = None,
     depth: Annotated[int, typer.Option(min=1, help="expand: how many levels deep")] = 1,
@@ -40,26 +40,20 @@ def search_command(
     length_scale: Annotated[float, typer.Option(help="OmegaPRM's L: rollout length scale, in tokens")] = 500,
     c_puct: Annotated[float, typer.Option(help="OmegaPRM's exploration weight")] = 0.125,
     policy: Policy = DEFAULT_MODEL,
-    engine: Engine = DEFAULT_ENGINE,
-    base_url: BaseUrls = None,
-    device: Device = DEFAULT_DEVICE,
-    max_new_tokens: MaxNewTokens = SAMPLING.max_new_tokens,
-    temperature: Temperature = SAMPLING.temperature,
-    seed: Annotated[int, typer.Option(help="search seed: the same seed grows the same tree")] = SAMPLING.seed,
+    engine: EngineChoice = EngineChoice(),
+    sampling: Sampling = Sampling(),  # its seed is the search's too: the same seed grows the same tree
     db: Database = None,
 ) -> None:  # fmt: skip
     """Grow the rollout tree: OmegaPRM with a rollout budget, or expand a node N levels deep."""
     from core.cli.jobs import run_in_foreground
-    from core.jobs.estimate import default_sampling
     from core.jobs.runner import queue
     from core.jobs.tree_search import TreeSearchSpec
 
     store = open_store(db)
     job_id = queue(store, TreeSearchSpec(
         policy=policy, trajectory_id=trajectory, mode=mode, budget=budget, k=k, node_id=node, depth=depth,
-        alpha=alpha, beta=beta, length_scale=length_scale, c_puct=c_puct, engine=engine,
-        engine_options=engine_options(engine, base_url, device),
-        sampling=default_sampling(max_new_tokens, temperature, seed),
+        alpha=alpha, beta=beta, length_scale=length_scale, c_puct=c_puct, sampling=sampling.params(),
+        **engine.spec_fields(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     _print_tree(store, trajectory, policy, limit=20)
