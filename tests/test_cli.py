@@ -63,3 +63,37 @@ def test_check_embedded_default_on_transformers(smollm2_dense_dir):
 def test_check_embedded_default_on_vllm(smollm2_dense_dir):
     result = run_cli("models", "check", "smollm2-135m", "--engine", "vllm", "--max-new-tokens", "16")
     _assert_check_output(result, "vllm")
+
+
+def test_a_usage_error_is_one_line_and_exit_2():
+    for args, needle in [
+        (("estimate", "--no-such-option"), "No such option: --no-such-option"),
+        (("estimate", "--n", "0"), "--n"),
+        (("estimate", "--trajectories", "1,x"), "--trajectories"),
+    ]:
+        result = run_cli(*args)
+        line = assert_one_line_error(result, needle)
+        assert result.returncode == 2 and "stepscope estimate --help" in line, result
+
+
+@pytest.mark.parametrize("command", ["estimate", "judge --judge tiny", "prm score --prm tiny", "train-prm"])
+def test_a_selection_that_matches_nothing_fails_before_a_job_is_queued(tmp_path, command):
+    db = tmp_path / "empty.db"
+    result = run_cli(*command.split(), "--dataset", "no-such-dataset", "--db", str(db))
+    assert_one_line_error(result, "no trajectories match")
+    assert result.returncode == 1
+    from core.store import Store
+
+    assert Store.open(db).list_jobs() == []
+
+
+def test_the_command_starts_without_the_heavy_modules():
+    # `stepscope --help` stays quick: the store, grader, statistics and model code load in the
+    # commands that use them.
+    import subprocess
+    import sys
+
+    heavy = ("statsmodels", "scipy", "sympy", "pandas", "sqlite_utils", "numpy", "torch", "transformers")
+    code = f"import sys, core.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -67,6 +67,17 @@ PROBABILITIES = [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
 REPETITIONS = 1000
 
 
+def test_wilson_interval_is_statsmodels_to_the_last_bit():
+    # core.mcpe writes the interval out so that importing it does not load statsmodels.
+    from statsmodels.stats.proportion import proportion_confint
+
+    for confidence, most in ((0.95, 200), (0.9, 40)):
+        for n in range(1, most + 1):
+            for correct in range(n + 1):
+                low, high = proportion_confint(correct, n, alpha=1 - confidence, method="wilson")
+                assert wilson_interval(Counts(n, correct), confidence) == (float(low), float(high)), (n, correct)
+
+
 @pytest.fixture(scope="module")
 def fixed_run(tmp_path_factory):
     store = Store.open(tmp_path_factory.mktemp("mcpe") / "sim.db")
