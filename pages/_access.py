@@ -24,15 +24,20 @@ import secrets
 from typing import Callable
 
 import streamlit as st
+from streamlit import config
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from core.errors import StepScopeError
 from core.store import Store
-from core.views.access import LOCAL_ORGANISER, Identity, label_author, require_for, served_remotely
+from core.views.access import LOCAL_ORGANISER, Identity, label_author, local_host_header, require_for, served_remotely
 from core.views.inputs import data_folder, resolve_database
 from core.views.sessions import SERVER_BACKOFF, FailureBackoff, sign_in, still_valid
 from pages._shared import db_path, md, require_app, store_for
 
+# Served beyond loopback, an upload (Streamlit's PUT /_stcore/upload_file, which any open
+# session can reach, signed in or not) is held in memory up to this size; only an organiser's
+# Import form reads one. Streamlit's default is 200 MB.
+REMOTE_MAX_UPLOAD_MB = 16
 IDENTITY_KEY = "access_identity"
 _BACKOFF_KEY = "access_backoff_key"
 _REFUSAL_KEY = "access_refusal"
@@ -180,12 +185,13 @@ def database_path(database: str) -> str:
     return str(resolve_database(database, data_folder()).resolve())
 
 
-def _refuse(message: str, wait: float = 0.0) -> None:
+def _refuse(message: str, wait: float = 0.0, how_to_invite: bool = True) -> None:
     st.title("StepScope")
     st.error(md(message))
     if wait > 0:  # what the server's backoff holds now (per session and for everyone)
         st.caption(f"Wrong links are slowed down: the next try waits {wait:.2f} s.")
-    st.markdown(HOW_TO_INVITE)
+    if how_to_invite:
+        st.markdown(HOW_TO_INVITE)
     st.stop()
 
 
@@ -212,9 +218,24 @@ def _exchange(token: str, database: str | None) -> None:
     state[IDENTITY_KEY] = who
 
 
+def limit_uploads() -> None:
+    """Served beyond loopback: at most REMOTE_MAX_UPLOAD_MB per upload, from the first run on
+    (Streamlit reads server.maxUploadSize at each upload; a smaller value set at start stays)."""
+    if config.get_option("server.maxUploadSize") > REMOTE_MAX_UPLOAD_MB:
+        config.set_option("server.maxUploadSize", REMOTE_MAX_UPLOAD_MB, "StepScope, served beyond loopback")
+
+
 def gate() -> Identity:
     """The session's identity, or a refusal that ends this run (and shows how to invite)."""
     state = st.session_state
+    if remote():
+        limit_uploads()
+    elif not local_host_header(st.context.headers.get("Host")):
+        # Listening on loopback, every session is the organiser without a link: only a page
+        # opened by a local name may be that (a website rebinding its name to 127.0.0.1 may not).
+        _refuse(f"Not opened: this StepScope listens on this machine only, and the browser asked for "
+                f"{st.context.headers.get('Host')!r}; open it as http://localhost:{st.get_option('server.port')}",
+                how_to_invite=False)
     if "token" in st.query_params:
         token = st.query_params.get("token")
         # Out of the address bar at once: not kept in the URL, screenshots or later links.

@@ -144,16 +144,22 @@ class RawSession:
     protobufs (`streamlit.proto.BackMsg_pb2`, as the frontend encodes them) and reads the
     ForwardMsgs back; `text()` is what the last run sent, as bytes, for plain-text checks."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 60.0, host: str | None = None) -> None:
+        """Connect to the app at `base_url`; with `host`, the Host header names `host` (and the
+        port), as a browser's does for a web page whose name points at this server."""
+        import urllib.parse
         from contextlib import ExitStack
 
         from websockets.sync.client import connect
 
         self.timeout = timeout
+        self.session_id: str | None = None
         self._stack = ExitStack()
+        parts = urllib.parse.urlsplit(base_url)
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout) if host else None
+        uri = f"ws://{host}:{parts.port}/_stcore/stream" if host else f"ws://{parts.netloc}/_stcore/stream"
         self._socket = self._stack.enter_context(connect(
-            base_url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
-            open_timeout=timeout, max_size=None))  # fmt: skip
+            uri, sock=sock, subprotocols=["streamlit"], open_timeout=timeout, max_size=None))  # fmt: skip
         self._received: list[bytes] = []
 
     def __enter__(self) -> "RawSession":
@@ -201,6 +207,8 @@ class RawSession:
             self._received.append(data)
             message = ForwardMsg()
             message.ParseFromString(data)
+            if message.WhichOneof("type") == "new_session":
+                self.session_id = message.new_session.initialize.session_id
             if message.WhichOneof("type") == "script_finished" and message.script_finished in (
                     ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR):  # fmt: skip
                 return self.text()

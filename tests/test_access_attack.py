@@ -11,6 +11,9 @@ script would.
   the worker: the same worker process (by PID) before and after.
 - A junk link naming a foreign SQLite file, an empty file or a file that does not exist leaves
   every file in the data folder byte-identical (sha256) and creates none.
+- An invited organiser has no database switch; an upload from a session that never signed in
+  is refused above REMOTE_MAX_UPLOAD_MB; on loopback, a page whose Host is not a local name
+  (DNS rebinding) is not the organiser.
 
 The order matters: the browser tests sign in first, then the raw tests fail sign-ins on purpose
 (which slows every later sign-in on this server).
@@ -19,10 +22,14 @@ The order matters: the browser tests sign in first, then the raw tests fail sign
 from __future__ import annotations
 
 import hashlib
-import os
+import http.client
+import http.cookiejar
 import re
 import sqlite3
 import time
+import urllib.parse
+import urllib.request
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,7 +39,8 @@ from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.store.access import invitation_link
 from core.views.worker import LOCK_RETRY_SECONDS
-from e2e_server import RawSession, chromium, streamlit_server
+from e2e_server import RawSession, chromium, kill_streamlit, start_streamlit, streamlit_server
+from pages._access import REMOTE_MAX_UPLOAD_MB
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -243,3 +251,63 @@ def test_a_junk_link_leaves_every_file_as_it_was(app, database, token, refusal):
     assert b"Not signed in" in shown and refusal.encode() in shown
     assert folder_state(app["folder"]) == before
     assert not (app["folder"] / database).with_name(database + "-wal").exists()
+
+
+# --- 4. uploads, and a rebound Host on loopback ---------------------------------------------------
+
+
+def put_upload(url: str, session_id: str, size: int) -> int:
+    """PUT a file to Streamlit's upload endpoint as the browser does (the XSRF cookie that the
+    health check sets, its value as the X-Xsrftoken header); the HTTP status. A server that refuses
+    early closes the connection while the body is still being sent: the status is read anyway."""
+    jar = http.cookiejar.CookieJar()
+    urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)).open(url + "/_stcore/health", timeout=30).read()
+    xsrf = next((c.value for c in jar if c.name == "_streamlit_xsrf"), "")
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.putrequest("PUT", f"/_stcore/upload_file/{session_id}/{uuid.uuid4().hex}")
+    for name, value in (("Content-Type", f"multipart/form-data; boundary={boundary}"), ("X-Xsrftoken", xsrf),
+                        ("Cookie", f"_streamlit_xsrf={xsrf}"), ("Content-Length", str(len(head) + size + len(tail)))):
+        conn.putheader(name, value)
+    conn.endheaders()
+    try:
+        conn.send(head)
+        chunk = b"x" * (1 << 20)
+        for start in range(0, size, len(chunk)):
+            conn.send(chunk[: min(len(chunk), size - start)])
+        conn.send(tail)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before the end: the answer is already there
+    try:
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_an_unsigned_sessions_upload_is_refused_above_the_remote_limit(app):
+    with RawSession(app["url"]) as attacker:
+        assert b"Not signed in" in attacker.rerun("")
+        assert attacker.session_id
+        assert put_upload(app["url"], attacker.session_id, (REMOTE_MAX_UPLOAD_MB + 1) * 1024 * 1024) == 413
+        # Below the limit Streamlit keeps it (it cannot ask the app first; README: the proxy's
+        # limit); no page but an organiser's Import form reads an upload.
+        assert put_upload(app["url"], attacker.session_id, 1024) in (200, 204)
+
+
+def test_on_loopback_a_rebound_host_is_not_the_organiser(tmp_path):
+    db = tmp_path / "local.db"
+    ensure_trajectories(Store.open(db))
+    process, url = start_streamlit(db, log=ARTIFACTS / "e2e-attack-local.log")  # loopback, not remote
+    try:
+        with RawSession(url, host="rebound.example") as page:
+            shown = page.rerun("")
+        assert b"Not opened: this StepScope listens on this machine only" in shown, page.kinds()
+        assert b"Database file" not in shown and b"Maria has 12 stickers" not in shown
+        with RawSession(url, host="localhost") as page:
+            assert b"Database file" in page.rerun("")  # the organiser, as before
+    finally:
+        kill_streamlit(process)

@@ -150,6 +150,22 @@ def loopback_address(address: object) -> bool:
         return False
 
 
+def local_host_header(host: object) -> bool:
+    """Whether a request's Host header names this machine (localhost or a loopback address, any
+    port), or is absent (not a browser: AppTest, a script on this machine). A page on a website
+    that points its own name at 127.0.0.1 (DNS rebinding) sends its own name here."""
+    if host is None or host == "":
+        return True
+    if not isinstance(host, str):
+        return False
+    name = host.strip()
+    if name.startswith("["):  # [::1]:8501
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:  # localhost:8501
+        name = name.split(":", 1)[0]
+    return loopback_address(name)
+
+
 def served_remotely(address: object, environ: Mapping[str, str]) -> bool:
     """Whether people beyond this machine may reach the app: from the bind address, or forced
     by $STEPSCOPE_SERVED_REMOTELY=1 (never turned off by it)."""
