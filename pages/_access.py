@@ -93,8 +93,8 @@ def authorise(action: str) -> str | None:
     and that the session's database file is the invitation's: an invitation's powers stop at its
     file."""
     who = checked_identity()
-    if who is None:
-        return "this session is not signed in: open your personal invitation link"
+    if who is None:  # why: just signed out (revoked, expired), or never signed in
+        return st.session_state.get(_REFUSAL_KEY) or "this session is not signed in: open your personal invitation link"
     try:
         require_for(who, action)
         if who.invited and os.path.realpath(db_path()) != database_path(who.database):

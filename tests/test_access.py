@@ -213,6 +213,64 @@ def test_sign_in_grants_the_invitations_identity_and_a_revocation_ends_it(store)
         still_valid(store, who)
 
 
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("token", ["junk", "A" * 12 + "." + "B" * 43, None, ""])
+def test_checking_a_link_writes_no_file_that_is_not_a_stepscope_store(tmp_path, token):
+    """The format first, then only an existing StepScope store, read-only: a foreign SQLite file,
+    an empty file and a file that does not exist stay as they were, and nothing is created."""
+    foreign, empty, missing = tmp_path / "foreign.db", tmp_path / "empty.db", tmp_path / "missing.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    empty.write_bytes(b"")
+    before = {p.name: sha256(p) for p in tmp_path.iterdir()}
+    backoff = FailureBackoff(Clock())
+    for path in (foreign, empty, missing):
+        with pytest.raises(StepScopeError) as refused:
+            sign_in(path, path.name, token, backoff, "s", sleep=lambda _: None)
+        assert "\n" not in str(refused.value)
+    assert {p.name: sha256(p) for p in tmp_path.iterdir()} == before
+    assert backoff.recent_failures("s") == (3, 3)  # each one counted as a wrong link
+
+
+def test_a_well_formed_link_to_a_foreign_file_names_the_cause(tmp_path):
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StepScopeError, match="foreign.db is not a StepScope database"):
+        sign_in(foreign, "foreign.db", "A" * 12 + "." + "B" * 43, FailureBackoff(Clock()), "s", sleep=lambda _: None)
+
+
+def test_the_server_backoff_is_a_module_object_not_a_streamlit_cache():
+    """Streamlit's clear_cache message (any client may send it) empties st.cache_resource: the
+    backoff, the stores and the worker supervisors are kept elsewhere (tests/test_access_attack.py
+    sends the message to a real server)."""
+    import inspect
+
+    import pages._access
+    import pages._shared
+
+    assert pages._access.backoff() is pages._access.backoff()
+    for module in (pages._access, pages._shared):
+        assert "@st.cache_resource" not in inspect.getsource(module)
+
+
+def test_no_invitation_switches_databases_and_hosts_are_local_names():
+    organiser = Identity(ORGANISER, "olga", 1, "a.db")
+    assert access.may(LOCAL_ORGANISER, access.SWITCH_DATABASE) and access.may(organiser, RUN_JOBS)
+    assert not access.may(organiser, access.SWITCH_DATABASE) and not access.may(None, LABEL)
+    with pytest.raises(StepScopeError, match="its own database file only"):
+        access.require_for(organiser, access.SWITCH_DATABASE)
+    for host in (None, "", "localhost:8501", "127.0.0.1:8501", "[::1]:8501", "LOCALHOST"):
+        assert access.local_host_header(host), host
+    for host in ("rebound.example:8501", "localhost.evil.example", "10.0.0.5:8501", "0.0.0.0:8501", 5):
+        assert not access.local_host_header(host), host
+
+
 # --- the command ----------------------------------------------------------------------------
 
 

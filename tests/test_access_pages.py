@@ -110,3 +110,28 @@ def test_a_viewer_sees_explore_without_job_controls(store):
     labels = {b.label for b in at.button}
     assert "Estimate values" not in labels and "Judge" not in labels and "More rollouts" not in labels
     assert "Maria has 12 stickers" in " ".join(m.value for m in at.markdown) + " ".join(t.value for t in at.text)
+
+
+def test_an_invitations_powers_stop_at_its_database_file(store, tmp_path):
+    """A session whose state names another file (a stale sidebar, a hand-made message) is refused
+    there: the invitation was for roles.db."""
+    other = store.path.parent / "other.db"
+    Store.open(other)
+    at = signed_in(store, "olga", "organiser", "jobs_data")
+    at.session_state["db_path"] = str(other)
+    at.run()
+    assert not at.exception
+    assert "this invitation opens roles.db only" in " ".join(e.value for e in at.error).replace("\\", "")
+    assert not at.button
+
+
+def test_a_revoked_organiser_is_refused_by_the_gate_at_the_moment_of_the_action(store):
+    """The gate reads the invitation when the action is taken, not when the page was drawn."""
+    at = signed_in(store, "olga", "organiser", "jobs_data")
+    at.run()
+    assert not at.exception and any(b.label == "Invite" for b in at.button)
+    store.revoke_invitations("olga")
+    form = next(b for b in at.button if b.label == "Invite")
+    form.click().run()
+    assert [i.name for i in store.invitations()] == ["olga"]  # no new invitation
+    assert "revoked" in " ".join(e.value for e in at.error)
