@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from core.cli.options import (
@@ -30,6 +29,8 @@ DEFAULT_STRATEGY = spec_default(EstimateSpec, "strategy")
 
 def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
     """Claim the job and run it here with a progress bar; returns its final status."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from core.jobs.runner import HEARTBEAT_SECONDS, EngineCache, claim_job, run_job
 
     job = claim_job(store, job_id, stale_after=2 * HEARTBEAT_SECONDS)
