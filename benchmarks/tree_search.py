@@ -46,13 +46,15 @@ needs vl-convert-python). Pure Python, about a minute on one core:
 A separate figure set on a real language model (`--engine transformers --model smollm2-135m`):
 the whole OmegaPRM search, through the tree-search job's own sampler (core.jobs.tree_search.
 PolicySampler: the policy prompt, grading against the gold answer, the line splitter), on
-synthetic problems (core.synth; `--real-steps`, default 2-3 arithmetic steps, since the 135M
-policy rarely solves longer ones and a root it never solves leaves the search nothing to
-select). The true first error is not known there, so only the cost figures and the
-probed/unprobed split are reported, per problem, with their spread over problems. Written to
-benchmarks/results/tree_search_<engine>_<model>.json; the simulated file is left alone:
+synthetic problems (core.synth; `--real-steps`, default 1-2 arithmetic steps: the 135M policy
+rarely solves more (0 of 4 roots at 2-3 steps in a trial), and a root it never solves leaves
+the search nothing to select, "pool empty"). The true first error is not known there, so only
+the cost figures and the probed/unprobed split are reported, per problem and pooled, with their
+spread over the problems that made a decision. Written to
+benchmarks/results/tree_search_<engine>_<model>.json; the simulated file is left alone. About
+6 minutes on 2 busy CPU cores:
 
-    python benchmarks/tree_search.py --engine transformers --model smollm2-135m --real-problems 6 --tree-budget 32 --k 4
+    python benchmarks/tree_search.py --engine transformers --model smollm2-135m --real-problems 16 --tree-budget 24 --k 4 --max-new-tokens 48
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m", help="with --engine: the policy model")
     parser.add_argument("--device", default=None, help="with --engine transformers: cpu, cuda, auto")
     parser.add_argument("--real-problems", type=int, default=6, help="with --engine: problems, one tree search each")
-    parser.add_argument("--real-steps", default="2-3", help="with --engine: synthetic problems' steps, lo-hi")
+    parser.add_argument("--real-steps", default="1-2", help="with --engine: synthetic problems' steps, lo-hi")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="with --engine: per rollout")
     return parser.parse_args(argv)
 
@@ -156,6 +158,14 @@ def count_decisions(tree: RolloutTree, located: list[FirstErrorLocated], truth=N
     return kinds[True], kinds[False]
 
 
+def pooled_where(problems: list[dict], keep) -> dict:
+    kept = [p for p in problems if keep(p)]
+    rollouts, probed = sum(p["rollouts"] for p in kept), sum(p["probed_decisions"] for p in kept)
+    return {"searches": len(kept), "rollouts": rollouts, "probed_decisions": probed,
+            "rollouts_per_probed_decision": ratio(rollouts, probed),
+            "rollouts_per_labelled_step_probed": ratio(rollouts, sum(p["probed_labelled_steps"] for p in kept))}  # fmt: skip
+
+
 def real_model(args) -> dict:
     """OmegaPRM on a real policy: one search per synthetic problem, through the job's sampler."""
     import tempfile
@@ -200,8 +210,8 @@ def real_model(args) -> dict:
     engine.close()
     total = {k: sum(p[k] for p in problems) for k in ("rollouts", "probed_decisions", "unprobed_decisions",
                                                       "probed_labelled_steps", "unprobed_labelled_steps")}  # fmt: skip
-    label = f"{args.engine} {args.model} (real language model), CPU threads {os.cpu_count()}" + (
-        f", device {args.device}" if args.device else "")  # fmt: skip
+    label = (f"{args.engine} {args.model} (real language model; device {args.device or 'the engine default'}; "
+             f"{os.cpu_count()} CPU cores)")  # fmt: skip
     return {
         "benchmark": "tree_search", "engine": label,
         "what": "OmegaPRM's whole search (core.tree_search.search) on a real policy through the tree-search job's "
@@ -225,6 +235,9 @@ def real_model(args) -> dict:
                                                         total["probed_decisions"] + total["unprobed_decisions"]),
                    "rollouts_per_decision_incl_unprobed": ratio(total["rollouts"], total["probed_decisions"]
                                                                 + total["unprobed_decisions"])},  # fmt: skip
+        # Searches whose root the policy never solved sample k rollouts and decide nothing ("pool
+        # empty"); pooled above counts their rollouts, this leaves those searches out.
+        "pooled_searches_with_a_probed_decision": pooled_where(problems, lambda p: p["probed_decisions"] > 0),
         "rollouts_per_probed_decision_spread": spread_of([p["rollouts_per_probed_decision"] for p in problems]),
         "rollouts_per_labelled_step_probed_spread": spread_of([p["rollouts_per_labelled_step_probed"] for p in problems]),
         "per_problem": problems,
