@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.prm import AGGREGATIONS, prm_judges
-from core.views.best_of_n import fingerprint, judges_of, policy_models, samples_by_problem
+from core.views.best_of_n import fingerprint, judges_of, policy_models, sample_table
 from core.views.prm import curves_with_weighted_vote, verifier_info_with_prms, with_prm_scores
 from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
@@ -14,9 +14,12 @@ from pages._access import open_store
 from pages._shared import db_path, store_for
 
 
-def samples(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...]):
-    """The policy's samples with outcome verdicts and each PRM's solution score per aggregation."""
-    found = samples_by_problem(store_for(path), model, dataset, split)
+@st.cache_data(max_entries=16, show_spinner=False)
+def samples(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
+            version: tuple):  # fmt: skip
+    """The policy's samples (arrays) with outcome verdicts and each PRM's solution score per
+    aggregation, for one database state (`version` changes when trajectories or verdicts are added)."""
+    found = sample_table(store_for(path), model, dataset, split)
     return with_prm_scores(store_for(path), found, aggregations, dataset) if aggregations else found
 
 
@@ -24,15 +27,15 @@ def samples(path: str, model: str, dataset: str | None, split: str | None, aggre
 def cached_curves(path: str, model: str, dataset: str | None, split: str | None, max_k: int,
                   verifiers: tuple[str, ...], aggregations: tuple[str, ...], weighted: bool,
                   version: tuple):  # fmt: skip
-    """Curves for one database state (`version` changes when trajectories or verdicts are added)."""
-    return curves_with_weighted_vote(samples(path, model, dataset, split, aggregations), max_k, list(verifiers),
-                                     list(verifiers) if weighted else [])  # fmt: skip
+    """Curves for one database state."""
+    return curves_with_weighted_vote(samples(path, model, dataset, split, aggregations, version), max_k,
+                                     list(verifiers), list(verifiers) if weighted else [])  # fmt: skip
 
 
 @st.cache_data(max_entries=32)
 def cached_judges(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
                   version: tuple) -> list[str]:  # fmt: skip
-    return judges_of(samples(path, model, dataset, split, aggregations))
+    return judges_of(samples(path, model, dataset, split, aggregations, version))
 
 
 store = open_store()

@@ -6,6 +6,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
+import json
+
+import numpy as np
+
+from core.store.compare import latest_per_key
 from core.store.connection import ConnectionBase
 from core.store.rows import _chunks
 
@@ -31,6 +36,56 @@ class BestOfNQueries(ConnectionBase):
             [model, *params],
         )
 
+    def graded_policy_solution_arrays(self, model: str, dataset: str | None = None) -> dict[str, np.ndarray]:
+        """`graded_policy_solutions` as arrays from one query, by id: id, problem_id, answer (a code
+        per distinct final answer, -1 for none), correct."""
+        where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
+        join = "JOIN problems p ON p.id = t.problem_id" if dataset else ""
+        rows = self.conn.execute(
+            f"""SELECT t.id, t.problem_id, t.final_answer, t.correct FROM trajectories t {join}
+                WHERE t.source = 'policy' AND t.model = ? AND t.correct IS NOT NULL {where} ORDER BY t.id""",
+            [model, *params],
+        ).fetchall()
+        codes: dict[str, int] = {}
+        count = len(rows)
+        return {
+            "id": np.fromiter((r[0] for r in rows), dtype=np.int64, count=count),
+            "problem_id": np.fromiter((r[1] for r in rows), dtype=np.int64, count=count),
+            "answer": np.fromiter((-1 if r[2] is None else codes.setdefault(r[2], len(codes)) for r in rows),
+                                  dtype=np.int64, count=count),
+            "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
+        }
+
+    def problems_by_id(self, problem_ids) -> list[dict]:
+        """id, question and meta (decoded) of the given problems."""
+        wanted = {int(p) for p in problem_ids}
+        rows = self._rows("SELECT id, question, meta FROM problems")
+        return [{**row, "meta": json.loads(row["meta"]) if isinstance(row["meta"], str) else row["meta"]}
+                for row in rows if row["id"] in wanted]  # fmt: skip
+
+    def latest_outcome_score_arrays(self, trajectory_ids: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(judges, a trajectories x judges matrix of the P(yes) of each judge's latest outcome
+        verdict on each of `trajectory_ids`, NaN where none): one query over the outcome verdicts."""
+        rows = self.conn.execute(
+            "SELECT trajectory_id, judge, p_yes FROM verdicts WHERE kind = 'outcome' AND p_yes IS NOT NULL ORDER BY id"
+        ).fetchall()
+        judges = sorted({r[1] for r in rows})
+        column = {j: i for i, j in enumerate(judges)}
+        count = len(rows)
+        trajectory = np.fromiter((r[0] for r in rows), dtype=np.int64, count=count)
+        judge = np.fromiter((column[r[1]] for r in rows), dtype=np.int64, count=count)
+        p_yes = np.fromiter((r[2] for r in rows), dtype=float, count=count)
+        ids = np.asarray(trajectory_ids, dtype=np.int64)
+        out = np.full((len(ids), len(judges)), np.nan)
+        if count and len(ids):
+            order = np.argsort(ids)
+            at = np.minimum(np.searchsorted(ids[order], trajectory), len(ids) - 1)
+            found = ids[order][at] == trajectory
+            cells, values = latest_per_key(order[at[found]] * len(judges) + judge[found], p_yes[found])
+            out[cells // len(judges), cells % len(judges)] = values
+        used = [j for j in range(len(judges)) if (~np.isnan(out[:, j])).any()]
+        return [judges[j] for j in used], out[:, used]
+
     def latest_outcome_p_yes(self, trajectory_ids: Sequence[int]) -> dict[int, dict[str, float]]:
         """For each trajectory with outcome verdicts: judge -> P(yes) of its latest one."""
         scores: dict[int, dict[str, float]] = defaultdict(dict)
@@ -45,8 +100,10 @@ class BestOfNQueries(ConnectionBase):
         return dict(scores)
 
     def solutions_fingerprint(self) -> tuple:
-        """Changes whenever trajectories or verdicts are added: a cache key."""
+        """Changes whenever trajectories or verdicts are added (or a trajectory removed or regraded):
+        a cache key of a few indexed reads (migration 0008's counter, the largest ids)."""
         row = self.conn.execute(
-            "SELECT (SELECT MAX(id) FROM trajectories), (SELECT COUNT(*) FROM trajectories), (SELECT MAX(id) FROM verdicts)"
+            """SELECT (SELECT MAX(id) FROM trajectories), (SELECT value FROM data_versions WHERE name = 'trajectories'),
+                      (SELECT MAX(id) FROM verdicts)"""
         ).fetchone()
         return tuple(row)

@@ -6,14 +6,22 @@ core.metrics (pass@k: the unbiased estimator; maj@k and best-of-k: exact expecta
 random k-subsets), averaged over problems with a percentile-bootstrap interval over problems.
 A verifier is an outcome judge (P(yes) of the whole solution); only problems where it scored
 every sample count for it.
+
+Scale: the samples are arrays (`SampleTable`: one row per solution, a column per verifier), read
+in one query for the solutions and one for the outcome verdicts, and every curve is computed for
+all problems of a size at once: pass@k from a table over the number right, best-of-k from the
+closed form over each problem's sorted scores, majority votes by enumerating the k-subsets (the
+same subsets, in the same order, as core.metrics) for every distinct answer pattern at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 
@@ -38,9 +46,72 @@ class Sample:
     scores: dict[str, float]  # judge -> outcome P(yes)
 
 
-def samples_by_problem(store: Store, model: str, dataset: str | None = None, split: str | None = None) -> dict[int, list[Sample]]:
+@dataclass(frozen=True)
+class SampleTable:
+    """A policy's graded solutions as arrays, one row per solution, grouped by problem (problems in
+    the order of their first solution, solutions by id); `answer` codes are equal where the final
+    answers are (-1: none); `scores` has a column per verifier (NaN: it did not score the row)."""
+
+    problem_id: np.ndarray
+    trajectory_id: np.ndarray
+    answer: np.ndarray  # int64
+    correct: np.ndarray  # bool
+    verifiers: tuple[str, ...]
+    scores: np.ndarray  # float, rows x verifiers
+
+    def with_scores(self, verifiers: Sequence[str], columns: np.ndarray) -> "SampleTable":
+        return replace(self, verifiers=(*self.verifiers, *verifiers),
+                       scores=np.concatenate([self.scores, columns.reshape(len(self.problem_id), -1)], axis=1))
+
+    def groups(self) -> dict[int, list[Sample]]:
+        """The same samples as objects, by problem (for tests and small data)."""
+        grouped: dict[int, list[Sample]] = {}
+        for row in range(len(self.problem_id)):
+            scores = {v: float(x) for v, x in zip(self.verifiers, self.scores[row]) if not np.isnan(x)}
+            answer = None if self.answer[row] < 0 else str(int(self.answer[row]))
+            grouped.setdefault(int(self.problem_id[row]), []).append(
+                Sample(int(self.trajectory_id[row]), answer, bool(self.correct[row]), scores))
+        return grouped
+
+
+def table_from_groups(groups: dict[int, list[Sample]]) -> SampleTable:
+    """A SampleTable with the samples of `groups`, in their order."""
+    names: dict = {}
+    verifiers = sorted({v for samples in groups.values() for s in samples for v in s.scores})
+    rows = [(problem, s) for problem, samples in groups.items() for s in samples]
+    scores = np.full((len(rows), len(verifiers)), np.nan)
+    for i, (_, s) in enumerate(rows):
+        for j, v in enumerate(verifiers):
+            if v in s.scores:
+                scores[i, j] = s.scores[v]
+    return SampleTable(
+        np.array([p for p, _ in rows], dtype=np.int64), np.array([s.trajectory_id for _, s in rows], dtype=np.int64),
+        np.array([-1 if s.answer is None else names.setdefault(s.answer, len(names)) for _, s in rows], dtype=np.int64),
+        np.array([bool(s.correct) for _, s in rows], dtype=bool), tuple(verifiers), scores,
+    )  # fmt: skip
+
+
+def sample_table(store: Store, model: str, dataset: str | None = None, split: str | None = None) -> SampleTable:
     """The policy's graded solutions by problem; with `split` ("train" or "test", core.splits),
     only the problems of that split: a trained verifier is compared on problems it never saw."""
+    found = store.graded_policy_solution_arrays(model, dataset)
+    keep = np.ones(len(found["id"]), dtype=bool)
+    if split is not None:
+        side = {row["id"]: problem_split(row) == split for row in store.problems_by_id(np.unique(found["problem_id"]))}
+        keep = np.array([side[p] for p in found["problem_id"].tolist()], dtype=bool)
+    ids, problems, answers, correct = (found[k][keep] for k in ("id", "problem_id", "answer", "correct"))
+    # Problems in the order of their first solution; solutions by id (the rows come by id).
+    first = {}
+    for position, problem in enumerate(problems.tolist()):
+        first.setdefault(problem, position)
+    order = np.lexsort((ids, np.array([first[p] for p in problems.tolist()], dtype=np.int64)))
+    ids, problems, answers, correct = ids[order], problems[order], answers[order], correct[order]
+    verifiers, columns = store.latest_outcome_score_arrays(ids)
+    return SampleTable(problems, ids, answers, correct.astype(bool), tuple(verifiers), columns)
+
+
+def samples_by_problem(store: Store, model: str, dataset: str | None = None, split: str | None = None) -> dict[int, list[Sample]]:
+    """`sample_table` as Sample objects by problem (answers as stored)."""
     found = store.graded_policy_solutions(model, dataset)
     if split is not None:
         side = {pid: problem_split(store.get_problem(pid)) for pid in {row["problem_id"] for row in found}}
@@ -104,8 +175,10 @@ def majority_vote(answers: list, correct: list[bool], k: int) -> float:
     return _majority(pattern, tuple(bool(c) for c in correct), k)
 
 
-def judges_of(groups: dict[int, list[Sample]]) -> list[str]:
+def judges_of(groups: dict[int, list[Sample]] | SampleTable) -> list[str]:
     """The verifiers that scored any of these samples."""
+    if isinstance(groups, SampleTable):
+        return sorted(v for j, v in enumerate(groups.verifiers) if (~np.isnan(groups.scores[:, j])).any())
     return sorted({j for samples in groups.values() for s in samples for j in s.scores})
 
 
@@ -124,34 +197,179 @@ def verifier_info(store: Store, judges: list[str]) -> list[VerifierInfo]:
     return [known.get(judge, VerifierInfo(judge, "judge", judge)) for judge in judges]
 
 
-def curves(groups: dict[int, list[Sample]], max_k: int | None = None,
+def curves(groups: dict[int, list[Sample]] | SampleTable, max_k: int | None = None,
            verifiers: list[str] | None = None) -> tuple[list[CurvePoint], int]:  # fmt: skip
     """Every method's curve over k (best-of-k for `verifiers`, default every one that scored), and
     the k the curves go up to (the smallest group used)."""
-    usable = [samples for samples in groups.values() if len(samples) >= 2]
-    if not usable:
+    table = groups if isinstance(groups, SampleTable) else table_from_groups(groups)
+    problems = Problems.of(table)
+    if not problems.count:
         return [], 0
-    largest = min(len(samples) for samples in usable)
+    largest = int(problems.size.min())
     if max_k:
         largest = min(largest, max_k)
-    judges = sorted({j for samples in usable for s in samples for j in s.scores})
+    scored = [j for j, v in enumerate(table.verifiers) if problems.any_scored(j)]
+    judges = sorted(table.verifiers[j] for j in scored)
     if verifiers is not None:
         judges = [j for j in judges if j in set(verifiers)]
+    # A method's curve is listed where it first has a value, as the per-problem loop did.
+    complete = {judge: problems.complete(table.verifiers.index(judge)) for judge in judges}
+    order = sorted(judges, key=lambda j: (int(np.argmax(complete[j])) if complete[j].any() else problems.count,
+                                          judges.index(j)))  # fmt: skip
     points = []
     for k in k_values(largest):
-        per_method: dict[str, list[float]] = defaultdict(list)
-        for samples in usable:
-            correct = [s.correct for s in samples]
-            per_method["pass@k"].append(metrics.pass_at_k(len(samples), sum(correct), k))
-            per_method["majority vote"].append(majority_vote([s.answer for s in samples], correct, k))
-            for judge in judges:
-                if all(judge in s.scores for s in samples):
-                    per_method[f"best-of-k: {judge}"].append(
-                        best_of_k([s.scores[judge] for s in samples], correct, k))
+        per_method = {"pass@k": problems.pass_at_k(k), "majority vote": problems.majority_vote(k)}
+        for judge in order:
+            if complete[judge].any():
+                per_method[f"best-of-k: {judge}"] = problems.best_of_k(table.verifiers.index(judge), k)[complete[judge]]
         for method, values in per_method.items():
             value, low, high = mean_interval(values)
             points.append(CurvePoint(method, k, value, low, high, len(values)))
     return points, largest
+
+
+@dataclass
+class Problems:
+    """The usable problems (two or more samples) of a SampleTable, in order, with their rows
+    grouped by size: every per-problem value is computed for all problems of one size at once."""
+
+    table: SampleTable
+    size: np.ndarray
+    by_size: dict[int, tuple[np.ndarray, np.ndarray]]  # n -> (problem positions, rows matrix: problems x n)
+
+    @property
+    def count(self) -> int:
+        return len(self.size)
+
+    @classmethod
+    def of(cls, table: SampleTable) -> "Problems":
+        ids = table.problem_id
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(ids)].astype(np.int64)
+        sizes = ends - starts
+        usable = sizes >= 2
+        starts, sizes = starts[usable], sizes[usable]
+        by_size = {}
+        for n in np.unique(sizes).tolist():
+            at = np.flatnonzero(sizes == n)
+            by_size[n] = (at, starts[at][:, None] + np.arange(n)[None, :])
+        return cls(table, sizes, by_size)
+
+    def _each(self, compute) -> np.ndarray:
+        out = np.zeros(self.count)
+        for n, (at, rows) in self.by_size.items():
+            out[at] = compute(n, rows)
+        return out
+
+    def any_scored(self, column: int) -> bool:
+        return any((~np.isnan(self.table.scores[rows, column])).any() for _, rows in self.by_size.values())
+
+    def complete(self, column: int) -> np.ndarray:
+        """Per problem: whether the verifier scored every sample."""
+        out = np.zeros(self.count, dtype=bool)
+        for _, (at, rows) in self.by_size.items():
+            out[at] = ~np.isnan(self.table.scores[rows, column]).any(axis=1)
+        return out
+
+    def pass_at_k(self, k: int) -> np.ndarray:
+        def compute(n, rows):
+            table = np.array([metrics.pass_at_k(n, c, k) for c in range(n + 1)])
+            return table[self.table.correct[rows].sum(axis=1)]
+
+        return self._each(compute)
+
+    def best_of_k(self, column: int, k: int) -> np.ndarray:
+        """The exact best-of-k expectation (ties broken fairly) per problem; NaN where unscored.
+        Over each problem's sorted scores, a tie group [b, a) is the top of a random k-subset with
+        probability (C(a, k) - C(b, k)) / C(n, k) and contributes its mean correctness."""
+
+        def compute(n, rows):
+            scores = self.table.scores[rows, column]
+            order = np.argsort(scores, axis=1, kind="stable")
+            s = np.take_along_axis(scores, order, axis=1)
+            c = np.take_along_axis(self.table.correct[rows], order, axis=1).astype(float)
+            positions = np.broadcast_to(np.arange(n), s.shape)
+            starts = np.c_[np.ones((len(s), 1), dtype=bool), s[:, 1:] != s[:, :-1]]
+            below = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
+            ends = np.c_[s[:, 1:] != s[:, :-1], np.ones((len(s), 1), dtype=bool)]
+            upto = np.minimum.accumulate(np.where(ends, positions + 1, n)[:, ::-1], axis=1)[:, ::-1]
+            total = math.comb(n, k)
+            share = np.array([math.comb(a, k) / total for a in range(n + 1)])
+            return ((share[upto] - share[below]) / (upto - below) * c).sum(axis=1)
+
+        return self._each(compute)
+
+    def majority_vote(self, k: int) -> np.ndarray:
+        """`metrics.majority_vote` per problem: one computation per distinct pattern of answers."""
+
+        def compute(n, rows):
+            answers, correct = first_occurrence(self.table.answer[rows]), self.table.correct[rows]
+            patterns, which = np.unique(np.c_[answers, correct], axis=0, return_inverse=True)
+            values = vote_over_subsets(patterns[:, :n], patterns[:, n:].astype(bool), None, k)
+            return values[np.asarray(which).reshape(-1)]
+
+        return self._each(compute)
+
+    def weighted_vote(self, column: int, k: int) -> np.ndarray:
+        """`metrics.weighted_majority_vote` per problem with the verifier's scores as weights."""
+
+        def compute(n, rows):
+            return vote_over_subsets(first_occurrence(self.table.answer[rows]), self.table.correct[rows],
+                                     self.table.scores[rows, column], k)  # fmt: skip
+
+        return self._each(compute)
+
+
+def first_occurrence(answers: np.ndarray) -> np.ndarray:
+    """Per row, each answer as the position of its first occurrence in the row (-1: none)."""
+    same = answers[:, :, None] == answers[:, None, :]
+    first = np.argmax(same, axis=2)
+    return np.where(answers < 0, -1, first)
+
+
+@lru_cache(maxsize=64)
+def _subsets(n: int, k: int) -> np.ndarray:
+    """The k-subsets core.metrics' votes average over: all of them in itertools order while there
+    are at most MAJORITY_EXACT_LIMIT, else that many drawn as it draws them (seeded)."""
+    if k == n:
+        return np.arange(n)[None, :]
+    if math.comb(n, k) <= metrics.MAJORITY_EXACT_LIMIT:
+        return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    rng = np.random.default_rng(0)
+    return np.array([rng.choice(n, size=k, replace=False) for _ in range(metrics.MAJORITY_EXACT_LIMIT)])
+
+
+def vote_over_subsets(answers: np.ndarray, correct: np.ndarray, weights: np.ndarray | None, k: int,
+                      block_cells: int = 4_000_000) -> np.ndarray:  # fmt: skip
+    """Per row: the mean over `_subsets` of the (weighted) vote's correctness: the answer with the
+    most samples (largest summed weight, ties within math.isclose's 1e-12) wins, a tie is shared,
+    an answer is right when one of its samples in the subset is, no answer at all scores 0."""
+    rows, n = answers.shape
+    subsets = _subsets(n, k)
+    out = np.zeros(rows)
+    block = max(1, block_cells // max(1, len(subsets) * k * n))
+    for lo in range(0, rows, block):
+        a = answers[lo : lo + block][:, subsets]  # rows x subsets x k
+        c = correct[lo : lo + block][:, subsets]
+        codes = np.arange(n)
+        member = a[..., None] == codes  # rows x subsets x k x codes
+        present = member.any(axis=2)
+        right = (member & c[..., None]).any(axis=2)
+        if weights is None:
+            totals = member.sum(axis=2).astype(float)
+            winners = present & (totals == totals.max(axis=2, keepdims=True))
+        else:
+            w = weights[lo : lo + block][:, subsets]
+            totals = np.zeros(present.shape)
+            for j in range(k):  # in subset order, as the scalar vote sums them
+                totals += np.where(member[:, :, j, :], w[:, :, j, None], 0.0)
+            top = np.where(present, totals, -np.inf).max(axis=2, keepdims=True)
+            close = np.abs(totals - top) <= np.maximum(1e-12 * np.maximum(np.abs(totals), np.abs(top)), 1e-15)
+            winners = present & close
+        count = winners.sum(axis=2)
+        value = np.where(count > 0, (winners & right).sum(axis=2) / np.maximum(count, 1), 0.0)
+        out[lo : lo + block] = value.mean(axis=1) if len(subsets) > 1 else value[:, 0]
+    return out
 
 
 @lru_cache(maxsize=8)

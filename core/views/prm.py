@@ -27,7 +27,10 @@ from core.formats.labels import parse_label_source, resolve_label_source
 from core.prm import AGGREGATIONS, aggregate, prm_judges
 from core.splits import problem_split
 from core.store import Store
-from core.views.best_of_n import CurvePoint, Sample, VerifierInfo, curves, k_values, mean_interval, verifier_info
+from core.views.best_of_n import (
+    CurvePoint, Problems, Sample, SampleTable, VerifierInfo, curves, k_values, mean_interval, table_from_groups,
+    verifier_info,
+)  # fmt: skip
 from core.views.compare import (
     LabelledSteps, compare, first_false, human_labels, prefix_groups, source_names, source_scores,
 )  # fmt: skip
@@ -269,10 +272,24 @@ def prm_verifier(prm: str, aggregation: str) -> str:
     return f"{prm}{AGGREGATION_JOIN}{aggregation}"
 
 
-def with_prm_scores(store: Store, groups: dict[int, list[Sample]], aggregations: Sequence[str],
-                    dataset: str | None = None) -> dict[int, list[Sample]]:  # fmt: skip
+def with_prm_scores(store: Store, groups: dict[int, list[Sample]] | SampleTable, aggregations: Sequence[str],
+                    dataset: str | None = None) -> dict[int, list[Sample]] | SampleTable:  # fmt: skip
     """The samples with each PRM's solution score under each aggregation added to their scores
-    (as verifier `prm:NAME · AGGREGATION`)."""
+    (as verifier `prm:NAME · AGGREGATION`): one query per PRM."""
+    if isinstance(groups, SampleTable):
+        names, columns = [], []
+        for prm in prm_judges(store):
+            solved = solution_score_arrays(store, prm, aggregations, dataset)
+            at = np.minimum(np.searchsorted(solved.trajectory_id, groups.trajectory_id), max(len(solved.trajectory_id) - 1, 0))
+            found = solved.trajectory_id[at] == groups.trajectory_id if len(solved.trajectory_id) else \
+                np.zeros(len(groups.trajectory_id), dtype=bool)  # fmt: skip
+            for aggregation in aggregations:
+                column = np.full(len(groups.trajectory_id), np.nan)
+                column[found] = solved.by_aggregation[aggregation][at[found]]
+                if found.any():
+                    names.append(prm_verifier(prm, aggregation))
+                    columns.append(column)
+        return groups.with_scores(names, np.stack(columns, axis=1)) if names else groups
     extra: dict[int, dict[str, float]] = defaultdict(dict)
     for prm in prm_judges(store):
         solved = solution_score_arrays(store, prm, aggregations, dataset)
@@ -286,27 +303,28 @@ def with_prm_scores(store: Store, groups: dict[int, list[Sample]], aggregations:
     }
 
 
-def weighted_vote_curves(groups: dict[int, list[Sample]], largest: int, verifiers: Sequence[str]) -> list[CurvePoint]:
+def weighted_vote_curves(groups: dict[int, list[Sample]] | SampleTable, largest: int,
+                         verifiers: Sequence[str]) -> list[CurvePoint]:  # fmt: skip
     """Weighted majority vote per verifier (answers weighted by its score) against k, over the
     problems where it scored every sample."""
-    usable = [samples for samples in groups.values() if len(samples) >= 2]
+    table = groups if isinstance(groups, SampleTable) else table_from_groups(groups)
+    problems = Problems.of(table)
     points = []
     for verifier in verifiers:
-        scored = [samples for samples in usable if all(verifier in s.scores for s in samples)]
-        if not scored:
+        if verifier not in table.verifiers:
+            continue
+        column = table.verifiers.index(verifier)
+        complete = problems.complete(column)
+        if not complete.any():
             continue
         for k in k_values(largest):
-            values = [
-                metrics.weighted_majority_vote([s.answer for s in samples], [s.correct for s in samples],
-                                               [s.scores[verifier] for s in samples], k)
-                for samples in scored
-            ]  # fmt: skip
+            values = problems.weighted_vote(column, k)[complete]
             value, low, high = mean_interval(values)
             points.append(CurvePoint(f"weighted vote: {verifier}", k, value, low, high, len(values)))
     return points
 
 
-def curves_with_weighted_vote(groups: dict[int, list[Sample]], max_k: int | None, verifiers: list[str],
+def curves_with_weighted_vote(groups: dict[int, list[Sample]] | SampleTable, max_k: int | None, verifiers: list[str],
                               weighted: Sequence[str]) -> tuple[list[CurvePoint], int]:  # fmt: skip
     """`best_of_n.curves` (pass@k, majority vote, best-of-k per verifier) and the weighted
     majority vote of each of `weighted`, up to the same k."""
