@@ -5,13 +5,13 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge, prm as cli_prm, problems as cli_problems
 from core.cli import access as cli_access, tree as cli_tree
 from core.cli.options import EngineChoice, command_group, with_option_groups
+from core.cli.output import console, errors, print_error
 from core.errors import StepScopeError
 
 try:  # typer >= 0.2x carries its own copy of click (typer._click); older typer uses click itself
@@ -22,14 +22,6 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 app = command_group(__doc__, add_completion=False)
 models_app = command_group("List, fetch and check models.")
 app.add_typer(models_app, name="models")
-
-console = Console()
-errors = Console(stderr=True)
-
-
-def print_error(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
 
 @models_app.command("list")
 def models_list() -> None:

@@ -8,15 +8,11 @@ make, list and revoke the links' invitations, which live in the database file it
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.cli.data import _user_errors
 from core.cli.options import Database, command_group, open_store
-
-_console = Console()
-_errors = Console(stderr=True)
+from core.cli.output import console, errors, user_errors
 
 DEFAULT_URL = "http://localhost:8501"
 access_app = command_group("Invite people to a database served on a network.")
@@ -34,19 +30,19 @@ def invite_command(
     from core.store import default_db_path
     from core.store.access import check_name, check_role, invitation_link, parse_lifetime
 
-    with _user_errors():
+    with user_errors():
         # Everything the user typed is checked before a database file is opened or created.
         name, role, lifetime = check_name(name), check_role(role), parse_lifetime(expires)
         invitation_link(url, "x.db", "x")
         store = open_store(db)
         invitation, token = store.create_invitation(name, role, lifetime)
         link = invitation_link(url, store.path.name, token)
-    _console.print(f"invitation {invitation.id}: {escape(name)} as {role}, until {invitation.expires_at}",
+    console.print(f"invitation {invitation.id}: {escape(name)} as {role}, until {invitation.expires_at}",
                    highlight=False)  # fmt: skip
     print(link)  # plain print: no wrapping or markup inside the link
     app_folder = default_db_path().resolve().parent
     if store.path.resolve().parent != app_folder:
-        _errors.print(f"note: the app opens database files in {escape(str(app_folder))} only (set $STEPSCOPE_DB "
+        errors.print(f"note: the app opens database files in {escape(str(app_folder))} only (set $STEPSCOPE_DB "
                       f"for the server); this one is in {escape(str(store.path.resolve().parent))}",
                       highlight=False, soft_wrap=True)  # fmt: skip
 
@@ -54,16 +50,16 @@ def invite_command(
 @access_app.command("list")
 def list_command(db: Database = None) -> None:
     """The invitations: id, name, role, state (active, expired or revoked), dates. No tokens."""
-    with _user_errors():
+    with user_errors():
         invitations = open_store(db).invitations()
     if not invitations:
-        _console.print("no invitations", highlight=False)
+        console.print("no invitations", highlight=False)
         return
     table = Table("id", "name", "role", "state", "created", "expires", "last used")
     for i in invitations:
         table.add_row(str(i.id), escape(i.name), i.role, i.state(), _minute(i.created_at), _minute(i.expires_at),
                       _minute(i.last_used_at))  # fmt: skip
-    _console.print(table)
+    console.print(table)
 
 
 @access_app.command("revoke")
@@ -72,10 +68,10 @@ def revoke_command(
     db: Database = None,
 ) -> None:
     """Revoke invitations: their links stop working, sessions they opened included."""
-    with _user_errors():
+    with user_errors():
         revoked = open_store(db).revoke_invitations(who)
     for i in revoked:
-        _console.print(f"invitation {i.id} ({escape(i.name)}, {i.role}) revoked", highlight=False)
+        console.print(f"invitation {i.id} ({escape(i.name)}, {i.role}) revoked", highlight=False)
 
 
 def _minute(stamp: str | None) -> str:

@@ -5,35 +5,19 @@
 the sample set loaded. A user-caused failure prints one red `error:` line and exits 1.
 """
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.cli.options import Database, Dataset, NewDataset, command_group, open_store
-from core.errors import StepScopeError
-
-_console = Console()
-_errors = Console(stderr=True)
+from core.cli.output import console, errors, user_errors
 
 IMPORT_FORMATS_HELP = "gsm8k, model-solutions, prm800k, processbench, trl, jsonl"
 ANNOTATOR_HELP = "annotator for labels that name none (trl, processbench)"
 LABELS_HELP = "label source: mc-hard, mc-soft:THRESHOLD, judge:NAME, human:ANNOTATOR, consensus"
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except StepScopeError as error:
-        _errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-        # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a
-        # return value, which an entry point can drop (the process would then exit 0).
-        raise SystemExit(1) from None
 
 
 def import_command(
@@ -46,11 +30,11 @@ def import_command(
     """Import a file in one transaction: all of it, or (on any error) nothing."""
     from core.formats import get_importer, import_file
 
-    with _user_errors():
+    with user_errors():
         get_importer(format)  # an unknown format fails before a database file is created
         store = open_store(db)
         report = import_file(store, file, format, dataset=dataset, annotator=annotator)
-    _console.print(escape(report.summary()), highlight=False, soft_wrap=True)
+    console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 
 def export_command(
@@ -63,36 +47,36 @@ def export_command(
     """Export trajectories (jsonl: a complete dump that imports back identically)."""
     from core.formats import export_file, get_exporter
 
-    with _user_errors():
+    with user_errors():
         get_exporter(format)
         store = open_store(db)
         written = export_file(store, format, out, labels=labels, dataset=dataset)
-    _console.print(f"wrote {written} records to {escape(str(out))}", highlight=False)
+    console.print(f"wrote {written} records to {escape(str(out))}", highlight=False)
     if written == 0:
-        _errors.print("[yellow]warning:[/] nothing to export with these labels", highlight=False)
+        errors.print("[yellow]warning:[/] nothing to export with these labels", highlight=False)
 
 
 def info_command(db: Database = None) -> None:
     """Counts of problems, trajectories, steps, rollouts, verdicts and annotations."""
-    with _user_errors():
+    with user_errors():
         store = open_store(db)
         counts = store.counts()
         datasets = store.datasets()
-    _console.print(f"database: {escape(str(store.path))}", highlight=False)
+    console.print(f"database: {escape(str(store.path))}", highlight=False)
     table = Table("table", "rows", title="contents")
     for name in ("problems", "trajectories", "segmentations", "steps", "rollouts", "verdicts",
                  "annotations", "jobs"):
         table.add_row(name, str(counts[name]))
-    _console.print(table)
+    console.print(table)
     if datasets:
         by_dataset = Table("dataset", "problems", title="problems by dataset")
         for row in datasets:
             by_dataset.add_row(escape(row["dataset"]), str(row["problems"]))
-        _console.print(by_dataset)
+        console.print(by_dataset)
     by_annotator = Table("annotator", "annotations", title="annotations by annotator")
     for name, n in counts["annotations_by_annotator"].items():
         by_annotator.add_row(escape(name), str(n))
-    _console.print(by_annotator)
+    console.print(by_annotator)
 
 
 def register(app: typer.Typer) -> None:

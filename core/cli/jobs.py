@@ -8,7 +8,6 @@ import time
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -16,12 +15,12 @@ from core.cli.options import (
     Database, Dataset, EngineChoice, Policy, Sampling, TrajectorySelection, command_group, open_store, spec_default,
     with_option_groups,
 )  # fmt: skip
+from core.cli.output import console
 from core.errors import StepScopeError
 from core.jobs.estimate import EstimateSpec
 from core.mcpe import ROUND_SIZE
 from core.models import DEFAULT_MODEL
 
-console = Console()
 jobs_app = command_group("List, resume and cancel jobs.")
 JobId = Annotated[int, typer.Argument(help="the job's id (stepscope jobs list)")]
 DEFAULT_STRATEGY = spec_default(EstimateSpec, "strategy")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -17,10 +16,10 @@ from core.cli.options import (
     DEFAULT_DEVICE, Annotator, Database, Device, EngineChoice, LabelPolicy, Lora, Sampling, TrajectorySelection,
     open_store, with_option_groups,
 )  # fmt: skip
+from core.cli.output import console
 from core.errors import StepScopeError
 from core.models import DEFAULT_MODEL
 
-console = Console()
 
 
 @with_option_groups

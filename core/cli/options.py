@@ -22,7 +22,6 @@ import typer
 from core.errors import StepScopeError
 from core.jobs.estimate import default_sampling
 from core.jobs.spec import JobSpec
-from core.models import DEFAULT_MODEL
 
 
 def command_group(help: str, **settings) -> typer.Typer:

@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from core.cli.judge import _interval
 from core.cli.options import (
     DEFAULT_DEVICE, Annotator, Database, Device, EngineChoice, LabelPolicy, Lora, TrajectorySelection, command_group,
     open_store, with_option_groups,
 )  # fmt: skip
+from core.cli.output import console
 from core.models import DEFAULT_MODEL
 
-console = Console()
 prm_app = command_group("Score steps with process reward models (PRMs).")
 
 

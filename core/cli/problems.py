@@ -6,13 +6,11 @@
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from core.cli.options import Database, NewDataset, command_group, open_store
+from core.cli.output import console
 from core.synth import DEFAULT_TEST_FRACTION, MAX_STEPS, MIN_STEPS
-
-_console = Console()
 
 problems_app = command_group("Create problem sets.")
 
@@ -39,7 +37,7 @@ def synth_command(
     steps_range = parse_steps_range(steps)  # a bad range fails before a database is created
     store = open_store(db)
     written = write_synth(store, dataset, steps_range, count, seed, test_fraction=test_fraction)
-    _console.print(
+    console.print(
         f"dataset {escape(dataset)}: {sum(written.values())} problems with {steps} steps "
         f"(train {written['train']}, test {written['test']}) and their reference solutions "
         f"in {escape(str(store.path))}",

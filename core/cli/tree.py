@@ -9,17 +9,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.cli.options import (
     Database, Dataset, EngineChoice, Policy, Sampling, TreePolicy, command_group, open_store, with_option_groups,
 )  # fmt: skip
+from core.cli.output import console
 from core.errors import StepScopeError
 from core.models import DEFAULT_MODEL
-
-_console = Console()
 tree_app = command_group("Grow, read and export the rollout tree.")
 
 
@@ -70,7 +68,7 @@ def expand_command(
     store = open_store(db)
     trajectory = expand_rollout(store, rollout)
     steps = len(store.steps(trajectory))
-    _console.print(f"rollout {rollout} is trajectory {trajectory} ({steps} steps)", highlight=False)
+    console.print(f"rollout {rollout} is trajectory {trajectory} ({steps} steps)", highlight=False)
 
 
 @tree_app.command("show")
@@ -108,9 +106,9 @@ def _print_tree(store, trajectory: int, policy: Optional[str], *, limit: int) ->
             "—" if value.soft is None else f"{value.soft:.2f}", f"[{value.low:.2f}, {value.high:.2f}]",
             str(visits[node_id]), "yes" if node_id in path else "", escape(node["text"][:60]),
         )  # fmt: skip
-    _console.print(table)
+    console.print(table)
     total = sum(n for n, _ in counts.values())
-    _console.print(f"{len(nodes)} nodes, {total} rollouts; {len(listed)} listed", highlight=False)
+    console.print(f"{len(nodes)} nodes, {total} rollouts; {len(listed)} listed", highlight=False)
 
 
 @tree_app.command("pairs")
@@ -126,7 +124,7 @@ def pairs_command(
     from core.formats.tree import export_pairs
 
     written = export_pairs(open_store(db), out, margin, model=policy, dataset=dataset)
-    _console.print(f"wrote {written} pairs to {escape(str(out))}", highlight=False)
+    console.print(f"wrote {written} pairs to {escape(str(out))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
