@@ -56,9 +56,12 @@ def store(tmp_path_factory) -> Store:
                                      category=rng.choice([None, "arithmetic", "logic"]) if a == -1 else None)  # fmt: skip
                 if t % 2 == 0 and not (p == 3 and k == 1):  # B skips one step: a gap
                     b = a if rng.random() < 0.7 else rng.choice([-1, 0, 1])
-                    store.add_annotation("B", sid, rating=b, confidence=rng.choice([None, 2, 4]))
-                    if rng.random() < 0.2:  # an edit: the first label differs from the final one
-                        store.add_annotation("B", sid, rating=rng.choice([-1, 0, 1]))
+                    store.save_annotation("B", sid, rating=b, confidence=rng.choice([None, 2, 4]))
+                    edit = rng.random()
+                    if edit < 0.2:  # an edit: the first label differs from the final one
+                        store.save_annotation("B", sid, rating=rng.choice([-1, 0, 1]))
+                    elif edit < 0.25:  # cleared: B no longer rates the step
+                        store.save_annotation("B", sid, rating=None)
                 if p < 2 and k < 2:
                     store.add_annotation("C", sid, rating=rng.choice([-1, 1]))
                 if (p + t) % 3:
@@ -392,6 +395,8 @@ def test_the_seeded_store_has_what_the_comparison_needs(store):
     assert cmp.source_names(store) == list(SOURCES)
     steps = cmp.labelled_steps(store)
     assert cmp.annotator_names(steps) == ["A", "B", "C"] and len(steps) > 100
+    final, first = old_labelled_steps(store), old_labelled_steps(store, first=True)
+    assert sum(a.ratings != b.ratings for a, b in zip(final, first)) >= 5  # edited labels
 
 
 @pytest.mark.parametrize("first", [False, True])
@@ -500,3 +505,61 @@ def test_best_of_k_and_votes_on_random_problems_equal_the_scalar_ones():
     old_points, _ = old_curves(big, None, ["v"], weighted=["v"])
     points, _ = prm_view.curves_with_weighted_vote(big, None, ["v"], ["v"])
     assert close([(p.method, p.k, p.value, p.low, p.high, p.problems) for p in points], old_points)
+
+
+# Explore's "labels disagree" filter before issue 22: correlated tests driven from every annotation.
+_OLD_HUMAN_FINE = "(a.rating >= 0)"
+_OLD_DISAGREE_SQL = {
+    "mc-hard": """((a.rating < 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
+                                           AND r.correct = 1))
+                  OR (a.rating >= 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?)
+                      AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
+                                      AND r.correct = 1)))""",
+    "judge": f"""EXISTS (SELECT 1 FROM verdicts v WHERE v.step_id = s.id AND v.kind = 'step'
+                 AND v.p_yes IS NOT NULL AND (v.p_yes >= 0.5) != {_OLD_HUMAN_FINE}
+                 AND v.id = (SELECT MAX(w.id) FROM verdicts w WHERE w.step_id = s.id AND w.kind = 'step'
+                             AND w.judge = v.judge AND w.p_yes IS NOT NULL))""",
+    "annotators": f"""EXISTS (SELECT 1 FROM annotations b WHERE b.step_id = s.id AND b.rating IS NOT NULL
+                      AND (b.rating >= 0) != {_OLD_HUMAN_FINE})""",
+}
+
+
+@pytest.mark.parametrize("kind", ["anything", "mc-hard", "judge", "annotators"])
+def test_the_disagreement_filter_finds_the_trajectories_the_correlated_one_did(store, kind):
+    from core.store import TrajectoryFilter
+
+    kinds = ["mc-hard", "judge", "annotators"] if kind == "anything" else [kind]
+    tests = " OR ".join(_OLD_DISAGREE_SQL[k] for k in kinds)
+    params = [POLICY] * 3 if "mc-hard" in kinds else []
+    old = [row[0] for row in store.conn.execute(
+        f"""SELECT t.id FROM trajectories t WHERE t.id IN (
+                SELECT s.trajectory_id FROM annotations a JOIN steps s ON s.id = a.step_id
+                JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id
+                WHERE a.rating IS NOT NULL AND ({tests})) ORDER BY t.id""", params)]  # fmt: skip
+    filters = TrajectoryFilter(disagree=kind, policy=POLICY)
+    assert 0 < len(old) and store.count_matching_trajectories(filters) == len(old)
+    assert [row["id"] for row in store.find_trajectories(filters, limit=1000)] == old
+    assert store.neighbour_trajectory(filters, old[0], 1) == (old[1] if len(old) > 1 else None)
+
+
+def test_the_data_version_changes_with_every_label_and_the_filter_follows(tmp_path):
+    from core.store import TrajectoryFilter
+
+    store = Store.open(tmp_path / "version.db")
+    problem = store.add_problem("v", "Q?", "1")
+    tid = store.add_trajectory(problem, "One.\nTwo.", source="policy", model=POLICY, final_answer="1", correct=True)
+    first, second = [s["id"] for s in store.steps(tid)]
+    filters = TrajectoryFilter(disagree="annotators")
+    versions = [store.labels_fingerprint()]
+    store.save_annotation("A", first, rating=1)
+    versions.append(store.labels_fingerprint())
+    assert store.count_matching_trajectories(filters) == 0
+    store.save_annotation("B", first, rating=-1)  # now they disagree
+    versions.append(store.labels_fingerprint())
+    assert store.count_matching_trajectories(filters) == 1
+    store.save_annotation("B", first, rating=1)  # an edit: they agree again
+    versions.append(store.labels_fingerprint())
+    assert store.count_matching_trajectories(filters) == 0
+    store.add_rollouts([{"step_id": second, "text": "x", "correct": True, "model": POLICY}])
+    versions.append(store.labels_fingerprint())
+    assert len(set(versions)) == len(versions)

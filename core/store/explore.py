@@ -6,6 +6,7 @@ Lists are filtered and paged in SQL: a database can hold 10,000s of trajectories
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,22 +18,39 @@ from core.store.connection import ConnectionBase
 # its latest verdict counting.
 DISAGREEMENTS = ("anything", "mc-hard", "judge", "annotators")
 
-_HUMAN_FINE = "(a.rating >= 0)"
+# Each kind is found set-wise: the steps in disagreement by one grouped pass (GROUP BY step on an
+# index), joined to the current steps, as the trajectories they belong to. The set is computed once
+# per data version (_DisagreementMemo) and the page's list, count and next/previous queries read it
+# as a JSON array, so a rerun never repeats the grouping.
+_CURRENT = """JOIN steps s ON s.id = d.step_id
+              JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id"""
 _DISAGREE_SQL = {
-    # Written as EXISTS tests that stop at the first matching rollout, not as MAX(correct) over
-    # all of a step's rollouts: on 10,000s of rollouts this is what keeps the filter under a second.
-    "mc-hard": """((a.rating < 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
-                                           AND r.correct = 1))
-                  OR (a.rating >= 0 AND EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?)
-                      AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.step_id = s.id AND r.model IS ?
-                                      AND r.correct = 1)))""",
-    "judge": f"""EXISTS (SELECT 1 FROM verdicts v WHERE v.step_id = s.id AND v.kind = 'step'
-                 AND v.p_yes IS NOT NULL AND (v.p_yes >= 0.5) != {_HUMAN_FINE}
-                 AND v.id = (SELECT MAX(w.id) FROM verdicts w WHERE w.step_id = s.id AND w.kind = 'step'
-                             AND w.judge = v.judge AND w.p_yes IS NOT NULL))""",
-    "annotators": f"""EXISTS (SELECT 1 FROM annotations b WHERE b.step_id = s.id AND b.rating IS NOT NULL
-                      AND (b.rating >= 0) != {_HUMAN_FINE})""",
+    # Annotators: a step some call fine and some wrong.
+    "annotators": f"""SELECT DISTINCT s.trajectory_id FROM (
+                          SELECT step_id FROM annotations WHERE rating IS NOT NULL GROUP BY step_id
+                          HAVING MIN(rating >= 0) <> MAX(rating >= 0)) d {_CURRENT}""",
+    # MC hard (the policy's rollouts, grouped per step) against any human rating of the step.
+    "mc-hard": f"""SELECT DISTINCT s.trajectory_id FROM (
+                       SELECT step_id, MAX(correct) AS hard FROM rollouts WHERE step_id IS NOT NULL AND model IS ?
+                       GROUP BY step_id) d {_CURRENT}
+                   JOIN annotations a ON a.step_id = d.step_id AND a.rating IS NOT NULL AND (a.rating >= 0) <> d.hard""",
+    # One judge's latest step verdict with a P(yes) (the bare p_yes is MAX(id)'s row's) against any
+    # human rating of the step; run once per verifier with step verdicts.
+    "judge": f"""SELECT DISTINCT s.trajectory_id FROM (
+                     SELECT step_id, MAX(id) AS id, p_yes FROM verdicts
+                     WHERE judge = ? AND kind = 'step' AND p_yes IS NOT NULL GROUP BY step_id) d {_CURRENT}
+                 JOIN annotations a ON a.step_id = d.step_id AND a.rating IS NOT NULL
+                      AND (a.rating >= 0) <> (d.p_yes >= 0.5)""",
 }
+
+
+class _DisagreementMemo:
+    """Trajectory ids per (kind, policy), for one data version of one store (thread-safe enough:
+    a race computes the same set twice)."""
+
+    def __init__(self) -> None:
+        self.version: tuple | None = None
+        self.sets: dict[tuple[str, str | None], str] = {}
 
 
 @dataclass(frozen=True)
@@ -51,21 +69,37 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _disagree_clause(kind: str, policy: str | None) -> tuple[str, list[Any]]:
-    """Trajectories with a rated step (current segmentation) where the human rating and `kind`
-    disagree. Driven from the annotations (few) rather than the trajectories (many)."""
+def _disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
+    """The ids of the trajectories with a rated current step where the human rating and `kind`
+    disagree, as a JSON array, remembered for the store's data version."""
     if kind not in DISAGREEMENTS:
         raise ValueError(f"unknown disagreement {kind!r}")
-    kinds = ["mc-hard", "judge", "annotators"] if kind == "anything" else [kind]
-    tests = " OR ".join(_DISAGREE_SQL[k] for k in kinds)
-    params = [policy] * _DISAGREE_SQL["mc-hard"].count("?") if "mc-hard" in kinds else []
-    sql = f"""t.id IN (SELECT s.trajectory_id FROM annotations a JOIN steps s ON s.id = a.step_id
-                JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id
-                WHERE a.rating IS NOT NULL AND ({tests}))"""
-    return sql, params
+    memo = store.__dict__.setdefault("_disagreement_memo", _DisagreementMemo())
+    version = store.conn.execute(
+        """SELECT (SELECT value FROM data_versions WHERE name = 'labels'),
+                  (SELECT value FROM data_versions WHERE name = 'trajectories'),
+                  (SELECT MAX(id) FROM rollouts), (SELECT MAX(id) FROM verdicts), (SELECT MAX(id) FROM trajectories)"""
+    ).fetchone()
+    if memo.version != version:
+        memo.version, memo.sets = version, {}
+    key = (kind, policy if kind in ("mc-hard", "anything") else None)
+    if key in memo.sets:
+        return memo.sets[key]
+    if kind == "anything":  # the union of the three, each remembered on its own
+        found = set()
+        for part in ("mc-hard", "judge", "annotators"):
+            found.update(json.loads(_disagreeing(store, part, policy)))
+    elif kind == "judge":
+        judges = [row[0] for row in store.conn.execute(
+            "SELECT name FROM verifiers WHERE EXISTS (SELECT 1 FROM verdicts WHERE judge = verifiers.name AND kind = 'step')")]
+        found = {row[0] for judge in judges for row in store.conn.execute(_DISAGREE_SQL["judge"], [judge])}
+    else:
+        found = {row[0] for row in store.conn.execute(_DISAGREE_SQL[kind], [policy] if kind == "mc-hard" else [])}
+    memo.sets[key] = json.dumps(sorted(found))
+    return memo.sets[key]
 
 
-def _where(filters: TrajectoryFilter) -> tuple[str, list[Any]]:
+def _where(store: "ExploreQueries", filters: TrajectoryFilter) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if filters.dataset is not None:
@@ -85,9 +119,8 @@ def _where(filters: TrajectoryFilter) -> tuple[str, list[Any]]:
         clauses.append("p.question LIKE ? ESCAPE '\\'")
         params.append(_like(filters.search.strip()))
     if filters.disagree is not None:
-        clause, extra = _disagree_clause(filters.disagree, filters.policy)
-        clauses.append(clause)
-        params.extend(extra)
+        clauses.append("t.id IN (SELECT value FROM json_each(?))")
+        params.append(_disagreeing(store, filters.disagree, filters.policy))
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -97,7 +130,7 @@ _FROM = "FROM trajectories t JOIN problems p ON p.id = t.problem_id"
 class ExploreQueries(ConnectionBase):
     def find_trajectories(self, filters: TrajectoryFilter, *, limit: int, offset: int = 0) -> list[dict]:
         """Matching trajectories by id: id, dataset, source, model, correct, question."""
-        where, params = _where(filters)
+        where, params = _where(self, filters)
         return self._rows(
             f"SELECT t.id, p.dataset, t.source, t.model, t.correct, p.question {_FROM} {where}"
             " ORDER BY t.id LIMIT ? OFFSET ?",
@@ -105,12 +138,12 @@ class ExploreQueries(ConnectionBase):
         )
 
     def count_matching_trajectories(self, filters: TrajectoryFilter) -> int:
-        where, params = _where(filters)
+        where, params = _where(self, filters)
         return int(self._scalar(f"SELECT COUNT(*) {_FROM} {where}", params))
 
     def neighbour_trajectory(self, filters: TrajectoryFilter, current: int, direction: int) -> int | None:
         """The next (direction 1) or previous (-1) matching trajectory by id, or None."""
-        where, params = _where(filters)
+        where, params = _where(self, filters)
         compare, order = (">", "ASC") if direction > 0 else ("<", "DESC")
         where = f"{where} AND t.id {compare} ?" if where else f"WHERE t.id {compare} ?"
         found = self._scalar(f"SELECT t.id {_FROM} {where} ORDER BY t.id {order} LIMIT 1", [*params, current])
