@@ -1,9 +1,9 @@
 """Training a token-classification PRM from the store's step labels (SORM: a stepwise ORM trained
-on the policy's own Monte Carlo labels), and consensus labels.
+on the policy's own Monte Carlo labels), and MC-agreement labels.
 
 Labels per step (core.probes.step_examples): "mc-hard" (some rollout from the step reached the
 gold answer), "mc-soft" (the fraction that did), "human" (ratings, -1 -> 0, 0 and +1 -> 1), or
-"consensus" (Qwen's recipe: the MC hard label, kept only where a chosen judge or PRM's step
+"mc-agree" (Qwen's recipe: the MC hard label, kept only where a chosen judge or PRM's step
 verdict, read as the label source `judge:NAME` of core.formats.labels, agrees with it; the kept
 fraction is reported).
 
@@ -34,7 +34,8 @@ from core.probes import step_examples
 from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
 from core.verifier_training import IGNORED, data_hash, finish_training, fine_tune
 
-PRM_LABELS = ("mc-hard", "mc-soft", "human", "consensus")
+MC_AGREE = "mc-agree"
+PRM_LABELS = ("mc-hard", "mc-soft", "human", MC_AGREE)
 VERIFIER_KIND = "prm"  # core.verifier_folders' kind of a trained PRM's folder
 FORMAT_FILE = "stepscope_prm.json"
 # What a trained PRM reads: TRL's layout, with the question on its own line.
@@ -42,8 +43,16 @@ TRAINED_FORMAT: PrmFormat = replace_format(FAMILY_DEFAULTS["token-classification
 
 
 def check_labels(labels: str) -> None:
+    if labels == "consensus":  # its meaning before "consensus" came to name annotators who agree
+        raise StepScopeError("PRM training's 'consensus' labels are now called 'mc-agree' (MC hard labels kept "
+                             "where --judge agrees); 'consensus' names annotators who agree")
     if labels not in PRM_LABELS:
         raise StepScopeError(f"PRM training labels are one of {', '.join(PRM_LABELS)}, not {labels!r}")
+
+
+def check_agreeing_verifier(judge: str | None) -> None:
+    if not judge:
+        raise StepScopeError("mc-agree labels need a judge or PRM to agree with (--judge NAME)")
 
 
 @dataclass
@@ -52,7 +61,7 @@ class StepLabels:
 
     by_trajectory: dict[int, list[tuple[int, float]]]
     problems: dict[int, int]
-    kept_fraction: float | None = None  # consensus: of the steps with both labels, those that agree
+    kept_fraction: float | None = None  # mc-agree: of the steps with both labels, those that agree
     compared: int = 0
 
 
@@ -85,9 +94,8 @@ def consensus_labels(store, trajectory_ids: Sequence[int], judge: str, policy: s
 def step_labels(store, trajectory_ids: Sequence[int], labels: str, *, policy: str | None = None,
                 annotator: str | None = None, judge: str | None = None) -> StepLabels:  # fmt: skip
     check_labels(labels)
-    if labels == "consensus":
-        if not judge:
-            raise StepScopeError("consensus labels need a judge or PRM to agree with (--judge NAME)")
+    if labels == MC_AGREE:
+        check_agreeing_verifier(judge)
         return consensus_labels(store, trajectory_ids, judge, policy)
     examples = step_examples(store, trajectory_ids, labels, policy=policy, annotator=annotator)
     result = StepLabels({}, {})

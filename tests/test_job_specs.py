@@ -85,7 +85,7 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
                            engine_options={"base_urls": ["http://127.0.0.1:9/v1"]}),
             prm_score_spec("owner/some-prm", ids[:1], family="tag", template="chat-turns", separator="+"),
         ],
-        "train-prm": [TrainPrmSpec(base="tiny", labels="consensus", judge="prm:p", trajectory_ids=ids, output="o",
+        "train-prm": [TrainPrmSpec(base="tiny", labels="mc-agree", judge="prm:p", trajectory_ids=ids, output="o",
                                    epochs=1.5, learning_rate=1e-4, batch_size=2, heldout_fraction=0.3, seed=2,
                                    lora=True, label_policy="tiny")],
         "train-orm": [TrainOrmSpec(base="random-init:tiny", trajectory_ids=ids, output="o", context="policy-prompt",

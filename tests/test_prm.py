@@ -298,7 +298,7 @@ def test_train_prm_end_to_end_and_its_folder_scores_as_a_token_classification_pr
     assert len(scores) == 12 and all(0 < s < 1 for s in scores.values())
 
 
-def test_consensus_keeps_the_steps_where_mc_and_a_judge_agree(labelled_store):
+def test_mc_agree_keeps_the_steps_where_mc_and_a_judge_agree(labelled_store):
     from core.prm_training import step_labels
 
     store = labelled_store
@@ -310,11 +310,11 @@ def test_consensus_keeps_the_steps_where_mc_and_a_judge_agree(labelled_store):
             compared += 1
             agree += (p_yes >= 0.5) == value["hard"]
     store.add_verdicts(rows)
-    labels = step_labels(store, [t["id"] for t in store.list_trajectories(dataset="sorm-test")], "consensus", judge="j")
+    labels = step_labels(store, [t["id"] for t in store.list_trajectories(dataset="sorm-test")], "mc-agree", judge="j")
     assert labels.compared == compared and labels.kept_fraction == pytest.approx(agree / compared)
     assert sum(len(v) for v in labels.by_trajectory.values()) == agree
     with pytest.raises(StepScopeError, match="no step verdicts"):
-        step_labels(store, [t["id"] for t in store.list_trajectories(dataset="sorm-test")], "consensus", judge="none")
+        step_labels(store, [t["id"] for t in store.list_trajectories(dataset="sorm-test")], "mc-agree", judge="none")
 
 
 # --- vLLM in-process and served: agree with transformers -----------------------------------------
@@ -368,3 +368,15 @@ def test_served_reward_head_agrees_with_transformers_over_two_urls(store, prm_di
     for (t, _, _), want in zip(_trajectories(store), expected):
         got = [row["p_yes"] for row in prm_step_scores(store, t, "tiny")["tiny"]]
         assert got == pytest.approx(want, abs=VLLM_TOLERANCE)
+
+
+def test_the_old_consensus_training_labels_are_refused_with_their_new_name(labelled_store):
+    """'consensus' names annotators who agree (core.formats.labels); PRM training's MC-and-judge
+    agreement is 'mc-agree', and the old spelling says so instead of meaning something else."""
+    from core.prm_training import step_labels
+
+    ids = [t["id"] for t in labelled_store.list_trajectories(dataset="sorm-test")]
+    with pytest.raises(StepScopeError, match="now called 'mc-agree'"):
+        step_labels(labelled_store, ids, "consensus", judge="j")
+    with pytest.raises(StepScopeError, match="need a judge or PRM"):
+        step_labels(labelled_store, ids, "mc-agree")

@@ -96,9 +96,9 @@ def print_prm_summary(store, judge: str, trajectory_ids) -> None:
 def train_prm_command(
     base: Annotated[str, typer.Option(
         help="base model: its backbone gets a two-class token-classification head")] = DEFAULT_MODEL,
-    labels: Annotated[str, typer.Option(help="mc-hard | mc-soft | human | consensus")] = "mc-hard",
+    labels: Annotated[str, typer.Option(help="mc-hard | mc-soft | human | mc-agree")] = "mc-hard",
     judge: Annotated[Optional[str], typer.Option(
-        help="consensus: the judge or PRM (verdict name) whose step verdicts must agree with MC")] = None,
+        help="mc-agree: the judge or PRM (verifier name) whose step verdicts must agree with MC")] = None,
     label_policy: LabelPolicy = None,
     annotator: Annotator = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -134,7 +134,7 @@ def train_prm_command(
     console.print(f"data      {manifest['data_hash']}; held out {len(manifest['split']['heldout_problems'])} problems "
                   f"({metrics['heldout_steps']} steps, {metrics['heldout_positives']} positive)", highlight=False)  # fmt: skip
     if manifest.get("kept_fraction") is not None:
-        console.print(f"consensus kept {manifest['kept_fraction']:.1%} of the steps with both labels", highlight=False)
+        console.print(f"mc-agree kept {manifest['kept_fraction']:.1%} of the steps with both labels", highlight=False)
     console.print(f"held-out step AUROC {_interval(metrics['heldout_auroc'])}", highlight=False)
     console.print(f"score with: stepscope prm score --prm {manifest['artifact']}", highlight=False, markup=False)
 

@@ -8,7 +8,6 @@ from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from core.errors import StepScopeError
 from core.jobs.spec import JobContext, JobSpec, known_fields, require_ids, splitters_of, step_reporter
 from core.jobs.training import check_base, check_fine_tuning, record_training
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
@@ -29,7 +28,7 @@ class TrainPrmSpec(JobSpec):
     labels: str  # core.prm_training.PRM_LABELS
     trajectory_ids: tuple[int, ...]
     output: str  # the model folder
-    judge: str | None = None  # consensus: the judge or PRM whose step verdicts must agree
+    judge: str | None = None  # mc-agree: the judge or PRM whose step verdicts must agree
     label_policy: str | None = None
     annotator: str | None = None
     epochs: float = 3.0
@@ -49,12 +48,12 @@ class TrainPrmSpec(JobSpec):
         return self.base
 
     def validate(self, store: Store) -> None:
-        from core.prm_training import check_labels
+        from core.prm_training import MC_AGREE, check_agreeing_verifier, check_labels
 
         check_base(self.base, self.engine, "PRMs")
         check_labels(self.labels)
-        if self.labels == "consensus" and not self.judge:
-            raise StepScopeError("consensus labels need a judge or PRM to agree with (--judge NAME)")
+        if self.labels == MC_AGREE:
+            check_agreeing_verifier(self.judge)
         check_fine_tuning(self.epochs, self.learning_rate, self.batch_size)
         check_test_fraction(self.test_fraction)
         require_ids(self.trajectory_ids, "trajectories to train on")
