@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.views.compare import (
     HUMAN_COMBINATIONS, align_values, annotator_names, compare, fingerprint, inter_annotator, labelled_steps,
-    source_names, source_values, uses_threshold,
+    rating_rows, source_names, source_values, uses_threshold, values_key,
 )  # fmt: skip
 from core.views.charts import calibration_chart, confusion_chart, position_chart, threshold_chart
 from core.views.prm import agreement_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
@@ -15,7 +15,7 @@ from core.errors import StepScopeError
 from core.views.annotate import error_taxonomy, set_error_taxonomy
 from core.views.charts import category_position_chart, confidence_chart, dwell_chart
 from core.views.latents import (
-    by_confidence, by_dwell, categories_by_position, gold_from_annotator, latent_rows, per_annotator,
+    gold_from_annotator, latent_rows, latent_views, per_annotator,
 )  # fmt: skip
 from core.views.access import EDIT_PROJECT
 from pages._access import allowed, open_store
@@ -28,16 +28,26 @@ st.title("Compare")
 # it changes with every label, rollout, verdict or trajectory change).
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=2, show_spinner=False)
+def cached_ratings(path: str, dataset: str | None, version: tuple, first: bool = False):
+    """Every rating with its latents (arrays, read-only), read once for the steps and the latents."""
+    return rating_rows(store_for(path), dataset, first)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
 def cached_steps(path: str, dataset: str | None, version: tuple, first: bool = False):
-    """The labelled steps (arrays) for one state of the database."""
-    return labelled_steps(store_for(path), dataset, first)
+    """The labelled steps (arrays, shared read-only: not copied per rerun) for one state of the database."""
+    return labelled_steps(store_for(path), dataset, first, cached_ratings(path, dataset, version, first))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_values(path: str, source: str, policy_name: str, version: tuple):
-    """(step ids, numbers) of one automatic source: one query."""
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _cached_values(path: str, source: str, policy_name: str, version: tuple):
     return source_values(store_for(path), source, policy_name)
+
+
+def cached_values(path: str, source: str, policy_name: str, version: tuple):
+    """(step ids, numbers) of one automatic source: one query, shared by sources with the same numbers."""
+    return _cached_values(path, values_key(source), policy_name, version)
 
 
 def values_for(path: str, source: str, policy_name: str, step_ids, version: tuple):
@@ -201,28 +211,30 @@ else:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_latents(path: str, source: str, policy_name: str, threshold: float, dataset: str | None, version: tuple):
-    """Every rating's latents as arrays, with its agreement with the source at the threshold."""
-    return latent_rows(store_for(path), source, policy_name, threshold, dataset,
-                       cached_values(path, source, policy_name, version))
+    """What Compare shows of the latents (small tables), from every rating's latents and its
+    agreement with the source at the threshold."""
+    return latent_views(latent_rows(store_for(path), source, policy_name, threshold, dataset,
+                                    cached_values(path, source, policy_name, version),
+                                    cached_ratings(path, dataset, version)))
 
 
 def latents_section() -> None:
     """Human latents against the chosen automatic source; per-annotator calibration and gold
     accuracy (for the organiser: the Annotate page never shows gold results)."""
     st.subheader("Human latents")
-    rows = cached_latents(db_path(), source, policy(), threshold, dataset, version)
+    views = cached_latents(db_path(), source, policy(), threshold, dataset, version)
     left, middle, right = st.columns(3)
     with left:
         st.caption(md(f"Confidence: agreement with {source} (bars), mean MC interval width (points)"))
-        st.vega_lite_chart(confidence_chart(by_confidence(rows)), width="stretch")
+        st.vega_lite_chart(confidence_chart(views["by_confidence"]), width="stretch")
     with middle:
         st.caption(md(f"Dwell time: disagreement with {source}"))
-        st.vega_lite_chart(dwell_chart(by_dwell(rows)), width="stretch")
+        st.vega_lite_chart(dwell_chart(views["by_dwell"]), width="stretch")
     with right:
         st.caption("Error categories of −1 steps by position")
-        st.vega_lite_chart(category_position_chart(categories_by_position(rows)), width="stretch")
+        st.vega_lite_chart(category_position_chart(views["categories_by_position"]), width="stretch")
     st.caption("Per annotator (organiser view): calibration and accuracy on gold items")
-    st.dataframe(pd.DataFrame(per_annotator(rows, store.gold_answers())), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(per_annotator(views["annotators"], store.gold_answers())), hide_index=True, width="stretch")
 
 
 def organiser_section() -> None:

@@ -338,6 +338,15 @@ def old_majority_vote(answers, correct, k):
     return _old_majority(pattern, tuple(bool(c) for c in correct), k)
 
 
+def old_mean_interval(values, resamples=1000, seed=0):
+    array = np.asarray(values, dtype=float)
+    if len(array) < 2:
+        return float(array.mean()), None, None
+    means = array[np.random.default_rng(seed).integers(0, len(array), (resamples, len(array)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(array.mean()), float(low), float(high)
+
+
 def old_curves(groups, max_k=None, verifiers=None, weighted=()):
     usable = [samples for samples in groups.values() if len(samples) >= 2]
     if not usable:
@@ -359,13 +368,13 @@ def old_curves(groups, max_k=None, verifiers=None, weighted=()):
                 if all(judge in s.scores for s in samples):
                     per_method[f"best-of-k: {judge}"].append(old_best_of_k([s.scores[judge] for s in samples], correct, k))
         for method, values in per_method.items():
-            points.append((method, k, *bon.mean_interval(values), len(values)))
+            points.append((method, k, *old_mean_interval(values), len(values)))
     for verifier in weighted:
         scored = [samples for samples in usable if all(verifier in s.scores for s in samples)]
         for k in bon.k_values(largest) if scored else []:
             values = [metrics.weighted_majority_vote([s.answer for s in samples], [s.correct for s in samples],
                                                      [s.scores[verifier] for s in samples], k) for samples in scored]
-            points.append((f"weighted vote: {verifier}", k, *bon.mean_interval(values), len(values)))
+            points.append((f"weighted vote: {verifier}", k, *old_mean_interval(values), len(values)))
     return points, largest
 
 

@@ -46,10 +46,11 @@ class CompareQueries(ConnectionBase):
         return cursor.fetchall()
 
     def rated_step_arrays(self, dataset: str | None = None, first: bool = False) -> dict:
-        """Every rating of a step of a current segmentation, as arrays in one query: step id,
-        trajectory id, idx, annotator id, rating, first error; `names` maps annotator ids to names.
-        With `first`, each rating is the first one its annotator gave (label history), where known.
-        Unordered (the caller sorts)."""
+        """Every rating of a step of a current segmentation with its latents, as arrays from one
+        query (unordered): step id, trajectory id, idx, annotator id, rating, first error,
+        confidence (-1 not given), dwell_ms (NaN not given), category (a code into `categories`,
+        -1 none) and n_steps (the steps of its segmentation); `names` maps annotator ids to names.
+        With `first`, each rating is the first one its annotator gave (label history), where known."""
         where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
         join = "JOIN problems p ON p.id = t.problem_id" if dataset else ""
         rating = "a.rating"
@@ -62,17 +63,32 @@ class CompareQueries(ConnectionBase):
                                                GROUP BY annotator_id, step_id)) f
                             ON f.annotator_id = a.annotator_id AND f.step_id = a.step_id"""
             rating = "COALESCE(CAST(f.new_value AS INTEGER), a.rating)"
-        rows = int_columns(self.conn.execute(
-            f"""SELECT s.id, s.trajectory_id, s.idx, a.annotator_id, {rating}, a.first_error
+        rows = self.conn.execute(
+            f"""SELECT s.id, s.trajectory_id, s.idx, a.annotator_id, {rating}, a.first_error,
+                       COALESCE(a.confidence, -1), s.segmentation_id, a.dwell_ms, a.category
                 FROM annotations a JOIN steps s ON s.id = a.step_id
                 JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
                 {join} {first_join}
                 WHERE a.rating IS NOT NULL {where}""",
             params,
-        ), 6)
-        names = dict(self.conn.execute("SELECT id, name FROM annotators").fetchall())
-        return {"step_id": rows[:, 0], "trajectory_id": rows[:, 1], "idx": rows[:, 2], "annotator_id": rows[:, 3],
-                "rating": rows[:, 4], "first_error": rows[:, 5], "names": names}  # fmt: skip
+        ).fetchall()
+        count = len(rows)
+        ints = np.fromiter(itertools.chain.from_iterable(r[:8] for r in rows), dtype=np.int64, count=8 * count)
+        ints = ints.reshape(count, 8)
+        categories = sorted({r[9] for r in rows if r[9] is not None})
+        code = {c: i for i, c in enumerate(categories)}
+        # The step count of each segmentation: one pass over the (segmentation, idx) index.
+        sizes = int_columns(self.conn.execute("SELECT segmentation_id, COUNT(*) FROM steps GROUP BY segmentation_id"), 2)
+        at = np.searchsorted(sizes[:, 0], ints[:, 7]) if count else np.zeros(0, dtype=np.int64)
+        return {
+            "step_id": ints[:, 0], "trajectory_id": ints[:, 1], "idx": ints[:, 2], "annotator_id": ints[:, 3],
+            "rating": ints[:, 4], "first_error": ints[:, 5], "confidence": ints[:, 6],
+            "n_steps": sizes[at, 1] if count else np.zeros(0, dtype=np.int64),
+            "dwell_ms": np.fromiter((np.nan if r[8] is None else r[8] for r in rows), dtype=float, count=count),
+            "category": np.fromiter((-1 if r[9] is None else code[r[9]] for r in rows), dtype=np.int64, count=count),
+            "categories": tuple(categories),
+            "names": dict(self.conn.execute("SELECT id, name FROM annotators").fetchall()),
+        }  # fmt: skip
 
     def labels_fingerprint(self) -> tuple:
         """Changes whenever a label, rollout or verdict is added or changed: a cache key. Cheap at
@@ -115,31 +131,38 @@ class CompareQueries(ConnectionBase):
             "SELECT id, question, meta FROM problems WHERE id IN (SELECT DISTINCT problem_id FROM trajectories)")
         return pairs[:, 0], pairs[:, 1], problems
 
-    def mc_agreement_counts(self, judge: str, policy: str | None) -> tuple[int, int, int]:
+    def mc_agreement_counts(self, judge: str, policy: str | None) -> tuple[int, int, bool]:
         """Over current steps with the policy's rollouts (every model's with None) and a latest
         step verdict of `judge` with a P(yes): (steps compared, steps where MC hard (some rollout
-        right) and P(yes) >= 0.5 agree, steps in trajectories with rollouts that have such a verdict)."""
-        model = "AND r.model IS ?" if policy is not None else ""
+        right) and P(yes) >= 0.5 agree, whether any trajectory with such rollouts has a step with
+        such a verdict). Driven from the steps with rollouts; the latest verdict is an index probe."""
+        model = "AND model IS ?" if policy is not None else ""
         params = [policy] if policy is not None else []
-        row = self.conn.execute(
-            f"""WITH latest AS (SELECT step_id, MAX(id) AS id FROM verdicts WHERE judge = ? AND kind = 'step'
-                                GROUP BY step_id),
-                     labelled AS (SELECT s.id AS step_id, s.trajectory_id, v.p_yes >= 0.5 AS fine
-                                  FROM latest JOIN verdicts v ON v.id = latest.id
-                                  JOIN steps s ON s.id = latest.step_id AND s.trajectory_id = v.trajectory_id
-                                  JOIN trajectories t ON t.id = s.trajectory_id
-                                       AND t.current_segmentation_id = s.segmentation_id
-                                  WHERE v.p_yes IS NOT NULL),
-                     mc AS (SELECT r.step_id, s.trajectory_id, MAX(r.correct) AS hard FROM rollouts r
-                            JOIN steps s ON s.id = r.step_id
-                            JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
-                            WHERE r.step_id IS NOT NULL {model} GROUP BY r.step_id)
-                SELECT (SELECT COUNT(*) FROM labelled JOIN mc USING (step_id)),
-                       (SELECT COUNT(*) FROM labelled JOIN mc USING (step_id) WHERE mc.hard = labelled.fine),
-                       (SELECT COUNT(*) FROM labelled WHERE trajectory_id IN (SELECT trajectory_id FROM mc))""",
-            [judge, *params],
+        latest = """(SELECT MAX(w.id) FROM verdicts w WHERE w.judge = ? AND w.kind = 'step' AND w.step_id = s.id)"""
+        compared, agree = self.conn.execute(
+            f"""SELECT COUNT(*), SUM(m.hard = (v.p_yes >= 0.5))
+                FROM (SELECT step_id, MAX(correct) AS hard FROM rollouts WHERE step_id IS NOT NULL {model}
+                      GROUP BY step_id) m
+                JOIN steps s ON s.id = m.step_id
+                JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
+                JOIN verdicts v ON v.id = {latest}
+                WHERE v.p_yes IS NOT NULL AND v.trajectory_id = s.trajectory_id""",
+            [*params, judge],
         ).fetchone()
-        return int(row[0]), int(row[1] or 0), int(row[2])
+        if compared:
+            return int(compared), int(agree), True
+        labelled = self.conn.execute(
+            f"""SELECT EXISTS (
+                    SELECT 1 FROM steps s
+                    JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
+                    JOIN verdicts v ON v.id = {latest}
+                    WHERE v.p_yes IS NOT NULL AND v.trajectory_id = s.trajectory_id AND s.trajectory_id IN (
+                        SELECT x.trajectory_id FROM rollouts r JOIN steps x ON x.id = r.step_id
+                        JOIN trajectories u ON u.id = x.trajectory_id AND u.current_segmentation_id = x.segmentation_id
+                        WHERE 1 {model.replace("model", "r.model")}))""",
+            [judge, *params],
+        ).fetchone()[0]
+        return 0, 0, bool(labelled)
 
     def has_step_verdicts(self, judge: str) -> bool:
         return self.conn.execute(

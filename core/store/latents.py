@@ -3,8 +3,6 @@ dwell time, category and position."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from core.store.connection import ConnectionBase
 
 
@@ -26,34 +24,3 @@ class LatentQueries(ConnectionBase):
             params,
         )
 
-    def label_latent_arrays(self, dataset: str | None = None) -> dict:
-        """`label_latents` as arrays, from one query (unordered): annotator id, step id,
-        trajectory id, idx, n_steps, rating, confidence (-1 not given), dwell_ms (NaN not given),
-        category (a code into `categories`, -1 none); `names` maps annotator ids to names."""
-        where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
-        join = "JOIN problems p ON p.id = t.problem_id" if dataset else ""
-        rows = self.conn.execute(
-            f"""SELECT a.annotator_id, s.id, s.trajectory_id, s.idx, n.steps, a.rating,
-                       COALESCE(a.confidence, -1), a.dwell_ms, a.category
-                FROM annotations a JOIN steps s ON s.id = a.step_id
-                JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
-                JOIN (SELECT segmentation_id, COUNT(*) AS steps FROM steps GROUP BY segmentation_id) n
-                     ON n.segmentation_id = s.segmentation_id
-                {join}
-                WHERE a.rating IS NOT NULL {where}""",
-            params,
-        ).fetchall()
-        count = len(rows)
-        columns = list(zip(*rows)) if rows else [()] * 9
-        categories = sorted({c for c in columns[8] if c is not None})
-        code = {c: i for i, c in enumerate(categories)}
-        ints = {name: np.fromiter(columns[i], dtype=np.int64, count=count)
-                for i, name in enumerate(("annotator_id", "step_id", "trajectory_id", "idx", "n_steps", "rating",
-                                          "confidence"))}  # fmt: skip
-        return {
-            **ints,
-            "dwell_ms": np.fromiter((np.nan if d is None else d for d in columns[7]), dtype=float, count=count),
-            "category": np.fromiter((-1 if c is None else code[c] for c in columns[8]), dtype=np.int64, count=count),
-            "categories": tuple(categories),
-            "names": dict(self.conn.execute("SELECT id, name FROM annotators").fetchall()),
-        }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from core.store.connection import ConnectionBase
@@ -52,28 +54,33 @@ class PrmQueries(ConnectionBase):
         return scores
 
     def step_score_arrays(self, judge: str, *, dataset: str | None = None) -> dict[str, np.ndarray]:
-        """`step_scores_by_trajectory` as arrays, in one query: for every current step of each
-        trajectory the judge scored a step of, ordered by trajectory and position: trajectory id,
-        idx, the latest score (NaN where unscored or its latest verdict has none) and the
-        trajectory's grade (1, 0; -1 ungraded)."""
-        where, params = "", [judge, judge]
+        """The judge's latest step verdict on each current step it scored, as arrays from one pass
+        over its verdicts (driven from the (judge, kind, step) index), ordered by trajectory and
+        position: trajectory id, idx, score (NaN where the latest verdict has none), the
+        trajectory's grade (1, 0; -1 ungraded) and its current step count (`n_steps`), so a caller
+        tells a completely scored trajectory from one with unscored steps."""
+        join, where, params = "", "", [judge]
         if dataset is not None:
-            where, params = " AND p.dataset = ?", [*params, dataset]
+            join, where, params = "JOIN problems p ON p.id = t.problem_id", "WHERE p.dataset = ?", [judge, dataset]
         rows = self.conn.execute(
-            f"""SELECT t.id, s.idx, v.p_yes, COALESCE(t.correct, -1)
-                FROM trajectories t JOIN problems p ON p.id = t.problem_id
-                JOIN steps s ON s.segmentation_id = t.current_segmentation_id
-                LEFT JOIN (SELECT step_id, MAX(id) AS id FROM verdicts WHERE judge = ? AND kind = 'step'
-                           GROUP BY step_id) m ON m.step_id = s.id
-                LEFT JOIN verdicts v ON v.id = m.id
-                WHERE t.id IN (SELECT DISTINCT trajectory_id FROM verdicts WHERE judge = ? AND kind = 'step'){where}
-                ORDER BY t.id, s.idx""",
+            f"""SELECT s.trajectory_id, s.idx, COALESCE(t.correct, -1), s.segmentation_id, v.p_yes
+                FROM (SELECT step_id, MAX(id) AS id FROM verdicts WHERE judge = ? AND kind = 'step'
+                      GROUP BY step_id) m
+                JOIN verdicts v ON v.id = m.id JOIN steps s ON s.id = m.step_id
+                JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
+                {join} {where}""",
             params,
         ).fetchall()
         count = len(rows)
-        return {
-            "trajectory_id": np.fromiter((r[0] for r in rows), dtype=np.int64, count=count),
-            "idx": np.fromiter((r[1] for r in rows), dtype=np.int64, count=count),
-            "score": np.fromiter((np.nan if r[2] is None else r[2] for r in rows), dtype=float, count=count),
-            "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
+        ints = np.fromiter(itertools.chain.from_iterable(r[:4] for r in rows), dtype=np.int64, count=4 * count)
+        ints = ints.reshape(count, 4)
+        columns = {
+            "trajectory_id": ints[:, 0], "idx": ints[:, 1], "correct": ints[:, 2],
+            "score": np.fromiter((np.nan if r[4] is None else r[4] for r in rows), dtype=float, count=count),
         }
+        segmentation = ints[:, 3]
+        sizes = np.array(self.conn.execute(
+            "SELECT segmentation_id, COUNT(*) FROM steps GROUP BY segmentation_id").fetchall(), dtype=np.int64).reshape(-1, 2)
+        columns["n_steps"] = sizes[np.searchsorted(sizes[:, 0], segmentation), 1] if count else np.zeros(0, dtype=np.int64)
+        order = np.lexsort((columns["idx"], columns["trajectory_id"]))
+        return {key: value[order] for key, value in columns.items()}

@@ -216,15 +216,14 @@ def curves(groups: dict[int, list[Sample]] | SampleTable, max_k: int | None = No
     complete = {judge: problems.complete(table.verifiers.index(judge)) for judge in judges}
     order = sorted(judges, key=lambda j: (int(np.argmax(complete[j])) if complete[j].any() else problems.count,
                                           judges.index(j)))  # fmt: skip
-    points = []
+    series = []  # (method, k, per-problem values)
     for k in k_values(largest):
-        per_method = {"pass@k": problems.pass_at_k(k), "majority vote": problems.majority_vote(k)}
+        series += [("pass@k", k, problems.pass_at_k(k)), ("majority vote", k, problems.majority_vote(k))]
         for judge in order:
             if complete[judge].any():
-                per_method[f"best-of-k: {judge}"] = problems.best_of_k(table.verifiers.index(judge), k)[complete[judge]]
-        for method, values in per_method.items():
-            value, low, high = mean_interval(values)
-            points.append(CurvePoint(method, k, value, low, high, len(values)))
+                series.append((f"best-of-k: {judge}", k, problems.best_of_k(table.verifiers.index(judge), k)[complete[judge]]))
+    intervals = mean_intervals([values for _, _, values in series])
+    points = [CurvePoint(method, k, *interval, len(values)) for (method, k, values), interval in zip(series, intervals)]
     return points, largest
 
 
@@ -372,6 +371,17 @@ def vote_over_subsets(answers: np.ndarray, correct: np.ndarray, weights: np.ndar
     return out
 
 
+@lru_cache(maxsize=2)
+def _resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each of n problems is drawn in each resample (resamples x n), for the indices of
+    `_resample_indices`: a resample's mean is then one row of a matrix product."""
+    indices = _resample_indices(n, resamples, seed)
+    counts = np.empty((resamples, n))
+    for row, drawn in enumerate(indices):
+        counts[row] = np.bincount(drawn, minlength=n)
+    return counts
+
+
 @lru_cache(maxsize=8)
 def _resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, (resamples, n))
@@ -380,12 +390,28 @@ def _resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
 def mean_interval(values: list[float], resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float | None, float | None]:
     """The mean with a 95% percentile-bootstrap interval over problems (as
     `metrics.mean_interval`, resampling all at once: thousands of problems in milliseconds)."""
-    array = np.asarray(values, dtype=float)
-    if len(array) < 2:
-        return float(array.mean()), None, None
-    means = array[_resample_indices(len(array), resamples, seed)].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(array.mean()), float(low), float(high)
+    return mean_intervals([values], resamples, seed)[0]
+
+
+def mean_intervals(series: Sequence[Sequence[float]], resamples: int = RESAMPLES,
+                   seed: int = 0) -> list[tuple[float, float | None, float | None]]:  # fmt: skip
+    """`mean_interval` of each series; series of one length share the resampled problems (the
+    same indices as one at a time), gathered together in blocks of resamples."""
+    arrays = [np.asarray(values, dtype=float) for values in series]
+    out: list = [None] * len(arrays)
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, array in enumerate(arrays):
+        if len(array) < 2:
+            out[i] = (float(array.mean()), None, None)
+        else:
+            by_length[len(array)].append(i)
+    for n, members in by_length.items():
+        stacked = np.stack([arrays[i] for i in members], axis=1)  # problems x series
+        means = _resample_counts(n, resamples, seed) @ stacked / n  # each resample's mean, per series
+        for column, i in enumerate(members):
+            low, high = np.percentile(means[:, column], [2.5, 97.5])
+            out[i] = (float(arrays[i].mean()), float(low), float(high))
+    return out
 
 
 def fingerprint(store: Store) -> tuple:

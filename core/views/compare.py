@@ -78,10 +78,12 @@ class LabelledSteps:
         return (self[row] for row in range(len(self)))
 
 
-def labelled_steps(store: Store, dataset: str | None = None, first: bool = False) -> LabelledSteps:
+def labelled_steps(store: Store, dataset: str | None = None, first: bool = False,
+                   found: dict | None = None) -> LabelledSteps:  # fmt: skip
     """Every rated step of a current segmentation, with every annotator's rating: the final one,
-    or with `first` the first one they gave (before any edit; from the label history)."""
-    found = store.rated_step_arrays(dataset, first)
+    or with `first` the first one they gave (before any edit; from the label history). `found`:
+    the ratings as read (`store.rated_step_arrays`), where the caller has them."""
+    found = found if found is not None else store.rated_step_arrays(dataset, first)
     names = found["names"]
     present = sorted({names[int(a)] for a in np.unique(found["annotator_id"])})
     column_of = {a: present.index(name) for a, name in names.items() if name in present}
@@ -144,6 +146,17 @@ def source_names(store: Store) -> list[str]:
 def uses_threshold(source: str) -> bool:
     """Whether a source's label is its score against a chosen threshold (MC soft, a PRM)."""
     return parse_label_source(source, threshold=0.5).kind in ("mc-soft", "prm")
+
+
+def rating_rows(store: Store, dataset: str | None = None, first: bool = False) -> dict:
+    """Every rating of a current step with its latents, as arrays (`store.rated_step_arrays`): what
+    `labelled_steps` and core.views.latents build on, read once for both."""
+    return store.rated_step_arrays(dataset, first)
+
+
+def values_key(source: str) -> str:
+    """Sources with the same numbers share them: MC soft and hard both read the MC value."""
+    return "mc-soft" if parse_label_source(source, threshold=0.5).kind in MC_SOURCES else source
 
 
 def source_values(store: Store, source: str, policy: str) -> tuple[np.ndarray, np.ndarray]:

@@ -104,10 +104,11 @@ def mc_widths(store: Store, policy: str, step_ids: np.ndarray) -> np.ndarray:
 
 
 def latent_rows(store: Store, source: str, policy: str, threshold: float = 0.5, dataset: str | None = None,
-                values: tuple[np.ndarray, np.ndarray] | None = None) -> LatentRows:  # fmt: skip
+                values: tuple[np.ndarray, np.ndarray] | None = None, found: dict | None = None) -> LatentRows:  # fmt: skip
     """Every rating with its latents and its agreement with `source` at `threshold`; `values`: the
-    source's (step ids, numbers) where the caller has them (`source_values`)."""
-    found = store.label_latent_arrays(dataset)
+    source's (step ids, numbers), `found`: the final ratings as read (`store.rated_step_arrays`),
+    where the caller has them."""
+    found = found if found is not None else store.rated_step_arrays(dataset)
     names = found["names"]
     annotators = tuple(sorted(set(names.values())))
     code = {a: annotators.index(name) for a, name in names.items()}
@@ -176,31 +177,45 @@ def by_dwell(rows: LatentRows, bins: int = 4) -> list[dict]:
     return out
 
 
-def per_annotator(rows: LatentRows, gold_answers: Sequence[dict]) -> list[dict]:
+def per_annotator(rows: LatentRows | dict[str, dict], gold_answers: Sequence[dict]) -> list[dict]:
     """Per annotator: labels, mean confidence, agreement when sure (4-5) and unsure (1-2), the
-    gap between the two (calibration: positive when confidence tracks agreement), and gold accuracy."""
+    gap between the two (calibration: positive when confidence tracks agreement), and gold accuracy.
+    `rows` may be their `annotator_summaries` (what a page caches: gold items change without a
+    label changing, so gold accuracy is joined in here)."""
+    summaries = annotator_summaries(rows) if isinstance(rows, LatentRows) else rows
     gold = defaultdict(list)
     for answer in gold_answers:
         gold[answer["annotator"]].append(answer["given"] == answer["expected"])
-    out = []
-    present = {rows.annotators[c] for c in np.unique(rows.annotator).tolist()}
-    for name in sorted(present | set(gold)):
-        mine = rows.annotator == (rows.annotators.index(name) if name in present else -1)
+    empty = {"labels": 0, "mean confidence": None, "agreement when sure (4-5)": None,
+             "agreement when unsure (1-2)": None, "calibration gap": None, "median dwell s": None}  # fmt: skip
+    return [{"annotator": name, **summaries.get(name, empty), "gold steps": len(gold[name]), "gold accuracy": _rate(gold[name])}
+            for name in sorted(set(summaries) | set(gold))]  # fmt: skip
+
+
+def annotator_summaries(rows: LatentRows) -> dict[str, dict]:
+    """`per_annotator`'s figures from the labels alone, by annotator name."""
+    out = {}
+    for code in np.unique(rows.annotator).tolist():
+        mine = rows.annotator == code
         compared = mine & (rows.agrees >= 0)
         confident = rows.agrees[compared & (rows.confidence >= 4)] == 1
         unsure = rows.agrees[compared & (rows.confidence >= 1) & (rows.confidence <= 2)] == 1
         levels = rows.confidence[mine & (rows.confidence >= 1)]
         dwell = rows.dwell_s[mine & ~np.isnan(rows.dwell_s)]
         high, low = _share(confident), _share(unsure)
-        out.append({
-            "annotator": name, "labels": int(mine.sum()),
-            "mean confidence": _fmean(levels.astype(float)),
+        out[rows.annotators[code]] = {
+            "labels": int(mine.sum()), "mean confidence": _fmean(levels.astype(float)),
             "agreement when sure (4-5)": high, "agreement when unsure (1-2)": low,
             "calibration gap": None if high is None or low is None else high - low,
             "median dwell s": _median(dwell),
-            "gold steps": len(gold[name]), "gold accuracy": _rate(gold[name]),
-        })  # fmt: skip
+        }  # fmt: skip
     return out
+
+
+def latent_views(rows: LatentRows) -> dict:
+    """Everything Compare shows of the latents but gold accuracy: small tables, for a cache."""
+    return {"by_confidence": by_confidence(rows), "by_dwell": by_dwell(rows),
+            "categories_by_position": categories_by_position(rows), "annotators": annotator_summaries(rows)}  # fmt: skip
 
 
 def categories_by_position(rows: LatentRows) -> list[dict]:

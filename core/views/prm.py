@@ -28,7 +28,7 @@ from core.prm import AGGREGATIONS, aggregate, prm_judges
 from core.splits import problem_split
 from core.store import Store
 from core.views.best_of_n import (
-    CurvePoint, Problems, Sample, SampleTable, VerifierInfo, curves, k_values, mean_interval, table_from_groups,
+    CurvePoint, Problems, Sample, SampleTable, VerifierInfo, curves, k_values, mean_intervals, table_from_groups,
     verifier_info,
 )  # fmt: skip
 from core.views.compare import (
@@ -212,7 +212,8 @@ def solution_score_arrays(store: Store, prm: str, aggregations: Sequence[str] = 
         return SolutionScores(trajectory, found["correct"], {a: np.zeros(0) for a in aggregations})
     starts = np.flatnonzero(np.r_[True, trajectory[1:] != trajectory[:-1]])
     ends = np.r_[starts[1:], len(trajectory)]
-    complete = np.add.reduceat(np.isnan(score), starts) == 0
+    # Complete: every current step scored (as many scored steps as steps), every score a number.
+    complete = (np.add.reduceat(np.isnan(score), starts) == 0) & (ends - starts == found["n_steps"][starts])
     reduce = {
         "min": lambda: np.minimum.reduceat(score, starts),
         "last": lambda: score[ends - 1],
@@ -309,7 +310,7 @@ def weighted_vote_curves(groups: dict[int, list[Sample]] | SampleTable, largest:
     problems where it scored every sample."""
     table = groups if isinstance(groups, SampleTable) else table_from_groups(groups)
     problems = Problems.of(table)
-    points = []
+    series = []
     for verifier in verifiers:
         if verifier not in table.verifiers:
             continue
@@ -317,11 +318,9 @@ def weighted_vote_curves(groups: dict[int, list[Sample]] | SampleTable, largest:
         complete = problems.complete(column)
         if not complete.any():
             continue
-        for k in k_values(largest):
-            values = problems.weighted_vote(column, k)[complete]
-            value, low, high = mean_interval(values)
-            points.append(CurvePoint(f"weighted vote: {verifier}", k, value, low, high, len(values)))
-    return points
+        series += [(f"weighted vote: {verifier}", k, problems.weighted_vote(column, k)[complete]) for k in k_values(largest)]
+    intervals = mean_intervals([values for _, _, values in series])
+    return [CurvePoint(method, k, *interval, len(values)) for (method, k, values), interval in zip(series, intervals)]
 
 
 def curves_with_weighted_vote(groups: dict[int, list[Sample]] | SampleTable, max_k: int | None, verifiers: list[str],
