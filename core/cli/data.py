@@ -1,8 +1,10 @@
-"""Data commands of the `stepscope` CLI: import, export, and `db info`.
+"""Data commands of the `stepscope` CLI: import, export, formats, and `db info`.
 
 `register(app)` adds them to the main Typer app. The database is `--db PATH`, else
 `$STEPSCOPE_DB`, else data/stepscope.db under the current directory; a new file starts with
-the sample set loaded. A user-caused failure prints one red `error:` line and exits 1.
+the sample set loaded. Everything that can be checked without the database (the format, the
+file, the label source) is checked before it is opened, so a mistake creates no file. A wrong
+format or label source is a usage error (exit 2); other user-caused failures exit 1.
 """
 
 from pathlib import Path
@@ -15,45 +17,96 @@ from rich.table import Table
 from core.cli.options import Database, Dataset, NewDataset, command_group, open_store
 from core.cli.output import console, errors, user_errors
 
-IMPORT_FORMATS_HELP = "gsm8k, model-solutions, prm800k, processbench, trl, jsonl"
+from core.errors import StepScopeError
+
+IMPORT_FORMATS_HELP = "gsm8k, model-solutions, prm800k, processbench, trl, jsonl (`stepscope formats` describes them)"
+EXPORT_FORMATS_HELP = (
+    "trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl, prm800k (`stepscope formats` describes them)"
+)
 ANNOTATOR_HELP = "annotator for labels that name none (trl, processbench)"
 LABELS_HELP = "label source: mc-hard, mc-soft:THRESHOLD, judge:NAME, human:ANNOTATOR, consensus"
 
 
+def _usage(check):
+    """An option callback: `check(value)`'s StepScopeError becomes a usage error (exit 2) that
+    names the option, raised while the command line is read, before any database is opened."""
+
+    def callback(value):
+        if value is not None:
+            try:
+                check(value)
+            except StepScopeError as error:
+                raise typer.BadParameter(str(error)) from None
+        return value
+
+    return callback
+
+
+def _check_import_format(name: str) -> None:
+    from core.formats import get_importer
+
+    get_importer(name)
+
+
+def _check_export_format(name: str) -> None:
+    from core.formats import get_exporter
+
+    get_exporter(name)
+
+
+def _check_labels(spec: str) -> None:
+    from core.formats import parse_label_source
+
+    parse_label_source(spec)
+
+
 def import_command(
-    file: Annotated[Path, typer.Argument(help="file to import")],
-    format: Annotated[str, typer.Option("--format", "-f", help=IMPORT_FORMATS_HELP)],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="file to import")],
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help=IMPORT_FORMATS_HELP, callback=_usage(_check_import_format))],
     dataset: NewDataset = None,
     annotator: Annotated[Optional[str], typer.Option(help=ANNOTATOR_HELP)] = None,
     db: Database = None,
 ) -> None:
     """Import a file in one transaction: all of it, or (on any error) nothing."""
-    from core.formats import get_importer, import_file
+    from core.formats import import_file
 
     with user_errors():
-        get_importer(format)  # an unknown format fails before a database file is created
-        store = open_store(db)
+        store = open_store(db)  # the format and the file were checked while the options were read
         report = import_file(store, file, format, dataset=dataset, annotator=annotator)
     console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 
 def export_command(
-    format: Annotated[str, typer.Argument(help="trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl")],
+    format: Annotated[str, typer.Argument(help=EXPORT_FORMATS_HELP, callback=_usage(_check_export_format))],
     out: Annotated[Path, typer.Argument(help="file to write")],
-    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help=LABELS_HELP)] = None,
+    labels: Annotated[Optional[str], typer.Option(
+        "--labels", "-l", help=LABELS_HELP, callback=_usage(_check_labels))] = None,
     dataset: Dataset = None,
     db: Database = None,
 ) -> None:
     """Export trajectories (jsonl: a complete dump that imports back identically)."""
-    from core.formats import export_file, get_exporter
+    from core.formats import check_export, export_file
 
     with user_errors():
-        get_exporter(format)
+        check_export(format, labels)  # a missing --labels fails before a database file is created
         store = open_store(db)
         written = export_file(store, format, out, labels=labels, dataset=dataset)
     console.print(f"wrote {written} records to {escape(str(out))}", highlight=False)
     if written == 0:
         errors.print("[yellow]warning:[/] nothing to export with these labels", highlight=False)
+
+
+def formats_command() -> None:
+    """The import and export formats, each with a one-line description."""
+    from core.formats import EXPORTERS, IMPORTERS
+
+    width = max(map(len, [*IMPORTERS, *EXPORTERS]))
+    for kind, registry in (("import", IMPORTERS), ("export", EXPORTERS)):
+        for name, entry in registry.items():
+            needs = " (needs --labels)" if getattr(entry, "needs_labels", False) else ""
+            console.print(f"{kind}  {name:<{width}}  {entry.description}{needs}", highlight=False,
+                          markup=False, soft_wrap=True)  # fmt: skip
 
 
 def info_command(db: Database = None) -> None:
@@ -83,6 +136,7 @@ def register(app: typer.Typer) -> None:
     """Add `import`, `export` and the `db` group to the main app."""
     app.command("import")(import_command)
     app.command("export")(export_command)
+    app.command("formats")(formats_command)
     db_app = command_group("Inspect the database.")
     db_app.command("info")(info_command)
     app.add_typer(db_app, name="db")

@@ -1,8 +1,8 @@
 """Importers and exporters, by format name (the names the CLI takes).
 
 Import formats: gsm8k, model-solutions, prm800k, processbench, trl, jsonl.
-Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl.
-Each module documents its format; `core.formats.jsonl` is the complete dump.
+Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl, prm800k.
+Each has a one-line `description` (`stepscope formats` lists them); each module documents its format; `core.formats.jsonl` is the complete dump.
 
 Every import is all or nothing: it commits in short batches (a save in the app never waits for a
 whole file), and a bad record anywhere (the error names the file and line), an interruption or a
@@ -12,6 +12,7 @@ adds nothing.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -40,25 +41,41 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 __all__ = [
-    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "export_file", "get_exporter",
+    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "check_export", "export_file", "get_exporter",
     "get_importer", "import_file", "parse_label_source",
 ]
 
 
+def _unknown(kind: str, name: str, known: dict) -> StepScopeError:
+    """One line: the unknown name, the closest known one (if any is close), and all of them."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return StepScopeError(f"unknown {kind} format {name!r}{hint}; known formats: {', '.join(known)}")
+
+
 def get_importer(name: str) -> Importer:
     if name not in IMPORTERS:
-        raise StepScopeError(
-            f"unknown import format {name!r}; choose one of: {', '.join(IMPORTERS)}"
-        )
+        raise _unknown("import", name, IMPORTERS)
     return IMPORTERS[name]
 
 
 def get_exporter(name: str) -> Exporter:
     if name not in EXPORTERS:
-        raise StepScopeError(
-            f"unknown export format {name!r}; choose one of: {', '.join(EXPORTERS)}"
-        )
+        raise _unknown("export", name, EXPORTERS)
     return EXPORTERS[name]
+
+
+def check_export(format_name: str, labels: str | LabelSource | None) -> tuple[Exporter, LabelSource | None]:
+    """The exporter and the parsed label source, or StepScopeError: everything an export can
+    check before it opens a database."""
+    exporter = get_exporter(format_name)
+    source = parse_label_source(labels) if isinstance(labels, str) else labels
+    if exporter.needs_labels and source is None:
+        raise StepScopeError(
+            f"export {exporter.name} needs --labels: mc-hard, mc-soft:THRESHOLD, judge:NAME, "
+            "human:ANNOTATOR or consensus"
+        )
+    return exporter, source
 
 
 def import_file(
@@ -107,11 +124,5 @@ def export_file(
     dataset: str | None = None,
 ) -> int:
     """Write an export file (all or nothing); returns the number of records written."""
-    exporter = get_exporter(format_name)
-    source = parse_label_source(labels) if isinstance(labels, str) else labels
-    if exporter.needs_labels and source is None:
-        raise StepScopeError(
-            f"export {exporter.name} needs --labels: mc-hard, mc-soft:THRESHOLD, judge:NAME, "
-            "human:ANNOTATOR or consensus"
-        )
+    exporter, source = check_export(format_name, labels)
     return exporter.write(store, Path(out), ExportOptions(labels=source, dataset=dataset))
