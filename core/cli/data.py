@@ -110,11 +110,13 @@ def formats_command() -> None:
 
 
 def info_command(db: Database = None) -> None:
-    """Counts of problems, trajectories, steps, rollouts, verdicts and annotations."""
+    """Counts of problems, trajectories, steps, rollouts, verdicts and annotations, and per
+    dataset, source and model: trajectories, steps, labelled steps, rollouts and verdicts."""
     with user_errors():
         store = open_store(db)
         counts = store.counts()
         datasets = store.datasets()
+        groups = store.breakdown()
     console.print(f"database: {escape(str(store.path))}", highlight=False)
     table = Table("table", "rows", title="contents")
     for name in ("problems", "trajectories", "segmentations", "steps", "rollouts", "verdicts",
@@ -126,6 +128,14 @@ def info_command(db: Database = None) -> None:
         for row in datasets:
             by_dataset.add_row(escape(row["dataset"]), str(row["problems"]))
         console.print(by_dataset)
+    if groups:
+        columns = ("trajectories", "steps", "labelled_steps", "rollouts", "verdicts")
+        by_group = Table("dataset", "source", "model", *(c.replace("_", " ") for c in columns),
+                         title="trajectories by dataset, source and model")  # fmt: skip
+        for row in groups:
+            by_group.add_row(escape(row["dataset"]), escape(row["source"]), escape(row["model"] or "-"),
+                             *(str(row[c]) for c in columns))  # fmt: skip
+        console.print(by_group)
     by_annotator = Table("annotator", "annotations", title="annotations by annotator")
     for name, n in counts["annotations_by_annotator"].items():
         by_annotator.add_row(escape(name), str(n))
