@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.prm import AGGREGATIONS, prm_judges
-from core.views.best_of_n import fingerprint, judges_of, policy_models, sample_table
+from core.views.best_of_n import fingerprint, judges_of, policy_models, remembered, sample_table
 from core.views.prm import curves_with_weighted_vote, verifier_info_with_prms, with_prm_scores
 from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
@@ -27,15 +27,18 @@ def samples(path: str, model: str, dataset: str | None, split: str | None, aggre
 def cached_curves(path: str, model: str, dataset: str | None, split: str | None, max_k: int,
                   verifiers: tuple[str, ...], aggregations: tuple[str, ...], weighted: bool,
                   version: tuple):  # fmt: skip
-    """Curves for one database state."""
-    return curves_with_weighted_vote(samples(path, model, dataset, split, aggregations, version), max_k,
-                                     list(verifiers), list(verifiers) if weighted else [])  # fmt: skip
+    """Curves for one database state (kept beside the database too: core.store.disk_cache)."""
+    key = (model, dataset, split, max_k, verifiers, aggregations, weighted)
+    return remembered(store_for(path), "best-of-n-curves", key, version, lambda: curves_with_weighted_vote(
+        samples(path, model, dataset, split, aggregations, version), max_k, list(verifiers),
+        list(verifiers) if weighted else []))  # fmt: skip
 
 
 @st.cache_data(max_entries=32)
 def cached_judges(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
                   version: tuple) -> list[str]:  # fmt: skip
-    return judges_of(samples(path, model, dataset, split, aggregations, version))
+    return remembered(store_for(path), "best-of-n-verifiers", (model, dataset, split, aggregations), version,
+                      lambda: judges_of(samples(path, model, dataset, split, aggregations, version)))
 
 
 store = open_store()

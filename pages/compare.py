@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.views.compare import (
     HUMAN_COMBINATIONS, align_values, annotator_names, compare, fingerprint, inter_annotator, labelled_steps,
-    rating_rows, source_names, source_values, uses_threshold, values_key,
+    rating_rows, remembered, source_names, source_values, uses_threshold, values_key,
 )  # fmt: skip
 from core.views.charts import calibration_chart, confusion_chart, position_chart, threshold_chart
 from core.views.prm import agreement_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
@@ -25,7 +25,9 @@ store = open_store()
 st.title("Compare")
 
 # Every cache below holds compact arrays or small results, keyed by `version` (the data version:
-# it changes with every label, rollout, verdict or trajectory change).
+# it changes with every label, rollout, verdict or trajectory change). The results the page shows
+# are also kept beside the database (`remembered`, core.store.disk_cache), so a new server process
+# shows an unchanged database's figures without reading its labels again.
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -54,17 +56,32 @@ def values_for(path: str, source: str, policy_name: str, step_ids, version: tupl
     return align_values(*cached_values(path, source, policy_name, version), step_ids)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_summary(path: str, dataset: str | None, version: tuple, first: bool = False):
+    """(rated steps, annotator names): what the page needs of the labels before any figure."""
+    def compute():
+        steps = cached_steps(path, dataset, version, first)
+        return len(steps), annotator_names(steps)
+
+    return remembered(store_for(path), "compare-summary", (dataset, first), version, compute)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_comparison(path: str, dataset: str | None, source: str, human: str, policy_name: str,
                       threshold: float, version: tuple, first: bool = False):
-    steps = cached_steps(path, dataset, version, first)
-    values = values_for(path, source, policy_name, steps.step_id, version)
-    return compare(store_for(path), steps, source, human, policy_name, threshold, values)
+    def compute():
+        steps = cached_steps(path, dataset, version, first)
+        values = values_for(path, source, policy_name, steps.step_id, version)
+        return compare(store_for(path), steps, source, human, policy_name, threshold, values)
+
+    key = (dataset, source, human, policy_name, threshold, first)
+    return remembered(store_for(path), "compare", key, version, compute)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_agreement(path: str, dataset: str | None, version: tuple, first: bool = False):
-    return inter_annotator(cached_steps(path, dataset, version, first))
+    return remembered(store_for(path), "compare-annotators", (dataset, first), version,
+                      lambda: inter_annotator(cached_steps(path, dataset, version, first)))
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -77,14 +94,14 @@ dataset = None if dataset == "any" else dataset
 version = fingerprint(store)
 first = st.radio("Labels", ["final", "first"], horizontal=True, key="cmp_which",
                  help="each annotator's label as it is now, or the first one they gave (before any edit)") == "first"
-steps = cached_steps(db_path(), dataset, version, first)
-if not steps:
+rated, annotators = cached_summary(db_path(), dataset, version, first)
+if not rated:
     st.info("No human labels yet: label some steps on the Annotate page.")
     st.stop()
 source = cols[1].selectbox("Automatic labels", source_names(store), key="cmp_source",
                            help="mc-soft: MC value ≥ threshold · mc-hard: any rollout reached the answer · "
                                 "judge / probe / orm: its step verdict's P(yes) ≥ 0.5 · prm: its score ≥ threshold")  # fmt: skip
-human = cols[2].selectbox("Human labels", [*HUMAN_COMBINATIONS, *annotator_names(steps)], key="cmp_human",
+human = cols[2].selectbox("Human labels", [*HUMAN_COMBINATIONS, *annotators], key="cmp_human",
                           help="majority: more than half of the annotators say fine (a tie is wrong) · "
                                "consensus: all agree (steps they disagree on are left out)")  # fmt: skip
 threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
@@ -128,13 +145,17 @@ with right:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_threshold(path: str, dataset: str | None, source: str, human: str, version: tuple, first: bool):
-    steps = cached_steps(path, dataset, version, first)
-    return threshold_choice(store_for(path), steps, source, human, values_for(path, source, "", steps.step_id, version))
+    def compute():
+        steps = cached_steps(path, dataset, version, first)
+        return threshold_choice(store_for(path), steps, source, human, values_for(path, source, "", steps.step_id, version))
+
+    return remembered(store_for(path), "compare-threshold", (dataset, source, human, first), version, compute)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_agreement_kept(path: str, source: str, policy_name: str, version: tuple):
-    return agreement_kept(store_for(path), source, policy_name)
+    return remembered(store_for(path), "compare-mc-agreement", (source, policy_name), version,
+                      lambda: agreement_kept(store_for(path), source, policy_name))
 
 
 def prm_section() -> None:
@@ -183,14 +204,20 @@ if result.disagreements:
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_sources(path: str, dataset: str | None, human: str, policy_name: str, threshold: float, version: tuple,
                    first: bool):  # fmt: skip
-    steps = cached_steps(path, dataset, version, first)
-    values = {name: values_for(path, name, policy_name, steps.step_id, version) for name in source_names(store_for(path))}
-    return step_level_rows(store_for(path), steps, human, policy_name, threshold, values)
+    def compute():
+        steps = cached_steps(path, dataset, version, first)
+        values = {name: values_for(path, name, policy_name, steps.step_id, version)
+                  for name in source_names(store_for(path))}  # fmt: skip
+        return step_level_rows(store_for(path), steps, human, policy_name, threshold, values)
+
+    return remembered(store_for(path), "compare-sources", (dataset, human, policy_name, threshold, first), version,
+                      compute)  # fmt: skip
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_outcomes(path: str, dataset: str | None, version: tuple):
-    return outcome_rows(store_for(path), dataset)
+    return remembered(store_for(path), "compare-outcomes", (dataset,), version,
+                      lambda: outcome_rows(store_for(path), dataset))
 
 
 every_source = cached_sources(db_path(), dataset, human, policy(), threshold, version, first)
@@ -213,9 +240,12 @@ else:
 def cached_latents(path: str, source: str, policy_name: str, threshold: float, dataset: str | None, version: tuple):
     """What Compare shows of the latents (small tables), from every rating's latents and its
     agreement with the source at the threshold."""
-    return latent_views(latent_rows(store_for(path), source, policy_name, threshold, dataset,
-                                    cached_values(path, source, policy_name, version),
-                                    cached_ratings(path, dataset, version)))
+    def compute():
+        return latent_views(latent_rows(store_for(path), source, policy_name, threshold, dataset,
+                                        cached_values(path, source, policy_name, version),
+                                        cached_ratings(path, dataset, version)))
+
+    return remembered(store_for(path), "compare-latents", (source, policy_name, threshold, dataset), version, compute)
 
 
 def latents_section() -> None:
@@ -241,7 +271,7 @@ def organiser_section() -> None:
     with st.expander("Organiser: gold items and error taxonomy"):
         cols = st.columns([1, 2, 1])
         tid = cols[0].number_input("Trajectory id", 1, 10**12, key="cmp_gold_tid")
-        expert = cols[1].selectbox("Expected labels from", annotator_names(steps), key="cmp_gold_from")
+        expert = cols[1].selectbox("Expected labels from", annotators, key="cmp_gold_from")
         if cols[2].button("Mark as gold", key="cmp_gold_mark"):
             try:
                 count = gold_from_annotator(store, int(tid), expert)

@@ -572,3 +572,26 @@ def test_the_data_version_changes_with_every_label_and_the_filter_follows(tmp_pa
     store.add_rollouts([{"step_id": second, "text": "x", "correct": True, "model": POLICY}])
     versions.append(store.labels_fingerprint())
     assert len(set(versions)) == len(versions)
+
+
+def test_results_kept_beside_the_database_follow_the_data_version_and_refuse_forged_entries(tmp_path):
+    from core.store.disk_cache import folder, remembered
+
+    store = Store.open(tmp_path / "kept.db")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"figure": len(calls)}
+
+    assert remembered(store, "x", ("a",), (1,), compute) == {"figure": 1}
+    again = Store.open(tmp_path / "kept.db")  # another process's store: nothing in memory
+    assert remembered(again, "x", ("a",), (1,), compute) == {"figure": 1} and len(calls) == 1
+    assert remembered(again, "x", ("a",), (2,), compute) == {"figure": 2}  # the data changed
+    assert remembered(again, "x", ("b",), (2,), compute) == {"figure": 3}  # other parameters
+    (entry,) = [p for p in folder(store.path).glob("x-*.pkl") if remembered(again, "x", ("b",), (2,), compute) and
+                p.read_bytes().find(b"'b'") > 0]  # fmt: skip
+    forged = bytearray(entry.read_bytes())
+    forged[-5] ^= 1
+    entry.write_bytes(bytes(forged))
+    assert remembered(again, "x", ("b",), (2,), compute) == {"figure": 4}  # the signature fails: computed again

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.store.connection import ConnectionBase
+from core.store.disk_cache import remembered
 
 # Disagreement filters: which pairs of labels a step's human rating is checked against. A rating
 # counts as "fine" at 0 or +1 and "wrong" at -1, as on Compare; MC hard says fine when any of the
@@ -85,6 +86,11 @@ def _disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
     key = (kind, policy if kind in ("mc-hard", "anything") else None)
     if key in memo.sets:
         return memo.sets[key]
+    memo.sets[key] = remembered(store, "explore-disagree", key, version, lambda: _find_disagreeing(store, kind, policy))
+    return memo.sets[key]
+
+
+def _find_disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
     if kind == "anything":  # the union of the three, each remembered on its own
         found = set()
         for part in ("mc-hard", "judge", "annotators"):
@@ -95,8 +101,7 @@ def _disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
         found = {row[0] for judge in judges for row in store.conn.execute(_DISAGREE_SQL["judge"], [judge])}
     else:
         found = {row[0] for row in store.conn.execute(_DISAGREE_SQL[kind], [policy] if kind == "mc-hard" else [])}
-    memo.sets[key] = json.dumps(sorted(found))
-    return memo.sets[key]
+    return json.dumps(sorted(found))
 
 
 def _where(store: "ExploreQueries", filters: TrajectoryFilter) -> tuple[str, list[Any]]:

@@ -30,6 +30,7 @@ from core.orm_training import list_orms
 from core.probes import list_probes
 from core.splits import problem_split
 from core.store import Store
+from core.store.disk_cache import remembered  # noqa: F401 - the page's cache beside the database
 
 RESAMPLES = 1000
 

@@ -34,6 +34,7 @@ from core.formats.labels import (
     verifier_sources,
 )  # fmt: skip
 from core.store import Store
+from core.store.disk_cache import remembered  # noqa: F401 - the pages' cache beside the database
 
 HUMAN_COMBINATIONS = (MAJORITY, CONSENSUS)
 NO_RATING = -2  # in LabelledSteps.ratings: this annotator did not rate the step
