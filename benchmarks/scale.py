@@ -23,6 +23,11 @@ AppTest measurement can open `store_for("M")` without rebuilding), `--rebuild` b
 
     nice .venv/bin/python benchmarks/scale.py S M          # figures to benchmarks/results/scale.json
     nice .venv/bin/python benchmarks/scale.py S M L
+    nice .venv/bin/python benchmarks/scale.py M L --pages-only   # page timings into scale.json's "pages"
+
+Page timings (Compare, Best-of-N, Explore's "labels disagree" filter: AppTest, fresh processes, see
+benchmarks/scale_store.py, which also builds a store of this mix in seconds for them) run on the
+imported stores with --pages (after the import figures) or --pages-only (the stores as built).
 """
 
 from __future__ import annotations
@@ -241,7 +246,12 @@ def main() -> None:
     parser.add_argument("sizes", nargs="*", default=["S", "M"], choices=list(SIZES))
     parser.add_argument("--rebuild", action="store_true", help="write the dumps again")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--pages", action="store_true", help="also time the analysis pages on each store")
+    parser.add_argument("--pages-only", action="store_true", help="only time the pages; keep the other figures")
     args = parser.parse_args()
+    if args.pages_only:
+        main_pages(args.sizes, args.out)
+        return
     results: dict = {"sizes": {}, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     for size in args.sizes:
         started = time.perf_counter()
@@ -261,6 +271,27 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if args.pages:
+        main_pages(args.sizes, args.out)
+
+
+def main_pages(sizes: list[str], out: Path) -> None:
+    """Page timings per size into the figures file's "pages" section (the rest is kept)."""
+    from benchmarks.scale_store import targets, time_pages
+
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    pages = {str(SIZES[size]): time_pages(store_for(size), label=size) for size in sizes}
+    figures = json.loads(out.read_text()) if out.exists() else {}
+    figures["pages"] = {
+        "by_trajectories": pages, "targets": targets(pages) if len(pages) > 1 else None,
+        "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": "benchmarks/scale_store.py time_pages: AppTest in fresh processes; first = no results kept "
+                  "beside the database, cold = a second fresh process, warm = a later session (CPU seconds)",
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote the page timings to {out}")
 
 
 if __name__ == "__main__":
