@@ -52,6 +52,12 @@ CASES = [
     (("import",), ("import", "no-such-file.jsonl", "--format", "gsm8k"), "no-such-file.jsonl"),
     (("export",), ("export", "trll", "out.jsonl", "--labels", "mc-hard"), "did you mean 'trl'?"),
     (("export",), ("export", "trl", "out.jsonl", "--labels", "mc-hardd"), "unknown label source"),
+    # Checked in the command's body, still before the database is opened:
+    (("estimate",), ("estimate", "--engine", "openai"), "--base-url"),
+    (("estimate",), ("estimate", "--strategy", "fixd"), "unknown strategy 'fixd'"),
+    (("judge",), ("judge", "--judge", "x", "--engine", "openai"), "--base-url"),
+    (("prm", "score"), ("prm", "score", "--prm", "x", "--engine", "server"), "--base-url"),
+    (("tree", "search"), ("tree", "search", "--trajectory", "1", "--mode", "grow"), "--mode"),
 ]
 
 

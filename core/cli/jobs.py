@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.cli.options import (
-    Database, Dataset, EngineChoice, Policy, Sampling, TrajectorySelection, command_group, open_store, spec_default,
+    Database, Dataset, EngineChoice, Policy, Sampling, TrajectorySelection, as_usage_error, command_group, open_store,
+    spec_default,
     with_option_groups,
 )  # fmt: skip
 from core.cli.output import console
@@ -110,10 +111,11 @@ def estimate_command(
     from core.jobs.runner import queue
     from core.mcpe import make_strategy
 
+    chosen = as_usage_error(lambda: make_strategy(strategy, n=n, round_size=round_size), "--strategy")
     store = open_store(db)
     ids = selection.resolve(store)
     job_id = queue(store, EstimateSpec(
-        policy=policy, trajectory_ids=ids, strategy=make_strategy(strategy, n=n, round_size=round_size),
+        policy=policy, trajectory_ids=ids, strategy=chosen,
         sampling=sampling.params(), rows_per_call=rows_per_call, **engine.spec_fields(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)

@@ -37,6 +37,15 @@ def spec_default(spec: type, name: str):
     return found.default_factory() if found.default is MISSING else found.default
 
 
+def as_usage_error(check, param_hint: str):
+    """`check()`'s result; its StepScopeError becomes a usage error (one line, exit 2) naming
+    `param_hint`. For what a command checks in its body before it opens the database."""
+    try:
+        return check()
+    except StepScopeError as error:
+        raise typer.BadParameter(str(error), param_hint=param_hint) from None
+
+
 def open_store(db: Optional[Path | str]):
     from core.store import Store  # sqlite-utils and pandas: loaded by the commands that open one
 
@@ -103,6 +112,10 @@ class EngineChoice:
         Optional[list[str]], typer.Option(help="engine openai: server URL(s) …/v1 (repeatable)")
     ] = None
     device: Device = DEFAULT_DEVICE
+
+    def __post_init__(self) -> None:
+        # A missing server fails here, as a usage error, before the command opens a database.
+        as_usage_error(self.options, "--base-url")
 
     def options(self) -> dict:
         """The engine's options: the servers of `openai`, the device of `transformers`."""

@@ -54,19 +54,19 @@ def score_command(
 ) -> None:  # fmt: skip
     """Score every step of the trajectories with a PRM, one forward pass per trajectory."""
     from core.cli.jobs import run_in_foreground
-    from core.errors import StepScopeError
     from core.jobs.prm_score import prm_score_spec
     from core.jobs.runner import queue
 
-    store = open_store(db)
-    ids = selection.resolve(store)
     options: dict = {}
     if engine == "transformers":
         options["device"] = device
     elif engine == "server":
         if not base_url:
-            raise StepScopeError("engine server needs --base-url (a `vllm serve` PRM, e.g. http://127.0.0.1:8000)")
+            raise typer.BadParameter("engine server needs a `vllm serve` PRM, e.g. http://127.0.0.1:8000",
+                                     param_hint="--base-url")  # fmt: skip
         options = {"base_urls": list(base_url), **({"tokenizer": tokenizer} if tokenizer else {})}
+    store = open_store(db)  # after the checks above: a mistake creates no database file
+    ids = selection.resolve(store)
     spec = prm_score_spec(
         prm, ids, family=family, engine=engine, engine_options=options, name=name, batch_size=batch_size,
         template=template, separator=separator, tag=tag, good=good, bad=bad, positive_class=positive_class,

@@ -45,8 +45,10 @@ def search_command(
     """Grow the rollout tree: OmegaPRM with a rollout budget, or expand a node N levels deep."""
     from core.cli.jobs import run_in_foreground
     from core.jobs.runner import queue
-    from core.jobs.tree_search import TreeSearchSpec
+    from core.jobs.tree_search import MODES, TreeSearchSpec
 
+    if mode not in MODES:  # before the database is opened: a mistake creates no file
+        raise typer.BadParameter(f"one of {', '.join(MODES)}, not {mode!r}", param_hint="--mode")
     store = open_store(db)
     job_id = queue(store, TreeSearchSpec(
         policy=policy, trajectory_id=trajectory, mode=mode, budget=budget, k=k, node_id=node, depth=depth,
