@@ -529,7 +529,7 @@ def test_cli_errors_are_one_red_line(cli, tmp_path):
     assert result.stderr.startswith("error: ") and "bad.jsonl, line 1" in result.stderr
     assert "Traceback" not in result.output + result.stderr
     unknown = cli("import", path, "--format", "csv", "--db", tmp_path / "never.db")
-    assert unknown.exit_code == 1 and "unknown import format" in unknown.stderr
+    assert unknown.exit_code == 2 and "unknown import format" in unknown.stderr  # a usage error
     assert not (tmp_path / "never.db").exists()
     export = cli("export", "trl", tmp_path / "o.jsonl", "--db", db)
     assert export.exit_code == 1 and "--labels" in export.stderr
