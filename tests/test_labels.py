@@ -213,3 +213,12 @@ def test_compare_can_use_first_or_final_labels(store):
     store.save_annotation("ann", a, rating=1)
     assert labelled_steps(store)[0].ratings == {"ann": 1}
     assert labelled_steps(store, first=True)[0].ratings == {"ann": -1}
+
+
+def test_the_cli_spells_the_label_sources_as_the_grammar_does():
+    """The CLI's --labels help is written out (reading it must not import the store): it names
+    every source kind of core.formats.labels."""
+    from core.cli.data import LABELS_HELP
+    from core.formats.labels import SOURCES_HELP
+
+    assert LABELS_HELP.endswith(SOURCES_HELP)

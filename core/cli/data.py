@@ -24,7 +24,8 @@ EXPORT_FORMATS_HELP = (
     "trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl, prm800k (`stepscope formats` describes them)"
 )
 ANNOTATOR_HELP = "annotator for labels that name none (trl, processbench)"
-LABELS_HELP = "label source: mc-hard, mc-soft:THRESHOLD, judge:NAME, human:ANNOTATOR, consensus"
+# core.formats.labels.SOURCES_HELP, spelled here so that reading the CLI's options does not import the store.
+LABELS_HELP = "label source: mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human:ANNOTATOR, consensus or majority"
 
 
 def _usage(check):

@@ -20,7 +20,7 @@ from core.errors import StepScopeError
 from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, tree, trl
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.ingest import ImportReport, ingest
-from core.formats.labels import LabelSource, parse_label_source
+from core.formats.labels import SOURCES_HELP, LabelSource, parse_label_source
 from core.formats.reader import read_records
 from core.formats.records import Item, Job, RecordError
 from core.store import Store
@@ -71,10 +71,7 @@ def check_export(format_name: str, labels: str | LabelSource | None) -> tuple[Ex
     exporter = get_exporter(format_name)
     source = parse_label_source(labels) if isinstance(labels, str) else labels
     if exporter.needs_labels and source is None:
-        raise StepScopeError(
-            f"export {exporter.name} needs --labels: mc-hard, mc-soft:THRESHOLD, judge:NAME, "
-            "human:ANNOTATOR or consensus"
-        )
+        raise StepScopeError(f"export {exporter.name} needs --labels: {SOURCES_HELP}")
     return exporter, source
 
 
