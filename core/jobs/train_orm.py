@@ -6,18 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, JobSpec, known_fields, require_ids, splitters_of, step_reporter
-from core.jobs.training import check_base, check_fine_tuning, record_training
+from core.jobs.spec import JobContext, JobSpec, require_ids, step_reporter
+from core.jobs.training import (
+    check_base, check_fine_tuning, record_training, ReadsTrainingManifest, training_data_manifest,
+)  # fmt: skip
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
 from core.store import Store
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainOrmSpec(JobSpec):
+class TrainOrmSpec(ReadsTrainingManifest, JobSpec):
     kind: ClassVar[str] = "train-orm"
     unit: ClassVar[str] = "training steps"
 
@@ -53,20 +55,13 @@ class TrainOrmSpec(JobSpec):
     def to_manifest(self, store: Store) -> dict:
         from core.orm_training import canonical_base, orm_judge_name
 
-        template = load_template(self.template)
         return {
             "base": self.base, "policy": self.model_to_load(), "judge": orm_judge_name(canonical_base(self.base)),
-            **self.common_manifest(), "trajectory_ids": list(self.trajectory_ids), "output": self.output,
-            "context": self.context, "epochs": self.epochs, "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size, "test_fraction": self.test_fraction, "seed": self.seed, "lora": self.lora,
-            "policy_template": {"name": template.name, "sha256": template.sha256},
-            "splitters": splitters_of(store, self.trajectory_ids),
+            **self.common_manifest(), "output": self.output, "context": self.context, "epochs": self.epochs,
+            "learning_rate": self.learning_rate, "batch_size": self.batch_size, "test_fraction": self.test_fraction,
+            "seed": self.seed, "lora": self.lora,
+            **training_data_manifest(store, self.trajectory_ids, self.template),
         }  # fmt: skip
-
-    @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "TrainOrmSpec":
-        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]),
-                                  template=manifest["policy_template"]["name"]))  # fmt: skip
 
     def run(self, context: JobContext) -> bool:
         from core.orm_training import train_orm

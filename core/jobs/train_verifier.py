@@ -5,16 +5,16 @@ cross-fitted verdicts into the store."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar
 
-from core.jobs.spec import JobContext, JobSpec, check_range, known_fields, require_ids, splitters_of, step_reporter
-from core.jobs.training import check_base, record_training
+from core.jobs.spec import JobContext, JobSpec, check_range, require_ids, step_reporter
+from core.jobs.training import check_base, record_training, ReadsTrainingManifest, training_data_manifest
 from core.policy import DEFAULT_TEMPLATE, load_template
 from core.store import Store
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainVerifierSpec(JobSpec):
+class TrainVerifierSpec(ReadsTrainingManifest, JobSpec):
     kind: ClassVar[str] = "train-verifier"
     unit: ClassVar[str] = "examples"
 
@@ -41,20 +41,12 @@ class TrainVerifierSpec(JobSpec):
         require_ids(self.trajectory_ids, "trajectories to train on")
 
     def to_manifest(self, store: Store) -> dict:
-        template = load_template(self.template)
         return {
             "base": self.base, "policy": self.base, **self.common_manifest(), "labels": self.labels,
             "layer": self.layer, "context": self.context, "folds": self.folds, "seed": self.seed,
             "label_policy": self.label_policy, "annotator": self.annotator,
-            "trajectory_ids": list(self.trajectory_ids),
-            "policy_template": {"name": template.name, "sha256": template.sha256},
-            "splitters": splitters_of(store, self.trajectory_ids),
+            **training_data_manifest(store, self.trajectory_ids, self.template),
         }  # fmt: skip
-
-    @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "TrainVerifierSpec":
-        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]),
-                                  template=manifest["policy_template"]["name"]))  # fmt: skip
 
     def run(self, context: JobContext) -> bool:
         from core.probes import train_probe

@@ -4,9 +4,11 @@ checks of what they train from, and where the trained verifier is recorded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 from core.errors import StepScopeError
-from core.jobs.spec import JobContext, check_range
+from core.jobs.spec import JobContext, check_range, known_fields, splitters_of
+from core.policy import load_template
 
 
 def check_base(base: str, engine: str, what: str) -> None:
@@ -21,6 +23,25 @@ def check_fine_tuning(epochs: float, learning_rate: float, batch_size: int) -> N
     check_range("epochs", epochs, 0.01, 1000)
     check_range("learning rate", learning_rate, 1e-8, 1)
     check_range("batch size", batch_size, 1, 1024)
+
+
+def training_data_manifest(store, trajectory_ids, template_name: str) -> dict:
+    """What a verifier trained on the policy's solutions read: the trajectories, the policy prompt
+    they were rendered with, and the splitters that cut them into steps."""
+    template = load_template(template_name)
+    return {
+        "trajectory_ids": list(trajectory_ids), "policy_template": {"name": template.name, "sha256": template.sha256},
+        "splitters": splitters_of(store, trajectory_ids),
+    }  # fmt: skip
+
+
+class ReadsTrainingManifest:
+    """A training spec whose manifest holds training_data_manifest's keys reads itself back."""
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]):
+        return cls(**known_fields(cls, manifest, trajectory_ids=tuple(manifest["trajectory_ids"]),
+                                  template=manifest["policy_template"]["name"]))  # fmt: skip
 
 
 def record_training(context: JobContext, folder: Path, manifest: dict, **more) -> None:
