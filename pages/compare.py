@@ -243,7 +243,7 @@ def cached_latents(path: str, source: str, policy_name: str, threshold: float, d
     def compute():
         return latent_views(latent_rows(store_for(path), source, policy_name, threshold, dataset,
                                         cached_values(path, source, policy_name, version),
-                                        cached_ratings(path, dataset, version)))
+                                        cached_ratings(path, dataset, version, False)))
 
     return remembered(store_for(path), "compare-latents", (source, policy_name, threshold, dataset), version, compute)
 

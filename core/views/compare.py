@@ -165,12 +165,24 @@ def source_values(store: Store, source: str, policy: str) -> tuple[np.ndarray, n
     with rollouts, or a verifier's latest P(yes) on every step it scored. One query per source."""
     parsed = parse_label_source(source, threshold=0.5)
     if parsed.kind in MC_SOURCES:
-        ids, n, correct = store.rated_step_rollout_arrays(policy)
+        ids, n, correct = rollout_counts(store, policy)
         keep = n > 0
         return ids[keep], correct[keep] / n[keep]
     if parsed.is_verifier:
         return store.latest_step_score_arrays(resolve_label_source(store, parsed).name)
     raise ValueError(f"{source!r} is not an automatic label source")
+
+
+def rollout_counts(store: Store, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step ids, n, n correct) of the policy's rollouts from every rated step
+    (`store.rated_step_rollout_arrays`), read once per data version for MC values and their
+    interval widths alike."""
+    memo = store.__dict__.setdefault("_rollout_count_memo", {})
+    key = (policy, store.labels_fingerprint())
+    if key not in memo:
+        memo.clear()
+        memo[key] = store.rated_step_rollout_arrays(policy)
+    return memo[key]
 
 
 def align_values(ids: np.ndarray, values: np.ndarray, step_ids: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from core.errors import StepScopeError
 from core.mcpe import Counts, step_value
 from core.store import Store
-from core.views.compare import align_values, predicted, source_values
+from core.views.compare import align_values, predicted, rollout_counts, source_values
 
 POSITION_BINS = ("first quarter", "second quarter", "third quarter", "last quarter")
 
@@ -87,7 +87,7 @@ class LatentRows:
 def mc_widths(store: Store, policy: str, step_ids: np.ndarray) -> np.ndarray:
     """The width of each step's MC Wilson interval from the policy's rollouts (NaN where none):
     core.mcpe's interval, computed once per distinct (n, correct)."""
-    ids, n, correct = store.rated_step_rollout_arrays(policy)
+    ids, n, correct = rollout_counts(store, policy)
     pairs, which = np.unique(np.stack([n, correct], axis=1), axis=0, return_inverse=True) if len(ids) else \
         (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))  # fmt: skip
     widths = []
