@@ -27,11 +27,13 @@ def _search_form(store, tid: int, node_id: int) -> None:
         mode = c[0].selectbox("Search", ["omegaprm", "expand"], key="tree_mode",
                               help="omegaprm: select a rollout by Q + U, binary-search its first error, repeat; "
                                    "expand: every rollout of the selected node becomes a branch, N levels deep")
-        budget = c[1].number_input("Rollout budget", 1, 100_000, 32, key="tree_budget")
-        k = c[2].number_input("Rollouts per node (k)", 1, MAX_N, 4, key="tree_k")
-        depth = c[3].number_input("Expand levels", 1, 64, 1, key="tree_depth")
-        tokens = c[4].number_input("Max new tokens per rollout", 1, MAX_NEW_TOKENS, 128, key="tree_tokens")
-        seed = c[5].number_input("Search seed", 0, 2**31 - 1, 0, key="tree_seed")
+        # The defaults are the job's, as the CLI's are (TreeSearchRequest reads them there).
+        budget = c[1].number_input("Rollout budget", 1, 100_000, TreeSearchRequest.budget, key="tree_budget")
+        k = c[2].number_input("Rollouts per node (k)", 1, MAX_N, TreeSearchRequest.k, key="tree_k")
+        depth = c[3].number_input("Expand levels", 1, 64, TreeSearchRequest.depth, key="tree_depth")
+        tokens = c[4].number_input("Max new tokens per rollout", 1, MAX_NEW_TOKENS, TreeSearchRequest.max_new_tokens,
+                                   key="tree_tokens")  # fmt: skip
+        seed = c[5].number_input("Search seed", 0, 2**31 - 1, TreeSearchRequest.seed, key="tree_seed")
         submitted = st.form_submit_button("Grow the tree")
     if submitted and act(RUN_JOBS):
         request = TreeSearchRequest(policy=policy(), engine=engine(), engine_options=policy_engine_options(),

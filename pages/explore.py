@@ -159,10 +159,11 @@ def job_controls(tid: int) -> None:
         with left.form("ex_estimate_form", border=False):
             c = st.columns(5)
             strategy = c[0].selectbox("Strategy", STRATEGY_NAMES)
-            n = c[1].number_input("N (rollouts per step)", 1, MAX_N, 8)
-            tokens = c[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS, 128)
-            temperature = c[3].number_input("Temperature", 0.0, 5.0, 0.7, step=0.1)
-            seed = c[4].number_input("Seed", 0, 2**31 - 1, 0)
+            # The defaults are the job's, as the CLI's are (EstimateRequest reads them there).
+            n = c[1].number_input("N (rollouts per step)", 1, MAX_N, EstimateRequest.n)
+            tokens = c[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS, EstimateRequest.max_new_tokens)
+            temperature = c[3].number_input("Temperature", 0.0, 5.0, EstimateRequest.temperature, step=0.1)
+            seed = c[4].number_input("Seed", 0, 2**31 - 1, EstimateRequest.seed)
             estimate = st.form_submit_button("Estimate values")
         with right.form("ex_topup_form", border=False):
             extra = st.number_input("Extra rollouts per step", 1, MAX_N, 8)

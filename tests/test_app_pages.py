@@ -168,9 +168,12 @@ def test_explore_filters_pick_a_matching_trajectory(db):
 
 
 def test_explore_starts_a_job_and_shows_values(db):
+    from core.mcpe import FixedN
+
     at = page("explore", db, explore_tid=1)
     at.run()
     n_input = [n for n in at.number_input if n.label == "N (rollouts per step)"][0]
+    assert n_input.value == FixedN().n == 16  # one default for app, CLI and job (core.mcpe.ROLLOUTS_PER_STEP)
     n_input.set_value(3)
     button(at, "Estimate values").click().run()
     no_exceptions(at)
