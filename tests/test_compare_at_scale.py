@@ -571,7 +571,15 @@ def test_the_data_version_changes_with_every_label_and_the_filter_follows(tmp_pa
     assert store.count_matching_trajectories(filters) == 0
     store.add_rollouts([{"step_id": second, "text": "x", "correct": True, "model": POLICY}])
     versions.append(store.labels_fingerprint())
-    assert len(set(versions)) == len(versions)
+    store.add_verdicts([{"trajectory_id": tid, "step_id": second, "judge": "jj", "kind": "step", "p_yes": 0.4}])
+    versions.append(store.labels_fingerprint())
+    solutions = store.solutions_fingerprint()
+    with store.transaction() as conn:  # an undone import removes its newest rows by id...
+        conn.execute("DELETE FROM verdicts WHERE id = (SELECT MAX(id) FROM verdicts)")
+    versions.append(store.labels_fingerprint())
+    store.add_verdicts([{"trajectory_id": tid, "step_id": second, "judge": "jj", "kind": "step", "p_yes": 0.9}])
+    versions.append(store.labels_fingerprint())  # ...and the same largest id again is another version
+    assert len(set(versions)) == len(versions) and store.solutions_fingerprint() != solutions
 
 
 def test_results_kept_beside_the_database_follow_the_data_version_and_refuse_forged_entries(tmp_path):

@@ -100,10 +100,10 @@ class BestOfNQueries(ConnectionBase):
         return dict(scores)
 
     def solutions_fingerprint(self) -> tuple:
-        """Changes whenever trajectories or verdicts are added (or a trajectory removed or regraded):
-        a cache key of a few indexed reads (migration 0008's counter, the largest ids)."""
-        row = self.conn.execute(
-            """SELECT (SELECT MAX(id) FROM trajectories), (SELECT value FROM data_versions WHERE name = 'trajectories'),
-                      (SELECT MAX(id) FROM verdicts)"""
-        ).fetchone()
-        return tuple(row)
+        """Changes whenever trajectories or verdicts are added, removed or regraded (not with labels
+        or rollouts, which Best-of-N does not read): a cache key of a few indexed reads."""
+        return tuple(self.conn.execute(
+            """SELECT (SELECT value FROM data_versions WHERE name = 'trajectories'),
+                      (SELECT value FROM data_versions WHERE name = 'removals'),
+                      (SELECT MAX(id) FROM trajectories), (SELECT MAX(id) FROM verdicts)"""
+        ).fetchone())

@@ -12,6 +12,11 @@ from core.store.connection import ConnectionBase
 from core.store.rows import _chunks
 
 
+# The data version the analysis caches are keyed by (core.store.disk_cache, the pages' caches).
+DATA_VERSION_SQL = """SELECT (SELECT SUM(value) FROM data_versions), (SELECT MAX(id) FROM rollouts),
+                             (SELECT MAX(id) FROM verdicts), (SELECT MAX(id) FROM trajectories)"""
+
+
 def int_columns(cursor, columns: int) -> np.ndarray:
     """A cursor's integer rows as one (rows x columns) int64 array, without a Python object per
     row beyond the tuples sqlite3 hands out."""
@@ -91,14 +96,10 @@ class CompareQueries(ConnectionBase):
         }  # fmt: skip
 
     def labels_fingerprint(self) -> tuple:
-        """Changes whenever a label, rollout or verdict is added or changed: a cache key. Cheap at
-        any size: counters kept by triggers (migration 0008) and the largest ids (indexed)."""
-        return tuple(self.conn.execute(
-            """SELECT (SELECT value FROM data_versions WHERE name = 'labels'),
-                      (SELECT value FROM data_versions WHERE name = 'trajectories'),
-                      (SELECT MAX(id) FROM rollouts), (SELECT MAX(id) FROM verdicts),
-                      (SELECT MAX(id) FROM trajectories)"""
-        ).fetchone())
+        """Changes whenever a label, rollout or verdict is added, changed or removed: a cache key.
+        Cheap at any size: the counters triggers keep (migrations 0008, 0009; they only grow, so
+        their sum changes with any of them) and the largest ids (indexed)."""
+        return tuple(self.conn.execute(DATA_VERSION_SQL).fetchone())
 
     def latest_step_score_arrays(self, judge: str) -> tuple[np.ndarray, np.ndarray]:
         """(step ids, P(yes)) of the judge's latest step verdict with a P(yes) on each step it

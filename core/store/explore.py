@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from core.store.compare import DATA_VERSION_SQL
 from core.store.connection import ConnectionBase
 from core.store.disk_cache import remembered
 
@@ -76,11 +77,7 @@ def _disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
     if kind not in DISAGREEMENTS:
         raise ValueError(f"unknown disagreement {kind!r}")
     memo = store.__dict__.setdefault("_disagreement_memo", _DisagreementMemo())
-    version = store.conn.execute(
-        """SELECT (SELECT value FROM data_versions WHERE name = 'labels'),
-                  (SELECT value FROM data_versions WHERE name = 'trajectories'),
-                  (SELECT MAX(id) FROM rollouts), (SELECT MAX(id) FROM verdicts), (SELECT MAX(id) FROM trajectories)"""
-    ).fetchone()
+    version = tuple(store.conn.execute(DATA_VERSION_SQL).fetchone())
     if memo.version != version:
         memo.version, memo.sets = version, {}
     key = (kind, policy if kind in ("mc-hard", "anything") else None)

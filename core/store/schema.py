@@ -418,3 +418,20 @@ _DATA_VERSIONS = [
 def _data_versions(db: Database) -> None:
     for statement in _DATA_VERSIONS:
         db.execute(statement)
+
+
+# Removed verdicts and rollouts (an undone import removes its rows by id range) change the data
+# version too: without this, removing the newest rows and adding as many again could give the same
+# largest id, and a kept result (core/store/disk_cache.py) would outlive the data it came from.
+_DATA_VERSION_REMOVALS = [
+    "INSERT INTO data_versions (name, value) VALUES ('removals', 0)",
+    *[f"""CREATE TRIGGER {table}_version_delete AFTER DELETE ON {table}
+          BEGIN UPDATE data_versions SET value = value + 1 WHERE name = 'removals'; END"""
+      for table in ("verdicts", "rollouts")],
+]
+
+
+@MIGRATIONS(name="0009_data_version_removals")
+def _data_version_removals(db: Database) -> None:
+    for statement in _DATA_VERSION_REMOVALS:
+        db.execute(statement)
