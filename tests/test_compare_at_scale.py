@@ -603,3 +603,18 @@ def test_results_kept_beside_the_database_follow_the_data_version_and_refuse_for
     forged[-5] ^= 1
     entry.write_bytes(bytes(forged))
     assert remembered(again, "x", ("b",), (2,), compute) == {"figure": 4}  # the signature fails: computed again
+
+
+def test_votes_over_large_groups_fall_back_to_the_scalar_ones():
+    """Where one problem's subsets would not fit in memory set-wise (n = 64, k = 32)."""
+    rng = np.random.default_rng(5)
+    answers = rng.integers(-1, 4, (3, 64))
+    correct = answers == 1
+    weights = rng.random((3, 64))
+    for k in (32, 64):
+        got = bon.vote_over_subsets(answers, correct, weights, k)
+        named = [[None if a < 0 else int(a) for a in row] for row in answers.tolist()]
+        want = [metrics.weighted_majority_vote(a, c.tolist(), w.tolist(), k) for a, c, w in zip(named, correct, weights)]
+        assert close(got.tolist(), want)
+    small = bon.vote_over_subsets(answers[:, :6], correct[:, :6], None, 3, block_cells=1)  # forced fallback
+    assert close(small.tolist(), bon.vote_over_subsets(answers[:, :6], correct[:, :6], None, 3).tolist())

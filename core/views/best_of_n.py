@@ -322,8 +322,10 @@ class Problems:
 
 def first_occurrence(answers: np.ndarray) -> np.ndarray:
     """Per row, each answer as the position of its first occurrence in the row (-1: none)."""
-    same = answers[:, :, None] == answers[:, None, :]
-    first = np.argmax(same, axis=2)
+    rows, n = answers.shape
+    block = max(1, 20_000_000 // max(1, n * n))  # rows x n x n comparisons at a time
+    first = np.concatenate([np.argmax(answers[lo : lo + block, :, None] == answers[lo : lo + block, None, :], axis=2)
+                            for lo in range(0, rows, block)]) if rows else np.zeros((0, n), dtype=np.int64)  # fmt: skip
     return np.where(answers < 0, -1, first)
 
 
@@ -339,6 +341,14 @@ def _subsets(n: int, k: int) -> np.ndarray:
     return np.array([rng.choice(n, size=k, replace=False) for _ in range(metrics.MAJORITY_EXACT_LIMIT)])
 
 
+def _scalar_vote(answers: np.ndarray, correct: np.ndarray, weights: np.ndarray | None, k: int) -> float:
+    named = [None if a < 0 else int(a) for a in answers.tolist()]
+    flags = [bool(c) for c in correct.tolist()]
+    if weights is None:
+        return metrics.majority_vote(named, flags, k)
+    return metrics.weighted_majority_vote(named, flags, weights.tolist(), k)
+
+
 def vote_over_subsets(answers: np.ndarray, correct: np.ndarray, weights: np.ndarray | None, k: int,
                       block_cells: int = 4_000_000) -> np.ndarray:  # fmt: skip
     """Per row: the mean over `_subsets` of the (weighted) vote's correctness: the answer with the
@@ -346,6 +356,9 @@ def vote_over_subsets(answers: np.ndarray, correct: np.ndarray, weights: np.ndar
     an answer is right when one of its samples in the subset is, no answer at all scores 0."""
     rows, n = answers.shape
     subsets = _subsets(n, k)
+    if len(subsets) * k * n > block_cells:  # large groups: the scalar votes, one problem at a time
+        return np.array([_scalar_vote(answers[r], correct[r], None if weights is None else weights[r], k)
+                         for r in range(rows)])  # fmt: skip
     out = np.zeros(rows)
     block = max(1, block_cells // max(1, len(subsets) * k * n))
     for lo in range(0, rows, block):
