@@ -618,3 +618,10 @@ def test_votes_over_large_groups_fall_back_to_the_scalar_ones():
         assert close(got.tolist(), want)
     small = bon.vote_over_subsets(answers[:, :6], correct[:, :6], None, 3, block_cells=1)  # forced fallback
     assert close(small.tolist(), bon.vote_over_subsets(answers[:, :6], correct[:, :6], None, 3).tolist())
+
+
+def test_bootstrap_means_are_the_same_either_way(monkeypatch):
+    values = [np.random.default_rng(s).random(50) for s in range(3)]
+    product = bon.mean_intervals(values)
+    monkeypatch.setattr(bon, "COUNTS_LIMIT", 0)
+    assert close(bon.mean_intervals(values), product) and close(product[0], old_mean_interval(values[0]))

@@ -33,6 +33,7 @@ from core.store import Store
 from core.store.disk_cache import remembered  # noqa: F401 - the page's cache beside the database
 
 RESAMPLES = 1000
+COUNTS_LIMIT = 20_000_000  # resamples x problems up to which bootstrap means are a matrix product (160 MB)
 
 
 def policy_models(store: Store, dataset: str | None = None) -> list[str]:
@@ -421,7 +422,12 @@ def mean_intervals(series: Sequence[Sequence[float]], resamples: int = RESAMPLES
             by_length[len(array)].append(i)
     for n, members in by_length.items():
         stacked = np.stack([arrays[i] for i in members], axis=1)  # problems x series
-        means = _resample_counts(n, resamples, seed) @ stacked / n  # each resample's mean, per series
+        if n * resamples <= COUNTS_LIMIT:
+            means = _resample_counts(n, resamples, seed) @ stacked / n  # each resample's mean, per series
+        else:  # too many problems for a counts matrix: gather the resampled rows in blocks
+            indices = _resample_indices(n, resamples, seed)
+            block = max(1, 4_000_000 // (n * len(members)))
+            means = np.concatenate([stacked[indices[lo : lo + block]].mean(axis=1) for lo in range(0, resamples, block)])
         for column, i in enumerate(members):
             low, high = np.percentile(means[:, column], [2.5, 97.5])
             out[i] = (float(arrays[i].mean()), float(low), float(high))
