@@ -101,17 +101,55 @@ class CompareQueries(ConnectionBase):
         their sum changes with any of them) and the largest ids (indexed)."""
         return tuple(self.conn.execute(DATA_VERSION_SQL).fetchone())
 
+    def memoized(self, key: tuple, compute):
+        """`compute()`, kept on this Store object for the current data version (a few compact
+        arrays that several of a page's figures read: a verifier's verdicts, the current steps)."""
+        version = tuple(self.conn.execute(DATA_VERSION_SQL).fetchone())
+        memo = self.__dict__.get("_version_memo")
+        if memo is None or memo.get("version") != version:
+            memo = self.__dict__["_version_memo"] = {"version": version}  # sessions' threads share it
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = compute()
+        return value
+
+    def step_verdict_arrays(self, judge: str) -> tuple[np.ndarray, np.ndarray]:
+        """(step ids, P(yes) or NaN) of every step verdict of the judge, oldest first: one pass over
+        the (judge, kind, step) index, remembered for the data version."""
+        def read():
+            rows = self.conn.execute(
+                "SELECT step_id, p_yes FROM verdicts WHERE judge = ? AND kind = 'step' ORDER BY id", [judge]).fetchall()
+            steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            values = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=float, count=len(rows))
+            return steps, values
+
+        return self.memoized(("step verdicts", judge), read)
+
     def latest_step_score_arrays(self, judge: str) -> tuple[np.ndarray, np.ndarray]:
         """(step ids, P(yes)) of the judge's latest step verdict with a P(yes) on each step it
-        scored: one indexed query over the judge's verdicts, sorted by step id."""
-        rows = self.conn.execute(
-            """SELECT step_id, p_yes FROM verdicts WHERE judge = ? AND kind = 'step' AND p_yes IS NOT NULL
-               ORDER BY id""",
-            [judge],
-        ).fetchall()
-        steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        values = np.fromiter((r[1] for r in rows), dtype=float, count=len(rows))
-        return latest_per_key(steps, values)
+        scored, sorted by step id."""
+        steps, values = self.step_verdict_arrays(judge)
+        scored = ~np.isnan(values)
+        return latest_per_key(steps[scored], values[scored])
+
+    def current_step_arrays(self, dataset: str | None = None) -> dict[str, np.ndarray]:
+        """Every step of a current segmentation (of the dataset's trajectories), sorted by id: id,
+        trajectory id, idx, the trajectory's grade (1, 0; -1 ungraded) and its segmentation's step
+        count. One query, remembered for the data version."""
+        def read():
+            join, where, params = "", "", []
+            if dataset is not None:
+                join, where, params = "JOIN problems p ON p.id = t.problem_id", "WHERE p.dataset = ?", [dataset]
+            rows = int_columns(self.conn.execute(
+                f"""SELECT s.id, s.trajectory_id, s.idx, COALESCE(t.correct, -1), s.segmentation_id
+                    FROM trajectories t JOIN steps s ON s.segmentation_id = t.current_segmentation_id {join} {where}""",
+                params), 5)  # fmt: skip
+            rows = rows[np.argsort(rows[:, 0])]
+            segmentations, at, counts = np.unique(rows[:, 4], return_inverse=True, return_counts=True)
+            return {"id": rows[:, 0], "trajectory_id": rows[:, 1], "idx": rows[:, 2], "correct": rows[:, 3],
+                    "n_steps": counts[np.asarray(at).reshape(-1)]}  # fmt: skip
+
+        return self.memoized(("current steps", dataset), read)
 
     def rated_step_rollout_arrays(self, policy: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(step ids, n, n correct) of the policy's rollouts for every rated step that has some,

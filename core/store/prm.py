@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
+from core.store.compare import latest_per_key
 from core.store.connection import ConnectionBase
 
 # The newest verdict of the judge on each step of the trajectory's current segmentation: a step
@@ -54,33 +53,21 @@ class PrmQueries(ConnectionBase):
         return scores
 
     def step_score_arrays(self, judge: str, *, dataset: str | None = None) -> dict[str, np.ndarray]:
-        """The judge's latest step verdict on each current step it scored, as arrays from one pass
-        over its verdicts (driven from the (judge, kind, step) index), ordered by trajectory and
-        position: trajectory id, idx, score (NaN where the latest verdict has none), the
-        trajectory's grade (1, 0; -1 ungraded) and its current step count (`n_steps`), so a caller
-        tells a completely scored trajectory from one with unscored steps."""
-        join, where, params = "", "", [judge]
-        if dataset is not None:
-            join, where, params = "JOIN problems p ON p.id = t.problem_id", "WHERE p.dataset = ?", [judge, dataset]
-        rows = self.conn.execute(
-            f"""SELECT s.trajectory_id, s.idx, COALESCE(t.correct, -1), s.segmentation_id, v.p_yes
-                FROM (SELECT step_id, MAX(id) AS id FROM verdicts WHERE judge = ? AND kind = 'step'
-                      GROUP BY step_id) m
-                JOIN verdicts v ON v.id = m.id JOIN steps s ON s.id = m.step_id
-                JOIN trajectories t ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
-                {join} {where}""",
-            params,
-        ).fetchall()
-        count = len(rows)
-        ints = np.fromiter(itertools.chain.from_iterable(r[:4] for r in rows), dtype=np.int64, count=4 * count)
-        ints = ints.reshape(count, 4)
-        columns = {
-            "trajectory_id": ints[:, 0], "idx": ints[:, 1], "correct": ints[:, 2],
-            "score": np.fromiter((np.nan if r[4] is None else r[4] for r in rows), dtype=float, count=count),
-        }
-        segmentation = ints[:, 3]
-        sizes = np.array(self.conn.execute(
-            "SELECT segmentation_id, COUNT(*) FROM steps GROUP BY segmentation_id").fetchall(), dtype=np.int64).reshape(-1, 2)
-        columns["n_steps"] = sizes[np.searchsorted(sizes[:, 0], segmentation), 1] if count else np.zeros(0, dtype=np.int64)
+        """The judge's latest step verdict on each current step it scored (of the dataset's
+        trajectories), ordered by trajectory and position: trajectory id, idx, score (NaN where
+        the latest verdict has none), the trajectory's grade (1, 0; -1 ungraded) and its current
+        step count (`n_steps`), so a caller tells a completely scored trajectory from one with
+        unscored steps. From the judge's verdicts and the current steps, each read once per data
+        version (core.store.compare)."""
+        verdict_steps, values = self.step_verdict_arrays(judge)
+        scored_steps, scores = latest_per_key(verdict_steps, values)
+        current = self.current_step_arrays(dataset)
+        keep = np.zeros(len(current["id"]), dtype=bool)
+        at = np.zeros(0, dtype=np.int64)
+        if len(scored_steps):
+            at = np.minimum(np.searchsorted(scored_steps, current["id"]), len(scored_steps) - 1)
+            keep = scored_steps[at] == current["id"]
+        columns = {key: current[key][keep] for key in ("trajectory_id", "idx", "correct", "n_steps")}
+        columns["score"] = scores[at[keep]] if len(scored_steps) else np.zeros(0)
         order = np.lexsort((columns["idx"], columns["trajectory_id"]))
         return {key: value[order] for key, value in columns.items()}
