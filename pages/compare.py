@@ -18,7 +18,7 @@ from core.views.latents import (
     gold_from_annotator, latent_rows, latent_views, per_annotator,
 )  # fmt: skip
 from core.views.access import EDIT_PROJECT
-from pages._access import allowed, open_store
+from pages._access import act, allowed, open_store
 from pages._shared import db_path, md, policy, store_for
 
 store = open_store()
@@ -263,8 +263,10 @@ def latents_section() -> None:
     with right:
         st.caption("Error categories of −1 steps by position")
         st.vega_lite_chart(category_position_chart(views["categories_by_position"]), width="stretch")
-    st.caption("Per annotator (organiser view): calibration and accuracy on gold items")
-    st.dataframe(pd.DataFrame(per_annotator(views["annotators"], store.gold_answers())), hide_index=True, width="stretch")
+    if allowed(EDIT_PROJECT):  # gold results are the organiser's: not computed, so not sent, for anyone else
+        st.caption("Per annotator (organiser view): calibration and accuracy on gold items")
+        st.dataframe(pd.DataFrame(per_annotator(views["annotators"], store.gold_answers())), hide_index=True,
+                     width="stretch")  # fmt: skip
 
 
 def organiser_section() -> None:
@@ -272,7 +274,7 @@ def organiser_section() -> None:
         cols = st.columns([1, 2, 1])
         tid = cols[0].number_input("Trajectory id", 1, 10**12, key="cmp_gold_tid")
         expert = cols[1].selectbox("Expected labels from", annotators, key="cmp_gold_from")
-        if cols[2].button("Mark as gold", key="cmp_gold_mark"):
+        if cols[2].button("Mark as gold", key="cmp_gold_mark") and act(EDIT_PROJECT):
             try:
                 count = gold_from_annotator(store, int(tid), expert)
                 st.success(f"trajectory {int(tid)} is a gold item with {count} expected step labels")
@@ -281,7 +283,7 @@ def organiser_section() -> None:
         st.caption(md(f"Gold trajectories: {', '.join(map(str, store.gold_trajectory_ids())) or 'none'}"))
         typed = st.text_input("Error categories (comma-separated; empty for the default)",
                               value=", ".join(error_taxonomy(store)), key="cmp_taxonomy", max_chars=2000)
-        if st.button("Save categories", key="cmp_taxonomy_save"):
+        if st.button("Save categories", key="cmp_taxonomy_save") and act(EDIT_PROJECT):
             try:
                 st.success(md("categories: " + ", ".join(set_error_taxonomy(store, typed))))
             except StepScopeError as error:

@@ -135,3 +135,20 @@ def test_a_revoked_organiser_is_refused_by_the_gate_at_the_moment_of_the_action(
     form.click().run()
     assert [i.name for i in store.invitations()] == ["olga"]  # no new invitation
     assert "revoked" in " ".join(e.value for e in at.error)
+
+
+def test_gold_results_on_compare_are_the_organisers_only(store):
+    """Per-annotator gold accuracy is neither drawn nor computed for a viewer (what is not drawn is
+    not sent over the websocket); the organiser's Compare shows it."""
+    for step in store.steps(1):
+        store.save_annotation("alice", step["id"], rating=1)
+        store.add_rollouts([{"step_id": step["id"], "text": "x", "correct": True, "model": "smollm2-135m"}])
+
+    def gold_table_shown(role: str) -> bool:
+        at = signed_in(store, f"someone-{role}", role, "compare")
+        at.run()
+        assert not at.exception
+        return any("accuracy on gold items" in c.value for c in at.caption)
+
+    assert gold_table_shown("organiser")
+    assert not gold_table_shown("viewer")

@@ -29,7 +29,7 @@ from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 MAX_FILES = 256
-_KEY_SETTING = "analysis_cache_key"
+KEY_SETTING = "analysis_cache_key"
 _REPO = Path(__file__).resolve().parent.parent.parent
 # The code an entry depends on: an edit to any of these invalidates every entry.
 _SOURCES = (
@@ -55,13 +55,15 @@ def folder(db_path: str | os.PathLike[str]) -> Path:
     return Path(f"{db_path}.cache")
 
 
-def signing_key(conn: sqlite3.Connection) -> bytes:
-    """The database's own key for signing its cache entries, created on first use."""
-    row = conn.execute("SELECT value FROM settings WHERE name = ?", [_KEY_SETTING]).fetchone()
-    if row is None:
-        conn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", [_KEY_SETTING, secrets.token_hex(32)])
-        row = conn.execute("SELECT value FROM settings WHERE name = ?", [_KEY_SETTING]).fetchone()
-    return bytes.fromhex(row[0])
+def new_signing_key() -> str:
+    return secrets.token_hex(32)
+
+
+def signing_key(conn: sqlite3.Connection) -> bytes | None:
+    """The database's own key for signing its cache entries. It is made by a migration, never on
+    reading: a page a viewer opens must write nothing to the database."""
+    row = conn.execute("SELECT value FROM settings WHERE name = ?", [KEY_SETTING]).fetchone()
+    return None if row is None else bytes.fromhex(row[0])
 
 
 def remembered(store, name: str, key: tuple, version: tuple, compute: Callable[[], T]) -> T:
@@ -74,6 +76,8 @@ def remembered(store, name: str, key: tuple, version: tuple, compute: Callable[[
     try:
         secret = signing_key(store.conn)
     except sqlite3.Error:
+        return compute()
+    if secret is None:
         return compute()
     found = _read(path, secret, stamp)
     if found is not None:

@@ -435,3 +435,12 @@ _DATA_VERSION_REMOVALS = [
 def _data_version_removals(db: Database) -> None:
     for statement in _DATA_VERSION_REMOVALS:
         db.execute(statement)
+
+
+# The key that signs the analysis pages' kept results (core/store/disk_cache.py), made here so that
+# reading a page never writes to the database (a viewer writes nothing).
+@MIGRATIONS(name="0010_analysis_cache_key")
+def _analysis_cache_key(db: Database) -> None:
+    from core.store.disk_cache import KEY_SETTING, new_signing_key
+
+    db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", [KEY_SETTING, new_signing_key()])
