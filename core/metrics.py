@@ -32,6 +32,8 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
+from core.mcpe import Counts, wilson_interval
+
 MAJORITY_EXACT_LIMIT = 5000
 
 
@@ -292,9 +294,8 @@ class CalibrationBin:
 
 
 def calibration_bins(probabilities: Sequence[float], labels: Sequence[bool], n_bins: int = 10) -> tuple[list[CalibrationBin], float]:
-    """Equal-width bins over [0, 1] with Wilson intervals, and the expected calibration error."""
-    from statsmodels.stats.proportion import proportion_confint
-
+    """Equal-width bins over [0, 1] with Wilson intervals (core.mcpe's, statsmodels' to the last
+    bit), and the expected calibration error."""
     p = np.asarray(probabilities, dtype=float)
     y = np.asarray(labels, dtype=float)
     edges = np.linspace(0, 1, n_bins + 1)
@@ -307,7 +308,7 @@ def calibration_bins(probabilities: Sequence[float], labels: Sequence[bool], n_b
             bins.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), 0, None, None, None, None))
             continue
         positives = int(y[mask].sum())
-        low, high = proportion_confint(positives, count, method="wilson")
+        low, high = wilson_interval(Counts(count, positives))
         mean_p, frac = float(p[mask].mean()), positives / count
         ece += count / len(p) * abs(mean_p - frac)
         bins.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), count, mean_p, frac, float(low), float(high)))
