@@ -177,7 +177,7 @@ def export_section() -> None:
     with st.form("jd_export"):
         cols = st.columns(3)
         format_name = cols[0].selectbox("Format", export_formats())
-        labels = cols[1].text_input("Labels", placeholder="mc-hard, mc-soft:0.5, judge:NAME, human:NAME, consensus",
+        labels = cols[1].text_input("Labels", placeholder="mc-hard, mc-soft:0.5, judge:NAME, prm:NAME, human:NAME, consensus, majority",
                                     max_chars=200)
         dataset = cols[2].selectbox("Dataset", ["all", *dataset_names(store)])
         prepared = st.form_submit_button("Prepare the file")
