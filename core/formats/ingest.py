@@ -16,17 +16,19 @@ nothing the second time.
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from core.errors import StepScopeError
-from core.formats.records import Item, Job, RecordError, Trajectory
+from core.formats.records import Item, Job, RecordError, Trajectory, Tree, manifest_id_fields
 from core.steps import SPLITTERS
 from core.store import ImportBatch, ImportRowError, Store, content_key, problem_key, segmentation_key
+from core.store.nodes import child_key, root_key
 from core.store.problems import _check_spans
 
 COUNTED = ("problems", "trajectories", "segmentations", "steps", "annotations", "rollouts",
@@ -76,10 +78,10 @@ def ingest(
     except sqlite3.OperationalError as error:
         raise StepScopeError(f"cannot write to {store.path}: {error}") from None
     try:
-        batch = ImportBatch()
+        batch, keys = ImportBatch(), _Keys()
         for line, record in records:
             try:
-                _add(batch, line, record)
+                _add(batch, line, record, keys)
             except (RecordError, StepScopeError) as error:
                 raise StepScopeError(f"{path}, line {line}: {error}") from None
             except RecursionError:
@@ -90,6 +92,7 @@ def ingest(
                 batch = ImportBatch()
         if batch.rows:
             _commit(store, import_id, batch, added, batches, count, after_batch)
+        _resolve_manifests(store, import_id, keys)  # before finish: it knows the import's own jobs
         store.finish_import(import_id)
     except BaseException as error:
         _undo(store, import_id)
@@ -121,18 +124,89 @@ def _undo(store: Store, import_id: int) -> None:
         pass  # the file is unwritable now: the next Store opened on it finishes the undo
 
 
-def _add(batch: ImportBatch, line: int, record: Item | Job) -> None:
+@dataclass
+class _Keys:
+    """What an import remembers across batches to name rows by key: the keyed job manifests (a
+    dump's jobs come first, before the rows their manifests name), and, only where the file's
+    keys differ from the stored ones (--dataset renames the problems: every key below a problem
+    changes), file key -> stored key."""
+
+    manifests: dict[str, tuple[object, list[str]]] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, key: str | None) -> str | None:
+        return self.renamed.get(key, key) if key is not None else None
+
+
+def _resolve_manifests(store: Store, import_id: int, keys: _Keys) -> None:
+    """The keys in the manifests of the jobs this import added, as the ids of the rows now."""
+    if not keys.manifests:
+        return
+    wanted: dict[str, set[str]] = {}
+    fields = {}
+    for job_key, (manifest, paths) in keys.manifests.items():
+        fields[job_key] = [f for f in manifest_id_fields(manifest, ids=False) if f[0] in paths]
+        for _, table, holder, name in fields[job_key]:
+            values = holder[name] if isinstance(holder[name], list) else [holder[name]]
+            wanted.setdefault(table, set()).update(keys(v) for v in values if v is not None)
+    ids = {table: store.import_key_ids(table, found) for table, found in wanted.items()}
+    for found in fields.values():
+        for _, table, holder, name in found:
+            value = holder[name]
+            resolve = lambda v, t=table: None if v is None else ids[t].get(keys(v))
+            holder[name] = [resolve(v) for v in value] if isinstance(value, list) else resolve(value)
+    store.set_imported_manifests(import_id, {key: manifest for key, (manifest, _) in keys.manifests.items()})
+
+
+def _add(batch: ImportBatch, line: int, record: Item | Job, keys: _Keys) -> None:
     """Flatten one record into the batch (rows refer to each other by content key)."""
     if isinstance(record, Job):
         batch.jobs.append({"line": line, **vars(record)})
         batch.rows += 1
+        if record.ids_as_keys:
+            keys.manifests.setdefault(record.key, (copy.deepcopy(record.manifest), record.ids_as_keys))
         return
     problem = record.problem
     key = problem_key(problem.dataset, problem.question, problem.gold)
     batch.problems.append({"line": line, "key": key, **vars(problem)})
     batch.rows += 1
+    file_key = record.file_problem_key
+    renamed = file_key is not None and file_key != key
+    if renamed:
+        keys.renamed[file_key] = key
+        keys.renamed[root_key(file_key)] = root_key(key)
     for trajectory in record.trajectories:
         _add_trajectory(batch, line, key, trajectory)
+        if renamed:
+            _rename_trajectory(keys, file_key, key, trajectory)
+    if record.tree is not None:
+        _add_tree(batch, line, key, record.tree, keys)
+
+
+def _rename_trajectory(keys: _Keys, file_key: str, key: str, t: Trajectory) -> None:
+    """File keys -> stored keys of the trajectory and of the nodes its steps end at."""
+    name = ("trajectory", t.source, t.model, t.policy_prompt, t.solution)
+    keys.renamed[content_key(name[0], file_key, *name[1:])] = content_key(name[0], key, *name[1:])
+    for s in t.segmentations:
+        old, new = root_key(file_key), root_key(key)
+        for step in s.steps:
+            old, new = child_key(old, step.span.text), child_key(new, step.span.text)
+            keys.renamed[old] = new
+
+
+def _add_tree(batch: ImportBatch, line: int, pkey: str, tree: Tree, keys: _Keys) -> None:
+    here = {"line": line, "problem_key": pkey}
+    for n in tree.nodes:
+        if keys.renamed:  # a renamed node's key follows from its parent's, as nodes' keys do
+            parent = keys(n.parent)
+            keys.renamed[n.key] = child_key(parent, n.text) if parent is not None else root_key(pkey)
+        batch.nodes.append({**here, "key": keys(n.key), "parent": keys(n.parent), "text": n.text})
+    batch.tree_rollouts.extend({**here, **vars(r), "node": keys(r.node)} for r in tree.rollouts)
+    batch.marks.extend({**here, **vars(m), "branch": keys(m.branch)} for m in tree.marks)
+    # file_node: the key the branch's meta names its node by in the file.
+    batch.branches.extend({**here, "trajectory": keys(b.trajectory), "node": keys(b.node), "rollout": b.rollout,
+                           "file_node": b.node} for b in tree.branches)  # fmt: skip
+    batch.rows += len(tree.nodes) + len(tree.rollouts) + len(tree.marks) + len(tree.branches)
 
 
 def _add_trajectory(batch: ImportBatch, line: int, pkey: str, t: Trajectory) -> None:

@@ -1,9 +1,9 @@
 """The generic trajectory JSONL, which is also StepScope's complete dump format.
 
-A dump holds one JSON object per line, of two kinds:
+A dump holds one JSON object per line, of three kinds:
 
     {"job": {"key", "kind", "status", "manifest", "planned", "done", "tokens", "error",
-             "created_at", "started_at", "finished_at", "heartbeat_at"}}
+             "created_at", "started_at", "finished_at", "heartbeat_at", "ids_as_keys"}}
     {"problem": {"dataset", "question", "gold", "meta", "created_at"},
      "trajectory": {"source", "model", "policy_prompt", "solution", "final_answer", "correct",
                     "meta", "created_at", "current_segmentation": <index>,
@@ -23,6 +23,12 @@ A dump holds one JSON object per line, of two kinds:
                     "verdicts": [<whole-solution verdicts, as above>],
                     "labels": [{"annotator", "flawed_process", "dwell_ms", "created_at"}]}}
 
+    {"problem": {...as above}, "tree": {
+        "nodes": [{"key", "parent", "text"}],
+        "rollouts": [{<a rollout's fields, as above>, "node"}],
+        "marks": [{"rollout", "selected", "first_error", "branch", "job", "updated_at"}],
+        "branches": [{"trajectory", "node", "rollout"}]}}
+
 Jobs come first (rollouts and verdicts name their job by key). A problem without trajectories
 has a line without "trajectory"; a problem with several has one line per trajectory. Steps
 are spans of the solution (`solution[start:end] == text`). Empty lists are left out. Lines are
@@ -30,6 +36,30 @@ in the order the rows were stored, so exporting, importing into a fresh database
 exporting again gives the same file byte for byte. `verifier_kind` (judge, prm, probe, orm, ...)
 is what the verifier named by `judge` is; a dump without it is read as the store's migration
 classifies old rows (by the job that wrote the verdict, else the old default name's prefix).
+
+Row ids differ from one database to another, so nothing in a dump names a row by id:
+
+- The rollout tree. A problem's "tree" line follows its trajectory lines, and only where it has
+  something beyond them: the nodes no step ends at (an import recreates the others, and the root,
+  from the segmentations), by content key, with their parent's key, parents first and by key
+  within a depth; the rollouts sampled at a node outside any trajectory's steps (step_id NULL),
+  with their node's key, oldest first; the tree search's marks by rollout key, with the branch
+  trajectory's key, by rollout key; and the trajectories sampled from the tree (branches) by key,
+  with their parent node's and rollout's keys, by key. A branch's meta names its rollout and node
+  ("rollout", "node": ids in the database) by key too; the import puts the new ids back.
+- Job manifests. The fields of records.MANIFEST_ID_FIELDS (trajectory_ids, trajectory_id,
+  problem_ids, node_id and the training split's lists) hold keys in a dump: trajectories',
+  problems' and nodes' content keys, null for an id whose row was gone. The job's "ids_as_keys"
+  lists the fields rewritten, and the import turns them back into the ids the rows got in the
+  importing database, for the jobs it adds (a job stored before keeps its manifest). Until the
+  import finishes, a job it added shows the keys.
+
+Where an import renames the dataset (--dataset), every key below a problem changes; the keys in
+the file are translated. A dump written before the tree and keyed manifests imports as it did:
+without a tree, its manifests with the ids of the database it came from. Node rows' created_at
+is not in a dump (an import stamps its own). A mark the import adds to a rollout that was stored
+before stays if the import is undone (marks are keyed by their rollout, not by a row id of their
+own); every other row it adds goes.
 
 A hand-written trajectory can use the short form instead:
 
@@ -44,19 +74,20 @@ with optional "dataset", "source" (default "jsonl"), "model", "policy_prompt",
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterator
 
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.output import write_jsonl
 from core.formats.records import (
-    LATENT_FIELDS, Annotation, Item, Job, Problem, RecordError, Rollout, Segmentation, Step, Trajectory,
-    TrajectoryLabel, Verdict,
-    cut, each_dict, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list, opt_str, presplit,
-    rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
+    LATENT_FIELDS, MANIFEST_ID_FIELDS, Annotation, Branch, Item, Job, Problem, RecordError, Rollout,
+    Segmentation, Step, Trajectory, TrajectoryLabel, Tree, TreeMark, TreeNode, TreeRollout, Verdict,
+    cut, each_dict, manifest_id_fields, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list,
+    opt_str, presplit, rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
 )
 from core.steps import SPLITTERS, StepSpan
-from core.store import JOB_STATUSES, VERDICT_KINDS, VERIFIER_KINDS, Store
+from core.store import JOB_STATUSES, VERDICT_KINDS, VERIFIER_KINDS, Store, problem_key
 
 DEFAULT_DATASET = "jsonl"
 DEFAULT_SOURCE = "jsonl"
@@ -71,10 +102,17 @@ def parse(obj: dict, options: ImportOptions) -> list[Item | Job]:
         return [nested("job", lambda: _job(req_dict(obj, "job")))]
     if "problem" in obj:
         problem = nested("problem", lambda: _problem(req_dict(obj, "problem"), options))
+        file_key = None
+        if options.dataset:  # keys in the file (tree, manifests) are of the dataset it names
+            raw = req_dict(obj, "problem")
+            file_key = problem_key(opt_str(raw, "dataset") or DEFAULT_DATASET, problem.question, problem.gold)
+        if obj.get("tree") is not None:
+            tree = nested("tree", lambda: _tree(req_dict(obj, "tree")))
+            return [Item(problem, tree=tree, file_problem_key=file_key)]
         if obj.get("trajectory") is None:
-            return [Item(problem)]
+            return [Item(problem, file_problem_key=file_key)]
         trajectory = nested("trajectory", lambda: _trajectory(req_dict(obj, "trajectory")))
-        return [Item(problem, [trajectory])]
+        return [Item(problem, [trajectory], file_problem_key=file_key)]
     return [_short_form(obj, options)]
 
 
@@ -88,8 +126,36 @@ def _job(obj: dict) -> Job:
         done=opt_int(obj, "done") or 0, tokens=opt_int(obj, "tokens") or 0,
         error=opt_str(obj, "error"), created_at=opt_str(obj, "created_at"),
         started_at=opt_str(obj, "started_at"), finished_at=opt_str(obj, "finished_at"),
-        heartbeat_at=opt_str(obj, "heartbeat_at"),
+        heartbeat_at=opt_str(obj, "heartbeat_at"), ids_as_keys=_ids_as_keys(obj),
     )
+
+
+def _ids_as_keys(obj: dict) -> list[str]:
+    paths = str_list(obj, "ids_as_keys", nonempty=False) if obj.get("ids_as_keys") is not None else []
+    keyed = {path for path, *_ in manifest_id_fields(obj.get("manifest"), ids=False)}
+    for path in paths:
+        if path not in MANIFEST_ID_FIELDS:
+            raise RecordError(f"ids_as_keys: {path!r} is not a manifest id field ({', '.join(MANIFEST_ID_FIELDS)})")
+        if path not in keyed:
+            raise RecordError(f"ids_as_keys: the manifest's {path!r} is not a key, a list of keys or null")
+    return paths
+
+
+def _tree(obj: dict) -> Tree:
+    def parts(name: str, read) -> list:
+        return [nested(f"{name}[{i}]", lambda: read(x)) for i, x in enumerate(each_dict(opt_list(obj, name), name))]
+
+    return Tree(
+        nodes=parts("nodes", lambda x: TreeNode(key=req_str(x, "key", nonempty=True), parent=opt_str(x, "parent"),
+                                                text=req_str(x, "text"))),
+        rollouts=parts("rollouts", lambda x: TreeRollout(**vars(_rollout(x)), node=req_str(x, "node", nonempty=True))),
+        marks=parts("marks", lambda x: TreeMark(
+            rollout=req_str(x, "rollout", nonempty=True), selected=bool(opt_bool(x, "selected")),
+            first_error=opt_int(x, "first_error"), branch=opt_str(x, "branch"), job=opt_str(x, "job"),
+            updated_at=opt_str(x, "updated_at"))),
+        branches=parts("branches", lambda x: Branch(
+            trajectory=req_str(x, "trajectory", nonempty=True), node=opt_str(x, "node"), rollout=opt_str(x, "rollout"))),
+    )  # fmt: skip
 
 
 def _problem(obj: dict, options: ImportOptions) -> Problem:
@@ -244,32 +310,66 @@ _JOB_COLUMNS = ("key", "kind", "status", "manifest", "planned", "done", "tokens"
                 "created_at", "started_at", "finished_at", "heartbeat_at")
 _ROLLOUT_COLUMNS = ("key", "text", "answer", "correct", "num_tokens", "finish_reason", "seed",
                     "model", "created_at")
+_TREE_PARTS = ("nodes", "rollouts", "marks", "branches")
 _VERDICT_COLUMNS = ("key", "judge", "verifier_kind", "kind", "p_yes", "mass", "raw", "template",
                     "template_hash", "created_at")
 
 
 def dump_records(store: Store, dataset: str | None = None) -> Iterator[dict]:
-    """Every job, problem and trajectory (with everything hanging off it), in stored order."""
-    for job in reversed(store.list_jobs()):
-        yield {"job": {column: job[column] for column in _JOB_COLUMNS}}
+    """Every job, problem and trajectory (with everything hanging off it), and each problem's
+    rollout tree beyond its trajectories, in stored order."""
+    jobs = list(reversed(store.list_jobs()))
+    keyed = _keyed_manifests(store, jobs)
+    for job in jobs:
+        record = {column: job[column] for column in _JOB_COLUMNS}
+        if job["id"] in keyed:
+            record["manifest"], record["ids_as_keys"] = keyed[job["id"]]
+        yield {"job": record}
     offset = 0
     while page := store.list_problems(dataset=dataset, limit=_PAGE, offset=offset):
         offset += len(page)
+        trees = store.tree_dump([problem["id"] for problem in page])  # one query per table a page
         for problem in page:
-            yield from _problem_records(store, problem)
+            yield from _problem_records(store, problem, trees.get(problem["id"], {}))
 
 
-def _problem_records(store: Store, problem: dict) -> Iterator[dict]:
+def _keyed_manifests(store: Store, jobs: list[dict]) -> dict[int, tuple[Any, list[str]]]:
+    """job id -> (its manifest with the ids of MANIFEST_ID_FIELDS as keys, the paths rewritten);
+    an id whose row is gone becomes null (a wrong row after an import would be worse)."""
+    manifests = {job["id"]: copy.deepcopy(job["manifest"]) for job in jobs}
+    fields = {job_id: manifest_id_fields(m) for job_id, m in manifests.items()}
+    wanted: dict[str, set[int]] = {}
+    for found in fields.values():
+        for _, table, holder, name in found:
+            values = holder[name] if isinstance(holder[name], list) else [holder[name]]
+            wanted.setdefault(table, set()).update(v for v in values if v is not None)
+    keys = {table: store.keys_of(table, sorted(ids)) for table, ids in wanted.items()}
+    out = {}
+    for job_id, found in fields.items():
+        for _, table, holder, name in found:
+            value = holder[name]
+            key = lambda v, t=table: None if v is None else keys[t].get(v)
+            holder[name] = [key(v) for v in value] if isinstance(value, list) else key(value)
+        if found:
+            out[job_id] = (manifests[job_id], sorted(path for path, *_ in found))
+    return out
+
+
+def _problem_records(store: Store, problem: dict, tree: dict[str, list[dict]]) -> Iterator[dict]:
     fields = ("dataset", "question", "gold", "meta", "created_at")
     head = {"problem": {k: problem[k] for k in fields}}
     trajectories = store.list_trajectories(problem_id=problem["id"])
     if not trajectories:
         yield head
+    branches = {b["trajectory"]: b for b in tree.get("branches", ())}
     for row in trajectories:
-        yield {**head, "trajectory": _trajectory_record(store, row["id"])}
+        yield {**head, "trajectory": _trajectory_record(store, row["id"], branches)}
+    # After the problem's trajectories: its marks and branch links name their rows by key.
+    if tree:
+        yield {**head, "tree": {kind: tree[kind] for kind in _TREE_PARTS if tree.get(kind)}}
 
 
-def _trajectory_record(store: Store, trajectory_id: int) -> dict:
+def _trajectory_record(store: Store, trajectory_id: int, branches: dict[str, dict]) -> dict:
     t = store.get_trajectory(trajectory_id)
     annotations: dict[int, list[dict]] = {}
     for a in store.annotations(trajectory_id):
@@ -289,6 +389,15 @@ def _trajectory_record(store: Store, trajectory_id: int) -> dict:
     segmentations = store.segmentations(trajectory_id)
     record = {k: t[k] for k in ("source", "model", "policy_prompt", "solution", "final_answer",
                                 "correct", "meta", "created_at")}
+    branch = branches.get(t["key"])
+    if branch is not None and isinstance(t["meta"], dict):
+        # A branch's meta names the rollout and node it came from by id (core.store.tree,
+        # core.jobs.tree_search): written as keys, and set back to ids where the import links it.
+        meta = dict(t["meta"])
+        for name, column in (("rollout", "parent_rollout_id"), ("node", "parent_node_id")):
+            if branch[name] is not None and meta.get(name) == t[column]:
+                meta[name] = branch[name]
+        record["meta"] = meta
     record["current_segmentation"] = next(
         (i for i, s in enumerate(segmentations) if s["current"]), len(segmentations) - 1
     )

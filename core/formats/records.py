@@ -122,9 +122,56 @@ class Problem:
 
 
 @dataclass
+class TreeNode:
+    """A node of the rollout tree no step ends at, by content key; the root has parent None."""
+
+    key: str
+    parent: str | None
+    text: str
+
+
+@dataclass
+class TreeRollout(Rollout):
+    """A rollout sampled at a node outside any trajectory's steps (step_id NULL)."""
+
+    node: str = ""  # the node's key
+
+
+@dataclass
+class TreeMark:
+    rollout: str  # the marked rollout's key
+    selected: bool = False
+    first_error: int | None = None
+    branch: str | None = None  # the branch trajectory's key
+    job: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass
+class Branch:
+    """A trajectory sampled from the tree: its parent node and rollout, all by key."""
+
+    trajectory: str
+    node: str | None = None
+    rollout: str | None = None
+
+
+@dataclass
+class Tree:
+    nodes: list[TreeNode] = field(default_factory=list)
+    rollouts: list[TreeRollout] = field(default_factory=list)
+    marks: list[TreeMark] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)
+
+
+@dataclass
 class Item:
     problem: Problem
     trajectories: list[Trajectory] = field(default_factory=list)
+    tree: Tree | None = None
+    # The problem's key as the file wrote it (its own dataset), where that can differ from the
+    # key it is stored under (an import with --dataset): keys in the file are translated.
+    file_problem_key: str | None = None
 
 
 @dataclass
@@ -141,6 +188,41 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     heartbeat_at: str | None = None
+    # The manifest fields (MANIFEST_ID_FIELDS paths) that hold keys instead of ids; an import
+    # turns them back into the ids the rows get in the importing database.
+    ids_as_keys: list[str] = field(default_factory=list)
+
+
+# Manifest fields that hold row ids, by dotted path -> the keyed table the ids are of. A dump
+# writes them as keys (ids differ from one database to another); a new id-bearing manifest field
+# belongs here. A value qualifies when it is an id, None, or a list of those.
+MANIFEST_ID_FIELDS = {
+    "trajectory_ids": "trajectories", "trajectory_id": "trajectories", "problem_ids": "problems",
+    "node_id": "nodes", "split.train_trajectories": "trajectories", "split.test_trajectories": "trajectories",
+    "split.train_problems": "problems", "split.test_problems": "problems",
+}  # fmt: skip
+
+
+def _is_id(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def manifest_id_fields(manifest: Any, ids: bool = True) -> list[tuple[str, str, dict, str]]:
+    """(path, table, the dict holding the field, its name) for each id-bearing field present in
+    the manifest whose value qualifies (as ids, or with ids=False as keys: strings or None)."""
+    found = []
+    for path, table in MANIFEST_ID_FIELDS.items():
+        *parents, name = path.split(".")
+        holder = manifest
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder[name]
+        ok = _is_id if ids else (lambda v: v is None or isinstance(v, str))
+        if ok(value) or (isinstance(value, list) and all(ok(v) for v in value)):
+            found.append((path, table, holder, name))
+    return found
 
 
 # --- building segmentations -------------------------------------------------------------------

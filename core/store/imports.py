@@ -80,6 +80,11 @@ class ImportBatch:
     annotations, rollouts, step verdicts: trajectory_key, segmentation_key, idx, and the row's fields
     (a whole-solution verdict has segmentation_key None); labels: trajectory_key and its fields;
     annotators: (line, name) in the order they first appear; jobs: the job row's fields.
+    The rollout tree beyond the trajectories' steps (each with problem_key): nodes (key, parent
+    key, text; parents first), tree_rollouts (a rollout's fields and its node's key), marks
+    (rollout key, selected, first_error, branch trajectory key, job, updated_at) and branches
+    (trajectory key, its parent node and rollout keys, and file_node: the node key the file
+    wrote, which its meta may name).
     """
 
     jobs: list[dict] = field(default_factory=list)
@@ -91,6 +96,10 @@ class ImportBatch:
     rollouts: list[dict] = field(default_factory=list)
     verdicts: list[dict] = field(default_factory=list)
     labels: list[dict] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)
+    tree_rollouts: list[dict] = field(default_factory=list)
+    marks: list[dict] = field(default_factory=list)
+    branches: list[dict] = field(default_factory=list)
     rows: int = 0  # rows it will write, roughly (the batch size counts these)
 
 
@@ -221,6 +230,7 @@ class ImportQueries(ConnectionBase):
             self._write_rollouts(conn, batch, trajectories, steps, jobs, stamp)
             self._write_verdicts(conn, batch, trajectories, steps, jobs, stamp)
             self._write_labels(conn, batch, trajectories, annotators, stamp)
+            self._write_tree(conn, batch, problems, jobs, import_id, tops["trajectories"], stamp)
             added = {}
             for table, top in self._tops(conn).items():
                 added[table] = top - tops[table]
@@ -258,7 +268,8 @@ class ImportQueries(ConnectionBase):
     def _write_jobs(self, conn: sqlite3.Connection, batch: ImportBatch, stamp: str) -> dict:
         """(key, line) -> job id for every job reference of the batch, checked: a job is stored
         already or defined on an earlier line."""
-        referenced = {r["job"] for r in (*batch.rollouts, *batch.verdicts) if r["job"] is not None}
+        refs = (*batch.rollouts, *batch.verdicts, *batch.tree_rollouts, *batch.marks)
+        referenced = {r["job"] for r in refs if r["job"] is not None}
         first_line: dict[str, int] = {}
         for job in batch.jobs:
             first_line.setdefault(job["key"], job["line"])
@@ -273,7 +284,7 @@ class ImportQueries(ConnectionBase):
             [j["line"] for j in batch.jobs], "jobs",
         )  # fmt: skip
         known = {**self._job_rows(conn, set(first_line)), **stored}
-        for row in (*batch.rollouts, *batch.verdicts):
+        for row in refs:
             key = row["job"]
             if key is not None and key not in stored and not first_line.get(key, row["line"]) < row["line"]:
                 raise ImportRowError(row["line"], f"refers to job {key!r}, which is neither stored nor earlier in the file")
@@ -477,6 +488,105 @@ class ImportQueries(ConnectionBase):
                updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
             rows, [x["line"] for x in batch.labels], "trajectory labels",
         )
+
+
+    # --- the rollout tree beyond the steps (a dump's tree records) -------------------------------
+
+    def _write_tree(self, conn, batch, problems, jobs, import_id, top_trajectory, stamp) -> None:  # noqa: ANN001
+        """Nodes no step ends at, stepless rollouts, marks and branch links, all named by key: a row
+        they name is stored already or comes earlier in the file (ImportRowError otherwise).
+        Stored marks and links stay as they are (importing twice changes nothing)."""
+        if not (batch.nodes or batch.tree_rollouts or batch.marks or batch.branches):
+            return
+        known = self._ids(conn, "nodes", (n["parent"] for n in batch.nodes if n["parent"] is not None))
+        for n in batch.nodes:
+            if n["parent"] is not None and n["parent"] not in known:
+                raise ImportRowError(n["line"], f"node {n['key']!r} names a parent node {n['parent']!r} "
+                                                "that is neither stored nor earlier in the file")  # fmt: skip
+            known[n["key"]] = 0
+        # Parents first (executemany runs the rows in order), found by key as segmentations' are.
+        conn.executemany(
+            """INSERT INTO nodes (key, problem_id, parent_id, depth, text, created_at)
+               VALUES (?, ?, (SELECT id FROM nodes WHERE key = ?), COALESCE((SELECT depth + 1 FROM nodes WHERE key = ?), 0),
+                       ?, ?) ON CONFLICT (key) DO NOTHING""",
+            [(n["key"], problems[n["problem_key"]], n["parent"], n["parent"], n["text"], stamp) for n in batch.nodes],
+        )  # fmt: skip
+        nodes = self._ids(conn, "nodes", (r for b in (batch.tree_rollouts, batch.branches) for r in
+                                          (x["node"] for x in b) if r is not None))  # fmt: skip
+        rows = []
+        for r in batch.tree_rollouts:
+            if r["node"] not in nodes:
+                raise ImportRowError(r["line"], f"rollout {r['key']!r} names a node {r['node']!r} that is neither "
+                                                "stored nor earlier in the file")  # fmt: skip
+            rows.append((r["key"], nodes[r["node"]], jobs[r["job"]][0] if r["job"] is not None else None, r["text"],
+                         r["answer"], int(bool(r["correct"])), r["num_tokens"], r["finish_reason"], r["seed"],
+                         r["model"], r["created_at"] or stamp))  # fmt: skip
+        self._insert(
+            conn,
+            """INSERT INTO rollouts (key, step_id, node_id, job_id, text, answer, correct, num_tokens, finish_reason,
+               seed, model, created_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            rows, [r["line"] for r in batch.tree_rollouts], "rollouts",
+        )  # fmt: skip
+        rollouts = self._ids(conn, "rollouts", [m["rollout"] for m in batch.marks]
+                             + [b["rollout"] for b in batch.branches if b["rollout"] is not None])  # fmt: skip
+        trajectories = self._ids(conn, "trajectories", [m["branch"] for m in batch.marks if m["branch"] is not None]
+                                 + [b["trajectory"] for b in batch.branches])  # fmt: skip
+
+        def named(row: dict, what: str, key: str | None, ids: dict[str, int]) -> int | None:
+            if key is not None and key not in ids:
+                raise ImportRowError(row["line"], f"names a {what} {key!r} that is neither stored nor earlier in the file")
+            return None if key is None else ids[key]
+
+        rows = [(named(m, "rollout", m["rollout"], rollouts), int(bool(m["selected"])), m["first_error"],
+                 named(m, "trajectory", m["branch"], trajectories), jobs[m["job"]][0] if m["job"] is not None else None,
+                 m["updated_at"] or stamp) for m in batch.marks]  # fmt: skip
+        self._insert(
+            conn,
+            """INSERT INTO tree_marks (rollout_id, selected, first_error, branch_id, job_id, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            rows, [m["line"] for m in batch.marks], "tree marks",
+        )
+        # A branch link is set on a trajectory this import added only (one stored before keeps its
+        # own), with the ids its meta names by key in a dump (core.formats.jsonl) put back.
+        links = [(named(b, "trajectory", b["trajectory"], trajectories), named(b, "node", b["node"], nodes),
+                  named(b, "rollout", b["rollout"], rollouts), b) for b in batch.branches]  # fmt: skip
+        metas = dict(conn.execute(
+            "SELECT id, meta FROM trajectories WHERE id IN (SELECT value FROM json_each(?))", [_json_list(t for t, *_ in links)]
+        ).fetchall())  # fmt: skip
+        updates = []
+        for tid, node_id, rollout_id, b in links:
+            meta = json.loads(metas[tid]) if metas.get(tid) else None
+            if isinstance(meta, dict):
+                for name, key, new in (("rollout", b["rollout"], rollout_id), ("node", b.get("file_node", b["node"]), node_id)):
+                    if key is not None and meta.get(name) == key:
+                        meta[name] = new
+            updates.append((node_id, rollout_id, _json(meta) if isinstance(meta, dict) else metas.get(tid), tid,
+                            top_trajectory, import_id))  # fmt: skip
+        conn.executemany(
+            """UPDATE trajectories SET parent_node_id = ?, parent_rollout_id = ?, meta = ?
+               WHERE id = ? AND parent_node_id IS NULL AND parent_rollout_id IS NULL
+                 AND (id > ? OR EXISTS (SELECT 1 FROM import_ranges g WHERE g.import_id = ? AND g.tbl = 'trajectories'
+                                        AND trajectories.id BETWEEN g.first_id AND g.last_id))""",
+            updates,
+        )  # fmt: skip
+
+    # --- job manifests that name rows by key (a dump's) -------------------------------------------
+
+    def import_key_ids(self, table: str, keys: Iterable[str]) -> dict[str, int]:
+        """key -> id of the stored rows of a keyed table (problems, trajectories, nodes)."""
+        if table not in ("problems", "trajectories", "nodes"):
+            raise ValueError(f"{table} is not a keyed table")
+        return self._ids(self.conn, table, keys)
+
+    def set_imported_manifests(self, import_id: int, manifests: dict[str, Any]) -> None:
+        """Replace the manifests of the jobs (by key) that this running import added; a job that
+        was stored before keeps its own."""
+        with self.transaction() as conn:
+            conn.executemany(
+                """UPDATE jobs SET manifest = ? WHERE key = ? AND EXISTS (SELECT 1 FROM import_ranges g
+                   WHERE g.import_id = ? AND g.tbl = 'jobs' AND jobs.id BETWEEN g.first_id AND g.last_id)""",
+                [(_json(manifest), key, import_id) for key, manifest in manifests.items()],
+            )
 
 
 def _kind_taken(name: str, stored: str, kind: str) -> str:

@@ -8,6 +8,7 @@ values, node values are per policy model.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Sequence
 
 from core.errors import StepScopeError
@@ -232,3 +233,71 @@ class TreeQueries(ConnectionBase):
         return self._rows(
             "SELECT id, parent_rollout_id FROM trajectories WHERE parent_node_id = ? ORDER BY id", [node_id]
         )
+
+    # --- the full dump (core.formats.jsonl) -----------------------------------------------------
+
+    def tree_dump(self, problem_ids: Sequence[int]) -> dict[int, dict[str, list[dict]]]:
+        """What the dump needs of these problems' trees beyond their trajectories, one query per
+        table for the page (not per problem): problem id -> {"nodes", "rollouts", "marks",
+        "branches"}, each a list of rows that name other rows by key, never by id.
+
+        nodes: those no step ends at (an import recreates the others from the segmentations, and
+            the root of any problem with one), parents first, by key within a depth.
+        rollouts: stepless ones (sampled at a node by the tree search), oldest first.
+        marks: on any rollout at the problem's nodes, by rollout key.
+        branches: trajectories with a parent node or rollout, by trajectory key."""
+        out: dict[int, dict[str, list[dict]]] = {}
+        ids = _json_list(problem_ids)
+
+        def add(kind: str, rows: list[dict]) -> None:
+            for row in rows:
+                out.setdefault(row.pop("problem_id"), {}).setdefault(kind, []).append(row)
+
+        add("nodes", self._rows(
+            """SELECT n.problem_id, n.key, p.key AS parent, n.text FROM nodes n LEFT JOIN nodes p ON p.id = n.parent_id
+               WHERE n.problem_id IN (SELECT value FROM json_each(?))
+                 AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.node_id = n.id)
+                 AND NOT (n.parent_id IS NULL AND EXISTS (SELECT 1 FROM segmentations g JOIN trajectories t
+                          ON t.id = g.trajectory_id WHERE t.problem_id = n.problem_id))
+               ORDER BY n.problem_id, n.depth, n.key""",
+            [ids],
+        ))  # fmt: skip
+        add("rollouts", [_decode(row, "correct", json_columns=()) for row in self._rows(
+            """SELECT n.problem_id, r.key, r.text, r.answer, r.correct, r.num_tokens, r.finish_reason, r.seed,
+                      r.model, r.created_at, j.key AS job, n.key AS node
+               FROM nodes n JOIN rollouts r ON r.node_id = n.id LEFT JOIN jobs j ON j.id = r.job_id
+               WHERE n.problem_id IN (SELECT value FROM json_each(?)) AND r.step_id IS NULL ORDER BY r.id""",
+            [ids],
+        )])  # fmt: skip
+        add("marks", [_decode(row, "selected", json_columns=()) for row in self._rows(
+            """SELECT n.problem_id, r.key AS rollout, m.selected, m.first_error, t.key AS branch, j.key AS job,
+                      m.updated_at
+               FROM nodes n JOIN rollouts r ON r.node_id = n.id JOIN tree_marks m ON m.rollout_id = r.id
+               LEFT JOIN trajectories t ON t.id = m.branch_id LEFT JOIN jobs j ON j.id = m.job_id
+               WHERE n.problem_id IN (SELECT value FROM json_each(?)) ORDER BY r.key""",
+            [ids],
+        )])  # fmt: skip
+        add("branches", self._rows(
+            """SELECT t.problem_id, t.key AS trajectory, n.key AS node, r.key AS rollout FROM trajectories t
+               LEFT JOIN nodes n ON n.id = t.parent_node_id LEFT JOIN rollouts r ON r.id = t.parent_rollout_id
+               WHERE t.problem_id IN (SELECT value FROM json_each(?))
+                 AND (t.parent_node_id IS NOT NULL OR t.parent_rollout_id IS NOT NULL)
+               ORDER BY t.key""",
+            [ids],
+        ))  # fmt: skip
+        return out
+
+    def keys_of(self, table: str, ids: Sequence[int]) -> dict[int, str]:
+        """id -> key of those rows of a keyed table (problems, trajectories, nodes) that exist."""
+        if table not in _KEYED:
+            raise ValueError(f"{table} is not a keyed table")
+        return dict(self.conn.execute(
+            f"SELECT id, key FROM {table} WHERE id IN (SELECT value FROM json_each(?))", [_json_list(set(ids))]
+        ).fetchall())  # fmt: skip
+
+
+_KEYED = ("problems", "trajectories", "nodes")
+
+
+def _json_list(values) -> str:
+    return json.dumps(list(values))
