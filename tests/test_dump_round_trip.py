@@ -195,3 +195,17 @@ def test_a_tree_naming_a_rollout_nowhere_in_the_file_is_refused_with_its_line(gr
     with pytest.raises(StepScopeError, match=f"line {at + 1}: .*no-such-rollout"):
         import_file(copy, bad, "jsonl")
     assert _counts(copy) == dict.fromkeys(_counts(copy), 0)  # all or nothing
+
+
+def test_ids_as_keys_must_name_manifest_id_fields_that_hold_keys(tmp_path):
+    store = Store.open(tmp_path / "jobs.db")
+    job = {"key": "j1", "kind": "train-prm", "status": "done", "manifest": {"trajectory_ids": [3]},
+           "ids_as_keys": ["trajectory_ids"]}  # fmt: skip
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"job": job}) + "\n")
+    with pytest.raises(StepScopeError, match="line 1: .*'trajectory_ids' is not a key"):
+        import_file(store, bad, "jsonl")
+    bad.write_text(json.dumps({"job": {**job, "manifest": {"seed": "k"}, "ids_as_keys": ["seed"]}}) + "\n")
+    with pytest.raises(StepScopeError, match="line 1: .*'seed' is not a manifest id field"):
+        import_file(store, bad, "jsonl")
+    assert store.list_jobs() == []
