@@ -15,7 +15,8 @@ the solution as "Question: ...\nAnswer: ...". Training examples come from the pr
 train split, evaluation from those of the test split (core.splits), so no problem has
 solutions on both sides. The job stores the ORM's outcome verdicts on the test split's
 solutions (judge "orm:<base>"), which Best-of-N reranks with; `score_trajectories` scores any
-others later (marking those it trained on).
+others later (its scores on the train split are in-sample, marked so: the pages prefer a held-out
+verdict to them, and it never stores one over a held-out verdict of the same ORM).
 
 A "random-init" base (`random-init` or `random-init:MODEL`) is MODEL's architecture and
 tokenizer with random weights: the floor that shows what pretraining adds.
@@ -232,13 +233,13 @@ def train_orm(
     return TrainedOrm(output, manifest, verdicts, {e.trajectory_id: float(p) for e, p in zip(test, scores)})
 
 
-def _verdict(folder: Path, manifest: dict, trajectory_id: int, p: float, split: str, in_training: bool,
+def _verdict(folder: Path, manifest: dict, trajectory_id: int, p: float, split: str, in_sample: bool,
              job_id: int | None) -> dict:  # fmt: skip
     return {
         "judge": manifest["judge"], "verifier_kind": VERIFIER_KIND, "kind": "outcome", "trajectory_id": trajectory_id,
         "step_id": None, "p_yes": p, "mass": None,
-        "raw": json.dumps({"artifact": folder.name, "split": split, "in_training": in_training}),
-        "template": folder.name, "template_hash": manifest["fingerprint"], "job_id": job_id,
+        "raw": json.dumps({"artifact": folder.name, "split": split, "in_sample": in_sample}),
+        "template": folder.name, "template_hash": manifest["fingerprint"], "job_id": job_id, "in_sample": in_sample,
     }  # fmt: skip
 
 
@@ -270,10 +271,11 @@ def list_orms(store) -> list[dict]:
 def score_trajectories(
     store, folder: str | Path, trajectory_ids: Sequence[int], *, device: str = "cpu", job_id: int | None = None,
     should_stop: Callable[[], bool] = lambda: False, on_progress: Callable[[int, int], None] = lambda done, planned: None,
-) -> int | None:  # fmt: skip
-    """Store the ORM's outcome verdicts on the trajectories (those it trained on are marked
-    `in_training`; with a job id, those this job already scored are skipped, so a killed job
-    resumes); how many were stored, None if stopped."""
+) -> tuple[int, int] | None:  # fmt: skip
+    """Store the ORM's outcome verdicts on the trajectories: those it trained on are in-sample
+    (marked `in_sample`), and one that already has a held-out verdict of this ORM keeps it (none
+    stored over it); with a job id, those this job already scored are skipped, so a killed job
+    resumes. (verdicts stored, trajectories that kept their held-out verdict), None if stopped."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -282,11 +284,14 @@ def score_trajectories(
     template = load_template(manifest["policy_template"]["name"])
     done = {t for t, _ in store.verdict_targets_of_job(job_id)} if job_id is not None else set()
     todo = [t for t in dict.fromkeys(int(t) for t in trajectory_ids) if t not in done]
+    trained = set(manifest["split"]["train_trajectories"])
+    kept = store.held_out_targets(manifest["judge"], "outcome", manifest["fingerprint"],
+                                  [(t, None) for t in todo if t in trained])  # fmt: skip
+    todo = [t for t in todo if (t, None) not in kept]
     if not todo:
-        return 0
+        return 0, len(kept)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device).eval()
-    trained = set(manifest["split"]["train_trajectories"])
     split_of = {t: "train" for t in trained} | {t: "test" for t in manifest["split"]["test_trajectories"]}
     stored = 0
     max_length = getattr(model.config, "max_position_embeddings", 2048)
@@ -303,4 +308,4 @@ def score_trajectories(
             for e, p in zip(examples, scores)
         ])  # fmt: skip
         on_progress(min(start + len(chunk), len(todo)), len(todo))
-    return stored
+    return stored, len(kept)

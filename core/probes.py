@@ -497,6 +497,27 @@ def probe_examples_for(store: Store, probe: Probe, trajectory_ids: Sequence[int]
     return step_examples(store, trajectory_ids, None)
 
 
+def training_targets(probe: Probe) -> set[tuple[int, int]]:
+    """The (trajectory, step or -1) examples the probe was fitted on (its saved data)."""
+    data = probe.folder / "data.npz"
+    if not data.exists():
+        return set()
+    with np.load(data) as arrays:
+        return set(zip(arrays["trajectory_ids"].tolist(), arrays["step_ids"].tolist()))
+
+
+def held_out_examples(store: Store, probe: Probe, examples: Examples) -> np.ndarray:
+    """Which examples keep the cross-fitted verdict the probe's training stored (issue 24): those
+    it was trained on that already have one in this store. Scoring them again with the probe
+    fitted on all its data would give an in-sample score, which flatters it."""
+    trained = training_targets(probe)
+    targets = [(int(t), None if s == -1 else int(s))
+               for t, s in zip(examples.trajectory_ids, examples.step_ids) if (int(t), int(s)) in trained]  # fmt: skip
+    kept = store.held_out_targets(probe.judge, probe.manifest["kind"], probe.sha256, targets) if targets else set()
+    return np.array([(int(t), None if s == -1 else int(s)) in kept
+                     for t, s in zip(examples.trajectory_ids, examples.step_ids)], dtype=bool)  # fmt: skip
+
+
 def score_with_probe(
     store: Store,
     engine,
@@ -507,20 +528,19 @@ def score_with_probe(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[dict] | None:
     """Verdict rows from the probe fitted on all its data. Examples it was trained on are
-    marked `in_training` in raw: their scores are in-sample (use the cross-fitted ones)."""
+    in-sample (`in_sample` in the row and in raw): the pages prefer a cross-fitted verdict to
+    them, and a scoring job leaves out those that have one (held_out_examples)."""
     template = load_template(probe.manifest["policy_template"]["name"])
     X = hidden_features(store, engine, examples, layer=probe.manifest["layer"],
                         context=probe.manifest.get("context", "question"), template=template,
                         should_stop=should_stop)  # fmt: skip
     if X is None:
         return None
-    trained = set()
-    data = probe.folder / "data.npz"
-    if data.exists():
-        with np.load(data) as arrays:
-            trained = set(zip(arrays["trajectory_ids"].tolist(), arrays["step_ids"].tolist()))
+    trained = training_targets(probe)
     scores = probe.predict(X)
-    return [
-        _verdict(probe, int(t), int(s), float(p), {"crossfit": False, "in_training": (int(t), int(s)) in trained}, job_id)
-        for t, s, p in zip(examples.trajectory_ids, examples.step_ids, scores)
-    ]
+    rows = []
+    for t, s, p in zip(examples.trajectory_ids, examples.step_ids, scores):
+        in_sample = (int(t), int(s)) in trained
+        rows.append({**_verdict(probe, int(t), int(s), float(p), {"crossfit": False, "in_sample": in_sample}, job_id),
+                     "in_sample": in_sample})  # fmt: skip
+    return rows

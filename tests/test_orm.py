@@ -109,7 +109,8 @@ def test_a_finetuned_orm_learns_a_separable_task_on_problems_it_never_saw(tmp_pa
     judge = f"orm:{tiny_model_dir}"
     for trajectory_id in split["test_trajectories"]:
         [verdict] = store.verdicts(trajectory_id, judge=judge)
-        assert json.loads(verdict["raw"]) == {"artifact": "tiny", "split": "test", "in_training": False}
+        assert json.loads(verdict["raw"]) == {"artifact": "tiny", "split": "test", "in_sample": False}
+        assert verdict["in_sample"] == 0
     assert all(not store.verdicts(t, judge=judge) for t in split["train_trajectories"])
     # Scoring with the folder later, queued as Explore and Jobs and data queue it (the folder is
     # offered among the trained verifiers): new solutions are scored, trained ones flagged, none twice.
@@ -122,7 +123,11 @@ def test_a_finetuned_orm_learns_a_separable_task_on_problems_it_never_saw(tmp_pa
     assert scored["kind"] == "orm-score"
     assert scored["manifest"]["judge"] == judge
     [trained_one] = store.verdicts(targets[0], judge=judge)
-    assert json.loads(trained_one["raw"])["in_training"] is True
+    # Its score on a solution it trained on is in-sample (there is no held-out one to keep): marked,
+    # so that a page prefers any held-out verdict; the test split's is held-out.
+    assert json.loads(trained_one["raw"])["in_sample"] is True and trained_one["in_sample"] == 1
+    assert scored["manifest"]["kept_held_out"] == 0
+    assert [v["in_sample"] for v in store.verdicts(targets[1], judge=judge)] == [0, 0]
     assert [v["job_id"] for v in store.verdicts(targets[1], judge=judge)] == [job["id"], scored["id"]]
     assert store.verdicts(targets[1], judge=judge)[1]["p_yes"] == pytest.approx(store.verdicts(targets[1], judge=judge)[0]["p_yes"], abs=1e-4)
     fresh_scores = [store.verdicts(t, judge=judge)[0]["p_yes"] for t in fresh]
@@ -223,3 +228,8 @@ def test_cli_trains_an_orm_lists_it_and_judges_with_it(tmp_path, tiny_model_dir)
     judged = run_cli("judge", "--verifier", str(folder), "--source", "policy", *common, env=ONE_THREAD)
     assert judged.returncode == 0, judged.stderr[-3000:]
     assert "48 outcome verdicts" in judged.stdout and "AUROC vs final-answer correctness" in judged.stdout
+    # Issue 24: the AUROC is over the test split's (held-out) scores; the train split's in-sample
+    # ones are counted and left out.
+    split = json.loads((folder / "manifest.json").read_text())["split"]
+    assert f"over {len(split['test_trajectories'])} held-out or cross-fitted solutions" in judged.stdout
+    assert f"{len(split['train_trajectories'])} in-sample scores" in judged.stdout

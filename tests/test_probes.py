@@ -137,21 +137,104 @@ def test_process_probes_train_on_mc_and_human_step_labels(tmp_path, tiny_model_d
         assert verdicts and all(v["kind"] == "step" and v["step_id"] is not None for v in verdicts)
 
 
-def test_probe_judge_job_scores_new_trajectories_and_flags_training_ones(tmp_path, tiny_model_dir, tiny_engine):
+def test_probe_judge_job_scores_new_trajectories_and_keeps_cross_fitted_scores(tmp_path, tiny_model_dir, tiny_engine):
+    """Issue 24: judging the trajectories a probe was trained on keeps their cross-fitted
+    verdicts (none in-sample is stored over them), and the pages read those."""
     store = Store.open(tmp_path / "p.db")
     problems = sample_problems(store, 10)
     ids = add_answer_variants(store, problems[:8])
     trained = train_probe(store, tiny_engine, str(tiny_model_dir), "outcome", ids, folds=4)
+    crossfit = {int(t): float(p) for t, p in zip(trained.examples.trajectory_ids, trained.crossfit.scores)}
     fresh = add_answer_variants(store, problems[8:])
-    job_id = queue(store, ProbeJudgeSpec(verifier=str(trained.probe.folder), trajectory_ids=(ids[0], *fresh)))
+    job_id = queue(store, ProbeJudgeSpec(verifier=str(trained.probe.folder), trajectory_ids=(*ids, *fresh)))
     manifest = store.get_job(job_id)["manifest"]
     assert manifest["policy"] == str(tiny_model_dir) and manifest["engine"] == "transformers"
-    assert run_judge(store, tiny_engine, manifest, job_id=job_id).done == 7
-    for trajectory_id in [ids[0], *fresh]:
-        from_job = [v for v in store.verdicts(trajectory_id, judge=trained.probe.judge) if v["job_id"] == job_id]
-        assert len(from_job) == 1
-        raw = json.loads(from_job[0]["raw"])
-        assert raw["crossfit"] is False and raw["in_training"] is (trajectory_id == ids[0])
+    assert run_judge(store, tiny_engine, manifest, job_id=job_id).done == 6  # the fresh ones only
+    assert store.get_job(job_id)["manifest"]["kept_held_out"] == 24
+    judge = trained.probe.judge
+    for trajectory_id in ids:
+        [verdict] = store.verdicts(trajectory_id, judge=judge)  # the cross-fitted one, nothing newer
+        assert json.loads(verdict["raw"])["crossfit"] is True and verdict["in_sample"] == 0
+    for trajectory_id in fresh:
+        [verdict] = [v for v in store.verdicts(trajectory_id, judge=judge) if v["job_id"] == job_id]
+        assert json.loads(verdict["raw"]) == {"artifact": trained.probe.name, "crossfit": False, "in_sample": False}
+    # The scores Explore and Best-of-N show are the cross-fitted ones.
+    shown = store.latest_outcome_p_yes([*ids, *fresh])
+    assert {t: shown[t][judge] for t in ids} == pytest.approx(crossfit)
+    names, matrix = store.latest_outcome_score_arrays(np.array(ids))
+    np.testing.assert_allclose(matrix[:, names.index(judge)], [crossfit[t] for t in ids])
+
+
+def test_an_in_sample_score_never_hides_a_cross_fitted_one(tmp_path, tiny_model_dir, tiny_engine):
+    """Where an in-sample score is stored after a cross-fitted one (a probe scored without the
+    job's check), every page-facing read still returns the cross-fitted score."""
+    from core.probes import probe_examples_for, score_with_probe
+
+    store = Store.open(tmp_path / "p.db")
+    problems = sample_problems(store, 8)
+    ids = add_answer_variants(store, problems)
+    trained = train_probe(store, tiny_engine, str(tiny_model_dir), "outcome", ids, folds=4)
+    crossfit = {int(t): float(p) for t, p in zip(trained.examples.trajectory_ids, trained.crossfit.scores)}
+    rows = score_with_probe(store, tiny_engine, trained.probe, probe_examples_for(store, trained.probe, ids))
+    assert all(row["in_sample"] for row in rows)
+    store.add_verdicts(rows)
+    in_sample = {row["trajectory_id"]: row["p_yes"] for row in rows}
+    assert in_sample != pytest.approx(crossfit)  # the full fit's scores differ: the check can fail
+    judge = trained.probe.judge
+    assert [v["in_sample"] for v in store.verdicts(ids[0], judge=judge)] == [0, 1]
+    shown = store.latest_outcome_p_yes(ids)
+    assert {t: shown[t][judge] for t in ids} == pytest.approx(crossfit)
+    names, matrix = store.latest_outcome_score_arrays(np.array(ids))
+    np.testing.assert_allclose(matrix[:, names.index(judge)], [crossfit[t] for t in ids])
+    # The AUROC the CLI prints is on the cross-fitted scores, none of the in-sample ones.
+    items = store.preferred_verdict_outcomes(judge, "outcome", ids)
+    assert sorted(p for p, _, _ in items) == pytest.approx(sorted(crossfit.values()))
+    assert {flag for _, flag, _ in items} == {0}
+
+
+def test_step_readers_prefer_a_not_in_sample_step_verdict_to_a_newer_in_sample_one(tmp_path):
+    """Compare, PRM aggregation, Explore's disagreement filter and the exports read a verifier's
+    newest verdict that is not in-sample; an in-sample one only where there is no other."""
+    store = Store.open(tmp_path / "s.db")
+    [problem] = sample_problems(store, 1)
+    trajectory_id = store.add_trajectory(problem["id"], "Step one.\n\nStep two.", source="hand", correct=True)
+    first, second = [s["id"] for s in store.steps(trajectory_id)]
+    judge = "probe-prm-mc-hard:x"
+    store.add_verdicts([{"judge": judge, "kind": "step", "step_id": first, "p_yes": 0.9, "raw": '{"crossfit": true}'},
+                        {"judge": judge, "kind": "step", "step_id": second, "p_yes": 0.8, "in_sample": True}],
+                       verifier_kind="probe")  # fmt: skip
+    store.add_verdicts([{"judge": judge, "kind": "step", "step_id": first, "p_yes": 0.1, "in_sample": True},
+                        {"judge": judge, "kind": "step", "step_id": second, "p_yes": 0.7, "in_sample": True}],
+                       verifier_kind="probe")  # fmt: skip
+    expected = {first: 0.9, second: 0.7}  # the cross-fitted one; else the newest in-sample one
+    assert store.latest_step_p_yes(judge, [first, second]) == expected
+    assert store.latest_step_scores(judge, [first, second]) == expected
+    steps, values = store.latest_step_score_arrays(judge)
+    assert dict(zip(steps.tolist(), values.tolist())) == expected
+    assert [r["p_yes"] for r in store.prm_step_scores(trajectory_id, judge)[judge]] == [0.9, 0.7]
+    assert store.step_scores_by_trajectory(judge) == {trajectory_id: [0.9, 0.7]}
+    assert store.step_score_arrays(judge)["score"].tolist() == [0.9, 0.7]
+    # Explore: a rating of -1 on the first step disagrees with the cross-fitted 0.9, not with 0.1.
+    from core.store.explore import TrajectoryFilter
+
+    store.save_annotation("ann", first, rating=-1)
+    assert [t["id"] for t in store.find_trajectories(TrajectoryFilter(disagree="judge"), limit=5)] == [trajectory_id]
+    # MC agreement: hard label 0 on the first step disagrees with 0.9 (it would agree with 0.1).
+    store.add_rollouts([{"step_id": first, "text": "x", "correct": False, "model": "p"}])
+    assert store.mc_agreement_counts(judge, "p") == (1, 0, True)
+
+
+def test_in_sample_is_classified_from_raw_where_a_writer_does_not_say(tmp_path):
+    """Rows inserted without the column (an imported dump; rows before migration 0011) take it
+    from the writer's record in raw: `in_sample`, or the older `in_training`."""
+    store = Store.open(tmp_path / "r.db")
+    [problem] = sample_problems(store, 1)
+    trajectory_id = store.add_trajectory(problem["id"], "The answer is 1.", source="hand", correct=True)
+    raws = ['{"in_training": true}', '{"in_sample": true}', '{"in_training": false}', '{"crossfit": true}',
+            "not json", '["in_sample"]', None]  # fmt: skip
+    store.add_verdicts([{"judge": "orm:x", "kind": "outcome", "trajectory_id": trajectory_id, "p_yes": 0.5, "raw": raw}
+                        for raw in raws], verifier_kind="orm")  # fmt: skip
+    assert [v["in_sample"] for v in store.verdicts(trajectory_id)] == [1, 1, 0, 0, 0, 0, 0]
 
 
 def test_a_probe_needs_both_labels(tmp_path, tiny_model_dir, tiny_engine):
@@ -177,7 +260,10 @@ def test_cli_train_verifier_then_judge_with_it(tmp_path, tiny_model_dir):
     [folder] = list((tmp_path / "verifiers" / "probe").iterdir())
     judged = run_cli("judge", "--verifier", str(folder), "--source", "hand", "--device", "cpu", "--db", str(db), env=ONE_THREAD)
     assert judged.returncode == 0, judged.stderr
-    assert "24 outcome verdicts" in judged.stdout and "AUROC vs final-answer correctness" in judged.stdout
+    # Judged on the solutions it was trained on, the probe keeps their cross-fitted scores, and the
+    # AUROC is theirs (issue 24: it used to print one over in-sample scores).
+    assert "0 outcome verdicts" in judged.stdout and "24 targets kept their cross-fitted score" in judged.stdout
+    assert "over 24 held-out or cross-fitted solutions" in judged.stdout and "in-sample" not in judged.stdout
     listed = run_cli("verifiers", "--db", str(db), env=ONE_THREAD)
     assert "probe-orm" in listed.stdout
 

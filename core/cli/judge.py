@@ -74,17 +74,25 @@ def judge_command(
 
 
 def print_judge_summary(store, job_id: int) -> None:
-    """Verdict count, mean P(Yes) and mass, unparseable critic answers, AUROC vs correctness."""
-    from core.metrics import auroc
+    """Verdict count, targets that kept a trained verifier's cross-fitted score, mean P(Yes) and
+    mass, unparseable critic answers, AUROC vs correctness (a trained verifier's: on held-out and
+    cross-fitted scores only, saying how many in-sample ones it left out)."""
+    from core.jobs.judge import KEPT_HELD_OUT
 
     job = store.get_job(job_id)
+    manifest = job["manifest"]
     rows = store.job_verdicts_with_outcome(job_id)
-    if not rows:
+    kept = manifest.get(KEPT_HELD_OUT, 0)
+    if not rows and not kept:
         console.print(f"job {job_id}: no verdicts", highlight=False)
         return
-    kind = rows[0][0]
+    kind = rows[0][0] if rows else manifest["kind"]
     scored = [(p, m, c) for _, p, m, _, c in rows if p is not None]
-    console.print(f"{job['manifest']['judge']}: {len(rows)} {kind} verdicts", highlight=False, markup=False)
+    console.print(f"{manifest['judge']}: {len(rows)} {kind} verdicts", highlight=False, markup=False)
+    if kept:
+        # Issue 24: a trained verifier does not store an in-sample score over a cross-fitted one.
+        what = "held-out" if job["kind"] == "orm-score" else "cross-fitted"
+        console.print(f"  {kept} targets kept their {what} score", highlight=False)
     if scored:
         console.print(f"  mean P(Yes) {sum(p for p, _, _ in scored) / len(scored):.3f}", highlight=False)
         masses = [m for _, m, _ in scored if m is not None]
@@ -97,10 +105,30 @@ def print_judge_summary(store, job_id: int) -> None:
         bad = sum(p in ("unparseable", "out-of-range") for p in parses)
         console.print(f"  unparseable critic answers: {bad} of {len(rows)}", highlight=False)
     if kind in ("outcome", "critic"):
-        labelled = [(p, c) for p, _, c in scored if c is not None]
-        value = auroc([c for _, c in labelled], [p for p, _ in labelled]) if labelled else None
-        if value is not None:
-            console.print(f"  AUROC vs final-answer correctness {value:.3f} ({len(labelled)} solutions)", highlight=False)
+        _print_auroc(store, job, kind, [(p, c) for p, _, c in scored if c is not None])
+
+
+def _print_auroc(store, job: dict, kind: str, labelled: list[tuple[float, int]]) -> None:
+    """AUROC against final-answer correctness: a judge model's over the job's verdicts
+    (`labelled`); a trained verifier's (probe, ORM) over its page-facing verdicts on the job's
+    solutions that are held-out or cross-fitted, with the count of in-sample ones left out (a
+    score on a solution it was trained on flatters it; the job kept cross-fitted ones it met)."""
+    from core.metrics import auroc
+
+    manifest = job["manifest"]
+    trained = job["kind"] in ("probe-judge", "orm-score")
+    in_sample = 0
+    if trained:
+        items = store.preferred_verdict_outcomes(manifest["judge"], kind, manifest["trajectory_ids"])
+        labelled = [(p, c) for p, flagged, c in items if c is not None and not flagged]
+        in_sample = sum(1 for _, flagged, c in items if c is not None and flagged)
+    value = auroc([c for _, c in labelled], [p for p, _ in labelled]) if labelled else None
+    if value is not None:
+        over = f"over {len(labelled)} held-out or cross-fitted solutions" if trained else f"({len(labelled)} solutions)"
+        console.print(f"  AUROC vs final-answer correctness {value:.3f} {over}", highlight=False)
+    if in_sample:
+        console.print(f"  {in_sample} in-sample scores (solutions it was trained on) left out of the AUROC",
+                      highlight=False)
 
 
 @with_option_groups

@@ -30,6 +30,9 @@ from core.verdicts import (
 )
 
 TARGETS_PER_CALL = 16
+# The job manifest's count of targets a trained verifier left with their cross-fitted or held-out
+# verdict (issue 24: it never stores an in-sample score over one).
+KEPT_HELD_OUT = "kept_held_out"
 
 
 def judge_name(model: str, mode: str = "logprob", name: str | None = None) -> str:
@@ -246,7 +249,7 @@ def _reseeded(sampling: SamplingParams, call: int) -> SamplingParams:
 
 
 def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) -> Progress:
-    from core.probes import load_probe, probe_examples_for
+    from core.probes import held_out_examples, load_probe, probe_examples_for
 
     probe = load_probe(manifest["verifier"])
     if probe.sha256 != manifest.get("verifier_sha256", probe.sha256):
@@ -258,6 +261,12 @@ def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) 
                 for t, s in zip(examples.trajectory_ids, examples.step_ids)]  # fmt: skip
         examples = type(examples)(*(a[keep] for a in (examples.trajectory_ids, examples.step_ids,
                                                        examples.groups, examples.labels)))  # fmt: skip
+    # Targets the probe was trained on keep their cross-fitted verdicts (no in-sample score is
+    # stored over them); the job's manifest says how many, for the CLI and the Jobs page.
+    kept = held_out_examples(store, probe, examples)
+    examples = type(examples)(*(a[~kept] for a in (examples.trajectory_ids, examples.step_ids,
+                                                   examples.groups, examples.labels)))  # fmt: skip
+    record_kept_held_out(store, job_id, int(kept.sum()))
     progress = Progress(planned=len(examples))
     began = time.perf_counter()
     rows = _score_probe(store, engine, probe, examples, job_id, should_stop)
@@ -268,6 +277,13 @@ def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) 
     progress.done, progress.seconds = len(rows), time.perf_counter() - began
     on_progress(progress)
     return progress
+
+
+def record_kept_held_out(store: Store, job_id: int | None, kept: int) -> None:
+    """Record in the job's manifest how many of its targets kept their cross-fitted (or held-out)
+    verdict instead of getting an in-sample one (a resumed job counts them again, the same)."""
+    if job_id is not None:
+        store.update_job(job_id, manifest={**store.get_job(job_id)["manifest"], KEPT_HELD_OUT: kept})
 
 
 def _score_probe(store, engine, probe, examples, job_id, should_stop):

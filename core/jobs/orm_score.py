@@ -1,7 +1,8 @@
 """The orm-score job: a fine-tuned ORM folder (train-orm) gives outcome verdicts on trajectories,
-so Best-of-N can rerank any policy's samples with it. Trajectories it trained on are marked
-`in_training` in each verdict's raw record; those it already scored are skipped, so a killed
-job resumes."""
+so Best-of-N can rerank any policy's samples with it. Its scores on trajectories it trained on
+are in-sample (marked `in_sample`), and one that already has a held-out verdict of this ORM keeps
+it (counted in the manifest, core.jobs.judge.KEPT_HELD_OUT); those it already scored are skipped,
+so a killed job resumes."""
 
 from __future__ import annotations
 
@@ -70,6 +71,11 @@ class OrmScoreSpec(JobSpec):
             progress.done = len(self.trajectory_ids) - planned + done
             context.report(progress)
 
-        stored = score_trajectories(context.store, self.verifier, self.trajectory_ids, device=context.engine.device,
+        from core.jobs.judge import record_kept_held_out
+
+        scored = score_trajectories(context.store, self.verifier, self.trajectory_ids, device=context.engine.device,
                                     job_id=context.job_id, should_stop=context.should_stop, on_progress=report)  # fmt: skip
-        return stored is None
+        if scored is None:
+            return True
+        record_kept_held_out(context.store, context.job_id, scored[1])
+        return False

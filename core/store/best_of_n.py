@@ -13,6 +13,7 @@ import numpy as np
 from core.store.compare import latest_per_key
 from core.store.connection import ConnectionBase
 from core.store.rows import _chunks
+from core.store.verdicts import preferred_order
 
 
 class BestOfNQueries(ConnectionBase):
@@ -67,7 +68,8 @@ class BestOfNQueries(ConnectionBase):
         """(judges, a trajectories x judges matrix of the P(yes) of each judge's latest outcome
         verdict on each of `trajectory_ids`, NaN where none): one query over the outcome verdicts."""
         rows = self.conn.execute(
-            "SELECT trajectory_id, judge, p_yes FROM verdicts WHERE kind = 'outcome' AND p_yes IS NOT NULL ORDER BY id"
+            "SELECT trajectory_id, judge, p_yes FROM verdicts WHERE kind = 'outcome' AND p_yes IS NOT NULL"
+            f" ORDER BY {preferred_order(last=True)}"
         ).fetchall()
         judges = sorted({r[1] for r in rows})
         column = {j: i for i, j in enumerate(judges)}
@@ -93,7 +95,7 @@ class BestOfNQueries(ConnectionBase):
             marks = ", ".join("?" for _ in chunk)
             for row in self._rows(
                 f"""SELECT trajectory_id, judge, p_yes FROM verdicts WHERE kind = 'outcome' AND p_yes IS NOT NULL
-                    AND trajectory_id IN ({marks}) ORDER BY id""",
+                    AND trajectory_id IN ({marks}) ORDER BY {preferred_order(last=True)}""",
                 chunk,
             ):
                 scores[row["trajectory_id"]][row["judge"]] = row["p_yes"]  # the latest verdict wins

@@ -1,5 +1,8 @@
 """What the Compare page reads: the human ratings of current steps, and each automatic source's
-number for those steps (rollout counts per policy, the latest step verdict per judge)."""
+number for those steps (rollout counts per policy, the latest step verdict per judge).
+
+"Latest" throughout is core.store.verdicts.preferred_order's: a verifier's newest verdict that is
+not in-sample, else its newest one (an in-sample score never hides a cross-fitted one)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 
 from core.store.connection import ConnectionBase
 from core.store.rows import _chunks
+from core.store.verdicts import preferred_order
 
 
 # The data version the analysis caches are keyed by (core.store.disk_cache, the pages' caches).
@@ -26,7 +30,8 @@ def int_columns(cursor, columns: int) -> np.ndarray:
 
 
 def latest_per_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted distinct keys, the value of each key's last row): rows come oldest first."""
+    """(sorted distinct keys, the value of each key's last row): rows come in
+    preferred_order(last=True), the preferred (latest) row of each key last."""
     if not len(keys):
         return keys, values
     last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
@@ -114,11 +119,13 @@ class CompareQueries(ConnectionBase):
         return value
 
     def step_verdict_arrays(self, judge: str) -> tuple[np.ndarray, np.ndarray]:
-        """(step ids, P(yes) or NaN) of every step verdict of the judge, oldest first: one pass over
-        the (judge, kind, step) index, remembered for the data version."""
+        """(step ids, P(yes) or NaN) of every step verdict of the judge, the one to read per step
+        last (preferred_order): one pass over the (judge, kind, step) index, remembered for the
+        data version."""
         def read():
             rows = self.conn.execute(
-                "SELECT step_id, p_yes FROM verdicts WHERE judge = ? AND kind = 'step' ORDER BY id", [judge]).fetchall()
+                f"SELECT step_id, p_yes FROM verdicts WHERE judge = ? AND kind = 'step' ORDER BY {preferred_order(last=True)}",
+                [judge]).fetchall()
             steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             values = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=float, count=len(rows))
             return steps, values
@@ -177,7 +184,8 @@ class CompareQueries(ConnectionBase):
         such a verdict). Driven from the steps with rollouts; the latest verdict is an index probe."""
         model = "AND model IS ?" if policy is not None else ""
         params = [policy] if policy is not None else []
-        latest = """(SELECT MAX(w.id) FROM verdicts w WHERE w.judge = ? AND w.kind = 'step' AND w.step_id = s.id)"""
+        latest = f"""(SELECT w.id FROM verdicts w WHERE w.judge = ? AND w.kind = 'step' AND w.step_id = s.id
+                      ORDER BY {preferred_order(last=False, alias="w")} LIMIT 1)"""
         compared, agree = self.conn.execute(
             f"""SELECT COUNT(*), SUM(m.hard = (v.p_yes >= 0.5))
                 FROM (SELECT step_id, MAX(correct) AS hard FROM rollouts WHERE step_id IS NOT NULL {model}
@@ -237,7 +245,7 @@ class CompareQueries(ConnectionBase):
             marks = ", ".join("?" for _ in chunk)
             for row in self._rows(
                 f"""SELECT step_id, p_yes FROM verdicts WHERE kind = 'step' AND judge = ? AND p_yes IS NOT NULL
-                    AND step_id IN ({marks}) ORDER BY id""",
+                    AND step_id IN ({marks}) ORDER BY {preferred_order(last=True)}""",
                 [judge, *chunk],
             ):
                 found[row["step_id"]] = row["p_yes"]  # the latest verdict wins

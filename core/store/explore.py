@@ -13,11 +13,12 @@ from typing import Any
 from core.store.compare import DATA_VERSION_SQL
 from core.store.connection import ConnectionBase
 from core.store.disk_cache import remembered
+from core.store.verdicts import preferred_order
 
 # Disagreement filters: which pairs of labels a step's human rating is checked against. A rating
 # counts as "fine" at 0 or +1 and "wrong" at -1, as on Compare; MC hard says fine when any of the
 # policy's rollouts from the step reached the answer; a judge (or probe) says fine at P(yes) >= 0.5,
-# its latest verdict counting.
+# its latest verdict counting (preferred_order: an in-sample score never hides a cross-fitted one).
 DISAGREEMENTS = ("anything", "mc-hard", "judge", "annotators")
 
 # Each kind is found set-wise: the steps in disagreement by one grouped pass (GROUP BY step on an
@@ -36,13 +37,15 @@ _DISAGREE_SQL = {
                        SELECT step_id, MAX(correct) AS hard FROM rollouts WHERE step_id IS NOT NULL AND model IS ?
                        GROUP BY step_id) d {_CURRENT}
                    JOIN annotations a ON a.step_id = d.step_id AND a.rating IS NOT NULL AND (a.rating >= 0) <> d.hard""",
-    # One judge's latest step verdict with a P(yes) (the bare p_yes is MAX(id)'s row's) against any
-    # human rating of the step; run once per verifier with step verdicts.
+    # One judge's latest step verdict with a P(yes) (ranked per step on the (judge, kind, step)
+    # index) against any human rating of the step; run once per verifier with step verdicts.
     "judge": f"""SELECT DISTINCT s.trajectory_id FROM (
-                     SELECT step_id, MAX(id) AS id, p_yes FROM verdicts
-                     WHERE judge = ? AND kind = 'step' AND p_yes IS NOT NULL GROUP BY step_id) d {_CURRENT}
+                     SELECT step_id, p_yes, ROW_NUMBER() OVER (
+                         PARTITION BY step_id ORDER BY {preferred_order(last=False)}) AS rank FROM verdicts
+                     WHERE judge = ? AND kind = 'step' AND p_yes IS NOT NULL) d {_CURRENT}
                  JOIN annotations a ON a.step_id = d.step_id AND a.rating IS NOT NULL
-                      AND (a.rating >= 0) <> (d.p_yes >= 0.5)""",
+                      AND (a.rating >= 0) <> (d.p_yes >= 0.5)
+                 WHERE d.rank = 1""",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from core.store.connection import ConnectionBase
 from core.store.rows import _as_bool
+from core.store.verdicts import preferred_order
 
 
 def _ids(ids: Sequence[int]) -> str:
@@ -61,14 +62,15 @@ class ExportQueries(ConnectionBase):
         return {step_id: (int(n), int(n_correct)) for step_id, n, n_correct in rows}
 
     def latest_step_scores(self, judge: str, step_ids: Sequence[int]) -> dict[int, float | None]:
-        """Step id -> the score of verifier `judge`'s latest step verdict (None if it gave none)."""
+        """Step id -> the score of verifier `judge`'s latest step verdict (None if it gave none;
+        preferred_order: an in-sample score never hides a cross-fitted one)."""
         latest: dict[int, float | None] = {}
         for step_id, p_yes in self.conn.execute(
-            """SELECT v.step_id, v.p_yes FROM json_each(?) j CROSS JOIN verdicts v ON v.step_id = j.value
-               WHERE v.judge = ? AND v.kind = 'step' ORDER BY v.id""",
+            f"""SELECT v.step_id, v.p_yes FROM json_each(?) j CROSS JOIN verdicts v ON v.step_id = j.value
+               WHERE v.judge = ? AND v.kind = 'step' ORDER BY {preferred_order(last=True, alias="v")}""",
             [_ids(step_ids), judge],
         ):
-            latest[step_id] = p_yes  # oldest first: the last one wins
+            latest[step_id] = p_yes  # the preferred one comes last and wins
         return latest
 
     def step_annotations(self, step_ids: Sequence[int], *, annotator: str | None = None) -> list[tuple]:

@@ -6,16 +6,19 @@ import numpy as np
 
 from core.store.compare import latest_per_key
 from core.store.connection import ConnectionBase
+from core.store.verdicts import preferred_order
 
 # The newest verdict of the judge on each step of the trajectory's current segmentation: a step
-# scored again (another job, another format) counts once, with its latest score.
-_LATEST_STEP_SCORES = """
+# scored again (another job, another format) counts once, with its latest score (preferred_order:
+# an in-sample score never hides a cross-fitted one).
+_LATEST_STEP_SCORES = f"""
     SELECT t.id AS trajectory_id, s.id AS step_id, s.idx, v.p_yes, v.mass, v.judge, v.template,
            v.template_hash, v.job_id
     FROM trajectories t
     JOIN steps s ON s.segmentation_id = t.current_segmentation_id
     LEFT JOIN verdicts v ON v.id = (
-        SELECT MAX(id) FROM verdicts WHERE step_id = s.id AND judge = ? AND kind = 'step')
+        SELECT id FROM verdicts WHERE step_id = s.id AND judge = ? AND kind = 'step'
+        ORDER BY {preferred_order(last=False)} LIMIT 1)
 """
 
 

@@ -444,3 +444,28 @@ def _analysis_cache_key(db: Database) -> None:
     from core.store.disk_cache import KEY_SETTING, new_signing_key
 
     db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", [KEY_SETTING, new_signing_key()])
+
+
+# Whether a verdict is in-sample: a trained verifier (probe, fine-tuned ORM) scoring a target it was
+# trained on (issue 24). Such a score flatters the verifier, so the pages read a verifier's newest
+# verdict that is not in-sample where one exists (core.store.verdicts.preferred_order). A column, so
+# that those reads never parse JSON. Rows written before it are classified from the record their
+# writer kept in raw (probes and ORMs marked `in_training`); the trigger classifies rows inserted
+# without the column (an import of a dump, whose verdicts carry raw) by the same rule, so the rule
+# has this one home. add_verdicts sets the column itself.
+_IN_SAMPLE_FROM_RAW = """(CASE WHEN json_valid({raw}) THEN (CASE WHEN json_type({raw}) = 'object'
+                         THEN COALESCE(json_extract({raw}, '$.in_sample'), json_extract({raw}, '$.in_training'), 0)
+                         END) END)"""  # nested CASE: json_type of text that is not JSON is an error
+_IN_SAMPLE = [
+    "ALTER TABLE verdicts ADD COLUMN in_sample INTEGER NOT NULL DEFAULT 0 CHECK (in_sample IN (0, 1))",
+    f"UPDATE verdicts SET in_sample = 1 WHERE {_IN_SAMPLE_FROM_RAW.format(raw='raw')} = 1",
+    f"""CREATE TRIGGER verdicts_in_sample_from_raw AFTER INSERT ON verdicts
+        WHEN NEW.in_sample = 0 AND {_IN_SAMPLE_FROM_RAW.format(raw='NEW.raw')} = 1
+        BEGIN UPDATE verdicts SET in_sample = 1 WHERE id = NEW.id; END""",
+]
+
+
+@MIGRATIONS(name="0011_verdicts_in_sample")
+def _verdicts_in_sample(db: Database) -> None:
+    for statement in _IN_SAMPLE:
+        db.execute(statement)
