@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from e2e_server import chromium, streamlit_server
-from test_prm_pages import PRM, add_scored_samples, compare_store
+from test_prm_pages import PRM, PRM_SOURCE, add_scored_samples, compare_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -50,11 +50,11 @@ def test_a_prm_appears_in_explore_compare_and_best_of_n(tmp_path, one_torch_thre
             page.goto(url + "/compare")
             page.get_by_text("Automatic labels").wait_for(timeout=LOAD_TIMEOUT)  # mc-soft has no values here: the page stops
             page.locator("[data-testid='stSelectbox']").filter(has_text="Automatic labels").click()
-            page.get_by_role("option", name=PRM, exact=True).click()
-            page.get_by_role("heading", name=f"Threshold for {PRM}").wait_for(timeout=60_000)
+            page.get_by_role("option", name=PRM_SOURCE, exact=True).click()
+            page.get_by_role("heading", name=f"Threshold for {PRM_SOURCE}").wait_for(timeout=60_000)
             page.get_by_text("Chosen threshold (train problems)").wait_for(timeout=30_000)
             section = page.locator("[data-testid='stVerticalBlock']").filter(
-                has=page.get_by_role("heading", name=f"Threshold for {PRM}")).last
+                has=page.get_by_role("heading", name=f"Threshold for {PRM_SOURCE}")).last
             section.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "prm-compare.png"), full_page=True)
 
