@@ -140,8 +140,8 @@ def test_a_revoked_organiser_changes_nothing(app, page, action):
     except PlaywrightTimeout:
         # A live fragment (Jobs' table, Explore's trajectory view) re-checks on its own refresh: if
         # that came between the revocation and the click, the page is already the refusal and the
-        # button is gone. Either way nothing may be written, which is what this test is about.
-        assert page.get_by_text(REVOKED).count(), f"{action} could not be clicked and the page is not the refusal"
+        # button is gone. Either way the refusal must show (next line) and nothing may be written.
+        pass
     page.get_by_text(REVOKED).first.wait_for(timeout=30_000)
     settle(page)
     page.screenshot(path=str(ARTIFACTS / f"attack-revoked-{name}.png"), full_page=True)
