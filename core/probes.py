@@ -54,12 +54,8 @@ VERIFIER_KIND = "probe"  # core.verifier_folders' kind, and each verdict's verif
 
 
 def probe_judge_name(labels: str, base: str) -> str:
+    """A probe's default verifier name (a name only: its kind is stored, core.store.verifiers)."""
     return f"probe-orm:{base}" if labels == "outcome" else f"probe-prm-{labels}:{base}"
-
-
-def is_probe_judge(judge: str) -> bool:
-    """Whether a verdict's judge name is a probe verifier's (see probe_judge_name)."""
-    return judge.startswith(("probe-orm:", "probe-prm-"))
 
 
 def verifiers_dir(store: Store) -> Path:
