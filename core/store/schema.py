@@ -16,6 +16,15 @@ SAMPLE_CREATED_AT = "2025-01-01T00:00:00.000+00:00"
 
 MIGRATIONS = Migrations("stepscope")
 
+
+def _statements_migration(name: str, statements: list[str]) -> None:
+    """Register a migration that runs `statements` in order (most migrations are just that)."""
+
+    @MIGRATIONS(name=name)
+    def run(db: Database) -> None:
+        for statement in statements:
+            db.execute(statement)
+
 _SCHEMA_V1 = [
     """CREATE TABLE problems (
         id INTEGER PRIMARY KEY,
@@ -146,10 +155,7 @@ _SCHEMA_V1 = [
 ]
 
 
-@MIGRATIONS(name="0001_schema")
-def _schema_v1(db: Database) -> None:
-    for statement in _SCHEMA_V1:
-        db.execute(statement)
+_statements_migration("0001_schema", _SCHEMA_V1)
 
 
 @MIGRATIONS(name="0002_sample_set")
@@ -292,10 +298,7 @@ _SCHEMA_LATENTS = [
 ]
 
 
-@MIGRATIONS(name="0003_label_latents")
-def _label_latents(db: Database) -> None:
-    for statement in _SCHEMA_LATENTS:
-        db.execute(statement)
+_statements_migration("0003_label_latents", _SCHEMA_LATENTS)
 
 
 # Invitations (issue 16): a served-beyond-loopback app opens a database only for a person with
@@ -316,10 +319,7 @@ _ACCESS = [
 ]
 
 
-@MIGRATIONS(name="0005_access")
-def _access(db: Database) -> None:
-    for statement in _ACCESS:
-        db.execute(statement)
+_statements_migration("0005_access", _ACCESS)
 
 
 # A verifier's identity as data (issue 21): its kind and fingerprint in a table of their own, one
@@ -388,10 +388,7 @@ _IMPORTS = [
 ]
 
 
-@MIGRATIONS(name="0007_import_batches")
-def _import_batches(db: Database) -> None:
-    for statement in _IMPORTS:
-        db.execute(statement)
+_statements_migration("0007_import_batches", _IMPORTS)
 
 
 # Data versions for the analysis pages' caches (issue 22): counters bumped by triggers in the same
@@ -414,10 +411,7 @@ _DATA_VERSIONS = [
 ]
 
 
-@MIGRATIONS(name="0008_data_versions")
-def _data_versions(db: Database) -> None:
-    for statement in _DATA_VERSIONS:
-        db.execute(statement)
+_statements_migration("0008_data_versions", _DATA_VERSIONS)
 
 
 # Removed verdicts and rollouts (an undone import removes its rows by id range) change the data
@@ -431,10 +425,7 @@ _DATA_VERSION_REMOVALS = [
 ]
 
 
-@MIGRATIONS(name="0009_data_version_removals")
-def _data_version_removals(db: Database) -> None:
-    for statement in _DATA_VERSION_REMOVALS:
-        db.execute(statement)
+_statements_migration("0009_data_version_removals", _DATA_VERSION_REMOVALS)
 
 
 # The key that signs the analysis pages' kept results (core/store/disk_cache.py), made here so that
@@ -465,7 +456,4 @@ _IN_SAMPLE = [
 ]
 
 
-@MIGRATIONS(name="0011_verdicts_in_sample")
-def _verdicts_in_sample(db: Database) -> None:
-    for statement in _IN_SAMPLE:
-        db.execute(statement)
+_statements_migration("0011_verdicts_in_sample", _IN_SAMPLE)
