@@ -335,13 +335,8 @@ def processbench_f1(predicted: Sequence[int | None], gold: Sequence[int]) -> Pro
     clean = [(p, g) for p, g in zip(predicted, gold) if g == -1]
     error_acc = sum(p == g for p, g in errors) / len(errors) if errors else None
     correct_acc = sum(p == -1 for p, _ in clean) / len(clean) if clean else None
-    if error_acc is None or correct_acc is None:
-        f1 = None
-    elif error_acc + correct_acc == 0:
-        f1 = 0.0
-    else:
-        f1 = 2 * error_acc * correct_acc / (error_acc + correct_acc)
-    return ProcessBenchScore(error_acc, correct_acc, f1, len(errors), len(clean), sum(p is None for p in predicted))
+    return ProcessBenchScore(error_acc, correct_acc, _harmonic_mean(error_acc, correct_acc), len(errors), len(clean),
+                             sum(p is None for p in predicted))  # fmt: skip
 
 
 def _processbench_arrays(predicted: np.ndarray, gold: np.ndarray) -> ProcessBenchScore:
@@ -350,13 +345,16 @@ def _processbench_arrays(predicted: np.ndarray, gold: np.ndarray) -> ProcessBenc
     n_error, n_correct = int(has_error.sum()), int((~has_error).sum())
     error_acc = int((predicted[has_error] == gold[has_error]).sum()) / n_error if n_error else None
     correct_acc = int((predicted[~has_error] == -1).sum()) / n_correct if n_correct else None
+    return ProcessBenchScore(error_acc, correct_acc, _harmonic_mean(error_acc, correct_acc), n_error, n_correct, 0)
+
+
+def _harmonic_mean(error_acc: float | None, correct_acc: float | None) -> float | None:
+    """ProcessBench's F1: the harmonic mean of the two accuracies (None where either is undefined)."""
     if error_acc is None or correct_acc is None:
-        f1 = None
-    elif error_acc + correct_acc == 0:
-        f1 = 0.0
-    else:
-        f1 = 2 * error_acc * correct_acc / (error_acc + correct_acc)
-    return ProcessBenchScore(error_acc, correct_acc, f1, n_error, n_correct, 0)
+        return None
+    if error_acc + correct_acc == 0:
+        return 0.0
+    return 2 * error_acc * correct_acc / (error_acc + correct_acc)
 
 
 def krippendorff_alpha_counts(counts: np.ndarray, values: Sequence, metric: str = "nominal") -> float | None:
