@@ -128,6 +128,13 @@ def chromium() -> Iterator[object]:
             browser.close()
 
 
+def settle(page, timeout: float = 60_000) -> None:
+    """Wait until the script run triggered by the last action has finished. The short pause lets
+    the click's rerun start first: before it, the app still says 'notRunning' from the last run."""
+    page.wait_for_timeout(250)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
 def wait_for_app(page, timeout: float = 60_000) -> None:
     """Until the script run is over: the app shows its title and no 'running' indicator."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)

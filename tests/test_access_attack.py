@@ -39,7 +39,7 @@ from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.store.access import invitation_link
 from core.views.worker import LOCK_RETRY_SECONDS
-from e2e_server import RawSession, chromium, kill_streamlit, start_streamlit, streamlit_server
+from e2e_server import RawSession, chromium, kill_streamlit, settle, start_streamlit, streamlit_server
 from pages._access import REMOTE_MAX_UPLOAD_MB
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -80,11 +80,6 @@ def page(app):
     page = context.new_page()
     yield page
     context.close()
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    page.wait_for_timeout(250)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
 def invite(app, name: str, role: str) -> str:

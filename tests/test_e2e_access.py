@@ -23,7 +23,7 @@ from core.formats import export_file
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.store.access import invitation_link
-from e2e_server import chromium, streamlit_server
+from e2e_server import chromium, settle, streamlit_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -57,11 +57,6 @@ def page(app):
     page = context.new_page()
     yield page
     context.close()
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    page.wait_for_timeout(250)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
 def link(app, name: str, path: str = "") -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_server import chromium, streamlit_server
+from e2e_server import chromium, settle, streamlit_server
 
 # Skipped without a browser, failed instead where the run requires one (tests/required.py).
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -47,12 +47,6 @@ def page(app):
     page = context.new_page()
     yield page
     context.close()
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(250)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
 def open_page(page, url: str, heading: str) -> None:

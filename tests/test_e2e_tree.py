@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from e2e_server import chromium, streamlit_server
+from e2e_server import chromium, settle, streamlit_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.smollm2]
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 LOAD_TIMEOUT = 120_000
 ROLLOUTS = re.compile(r"([\d,]+) nodes · ([\d,]+) rollouts")
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    page.wait_for_timeout(250)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
 def tree_counts(page) -> tuple[int, int]:
