@@ -79,12 +79,21 @@ def split_math(markdown: str) -> tuple[list[str], str]:
             end = i + len(fence)
             while end < len(markdown) and not markdown.startswith(fence, end):
                 end += 2 if markdown[end] == "\\" else 1
-            if end >= len(markdown):  # no closing fence: the rest is text
-                outside.append(markdown[i:])
-                break
+            if end >= len(markdown):  # no closing fence: this `$` is text, and the rest is read on
+                outside.append(markdown[i])
+                i += 1
+                continue
             spans.append(markdown[i : end + len(fence)])
             i = end + len(fence)
             continue
         outside.append(markdown[i])
         i += 1
     return spans, "".join(outside)
+
+
+def test_text_after_an_unclosed_fence_is_read_with_its_escapes():
+    """The property's reader: an unclosed `$` is text and what follows keeps its escapes (a case
+    hypothesis found: `$\\$<` becomes `$\\$\\<`, whose `<` is escaped, not raw markup)."""
+    assert split_math("$\\$\\<") == ([], "$")
+    assert split_math("$<") == ([], "$<")  # a raw `<` after an unclosed fence is still seen
+    assert math_markdown("$\\$<") == "$\\$\\<"
