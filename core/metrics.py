@@ -387,22 +387,13 @@ def krippendorff_alpha(ratings: Sequence[Sequence[float | None]], metric: str = 
     and are left out, as the coefficient prescribes.
     """
     units = [[v for v in unit if v is not None and not (isinstance(v, float) and math.isnan(v))] for unit in ratings]
-    units = [u for u in units if len(u) >= 2]
     values = sorted({v for u in units for v in u})
-    if len(values) < 2:
-        return None
     index = {v: i for i, v in enumerate(values)}
-    coincidence = np.zeros((len(values), len(values)))
-    for unit in units:
-        m = len(unit)
-        for i, j in itertools.permutations(range(m), 2):
-            coincidence[index[unit[i]], index[unit[j]]] += 1 / (m - 1)
-    totals = coincidence.sum(axis=1)
-    n = totals.sum()
-    delta = _alpha_distance(values, totals, metric)
-    observed = (coincidence * delta).sum()
-    expected = (np.outer(totals, totals) * delta).sum() / (n - 1)
-    return None if expected == 0 else float(1 - observed / expected)
+    counts = np.zeros((len(units), len(values)))
+    for row, unit in enumerate(units):  # one row a unit: how many times it got each value
+        for v in unit:
+            counts[row, index[v]] += 1
+    return krippendorff_alpha_counts(counts, values, metric)
 
 
 def _alpha_distance(values: list, totals: np.ndarray, metric: str) -> np.ndarray:
