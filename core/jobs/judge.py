@@ -273,7 +273,7 @@ def _run_probe_judge(store, engine, manifest, job_id, should_stop, on_progress) 
     if rows is None:
         progress.cancelled = True
         return progress
-    store.add_verdicts(rows, verifier_kind="probe", fingerprint=probe.sha256[:16])
+    store.add_verdicts(rows, fingerprint=probe.sha256[:16])  # rows say their kind (core.probes._verdict)
     progress.done, progress.seconds = len(rows), time.perf_counter() - began
     on_progress(progress)
     return progress

@@ -138,7 +138,7 @@ class PrmScoreSpec(JobSpec):
 
         def store_batch(batch, scores) -> None:
             rows = verdict_rows(batch, scores, self.judge, self.format_name, fmt, fingerprint, context.job_id)
-            store.add_verdicts(rows, verifier_kind="prm", fingerprint=fingerprint or None)
+            store.add_verdicts(rows, fingerprint=fingerprint or None)  # rows say their kind (core.prm.verdict_rows)
             progress.done += len(rows)
             progress.tokens += sum(len(t.prm_input.token_ids) for t in batch)
             progress.calls += 1
