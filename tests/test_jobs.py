@@ -15,7 +15,8 @@ import pytest
 from cli_runner import run_cli
 from core.engines import load_engine
 from core.jobs.estimate import EstimateSpec, default_sampling
-from core.jobs.runner import EngineCache, JobWorker, cancel_job, claim_job, queue, retry_job, run_job
+from core.jobs.runner import (EngineCache, JobWorker, cancel_job, claim_job, queue, retry_job, run_job, runner_gone,
+                              this_runner)
 from core.mcpe import FixedN
 from core.store import Store
 
@@ -115,6 +116,44 @@ def test_jobs_for_the_same_model_load_it_once(tmp_path, tiny_model_dir):
     worker.stopped.set()
     assert [j["status"] for j in store.list_jobs()] == ["done", "done"]
     assert loads == [str(tiny_model_dir)]
+
+
+CLAIM_AND_WAIT = """import sys
+from core.jobs.runner import claim_job
+from core.store import Store
+job = claim_job(Store.open(sys.argv[1]), int(sys.argv[2]))
+print(job["status"], flush=True)
+sys.stdin.read()  # hold the claim until the test lets go or kills this process
+"""
+
+
+def test_a_job_whose_runner_was_killed_is_claimed_at_once_and_a_live_ones_is_not(tmp_path):
+    """A runner on this machine whose process is gone (kill -9, OOM) gives up its job at once;
+    a live runner with a fresh heartbeat keeps it."""
+    db = tmp_path / "runner.db"
+    store = Store.open(db)
+    job_id = queue(store, EstimateSpec(policy="some-policy", trajectory_ids=tuple(add_trajectories(store, 1))))
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_WAIT, str(db), str(job_id)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "running"
+        assert claim_job(store, job_id) is None, "a live runner's job was taken"
+        assert claim_job(store) is None
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        job = claim_job(store)  # the heartbeat is seconds old: only the runner's death frees the job
+        assert job is not None and job["id"] == job_id and job["runner"] == this_runner()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_runner_is_gone_only_when_its_process_on_this_machine_is():
+    assert not runner_gone(this_runner())
+    host, process_id, started = this_runner().rsplit(":", 2)
+    assert runner_gone(f"{host}:{process_id}:{float(started) - 100:.2f}"), "a reused process id is another process"
+    assert not runner_gone(f"another-host:{process_id}:{float(started) - 100:.2f}"), "cannot be checked from here"
+    assert not runner_gone("not a runner")
 
 
 def test_kill_minus_nine_then_resume_redoes_nothing(tmp_path, tiny_model_dir):

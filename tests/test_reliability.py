@@ -121,8 +121,8 @@ def test_concurrent_annotators_while_a_job_writes_lose_nothing(tmp_path, tiny_mo
 
 
 async def _annotate_until(annotator: Annotator, done) -> None:
-    """Label at a person's pace until `done()`: a restarted worker resumes the job only once the
-    dead one's heartbeat is stale (30 s), and a save takes well under a second."""
+    """Label at a person's pace until `done()`: a save takes well under a second, and the job
+    writes rollouts meanwhile."""
     rating = 0
     deadline = time.monotonic() + 300
     while not done() and time.monotonic() < deadline:
@@ -153,7 +153,7 @@ async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
             await first.open()
             await _annotate_until(first, lambda: len(first.log.shown) >= 2 and rollout_count(db) >= 8)
             # kill -9 of the job worker process mid-job: the app starts a new one, which resumes the
-            # job once its heartbeat is stale; annotating goes on meanwhile.
+            # job at once (its predecessor's process is gone); annotating goes on meanwhile.
             worker = await asyncio.to_thread(worker_pid, db, None)
             os.kill(worker, signal.SIGKILL)
             restarted = await asyncio.to_thread(worker_pid, db, worker)
@@ -200,8 +200,8 @@ async def _kill_and_restart(tmp_path: Path, policy: str) -> None:
             assert second.log.locked_messages == 0 and second.log.exceptions == 0
             await browser.close()
 
-        # The restarted app's worker claims the job once its heartbeat is stale (30 s) and finishes
-        # it from the stored rollouts.
+        # The restarted app's worker sees the killed worker's process gone, claims the job at once
+        # and finishes it from the stored rollouts.
         assert wait_for_status(db, job_id, {"done", "failed"}, timeout=300)[:3] == ("done", total, total)
         per_step = rollouts_per_step(db, job_id)
         assert set(per_step.values()) == {n} and sum(per_step.values()) == total  # nothing redone

@@ -3,14 +3,18 @@
 A job is a row with a manifest (everything needed to rerun it and to know what produced its
 results). Whoever runs it (the app's worker or the CLI in the foreground) claims it atomically,
 beats a heartbeat while it runs, and writes progress the UI reads back. A job whose runner was
-killed keeps status "running" with a stale heartbeat; the next runner claims it again and,
-because every kind plans from what is stored, continues without redoing any.
+killed keeps status "running"; the next runner claims it again at once when the killed one ran on
+this machine and its process is gone, otherwise once its heartbeat is stale, and, because every
+kind plans from what is stored, continues without redoing any.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Callable
+
+import psutil
 
 from core.engines import load_engine
 from core.errors import StepScopeError
@@ -28,9 +32,31 @@ def queue(store: Store, spec: JobSpec) -> int:
     return store.create_job(spec.kind, spec.to_manifest(store), planned=spec.planned())
 
 
+def this_runner() -> str:
+    """This process as a job's runner: host, process id and the process's start time (a process id
+    reused by a later process has another start time)."""
+    process = psutil.Process()
+    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
+
+
+def runner_gone(runner: str) -> bool:
+    """Whether a runner ran on this machine and its process no longer exists. A runner on another
+    machine (a database on a shared disk) cannot be checked: only its heartbeat tells."""
+    parts = runner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    _, process_id, started = parts
+    try:
+        process = psutil.Process(int(process_id))
+        return f"{process.create_time():.2f}" != started or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def claim_job(store: Store, job_id: int | None = None, stale_after: float = STALE_AFTER_SECONDS) -> dict | None:
-    """Mark one job running and return it: the given one, or the oldest queued or abandoned."""
-    return store.claim_job(job_id, stale_after)
+    """Mark one job running here and return it: the given one, or the oldest queued or abandoned."""
+    gone = [runner for runner in store.running_job_runners() if runner_gone(runner)]
+    return store.claim_job(job_id, stale_after, runner=this_runner(), gone_runners=gone)
 
 
 def cancel_job(store: Store, job_id: int) -> bool:

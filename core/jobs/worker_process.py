@@ -11,7 +11,8 @@ One worker per database file: an exclusive lock on `DB.worker.lock` (released by
 when the process dies, kill -9 included), so a second server on the same file, or a restart
 while an orphan is still exiting, does not run jobs twice. A worker whose parent has gone
 (the app was killed) exits within a second; a job it was running resumes in the next worker
-once its heartbeat is stale, from the rollouts already stored.
+as soon as that sees its process gone (core.jobs.runner.runner_gone), from the rollouts already
+stored.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def exit_with_parent(parent_pid: int, every: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(every)
-        os._exit(0)  # the job row keeps its stale heartbeat; the next worker resumes it
+        os._exit(0)  # the job row names this process as its runner; the next worker resumes it
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 

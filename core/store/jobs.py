@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from core.errors import StepScopeError
 from core.store.connection import ConnectionBase
@@ -92,25 +92,36 @@ class JobQueries(ConnectionBase):
     def job_status(self, job_id: int) -> str | None:
         return self._scalar("SELECT status FROM jobs WHERE id = ?", [job_id])
 
-    def claim_job(self, job_id: int | None = None, stale_after: float = 30.0) -> dict | None:
-        """Mark one job running and return it: the given one, or the oldest queued or abandoned
-        (running with a heartbeat older than `stale_after` seconds).
+    def running_job_runners(self) -> list[str]:
+        """The runners of jobs marked running (for a liveness check outside SQL)."""
+        rows = self.db.execute("SELECT DISTINCT runner FROM jobs WHERE status = 'running' AND runner IS NOT NULL")
+        return [row[0] for row in rows]
+
+    def claim_job(self, job_id: int | None = None, stale_after: float = 30.0, *, runner: str | None = None,
+                  gone_runners: Sequence[str] = ()) -> dict | None:
+        """Mark one job running for `runner` and return it: the given one, or the oldest queued or
+        abandoned (running with a heartbeat older than `stale_after` seconds, or by one of
+        `gone_runners`, runners known to have died).
 
         The UPDATE is the lock: of two runners racing for a job, only one sees its row change.
         """
         stale = (datetime.now(timezone.utc) - timedelta(seconds=stale_after)).isoformat(timespec="milliseconds")
-        claimable = "(status = 'queued' OR (status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < ?)))"
+        gone = ", ".join("?" * len(gone_runners))
+        abandoned = "heartbeat_at IS NULL OR heartbeat_at < ?" + (f" OR runner IN ({gone})" if gone_runners else "")
+        claimable = f"(status = 'queued' OR (status = 'running' AND ({abandoned})))"
+        claimable_params = [stale, *gone_runners]
         with self.transaction() as conn:
             if job_id is None:
-                row = conn.execute(f"SELECT id FROM jobs WHERE {claimable} ORDER BY id LIMIT 1", [stale]).fetchone()
+                row = conn.execute(f"SELECT id FROM jobs WHERE {claimable} ORDER BY id LIMIT 1",
+                                   claimable_params).fetchone()  # fmt: skip
                 if row is None:
                     return None
                 job_id = row[0]
             stamp = now()
             changed = conn.execute(
-                f"UPDATE jobs SET status = 'running', heartbeat_at = ?, error = NULL,"
+                f"UPDATE jobs SET status = 'running', heartbeat_at = ?, error = NULL, runner = ?,"
                 f" started_at = COALESCE(started_at, ?) WHERE id = ? AND {claimable}",
-                [stamp, stamp, job_id, stale],
+                [stamp, runner, stamp, job_id, *claimable_params],
             ).rowcount
         return self.get_job(job_id) if changed else None
 

@@ -457,3 +457,9 @@ _IN_SAMPLE = [
 
 
 _statements_migration("0011_verdicts_in_sample", _IN_SAMPLE)
+
+
+# Who runs a job (core.jobs.runner.this_runner: host, process id and its start time), so that a
+# runner on the same machine can tell a job whose process is gone (kill -9, a crash, the OOM
+# killer) from a live one and resume it at once instead of waiting out the stale heartbeat.
+_statements_migration("0012_job_runner", ["ALTER TABLE jobs ADD COLUMN runner TEXT"])
