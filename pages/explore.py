@@ -18,7 +18,7 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
-    label_text, neighbour, opening_trajectory, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards,
+    keeps_current, label_text, neighbour, opening_trajectory, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards,
     step_prefix, trajectory_label, value_models,
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
@@ -51,6 +51,7 @@ def apply_deep_link() -> None:
     if link.trajectory_id is not None:
         state["explore_tid"] = link.trajectory_id
         state["explore_step"] = link.step_idx or 0
+        state["explore_linked"] = True  # opened as named, wherever it falls in the list
     state["explore_synced"] = params
 
 
@@ -95,9 +96,10 @@ def choose_trajectory(filters: TrajectoryFilter) -> int | None:
     ids = [row["id"] for row in found]
     labels = {row["id"]: trajectory_label(row) for row in found}
     current = state.get("explore_tid")
-    changed = state.get("explore_filters") != filters
+    keep = keeps_current(current, labels, state.pop("explore_linked", False),
+                         "explore_filters" in state and state["explore_filters"] != filters)  # fmt: skip
     state["explore_filters"] = filters
-    if current is None or (changed and current not in labels) or store.get_trajectory(current) is None:
+    if not keep or store.get_trajectory(current) is None:
         current = opening_trajectory(store, ids) if current is None else (ids[0] if ids else None)
         state["explore_step"] = 0
     if current is None:

@@ -46,6 +46,16 @@ def opening_trajectory(store: Store, ids: Sequence[int]) -> int | None:
     return featured if featured in ids else (ids[0] if ids else None)
 
 
+def keeps_current(current: int | None, listed, linked: bool, filters_changed: bool) -> bool:
+    """Whether the view stays on the trajectory it has: one opened by a link always does (the
+    list holds only the first LIST_LIMIT matches, so a linked trajectory may well be outside it);
+    otherwise a change of filters moves off a trajectory they no longer list. A first visit has
+    no filters to change from."""
+    if current is None:
+        return False
+    return linked or not filters_changed or current in listed
+
+
 def trajectory_label(row: dict, width: int = 70) -> str:
     """One line for a picker: plain text (a picker shows it as text, never as markup)."""
     verdict = {True: "correct", False: "wrong", None: "ungraded"}[
