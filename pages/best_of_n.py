@@ -1,12 +1,13 @@
-"""Best-of-N: the same policy, better judges — pass@k, majority vote, best-of-k and weighted majority vote per
-verifier (judges, ORMs, and PRMs under the chosen aggregations)."""
+"""Best-of-N: the same samples, better judges — pass@k, majority vote, best-of-k and weighted majority vote per
+verifier (judges, ORMs, and PRMs under the chosen aggregations), over any sample set: a policy's own solutions or
+imported ones (one model's, or every model's of a source)."""
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import pandas as pd
 import streamlit as st
 
 from core.prm import AGGREGATIONS, prm_judges
-from core.views.best_of_n import fingerprint, judges_of, policy_models, remembered, sample_table
+from core.views.best_of_n import fingerprint, judges_of, remembered, sample_set_of, sample_sets, sample_table
 from core.views.prm import curves_with_weighted_vote, verifier_info_with_prms, with_prm_scores
 from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
@@ -15,46 +16,58 @@ from pages._shared import db_path, store_for
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def samples(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
+def samples(path: str, chosen: tuple, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
             version: tuple):  # fmt: skip
-    """The policy's samples (arrays) with outcome verdicts and each PRM's solution score per
-    aggregation, for one database state (`version` changes when trajectories or verdicts are added)."""
-    found = sample_table(store_for(path), model, dataset, split)
+    """The sample set's samples (arrays; `chosen` is its (source, model) key) with outcome verdicts and each
+    PRM's solution score per aggregation, for one database state (`version` changes when trajectories or
+    verdicts are added)."""
+    source, model = chosen
+    found = sample_table(store_for(path), model, dataset, split, source=source)
     return with_prm_scores(store_for(path), found, aggregations, dataset) if aggregations else found
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing the curves…")
-def cached_curves(path: str, model: str, dataset: str | None, split: str | None, max_k: int,
+def cached_curves(path: str, chosen: tuple, dataset: str | None, split: str | None, max_k: int,
                   verifiers: tuple[str, ...], aggregations: tuple[str, ...], weighted: bool,
                   version: tuple):  # fmt: skip
     """Curves for one database state (kept beside the database too: core.store.disk_cache)."""
-    key = (model, dataset, split, max_k, verifiers, aggregations, weighted)
+    key = (chosen, dataset, split, max_k, verifiers, aggregations, weighted)
     return remembered(store_for(path), "best-of-n-curves", key, version, lambda: curves_with_weighted_vote(
-        samples(path, model, dataset, split, aggregations, version), max_k, list(verifiers),
+        samples(path, chosen, dataset, split, aggregations, version), max_k, list(verifiers),
         list(verifiers) if weighted else []))  # fmt: skip
 
 
 @st.cache_data(max_entries=32)
-def cached_judges(path: str, model: str, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
+def cached_judges(path: str, chosen: tuple, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
                   version: tuple) -> list[str]:  # fmt: skip
-    return remembered(store_for(path), "best-of-n-verifiers", (model, dataset, split, aggregations), version,
-                      lambda: judges_of(samples(path, model, dataset, split, aggregations, version)))
+    return remembered(store_for(path), "best-of-n-verifiers", (chosen, dataset, split, aggregations), version,
+                      lambda: judges_of(samples(path, chosen, dataset, split, aggregations, version)))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_sets(path: str, dataset: str | None, version: tuple):
+    return remembered(store_for(path), "best-of-n-sets", (dataset,), version, lambda: sample_sets(store_for(path), dataset))
 
 
 store = open_store()
 st.title("Best-of-N")
-st.caption("A policy's own solutions, grouped by problem. pass@k is the oracle (any of k right); majority vote "
-           "and best-of-k pick one of k; a weighted vote sums each answer's verifier scores. Means over problems with 95% bootstrap intervals over problems.")
+st.caption("N solutions per problem — a policy's own, or imported ones — grouped by problem. pass@k is the oracle "
+           "(any of k right); majority vote and best-of-k pick one of k; a weighted vote sums each answer's verifier "
+           "scores. Means over problems with 95% bootstrap intervals over problems.")
 
 cols = st.columns(4)
 dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="bon_dataset")
 dataset = None if dataset == "any" else dataset
-models = policy_models(store, dataset)
-if not models:
-    st.info("No policy solutions yet. Sample some on Jobs and data (Generate) or with `stepscope generate`, "
-            "and judge them with an outcome judge to compare verifiers.")
+sets = cached_sets(db_path(), dataset, fingerprint(store))
+if not sets:
+    st.info("No policy solutions yet, and no imported solutions with two or more graded ones per problem. Sample "
+            "some on Jobs and data (Generate) or with `stepscope generate`, or import a model's solutions "
+            "(`stepscope import --format model-solutions`, or jsonl with a source and a model); then judge them with "
+            "an outcome judge to compare verifiers.")
     st.stop()
-model = cols[1].selectbox("Policy", models, key="bon_model")
+chosen = cols[1].selectbox("Solutions", [s.key for s in sets], key="bon_set",
+                           format_func=lambda key: sample_set_of(sets, key).describe(),
+                           help="source · model: one model's solutions, or every model's of the source together")
 splits = {"all problems": None, "test split": "test", "train split": "train"}
 split = splits[cols[2].selectbox("Problems", list(splits), key="bon_split",
                                  help="Train/test split by problem (a synthetic problem's own, else by question "
@@ -70,22 +83,22 @@ if prm_judges(store):
              "or their mean. Each PRM appears once per aggregation chosen."))  # fmt: skip
 weighted = cols[1].checkbox("Weighted majority vote", value=True, key="bon_weighted",
                             help="for each chosen verifier: the answer whose samples' scores sum highest wins")
-judges = cached_judges(db_path(), model, dataset, split, aggregations, fingerprint(store))
+judges = cached_judges(db_path(), chosen, dataset, split, aggregations, fingerprint(store))
 info = {v.judge: v for v in verifier_info_with_prms(store, judges)}
 # Keyed by what it chooses from: another policy or split offers other verifiers.
-chosen = st.multiselect("Verifiers (best-of-k, weighted vote)", judges, default=judges,
-                        key=f"bon_verifiers:{model}:{dataset}:{split}:{','.join(aggregations)}",
+verifiers = st.multiselect("Verifiers (best-of-k, weighted vote)", judges, default=judges,
+                        key=f"bon_verifiers:{chosen}:{dataset}:{split}:{','.join(aggregations)}",
                         format_func=lambda j: f"{j} — {info[j].type}, base {info[j].base}")  # fmt: skip
 
-points, largest = cached_curves(db_path(), model, dataset, split, int(max_k), tuple(chosen), aggregations, weighted,
-                                fingerprint(store))  # fmt: skip
+points, largest = cached_curves(db_path(), chosen, dataset, split, int(max_k), tuple(verifiers), aggregations,
+                                weighted, fingerprint(store))  # fmt: skip
 if not points:
-    st.warning("Every problem has fewer than two solutions from this policy: nothing to choose between.")
+    st.warning("Every problem of this choice has fewer than two solutions in the set: nothing to choose between.")
     st.stop()
 frame = pd.DataFrame([p.__dict__ for p in points])
 st.text(f"{frame['problems'].max()} problems with at least {largest} solutions each; k up to {largest}.")
 st.vega_lite_chart(best_of_n_chart(points), width="stretch")
 st.dataframe(frame, hide_index=True, width="stretch")
-if chosen:
+if verifiers:
     st.caption("The verifiers, and the base model each was trained on (a prompted judge: its own model).")
-    st.dataframe(pd.DataFrame([info[j].__dict__ for j in chosen]), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame([info[j].__dict__ for j in verifiers]), hide_index=True, width="stretch")

@@ -1,4 +1,5 @@
-"""What the Best-of-N page reads: a policy's own graded solutions by problem, and the outcome
+"""What the Best-of-N page reads: a sample set's graded solutions by problem (a policy's own, or
+any imported source's: one model's, or every model's of the source together), and the outcome
 verdicts on them."""
 
 from __future__ import annotations
@@ -27,25 +28,48 @@ class BestOfNQueries(ConnectionBase):
         )
         return [row["model"] for row in found]
 
-    def graded_policy_solutions(self, model: str, dataset: str | None = None) -> list[dict]:
-        """The policy's graded solutions by id: id, problem_id, final_answer, correct."""
-        where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
-        return self._rows(
-            f"""SELECT t.id, t.problem_id, t.final_answer, t.correct FROM trajectories t
-                JOIN problems p ON p.id = t.problem_id
-                WHERE t.source = 'policy' AND t.model = ? AND t.correct IS NOT NULL {where} ORDER BY t.id""",
-            [model, *params],
-        )
+    def graded_sample_set_counts(self, dataset: str | None = None) -> list[dict]:
+        """Every (source, model) with graded solutions, and every source with more than one model
+        (or solutions without a model) as a whole (model None, every_model 1): problems with two or
+        more graded solutions (`problems`) and the graded solutions on them (`solutions`). Two
+        aggregate queries: one row per set, never per trajectory."""
+        join, where, params = ("JOIN problems p ON p.id = t.problem_id", "AND p.dataset = ?", [dataset]) if dataset \
+            else ("", "", [])  # fmt: skip
+        per_model = self._rows(
+            f"""SELECT source, model, 0 AS every_model, SUM(n >= 2) AS problems, SUM(CASE WHEN n >= 2 THEN n ELSE 0 END) AS solutions
+                FROM (SELECT t.source, t.model, t.problem_id, COUNT(*) AS n FROM trajectories t {join}
+                      WHERE t.correct IS NOT NULL AND t.model IS NOT NULL {where} GROUP BY t.source, t.model, t.problem_id)
+                GROUP BY source, model ORDER BY source, model""",
+            params,
+        )  # fmt: skip
+        whole = self._rows(
+            f"""SELECT source, NULL AS model, 1 AS every_model, SUM(n >= 2) AS problems,
+                       SUM(CASE WHEN n >= 2 THEN n ELSE 0 END) AS solutions
+                FROM (SELECT t.source, t.problem_id, COUNT(*) AS n FROM trajectories t {join}
+                      WHERE t.correct IS NOT NULL {where} GROUP BY t.source, t.problem_id)
+                WHERE source IN (SELECT t.source FROM trajectories t {join} WHERE t.correct IS NOT NULL {where}
+                                 GROUP BY t.source HAVING COUNT(DISTINCT t.model) > 1 OR SUM(t.model IS NULL) > 0)
+                GROUP BY source ORDER BY source""",
+            [*params, *params],
+        )  # fmt: skip
+        return [*per_model, *whole]
 
-    def graded_policy_solution_arrays(self, model: str, dataset: str | None = None) -> dict[str, np.ndarray]:
-        """`graded_policy_solutions` as arrays from one query, by id: id, problem_id, answer (a code
-        per distinct final answer, -1 for none), correct."""
-        where, params = ("AND p.dataset = ?", [dataset]) if dataset else ("", [])
-        join = "JOIN problems p ON p.id = t.problem_id" if dataset else ""
+    def graded_solution_arrays(self, source: str, model: str | None, dataset: str | None = None) -> dict[str, np.ndarray]:
+        """`graded_policy_solution_arrays` for any sample set: the source's graded solutions by one
+        model, or with `model` None by every model of the source."""
+        conditions, params = ["t.source = ?", "t.correct IS NOT NULL"], [source]
+        if model is not None:
+            conditions.append("t.model = ?")
+            params.append(model)
+        join = ""
+        if dataset:
+            join = "JOIN problems p ON p.id = t.problem_id"
+            conditions.append("p.dataset = ?")
+            params.append(dataset)
         rows = self.conn.execute(
             f"""SELECT t.id, t.problem_id, t.final_answer, t.correct FROM trajectories t {join}
-                WHERE t.source = 'policy' AND t.model = ? AND t.correct IS NOT NULL {where} ORDER BY t.id""",
-            [model, *params],
+                WHERE {" AND ".join(conditions)} ORDER BY t.id""",
+            params,
         ).fetchall()
         codes: dict[str, int] = {}
         count = len(rows)
@@ -55,7 +79,31 @@ class BestOfNQueries(ConnectionBase):
             "answer": np.fromiter((-1 if r[2] is None else codes.setdefault(r[2], len(codes)) for r in rows),
                                   dtype=np.int64, count=count),
             "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
-        }
+        }  # fmt: skip
+
+    def graded_solutions(self, source: str, model: str | None, dataset: str | None = None) -> list[dict]:
+        """`graded_policy_solutions` for any sample set (for tests and small data)."""
+        conditions, params = ["t.source = ?", "t.correct IS NOT NULL"], [source]
+        if model is not None:
+            conditions.append("t.model = ?")
+            params.append(model)
+        if dataset:
+            conditions.append("p.dataset = ?")
+            params.append(dataset)
+        return self._rows(
+            f"""SELECT t.id, t.problem_id, t.final_answer, t.correct FROM trajectories t
+                JOIN problems p ON p.id = t.problem_id WHERE {" AND ".join(conditions)} ORDER BY t.id""",
+            params,
+        )
+
+    def graded_policy_solutions(self, model: str, dataset: str | None = None) -> list[dict]:
+        """The policy's graded solutions by id: id, problem_id, final_answer, correct."""
+        return self.graded_solutions("policy", model, dataset)
+
+    def graded_policy_solution_arrays(self, model: str, dataset: str | None = None) -> dict[str, np.ndarray]:
+        """`graded_policy_solutions` as arrays from one query, by id: id, problem_id, answer (a code
+        per distinct final answer, -1 for none), correct."""
+        return self.graded_solution_arrays("policy", model, dataset)
 
     def problems_by_id(self, problem_ids) -> list[dict]:
         """id, question and meta (decoded) of the given problems."""

@@ -1,6 +1,9 @@
 """Best-of-N: pass@k, majority vote and best-of-k per verifier against k, with intervals.
 
-The samples are a policy's own trajectories (source "policy", one model), grouped by problem.
+The samples are a sample set's graded trajectories, grouped by problem: a policy's own (source
+"policy", one model), or any other source's (imported model solutions, a jsonl file with a
+model and a source), one model's or every model's of the source together (`SampleSet`; GSM8K's
+model solutions hold one solution per model and problem, so they are reranked as a whole).
 For each k (powers of two up to the smallest group used), per-problem values come from
 core.metrics (pass@k: the unbiased estimator; maj@k and best-of-k: exact expectations over
 random k-subsets), averaged over problems with a percentile-bootstrap interval over problems.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -36,8 +39,47 @@ RESAMPLES = 1000
 COUNTS_LIMIT = 20_000_000  # resamples x problems up to which bootstrap means are a matrix product (160 MB)
 
 
+POLICY_SOURCE = "policy"  # core.jobs.generate's: a policy's own sampled solutions
+
+
 def policy_models(store: Store, dataset: str | None = None) -> list[str]:
     return store.graded_policy_models(dataset)
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Which solutions are the N samples of a problem: one source's, by one model or (model None)
+    by every model of the source."""
+
+    source: str
+    model: str | None = None
+    problems: int = field(default=0, compare=False)  # with two or more graded solutions
+    solutions: int = field(default=0, compare=False)  # graded, on those problems
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What identifies the set (cache keys, pickers): (source, model or None for every model)."""
+        return self.source, self.model
+
+    def describe(self) -> str:
+        """One line for a picker (plain text: source and model names are shown, never rendered)."""
+        who = "every model" if self.model is None else self.model
+        return f"{self.source} · {who} ({self.problems:,} problems, {self.solutions:,} solutions)"
+
+
+def sample_sets(store: Store, dataset: str | None = None) -> list[SampleSet]:
+    """Every sample set with at least one problem that has two or more graded solutions (something
+    to choose between): a policy's own first, then the other sources, each model's and then the
+    whole source's."""
+    found = [SampleSet(row["source"], None if row["every_model"] else row["model"], int(row["problems"] or 0),
+                       int(row["solutions"] or 0)) for row in store.graded_sample_set_counts(dataset)]  # fmt: skip
+    found = [s for s in found if s.problems]
+    return sorted(found, key=lambda s: (s.source != POLICY_SOURCE, s.source, s.model is None, s.model or ""))
+
+
+def sample_set_of(sets: Sequence[SampleSet], key: tuple[str, str | None]) -> SampleSet:
+    """The set with this (source, model) key, or one without counts where it is not listed."""
+    return next((s for s in sets if s.key == tuple(key)), SampleSet(*key))
 
 
 @dataclass(frozen=True)
@@ -93,10 +135,13 @@ def table_from_groups(groups: dict[int, list[Sample]]) -> SampleTable:
     )  # fmt: skip
 
 
-def sample_table(store: Store, model: str, dataset: str | None = None, split: str | None = None) -> SampleTable:
-    """The policy's graded solutions by problem; with `split` ("train" or "test", core.splits),
-    only the problems of that split: a trained verifier is compared on problems it never saw."""
-    found = store.graded_policy_solution_arrays(model, dataset)
+def sample_table(store: Store, model: str | None, dataset: str | None = None, split: str | None = None,
+                 source: str = POLICY_SOURCE) -> SampleTable:  # fmt: skip
+    """The sample set's graded solutions by problem (by default the policy `model`'s own; `source`
+    for another, `model` None for every model of the source); with `split` ("train" or "test",
+    core.splits), only the problems of that split: a trained verifier is compared on problems it
+    never saw."""
+    found = store.graded_solution_arrays(source, model, dataset)
     keep = np.ones(len(found["id"]), dtype=bool)
     if split is not None:
         side = {row["id"]: problem_split(row) == split for row in store.problems_by_id(np.unique(found["problem_id"]))}
@@ -112,9 +157,10 @@ def sample_table(store: Store, model: str, dataset: str | None = None, split: st
     return SampleTable(problems, ids, answers, correct.astype(bool), tuple(verifiers), columns)
 
 
-def samples_by_problem(store: Store, model: str, dataset: str | None = None, split: str | None = None) -> dict[int, list[Sample]]:
+def samples_by_problem(store: Store, model: str | None, dataset: str | None = None, split: str | None = None,
+                       source: str = POLICY_SOURCE) -> dict[int, list[Sample]]:  # fmt: skip
     """`sample_table` as Sample objects by problem (answers as stored)."""
-    found = store.graded_policy_solutions(model, dataset)
+    found = store.graded_solutions(source, model, dataset)
     if split is not None:
         side = {pid: problem_split(store.get_problem(pid)) for pid in {row["problem_id"] for row in found}}
         found = [row for row in found if side[row["problem_id"]] == split]
