@@ -1,12 +1,13 @@
-"""Compare: an automatic label source against human labels, and annotators against each other."""
+"""Compare: an automatic label source against a reference — human labels, or another automatic source (MC vs
+a judge vs a PRM, no humans needed) — and annotators against each other."""
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
 import pandas as pd
 import streamlit as st
 
 from core.views.compare import (
-    HUMAN_COMBINATIONS, align_values, annotator_names, compare, fingerprint, inter_annotator, labelled_steps,
-    rating_rows, remembered, source_names, source_values, uses_threshold, values_key,
+    align_values, annotator_names, compare, fingerprint, inter_annotator, is_human_reference, labelled_steps,
+    rating_rows, reference_names, reference_steps, remembered, source_names, source_values, uses_threshold, values_key,
 )  # fmt: skip
 from core.views.charts import calibration_chart, confusion_chart, position_chart, threshold_chart
 from core.views.prm import agreement_kept, is_prm_source, outcome_rows, step_level_rows, threshold_choice
@@ -43,17 +44,34 @@ def cached_steps(path: str, dataset: str | None, version: tuple, first: bool = F
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _cached_values(path: str, source: str, policy_name: str, version: tuple):
-    return source_values(store_for(path), source, policy_name)
+def _cached_values(path: str, source: str, policy_name: str, version: tuple, every_step: bool = False):
+    return source_values(store_for(path), source, policy_name, every_step)
 
 
-def cached_values(path: str, source: str, policy_name: str, version: tuple):
-    """(step ids, numbers) of one automatic source: one query, shared by sources with the same numbers."""
-    return _cached_values(path, values_key(source), policy_name, version)
+def cached_values(path: str, source: str, policy_name: str, version: tuple, every_step: bool = False):
+    """(step ids, numbers) of one automatic source: one query, shared by sources with the same numbers;
+    `every_step`: on unrated steps too (what an automatic reference needs)."""
+    return _cached_values(path, values_key(source), policy_name, version, every_step)
 
 
-def values_for(path: str, source: str, policy_name: str, step_ids, version: tuple):
-    return align_values(*cached_values(path, source, policy_name, version), step_ids)
+def values_for(path: str, source: str, policy_name: str, step_ids, version: tuple, every_step: bool = False):
+    return align_values(*cached_values(path, source, policy_name, version, every_step), step_ids)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def cached_reference_steps(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float,
+                           version: tuple):  # fmt: skip
+    """An automatic reference's labels (arrays, shared read-only) on every step it has a number for."""
+    return reference_steps(store_for(path), reference, policy_name, threshold, dataset,
+                           cached_values(path, reference, policy_name, version, True))  # fmt: skip
+
+
+def units(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float, version: tuple,
+          first: bool, automatic: bool):  # fmt: skip
+    """The steps compared, with the reference's labels: the rated steps, or an automatic reference's."""
+    if automatic:
+        return cached_reference_steps(path, dataset, reference, policy_name, threshold, version)
+    return cached_steps(path, dataset, version, first)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -67,14 +85,14 @@ def cached_summary(path: str, dataset: str | None, version: tuple, first: bool =
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_comparison(path: str, dataset: str | None, source: str, human: str, policy_name: str,
-                      threshold: float, version: tuple, first: bool = False):
+def cached_comparison(path: str, dataset: str | None, source: str, reference: str, policy_name: str,
+                      threshold: float, version: tuple, first: bool = False, automatic: bool = False):  # fmt: skip
     def compute():
-        steps = cached_steps(path, dataset, version, first)
-        values = values_for(path, source, policy_name, steps.step_id, version)
-        return compare(store_for(path), steps, source, human, policy_name, threshold, values)
+        steps = units(path, dataset, reference, policy_name, threshold, version, first, automatic)
+        values = values_for(path, source, policy_name, steps.step_id, version, automatic)
+        return compare(store_for(path), steps, source, reference, policy_name, threshold, values)
 
-    key = (dataset, source, human, policy_name, threshold, first)
+    key = (dataset, source, reference, policy_name, threshold, first, automatic)
     return remembered(store_for(path), "compare", key, version, compute)
 
 
@@ -96,33 +114,38 @@ first = st.radio("Labels", ["final", "first"], horizontal=True, key="cmp_which",
                  help="each annotator's label as it is now, or the first one they gave (before any edit)") == "first"
 rated, annotators = cached_summary(db_path(), dataset, version, first)
 if not rated:
-    st.info("No human labels yet: label some steps on the Annotate page.")
-    st.stop()
-source = cols[1].selectbox("Automatic labels", source_names(store), key="cmp_source",
+    st.info("No human labels yet: label some steps on the Annotate page, or compare two automatic label sources "
+            "(MC, a judge, a PRM, a probe) with each other below.")
+sources = source_names(store)
+source = cols[1].selectbox("Automatic labels", sources, key="cmp_source",
                            help="mc-soft: MC value ≥ threshold · mc-hard: any rollout reached the answer · "
                                 "judge / probe / orm: its step verdict's P(yes) ≥ 0.5 · prm: its score ≥ threshold")  # fmt: skip
-human = cols[2].selectbox("Human labels", [*HUMAN_COMBINATIONS, *annotators], key="cmp_human",
-                          help="majority: more than half of the annotators say fine (a tie is wrong) · "
-                               "consensus: all agree (steps they disagree on are left out)")  # fmt: skip
+reference = cols[2].selectbox("Reference labels", reference_names(sources, annotators, source), key="cmp_human",
+                              help="majority: more than half of the annotators say fine (a tie is wrong) · "
+                                   "consensus: all agree (steps they disagree on are left out) · an annotator · "
+                                   "or another automatic source, read as on the left")  # fmt: skip
+automatic = not is_human_reference(reference, annotators)
 threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key="cmp_threshold",
-                           disabled=not uses_threshold(source),
-                           help="a step at or above it is fine; for a PRM, see the threshold chosen on held-out "
-                                "problems below")  # fmt: skip
-st.caption(md(f"Policy for MC values: {policy()} · a human 0 or +1 counts as fine, −1 as wrong."))
+                           disabled=not (uses_threshold(source) or (automatic and uses_threshold(reference))),
+                           help="a step at or above it is fine (on either side); for a PRM, see the threshold chosen "
+                                "on held-out problems below")  # fmt: skip
+st.caption(md(f"Policy for MC values: {policy()} · ") + (
+    "the unit is a step both sources labelled." if automatic else "a human 0 or +1 counts as fine, −1 as wrong."))
 
-result = cached_comparison(db_path(), dataset, source, human, policy(), threshold, version, first)
-agreement = cached_agreement(db_path(), dataset, version, first)
+result = cached_comparison(db_path(), dataset, source, reference, policy(), threshold, version, first, automatic)
 if result.n == 0:
-    st.warning(f"No step has both a human label and a value from {md(source)} ({result.missing} rated steps have no value).")
+    st.warning(f"No step has both a label from {md(reference)} and a value from {md(source)} ({result.missing} steps "
+               f"labelled by {md(reference)} have no value).")
     st.stop()
 kappa = result.kappa
 metric_cols = st.columns(7)
-metric_cols[0].metric("Steps compared", result.n, help=f"{result.missing} rated steps have no value from this source")
+metric_cols[0].metric("Steps compared", result.n,
+                      help=f"{result.missing} steps labelled by the reference have no value from this source")
 metric_cols[1].metric("Accuracy", fmt(result.accuracy))
 metric_cols[2].metric("Cohen's kappa", fmt(kappa.value if kappa else None),
                       help="with its 95% interval (statsmodels, asymptotic)")
 metric_cols[2].caption(f"95% interval [{fmt(kappa.low)}, {fmt(kappa.high)}]" if kappa and kappa.low is not None else "")
-metric_cols[3].metric("AUROC", fmt(result.auroc), help="the source's score against the human label")
+metric_cols[3].metric("AUROC", fmt(result.auroc), help="the source's score against the reference label")
 pb = result.processbench
 metric_cols[4].metric("ProcessBench F1", fmt(pb.f1 if pb else None),
                       help="first-error F1 over trajectories whose compared steps start at step 0 without gaps")
@@ -134,22 +157,27 @@ metric_cols[6].metric("Accuracy on correct", fmt(pb.correct_accuracy if pb else 
 left, middle, right = st.columns(3)
 with left:
     st.subheader("Confusion")
-    st.vega_lite_chart(confusion_chart(result.confusion), width="stretch")
+    st.vega_lite_chart(confusion_chart(result.confusion, reference), width="stretch")
 with middle:
     st.subheader("Calibration")
-    st.vega_lite_chart(calibration_chart(result.calibration), width="stretch")
+    st.vega_lite_chart(calibration_chart(result.calibration, reference if automatic else "the human"), width="stretch")
     st.caption(f"expected calibration error {fmt(result.ece, 3)}")
 with right:
     st.subheader("By step position")
     st.vega_lite_chart(position_chart(result.by_position), width="stretch")
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def cached_threshold(path: str, dataset: str | None, source: str, human: str, version: tuple, first: bool):
+def cached_threshold(path: str, dataset: str | None, source: str, reference: str, version: tuple, first: bool,
+                     automatic: bool, policy_name: str, threshold: float):  # fmt: skip
+    """The PRM threshold chosen against the reference's first errors (an automatic reference's labels
+    depend on the policy and the threshold, so they are part of its key)."""
     def compute():
-        steps = cached_steps(path, dataset, version, first)
-        return threshold_choice(store_for(path), steps, source, human, values_for(path, source, "", steps.step_id, version))
+        steps = units(path, dataset, reference, policy_name, threshold, version, first, automatic)
+        return threshold_choice(store_for(path), steps, source, reference,
+                                values_for(path, source, "", steps.step_id, version, automatic))  # fmt: skip
 
-    return remembered(store_for(path), "compare-threshold", (dataset, source, human, first), version, compute)
+    key = (dataset, source, reference, first, *((policy_name, threshold) if automatic else ()))
+    return remembered(store_for(path), "compare-threshold", key, version, compute)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -162,11 +190,11 @@ def prm_section() -> None:
     """A scalar PRM's threshold, chosen where ProcessBench F1 is best on the train half of the
     problems and reported on the test half."""
     st.subheader(md(f"Threshold for {source}"))
-    choice = cached_threshold(db_path(), dataset, source, human, version, first)
+    choice = cached_threshold(db_path(), dataset, source, reference, version, first, automatic, policy(), threshold)
     counts = choice.trajectories
     if choice.threshold is None:
         st.caption(f"No threshold chosen: the train split ({counts['train']} trajectories) needs trajectories with "
-                   "and without a human-marked error, each labelled from step 0.")
+                   "and without an error the reference marks, each labelled from step 0.")
     else:
         cells = st.columns(4)
         cells[0].metric("Chosen threshold (train problems)", f"{choice.threshold:.2f}")
@@ -202,16 +230,16 @@ if result.disagreements:
     )  # fmt: skip
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def cached_sources(path: str, dataset: str | None, human: str, policy_name: str, threshold: float, version: tuple,
-                   first: bool):  # fmt: skip
+def cached_sources(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float, version: tuple,
+                   first: bool, automatic: bool):  # fmt: skip
     def compute():
-        steps = cached_steps(path, dataset, version, first)
-        values = {name: values_for(path, name, policy_name, steps.step_id, version)
+        steps = units(path, dataset, reference, policy_name, threshold, version, first, automatic)
+        values = {name: values_for(path, name, policy_name, steps.step_id, version, automatic)
                   for name in source_names(store_for(path))}  # fmt: skip
-        return step_level_rows(store_for(path), steps, human, policy_name, threshold, values)
+        return step_level_rows(store_for(path), steps, reference, policy_name, threshold, values)
 
-    return remembered(store_for(path), "compare-sources", (dataset, human, policy_name, threshold, first), version,
-                      compute)  # fmt: skip
+    key = (dataset, reference, policy_name, threshold, first, automatic)
+    return remembered(store_for(path), "compare-sources", key, version, compute)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -220,20 +248,24 @@ def cached_outcomes(path: str, dataset: str | None, version: tuple):
                       lambda: outcome_rows(store_for(path), dataset))
 
 
-every_source = cached_sources(db_path(), dataset, human, policy(), threshold, version, first)
+every_source = cached_sources(db_path(), dataset, reference, policy(), threshold, version, first, automatic)
 outcomes = cached_outcomes(db_path(), dataset, version)
-with st.expander("Every step source against these human labels"):
+with st.expander(md(f"Every step source against {reference if automatic else 'these human labels'}")):
     st.dataframe(pd.DataFrame(every_source), hide_index=True, width="stretch")
 if outcomes:
     with st.expander("PRMs at outcome level: each aggregation against the final answer"):
         st.dataframe(pd.DataFrame(outcomes), hide_index=True, width="stretch")
 
-st.subheader("Agreement between annotators")
-st.metric("Krippendorff's alpha (ordinal)", fmt(agreement.alpha), help=f"over {agreement.units} steps rated by two or more")
-if agreement.pairs:
-    st.dataframe(pd.DataFrame(agreement.pairs), hide_index=True)
-else:
-    st.caption("No step was rated by two annotators yet.")
+
+def annotators_section() -> None:
+    agreement = cached_agreement(db_path(), dataset, version, first)
+    st.subheader("Agreement between annotators")
+    st.metric("Krippendorff's alpha (ordinal)", fmt(agreement.alpha),
+              help=f"over {agreement.units} steps rated by two or more")  # fmt: skip
+    if agreement.pairs:
+        st.dataframe(pd.DataFrame(agreement.pairs), hide_index=True)
+    else:
+        st.caption("No step was rated by two annotators yet.")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -290,6 +322,8 @@ def organiser_section() -> None:
                 st.error(md(error))
 
 
-latents_section()
-if allowed(EDIT_PROJECT):
-    organiser_section()
+if rated:  # the human side: annotators against each other, their latents, gold items
+    annotators_section()
+    latents_section()
+    if allowed(EDIT_PROJECT):
+        organiser_section()

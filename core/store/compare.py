@@ -169,6 +169,16 @@ class CompareQueries(ConnectionBase):
         ), 3)
         return rows[:, 0], rows[:, 1], rows[:, 2]
 
+    def step_rollout_arrays(self, policy: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(step ids, n, n correct) of the policy's rollouts for every step that has some, rated or
+        not, sorted by step id: an automatic reference (Compare without humans) labels any step."""
+        rows = int_columns(self.conn.execute(
+            """SELECT step_id, COUNT(*), SUM(correct) FROM rollouts WHERE model IS ? AND step_id IS NOT NULL
+               GROUP BY step_id ORDER BY step_id""",
+            [policy],
+        ), 3)  # fmt: skip
+        return rows[:, 0], rows[:, 1], rows[:, 2]
+
     def trajectory_problem_rows(self) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """(trajectory ids, their problem ids) of every trajectory, and every problem with a
         trajectory (id, question, meta), for splitting by problem set-wise."""

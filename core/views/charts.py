@@ -97,19 +97,21 @@ def _fine(ok: bool) -> str:
     return "fine" if ok else "wrong"
 
 
-def confusion_chart(confusion: Mapping[tuple[bool, bool], int]) -> dict:
-    """Human against automatic verdicts, (human fine, automatic fine) -> steps, as a heat map."""
+def confusion_chart(confusion: Mapping[tuple[bool, bool], int], reference: str = "human") -> dict:
+    """Reference (human, or an automatic source named `reference`) against automatic verdicts,
+    (reference fine, automatic fine) -> steps, as a heat map."""
     rows = [{"human": _fine(h), "automatic": _fine(a), "steps": n} for (h, a), n in confusion.items()]
     return {
         "data": {"values": rows}, "height": SMALL_HEIGHT,
-        "encoding": {"x": {"field": "automatic", "type": "nominal"}, "y": {"field": "human", "type": "nominal"}},
+        "encoding": {"x": {"field": "automatic", "type": "nominal"},
+                     "y": {"field": "human", "type": "nominal", "title": reference}},
         "layer": [{"mark": "rect", "encoding": {"color": {"field": "steps", "type": "quantitative"}}},
                   {"mark": {"type": "text", "fontSize": 16}, "encoding": {"text": {"field": "steps", "type": "quantitative"}}}],
     }  # fmt: skip
 
 
-def calibration_chart(bins: Sequence[CalibrationBin]) -> dict:
-    """Fraction the human calls fine against the mean score, per non-empty bin with its interval."""
+def calibration_chart(bins: Sequence[CalibrationBin], reference: str = "the human") -> dict:
+    """Fraction the reference calls fine against the mean score, per non-empty bin with its interval."""
     rows = [{"mean score": b.mean_predicted, "fraction fine": b.fraction_positive, "low": b.ci_low, "high": b.ci_high,
              "steps": b.n} for b in bins if b.n]  # fmt: skip
     return {
@@ -118,7 +120,7 @@ def calibration_chart(bins: Sequence[CalibrationBin]) -> dict:
             {"mark": {"type": "rule", "strokeDash": [4, 4], "color": "#999"},
              "data": {"values": [{"x": 0, "y": 0, "x2": 1, "y2": 1}]},
              "encoding": {"x": {"field": "x", "type": "quantitative", "title": "mean score in bin"},
-                          "y": {"field": "y", "type": "quantitative", "title": "fraction the human calls fine"},
+                          "y": {"field": "y", "type": "quantitative", "title": f"fraction {reference} calls fine"},
                           "x2": {"field": "x2"}, "y2": {"field": "y2"}}},
             {"mark": "rule", "encoding": {"x": {"field": "mean score", "type": "quantitative", "scale": {"domain": [0, 1]}},
                                           "y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}}},

@@ -1,8 +1,13 @@
-"""Compare: an automatic step label against human labels, with the statistics in core.metrics.
+"""Compare: an automatic step label against a reference, human or automatic, with the statistics
+in core.metrics.
 
-The unit is a step of a trajectory's current segmentation that a human rated. A human rating
-counts as "the step is fine" when it is 0 or +1 (PRM800K's neutral is not an error) and as "wrong"
-at -1. Sources on both sides are spelled in the one label-source grammar (core.formats.labels):
+With a human reference the unit is a step of a trajectory's current segmentation that a human
+rated. A human rating counts as "the step is fine" when it is 0 or +1 (PRM800K's neutral is not an
+error) and as "wrong" at -1. With an automatic reference (MC vs a judge vs a PRM, no humans
+needed) the unit is a current step both sources labelled: the reference's labels are packed as
+`LabelledSteps` with one column named after it (`reference_steps`), so every statistic, the PRM
+threshold choice and the every-source table read them as they read an annotator's. Sources on
+both sides are spelled in the one label-source grammar (core.formats.labels):
 
 - automatic: `mc-soft` (the Monte Carlo value of the chosen policy is at least T; score: the
   value), `mc-hard` (some rollout from the step reached the answer), and every verifier with step
@@ -63,6 +68,7 @@ class LabelledSteps:
     annotators: tuple[str, ...]
     ratings: np.ndarray  # int8, steps x annotators; NO_RATING where not rated
     first_errors: np.ndarray  # bool, steps x annotators
+    automatic: bool = False  # an automatic reference's labels (`reference_steps`): +1 fine, -1 wrong
 
     def __len__(self) -> int:
         return len(self.step_id)
@@ -160,12 +166,13 @@ def values_key(source: str) -> str:
     return "mc-soft" if parse_label_source(source, threshold=0.5).kind in MC_SOURCES else source
 
 
-def source_values(store: Store, source: str, policy: str) -> tuple[np.ndarray, np.ndarray]:
+def source_values(store: Store, source: str, policy: str, every_step: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(step ids, sorted; the source's number for each): the policy's MC value of every rated step
-    with rollouts, or a verifier's latest P(yes) on every step it scored. One query per source."""
+    with rollouts (with `every_step`, of every step with rollouts: for an automatic reference), or
+    a verifier's latest P(yes) on every step it scored. One query per source."""
     parsed = parse_label_source(source, threshold=0.5)
     if parsed.kind in MC_SOURCES:
-        ids, n, correct = rollout_counts(store, policy)
+        ids, n, correct = rollout_counts(store, policy, every_step)
         keep = n > 0
         return ids[keep], correct[keep] / n[keep]
     if parsed.is_verifier:
@@ -173,16 +180,56 @@ def source_values(store: Store, source: str, policy: str) -> tuple[np.ndarray, n
     raise ValueError(f"{source!r} is not an automatic label source")
 
 
-def rollout_counts(store: Store, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rollout_counts(store: Store, policy: str, every_step: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(step ids, n, n correct) of the policy's rollouts from every rated step
-    (`store.rated_step_rollout_arrays`), read once per data version for MC values and their
-    interval widths alike."""
+    (`store.rated_step_rollout_arrays`; with `every_step`, from every step:
+    `store.step_rollout_arrays`), read once per data version for MC values and their interval
+    widths alike."""
     memo = store.__dict__.setdefault("_rollout_count_memo", {})
-    key = (policy, store.labels_fingerprint())
-    if key not in memo:
+    version = store.labels_fingerprint()
+    if any(old[1] != version for old in memo):
         memo.clear()
-        memo[key] = store.rated_step_rollout_arrays(policy)
+    key = (policy, version, every_step)
+    if key not in memo:
+        memo[key] = store.step_rollout_arrays(policy) if every_step else store.rated_step_rollout_arrays(policy)
     return memo[key]
+
+
+# --- the reference: human labels, or an automatic source's -----------------------------------
+
+
+def is_human_reference(reference: str, annotators: Sequence[str]) -> bool:
+    """Whether a reference names humans (an annotator, `majority`, `consensus`) rather than an
+    automatic source. An annotator's name wins over an automatic source of the same spelling
+    (annotator names cannot hold a colon, so only `mc-hard` and `mc-soft` could collide)."""
+    return reference in HUMAN_COMBINATIONS or reference in annotators
+
+
+def reference_names(sources: Sequence[str], annotators: Sequence[str], source: str) -> list[str]:
+    """What the compared `source` can be measured against: the human labels (their majority, their
+    consensus, each annotator) where there are any, then every other automatic source."""
+    humans = [*HUMAN_COMBINATIONS, *annotators] if annotators else []
+    return [*humans, *[s for s in sources if s != source and s not in annotators]]
+
+
+def reference_steps(store: Store, reference: str, policy: str, threshold: float = 0.5, dataset: str | None = None,
+                    values: tuple[np.ndarray, np.ndarray] | None = None) -> LabelledSteps:  # fmt: skip
+    """An automatic reference's labels on every current step (of the dataset's trajectories) it
+    has a number for, as LabelledSteps with one column named `reference`: +1 where it calls the
+    step fine (`predicted` at `threshold`), -1 where wrong; ordered by trajectory and position.
+    `values`: the reference's (step ids, numbers) over every step (`source_values` with
+    `every_step`), where the caller has them. Set-wise: one query for the steps, one for the
+    numbers."""
+    steps = store.current_step_arrays(dataset)
+    numbers = align_values(*(values if values is not None else source_values(store, reference, policy, True)),
+                           steps["id"])  # fmt: skip
+    has = ~np.isnan(numbers)
+    trajectory, idx, ids, numbers = steps["trajectory_id"][has], steps["idx"][has], steps["id"][has], numbers[has]
+    order = np.lexsort((idx, trajectory))
+    fine = np.asarray(predicted(reference, numbers[order], threshold), dtype=bool)
+    ratings = np.where(fine, 1, -1).astype(np.int8)[:, None]
+    return LabelledSteps(ids[order], trajectory[order], idx[order], (reference,), ratings,
+                         np.zeros(ratings.shape, dtype=bool), automatic=True)  # fmt: skip
 
 
 def align_values(ids: np.ndarray, values: np.ndarray, step_ids: np.ndarray) -> np.ndarray:
@@ -196,10 +243,10 @@ def align_values(ids: np.ndarray, values: np.ndarray, step_ids: np.ndarray) -> n
     return out
 
 
-def source_scores(store: Store, step_ids: np.ndarray, source: str, policy: str) -> np.ndarray:
+def source_scores(store: Store, step_ids: np.ndarray, source: str, policy: str, every_step: bool = False) -> np.ndarray:
     """The source's number for each of the steps (NaN where it has none): MC value (for the
-    policy) or P(yes)."""
-    return align_values(*source_values(store, source, policy), step_ids)
+    policy) or P(yes). `every_step`: the steps may be unrated ones (an automatic reference's)."""
+    return align_values(*source_values(store, source, policy, every_step), step_ids)
 
 
 def scores(store: Store, steps: Sequence, source: str, policy: str) -> dict[int, float]:
@@ -220,35 +267,42 @@ def predicted(source: str, score, threshold: float):
 @dataclass
 class Comparison:
     source: str
-    human: str
+    human: str  # the reference: human labels, or an automatic source (`automatic_reference`)
     n: int
-    missing: int  # rated steps the source has no number for
+    missing: int  # steps the reference labelled that the source has no number for
     accuracy: float | None
     kappa: metrics.Interval | None
     auroc: float | None
-    confusion: dict[tuple[bool, bool], int]  # (human, automatic) -> count
+    confusion: dict[tuple[bool, bool], int]  # (reference, automatic) -> count
     calibration: list = field(default_factory=list)
     ece: float | None = None
     by_position: list[dict] = field(default_factory=list)
     processbench: metrics.ProcessBenchScore | None = None
     disagreements: list[dict] = field(default_factory=list)  # the first DISAGREEMENTS_SHOWN, in step order
     disagreement_count: int = 0
+    automatic_reference: bool = False  # the reference is an automatic source, not humans
+
+    @property
+    def reference(self) -> str:
+        return self.human
 
 
 def compare(
     store: Store, steps: LabelledSteps, source: str, human: str, policy: str, threshold: float = 0.5,
     values: np.ndarray | None = None,
 ) -> Comparison:  # fmt: skip
-    """The source against the human labels; `values` are the source's numbers for the steps
-    (`source_scores`), read from the store when not given."""
+    """The source against the reference labels of `steps` (`human`: an annotator, `majority` or
+    `consensus` of `labelled_steps`, or the automatic source of `reference_steps`); `values` are the
+    source's numbers for the steps (`source_scores`), read from the store when not given."""
     if values is None:
-        values = source_scores(store, steps.step_id, source, policy)
+        values = source_scores(store, steps.step_id, source, policy, every_step=steps.automatic)
     known, fine = human_labels(steps, human)
     has = ~np.isnan(values)
     chosen = known & has
     missing = int((known & ~has).sum())
     comparison = Comparison(source, human, int(chosen.sum()), missing, None, None, None,
-                            {(h, a): 0 for h in (True, False) for a in (True, False)})  # fmt: skip
+                            {(h, a): 0 for h in (True, False) for a in (True, False)},
+                            automatic_reference=steps.automatic)  # fmt: skip
     if not comparison.n:
         return comparison
     humans, score = fine[chosen], values[chosen]
@@ -269,8 +323,9 @@ def compare(
     comparison.processbench = _processbench(trajectory, idx, humans, autos)
     differ = np.flatnonzero(humans != autos)
     comparison.disagreement_count = len(differ)
+    said = "reference" if steps.automatic else "human"
     comparison.disagreements = [
-        {"trajectory": t, "step": i, "human": "fine" if h else "wrong", "automatic": "fine" if a else "wrong",
+        {"trajectory": t, "step": i, said: "fine" if h else "wrong", "automatic": "fine" if a else "wrong",
          "score": round(s, 3), "explore": f"/?trajectory={t}&step={i}"}
         for t, i, h, a, s in zip(trajectory[differ[:DISAGREEMENTS_SHOWN]].tolist(), idx[differ[:DISAGREEMENTS_SHOWN]].tolist(),
                                  humans[differ[:DISAGREEMENTS_SHOWN]].tolist(), autos[differ[:DISAGREEMENTS_SHOWN]].tolist(),
