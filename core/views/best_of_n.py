@@ -64,7 +64,8 @@ class SampleSet:
     def describe(self) -> str:
         """One line for a picker (plain text: source and model names are shown, never rendered)."""
         who = "every model" if self.model is None else self.model
-        return f"{self.source} · {who} ({self.problems:,} problems, {self.solutions:,} solutions)"
+        problems = f"{self.problems:,} problem{'' if self.problems == 1 else 's'}"
+        return f"{self.source} · {who} ({problems}, {self.solutions:,} solutions)"
 
 
 def sample_sets(store: Store, dataset: str | None = None) -> list[SampleSet]:
