@@ -23,6 +23,7 @@ from core.views.access import CHOOSE_MODELS, RUN_JOBS, SWITCH_DATABASE, Identity
 from core.errors import StepScopeError
 from core.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
+from core.store import default_db_path
 from pages._access import database_path, gate
 from pages._shared import md, navigation, store_for, worker_for
 
@@ -130,6 +131,8 @@ def model_status(path: str) -> None:
     loaded = worker.engines.loaded()
     if loaded:
         st.sidebar.caption(md(f"Loaded: {loaded['model']} on {loaded['engine']} ({loaded['device']})"))
+    elif preloading := worker.engines.preloading():
+        st.sidebar.caption(md(f"No model loaded yet: loading {preloading} before the first job…"))
     else:
         running = [j for j in active_jobs(store_for(path)) if j["status"] == "running"]
         st.sidebar.caption("Loading the model for a job…" if running else
@@ -137,6 +140,16 @@ def model_status(path: str) -> None:
     status = describe_policy(st.session_state.get("policy_model", ""))
     if status.error:
         st.sidebar.caption(md(f"Policy: {status.error}"))
+
+
+def warm_start(who: Identity) -> None:
+    """The default database's worker, which preloads the default policy, started as early as a run
+    can: right after the gate, before the sidebar is drawn. For the local organiser's first run
+    (on loopback) that opens the default file anyway (no link naming another)."""
+    first_run = "db_path" not in st.session_state
+    if first_run and may(who, SWITCH_DATABASE) and can(who.role, RUN_JOBS) and \
+            st.query_params.get("db") in (None, default_database_name()):  # fmt: skip
+        worker_for(str(default_db_path().resolve()))
 
 
 def page_menu(listed: list) -> None:
@@ -147,6 +160,7 @@ def page_menu(listed: list) -> None:
 
 
 who = gate()
+warm_start(who)
 pages, listed = navigation(pages_for(who.role))
 page_menu(listed)
 if may(who, SWITCH_DATABASE):  # the local organiser; no invitation, whatever its role

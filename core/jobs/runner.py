@@ -10,6 +10,7 @@ kind plans from what is stored, continues without redoing any.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from typing import Callable
@@ -24,6 +25,8 @@ from core.store import Store, now
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def queue(store: Store, spec: JobSpec) -> int:
@@ -73,22 +76,72 @@ class EngineCache:
     """Keeps the last engine loaded, so jobs for the same model reuse it instead of loading twice.
 
     One at a time: a second model would double the memory, and jobs run one after another.
+    `preload` loads one before any job asks (the app's worker: the default policy, core.jobs.worker_process).
     """
 
-    def __init__(self, loader: Callable[..., object] = load_engine) -> None:
+    def __init__(self, loader: Callable[..., object] = load_engine,
+                 on_change: Callable[[dict | None], None] = lambda info: None) -> None:  # fmt: skip
         self._loader = loader
+        self._on_change = on_change  # told what is loaded after every change (the worker's status file)
         self._key: tuple | None = None
         self._engine = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a job's engine is looked up, loaded or swapped
+        self._preloading: tuple[tuple, threading.Event] | None = None  # set and read under _lock
+
+    @staticmethod
+    def key(engine: str, model: str, options: dict) -> tuple:
+        return (engine, model, tuple(sorted(options.items())))
 
     def get(self, engine: str, model: str, options: dict):
-        key = (engine, model, tuple(sorted(options.items())))
+        key = self.key(engine, model, options)
+        while True:
+            with self._lock:
+                preloading = self._preloading
+                if preloading is None or preloading[0] != key:
+                    if key != self._key:
+                        self.drop()
+                        self._engine = self._loader(engine, model, **options)
+                        self._key = key
+                        self._on_change(self.loaded())
+                    return self._engine
+            preloading[1].wait()  # the same model is loading already: take it, do not load it twice
+
+    def preload(self, engine: str, model: str, options: dict) -> bool:
+        """Load an engine before a job asks for it; whether the cache holds it afterwards.
+
+        It loads outside the lock that jobs take: a job for this model waits for this load instead
+        of starting a second one, and a job for another model does not wait at all. That job loads
+        its own engine beside this one (both in memory for a moment) and keeps it; this one is
+        closed unused. A failure is not raised: the job that needs the model loads it again and
+        fails with the cause.
+        """
+        key, done = self.key(engine, model, options), threading.Event()
         with self._lock:
-            if key != self._key:
-                self.drop()
-                self._engine = self._loader(engine, model, **options)
-                self._key = key
-            return self._engine
+            if self._engine is not None or self._preloading is not None:
+                return self._key == key  # a job (or another preload) got there first
+            self._preloading = (key, done)
+        try:
+            loaded = self._loader(engine, model, **dict(options))
+            with self._lock:  # before the waiting job is let go, so it finds the engine in place
+                if self._engine is None:
+                    self._engine, self._key = loaded, key
+                    self._on_change(self.loaded())
+                    return True
+            loaded.close()
+            return False
+        except Exception:  # noqa: BLE001 - see the docstring: the job reports it
+            log.warning("preloading %s on %s failed; the first job for it loads it again", model, engine,
+                        exc_info=True)  # fmt: skip
+            return False
+        finally:
+            with self._lock:
+                self._preloading = None
+            done.set()
+
+    def preloading(self) -> str | None:
+        """The model being preloaded now, or None."""
+        preloading = self._preloading
+        return None if preloading is None else preloading[0][1]
 
     def drop(self) -> None:
         if self._engine is not None:
@@ -96,6 +149,7 @@ class EngineCache:
                 self._engine.close()
             finally:
                 self._engine, self._key = None, None
+                self._on_change(None)
 
     def loaded(self) -> dict | None:
         return None if self._engine is None else vars(self._engine.info)
@@ -155,10 +209,10 @@ class JobWorker(threading.Thread):
     It never touches Streamlit; pages read progress from the store.
     """
 
-    def __init__(self, db_path: str, poll_seconds: float = 1.0) -> None:
+    def __init__(self, db_path: str, poll_seconds: float = 1.0, engines: EngineCache | None = None) -> None:
         super().__init__(daemon=True, name="stepscope-jobs")
         self.db_path, self.poll_seconds = db_path, poll_seconds
-        self.engines = EngineCache()
+        self.engines = engines or EngineCache()
         self.stopped = threading.Event()
 
     def run(self) -> None:

@@ -13,12 +13,20 @@ while an orphan is still exiting, does not run jobs twice. A worker whose parent
 (the app was killed) exits within a second; a job it was running resumes in the next worker
 as soon as that sees its process gone (core.jobs.runner.runner_gone), from the rollouts already
 stored.
+
+Warm start: the app's worker for its default database is asked to preload the default policy
+(`--preload MODEL`, core.views.worker). After the imports it loads that model in a thread while
+the job loop already runs, so the first Estimate click finds it loaded instead of waiting ~30 s on
+a cold server; core.jobs.runner.EngineCache.preload says what a job arriving meanwhile waits for.
+What the worker holds is written to `DB.worker.json` (pid, loaded engine, model preloading), which
+the app's sidebar and benchmarks/first_value.py read.
 """
 
 from __future__ import annotations
 
 import fcntl
 import importlib
+import json
 import logging
 import os
 import sys
@@ -27,19 +35,36 @@ import time
 from pathlib import Path
 from typing import IO
 
-from core.jobs.runner import JobWorker
+from core.jobs.runner import EngineCache, JobWorker
 
 # The lowest priority: a background job yields to every interactive process (the server and the
 # annotators' browsers when they share the machine) and still runs on whatever they leave idle.
 NICENESS = 19
 LOCK_HELD_EXIT = 3  # another worker serves this database file
 WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine")
+PRELOAD_ENGINE = "transformers"  # the sidebar's first engine (core.engines.ENGINE_NAMES), no options
 
 log = logging.getLogger(__name__)
 
 
 def lock_path(db_path: str | os.PathLike[str]) -> Path:
     return Path(f"{Path(db_path).resolve()}.worker.lock")
+
+
+def status_path(db_path: str | os.PathLike[str]) -> Path:
+    return Path(f"{Path(db_path).resolve()}.worker.json")
+
+
+def write_status(db_path: str | os.PathLike[str], **status) -> None:
+    """What this worker holds, for readers in other processes (core.views.worker.worker_status):
+    written whole to a temporary file and renamed, so a reader never sees half of it."""
+    target = status_path(db_path)
+    temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps({"pid": os.getpid(), **status}, default=str))
+        os.replace(temporary, target)
+    except OSError:  # only the sidebar's caption depends on it; jobs go on
+        log.debug("cannot write %s", target, exc_info=True)
 
 
 def take_lock(db_path: str | os.PathLike[str]) -> IO | None:
@@ -78,9 +103,23 @@ def exit_with_parent(parent_pid: int, every: float = 0.5) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, follow_parent: bool = False,
-          poll_seconds: float = 1.0) -> int:
-    """Run jobs of `db_path` until killed; returns LOCK_HELD_EXIT if another worker serves it."""
+def preload_in_background(engines: EngineCache, db_path: str, model: str) -> threading.Thread:
+    """Load `model` into the worker's engine cache in a thread of its own (at the process's low
+    priority), so that jobs are claimed meanwhile; returns the thread."""
+
+    def load() -> None:
+        engines.preload(PRELOAD_ENGINE, model, {})
+        write_status(db_path, loaded=engines.loaded(), preloading=None)
+
+    thread = threading.Thread(target=load, daemon=True, name="preload")
+    thread.start()
+    return thread
+
+
+def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, preload: str | None = None,
+          follow_parent: bool = False, poll_seconds: float = 1.0) -> int:
+    """Run jobs of `db_path` until killed; returns LOCK_HELD_EXIT if another worker serves it.
+    With `preload`, that model is loaded (PRELOAD_ENGINE) before any job asks for it."""
     if niceness:
         os.nice(niceness)  # before the lock: a process that holds it runs at the lower priority
     held = take_lock(db_path)
@@ -88,20 +127,33 @@ def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, follow_p
         return LOCK_HELD_EXIT
     if follow_parent:
         exit_with_parent(os.getppid())
-    if warm:
-        warm_up()
-    worker = JobWorker(db_path, poll_seconds=poll_seconds)
+    engines = EngineCache()
+    if preload:  # only a preloading worker keeps a status file; the others' show in their jobs' manifests
+
+        def changed(loaded: dict | None) -> None:
+            write_status(db_path, loaded=loaded, preloading=engines.preloading())
+
+        engines = EngineCache(on_change=changed)
+        write_status(db_path, loaded=None, preloading=preload)  # the imports below come first
+    if warm or preload:
+        warm_up()  # here, not in the preload thread: two threads importing torch at once can deadlock
+    if preload:
+        preload_in_background(engines, db_path, preload)
+    worker = JobWorker(db_path, poll_seconds=poll_seconds, engines=engines)
     worker.run()  # in this thread: the process is the worker
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    preload = None
+    if len(args) == 3 and args[1] == "--preload":
+        args, preload = args[:1], args[2]
     if len(args) != 1:
-        print("usage: python -m core.jobs.worker_process DATABASE", file=sys.stderr)
+        print("usage: python -m core.jobs.worker_process DATABASE [--preload MODEL]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
-    return serve(args[0], follow_parent=os.environ.get("STEPSCOPE_WORKER_FOLLOW_PARENT") == "1")
+    return serve(args[0], preload=preload, follow_parent=os.environ.get("STEPSCOPE_WORKER_FOLLOW_PARENT") == "1")
 
 
 if __name__ == "__main__":
