@@ -209,3 +209,13 @@ def test_the_pages_ask_for_a_preload_only_for_a_browser_on_the_default_database(
     assert shared.warm_start_model(str(tmp_path / "data" / "other.db")) is None
     monkeypatch.setattr(shared.st, "context", SimpleNamespace(headers={}))  # AppTest: no browser
     assert shared.warm_start_model(str(default)) is None
+
+
+def test_config_turns_the_file_watcher_off():
+    """The watcher watched the whole checkout (.venv/ too) and flooded the log while packages
+    changed; a user who edits the code restarts the server."""
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none" and config["server"]["runOnSave"] is False
