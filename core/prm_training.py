@@ -1,11 +1,16 @@
 """Training a token-classification PRM from the store's step labels (SORM: a stepwise ORM trained
 on the policy's own Monte Carlo labels), and MC-agreement labels.
 
-Labels per step (core.probes.step_examples): "mc-hard" (some rollout from the step reached the
-gold answer), "mc-soft" (the fraction that did), "human" (ratings, -1 -> 0, 0 and +1 -> 1), or
-"mc-agree" (Qwen's recipe: the MC hard label, kept only where a chosen judge or PRM's step
-verdict, read as the label source `judge:NAME` of core.formats.labels, agrees with it; the kept
-fraction is reported).
+Labels per step: "mc-hard" (some rollout from the step reached the gold answer), "mc-soft" (the
+fraction that did), "human" (ratings: -1 -> 0; 0 (neutral) and +1 -> 1, as exports read them;
+several annotators: the share who say right, core.probes.step_examples), or "mc-agree" (Qwen's
+recipe: the MC hard label, kept only where a chosen judge or PRM's step verdict, read as the
+label source `judge:NAME` of core.formats.labels, agrees with it; the kept fraction is reported).
+MC labels carry their provenance (core.formats.labels.mc_labels): besides the sampled steps, the
+steps the first-error search or the graded outcome implies are taken unless `sampled_only`, and
+the manifest counts each kind. A label set of one class is refused before anything is written (a
+PRM trained on negatives only learns nothing and its AUROC is undefined), and a held-out set too
+small for its bootstrap interval is reported in the manifest's `heldout_warning`.
 
 The model: the base causal LM's backbone with a fresh two-class token-classification head
 (core.verifier_training), inputs laid out as TRL's PRM trainer does (core.prm, family
@@ -25,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from core.errors import StepScopeError
-from core.formats.labels import parse_label_source
-from core.formats.labels import step_labels as source_labels
+from core.formats.labels import LabelSource, ProvenanceTally, mc_labels, page_labels, parse_label_source
 from core.metrics import auroc, bootstrap
 from core.prm import FAMILY_DEFAULTS, PrmFormat, build_input, check_length, replace_format
 from core.probes import step_examples
@@ -40,6 +46,16 @@ VERIFIER_KIND = "prm"  # core.verifier_folders' kind of a trained PRM's folder
 FORMAT_FILE = "stepscope_prm.json"
 # What a trained PRM reads: TRL's layout, with the question on its own line.
 TRAINED_FORMAT: PrmFormat = replace_format(FAMILY_DEFAULTS["token-classification"], question_join="\n")
+
+
+# Below these, a held-out AUROC's bootstrap interval rests on too few problems or steps of a class
+# to mean much: the CLI prints it with a warning that names the counts.
+MIN_HELDOUT_PROBLEMS = 10
+MIN_HELDOUT_PER_CLASS = 10
+
+
+class OneClassLabels(StepScopeError):
+    """Every label to train on is of one class: the CLI's usage error (exit 2), not a failed job."""
 
 
 def check_labels(labels: str) -> None:
@@ -63,46 +79,99 @@ class StepLabels:
     problems: dict[int, int]
     kept_fraction: float | None = None  # mc-agree: of the steps with both labels, those that agree
     compared: int = 0
+    provenance: dict | None = None  # MC labels: ProvenanceTally.as_dict() of the labels kept
+
+    def targets(self) -> list[float]:
+        return [label for labelled in self.by_trajectory.values() for _, label in labelled]
 
 
-def consensus_labels(store, trajectory_ids: Sequence[int], judge: str, policy: str | None = None) -> StepLabels:
+def _current_steps(store, trajectory_ids: Sequence[int]) -> tuple[dict[int, int], list[dict]]:
+    """(trajectory id -> problem id, the current steps of every trajectory in order), set-wise."""
+    problems = store.trajectory_problem_ids(trajectory_ids)
+    missing = [t for t in trajectory_ids if t not in problems]
+    if missing:
+        raise StepScopeError(f"trajectory {missing[0]} does not exist")
+    steps = store.current_steps(list(dict.fromkeys(trajectory_ids)))
+    return problems, [step for t in dict.fromkeys(trajectory_ids) for step in steps[t]]
+
+
+def mc_step_labels(store, trajectory_ids: Sequence[int], labels: str, *, policy: str | None = None,
+                   sampled_only: bool = False, keep=None) -> StepLabels:  # fmt: skip
+    """MC labels (mc-hard: 1/0; mc-soft: the fraction) of the trajectories' current steps with
+    their provenance; `keep(step_ids, hard_labels)` -> a boolean mask narrows them (mc-agree)."""
+    problems, steps = _current_steps(store, trajectory_ids)
+    source = LabelSource(labels, threshold=0.5 if labels == "mc-soft" else None, sampled_only=sampled_only)
+    found = mc_labels(store, [s["id"] for s in steps], source, policy=policy)
+    chosen = ~np.isnan(found.values)
+    if keep is not None:
+        chosen &= keep([s["id"] for s in steps], found.labels)
+    tally = ProvenanceTally()
+    tally.add(found.provenance[chosen], found.rule[chosen])
+    result = StepLabels({}, {}, provenance=tally.as_dict())
+    for step, value in zip((s for s, c in zip(steps, chosen.tolist()) if c), found.values[chosen].tolist()):
+        result.by_trajectory.setdefault(step["trajectory_id"], []).append((step["id"], float(value)))
+        result.problems[step["trajectory_id"]] = problems[step["trajectory_id"]]
+    return result
+
+
+def consensus_labels(store, trajectory_ids: Sequence[int], judge: str, policy: str | None = None,
+                     sampled_only: bool = False) -> StepLabels:  # fmt: skip
     """MC hard labels kept where `judge`'s latest step verdict (P(Yes) or PRM score >= 0.5) agrees."""
-    hard = step_examples(store, trajectory_ids, "mc-hard", policy=policy)
     source = parse_label_source(f"judge:{judge}")
-    verdicts: dict[int, bool] = {}
-    for trajectory_id in dict.fromkeys(hard.trajectory_ids.tolist()):
-        steps = store.steps(int(trajectory_id))
-        for step, label in zip(steps, source_labels(store, int(trajectory_id), steps, source)):
-            if label is not None:
-                verdicts[step["id"]] = label
-    if not verdicts:
-        raise StepScopeError(f"judge {judge!r} has no step verdicts on these trajectories: run it first")
-    labels = StepLabels({}, {})
-    compared = kept = 0
-    for t, s, g, y in zip(hard.trajectory_ids, hard.step_ids, hard.groups, hard.labels):
-        if int(s) not in verdicts:
-            continue
-        compared += 1
-        if verdicts[int(s)] == bool(y):
-            kept += 1
-            labels.by_trajectory.setdefault(int(t), []).append((int(s), float(y)))
-            labels.problems[int(t)] = int(g)
-    labels.compared, labels.kept_fraction = compared, (kept / compared if compared else None)
+    counted = {"compared": 0, "kept": 0}
+
+    def agreeing(step_ids: list[int], hard: np.ndarray) -> np.ndarray:
+        verdicts = page_labels(store, [{"id": i} for i in step_ids], source)[0]
+        judged = np.array([v is not None for v in verdicts]) & ~np.isnan(hard)
+        if not judged.any():
+            raise StepScopeError(f"judge {judge!r} has no step verdicts on these trajectories: run it first")
+        said = np.array([bool(v) for v in verdicts])
+        agree = judged & (said == (hard == 1.0))
+        counted.update(compared=int(judged.sum()), kept=int(agree.sum()))
+        return agree
+
+    labels = mc_step_labels(store, trajectory_ids, "mc-hard", policy=policy, sampled_only=sampled_only, keep=agreeing)
+    labels.compared = counted["compared"]
+    labels.kept_fraction = counted["kept"] / counted["compared"] if counted["compared"] else None
     return labels
 
 
 def step_labels(store, trajectory_ids: Sequence[int], labels: str, *, policy: str | None = None,
-                annotator: str | None = None, judge: str | None = None) -> StepLabels:  # fmt: skip
+                annotator: str | None = None, judge: str | None = None, sampled_only: bool = False) -> StepLabels:  # fmt: skip
     check_labels(labels)
     if labels == MC_AGREE:
         check_agreeing_verifier(judge)
-        return consensus_labels(store, trajectory_ids, judge, policy)
+        return consensus_labels(store, trajectory_ids, judge, policy, sampled_only)
+    if labels in ("mc-hard", "mc-soft"):
+        return mc_step_labels(store, trajectory_ids, labels, policy=policy, sampled_only=sampled_only)
     examples = step_examples(store, trajectory_ids, labels, policy=policy, annotator=annotator)
     result = StepLabels({}, {})
     for t, s, g, y in zip(examples.trajectory_ids, examples.step_ids, examples.groups, examples.labels):
         result.by_trajectory.setdefault(int(t), []).append((int(s), float(y)))
         result.problems[int(t)] = int(g)
     return result
+
+
+def check_two_classes(targets: Sequence[float], what: str) -> None:
+    """OneClassLabels unless `targets` (in [0, 1], read at 0.5) hold both classes."""
+    positives = sum(t >= 0.5 for t in targets)
+    if targets and positives in (0, len(targets)):
+        side = "right (reachable)" if positives else "wrong (unreachable)"
+        raise OneClassLabels(f"all {len(targets)} {what} are {side}: a verifier needs both classes to learn from "
+                             "and to be evaluated on; label or estimate more trajectories (e.g. wrong and right ones)")
+
+
+def heldout_warning(metrics: dict) -> str | None:
+    """Why a held-out AUROC's interval should not be trusted, or None: too few problems, or too
+    few steps of a class (MIN_HELDOUT_PROBLEMS, MIN_HELDOUT_PER_CLASS)."""
+    problems = metrics.get("heldout_problems", 0)
+    positives = metrics.get("heldout_positives", 0)
+    negatives = metrics.get("heldout_steps", 0) - positives
+    if problems >= MIN_HELDOUT_PROBLEMS and min(positives, negatives) >= MIN_HELDOUT_PER_CLASS:
+        return None
+    return (f"the held-out set is small ({problems} problems, {positives} positive and {negatives} negative steps; "
+            f"want at least {MIN_HELDOUT_PROBLEMS} problems and {MIN_HELDOUT_PER_CLASS} of each class): "
+            "its AUROC and interval say little")  # fmt: skip
 
 
 @dataclass
@@ -155,7 +224,7 @@ def train_prm(
     store, base_directory: str, base_name: str, base_fingerprint: str, tokenizer, labels: StepLabels, label_kind: str,
     output: Path, *, epochs: float = 3.0, learning_rate: float = 5e-5, batch_size: int = 4,
     test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, lora: bool = False, device: str = "cpu",
-    max_length: int = 2048, should_stop: Callable[[], bool] = lambda: False,
+    max_length: int = 2048, sampled_only: bool = False, should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[int, int], None] = lambda done, planned: None,
 ) -> TrainedPrm | None:  # fmt: skip
     """Fine-tune on the train split's problems, evaluate on the test split's (held out), save;
@@ -163,6 +232,8 @@ def train_prm(
     examples = build_examples(store, tokenizer, labels, max_length)
     if not examples:
         raise StepScopeError(f"no {label_kind} step labels on these trajectories: estimate MC values (or label) first")
+    # Before start_training claims the folder: a refused label set leaves no model behind.
+    check_two_classes([t for e in examples for t in e.targets], f"{label_kind} step labels")
     split = split_trajectories(store, [e.trajectory_id for e in examples], test_fraction)
     if not split.problems["train"] or not split.problems["test"]:
         raise StepScopeError(
@@ -173,6 +244,7 @@ def train_prm(
     heldout_set = set(split.test)
     train = [e for e in examples if e.trajectory_id not in heldout_set]
     heldout = [e for e in examples if e.trajectory_id in heldout_set]
+    check_two_classes([t for e in train for t in e.targets], f"{label_kind} step labels of the training split")
     digest = prm_data_hash(train, heldout, base_fingerprint, label_kind)
     output = Path(output)
     dataset = [{"input_ids": e.token_ids, "labels": e.labels} for e in train]
@@ -185,8 +257,9 @@ def train_prm(
     metrics = evaluate(model, heldout)
     manifest = {
         "status": "done", "base": base_name, "base_fingerprint": base_fingerprint, "labels": label_kind,
-        "data_hash": digest, "format": TRAINED_FORMAT.as_dict(), "kept_fraction": labels.kept_fraction,
-        "compared_steps": labels.compared, "split": split.as_dict(),
+        "sampled_only": sampled_only, "label_provenance": labels.provenance, "data_hash": digest,
+        "format": TRAINED_FORMAT.as_dict(), "kept_fraction": labels.kept_fraction,
+        "compared_steps": labels.compared, "split": split.as_dict(), "heldout_warning": heldout_warning(metrics),
         "training": {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "lora": lora,
                      "steps": steps, "seed": seed},
         "metrics": metrics,
@@ -212,4 +285,5 @@ def evaluate(model, heldout: Sequence[Example]) -> dict:
             groups += [e.problem_id] * len(e.positions)
     interval = bootstrap(lambda idx: auroc([targets[i] for i in idx], [scores[i] for i in idx]),
                          len(scores), groups=groups)  # fmt: skip
-    return {"heldout_steps": len(scores), "heldout_positives": int(sum(targets)), "heldout_auroc": interval.as_dict()}
+    return {"heldout_steps": len(scores), "heldout_positives": int(sum(targets)), "heldout_problems": len(set(groups)),
+            "heldout_auroc": interval.as_dict()}  # fmt: skip

@@ -25,7 +25,10 @@ EXPORT_FORMATS_HELP = (
 )
 ANNOTATOR_HELP = "annotator for labels that name none (trl, processbench)"
 # core.formats.labels.SOURCES_HELP, spelled here so that reading the CLI's options does not import the store.
-LABELS_HELP = "label source: mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human:ANNOTATOR, consensus or majority"
+LABELS_HELP = ("label source: mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human[:ANNOTATOR] (0 = neutral "
+               "counts as right; no name: more than half of the annotators), consensus or majority")
+SAMPLED_ONLY_HELP = ("MC labels: only steps with their own rollouts; by default a step the first-error search or the "
+                     "graded outcome implies is labelled too, and marked so (provenance)")
 
 
 def _usage(check):
@@ -83,17 +86,23 @@ def export_command(
     out: Annotated[Path, typer.Argument(help="file to write")],
     labels: Annotated[Optional[str], typer.Option(
         "--labels", "-l", help=LABELS_HELP, callback=_usage(_check_labels))] = None,
+    sampled_only: Annotated[bool, typer.Option("--sampled-only", help=SAMPLED_ONLY_HELP)] = False,
     dataset: Dataset = None,
     db: Database = None,
 ) -> None:
     """Export trajectories (jsonl: a complete dump that imports back identically)."""
-    from core.formats import check_export, export_file
+    from core.formats import ProvenanceTally, check_export, export_file
 
     with user_errors():
-        check_export(format, labels)  # a missing --labels fails before a database file is created
+        _, source = check_export(format, labels)  # a missing --labels fails before a database file is created
         store = open_store(db)
-        written = export_file(store, format, out, labels=labels, dataset=dataset)
+        tally = ProvenanceTally()
+        written = export_file(store, format, out, labels=labels, dataset=dataset, sampled_only=sampled_only,
+                              tally=tally)  # fmt: skip
     console.print(f"wrote {written} records to {escape(str(out))}", highlight=False)
+    if source is not None and source.kind in ("mc-hard", "mc-soft"):
+        # Which labels were sampled and which a search or the outcome implied (core.formats.labels).
+        console.print(tally.summary(), highlight=False, markup=False)
     if written == 0:
         errors.print("[yellow]warning:[/] nothing to export with these labels", highlight=False)
 

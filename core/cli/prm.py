@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from core.cli.judge import _interval
 from core.cli.options import (
     DEFAULT_DEVICE, Annotator, Database, Device, EngineChoice, LabelPolicy, Lora, TrajectorySelection, command_group,
     open_store, with_option_groups,
 )  # fmt: skip
-from core.cli.output import console
+from core.cli.output import console, errors
 from core.models import DEFAULT_MODEL
 
 prm_app = command_group("Score steps with process reward models (PRMs).")
@@ -96,7 +97,12 @@ def print_prm_summary(store, judge: str, trajectory_ids) -> None:
 def train_prm_command(
     base: Annotated[str, typer.Option(
         help="base model: its backbone gets a two-class token-classification head")] = DEFAULT_MODEL,
-    labels: Annotated[str, typer.Option(help="mc-hard | mc-soft | human | mc-agree")] = "mc-hard",
+    labels: Annotated[str, typer.Option(help=(
+        "mc-hard | mc-soft | human (-1 wrong; 0 = neutral and +1 right; several annotators: the share who say "
+        "right) | mc-agree"))] = "mc-hard",
+    sampled_only: Annotated[bool, typer.Option("--sampled-only", help=(
+        "MC labels: only steps with their own rollouts; by default a step the first-error search or the graded "
+        "outcome implies is labelled too (the manifest counts each kind)"))] = False,
     judge: Annotated[Optional[str], typer.Option(
         help="mc-agree: the judge or PRM (verifier name) whose step verdicts must agree with MC")] = None,
     label_policy: LabelPolicy = None,
@@ -121,10 +127,12 @@ def train_prm_command(
 
     store = open_store(db)
     ids = selection.resolve(store)
+    _check_label_set(store, ids, labels, label_policy, annotator, judge, sampled_only)
     job_id = queue(store, TrainPrmSpec(
-        base=base, labels=labels, trajectory_ids=ids, output=str(output or default_output(store, base, labels)),
-        judge=judge, label_policy=label_policy, annotator=annotator, epochs=epochs, learning_rate=learning_rate,
-        batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed, lora=lora,
+        base=base, labels=labels, trajectory_ids=ids,
+        output=str(output or default_output(store, base, labels, sampled_only)), judge=judge,
+        label_policy=label_policy, annotator=annotator, sampled_only=sampled_only, epochs=epochs,
+        learning_rate=learning_rate, batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed, lora=lora,
         engine_options=EngineChoice(device=device).options(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
@@ -133,10 +141,32 @@ def train_prm_command(
     console.print(f"model     {manifest['artifact']}", highlight=False, markup=False)
     console.print(f"data      {manifest['data_hash']}; held out {len(manifest['split']['heldout_problems'])} problems "
                   f"({metrics['heldout_steps']} steps, {metrics['heldout_positives']} positive)", highlight=False)  # fmt: skip
+    if manifest.get("label_provenance") is not None:
+        from core.formats.labels import provenance_summary
+
+        console.print(provenance_summary(manifest["label_provenance"]), highlight=False, markup=False)
     if manifest.get("kept_fraction") is not None:
         console.print(f"mc-agree kept {manifest['kept_fraction']:.1%} of the steps with both labels", highlight=False)
     console.print(f"held-out step AUROC {_interval(metrics['heldout_auroc'])}", highlight=False)
+    if manifest.get("heldout_warning"):
+        errors.print(f"[yellow]warning:[/] {escape(manifest['heldout_warning'])}", highlight=False, soft_wrap=True)
     console.print(f"score with: stepscope prm score --prm {manifest['artifact']}", highlight=False, markup=False)
+
+
+def _check_label_set(store, ids, labels, label_policy, annotator, judge, sampled_only) -> None:
+    """Refuse, before a job or a folder exists, a label set a PRM cannot learn from: none at all
+    (exit 1), or one class only (a usage error, exit 2: the choice of labels or trajectories)."""
+    from core.errors import StepScopeError
+    from core.prm_training import OneClassLabels, check_two_classes, step_labels
+
+    found = step_labels(store, ids, labels, policy=label_policy, annotator=annotator, judge=judge,
+                        sampled_only=sampled_only).targets()  # fmt: skip
+    if not found:
+        raise StepScopeError(f"no {labels} step labels on these trajectories: estimate MC values (or label) first")
+    try:
+        check_two_classes(found, f"{labels} step labels")
+    except OneClassLabels as error:
+        raise typer.BadParameter(str(error), param_hint="--labels") from None
 
 
 def register(app: typer.Typer) -> None:

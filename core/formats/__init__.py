@@ -13,6 +13,7 @@ adds nothing.
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,7 +21,7 @@ from core.errors import StepScopeError
 from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, tree, trl
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.ingest import ImportReport, ingest
-from core.formats.labels import SOURCES_HELP, LabelSource, parse_label_source
+from core.formats.labels import SOURCES_HELP, LabelSource, ProvenanceTally, parse_label_source
 from core.formats.reader import read_records
 from core.formats.records import Item, Job, RecordError
 from core.store import Store
@@ -41,8 +42,8 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 __all__ = [
-    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "check_export", "export_file", "get_exporter",
-    "get_importer", "import_file", "parse_label_source",
+    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "ProvenanceTally", "check_export", "export_file",
+    "get_exporter", "get_importer", "import_file", "parse_label_source",
 ]
 
 
@@ -119,7 +120,13 @@ def export_file(
     *,
     labels: str | LabelSource | None = None,
     dataset: str | None = None,
+    sampled_only: bool = False,
+    tally: ProvenanceTally | None = None,
 ) -> int:
-    """Write an export file (all or nothing); returns the number of records written."""
+    """Write an export file (all or nothing); returns the number of records written. MC labels
+    include those the search or the outcome implies unless `sampled_only`; `tally` counts the
+    provenance of the labels written (core.formats.labels)."""
     exporter, source = check_export(format_name, labels)
-    return exporter.write(store, Path(out), ExportOptions(labels=source, dataset=dataset))
+    if source is not None and sampled_only:
+        source = replace(source, sampled_only=True)
+    return exporter.write(store, Path(out), ExportOptions(labels=source, dataset=dataset, tally=tally))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from core.formats.records import Item, Job
 
 if TYPE_CHECKING:
-    from core.formats.labels import LabelSource
+    from core.formats.labels import LabelSource, ProvenanceTally
     from core.store import Store
 
 
@@ -35,6 +35,8 @@ class Importer:
 class ExportOptions:
     labels: "LabelSource | None" = None
     dataset: str | None = None  # only trajectories of problems in this dataset
+    # Counts the provenance of the MC labels written (sampled, implied), for the caller to report.
+    tally: "ProvenanceTally | None" = None
 
 
 @dataclass(frozen=True)

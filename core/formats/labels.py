@@ -9,6 +9,9 @@ exports, training, probes and Compare:
   its kind (`prm:math-shepherd`, the PRM scorer's default) is also accepted as it is.
 - `human:NAME`: annotator NAME's rating: -1 is wrong; 0 (neutral) and +1 are right, as
   PRM800K-trained PRMs count neutral steps; an unrated step marked as first error is wrong.
+- `human`: every annotator's ratings, read the same way (0 counts as right): a step is right
+  when more than half of those who labelled it say so (as `majority`); PRM training, which
+  takes soft targets, learns the share of them who say so.
 - `consensus`: every annotator who labelled the step agrees (by the `human` reading); steps
   they disagree on are unlabelled.
 - `majority`: more than half of the annotators who labelled the step call it right; a tie is
@@ -16,13 +19,33 @@ exports, training, probes and Compare:
 
 Labels come from the trajectory's current segmentation. A step without a label is None;
 exporters that need a label for every step keep the longest fully labelled prefix.
+
+Provenance of MC labels (issue 24). A search that spends rollouts where they decide something
+(core.mcpe.FirstErrorSearch) leaves most steps unsampled: every step of a correct solution, and
+the steps before a located error. Each MC label therefore says where it came from:
+
+- `sampled`: the step's own rollouts (n, and how many reached the gold);
+- `implied-by-search`: reachability only goes from yes to no along a solution (the first-error
+  search's assumption), so an unsampled step before a step some rollout reached the gold from is
+  reachable (rule `before-reached`: before the located first error), and one after a sampled step
+  no rollout did is unreachable (rule `after-first-error`);
+- `implied-by-outcome`: a correct graded final answer makes every unsampled step reachable (rule
+  `outcome-correct`), a wrong one makes the last step, the whole solution, unreachable (rule
+  `outcome-wrong`), as the search itself settles the last step.
+
+A step the two directions disagree on (the data break the assumption) stays unlabelled. Implied
+labels are taken by default; `sampled_only` (the CLI's `--sampled-only`) takes the step's own
+rollouts only. `mc-soft:T` takes implied unreachable steps (a value of 0) but no implied
+reachable ones: reachability says nothing of the fraction.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Iterator, Sequence
+
+import numpy as np
 
 from core.errors import StepScopeError
 from core.formats.base import ExportOptions
@@ -31,7 +54,8 @@ from core.store import Store
 MC_SOURCES = ("mc-hard", "mc-soft")
 VERIFIER_SOURCES = ("judge", "prm", "probe", "orm")  # verifier kinds whose verdicts label steps
 CONSENSUS, MAJORITY = "consensus", "majority"
-SOURCES_HELP = "mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human:ANNOTATOR, consensus or majority"
+SOURCES_HELP = ("mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human[:ANNOTATOR] (0 = neutral counts as "
+                "right; no name: more than half of the annotators), consensus or majority")
 _PAGE = 2000  # trajectories per page of an export
 
 
@@ -40,6 +64,7 @@ class LabelSource:
     kind: str  # mc-hard | mc-soft | judge | prm | probe | orm | human | consensus | majority
     name: str | None = None  # verifier or annotator
     threshold: float | None = None  # mc-soft; a verifier's score threshold (default 0.5)
+    sampled_only: bool = False  # MC: the step's own rollouts only, no label implied by search or outcome
 
     def __str__(self) -> str:
         if self.kind == "mc-soft":
@@ -74,6 +99,8 @@ def parse_label_source(spec: str, *, threshold: float | None = None) -> LabelSou
         return LabelSource(kind, threshold=value)
     if (kind in VERIFIER_SOURCES or kind == "human") and argument.strip():
         return LabelSource(kind, name=argument.strip())
+    if kind == "human" and not argument:
+        return LabelSource(kind)  # every annotator
     raise StepScopeError(f"unknown label source {spec!r}; use {SOURCES_HELP}")
 
 
@@ -82,7 +109,7 @@ def resolve_label_source(store: Store, source: LabelSource | str) -> LabelSource
     otherwise label nothing without a word, and a verifier of another kind is named as such."""
     if isinstance(source, str):
         source = parse_label_source(source)
-    if source.kind == "human":
+    if source.kind == "human" and source.name is not None:
         known = [a["name"] for a in store.annotators()]
         if source.name not in known:
             raise StepScopeError(f"no annotator named {source.name!r} in {store.path}; known: {', '.join(known) or 'none'}")
@@ -112,6 +139,116 @@ def human_label(rating: int | None, first_error: bool) -> bool | None:
     return False if first_error else None
 
 
+# Provenance and rule codes as the arrays hold them (0: no label); the names are what exports
+# write and the CLI and manifests count.
+SAMPLED, BY_SEARCH, BY_OUTCOME = "sampled", "implied-by-search", "implied-by-outcome"
+PROVENANCES = (None, SAMPLED, BY_SEARCH, BY_OUTCOME)
+RULES = {
+    "outcome-correct": "a correct graded outcome: every step reachable",
+    "outcome-wrong": "a wrong graded outcome: the last step (the whole solution) unreachable",
+    "before-reached": "before a step some rollout reached the gold from (before the located first error): reachable",
+    "after-first-error": "after the located first error (a sampled step no rollout reached the gold from): unreachable",
+}
+RULE_NAMES = (None, *RULES)
+_P = {name: code for code, name in enumerate(PROVENANCES)}
+_R = {name: code for code, name in enumerate(RULE_NAMES)}
+
+
+@dataclass(frozen=True)
+class McLabels:
+    """MC labels of a list of steps, as arrays in the steps' order."""
+
+    values: np.ndarray  # the training target: mc-hard 1/0, mc-soft the fraction; implied 1/0; NaN none
+    labels: np.ndarray  # 1.0 right, 0.0 wrong, NaN none
+    provenance: np.ndarray  # codes into PROVENANCES
+    rule: np.ndarray  # codes into RULE_NAMES (implied labels only)
+    n: np.ndarray  # rollouts sampled from the step
+    correct: np.ndarray  # of which reached the gold
+
+    def label_list(self) -> list[bool | None]:
+        return [None if np.isnan(v) else bool(v) for v in self.labels.tolist()]
+
+    def provenance_list(self) -> list[str | None]:
+        return [PROVENANCES[code] for code in self.provenance.tolist()]
+
+
+def mc_labels(store: Store, step_ids: Sequence[int], source: LabelSource, *, policy: str | None = None) -> McLabels:
+    """The MC labels of the steps with their provenance (module docstring), set-wise: one query
+    (core.store.label_provenance) and array arithmetic, whatever the number of steps. `policy`
+    counts only that model's rollouts (None pools every model's)."""
+    found = store.step_reach_evidence(step_ids, model=policy)
+    n, correct = found["n"], found["correct"]
+    sampled = n > 0
+    fraction = np.divide(correct, n, out=np.full(len(n), np.nan), where=sampled)
+    unsampled = ~sampled
+    outcome = found["outcome"]
+    reach_outcome = unsampled & (outcome == 1.0)
+    reach_search = unsampled & (found["later_reached"] > 0)
+    fail_outcome = unsampled & (found["last"] > 0) & (outcome == 0.0)
+    fail_search = unsampled & (found["earlier_failed"] > 0)
+    reach, fail = reach_outcome | reach_search, fail_outcome | fail_search
+    agreed = ~(reach & fail)  # a trajectory that breaks monotonicity implies nothing where it conflicts
+    reach, fail = reach & agreed, fail & agreed
+    if source.sampled_only:
+        reach = fail = np.zeros(len(n), dtype=bool)
+    if source.kind == "mc-soft":
+        reach = np.zeros(len(n), dtype=bool)  # reachable says nothing of the fraction
+    values = np.where(sampled, (correct > 0).astype(float) if source.kind == "mc-hard" else fraction, np.nan)
+    values[reach], values[fail] = 1.0, 0.0
+    if source.kind == "mc-hard":
+        labels = values.copy()
+    else:
+        labels = np.where(np.isnan(values), np.nan, (values >= source.threshold).astype(float))
+    provenance = np.zeros(len(n), dtype=np.int8)
+    provenance[sampled] = _P[SAMPLED]
+    rule = np.zeros(len(n), dtype=np.int8)
+    # The outcome is the direct evidence, so it names a label both it and the search imply.
+    for mask, by, name in ((fail & fail_search, BY_SEARCH, "after-first-error"),
+                           (fail & fail_outcome, BY_OUTCOME, "outcome-wrong"),
+                           (reach & reach_search, BY_SEARCH, "before-reached"),
+                           (reach & reach_outcome, BY_OUTCOME, "outcome-correct")):  # fmt: skip
+        provenance[mask], rule[mask] = _P[by], _R[name]
+    return McLabels(values, labels, provenance, rule, n, correct)
+
+
+class ProvenanceTally:
+    """How many labels of each provenance (and implied ones by rule) an export or a training used."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def add(self, provenance: np.ndarray, rule: np.ndarray) -> None:
+        for code, count in enumerate(np.bincount(provenance, minlength=len(PROVENANCES)).tolist()):
+            if code and count:
+                self.counts[PROVENANCES[code]] += count
+        for code, count in enumerate(np.bincount(rule, minlength=len(RULE_NAMES)).tolist()):
+            if code and count:
+                self.counts[RULE_NAMES[code]] += count
+
+    def as_dict(self) -> dict:
+        """{"sampled": n, "implied-by-search": n, "implied-by-outcome": n, "rules": {rule: n}}."""
+        return {**{name: self.counts[name] for name in PROVENANCES[1:]},
+                "rules": {name: self.counts[name] for name in RULES if self.counts[name]}}  # fmt: skip
+
+    def summary(self) -> str:
+        return provenance_summary(self.as_dict())
+
+
+def provenance_summary(counts: dict) -> str:
+    """One line: "labels: 12 sampled, 30 implied-by-search (after-first-error 30), 48 implied-by-outcome
+    (outcome-correct 48)" from ProvenanceTally.as_dict()'s shape."""
+    rules = counts.get("rules", {})
+    parts = []
+    for name in PROVENANCES[1:]:
+        mine = [f"{rule} {rules[rule]}" for rule in RULES if rules.get(rule) and _rule_provenance(rule) == name]
+        parts.append(f"{counts.get(name, 0)} {name}" + (f" ({', '.join(mine)})" if mine else ""))
+    return "labels: " + ", ".join(parts)
+
+
+def _rule_provenance(rule: str) -> str:
+    return BY_OUTCOME if rule.startswith("outcome-") else BY_SEARCH
+
+
 def step_labels(
     store: Store, trajectory_id: int, steps: list[dict], source: LabelSource
 ) -> list[bool | None]:
@@ -122,47 +259,42 @@ def step_labels(
 def step_latents(store: Store, trajectory_id: int, steps: list[dict], source: LabelSource) -> dict[str, list] | None:
     """For a human source, the annotator's confidence and error category per step (None where not
     given); for any other source None (an MC value or a judge has no confidence to report)."""
-    if source.kind != "human" or not steps:
+    if source.kind != "human" or source.name is None or not steps:
         return None
     return page_labels(store, steps, source)[1]
 
 
 def page_labels(
     store: Store, steps: list[dict], source: LabelSource
-) -> tuple[list[bool | None], dict[str, list] | None]:
-    """The labels of any number of steps (of one trajectory or of a page of them), with one query,
-    and for a human source the annotator's confidence and error category per step."""
+) -> tuple[list[bool | None], dict[str, list] | None, McLabels | None]:
+    """The labels of any number of steps (of one trajectory or of a page of them), set-wise; for
+    a human source the annotator's confidence and error category per step; for an MC source the
+    labels' provenance (McLabels)."""
     ids = [step["id"] for step in steps]
     if source.kind in MC_SOURCES:
-        counts = store.step_rollout_counts(ids)
-        return [_mc_label(*counts.get(i, (0, 0)), source) for i in ids], None
+        found = mc_labels(store, ids, source)
+        return found.label_list(), None, found
     if source.is_verifier:
         latest = store.latest_step_scores(source.name, ids)
         cut = 0.5 if source.threshold is None else source.threshold
-        return [None if latest.get(i) is None else latest[i] >= cut for i in ids], None
+        return [None if latest.get(i) is None else latest[i] >= cut for i in ids], None, None
     by_step: dict[int, list[bool | None]] = defaultdict(list)
     mine: dict[int, tuple] = {}
     annotator = source.name if source.kind == "human" else None
     for step_id, _, rating, first_error, confidence, category in store.step_annotations(ids, annotator=annotator):
         by_step[step_id].append(human_label(rating, bool(first_error)))
         mine[step_id] = (confidence, category)
-    combine = majority_label if source.kind == MAJORITY else agreed_label
+    # `human` without a name pools every annotator as `majority` does (the module docstring).
+    pooled = source.kind == MAJORITY or (source.kind == "human" and source.name is None)
+    combine = majority_label if pooled else agreed_label
     labels = [combine(by_step.get(i, [])) for i in ids]
-    if source.kind != "human":
-        return labels, None
+    if source.kind != "human" or source.name is None:
+        return labels, None, None
     latents = {
         "confidences": [mine.get(i, (None, None))[0] for i in ids],
         "categories": [mine.get(i, (None, None))[1] for i in ids],
     }
-    return labels, latents
-
-
-def _mc_label(n: int, n_correct: int, source: LabelSource) -> bool | None:
-    if n == 0:
-        return None
-    if source.kind == "mc-hard":
-        return n_correct > 0
-    return n_correct / n >= source.threshold
+    return labels, latents, None
 
 
 def agreed_label(labels: list[bool | None]) -> bool | None:
@@ -189,16 +321,20 @@ def labelled_trajectories(
     store: Store, options: ExportOptions
 ) -> Iterator[tuple[dict, list[dict], list[bool | None]]]:
     """(trajectory, its current steps, their labels) for each trajectory with any label."""
-    for trajectory, steps, labels, _ in labelled_rows(store, options):
+    for trajectory, steps, labels, _, _ in labelled_rows(store, options):
         yield trajectory, steps, labels
+
+
+RowProvenance = tuple[np.ndarray, np.ndarray]  # a row's provenance and rule codes, one per step
 
 
 def labelled_rows(
     store: Store, options: ExportOptions, *, page: int = _PAGE
-) -> Iterator[tuple[dict, list[dict], list[bool | None], dict[str, list] | None]]:
-    """(trajectory, its current steps, their labels, a human source's latents or None) for each
-    trajectory with any label, in id order. A page of trajectories costs one query per table
-    (core.store.export), so memory and queries do not grow with the store.
+) -> Iterator[tuple[dict, list[dict], list[bool | None], dict[str, list] | None, RowProvenance | None]]:
+    """(trajectory, its current steps, their labels, a human source's latents or None, an MC
+    source's provenance codes or None) for each trajectory with any label, in id order. A page of
+    trajectories costs one query per table (core.store.export, core.store.label_provenance), so
+    memory and queries do not grow with the store.
 
     A trajectory is a dict with id, key, problem_id, source, model, correct, dataset, question,
     gold and segmentation_id; a step has id, segmentation_id, trajectory_id, idx and text."""
@@ -210,7 +346,7 @@ def labelled_rows(
         after = trajectories[-1]["id"]
         steps = store.current_steps([t["id"] for t in trajectories])
         flat = [step for t in trajectories for step in steps[t["id"]]]
-        labels, latents = page_labels(store, flat, source)
+        labels, latents, mc = page_labels(store, flat, source)
         at = 0
         for trajectory in trajectories:
             n = len(steps[trajectory["id"]])
@@ -218,5 +354,17 @@ def labelled_rows(
             if any(label is not None for label in mine):
                 # Latents as step_latents gives them: none for a trajectory without steps.
                 own = {name: values[at : at + n] for name, values in latents.items()} if latents else None
-                yield trajectory, steps[trajectory["id"]], mine, own
+                marks = (mc.provenance[at : at + n], mc.rule[at : at + n]) if mc is not None else None
+                yield trajectory, steps[trajectory["id"]], mine, own, marks
             at += n
+
+
+def used_provenance(options: ExportOptions, provenance: RowProvenance | None, n: int) -> list[str] | None:
+    """The provenance names of the first `n` labels of a row that an export writes, counted into
+    `options.tally` (the CLI prints it); None for a source without provenance (not MC)."""
+    if provenance is None:
+        return None
+    codes, rules = provenance[0][:n], provenance[1][:n]
+    if options.tally is not None:
+        options.tally.add(codes, rules)
+    return [PROVENANCES[code] for code in codes.tolist()]

@@ -9,7 +9,8 @@ all have a label. Each step ends with a space and the step tag `ки` (Cyrillic,
 Math-Shepherd release) in `input`; in `label` the tag is replaced by "+" (step right) or "-"
 (step wrong), so a PRM reads its targets at the tag positions. Steps are joined by "\n".
 A step whose own text contains the tag makes the tags ambiguous; such steps are rare and are
-exported as they are.
+exported as they are. With MC labels each record also has `provenance`, one string per tagged
+step: `sampled`, `implied-by-search` or `implied-by-outcome` (core.formats.labels).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.formats.base import Exporter, ExportOptions
-from core.formats.labels import labelled_prefix, labelled_trajectories
+from core.formats.labels import labelled_prefix, labelled_rows, used_provenance
 from core.formats.output import write_jsonl
 from core.store import Store
 
@@ -32,11 +33,15 @@ def record(question: str, steps: list[str], labels: list[bool], task: str) -> di
 
 def export(store: Store, out: Path, options: ExportOptions) -> int:
     def records():
-        for trajectory, steps, labels in labelled_trajectories(store, options):
+        for trajectory, steps, labels, _, provenance in labelled_rows(store, options):
             n = labelled_prefix(labels)
             if n:
                 texts = [step["text"] for step in steps[:n]]
-                yield record(trajectory["question"], texts, labels[:n], trajectory["dataset"])
+                row = record(trajectory["question"], texts, labels[:n], trajectory["dataset"])
+                used = used_provenance(options, provenance, n)
+                if used is not None:
+                    row["provenance"] = used
+                yield row
 
     return write_jsonl(out, records())
 

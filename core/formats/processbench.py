@@ -10,7 +10,10 @@ is used when present.
 
 Export: one record per trajectory with the same fields. `label` is the first step the chosen
 label source calls wrong, or -1 when it calls every step right; a trajectory is skipped when
-a step before its first error (or any step, when there is no error) has no label.
+a step before its first error (or any step, when there is no error) has no label. With MC
+labels each record also has `provenance`, one string per step up to the label's step (every
+step when -1): `sampled`, `implied-by-search` or `implied-by-outcome` (core.formats.labels), so
+a correct solution whose steps were never sampled is exported and says why it is all right.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
-from core.formats.labels import labelled_trajectories
+from core.formats.labels import labelled_rows, used_provenance
 from core.formats.output import write_jsonl
 from core.formats.records import (
     Annotation, Item, Problem, RecordError, Trajectory, opt_str, presplit, req_bool, req_int,
@@ -67,11 +70,11 @@ def _earliest_error(labels: list[bool | None]) -> int | None:
 
 def export(store: Store, out: Path, options: ExportOptions) -> int:
     def records():
-        for trajectory, steps, labels in labelled_trajectories(store, options):
+        for trajectory, steps, labels, _, provenance in labelled_rows(store, options):
             label = _earliest_error(labels)
             if label is None:
                 continue
-            yield {
+            record = {
                 "id": f"{trajectory['key'][:16]}",
                 "generator": trajectory["model"],
                 "problem": trajectory["question"],
@@ -79,6 +82,11 @@ def export(store: Store, out: Path, options: ExportOptions) -> int:
                 "final_answer_correct": trajectory["correct"],
                 "label": label,
             }
+            # The labels the record rests on: up to the first error, or every step.
+            used = used_provenance(options, provenance, len(steps) if label == -1 else label + 1)
+            if used is not None:
+                record["provenance"] = used
+            yield record
 
     return write_jsonl(out, records())
 

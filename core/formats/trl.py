@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
-from core.formats.labels import labelled_prefix, labelled_rows
+from core.formats.labels import MC_SOURCES, labelled_prefix, labelled_rows, used_provenance
 from core.formats.output import atomic_path, write_jsonl
 from core.formats.records import (
     Annotation, Item, Problem, RecordError, Trajectory, presplit, req_list, req_str, str_list,
@@ -82,8 +82,12 @@ def _without_latents(row: dict) -> dict:
     return {name: value for name, value in row.items() if name not in LATENT_COLUMNS}
 
 
+def _is_mc(options: ExportOptions) -> bool:
+    return options.labels is not None and options.labels.kind in MC_SOURCES
+
+
 def _rows(store: Store, options: ExportOptions, *, latents: bool) -> Iterator[dict]:
-    for trajectory, steps, labels, human in labelled_rows(store, options):
+    for trajectory, steps, labels, human, provenance in labelled_rows(store, options):
         n = labelled_prefix(labels)
         if n:
             row = {
@@ -91,6 +95,9 @@ def _rows(store: Store, options: ExportOptions, *, latents: bool) -> Iterator[di
                 "completions": [step["text"] for step in steps[:n]],
                 "labels": labels[:n],
             }
+            # MC labels say which were sampled and which a search or the outcome implied.
+            if provenance is not None:
+                row["provenance"] = used_provenance(options, provenance, n)
             # A human's labels carry their confidence (1-5) and error category per step.
             if latents and human is not None:
                 row.update({name: values[:n] for name, values in human.items()})
@@ -127,6 +134,8 @@ def export_parquet(store: Store, out: Path, options: ExportOptions) -> int:
         ("completions", pa.list_(pa.string())),
         ("labels", pa.list_(pa.bool_())),
     ]
+    if _is_mc(options):
+        fields.append(("provenance", pa.list_(pa.string())))
     latents = _may_have_latents(store, options)
     schema = pa.schema(fields + [("confidences", pa.list_(pa.int8())), ("categories", pa.list_(pa.string()))]
                        if latents else fields)  # fmt: skip

@@ -15,8 +15,9 @@ from core.store import Store
 from core.verifier_folders import verifier_folder
 
 
-def default_output(store: Store, base: str, labels: str) -> str:
-    return str(verifier_folder(store, "prm", f"sorm-{labels}-{Path(base).name or base}"))
+def default_output(store: Store, base: str, labels: str, sampled_only: bool = False) -> str:
+    kind = f"{labels}-sampled" if sampled_only else labels  # two label sets, two folders
+    return str(verifier_folder(store, "prm", f"sorm-{kind}-{Path(base).name or base}"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +32,7 @@ class TrainPrmSpec(JobSpec):
     judge: str | None = None  # mc-agree: the judge or PRM whose step verdicts must agree
     label_policy: str | None = None
     annotator: str | None = None
+    sampled_only: bool = False  # MC labels: sampled steps only, none implied by search or outcome
     epochs: float = 3.0
     learning_rate: float = 5e-5
     batch_size: int = 4
@@ -62,7 +64,8 @@ class TrainPrmSpec(JobSpec):
         return {
             "base": self.base, "policy": self.base, **self.common_manifest(), "labels": self.labels,
             "trajectory_ids": list(self.trajectory_ids), "output": self.output, "judge": self.judge,
-            "label_policy": self.label_policy, "annotator": self.annotator, "epochs": self.epochs,
+            "label_policy": self.label_policy, "annotator": self.annotator, "sampled_only": self.sampled_only,
+            "epochs": self.epochs,
             "learning_rate": self.learning_rate, "batch_size": self.batch_size,
             "test_fraction": self.test_fraction, "seed": self.seed, "lora": self.lora,
             "splitters": splitters_of(store, self.trajectory_ids),
@@ -80,19 +83,22 @@ class TrainPrmSpec(JobSpec):
 
         store, engine = context.store, context.engine
         labels = step_labels(store, self.trajectory_ids, self.labels, policy=self.label_policy,
-                             annotator=self.annotator, judge=self.judge)  # fmt: skip
+                             annotator=self.annotator, judge=self.judge, sampled_only=self.sampled_only)  # fmt: skip
         report = step_reporter(context)
         trained = train_prm(
             store, engine.info.extra["directory"], self.base, engine.info.extra.get("fingerprint", ""),
             engine.tokenizer, labels, self.labels, Path(self.output), epochs=self.epochs,
             learning_rate=self.learning_rate, batch_size=self.batch_size, test_fraction=self.test_fraction,
             seed=self.seed, lora=self.lora, device=engine.device, max_length=getattr(engine.model.config,
-            "max_position_embeddings", 2048), should_stop=context.should_stop, on_progress=report,
+            "max_position_embeddings", 2048), sampled_only=self.sampled_only, should_stop=context.should_stop, on_progress=report,
         )  # fmt: skip
         if trained is None:
             return True
         split = trained.manifest["split"]
         # heldout_problems: what the CLI's train-prm summary reads, until it reads test_problems.
+        # The labels' provenance and the held-out warning: what the CLI's summary says of the data.
         record_training(context, trained.folder, trained.manifest, kept_fraction=trained.manifest["kept_fraction"],
-                        split={**split, "heldout_problems": split["test_problems"]})  # fmt: skip
+                        split={**split, "heldout_problems": split["test_problems"]},
+                        label_provenance=trained.manifest["label_provenance"],
+                        heldout_warning=trained.manifest["heldout_warning"])  # fmt: skip
         return False

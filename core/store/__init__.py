@@ -14,6 +14,8 @@ module stays about one thing:
   fingerprint;
 - imports.py: imports that commit in batches and are undone if they fail or their process dies;
 - export.py: pages of trajectories with their current steps and labels, for the exports;
+- label_provenance.py: what a step's MC label can be read from (its rollouts, its neighbours',
+  its trajectory's outcome), set-wise, for labels that say where they came from;
 - summary.py: row counts for `db info`;
 - quality.py: gold quality-control items and project settings (the error taxonomy);
 - access.py: invitations (a person, a role, a token kept only as a salted hash);
@@ -37,6 +39,7 @@ from core.store.export import ExportQueries
 from core.store.imports import ImportBatch, ImportQueries, ImportRowError
 from core.store.jobs import JOB_STATUSES, JobQueries
 from core.store.keys import content_key, new_key, now, problem_key, segmentation_key
+from core.store.label_provenance import LabelProvenanceQueries
 from core.store.problems import ProblemQueries
 from core.store.prm import PrmQueries
 from core.store.quality import QualityQueries
@@ -74,6 +77,7 @@ class Store(
     AccessQueries,
     ImportQueries,
     ExportQueries,
+    LabelProvenanceQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""
