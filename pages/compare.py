@@ -129,7 +129,7 @@ threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key=
                            disabled=not (uses_threshold(source) or (automatic and uses_threshold(reference))),
                            help="a step at or above it is fine (on either side); for a PRM, see the threshold chosen "
                                 "on held-out problems below")  # fmt: skip
-st.caption(md(f"Policy for MC values: {policy()} · ") + (
+st.caption(md(f"Policy for MC values: {policy()}") + " · " + (
     "the unit is a step both sources labelled." if automatic else "a human 0 or +1 counts as fine, −1 as wrong."))
 
 result = cached_comparison(db_path(), dataset, source, reference, policy(), threshold, version, first, automatic)
