@@ -349,7 +349,7 @@ def test_g_every_other_page_opens(app, page, path, heading, name):
     open_page(page, url + path, heading)
     assert page.locator("[data-testid='stException']").count() == 0
     if name == "best-of-n":  # test_e left judged policy solutions to draw
-        page.get_by_text("Policy", exact=True).wait_for(timeout=30_000)
+        page.get_by_text("Solutions", exact=True).wait_for(timeout=30_000)  # the sample-set picker
         page.get_by_text(re.compile(r"1 problems with at least \d solutions")).wait_for(timeout=30_000)
     shot(page, name)
 
