@@ -38,7 +38,10 @@ from core.metrics import auroc, bootstrap
 from core.prm import FAMILY_DEFAULTS, PrmFormat, build_input, check_length, replace_format
 from core.probes import step_examples
 from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
-from core.verifier_training import IGNORED, data_hash, finish_training, fine_tune
+# OneClassLabels and check_two_classes are also what train-prm's callers import from here.
+from core.verifier_training import (
+    IGNORED, OneClassLabels, check_two_classes, data_hash, finish_training, fine_tune, small_evaluation_warning,
+)  # fmt: skip
 
 MC_AGREE = "mc-agree"
 PRM_LABELS = ("mc-hard", "mc-soft", "human", MC_AGREE)
@@ -46,16 +49,6 @@ VERIFIER_KIND = "prm"  # core.verifier_folders' kind of a trained PRM's folder
 FORMAT_FILE = "stepscope_prm.json"
 # What a trained PRM reads: TRL's layout, with the question on its own line.
 TRAINED_FORMAT: PrmFormat = replace_format(FAMILY_DEFAULTS["token-classification"], question_join="\n")
-
-
-# Below these, a held-out AUROC's bootstrap interval rests on too few problems or steps of a class
-# to mean much: the CLI prints it with a warning that names the counts.
-MIN_HELDOUT_PROBLEMS = 10
-MIN_HELDOUT_PER_CLASS = 10
-
-
-class OneClassLabels(StepScopeError):
-    """Every label to train on is of one class: the CLI's usage error (exit 2), not a failed job."""
 
 
 def check_labels(labels: str) -> None:
@@ -152,26 +145,11 @@ def step_labels(store, trajectory_ids: Sequence[int], labels: str, *, policy: st
     return result
 
 
-def check_two_classes(targets: Sequence[float], what: str) -> None:
-    """OneClassLabels unless `targets` (in [0, 1], read at 0.5) hold both classes."""
-    positives = sum(t >= 0.5 for t in targets)
-    if targets and positives in (0, len(targets)):
-        side = "right (reachable)" if positives else "wrong (unreachable)"
-        raise OneClassLabels(f"all {len(targets)} {what} are {side}: a verifier needs both classes to learn from "
-                             "and to be evaluated on; label or estimate more trajectories (e.g. wrong and right ones)")
-
-
 def heldout_warning(metrics: dict) -> str | None:
-    """Why a held-out AUROC's interval should not be trusted, or None: too few problems, or too
-    few steps of a class (MIN_HELDOUT_PROBLEMS, MIN_HELDOUT_PER_CLASS)."""
-    problems = metrics.get("heldout_problems", 0)
-    positives = metrics.get("heldout_positives", 0)
-    negatives = metrics.get("heldout_steps", 0) - positives
-    if problems >= MIN_HELDOUT_PROBLEMS and min(positives, negatives) >= MIN_HELDOUT_PER_CLASS:
-        return None
-    return (f"the held-out set is small ({problems} problems, {positives} positive and {negatives} negative steps; "
-            f"want at least {MIN_HELDOUT_PROBLEMS} problems and {MIN_HELDOUT_PER_CLASS} of each class): "
-            "its AUROC and interval say little")  # fmt: skip
+    """Why the held-out step AUROC's interval should not be trusted (too few problems, or too few
+    steps of a class: core.verifier_training.small_evaluation_warning), or None."""
+    return small_evaluation_warning(metrics.get("heldout_problems", 0), metrics.get("heldout_steps", 0),
+                                    metrics.get("heldout_positives", 0), "held-out set")  # fmt: skip
 
 
 @dataclass

@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from core.errors import StepScopeError
 from core.verifier_folders import MANIFEST, read_manifest, write_manifest
@@ -29,6 +29,36 @@ from core.verifier_folders import MANIFEST, read_manifest, write_manifest
 HEADS = ("sequence", "token")
 CHECKPOINTS = "checkpoints"
 IGNORED = -100  # a label the loss skips (padding, tokens that are no step's separator)
+
+
+# Below these, an AUROC's bootstrap interval rests on too few problems or examples of a class to
+# mean much: the CLI prints it with a warning that names the counts (issue 24).
+MIN_EVALUATION_PROBLEMS = 10
+MIN_EVALUATION_PER_CLASS = 10
+
+
+class OneClassLabels(StepScopeError):
+    """Every label to train on is of one class: the CLI's usage error (exit 2), not a failed job."""
+
+
+def check_two_classes(targets: Sequence[float], what: str) -> None:
+    """OneClassLabels unless `targets` (in [0, 1], read at 0.5) hold both classes: a verifier
+    trained on one class learns nothing, and its AUROC is undefined."""
+    positives = sum(t >= 0.5 for t in targets)
+    if len(targets) and positives in (0, len(targets)):
+        side = "right" if positives else "wrong"
+        raise OneClassLabels(f"all {len(targets)} {what} are {side}: a verifier needs both classes to learn from "
+                             "and to be evaluated on; label or estimate more trajectories (e.g. wrong and right ones)")
+
+
+def small_evaluation_warning(problems: int, examples: int, positives: int, what: str = "held-out set") -> str | None:
+    """Why an AUROC's interval over `examples` (of `problems`) should not be trusted, or None."""
+    negatives = examples - positives
+    if problems >= MIN_EVALUATION_PROBLEMS and min(positives, negatives) >= MIN_EVALUATION_PER_CLASS:
+        return None
+    return (f"the {what} is small ({problems} problems, {positives} positive and {negatives} negative examples; "
+            f"want at least {MIN_EVALUATION_PROBLEMS} problems and {MIN_EVALUATION_PER_CLASS} of each class): "
+            "its AUROC and interval say little")  # fmt: skip
 
 
 def data_hash(header: str, rows: Iterable) -> str:

@@ -167,7 +167,7 @@ def test_training_refuses_one_class_and_warns_on_a_small_heldout_set(searched):
     everything = [t["id"] for t in store.list_trajectories(dataset="prov")]
     assert sorted(set(step_labels(store, everything, "mc-hard").targets())) == [0.0, 1.0]
     small = heldout_warning({"heldout_problems": 2, "heldout_steps": 9, "heldout_positives": 7})
-    assert "2 problems, 7 positive and 2 negative steps" in small
+    assert "2 problems, 7 positive and 2 negative examples" in small
     assert heldout_warning({"heldout_problems": 40, "heldout_steps": 400, "heldout_positives": 200}) is None
 
 
@@ -227,7 +227,7 @@ def test_first_error_estimate_export_and_training_flow(tmp_path, tiny_model_dir)
     output = tmp_path / "one-class"
     result = run_cli("train-prm", "--base", str(tiny_model_dir), "--labels", "mc-hard", "--model", "good",
                      "--output", str(output), "--device", "cpu", *common, env=ONE_THREAD)  # fmt: skip
-    line = assert_one_line_error(result, "all", "right (reachable)", "both classes")
+    line = assert_one_line_error(result, "all", "are right", "both classes")
     assert result.returncode == 2 and not output.exists(), line
     assert not [job for job in store.list_jobs() if job["kind"] == "train-prm"]
 
@@ -244,3 +244,18 @@ def test_first_error_estimate_export_and_training_flow(tmp_path, tiny_model_dir)
     assert manifest["sampled_only"] is False and "labels: " in result.stdout
     assert "warning: the held-out set is small" in result.stderr and manifest["heldout_warning"]
     store.close()
+
+
+def test_an_outcome_verifier_on_one_class_of_solutions_is_refused_in_one_line(tmp_path, tiny_model_dir):
+    db = tmp_path / "right.db"
+    store = Store.open(db)
+    for i in range(4):
+        _trajectory(store, i, 2, True)
+    store.close()
+    for kind in ("orm-finetune", "orm-probe"):
+        output = tmp_path / kind
+        result = run_cli("train-verifier", "--kind", kind, "--base", str(tiny_model_dir), "--dataset", "prov",
+                         "--output", str(output), "--db", str(db), env=ONE_THREAD)  # fmt: skip
+        assert_one_line_error(result, "all 4 graded outcomes of these solutions are right", "both classes")
+        assert result.returncode == 2 and not output.exists()
+    assert Store.open(db).list_jobs() == []

@@ -16,7 +16,7 @@ from core.cli.options import (
     DEFAULT_DEVICE, Annotator, Database, Device, EngineChoice, LabelPolicy, Lora, Sampling, TrajectorySelection,
     open_store, with_option_groups,
 )  # fmt: skip
-from core.cli.output import console
+from core.cli.output import console, errors
 from core.errors import StepScopeError
 from core.models import DEFAULT_MODEL
 
@@ -167,6 +167,8 @@ def train_verifier_command(
     check_kind(kind)
     store = open_store(db)
     ids = selection.resolve(store)
+    if labels == "outcome":
+        _check_outcomes(store, ids)
     if kind == "orm-finetune":
         _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_size, test_fraction, lora, output,
                    seed, device)  # fmt: skip
@@ -184,6 +186,30 @@ def train_verifier_command(
     console.print(f"artifact  {manifest['artifact']}", highlight=False, markup=False)
     console.print(f"examples  {metrics['n']} ({metrics['positives']} positive) from {metrics['problems']} problems", highlight=False)
     console.print(f"cross-validated AUROC {_interval(a)}; within problem {_interval(w)}", highlight=False)
+    _warn_if_small(metrics, "cross-validated set")
+
+
+def _check_outcomes(store, ids) -> None:
+    """Refuse, before a job exists, solutions whose graded outcomes are all of one class: none
+    graded (exit 1), or all right or all wrong (a usage error, exit 2: the choice of trajectories)."""
+    from core.verifier_training import OneClassLabels, check_two_classes
+
+    graded = [float(v) for v in store.trajectory_outcomes(ids).values() if v is not None]
+    if not graded:
+        raise StepScopeError("none of these solutions is graded (right or wrong): an outcome verifier has nothing to learn")
+    try:
+        check_two_classes(graded, "graded outcomes of these solutions")
+    except OneClassLabels as error:
+        raise typer.BadParameter(str(error), param_hint="--labels") from None
+
+
+def _warn_if_small(metrics: dict, what: str) -> None:
+    """A warning line when the AUROC just printed rests on too few problems or examples of a class."""
+    from core.verifier_training import small_evaluation_warning
+
+    warning = small_evaluation_warning(metrics["problems"], metrics["n"], metrics["positives"], what)
+    if warning:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_size, test_fraction, lora, output, seed,
@@ -212,6 +238,7 @@ def _train_orm(store, ids, base, labels, context, epochs, learning_rate, batch_s
         return
     a, w = test["auroc"], test["within_problem_auroc"]
     console.print(f"test-split AUROC {_interval(a)}; within problem {_interval(w)}", highlight=False)
+    _warn_if_small(test, "test split")
 
 
 def _interval(entry: dict) -> str:

@@ -67,3 +67,10 @@ class LabelProvenanceQueries(ConnectionBase):
             "SELECT t.id, t.problem_id FROM json_each(?) j CROSS JOIN trajectories t ON t.id = j.value",
             [json.dumps([int(i) for i in trajectory_ids])],
         ).fetchall())  # fmt: skip
+
+    def trajectory_outcomes(self, trajectory_ids: Sequence[int]) -> dict[int, bool | None]:
+        """Trajectory id -> its graded final answer (None: not graded), for the ids that exist."""
+        return {t: None if correct is None else bool(correct) for t, correct in self.conn.execute(
+            "SELECT t.id, t.correct FROM json_each(?) j CROSS JOIN trajectories t ON t.id = j.value",
+            [json.dumps([int(i) for i in trajectory_ids])],
+        ).fetchall()}  # fmt: skip
