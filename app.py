@@ -23,7 +23,6 @@ from core.views.access import CHOOSE_MODELS, RUN_JOBS, SWITCH_DATABASE, Identity
 from core.errors import StepScopeError
 from core.model_status import describe_model
 from core.models import DEFAULT_MODEL, load_presets
-from core.store import default_db_path
 from pages._access import database_path, gate
 from pages._shared import md, navigation, store_for, worker_for
 
@@ -142,16 +141,6 @@ def model_status(path: str) -> None:
         st.sidebar.caption(md(f"Policy: {status.error}"))
 
 
-def warm_start(who: Identity) -> None:
-    """The default database's worker, which preloads the default policy, started as early as a run
-    can: right after the gate, before the sidebar is drawn. For the local organiser's first run
-    (on loopback) that opens the default file anyway (no link naming another)."""
-    first_run = "db_path" not in st.session_state
-    if first_run and may(who, SWITCH_DATABASE) and can(who.role, RUN_JOBS) and \
-            st.query_params.get("db") in (None, default_database_name()):  # fmt: skip
-        worker_for(str(default_db_path().resolve()))
-
-
 def page_menu(listed: list) -> None:
     """The pages, at the top of the sidebar (st.navigation's own menu is hidden: see navigation)."""
     for page in listed:
@@ -160,7 +149,6 @@ def page_menu(listed: list) -> None:
 
 
 who = gate()
-warm_start(who)
 pages, listed = navigation(pages_for(who.role))
 page_menu(listed)
 if may(who, SWITCH_DATABASE):  # the local organiser; no invitation, whatever its role

@@ -18,6 +18,8 @@ Figures, per run (each mode's median over --runs cold starts is its headline):
   the value (includes Playwright's own work; for cross-checking the page clock).
 - `server_start_to_interactive_s`: from starting the server process to the page being
   interactive (the "Estimate values" button shown and the first script run over).
+- `server_start_to_worker_start_s`: from the server process's start to the job worker process's
+  start (both by the kernel's process start times): how early the app starts its worker.
 - `server_start_to_model_loaded_s`: from starting the server process to the job worker's status
   file saying the policy is loaded (core.views.worker.worker_status); null if it never said so
   before the value showed (a worker that does not preload).
@@ -111,14 +113,27 @@ def worker_loaded(db: Path) -> dict | None:
 
 
 class LoadWatch(threading.Thread):
-    """Notes when the worker's status file first says a model is loaded."""
+    """Notes when the job worker process started (its pid in the lock file, its start time) and
+    when its status file first says a model is loaded, in seconds after the server started."""
 
-    def __init__(self, db: Path, started: float) -> None:
+    def __init__(self, db: Path, server: subprocess.Popen, started: float) -> None:
         super().__init__(daemon=True)
-        self.db, self.started, self.loaded_after, self.stopped = db, started, None, threading.Event()
+        self.db, self.server, self.started, self.stopped = db, server, started, threading.Event()
+        self.worker_after = self.loaded_after = None
 
     def run(self) -> None:
+        import psutil
+
+        from core.jobs.worker_process import lock_path
+
+        server_started = psutil.Process(self.server.pid).create_time()
         while not self.stopped.wait(0.1):
+            if self.worker_after is None:
+                try:
+                    pid = int(lock_path(self.db).read_text().strip() or 0)
+                    self.worker_after = round(psutil.Process(pid).create_time() - server_started, 3) if pid else None
+                except (OSError, ValueError, psutil.Error):
+                    pass
             if worker_loaded(self.db):
                 self.loaded_after = time.monotonic() - self.started
                 return
@@ -144,7 +159,7 @@ def cold_start(browser, repo: Path, read_seconds: float, folder: Path) -> dict:
     load_start = load_average()
     started = time.monotonic()
     process, url = start_server(repo, db, folder / "server.log")
-    watch = LoadWatch(db, started)
+    watch = LoadWatch(db, process, started)
     watch.start()
     context = browser.new_context(viewport={"width": 1400, "height": 1400})
     try:
@@ -176,13 +191,13 @@ def cold_start(browser, repo: Path, read_seconds: float, folder: Path) -> dict:
             raise RuntimeError("the click on the Estimate button was not seen by the page")
         if clock[2]:
             raise RuntimeError("a value was shown before the click: the database was not fresh")
-        watch.stopped.set()
         return {
             "read_seconds": read_seconds,
             "first_value_s": round((clock[1] - clock[0]) / 1000, 3),
             "first_value_harness_s": round(harness, 3),
             "server_up_s": round(server_up, 3),
             "server_start_to_interactive_s": round(interactive, 3),
+            "server_start_to_worker_start_s": watch.worker_after,
             "server_start_to_model_loaded_s": None if watch.loaded_after is None else round(watch.loaded_after, 3),
             "model_loaded_at_click": bool(loaded_at_click),
             "loaded_at_click": loaded_at_click and {k: loaded_at_click.get(k) for k in ("engine", "model", "device")},
@@ -211,6 +226,7 @@ def summary(runs: list[dict]) -> dict:
         "first_value_s": figures("first_value_s"),
         "first_value_harness_s": figures("first_value_harness_s"),
         "server_start_to_interactive_s": figures("server_start_to_interactive_s"),
+        "server_start_to_worker_start_s": figures("server_start_to_worker_start_s"),
         "server_start_to_model_loaded_s": figures("server_start_to_model_loaded_s"),
         "model_loaded_at_click": [run["model_loaded_at_click"] for run in runs],
         "target_first_value_s": TARGET_FIRST_VALUE_S,

@@ -9,9 +9,16 @@ submodules, which the other thread was importing). app.py and every page import 
 before any other of ours: the first thread imports everything below under this module's own
 import lock, and the others wait for it holding no other module's lock.
 tests/test_architecture.py checks that the list covers every module they import.
+
+Before the rest, the warm start (pages/_warm_start.py): the server's first run starts the
+default database's job worker here, so that its own imports and model load overlap these.
 """
 
-import core.engines  # noqa: F401
+import pages._warm_start  # cheap (core.store, core.views.access/inputs/worker, core.models)
+
+pages._warm_start.start_default_worker()
+
+import core.engines  # noqa: E402, F401 - after the warm start, on purpose
 import core.errors  # noqa: F401
 import core.jobs.spec  # noqa: F401
 import core.mcpe  # noqa: F401

@@ -8,7 +8,6 @@ module (so this one never imports it).
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from core.views.inputs import data_folder, default_policy, escape_markdown, trun
 from core.views.math_text import math_markdown, show_bidi
 from core.errors import StepScopeError
 from core.views.worker import WorkerSupervisor, supervise, supervisor
+from pages._warm_start import warm_start_model
 from core.models import DEFAULT_MODEL
 from core.sample_solutions import ensure_trajectories
 from core.store import Store, default_db_path
@@ -54,16 +54,6 @@ def worker_for(path: str) -> WorkerSupervisor:
     one per file even across servers). app.py starts it; a page run on its own (AppTest) has
     none, so its jobs stay queued."""
     return supervise(path, preload=warm_start_model(path))
-
-
-def warm_start_model(path: str) -> str | None:
-    """The model a new worker of `path` loads before the first job asks (warm start): the default
-    policy, for the default database, when a browser is on the other end. AppTest's sessions have
-    no HTTP headers: a test's worker loads nothing it was not asked for (each would hold a model
-    for the rest of the test run)."""
-    if not st.context.headers or os.path.realpath(path) != str(default_db_path().resolve()):
-        return None
-    return default_policy(DEFAULT_MODEL)
 
 
 def running_worker(path: str) -> WorkerSupervisor | None:

@@ -198,17 +198,74 @@ def test_the_app_supervisor_starts_a_worker_that_preloads_and_reports_it(tmp_pat
     assert worker_status(db) is None or not supervisor.pid  # a dead worker's status is not believed
 
 
-def test_the_pages_ask_for_a_preload_only_for_a_browser_on_the_default_database(tmp_path, monkeypatch):
-    import pages._shared as shared
+class FakeQueryParams(dict):
+    pass
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    """pages/_warm_start.py's view of a session: its headers, links and bind address; the
+    supervisors it would start are recorded instead."""
+    import pages._warm_start as warm
 
     default = tmp_path / "data" / "stepscope.db"
     monkeypatch.setenv("STEPSCOPE_DB", str(default))
     monkeypatch.setenv("STEPSCOPE_DEFAULT_POLICY", "some-policy")
-    monkeypatch.setattr(shared.st, "context", SimpleNamespace(headers={"Host": "localhost:8501"}))
-    assert shared.warm_start_model(str(default)) == "some-policy"
-    assert shared.warm_start_model(str(tmp_path / "data" / "other.db")) is None
-    monkeypatch.setattr(shared.st, "context", SimpleNamespace(headers={}))  # AppTest: no browser
-    assert shared.warm_start_model(str(default)) is None
+    monkeypatch.delenv("STEPSCOPE_SERVED_REMOTELY", raising=False)
+    session = SimpleNamespace(headers={"Host": "localhost:8501"}, params=FakeQueryParams(), address="localhost",
+                              started=[], default=default)  # fmt: skip
+    monkeypatch.setattr(warm, "browser_headers", lambda: session.headers)
+    monkeypatch.setattr(warm.st, "query_params", session.params)
+    monkeypatch.setattr(warm.st, "get_option", lambda name: session.address)
+    monkeypatch.setattr(warm, "supervise", lambda path, preload=None: session.started.append((path, preload)))
+    return session
+
+
+def test_the_pages_ask_for_a_preload_only_for_a_browser_on_the_default_database(browser):
+    from pages._warm_start import warm_start_model
+
+    assert warm_start_model(str(browser.default)) == "some-policy"
+    assert warm_start_model(str(browser.default.parent / "other.db")) is None
+    browser.headers = {}  # AppTest: no browser, no preload
+    assert warm_start_model(str(browser.default)) is None
+
+
+def test_the_first_run_starts_the_default_worker_for_the_local_organiser_only(browser):
+    from pages._warm_start import start_default_worker
+
+    assert start_default_worker() is True
+    assert browser.started == [(str(browser.default.resolve()), "some-policy")]
+    refused = [
+        {"headers": {}},  # AppTest or a plain import
+        {"headers": {"Host": "rebound.example"}},  # the gate refuses it (DNS rebinding)
+        {"address": "0.0.0.0"},  # served beyond loopback: nothing before a sign-in
+        {"params": {"token": "x"}},  # an invitation: its own database file
+        {"params": {"db": "other.db"}},  # a link to another file
+    ]
+    for case in refused:
+        browser.started.clear()
+        browser.headers = case.get("headers", {"Host": "localhost:8501"})
+        browser.address = case.get("address", "localhost")
+        browser.params.clear()
+        browser.params.update(case.get("params", {}))
+        assert start_default_worker() is False and browser.started == [], case
+    browser.params.update({"db": "stepscope.db"})  # a link to the default file itself
+    browser.headers = {"Host": "127.0.0.1:8501"}
+    assert start_default_worker() is True and browser.started
+
+
+def test_starting_the_worker_imports_no_job_kind_and_no_model_library():
+    """pages/_preload.py starts the worker before its heavy imports: what that needs is cheap."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, pages._warm_start; "
+            "print(sorted(m for m in ('core.jobs.runner', 'core.jobs.registry', 'torch', 'transformers', "
+            "'core.sample_solutions') if m in sys.modules))")  # fmt: skip
+    shown = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert shown.strip() == "[]"
 
 
 def test_config_turns_the_file_watcher_off():

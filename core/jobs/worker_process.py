@@ -33,9 +33,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from core.jobs.runner import EngineCache, JobWorker
+if TYPE_CHECKING:
+    from core.jobs.runner import EngineCache
+
+# core.jobs.runner (and through it every job kind) is imported where a worker runs, not here: the
+# app imports this module's names to start its worker before it imports the rest (pages/_preload.py).
 
 # The lowest priority: a background job yields to every interactive process (the server and the
 # annotators' browsers when they share the machine) and still runs on whatever they leave idle.
@@ -127,6 +131,8 @@ def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, preload:
         return LOCK_HELD_EXIT
     if follow_parent:
         exit_with_parent(os.getppid())
+    from core.jobs.runner import EngineCache, JobWorker
+
     engines = EngineCache()
     if preload:  # only a preloading worker keeps a status file; the others' show in their jobs' manifests
 

@@ -30,7 +30,9 @@ from pathlib import Path
 import psutil
 
 from core.jobs.worker_process import LOCK_HELD_EXIT, lock_path, status_path
-from core.store import Store
+
+# Cheap to import (core.store is imported where a store is opened): the app starts its worker
+# from this module before it imports the rest of itself (pages/_warm_start.py).
 
 REPO = Path(__file__).resolve().parents[2]
 RESTART_SECONDS = 1.0
@@ -60,13 +62,15 @@ class LoadedEngine:
 
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path
-        self._store: Store | None = None
+        self._store = None
 
     def loaded(self) -> dict | None:
         status = worker_status(self.db_path)
         if status and status.get("loaded"):
             return status["loaded"]
         if self._store is None:
+            from core.store import Store
+
             self._store = Store.open(self.db_path)
         for job in self._store.list_jobs(status="running"):
             info = (job.get("manifest") or {}).get("engine_info")
