@@ -276,3 +276,15 @@ def test_config_turns_the_file_watcher_off():
 
     config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "none" and config["server"]["runOnSave"] is False
+
+
+def test_a_worker_started_before_its_data_folder_exists_creates_it(tmp_path):
+    """The warm start may start the worker before the server's first store opened the file."""
+    from core.jobs.worker_process import lock_path, take_lock
+
+    db = tmp_path / "not-yet" / "stepscope.db"
+    handle = take_lock(db)
+    try:
+        assert handle is not None and lock_path(db).read_text().strip().isdigit()
+    finally:
+        handle.close()

@@ -73,6 +73,9 @@ def write_status(db_path: str | os.PathLike[str], **status) -> None:
 
 def take_lock(db_path: str | os.PathLike[str]) -> IO | None:
     """The open lock file while this process holds the database's worker lock; None if taken."""
+    # The app may start its worker before anything opened the database (the warm start), so the
+    # folder may not exist yet; Store.open would create it the same way.
+    lock_path(db_path).parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock_path(db_path), "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
