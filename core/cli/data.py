@@ -102,7 +102,7 @@ def export_command(
     console.print(f"wrote {written} records to {escape(str(out))}", highlight=False)
     if source is not None and source.kind in ("mc-hard", "mc-soft"):
         # Which labels were sampled and which a search or the outcome implied (core.formats.labels).
-        console.print(tally.summary(), highlight=False, markup=False)
+        console.print(tally.summary(), highlight=False, markup=False, soft_wrap=True)
     if written == 0:
         errors.print("[yellow]warning:[/] nothing to export with these labels", highlight=False)
 

@@ -144,7 +144,8 @@ def train_prm_command(
     if manifest.get("label_provenance") is not None:
         from core.formats.labels import provenance_summary
 
-        console.print(provenance_summary(manifest["label_provenance"]), highlight=False, markup=False)
+        console.print(provenance_summary(manifest["label_provenance"]), highlight=False, markup=False,
+                      soft_wrap=True)  # fmt: skip
     if manifest.get("kept_fraction") is not None:
         console.print(f"mc-agree kept {manifest['kept_fraction']:.1%} of the steps with both labels", highlight=False)
     console.print(f"held-out step AUROC {_interval(metrics['heldout_auroc'])}", highlight=False)

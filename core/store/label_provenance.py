@@ -31,9 +31,12 @@ class LabelProvenanceQueries(ConnectionBase):
         if not len(step_ids):
             return empty
         # model None pools every model's rollouts (`? IS NULL`), as the exports' counts do.
+        # Every step of the wanted steps' segmentations is walked (a neighbour's rollouts are the
+        # evidence); the wanted ones are picked out in numpy, since joining the windowed rows back
+        # to the id list in SQL would scan them once per id.
         rows = self.conn.execute(
-            """WITH wanted AS (SELECT CAST(j.key AS INTEGER) AS at, j.value AS step_id FROM json_each(?) j),
-               segs AS (SELECT DISTINCT s.segmentation_id FROM wanted w CROSS JOIN steps s ON s.id = w.step_id),
+            """WITH segs AS (SELECT DISTINCT s.segmentation_id FROM json_each(?) j
+                             CROSS JOIN steps s ON s.id = j.value),
                counted AS (
                    SELECT s.id, s.segmentation_id, s.trajectory_id, s.idx, COUNT(r.id) AS n,
                           COALESCE(SUM(r.correct), 0) AS c
@@ -48,12 +51,21 @@ class LabelProvenanceQueries(ConnectionBase):
                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS earlier_failed,
                           idx = MAX(idx) OVER (PARTITION BY segmentation_id) AS last
                    FROM counted)
-               SELECT w.at, k.n, k.c, k.later_reached, k.earlier_failed, k.last, t.correct
-               FROM wanted w JOIN walked k ON k.id = w.step_id JOIN trajectories t ON t.id = k.trajectory_id""",
+               SELECT k.id, k.n, k.c, k.later_reached, k.earlier_failed, k.last, t.correct
+               FROM walked k JOIN trajectories t ON t.id = k.trajectory_id ORDER BY k.id""",
             [json.dumps([int(i) for i in step_ids]), model, model],
         ).fetchall()
         if not rows:
             return empty
+        table = np.array(rows, dtype=float)  # an ungraded outcome (NULL) becomes NaN
+        walked_ids = table[:, 0].astype(np.int64)  # sorted by the query
+        wanted = np.asarray(step_ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(walked_ids, wanted), len(walked_ids) - 1)
+        found = walked_ids[at] == wanted
+        for k, name in enumerate(EVIDENCE_COLUMNS[:-1], start=1):
+            empty[name][found] = table[at[found], k].astype(np.int64)
+        empty["outcome"][found] = table[at[found], -1]
+        return empty
         table = np.array(rows, dtype=float)  # an ungraded outcome (NULL) becomes NaN
         at = table[:, 0].astype(np.int64)
         for k, name in enumerate(EVIDENCE_COLUMNS[:-1], start=1):
