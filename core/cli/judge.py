@@ -139,7 +139,9 @@ def train_verifier_command(
     base: Annotated[str, typer.Option(help=(
         "base model (a preset, folder or hub id); orm-finetune also takes random-init[:MODEL] (MODEL's "
         "architecture, random weights)"))] = DEFAULT_MODEL,
-    labels: Annotated[str, typer.Option(help="outcome | mc-hard | mc-soft | human (orm-finetune: outcome)")] = "outcome",
+    labels: Annotated[str, typer.Option(help=(
+        "outcome | mc-hard | mc-soft | human (-1 wrong; 0 = neutral and +1 right; several annotators: the share "
+        "who say right) (orm-finetune: outcome)"))] = "outcome",
     label_policy: LabelPolicy = None,
     annotator: Annotator = None,
     layer: Annotated[int, typer.Option(help="orm-probe: hidden layer (negative counts from the last)")] = -1,
