@@ -103,7 +103,11 @@ def test_exports_take_implied_labels_and_mark_them(searched, tmp_path):
     by_prompt = {row["prompt"].split(":")[0]: row for row in rows}
     assert by_prompt["Problem 0"]["labels"] == [True] * 3
     assert by_prompt["Problem 0"]["provenance"] == ["implied-by-outcome"] * 3
-    assert by_prompt["Problem 1"]["provenance"][0] == "implied-by-search"
+    b = by_prompt["Problem 1"]
+    assert b["provenance"][0] == "implied-by-search"
+    assert b["provenance_rule"] == ["before-reached", "own-rollouts", "own-rollouts", "after-first-error",
+                                    "outcome-wrong"]  # fmt: skip
+    assert b["rollouts"] == [0, 4, 4, 0, 0] and b["rollouts_reached"] == [0, 2, 0, 0, 0]
     assert by_prompt["Problem 2"]["labels"] == [False]  # cut before its unlabelled step
     counts = tally.as_dict()
     assert counts["sampled"] == 3 and counts["implied-by-search"] == 2 and counts["implied-by-outcome"] == 4
@@ -119,14 +123,21 @@ def test_exports_take_implied_labels_and_mark_them(searched, tmp_path):
     records = {r["problem"].split(":")[0]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records["Problem 0"]["label"] == -1 and records["Problem 0"]["provenance"] == ["implied-by-outcome"] * 3
     assert records["Problem 1"]["label"] == 2 and len(records["Problem 1"]["provenance"]) == 3
+    assert records["Problem 1"]["rollouts"] == [0, 4, 4]
+    # Math-Shepherd carries the same columns beside its tagged text.
+    out = tmp_path / "ms.jsonl"
+    export_file(store, "math-shepherd", out, labels="mc-hard")
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["provenance"] == ["implied-by-outcome"] * 3 and first["provenance_rule"] == ["outcome-correct"] * 3
     # Parquet keeps the column; both files load with `datasets`.
     export_file(store, "trl", tmp_path / "trl.jsonl", labels="mc-hard")
     export_file(store, "trl-parquet", tmp_path / "trl.parquet", labels="mc-hard")
     datasets = pytest.importorskip("datasets")
     for kind, path in (("json", tmp_path / "trl.jsonl"), ("parquet", tmp_path / "trl.parquet")):
         loaded = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
-        assert set(loaded.column_names) == {"prompt", "completions", "labels", "provenance"}
-        assert len(loaded) == 3
+        assert set(loaded.column_names) == {"prompt", "completions", "labels", "provenance", "provenance_rule",
+                                            "rollouts", "rollouts_reached"}  # fmt: skip
+        assert len(loaded) == 3 and sorted(map(len, loaded["provenance_rule"])) == [1, 3, 5]
 
 
 def test_human_without_a_name_pools_every_annotator_and_counts_neutral_as_right(tmp_path):

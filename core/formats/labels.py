@@ -325,7 +325,8 @@ def labelled_trajectories(
         yield trajectory, steps, labels
 
 
-RowProvenance = tuple[np.ndarray, np.ndarray]  # a row's provenance and rule codes, one per step
+# A row's provenance codes, rule codes, rollouts and rollouts that reached the gold, one per step.
+RowProvenance = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def labelled_rows(
@@ -354,17 +355,32 @@ def labelled_rows(
             if any(label is not None for label in mine):
                 # Latents as step_latents gives them: none for a trajectory without steps.
                 own = {name: values[at : at + n] for name, values in latents.items()} if latents else None
-                marks = (mc.provenance[at : at + n], mc.rule[at : at + n]) if mc is not None else None
+                marks = None if mc is None else tuple(
+                    column[at : at + n] for column in (mc.provenance, mc.rule, mc.n, mc.correct))
                 yield trajectory, steps[trajectory["id"]], mine, own, marks
             at += n
 
 
-def used_provenance(options: ExportOptions, provenance: RowProvenance | None, n: int) -> list[str] | None:
-    """The provenance names of the first `n` labels of a row that an export writes, counted into
-    `options.tally` (the CLI prints it); None for a source without provenance (not MC)."""
+# The columns an export adds per step for an MC source, in this order; none is ever null, so
+# `datasets` infers one type per column whatever the first rows hold.
+PROVENANCE_COLUMNS = ("provenance", "provenance_rule", "rollouts", "rollouts_reached")
+SAMPLED_RULE = "own-rollouts"  # the provenance_rule of a sampled label
+
+
+def used_provenance(options: ExportOptions, provenance: RowProvenance | None, n: int) -> dict[str, list] | None:
+    """The provenance columns (PROVENANCE_COLUMNS) of the first `n` labels of a row that an export
+    writes, counted into `options.tally` (the CLI prints it); None for a source without
+    provenance (not MC). `provenance`: sampled, implied-by-search or implied-by-outcome;
+    `provenance_rule`: own-rollouts for a sampled label, else the rule that implied it;
+    `rollouts` and `rollouts_reached`: the step's own counts (0 when unsampled)."""
     if provenance is None:
         return None
-    codes, rules = provenance[0][:n], provenance[1][:n]
+    codes, rules, sampled, reached = (column[:n] for column in provenance)
     if options.tally is not None:
         options.tally.add(codes, rules)
-    return [PROVENANCES[code] for code in codes.tolist()]
+    return {
+        "provenance": [PROVENANCES[code] for code in codes.tolist()],
+        "provenance_rule": [RULE_NAMES[rule] or SAMPLED_RULE for rule in rules.tolist()],
+        "rollouts": sampled.tolist(),
+        "rollouts_reached": reached.tolist(),
+    }

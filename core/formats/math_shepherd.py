@@ -9,8 +9,9 @@ all have a label. Each step ends with a space and the step tag `ки` (Cyrillic,
 Math-Shepherd release) in `input`; in `label` the tag is replaced by "+" (step right) or "-"
 (step wrong), so a PRM reads its targets at the tag positions. Steps are joined by "\n".
 A step whose own text contains the tag makes the tags ambiguous; such steps are rare and are
-exported as they are. With MC labels each record also has `provenance`, one string per tagged
-step: `sampled`, `implied-by-search` or `implied-by-outcome` (core.formats.labels).
+exported as they are. With MC labels each record also has, per tagged step, the provenance
+columns of core.formats.labels.used_provenance (`provenance`: `sampled`, `implied-by-search` or
+`implied-by-outcome`; `provenance_rule`; `rollouts`, `rollouts_reached`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def export(store: Store, out: Path, options: ExportOptions) -> int:
                 row = record(trajectory["question"], texts, labels[:n], trajectory["dataset"])
                 used = used_provenance(options, provenance, n)
                 if used is not None:
-                    row["provenance"] = used
+                    row.update(used)
                 yield row
 
     return write_jsonl(out, records())

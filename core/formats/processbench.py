@@ -11,9 +11,10 @@ is used when present.
 Export: one record per trajectory with the same fields. `label` is the first step the chosen
 label source calls wrong, or -1 when it calls every step right; a trajectory is skipped when
 a step before its first error (or any step, when there is no error) has no label. With MC
-labels each record also has `provenance`, one string per step up to the label's step (every
-step when -1): `sampled`, `implied-by-search` or `implied-by-outcome` (core.formats.labels), so
-a correct solution whose steps were never sampled is exported and says why it is all right.
+labels each record also has, per step up to the label's step (every step when -1), the
+provenance columns of core.formats.labels.used_provenance (`provenance`: `sampled`,
+`implied-by-search` or `implied-by-outcome`; `provenance_rule`; `rollouts`, `rollouts_reached`),
+so a correct solution whose steps were never sampled is exported and says why it is all right.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def export(store: Store, out: Path, options: ExportOptions) -> int:
             # The labels the record rests on: up to the first error, or every step.
             used = used_provenance(options, provenance, len(steps) if label == -1 else label + 1)
             if used is not None:
-                record["provenance"] = used
+                record.update(used)
             yield record
 
     return write_jsonl(out, records())

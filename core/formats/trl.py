@@ -97,7 +97,7 @@ def _rows(store: Store, options: ExportOptions, *, latents: bool) -> Iterator[di
             }
             # MC labels say which were sampled and which a search or the outcome implied.
             if provenance is not None:
-                row["provenance"] = used_provenance(options, provenance, n)
+                row.update(used_provenance(options, provenance, n))
             # A human's labels carry their confidence (1-5) and error category per step.
             if latents and human is not None:
                 row.update({name: values[:n] for name, values in human.items()})
@@ -135,7 +135,8 @@ def export_parquet(store: Store, out: Path, options: ExportOptions) -> int:
         ("labels", pa.list_(pa.bool_())),
     ]
     if _is_mc(options):
-        fields.append(("provenance", pa.list_(pa.string())))
+        fields += [("provenance", pa.list_(pa.string())), ("provenance_rule", pa.list_(pa.string())),
+                   ("rollouts", pa.list_(pa.int64())), ("rollouts_reached", pa.list_(pa.int64()))]  # fmt: skip
     latents = _may_have_latents(store, options)
     schema = pa.schema(fields + [("confidences", pa.list_(pa.int8())), ("categories", pa.list_(pa.string()))]
                        if latents else fields)  # fmt: skip
