@@ -110,8 +110,9 @@ cols = st.columns([2, 2, 2, 2])
 dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="cmp_dataset")
 dataset = None if dataset == "any" else dataset
 version = fingerprint(store)
-first = st.radio("Labels", ["final", "first"], horizontal=True, key="cmp_which",
-                 help="each annotator's label as it is now, or the first one they gave (before any edit)") == "first"
+first = bool(cached_summary(db_path(), dataset, version)[0]) and st.radio(  # offered where there are human labels
+    "Labels", ["final", "first"], horizontal=True, key="cmp_which",
+    help="each annotator's label as it is now, or the first one they gave (before any edit)") == "first"
 rated, annotators = cached_summary(db_path(), dataset, version, first)
 if not rated:
     st.info("No human labels yet: label some steps on the Annotate page, or compare two automatic label sources "

@@ -297,6 +297,7 @@ def test_compare_page_measures_a_judge_against_mc_hard_without_human_labels(db):
     assert figures["Steps compared"] == str(both) == str(expected.n)
     assert figures["Accuracy"] == f"{expected.accuracy:.2f}" and figures["AUROC"] == f"{expected.auroc:.2f}"
     assert not [s for s in at.subheader if s.value in ("Agreement between annotators", "Human latents")]
+    assert not [r for r in at.radio if r.key == "cmp_which"]  # first or final human labels: none to choose
     # MC soft against MC hard: the threshold applies, and the unit is a step with rollouts.
     at.selectbox(key="cmp_source").set_value("mc-soft").run()
     at.selectbox(key="cmp_human").set_value("mc-hard").run()
