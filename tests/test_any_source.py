@@ -145,6 +145,13 @@ def test_sample_sets_offer_imported_solutions_as_a_whole_source_and_a_model_with
     assert sets[1].describe() == f"{IMPORTED} · every model (6 problems, 24 solutions)"
     assert [s.key for s in bon.sample_sets(store, "gsm8k")] == [(IMPORTED, None)]
     assert bon.sample_set_of(sets, ("sampled", "m")).solutions == 6
+    # Solutions that name no model are a set of their source as a whole.
+    (db.parent / "anonymous.jsonl").write_text("".join(json.dumps(
+        {"question": "Anonymous question?", "gold": "1", "solution": f"Guess {a}.", "source": "anonymous",
+         "final_answer": a, "correct": a == "1"}) + "\n" for a in ("1", "2")))  # fmt: skip
+    import_file(store, db.parent / "anonymous.jsonl", "jsonl")
+    assert bon.sample_set_of(bon.sample_sets(store), ("anonymous", None)).solutions == 2
+    assert len(bon.sample_table(store, None, source="anonymous").trajectory_id) == 2
     table = bon.sample_table(store, "m", source="sampled")
     assert len(table.trajectory_id) == 6 and set(table.correct.tolist()) == {True, False}
 
