@@ -270,3 +270,34 @@ def test_an_outcome_verifier_on_one_class_of_solutions_is_refused_in_one_line(tm
         assert_one_line_error(result, "all 4 graded outcomes of these solutions are right", "both classes")
         assert result.returncode == 2 and not output.exists()
     assert Store.open(db).list_jobs() == []
+
+
+def test_labels_with_provenance_cost_the_same_queries_for_any_number_of_trajectories(tmp_path):
+    """Set-wise (the store's scale rules): MC labels of any number of steps are one query, a PRM
+    training's label set three, an export one more per page than without provenance."""
+    from core.formats.base import ExportOptions
+    from core.formats.labels import labelled_rows
+    from core.prm_training import step_labels
+
+    store = Store.open(tmp_path / "queries.db")
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    counted = []
+    for more in (3, 30):
+        for i in range(more):
+            steps = _trajectory(store, len(counted) * 100 + i, 4, i % 2 == 0)
+            _rollouts(store, steps[1], 2, i % 3 == 0)
+        ids = [t["id"] for t in store.list_trajectories(dataset="prov")]
+        steps = [s["id"] for t in store.current_steps(ids).values() for s in t]
+        statements.clear()
+        mc_labels(store, steps, parse_label_source("mc-hard"))
+        reads = len(statements)
+        statements.clear()
+        step_labels(store, ids, "mc-hard")
+        training = len(statements)
+        statements.clear()
+        rows = list(labelled_rows(store, ExportOptions(labels=parse_label_source("mc-hard")), page=1000))
+        counted.append((reads, training, len(statements), len(rows)))
+    assert counted[0][:3] == counted[1][:3] and counted[0][0] == 1, counted
+    assert counted[1][3] > counted[0][3] >= 2
+    store.close()
