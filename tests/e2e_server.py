@@ -1,4 +1,5 @@
-"""A real `streamlit run app.py` on a free loopback port, and a real headless Chromium.
+"""A real `streamlit run app.py` on a free port (loopback, or this machine's network address for the
+tests of serving beyond loopback), and a real headless Chromium.
 
 Used by the end-to-end tests (tests/test_e2e_*.py). The server gets its own database through
 $STEPSCOPE_DB (its folder is the app's data folder) and, optionally, the policy a new session
@@ -9,18 +10,22 @@ download is not used.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
@@ -44,6 +49,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def network_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback and that a server can listen on (the
+    address a StepScope shared on a network binds), or None when the machine has none."""
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for entry in addresses:
+            if entry.family != socket.AF_INET:
+                continue
+            address = ipaddress.ip_address(entry.address)
+            if address.is_loopback or address.is_link_local:
+                continue
+            try:
+                with socket.socket() as sock:
+                    sock.bind((entry.address, 0))
+            except OSError:
+                continue
+            return entry.address
+    return None
+
+
+def served_beyond_loopback() -> tuple[str, dict[str, str]]:
+    """Where a server "served on a network" listens, and the environment it needs: this machine's
+    network address, so that the app decides it is remote from its own bind address as in real
+    use; only on a machine without one, loopback told by $STEPSCOPE_SERVED_REMOTELY=1 (warned)."""
+    address = network_address()
+    if address is not None:
+        return address, {}
+    warnings.warn("no network address to bind: serving on loopback with STEPSCOPE_SERVED_REMOTELY=1", stacklevel=2)
+    return "127.0.0.1", {"STEPSCOPE_SERVED_REMOTELY": "1"}
 
 
 def _healthy(url: str) -> bool:
@@ -75,7 +112,7 @@ def start_streamlit(db_path: Path, *, env: dict | None = None, log: Path | None 
     )  # fmt: skip
     if log_handle is not subprocess.DEVNULL:
         log_handle.close()  # the child holds its own copy
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{address if address and address != '0.0.0.0' else '127.0.0.1'}:{port}"
     deadline = time.monotonic() + start_timeout
     while not _healthy(url):
         if process.poll() is not None:
@@ -101,15 +138,37 @@ def kill_streamlit(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None
 
 @contextmanager
 def streamlit_server(db_path: Path, *, env: dict | None = None, log: Path | None = None,
-                     start_timeout: float = 90.0) -> Iterator[str]:
+                     start_timeout: float = 90.0, address: str = "127.0.0.1") -> Iterator[str]:
     """Run the app until the block ends; yields its base URL."""
     if log:
         Path(log).write_text("")
-    process, url = start_streamlit(db_path, env=env, log=log, start_timeout=start_timeout)
+    process, url = start_streamlit(db_path, env=env, log=log, start_timeout=start_timeout, address=address)
     try:
         yield url
     finally:
         kill_streamlit(process)
+
+
+def contents(db: Path) -> dict[str, str]:
+    """Every table's rows, hashed: equal snapshots, nothing written anywhere."""
+    with sqlite3.connect(db) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {table: hashlib.sha256(repr(conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall())
+                                      .encode()).hexdigest() for table in tables}  # fmt: skip
+
+
+def worker_pids(db: Path) -> set[int]:
+    """The job worker processes of `db` on this machine, by PID (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"core.jobs.worker_process" in argv and str(db.resolve()).encode() in argv:
+                found.add(int(entry.name))
+    return found
 
 
 @contextmanager
@@ -168,8 +227,9 @@ class RawSession:
         self._socket = self._stack.enter_context(connect(
             uri, sock=sock, subprotocols=["streamlit"], open_timeout=timeout, max_size=None))  # fmt: skip
         self._received: list[bytes] = []
+        self._fragment_pending = False
 
-    def __enter__(self) -> "RawSession":
+    def __enter__(self) -> RawSession:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -178,16 +238,30 @@ class RawSession:
     def _send(self, message) -> None:
         self._socket.send(message.SerializeToString())
 
-    def rerun(self, query_string: str = "") -> bytes:
-        """A script run as the browser asks for one (page load, a widget change with no widgets),
-        with `query_string` as the address's query; returns what the run sent once it finished."""
+    def rerun(self, query_string: str = "", *, page_name: str = "", page_script_hash: str = "",
+              widgets: Iterable = (), fragment_id: str = "") -> bytes:
+        """A script run as the browser asks for one (page load, a widget change), with
+        `query_string` as the address's query, optionally on a page (its URL path or script hash)
+        and with widget states (WidgetState protobufs); returns what the run sent once it finished.
+
+        With `fragment_id`, a fragment's run: not awaited (a session without that fragment runs
+        nothing and says nothing), its messages are part of what the next awaited run returns."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
 
         message = BackMsg()
-        message.rerun_script.query_string = query_string
-        self._received = []
+        state = message.rerun_script
+        state.query_string, state.page_name, state.page_script_hash = query_string, page_name, page_script_hash
+        state.fragment_id = fragment_id
+        state.widget_states.widgets.extend(widgets)
+        if not self._fragment_pending:
+            self._received = []
         self._send(message)
-        return self.wait_finished()
+        self._fragment_pending = bool(fragment_id)
+        return b"" if fragment_id else self.wait_finished()
+
+    def send(self, message) -> None:
+        """Any BackMsg, without waiting for an answer (a later `rerun` reads what it caused)."""
+        self._send(message)
 
     def clear_cache(self) -> None:
         """The toolbar's "Clear cache": Streamlit clears st.cache_data and st.cache_resource for
@@ -218,11 +292,42 @@ class RawSession:
                 self.session_id = message.new_session.initialize.session_id
             if message.WhichOneof("type") == "script_finished" and message.script_finished in (
                     ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR):  # fmt: skip
+                self._fragment_pending = False
                 return self.text()
 
     def text(self) -> bytes:
         """Everything the last run sent, markdown's backslash escapes taken out (`a\\.db` is `a.db`)."""
         return re.sub(rb"\\(.)", rb"\1", b"".join(self._received))
+
+    def messages(self) -> list:
+        """The ForwardMsgs the last run sent, parsed."""
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        parsed = []
+        for data in self._received:
+            message = ForwardMsg()
+            message.ParseFromString(data)
+            parsed.append(message)
+        return parsed
+
+    def widgets(self) -> dict[str, str]:
+        """The widgets the last run drew: id -> element type (button, selectbox, ...)."""
+        found = {}
+        for message in self.messages():
+            if message.WhichOneof("type") == "delta" and message.delta.WhichOneof("type") == "new_element":
+                element = message.delta.new_element
+                kind = element.WhichOneof("type")
+                widget_id = getattr(getattr(element, kind), "id", "") if kind else ""
+                if widget_id:
+                    found[widget_id] = kind
+        return found
+
+    def fragment_ids(self) -> set[str]:
+        return {m.delta.fragment_id for m in self.messages() if m.WhichOneof("type") == "delta" and m.delta.fragment_id}
+
+    def page_script_hashes(self) -> set[str]:
+        return {page.page_script_hash for m in self.messages() if m.WhichOneof("type") == "navigation"
+                for page in m.navigation.app_pages}  # fmt: skip
 
     def kinds(self) -> list[str]:
         """The types of the messages the last run sent (for a failing test's message)."""

@@ -1,12 +1,12 @@
-"""Access that holds under attack (issue 23): a real server told it is served beyond loopback
-($STEPSCOPE_SERVED_REMOTELY=1; the app counts every 127.x address as loopback, so binding
-127.0.0.2 would not make it remote), a real headless Chromium, and a raw websocket client that
-sends Streamlit's BackMsg protobufs by hand (tests/e2e_server.RawSession), as an attacker's
-script would.
+"""Access that holds under attack (issue 23): a real server bound to this machine's network
+address (not loopback: the app decides it is served remotely from its own bind address, as in
+real use; tests/e2e_server.served_beyond_loopback), a real headless Chromium, and a raw websocket
+client that sends Streamlit's BackMsg protobufs by hand (tests/e2e_server.RawSession), as an
+attacker's script would.
 
-- A revoked organiser's Retry, Cancel, Grow the tree, Estimate values and Judge change nothing
-  in any table, and the session gets the sign-in refusal; a revoked viewer's page turns into
-  the refusal at its next fragment refresh, with no click.
+- A revoked organiser's Retry, Cancel, Grow the tree, Expand rollout, Estimate values, Judge,
+  Import and Export change nothing in any table, and the session gets the sign-in refusal; a
+  revoked viewer's page turns into the refusal at its next fragment refresh, with no click.
 - `clear_cache` from a session that never signed in resets neither the sign-in slow-down nor
   the worker: the same worker process (by PID) before and after.
 - A junk link naming a foreign SQLite file, an empty file or a file that does not exist leaves
@@ -34,12 +34,24 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from e2e_server import (
+    RawSession,
+    chromium,
+    contents,
+    kill_streamlit,
+    served_beyond_loopback,
+    settle,
+    start_streamlit,
+    streamlit_server,
+    worker_pids,
+)
 
+from core.models import DEFAULT_MODEL
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.store.access import invitation_link
+from core.views.inputs import default_policy
 from core.views.worker import LOCK_RETRY_SECONDS
-from e2e_server import RawSession, chromium, kill_streamlit, settle, start_streamlit, streamlit_server
 from pages._access import REMOTE_MAX_UPLOAD_MB
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -68,8 +80,14 @@ def app(tmp_path_factory):
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
         conn.execute("INSERT INTO notes (text) VALUES ('not StepScope')")
     (folder / "empty.db").write_bytes(b"")
+    # Rollouts from the first step, so that the rollout tree offers "Expand rollout".
+    first_step = store.steps(1)[0]["id"]
+    store.add_rollouts([{"step_id": first_step, "text": f" so the answer is {n}.", "answer": str(n), "correct": n == 4,
+                         "model": default_policy(DEFAULT_MODEL)} for n in (4, 5)])  # fmt: skip
+    (folder / "upload.jsonl").write_text('{"problem": "What is 1 + 1?", "answer": "2", "solution": "1 + 1 = 2."}\n')
     log = ARTIFACTS / "e2e-attack-server.log"
-    with streamlit_server(db, env={"STEPSCOPE_SERVED_REMOTELY": "1"}, log=log) as url:
+    address, env = served_beyond_loopback()
+    with streamlit_server(db, env=env, log=log, address=address) as url:
         with chromium() as browser:
             yield {"url": url, "browser": browser, "db": db, "folder": folder, "jobs": jobs, "log": log}
 
@@ -88,14 +106,6 @@ def invite(app, name: str, role: str) -> str:
     return invitation_link(app["url"], app["db"].name, token)
 
 
-def contents(db: Path) -> dict[str, str]:
-    """Every table's rows, hashed: equal snapshots, nothing written anywhere."""
-    with sqlite3.connect(db) as conn:
-        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {table: hashlib.sha256(repr(conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall())
-                                      .encode()).hexdigest() for table in tables}  # fmt: skip
-
-
 def choose(page, label: str, option: str) -> None:
     """Pick `option` in the selectbox labelled `label`."""
     box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
@@ -107,25 +117,32 @@ def choose(page, label: str, option: str) -> None:
 # --- 1. a revoked organiser: no job power left, wherever the click lands -----------------------
 
 
-ACTIONS = {
+ACTIONS = {  # the button, the page (and query) it is on, and what is chosen before the revocation
     "Retry": ("jobs_data", "failed"),  # inside the jobs fragment
     "Cancel": ("jobs_data", "running"),  # inside the jobs fragment, which refreshes every 2 s
     "Grow the tree": ("", None),  # inside Explore's trajectory fragment
+    "Expand rollout": ("", "rollout"),  # the rollout tree's node detail
     "Estimate values": ("", None),  # a form in a full run
     "Judge": ("", None),
+    "Import": ("jobs_data", "upload"),  # a form with a file already uploaded
+    "Prepare the file": ("jobs_data", None),  # the export form
 }
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))
 def test_a_revoked_organiser_changes_nothing(app, page, action):
-    path, job = ACTIONS[action]
+    path, before_revoking = ACTIONS[action]
     name = "org-" + re.sub(r"\W", "", action.lower())
-    page.goto(invite(app, name, "organiser").replace("/?", f"/{path}?"))
+    query = "&trajectory=1&step=0" if before_revoking == "rollout" else ""
+    page.goto(invite(app, name, "organiser").replace("/?", f"/{path}?") + query)
     button = page.get_by_role("button", name=action, exact=True)
     button.first.wait_for(timeout=LOAD_TIMEOUT)
     settle(page)
-    if job:
-        choose(page, "Job", str(app["jobs"][job]))
+    if before_revoking in app["jobs"]:
+        choose(page, "Job", str(app["jobs"][before_revoking]))
+    elif before_revoking == "upload":
+        page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(app["folder"] / "upload.jsonl"))
+        page.get_by_text("upload.jsonl").first.wait_for(timeout=30_000)
     Store.open(app["db"]).revoke_invitations(name)
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -137,13 +154,16 @@ def test_a_revoked_organiser_changes_nothing(app, page, action):
         # that came between the revocation and the click, the page is already the refusal and the
         # button is gone. Either way the refusal must show (next line) and nothing may be written.
         pass
-    page.get_by_text(REVOKED).first.wait_for(timeout=30_000)
+    try:  # as long as a page load may take: on a busy machine a run can take tens of seconds
+        page.get_by_text(REVOKED).first.wait_for(timeout=LOAD_TIMEOUT)
+    finally:
+        page.screenshot(path=str(ARTIFACTS / f"attack-revoked-{name}.png"), full_page=True)
     settle(page)
-    page.screenshot(path=str(ARTIFACTS / f"attack-revoked-{name}.png"), full_page=True)
     assert contents(app["db"]) == before, f"{action} by a revoked organiser wrote to the database"
     statuses = {j["id"]: j["status"] for j in Store.open(app["db"]).list_jobs()}
     assert statuses[app["jobs"]["failed"]] == "failed" and statuses[app["jobs"]["running"]] == "running"
     assert page.get_by_role("button", name=action, exact=True).count() == 0
+    assert page.get_by_role("button", name=re.compile("^Download")).count() == 0, "an export was served"
 
 
 def test_a_revoked_viewer_sees_the_refusal_at_the_next_refresh(app, page):
@@ -169,20 +189,6 @@ def test_an_invited_organiser_cannot_switch_databases(app, page):
 
 
 # --- 2. clear_cache from a session that never signed in ---------------------------------------
-
-
-def worker_pids(db: Path) -> set[int]:
-    """The job worker processes of `db` on this machine, by PID (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"core.jobs.worker_process" in argv and str(db.resolve()).encode() in argv:
-                found.add(int(entry.name))
-    return found
 
 
 def wait_shown(raw: bytes) -> float:

@@ -1,5 +1,5 @@
-"""End to end (issue 16): a real server told it is served beyond loopback
-($STEPSCOPE_SERVED_REMOTELY=1), a real headless Chromium, invitation links made as the CLI makes
+"""End to end (issue 16): a real server bound to this machine's network address, so served beyond
+loopback (tests/e2e_server.served_beyond_loopback), a real headless Chromium, invitation links made as the CLI makes
 them. Without a link nothing opens; an annotator sees only Annotate and saves labels under the
 invitation's name; a viewer writes nothing; revoked and expired links are refused (an open
 session too, once revoked); an organiser's link opens everything, invitations included; no
@@ -23,7 +23,7 @@ from core.formats import export_file
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.store.access import invitation_link
-from e2e_server import chromium, settle, streamlit_server
+from e2e_server import chromium, served_beyond_loopback, settle, streamlit_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -46,7 +46,8 @@ def app(tmp_path_factory):
     store.revoke_invitations("rob")
     time.sleep(1.2)  # eve's invitation has expired
     log = ARTIFACTS / "e2e-access-server.log"
-    with streamlit_server(db, env={"STEPSCOPE_SERVED_REMOTELY": "1"}, log=log) as url:
+    address, env = served_beyond_loopback()
+    with streamlit_server(db, env=env, log=log, address=address) as url:
         with chromium() as browser:
             yield url, browser, db, tokens, log
 
