@@ -7,6 +7,7 @@ attacker's script would.
 - A revoked organiser's Retry, Cancel, Grow the tree, Expand rollout, Estimate values, Judge,
   Import and Export change nothing in any table, and the session gets the sign-in refusal; a
   revoked viewer's page turns into the refusal at its next fragment refresh, with no click.
+- A viewer's websocket traffic on Compare carries no gold accuracy (the organiser's does).
 - `clear_cache` from a session that never signed in resets neither the sign-in slow-down nor
   the worker: the same worker process (by PID) before and after.
 - A junk link naming a foreign SQLite file, an empty file or a file that does not exist leaves
@@ -84,6 +85,11 @@ def app(tmp_path_factory):
     first_step = store.steps(1)[0]["id"]
     store.add_rollouts([{"step_id": first_step, "text": f" so the answer is {n}.", "answer": str(n), "correct": n == 4,
                          "model": default_policy(DEFAULT_MODEL)} for n in (4, 5)])  # fmt: skip
+    # A gold item that alice rated: Compare's organiser view shows her gold accuracy.
+    ratings = {step["id"]: 1 for step in store.steps(1)}
+    for step_id in ratings:
+        store.save_annotation("alice", step_id, rating=1)
+    store.set_gold(1, ratings)
     (folder / "upload.jsonl").write_text('{"problem": "What is 1 + 1?", "answer": "2", "solution": "1 + 1 = 2."}\n')
     log = ARTIFACTS / "e2e-attack-server.log"
     address, env = served_beyond_loopback()
@@ -186,6 +192,20 @@ def test_an_invited_organiser_cannot_switch_databases(app, page):
     sidebar = page.inner_text("[data-testid='stSidebar']")
     assert "Signed in as olga (organiser)" in sidebar and "Database file" not in sidebar
     assert f"File: {app['db'].resolve()}" in page.inner_text("main")
+
+
+def test_a_viewers_websocket_traffic_carries_no_gold_results(app):
+    """What is not drawn is not sent: a viewer's Compare, recorded as the bytes on its websocket,
+    holds no gold accuracy; the organiser's, recorded the same way, does (so the check can see it)."""
+    traffic = {}
+    for role in ("viewer", "organiser"):
+        _, token = Store.open(app["db"]).create_invitation(f"gold-{role}", role, timedelta(days=1))
+        with RawSession(app["url"]) as session:
+            assert b"Signed in as" in session.rerun(f"db={app['db'].name}&token={token}")
+            traffic[role] = session.rerun(page_name="compare")
+    assert b"gold accuracy" in traffic["organiser"] and b"accuracy on gold items" in traffic["organiser"]
+    assert b"Compare" in traffic["viewer"] and b"gold accuracy" not in traffic["viewer"]
+    assert b"accuracy on gold items" not in traffic["viewer"] and b"gold steps" not in traffic["viewer"]
 
 
 # --- 2. clear_cache from a session that never signed in ---------------------------------------
