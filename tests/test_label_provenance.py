@@ -6,6 +6,7 @@ labels by default and count them; a one-class training set is refused in one lin
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,8 @@ def test_training_refuses_one_class_and_warns_on_a_small_heldout_set(searched):
 
 
 def _model_solutions(path: Path, problems: int) -> Path:
-    """GSM8K-style model solutions: per problem one correct and one wrong 3-line solution."""
+    """GSM8K-style model solutions: per problem a correct 3-line solution and a wrong 5-line one
+    (a binary search over its 4 undecided steps samples at most 3 of them)."""
     rows = []
     for i in range(problems):
         a, b = 3 + i, 7
@@ -194,7 +196,8 @@ def _model_solutions(path: Path, problems: int) -> Path:
             "question": f"Ann has {a} boxes of {b} pens. How many pens does she have?",
             "ground_truth": f"She has {a} * {b} = <<{a}*{b}={a * b}>>{a * b} pens.\nA: {a * b}",
             "good": {"is_correct": True, "solution": f"{a} boxes of {b} pens.\n{a} * {b} = {a * b}\nA: {a * b}"},
-            "bad": {"is_correct": False, "solution": f"{a} boxes and {b} pens.\n{a} + {b} = {a + b}\nA: {a + b}"},
+            "bad": {"is_correct": False, "solution": f"{a} boxes and {b} pens.\nWe add them.\n{a} + {b} = {a + b}\n"
+                                                     f"That is all.\nA: {a + b}"},
         })  # fmt: skip
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -227,7 +230,11 @@ def test_first_error_estimate_export_and_training_flow(tmp_path, tiny_model_dir)
     assert len(correct_rows) >= 8, rows  # the correct solutions (and the reference ones) are exported
     assert all(set(row["provenance"]) <= {"sampled", "implied-by-search", "implied-by-outcome"} for row in rows)
     [counted] = [line for line in result.stdout.splitlines() if line.startswith("labels: ")]
-    assert "implied-by-outcome" in counted and "sampled" in counted
+    kinds = {kind: int(n) for n, kind in re.findall(r"(\d+) (sampled|implied-by-search|implied-by-outcome)", counted)}
+    sampled, by_search, by_outcome = kinds["sampled"], kinds["implied-by-search"], kinds["implied-by-outcome"]
+    assert sampled > 0 and by_search > 0 and by_outcome >= 8 * 3, counted
+    wrong = [row for row in rows if row["completions"][-1].startswith("A: ") and not row["labels"][-1]]
+    assert wrong and all(row["provenance"][-1] == "implied-by-outcome" for row in wrong)
     pb = tmp_path / "flow-pb.jsonl"
     result = run_cli("export", "processbench", str(pb), "--labels", "mc-hard", "--dataset", "flow", "--db", db)
     assert result.returncode == 0, result.stderr
