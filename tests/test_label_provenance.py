@@ -308,3 +308,12 @@ def test_labels_with_provenance_cost_the_same_queries_for_any_number_of_trajecto
     assert counted[0][:3] == counted[1][:3] and counted[0][0] == 1, counted
     assert counted[1][3] > counted[0][3] >= 2
     store.close()
+
+
+def test_sampled_only_with_a_source_that_is_not_mc_is_a_usage_error(tmp_path):
+    db = tmp_path / "none.db"
+    for args in (("export", "trl", str(tmp_path / "x.jsonl"), "--labels", "human"),
+                 ("train-prm", "--labels", "human")):  # fmt: skip
+        result = run_cli(*args, "--sampled-only", "--db", str(db))
+        assert_one_line_error(result, "--sampled-only", "only MC labels")
+        assert result.returncode == 2 and not db.exists()

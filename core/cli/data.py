@@ -95,6 +95,9 @@ def export_command(
 
     with user_errors():
         _, source = check_export(format, labels)  # a missing --labels fails before a database file is created
+        if sampled_only and (source is None or source.kind not in ("mc-hard", "mc-soft")):
+            raise typer.BadParameter("only MC labels (mc-hard, mc-soft:T) are sampled or implied; drop it or use "
+                                     "an MC label source", param_hint="--sampled-only")  # fmt: skip
         store = open_store(db)
         tally = ProvenanceTally()
         written = export_file(store, format, out, labels=labels, dataset=dataset, sampled_only=sampled_only,

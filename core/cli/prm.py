@@ -125,6 +125,9 @@ def train_prm_command(
     from core.jobs.runner import queue
     from core.jobs.train_prm import TrainPrmSpec, default_output
 
+    if sampled_only and labels not in ("mc-hard", "mc-soft", "mc-agree"):
+        raise typer.BadParameter(f"only MC labels (mc-hard, mc-soft, mc-agree) are sampled or implied, not {labels}",
+                                 param_hint="--sampled-only")  # fmt: skip
     store = open_store(db)
     ids = selection.resolve(store)
     _check_label_set(store, ids, labels, label_policy, annotator, judge, sampled_only)
