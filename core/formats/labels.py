@@ -29,9 +29,11 @@ the steps before a located error. Each MC label therefore says where it came fro
   search's assumption), so an unsampled step before a step some rollout reached the gold from is
   reachable (rule `before-reached`: before the located first error), and one after a sampled step
   no rollout did is unreachable (rule `after-first-error`);
-- `implied-by-outcome`: a correct graded final answer makes every unsampled step reachable (rule
-  `outcome-correct`), a wrong one makes the last step, the whole solution, unreachable (rule
-  `outcome-wrong`), as the search itself settles the last step.
+- `implied-by-outcome`: the trajectory's stored outcome (graded, or an imported file's label). A
+  correct final answer makes every unsampled step reachable (rule `outcome-correct`: the rest of
+  the solution is itself a continuation that reaches the gold, so this is certain, not assumed);
+  a wrong one makes the last step, the whole solution, unreachable (rule `outcome-wrong`), as the
+  search itself settles the last step.
 
 A step the two directions disagree on (the data break the assumption) stays unlabelled. Implied
 labels are taken by default; `sampled_only` (the CLI's `--sampled-only`) takes the step's own
