@@ -288,3 +288,30 @@ def test_a_worker_started_before_its_data_folder_exists_creates_it(tmp_path):
         assert handle is not None and lock_path(db).read_text().strip().isdigit()
     finally:
         handle.close()
+
+
+def test_first_value_results_name_each_figure_and_state_the_load():
+    """benchmarks/results/first_value.json: per mode, medians over cold starts of figures named
+    for what they measure, each run with the load average at its start and end; the target and
+    whether the machine was quiet are stated beside them."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    result = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "first_value.json").read_text())
+    assert result["target"]["first_value_s"] == 3.0 and result["commit"] and result["date"]
+    assert len(result["load_average_start"]) == len(result["load_average_end"]) == 3
+    assert isinstance(result["quiet_machine"], bool)
+    checkouts = [result["modes"]] + ([result["baseline"]["modes"]] if "baseline" in result else [])
+    for modes in checkouts:
+        assert "click_when_interactive" in modes
+        for name, mode in modes.items():
+            runs, figures = mode["runs"], mode["summary"]
+            assert len(runs) >= 3, name  # a median of three cold starts at least
+            for key in ("first_value_s", "first_value_harness_s", "server_start_to_interactive_s"):
+                assert figures[key]["median"] == round(statistics.median(run[key] for run in runs), 3), (name, key)
+            assert figures["model_loaded_at_click"] == [run["model_loaded_at_click"] for run in runs]
+            assert figures["median_within_target"] == (figures["first_value_s"]["median"] <= 3.0)
+            for run in runs:
+                assert len(run["load_average_start"]) == len(run["load_average_end"]) == 3
+                assert run["first_value_s"] > 0 and run["server_start_to_interactive_s"] > run["server_up_s"] > 0
