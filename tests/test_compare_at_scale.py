@@ -309,7 +309,8 @@ def old_outcome_rows(store, dataset=None):
 def old_agreement_kept(store, source, policy):
     judge = resolve_label_source(store, source).name
     trajectory_ids = sorted(store.step_scores_by_trajectory(judge))
-    labels = consensus_labels(store, trajectory_ids, judge, policy)
+    # Compare's figure is over sampled MC labels (issue 24: training also takes implied ones by default).
+    labels = consensus_labels(store, trajectory_ids, judge, policy, sampled_only=True)
     return labels.kept_fraction, labels.compared
 
 

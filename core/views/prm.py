@@ -255,8 +255,10 @@ class Agreement:
 
 def agreement_kept(store: Store, source: str, policy: str | None) -> Agreement:
     """The kept fraction of MC-agreement labels with the verifier `source` (a label source such as
-    `judge:NAME` or `prm:NAME`) over the trajectories it scored: what `stepscope train-prm` would
-    train on with those labels (core.prm_training.consensus_labels), counted in one query."""
+    `judge:NAME` or `prm:NAME`) over the trajectories it scored: what `stepscope train-prm
+    --labels mc-agree --sampled-only` would train on (core.prm_training.consensus_labels), counted
+    in one query. Sampled MC labels only, as Compare reads MC values everywhere; by default
+    training also takes the labels the search or the outcome implies (core.formats.labels)."""
     judge = resolve_label_source(store, source).name
     if not store.has_step_verdicts(judge):
         return Agreement(None, 0, f"{source} has no step verdicts")
