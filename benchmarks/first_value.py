@@ -32,6 +32,7 @@ else. The target (first_value_s <= 3.0) is for a quiet machine.
     python benchmarks/first_value.py                      # modes: click when interactive, and after 15 s
     python benchmarks/first_value.py --read-seconds 0 --runs 3
     python benchmarks/first_value.py --baseline-repo /tmp/before  # also runs another checkout (a git worktree)
+    python benchmarks/first_value.py --read-seconds 60 --add-modes  # one more mode into the saved file
 
 Writes benchmarks/results/first_value.json (--out to change).
 """
@@ -270,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the same modes on, reported as `baseline`")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "first_value.json")
     parser.add_argument("--logs", type=Path, help="a folder to keep each run's server log in")
+    parser.add_argument("--add-modes", action="store_true",
+                        help="run only the given modes on this checkout and add them to the existing --out file "
+                             "(each run keeps its own load average; the addition is dated)")  # fmt: skip
     args = parser.parse_args(argv)
     modes = args.read_seconds or list(DEFAULT_READ_SECONDS)
     if args.logs:
@@ -291,12 +295,24 @@ def main(argv: list[str] | None = None) -> int:
                    "machine": "quiet (load average well under the number of cores)"},  # fmt: skip
         "load_average_start": load_start,
     }
-    result["modes"] = measure(REPO, modes, args.runs, args.logs)
-    if args.baseline_repo:
+    if args.add_modes:
+        earlier = json.loads(args.out.read_text())
+        added = measure(REPO, modes, args.runs, args.logs)
+        earlier["modes"].update(added)
+        end = load_average()
+        earlier.setdefault("modes_added", []).append({"modes": list(added), "date": date, **commit_of(REPO),
+                                                      "load_average_start": load_start, "load_average_end": end})  # fmt: skip
+        earlier["load_average_end"] = end
+        earlier["quiet_machine"] = earlier["quiet_machine"] and max(load_start[0], end[0]) < 0.5 * (os.cpu_count() or 1)
+        result = earlier
+    else:
+        result["modes"] = measure(REPO, modes, args.runs, args.logs)
+    if args.baseline_repo and not args.add_modes:
         result["baseline"] = {"repo": str(args.baseline_repo), **commit_of(args.baseline_repo),
                               "modes": measure(args.baseline_repo, modes, args.runs, args.logs)}  # fmt: skip
-    result["load_average_end"] = load_average()
-    result["quiet_machine"] = max(result["load_average_start"][0], result["load_average_end"][0]) < 0.5 * (os.cpu_count() or 1)
+    if not args.add_modes:
+        result["load_average_end"] = load_average()
+        result["quiet_machine"] = max(result["load_average_start"][0], result["load_average_end"][0]) < 0.5 * (os.cpu_count() or 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for name, mode in result["modes"].items():
