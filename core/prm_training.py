@@ -55,8 +55,10 @@ def check_labels(labels: str) -> None:
     if labels == "consensus":  # its meaning before "consensus" came to name annotators who agree
         raise StepScopeError("PRM training's 'consensus' labels are now called 'mc-agree' (MC hard labels kept "
                              "where --judge agrees); 'consensus' names annotators who agree")
-    if labels not in PRM_LABELS:
-        raise StepScopeError(f"PRM training labels are one of {', '.join(PRM_LABELS)}, not {labels!r}")
+    # `human:NAME` is the label grammar's spelling (core.formats.labels) of --labels human --annotator NAME.
+    if labels not in PRM_LABELS and not (labels.startswith("human:") and labels[len("human:"):].strip()):
+        raise StepScopeError(f"PRM training labels are one of {', '.join(PRM_LABELS)} or human:ANNOTATOR, "
+                             f"not {labels!r}")  # fmt: skip
 
 
 def check_agreeing_verifier(judge: str | None) -> None:
@@ -137,6 +139,11 @@ def step_labels(store, trajectory_ids: Sequence[int], labels: str, *, policy: st
         return consensus_labels(store, trajectory_ids, judge, policy, sampled_only)
     if labels in ("mc-hard", "mc-soft"):
         return mc_step_labels(store, trajectory_ids, labels, policy=policy, sampled_only=sampled_only)
+    if labels.startswith("human:"):
+        named = labels[len("human:"):].strip()
+        if annotator is not None and annotator != named:
+            raise StepScopeError(f"--labels {labels} and --annotator {annotator} name two annotators: give one")
+        labels, annotator = "human", named
     examples = step_examples(store, trajectory_ids, labels, policy=policy, annotator=annotator)
     result = StepLabels({}, {})
     for t, s, g, y in zip(examples.trajectory_ids, examples.step_ids, examples.groups, examples.labels):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cli_runner import assert_one_line_error, run_cli
+from core.errors import StepScopeError
 from core.formats import ProvenanceTally, export_file, parse_label_source
 from core.formats.labels import mc_labels
 from core.store import Store
@@ -162,6 +163,11 @@ def test_human_without_a_name_pools_every_annotator_and_counts_neutral_as_right(
     [trajectory] = store.list_trajectories(dataset="prov")
     labels = step_labels(store, [trajectory["id"]], "human")
     assert [label for _, label in labels.by_trajectory[trajectory["id"]]] == [1.0, 0.5, 0.0]
+    # human:NAME, the grammar's spelling, is one annotator in training as in exports.
+    named = step_labels(store, [trajectory["id"]], "human:ann")
+    assert [label for _, label in named.by_trajectory[trajectory["id"]]] == [1.0, 1.0, 0.0]
+    with pytest.raises(StepScopeError, match="name two annotators"):
+        step_labels(store, [trajectory["id"]], "human:ann", annotator="bob")
     result = run_cli("export", "trl", str(out), "--labels", "human", "--db", str(store.path))
     assert result.returncode == 0 and "wrote 1 records" in result.stdout, result.stderr
     store.close()

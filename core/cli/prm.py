@@ -98,8 +98,8 @@ def train_prm_command(
     base: Annotated[str, typer.Option(
         help="base model: its backbone gets a two-class token-classification head")] = DEFAULT_MODEL,
     labels: Annotated[str, typer.Option(help=(
-        "mc-hard | mc-soft | human (-1 wrong; 0 = neutral and +1 right; several annotators: the share who say "
-        "right) | mc-agree"))] = "mc-hard",
+        "mc-hard | mc-soft | human[:ANNOTATOR] (-1 wrong; 0 = neutral and +1 right; several annotators: the share "
+        "who say right) | mc-agree"))] = "mc-hard",
     sampled_only: Annotated[bool, typer.Option("--sampled-only", help=(
         "MC labels: only steps with their own rollouts; by default a step the first-error search or the graded "
         "outcome implies is labelled too (the manifest counts each kind)"))] = False,
