@@ -8,6 +8,7 @@ from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+from core.errors import StepScopeError
 from core.jobs.spec import JobContext, JobSpec, known_fields, require_ids, splitters_of, step_reporter
 from core.jobs.training import check_base, check_fine_tuning, record_training
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
@@ -56,6 +57,8 @@ class TrainPrmSpec(JobSpec):
         check_labels(self.labels)
         if self.labels == MC_AGREE:
             check_agreeing_verifier(self.judge)
+        if self.sampled_only and self.labels not in ("mc-hard", "mc-soft", MC_AGREE):
+            raise StepScopeError(f"only MC labels are sampled or implied, not {self.labels}: drop sampled_only")
         check_fine_tuning(self.epochs, self.learning_rate, self.batch_size)
         check_test_fraction(self.test_fraction)
         require_ids(self.trajectory_ids, "trajectories to train on")
