@@ -47,6 +47,18 @@ def estimate(db: Path, policy: str, ids: list[int], *args: str):
                    "8", "--device", "cpu", "--db", str(db), *args, env=ONE_THREAD)  # fmt: skip
 
 
+def test_estimate_says_when_its_table_shows_only_the_first_trajectories(tmp_path, tiny_model_dir):
+    db = tmp_path / "many.db"
+    store = Store.open(db)
+    # Correct solutions: the first-error search needs no rollout for them, so the job ends at once.
+    ids = [store.add_trajectory(store.add_problem("many", f"What is {i} + 1?", str(i + 1)),
+                                f"{i} + 1 = {i + 1}.\nThe answer is {i + 1}.", source="test", rule="line")
+           for i in range(11)]  # fmt: skip
+    result = estimate(db, str(tiny_model_dir), ids, "--strategy", "first-error")
+    assert result.returncode == 0, result.stderr
+    assert "the first 10 of 11 trajectories shown" in " ".join(result.stdout.split())
+
+
 @pytest.mark.parametrize("strategy", [FirstErrorSearch(round_size=4, max_per_step=8),
                                       Adaptive(round_size=4, max_per_step=8)], ids=lambda s: s.name)  # fmt: skip
 def test_estimate_with_a_strategy_ends_where_the_strategy_is_satisfied(strategy, tmp_path, tiny_model_dir):

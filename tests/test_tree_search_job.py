@@ -98,6 +98,7 @@ def test_omegaprm_job_grows_the_tree_in_the_store_and_locates_true_first_errors(
     assert _run(store, ReasonerEngine(reasoner), job) == "done"
     row = store.get_job(job)
     assert row["done"] == store.job_rollout_totals(job)[0] <= budget and row["done"] >= 100
+    assert row["manifest"]["stopped"].startswith(f"OmegaPRM's pool is empty after {row['done']} of {budget} rollouts")
     problem = store.get_trajectory(trajectory)["problem_id"]
     tree, ids = rebuild_tree(store, problem, "sim", "line")
     assert tree.size() == row["done"]
@@ -136,6 +137,7 @@ def test_a_killed_search_resumes_to_the_tree_an_uninterrupted_run_grows(tmp_path
     assert _run(killed, ReasonerEngine(reasoner), job) == "done"
     assert _tree_contents(killed, trajectory) == _tree_contents(whole, whole_trajectory)
     assert killed.get_job(job)["done"] == whole.get_job(1)["done"]
+    assert killed.get_job(job)["manifest"]["stopped"] == whole.get_job(1)["manifest"]["stopped"] != ""
 
 
 def test_expand_job_makes_branches_n_levels_deep(tmp_path):
@@ -144,6 +146,7 @@ def test_expand_job_makes_branches_n_levels_deep(tmp_path):
     trajectory = _anchor(store, reasoner)
     job = queue(store, _spec(trajectory, mode="expand", k=2, depth=2, budget=400))
     assert _run(store, ReasonerEngine(reasoner), job) == "done"
+    assert store.get_job(job)["manifest"]["stopped"].startswith("every level was expanded (2 deep, ")
     problem = store.get_trajectory(trajectory)["problem_id"]
     root = store.root_node(problem)
     branches = store.branches(root)

@@ -25,6 +25,7 @@ from core.models import DEFAULT_MODEL
 jobs_app = command_group("List, resume and cancel jobs.")
 JobId = Annotated[int, typer.Argument(help="the job's id (stepscope jobs list)")]
 DEFAULT_STRATEGY = spec_default(EstimateSpec, "strategy")
+SUMMARY_TRAJECTORIES = 10  # an estimate's table after the run: a glance, not the data
 
 
 def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
@@ -119,7 +120,10 @@ def estimate_command(
         sampling=sampling.params(), rows_per_call=rows_per_call, **engine.spec_fields(),
     ))  # fmt: skip
     run_in_foreground(store, job_id)
-    print_values(store, ids[:10], policy)
+    print_values(store, ids[:SUMMARY_TRAJECTORIES], policy)
+    if len(ids) > SUMMARY_TRAJECTORIES:
+        console.print(f"the first {SUMMARY_TRAJECTORIES} of {len(ids)} trajectories shown; every value is stored "
+                      "(stepscope export, or Explore in the app)", highlight=False)  # fmt: skip
 
 
 def print_values(store, trajectory_ids, policy: str) -> None:

@@ -57,6 +57,8 @@ def search_command(
     ))  # fmt: skip
     run_in_foreground(store, job_id)
     _print_tree(store, trajectory, policy, limit=20)
+    if stopped := store.get_job(job_id)["manifest"].get("stopped"):
+        console.print(f"the search stopped: {stopped}", highlight=False)
 
 
 @tree_app.command("expand")

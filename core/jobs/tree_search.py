@@ -311,13 +311,25 @@ class TreeSearchSpec(JobSpec):
         seed = self.sampling.seed or 0
         try:
             if self.mode == "omegaprm":
-                search(tree, sampler, self.params(), budget=left, seed=seed, on_event=writer)
+                report = search(tree, sampler, self.params(), budget=left, seed=seed, on_event=writer)
             else:
                 node = self.node_id if self.node_id is not None else store.root_node(problem_id)
                 prefix = tuple(n["text"] for n in store.node_path(node))[1:]
-                expand(tree, sampler, prefix, self.depth, self.k, budget=left, seed=seed, on_event=writer)
+                report = expand(tree, sampler, prefix, self.depth, self.k, budget=left, seed=seed, on_event=writer)
         except _Cancelled:
             return True
         progress.planned = progress.done  # what the search spent is what it needed
         context.report(progress)
+        # Why it stopped belongs with the job: a search that ends before its budget is not a failure.
+        job = store.get_job(context.job_id)
+        store.update_job(context.job_id, manifest={**job["manifest"], "stopped": self.stop_reason(report, progress.done)})
         return False
+
+    def stop_reason(self, report, spent: int) -> str:
+        """Why the search ended, in words (the CLI prints it, the job keeps it)."""
+        if report.stopped == "budget":
+            return f"the rollout budget was spent ({spent} of {self.budget} rollouts)"
+        if report.stopped == "pool empty":
+            return (f"OmegaPRM's pool is empty after {spent} of {self.budget} rollouts: no unselected rollout with a "
+                    "wrong answer starts from a state whose value is strictly between 0 and 1")  # fmt: skip
+        return f"every level was expanded ({self.depth} deep, {spent} of {self.budget} rollouts)"
