@@ -132,7 +132,8 @@ def consensus_labels(store, trajectory_ids: Sequence[int], judge: str, policy: s
 
 
 def step_labels(store, trajectory_ids: Sequence[int], labels: str, *, policy: str | None = None,
-                annotator: str | None = None, judge: str | None = None, sampled_only: bool = False) -> StepLabels:  # fmt: skip
+                annotator: str | None = None, judge: str | None = None,
+                sampled_only: bool = False) -> StepLabels:  # fmt: skip
     check_labels(labels)
     if labels == MC_AGREE:
         check_agreeing_verifier(judge)

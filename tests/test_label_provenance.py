@@ -114,7 +114,8 @@ def test_exports_take_implied_labels_and_mark_them(searched, tmp_path):
     counts = tally.as_dict()
     assert counts["sampled"] == 3 and counts["implied-by-search"] == 2 and counts["implied-by-outcome"] == 4
     assert counts["rules"] == {"outcome-correct": 3, "outcome-wrong": 1, "before-reached": 1, "after-first-error": 1}
-    assert "3 sampled" in tally.summary() and "implied-by-outcome (outcome-correct 3, outcome-wrong 1)" in tally.summary()
+    summary = tally.summary()
+    assert "3 sampled" in summary and "implied-by-outcome (outcome-correct 3, outcome-wrong 1)" in summary
     # --sampled-only: the never-sampled correct solution is left out, B starts unlabelled.
     written = export_file(store, "trl", out, labels="mc-hard", sampled_only=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -216,7 +217,8 @@ def test_first_error_estimate_export_and_training_flow(tmp_path, tiny_model_dir)
                      "--dataset", "flow", "--db", db)  # fmt: skip
     assert result.returncode == 0, result.stderr
     result = run_cli("estimate", "--policy", str(tiny_model_dir), "--strategy", "first-error", "--n", "4",
-                     "--round-size", "4", "--max-new-tokens", "8", "--device", "cpu", *common, env=ONE_THREAD)  # fmt: skip
+                     "--round-size", "4", "--max-new-tokens", "8", "--device", "cpu", *common,
+                     env=ONE_THREAD)  # fmt: skip
     assert result.returncode == 0, result.stderr
     store = Store.open(db)
     trajectories = store.list_trajectories(source="model-solutions")

@@ -198,7 +198,8 @@ def _check_outcomes(store, ids) -> None:
 
     graded = [float(v) for v in store.trajectory_outcomes(ids).values() if v is not None]
     if not graded:
-        raise StepScopeError("none of these solutions is graded (right or wrong): an outcome verifier has nothing to learn")
+        raise StepScopeError("none of these solutions is graded (right or wrong): "
+                             "an outcome verifier has nothing to learn")
     try:
         check_two_classes(graded, "graded outcomes of these solutions")
     except OneClassLabels as error:

@@ -93,7 +93,8 @@ class TrainPrmSpec(JobSpec):
             engine.tokenizer, labels, self.labels, Path(self.output), epochs=self.epochs,
             learning_rate=self.learning_rate, batch_size=self.batch_size, test_fraction=self.test_fraction,
             seed=self.seed, lora=self.lora, device=engine.device, max_length=getattr(engine.model.config,
-            "max_position_embeddings", 2048), sampled_only=self.sampled_only, should_stop=context.should_stop, on_progress=report,
+            "max_position_embeddings", 2048), sampled_only=self.sampled_only, should_stop=context.should_stop,
+            on_progress=report,
         )  # fmt: skip
         if trained is None:
             return True
