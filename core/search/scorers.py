@@ -1,0 +1,215 @@
+"""One scorer interface over every verifier: the score of the newest step of each prefix.
+
+`score(problem, prefixes)` takes the candidates of one depth together (one batch) and returns
+one float per prefix, higher = more likely on the way to the right answer. A prefix is the
+list of step texts from the first step to the candidate's, as the store keeps them (stripped).
+
+`kind` is one of core.store.verifier_identity.VERIFIER_KINDS, so a search's scores are stored
+under a verifier whose kind is data; `fingerprint` is what a manifest records to tell two
+scorers apart; `cost` is what the scorer spent (core.search.compute reads it after each call).
+
+- `RandomScorer`: uniform scores, the floor every guided search must beat.
+- `MCScorer`: the Monte Carlo value (Math-Shepherd's soft label): the fraction of k rollouts
+  from the prefix that reach the gold answer. It reads the gold answer, so it is the labelling
+  setting (OmegaPRM, rStar-Math's training searches), an upper reference, not a deployable
+  test-time verifier.
+- `JudgeScorer`: a judge's P(Yes) that the newest step is correct (core.verdicts' step
+  template; log-prob or generative mode).
+- `PRMScorer`: a process reward model's score of the newest step (core.prm; any family).
+
+Probes and fine-tuned ORMs are not adapted yet (see docs/ARCHITECTURE.md, "Search").
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Protocol, Sequence, runtime_checkable
+
+from core.engines.base import Engine, SamplingParams
+from core.grading import GRADER_NAME, grade
+from core.mcpe import Counts, step_value
+from core.policy import POLICY_STOP
+from core.search.compute import VerifierCost, count_prompt_tokens, parameter_count
+from core.search.config import SearchProblem
+from core.search.prompts import continuation_prompt, has_final_answer
+from core.search.records import SearchRollout
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    name: str
+    kind: str  # judge | prm | probe | orm | mc | random
+    cost: VerifierCost
+
+    @property
+    def fingerprint(self) -> dict:
+        """Everything that identifies this scorer, for the job manifest."""
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        """For each prefix (step texts, first to newest), the score of its newest step."""
+
+
+class RandomScorer:
+    kind = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.name = f"random:{seed}"
+        self.cost = VerifierCost(parameters=0)
+        self._rng = random.Random(seed)
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "seed": self.seed}
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        return [self._rng.random() for _ in prefixes]
+
+
+class MCScorer:
+    """k rollouts per prefix in one engine call; a prefix whose newest step states a final answer
+    is a finished solution and is graded as it stands (a rollout would add nothing)."""
+
+    kind = "mc"
+
+    def __init__(self, engine: Engine, k: int = 4, sampling: SamplingParams | None = None, *,
+                 delimiter: str = "\n", seed: int = 0, name: str | None = None) -> None:  # fmt: skip
+        if k < 1:
+            raise ValueError("an MC value needs at least one rollout")
+        self.engine, self.k, self.delimiter, self.seed = engine, k, delimiter, seed
+        self.sampling = replace(sampling or SamplingParams(max_new_tokens=512, stop=POLICY_STOP), n=k)
+        self.name = name or f"mc:{engine.info.model}:k{k}"
+        self.cost = VerifierCost(parameters=parameter_count(engine))
+        self.rollouts: list[SearchRollout] = []  # every rollout, for the record
+        self._calls = 0
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "model": self.engine.info.model,
+                "model_fingerprint": self.engine.info.extra.get("fingerprint"), "k": self.k,
+                "sampling": self.sampling.as_manifest(), "seed": self.seed, "grader": GRADER_NAME}  # fmt: skip
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        scores: list[float | None] = [None] * len(prefixes)
+        open_indices = []
+        for index, steps in enumerate(prefixes):
+            if steps and has_final_answer(steps[-1]):
+                scores[index] = float(grade(self.delimiter.join(steps), problem.gold).correct)
+            else:
+                open_indices.append(index)
+        if open_indices:
+            prompts = [continuation_prompt(problem.context, prefixes[i], self.delimiter) for i in open_indices]
+            # One seed per call, moved on each call: rollouts of a search are reproducible from its seed.
+            params = replace(self.sampling, seed=None if self.seed is None else self.seed + self._calls)
+            self._calls += 1
+            results = self.engine.generate(prompts, params)
+            self.cost.tokens_scored += count_prompt_tokens(self.engine, prompts) or 0
+            for index, samples in zip(open_indices, results):
+                part = self.delimiter.join(prefixes[index])
+                correct = 0
+                for sample in samples:
+                    graded = grade(part + self.delimiter + sample.text, problem.gold)
+                    correct += graded.correct
+                    self.cost.tokens_generated += sample.num_tokens
+                    self.rollouts.append(SearchRollout(tuple(prefixes[index]), sample.text, graded.answer,
+                                                       graded.correct, sample.num_tokens, "scorer"))  # fmt: skip
+                scores[index] = step_value(Counts(len(samples), correct)).soft
+        return [float(s) for s in scores]
+
+
+class JudgeScorer:
+    """A judge's P(Yes) for the newest step, from core.verdicts' step template. A judge that puts
+    no probability on any spelling of yes or no (P(Yes) undefined) scores 0: it vouches for
+    nothing, so such a step ranks below every step it does vouch for."""
+
+    kind = "judge"
+
+    def __init__(self, engine: Engine, template=None, *, chat: bool | None = None,
+                 sampling: SamplingParams | None = None, name: str | None = None) -> None:  # fmt: skip
+        from core.verdicts import load_judge_template
+
+        self.engine = engine
+        self.template = template or load_judge_template("step")
+        if self.template.kind != "step":
+            raise ValueError(f"a search scores steps: the judge template must be a step template, not {self.template.kind!r}")
+        self.chat = chat
+        self.sampling = sampling or SamplingParams(n=4, max_new_tokens=256, temperature=0.7)
+        self.name = name or f"judge:{engine.info.model}"
+        self.cost = VerifierCost(parameters=parameter_count(engine))
+        self._spellings = None
+
+    @property
+    def fingerprint(self) -> dict:
+        fingerprint = {"kind": self.kind, "name": self.name, "model": self.engine.info.model,
+                       "model_fingerprint": self.engine.info.extra.get("fingerprint"),
+                       "template": self.template.name, "template_sha256": self.template.sha256,
+                       "mode": self.template.mode, "chat": self.chat}  # fmt: skip
+        if self.template.generative:
+            fingerprint["sampling"] = self.sampling.as_manifest()
+        return fingerprint
+
+    def prompts(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[str]:
+        from core.verdicts import render_prompt
+
+        prompts = []
+        for steps in prefixes:
+            steps = list(steps)
+            text = self.template.fill(problem.question, "\n".join(steps), steps, len(steps) - 1)
+            prompts.append(render_prompt(self.engine, text, self.chat)[0])
+        return prompts
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        from core.verdicts import sampled_verdicts, score_yes_no, yes_no_spellings
+
+        if not prefixes:
+            return []
+        prompts = self.prompts(problem, prefixes)
+        self.cost.tokens_scored += count_prompt_tokens(self.engine, prompts) or 0
+        if self.template.generative:
+            results = self.engine.generate(prompts, self.sampling)
+            self.cost.tokens_generated += sum(s.num_tokens for row in results for s in row)
+            p_yes = [sampled_verdicts([s.text for s in row]).p_yes for row in results]
+        else:
+            if self._spellings is None:
+                self._spellings = yes_no_spellings(self.engine)
+            p_yes = [v.p_yes for v in score_yes_no(self.engine, prompts, self._spellings)]
+        return [0.0 if p is None else float(p) for p in p_yes]
+
+
+class PRMScorer:
+    """A PRM's score of the newest step: the whole prefix is read in one forward pass (as the
+    PRM was trained to read it) and the last scored position is taken."""
+
+    kind = "prm"
+
+    def __init__(self, engine, fmt, *, name: str | None = None) -> None:
+        from core.prm import readout_for
+
+        self.engine, self.fmt = engine, fmt
+        self.readout = readout_for(fmt, engine.tokenizer)
+        self.name = name or f"prm:{engine.info.model}"
+        self.cost = VerifierCost(parameters=parameter_count(engine))
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "model": self.engine.info.model,
+                "model_fingerprint": self.engine.info.extra.get("fingerprint"), "family": self.fmt.family,
+                "format": self.fmt.as_dict(), "format_sha256": self.fmt.sha256}  # fmt: skip
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        from core.prm import build_input, check_length, scores_from_logits
+
+        if not prefixes:
+            return []
+        inputs = []
+        for steps in prefixes:
+            prm_input = build_input(self.fmt, self.engine.tokenizer, problem.question, list(steps))
+            check_length(prm_input, self.engine.max_length, "a search candidate")
+            inputs.append(prm_input)
+        self.cost.tokens_scored += sum(len(i.token_ids) for i in inputs)
+        logits = self.engine.position_logits(inputs, self.readout)
+        return [float(scores_from_logits(rows, self.readout)[0][-1]) for rows in logits]
+
+
+SCORER_KINDS = ("judge", "prm", "mc", "random")  # the kinds with an adapter here
