@@ -18,8 +18,8 @@ from core.errors import StepScopeError
 from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
-    keeps_current, label_text, neighbour, opening_trajectory, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards,
-    step_prefix, trajectory_label, value_models,
+    keeps_current, label_text, neighbour, opening_trajectory, outcome_text, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards,
+    RATING_MARK, step_prefix, trajectory_label, value_models,
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
@@ -139,11 +139,7 @@ def header(trajectory: dict) -> None:
         f"{trajectory.get('rule') or '—'}"
     ))
     show_text(trajectory["question"], key=f"q-{trajectory['id']}", limit=1500, math=True)
-    verdict = {True: "reaches the gold answer", False: "does not reach the gold answer", None: "not graded"}
-    st.text(
-        f"Gold answer: {trajectory.get('gold') or '—'}   ·   final answer: "
-        f"{show_bidi(trajectory.get('final_answer') or '—')} ({verdict[trajectory.get('correct')]})"
-    )
+    st.text(outcome_text(trajectory))
     for judge, p_yes in outcome_verdicts(store, trajectory["id"]).items():
         st.text(f"Outcome verdict, {judge}: P(yes) = {'—' if p_yes is None else f'{p_yes:.2f}'}")
 
@@ -238,6 +234,10 @@ def step_card(card, selected: bool) -> None:
                 st.text(f"{prm}: PRM score {'—' if score is None else f'{score:.2f}'}")
             for label in card.labels:
                 st.text(label_text(label))
+            if card.alternatives:
+                with st.expander(f"{len(card.alternatives)} other candidates rated here"):
+                    for other in card.alternatives:
+                        st.text(f"{RATING_MARK.get(other.get('rating'), '·')}  {other.get('text', '')}")
             if not selected:
                 st.button("Select", key=f"ex_select_{card.step_id}",
                           on_click=lambda i=card.idx: state.__setitem__("explore_step", i))

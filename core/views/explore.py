@@ -14,6 +14,7 @@ from core.mcpe import Counts, StepValue, step_value
 from core.sample_solutions import featured_trajectory
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
+from core.views.math_text import show_bidi
 # The filter is a value the page builds and the store turns into SQL; the page imports it from here.
 from core.store import DISAGREEMENTS, Store, TrajectoryFilter  # noqa: F401
 
@@ -88,6 +89,10 @@ class StepCard:
     verdicts: dict[str, float | None] = field(default_factory=dict)  # verifier -> P(yes) or score
     labels: list[dict] = field(default_factory=list)  # annotator, rating, first_error, flagged, note
     prms: frozenset[str] = frozenset()  # the verifiers among `verdicts` that are PRMs (by stored kind)
+    # The graded outcome, on the last step of a solution with a final answer: its prefix is the
+    # whole solution, so its value is known without a rollout (1 when right, 0 when wrong).
+    outcome: bool | None = None
+    alternatives: list[dict] = field(default_factory=list)  # other candidates rated here (PRM800K)
 
     @property
     def judge_verdicts(self) -> dict[str, float | None]:
@@ -102,6 +107,9 @@ class StepCard:
     @property
     def value_text(self) -> str:
         v = self.value
+        if v.n == 0 and self.outcome is not None:
+            return (f"value {int(self.outcome)} without rollouts: this prefix is the whole solution, graded "
+                    f"{'right' if self.outcome else 'wrong'}")  # fmt: skip
         if v.n == 0:
             return "no rollouts yet"
         return f"MC {v.soft:.2f}  [{v.low:.2f}, {v.high:.2f}]  ({v.correct}/{v.n} reach the answer)"
@@ -127,13 +135,32 @@ def step_cards(store: Store, trajectory_id: int, model: str | None) -> list[Step
     segmentation = steps[0]["segmentation_id"] if steps else None
     for row in store.annotations(trajectory_id, segmentation_id=segmentation):
         labels.setdefault(row["step_id"], []).append(row)
+    trajectory = store.get_trajectory(trajectory_id) or {}
+    decided = trajectory.get("correct") is not None and trajectory.get("final_answer") is not None
+    alternatives = (trajectory.get("meta") or {}).get("alternatives") or {}
     return [
         StepCard(
             s["idx"], s["id"], s["text"], step_value(Counts(*counts[s["id"]])),
             verdicts.get(s["id"], {}), labels.get(s["id"], []), frozenset(prms),
+            bool(trajectory["correct"]) if decided and s is steps[-1] else None,
+            [a for a in alternatives.get(str(s["idx"]), []) if isinstance(a, dict)],
         )
         for s in steps
     ]
+
+
+def outcome_text(trajectory: dict) -> str:
+    """The trajectory's gold and final answer and whether it reaches the gold one; a PRM800K
+    solution that its labeller stopped at a wrong step (finish_reason found_error) says so instead
+    of showing a missing final answer."""
+    verdict = {True: "reaches the gold answer", False: "does not reach the gold answer", None: "not graded"}
+    final = trajectory.get("final_answer")
+    if final is None and (trajectory.get("meta") or {}).get("finish_reason") == "found_error":
+        final_text = "none: the labeller stopped at a step rated −1 (PRM800K found_error)"
+    else:
+        final_text = show_bidi(final or "—")
+    return (f"Gold answer: {trajectory.get('gold') or '—'}   ·   final answer: {final_text} "
+            f"({verdict[trajectory.get('correct')]})")
 
 
 def outcome_verdicts(store: Store, trajectory_id: int) -> dict[str, float | None]:
