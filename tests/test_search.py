@@ -91,7 +91,7 @@ def beam_oracle_rate(success, n: int, width: int) -> float:
 # --- strategies on the simulated policy ---------------------------------------------------------
 
 SUCCESS = [0.5, 0.6, 0.5]
-RUNS = 300
+RUNS = 1000
 
 
 def test_beam_search_with_an_oracle_finds_the_correct_path_at_the_predicted_rate():
@@ -116,6 +116,33 @@ def test_beam_search_with_the_random_scorer_is_as_accurate_as_plain_sampling():
     )
     ok, interval = in_interval(hits, RUNS, math.prod(SUCCESS))
     assert ok, f"{hits}/{RUNS} correct, {interval}, plain sampling {math.prod(SUCCESS):.3f}"
+
+
+def _any_of(chains: int, chain_rate: float) -> float:
+    return 1 - (1 - chain_rate) ** chains
+
+
+# With an oracle, the top-scored final beam is correct exactly when some path the strategy kept
+# stayed sound: best-of-N, when any of n samples is sound; DVTS, when any of n / M greedy paths
+# (each depth: some of M candidates sound) is; rejection, when any of n chains (each depth: some
+# of R + 1 tries sound) is.
+ORACLE_RATES = {
+    "bon": (dict(n=4), _any_of(4, math.prod(SUCCESS))),
+    "dvts": (dict(n=4, beam_width=2), _any_of(2, math.prod(1 - (1 - p) ** 2 for p in SUCCESS))),
+    "reject": (dict(n=2, threshold=0.5, max_resamples=1), _any_of(2, math.prod(1 - (1 - p) ** 2 for p in SUCCESS))),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(ORACLE_RATES))
+def test_other_strategies_with_an_oracle_find_the_correct_path_at_the_predicted_rate(strategy):
+    params, predicted = ORACLE_RATES[strategy]
+    hits = sum(
+        top_beam_correct(run_search(PROBLEM, SteppedPolicy(SUCCESS), OracleScorer(),
+                                    SearchConfig(strategy, max_steps=len(SUCCESS), seed=seed, **params)))  # fmt: skip
+        for seed in range(RUNS // 2)
+    )
+    ok, interval = in_interval(hits, RUNS // 2, predicted)
+    assert ok, f"{strategy}: {hits}/{RUNS // 2} correct, {interval}, predicted {predicted:.3f}"
 
 
 def test_beam_search_keeps_n_over_m_and_expands_each_into_m():
@@ -333,7 +360,21 @@ def test_scorers_declare_a_verifier_kind_and_a_fingerprint():
     scorer = RandomScorer(4)
     assert isinstance(scorer, Scorer) and scorer.fingerprint["seed"] == 4
     assert MCScorer(SteppedPolicy([0.5]), k=2).kind in VERIFIER_KINDS
+    assert {JudgeScorer.kind, PRMScorer.kind} <= set(VERIFIER_KINDS)
+    # "random" is not a stored verifier kind yet: the job that stores search scores adds it.
+    assert RandomScorer.kind == "random"
     assert scorer.score(PROBLEM, [["a"], ["a", "b"]]) == RandomScorer(4).score(PROBLEM, [["x"], ["y"]])
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_a_search_is_a_function_of_its_seed(strategy):
+    def tree(seed):
+        config = SearchConfig(strategy, n=4, beam_width=2, max_steps=3, expansions=6, seed=seed)
+        result = run_search(PROBLEM, SteppedPolicy([0.6] * 3), RandomScorer(seed), config)
+        return [(n.parent, n.text, n.score, n.mark, n.visits) for n in result.nodes]
+
+    assert tree(1) == tree(1)
+    assert tree(1) != tree(2)
 
 
 def test_every_candidate_maps_onto_the_rollout_tree(tmp_path):
@@ -357,38 +398,56 @@ def test_every_candidate_maps_onto_the_rollout_tree(tmp_path):
 
 
 def _spy_on_decoder(engine):
-    """Every token list the engine's decoder produced, as the decoder returned it."""
-    produced, run = [], engine._decoder.run
+    """Every token list the engine's decoder produced, and the prompt tokens of each of its
+    prefills, as the decoder itself reports them."""
+    produced, prefilled, run = [], [], engine._decoder.run
 
     def spy(*args, **kwargs):
         rollouts = run(*args, **kwargs)
         produced.extend(r for row in rollouts for r in row)
+        stats = engine._decoder.stats
+        prefilled.append((stats.prefill_tokens, stats.reused_prefix_tokens))
         return rollouts
 
     engine._decoder.run = spy
-    return produced, run
+    return produced, prefilled, run
 
 
 def test_beam_search_on_the_tiny_transformer_counts_the_engines_own_tokens(tiny_engine, one_torch_thread):
-    produced, original = _spy_on_decoder(tiny_engine)
+    produced, prefilled, original = _spy_on_decoder(tiny_engine)
     try:
         problem = SearchProblem("Tom has 3 apples and buys 5 more.", "8", "Question: Tom has 3 apples. Answer:")
+        # The random model seldom writes a newline: "e" as the delimiter gives it steps of a few
+        # tokens, so the search goes three steps deep, prunes, and stops beams at every depth.
         config = SearchConfig("beam", n=4, beam_width=2, max_steps=3, max_step_tokens=12, max_solution_tokens=16,
-                              temperature=1.0, seed=3)  # fmt: skip
+                              temperature=1.0, seed=3, step_delimiter="e", solution_stops=())  # fmt: skip
         result = run_search(problem, tiny_engine, RandomScorer(0), config)
     finally:
         tiny_engine._decoder.run = original
-    assert produced and result.nodes
-    assert result.compute.policy_tokens == sum(len(r.tokens) for r in produced)
+    assert max(n.depth for n in result.nodes) == 3 and any(n.mark == "pruned" for n in result.nodes)
+    assert result.compute.policy_tokens == sum(len(r.tokens) for r in produced) > 0
     assert result.compute.policy_tokens == sum(n.num_tokens for n in result.nodes)
     tokenizer = tiny_engine.tokenizer
-    # Each candidate's text is the decoder's tokens decoded (up to a stop string).
-    decoded = {tokenizer.decode(r.tokens, skip_special_tokens=True) for r in produced}
-    assert all(any(d.startswith(n.text) for d in decoded) for n in result.nodes if n.text)
+    # Each candidate's text is the decoder's tokens decoded, up to the stop string.
+    decoded = [tokenizer.decode(r.tokens, skip_special_tokens=True) for r in produced]
+    assert all(any(d.startswith(n.text) for d in decoded) for n in result.nodes)
+    # Prompt tokens: the tokenizer's count of what was sent is what the decoder prefilled.
+    assert result.compute.prompt_tokens == sum(computed + reused for computed, reused in prefilled)
+    assert result.compute.prompt_tokens_cached == sum(reused for _, reused in prefilled)
     parameters = sum(p.numel() for p in tiny_engine.model.parameters())
     assert result.compute.policy_parameters == parameters
-    assert result.compute.prompt_tokens > 0 and result.compute.flops is not None
-    assert len(result.beams) <= 4 and all(result.nodes[b.node].finished for b in result.beams)
+    assert result.compute.flops == 2 * parameters * (result.compute.policy_tokens + result.compute.prompt_tokens)
+    assert len(result.beams) == 4 and all(result.nodes[b.node].finished for b in result.beams)
+
+
+def test_rejection_with_the_policy_as_its_own_judge_on_the_tiny_transformer(tiny_engine, one_torch_thread):
+    problem = SearchProblem("Tom has 3 apples and buys 5 more.", "8", "Question: Tom has 3 apples. Answer:")
+    config = SearchConfig("reject", n=2, max_steps=2, max_resamples=1, threshold=0.7, max_step_tokens=8,
+                          max_solution_tokens=8, step_delimiter="e", solution_stops=())  # fmt: skip
+    result = run_search(problem, tiny_engine, JudgeScorer(tiny_engine), config)
+    assert all(n.score is not None and 0 <= n.score <= 1 for n in result.nodes if n.text)
+    assert result.compute.verifier_tokens > 0 and result.compute.verifier_parameters == result.compute.policy_parameters
+    assert result.compute.scorer_calls >= 2  # a batch per depth, and one per round of resamples
 
 
 def test_judge_scorer_on_the_tiny_transformer(tiny_engine, one_torch_thread):
