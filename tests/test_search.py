@@ -7,8 +7,14 @@ import math
 from collections import Counter
 
 import pytest
+from simulated_steps import (
+    CONTEXT,
+    ScriptedPolicy,
+    SteppedPolicy,
+    count_tokens,
+    is_sound,
+)
 
-from core.engines.base import SamplingParams
 from core.errors import StepScopeError
 from core.mcpe import Counts, wilson_interval
 from core.search.answers import weighted_vote
@@ -17,7 +23,6 @@ from core.search.config import SearchConfig, SearchProblem
 from core.search.records import FinalBeam
 from core.search.run import STRATEGIES, run_search
 from core.search.scorers import JudgeScorer, MCScorer, PRMScorer, RandomScorer, Scorer
-from simulated_steps import CONTEXT, ScriptedPolicy, SteppedPolicy, count_tokens, is_sound
 
 PROBLEM = SearchProblem("What is the number?", "42", CONTEXT)
 CONFIDENCE = 0.999  # every statistical check here fails by chance about once in a thousand seeds
@@ -95,7 +100,7 @@ RUNS = 1000
 
 
 def test_beam_search_with_an_oracle_finds_the_correct_path_at_the_predicted_rate():
-    config = dict(strategy="beam", n=4, beam_width=2, max_steps=len(SUCCESS))
+    config = {"strategy": "beam", "n": 4, "beam_width": 2, "max_steps": len(SUCCESS)}
     hits = sum(
         top_beam_correct(run_search(PROBLEM, SteppedPolicy(SUCCESS), OracleScorer(), SearchConfig(seed=seed, **config)))
         for seed in range(RUNS)
@@ -108,10 +113,9 @@ def test_beam_search_with_an_oracle_finds_the_correct_path_at_the_predicted_rate
 
 
 def test_beam_search_with_the_random_scorer_is_as_accurate_as_plain_sampling():
-    config = dict(strategy="beam", n=4, beam_width=2, max_steps=len(SUCCESS))
+    config = {"strategy": "beam", "n": 4, "beam_width": 2, "max_steps": len(SUCCESS)}
     hits = sum(
-        top_beam_correct(run_search(PROBLEM, SteppedPolicy(SUCCESS), RandomScorer(seed),
-                                    SearchConfig(seed=seed, **config)))  # fmt: skip
+        top_beam_correct(run_search(PROBLEM, SteppedPolicy(SUCCESS), RandomScorer(seed), SearchConfig(seed=seed, **config)))
         for seed in range(RUNS)
     )
     ok, interval = in_interval(hits, RUNS, math.prod(SUCCESS))
@@ -127,9 +131,9 @@ def _any_of(chains: int, chain_rate: float) -> float:
 # (each depth: some of M candidates sound) is; rejection, when any of n chains (each depth: some
 # of R + 1 tries sound) is.
 ORACLE_RATES = {
-    "bon": (dict(n=4), _any_of(4, math.prod(SUCCESS))),
-    "dvts": (dict(n=4, beam_width=2), _any_of(2, math.prod(1 - (1 - p) ** 2 for p in SUCCESS))),
-    "reject": (dict(n=2, threshold=0.5, max_resamples=1), _any_of(2, math.prod(1 - (1 - p) ** 2 for p in SUCCESS))),
+    "bon": ({"n": 4}, _any_of(4, math.prod(SUCCESS))),
+    "dvts": ({"n": 4, "beam_width": 2}, _any_of(2, math.prod(1 - (1 - p) ** 2 for p in SUCCESS))),
+    "reject": ({"n": 2, "threshold": 0.5, "max_resamples": 1}, _any_of(2, math.prod(1 - (1 - p) ** 2 for p in SUCCESS))),
 }
 
 
@@ -137,9 +141,8 @@ ORACLE_RATES = {
 def test_other_strategies_with_an_oracle_find_the_correct_path_at_the_predicted_rate(strategy):
     params, predicted = ORACLE_RATES[strategy]
     hits = sum(
-        top_beam_correct(run_search(PROBLEM, SteppedPolicy(SUCCESS), OracleScorer(),
-                                    SearchConfig(strategy, max_steps=len(SUCCESS), seed=seed, **params)))  # fmt: skip
-        for seed in range(RUNS // 2)
+        top_beam_correct(run_search(PROBLEM, SteppedPolicy(SUCCESS), OracleScorer(), config))
+        for config in (SearchConfig(strategy, max_steps=len(SUCCESS), seed=seed, **params) for seed in range(RUNS // 2))
     )
     ok, interval = in_interval(hits, RUNS // 2, predicted)
     assert ok, f"{strategy}: {hits}/{RUNS // 2} correct, {interval}, predicted {predicted:.3f}"
@@ -462,9 +465,10 @@ def test_judge_scorer_on_the_tiny_transformer(tiny_engine, one_torch_thread):
 
 
 def test_prm_scorer_on_a_tiny_prm_scores_the_newest_step(tmp_path, one_torch_thread):
+    from tiny_prm import build_token_classification_prm
+
     from core.engines import load_engine
     from core.prm import FAMILY_DEFAULTS, build_input, readout_for, scores_from_logits
-    from tiny_prm import build_token_classification_prm
 
     directory = build_token_classification_prm(tmp_path / "prm")
     engine = load_engine("prm:transformers", str(directory), family="token-classification", device="cpu")

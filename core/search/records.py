@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from core.search.compute import ComputeRecord
+
 # chosen: kept by the search (expanded further, or part of a final beam); pruned: considered and
 # dropped (below the beam's cut, rejected, not the best of a DVTS expansion); pending: not yet
 # decided (a search stopped by its budget leaves its open frontier pending).
@@ -122,7 +124,7 @@ class SearchResult:
     rollouts: list[SearchRollout]
     answer: str | None  # the search's answer (weighted vote for bon/beam/dvts/reject, MCTS: its path)
     correct: bool
-    compute: "object"  # compute.ComputeRecord
+    compute: ComputeRecord
     stopped: str = "done"  # or "budget"
 
     @property
