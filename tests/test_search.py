@@ -483,3 +483,26 @@ def test_prm_scorer_on_a_tiny_prm_scores_the_newest_step(tmp_path, one_torch_thr
     assert scores[1] == pytest.approx(scores_from_logits(rows, readout)[0][-1], abs=1e-6)
     assert scorer.cost.tokens_scored == len(build_input(fmt, engine.tokenizer, PROBLEM.question, steps[:1]).token_ids) + len(whole.token_ids)
     engine.close()
+
+
+def test_probe_scorer_on_the_tiny_transformer_reads_the_end_of_the_newest_step(tiny_engine, tmp_path, one_torch_thread):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from core.probes import Probe
+    from core.search.scorers import ProbeScorer
+
+    rng = np.random.default_rng(0)
+    hidden = tiny_engine.model.config.hidden_size
+    model = LogisticRegression().fit(rng.normal(size=(40, hidden)), np.arange(40) % 2)
+    probe = Probe(tmp_path, {"judge": "probe-prm-mc-hard:tiny", "layer": -1, "context": "question",
+                             "model_sha256": "test"}, model)  # fmt: skip
+    scorer = ProbeScorer(tiny_engine, probe)
+    prefixes = [["Tom has 3 + 5 = 8 apples."], ["Tom has 3 + 5 = 8 apples.", "The answer is 8."]]
+    scores = scorer.score(PROBLEM, prefixes)
+    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)
+    text = "Question: What is the number?\nAnswer: Tom has 3 + 5 = 8 apples.\nThe answer is 8."
+    assert scorer.texts(PROBLEM, prefixes)[1] == text
+    [states] = tiny_engine.hidden_states([text], [[len(text)]], layer=-1)
+    assert scores[1] == pytest.approx(float(model.predict_proba(states)[0, 1]), abs=1e-6)
+    assert scorer.kind == "probe" and scorer.cost.tokens_scored > 0

@@ -16,8 +16,10 @@ scorers apart; `cost` is what the scorer spent (core.search.compute reads it aft
 - `JudgeScorer`: a judge's P(Yes) that the newest step is correct (core.verdicts' step
   template; log-prob or generative mode).
 - `PRMScorer`: a process reward model's score of the newest step (core.prm; any family).
+- `ProbeScorer`: a probe verifier (core.probes) read at the end of the newest step, from the
+  hidden states of the base model it was trained on.
 
-Probes and fine-tuned ORMs are not adapted yet (see docs/ARCHITECTURE.md, "Search").
+Fine-tuned ORMs are not adapted yet (see docs/ARCHITECTURE.md, "Search").
 """
 
 from __future__ import annotations
@@ -212,4 +214,47 @@ class PRMScorer:
         return [float(scores_from_logits(rows, self.readout)[0][-1]) for rows in logits]
 
 
-SCORER_KINDS = ("judge", "prm", "mc", "random")  # the kinds with an adapter here
+class ProbeScorer:
+    """A probe's P(correct) at the last token of the newest step, read from the same text and
+    layer the probe was trained on (core.probes.probe_text; `policy-prompt` probes read the
+    search's own policy context). Steps are joined by newlines, as the line splitter's
+    trajectories the probe was trained on read."""
+
+    kind = "probe"
+
+    def __init__(self, engine, probe, *, template=None, name: str | None = None) -> None:
+        from core.errors import UnsupportedByEngine
+
+        if not hasattr(engine, "hidden_states"):
+            raise UnsupportedByEngine(f"engine {engine.info.engine!r} gives no hidden states; run probes on transformers")
+        self.engine, self.probe, self.template = engine, probe, template
+        self.layer = probe.manifest.get("layer", -1)
+        self.context = probe.manifest.get("context", "question")
+        self.name = name or probe.manifest.get("judge", f"probe:{engine.info.model}")
+        self.cost = VerifierCost(parameters=parameter_count(engine))
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "model": self.engine.info.model,
+                "model_fingerprint": self.engine.info.extra.get("fingerprint"), "layer": self.layer,
+                "context": self.context, "probe_sha256": self.probe.manifest.get("model_sha256")}  # fmt: skip
+
+    def texts(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[str]:
+        from core.probes import probe_text
+
+        trajectories = [{"question": problem.question, "solution": "\n".join(steps), "policy_prompt": problem.context}
+                        for steps in prefixes]  # fmt: skip
+        return [probe_text(t, self.context, self.template)[0] for t in trajectories]
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        import numpy as np
+
+        if not prefixes:
+            return []
+        texts = self.texts(problem, prefixes)
+        self.cost.tokens_scored += count_prompt_tokens(self.engine, texts) or 0
+        states = self.engine.hidden_states(texts, [[len(text)] for text in texts], layer=self.layer)
+        return [float(p) for p in self.probe.predict(np.stack([rows[0] for rows in states]))]
+
+
+SCORER_KINDS = ("judge", "prm", "probe", "mc", "random")  # the kinds with an adapter here
