@@ -3,6 +3,7 @@ whose truth is known, their records and compute counts, and the scorers on tiny 
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -20,6 +21,7 @@ from core.mcpe import Counts, wilson_interval
 from core.search.answers import weighted_vote
 from core.search.compute import VerifierCost
 from core.search.config import SearchConfig, SearchProblem
+from core.search.journal import ScorerCall, event_from_dict, event_to_dict
 from core.search.records import FinalBeam
 from core.search.run import STRATEGIES, run_search
 from core.search.scorers import JudgeScorer, MCScorer, PRMScorer, RandomScorer, Scorer
@@ -366,7 +368,10 @@ def test_scorers_declare_a_verifier_kind_and_a_fingerprint():
     assert {JudgeScorer.kind, PRMScorer.kind} <= set(VERIFIER_KINDS)
     # "random" is not a stored verifier kind yet: the job that stores search scores adds it.
     assert RandomScorer.kind == "random"
-    assert scorer.score(PROBLEM, [["a"], ["a", "b"]]) == RandomScorer(4).score(PROBLEM, [["x"], ["y"]])
+    # A function of (seed, problem, prefix), whatever the batch: a resumed search sees the same scores.
+    first, second = scorer.score(PROBLEM, [["a"], ["a", "b"]])
+    assert RandomScorer(4).score(PROBLEM, [["a", "b"], ["c"]])[0] == second and first != second
+    assert RandomScorer(5).score(PROBLEM, [["a"]]) != [first]
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -378,6 +383,52 @@ def test_a_search_is_a_function_of_its_seed(strategy):
 
     assert tree(1) == tree(1)
     assert tree(1) != tree(2)
+
+
+def _snapshot(result):
+    return ([(n.parent, n.depth, n.text, n.num_tokens, n.score, n.rank, n.mark, n.subtree, n.prior, n.visits,
+              round(n.value_sum, 12)) for n in result.nodes],
+            result.beams, result.rollouts, result.answer, result.stopped,
+            {k: v for k, v in vars(result.compute).items() if not k.endswith("seconds")})  # fmt: skip
+
+
+def _timeless(event) -> dict:
+    entry = event_to_dict(event)
+    return {**entry, "counted": [c for c in entry["counted"] if not c[0].endswith("seconds")]}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_a_search_killed_after_any_event_resumes_to_the_identical_tree(strategy):
+    """Kill after each journal event in turn (the events a job would have stored), resume from
+    the stored ones: the same tree, the same beams, the same counts, and the same journal."""
+    config = SearchConfig(strategy, n=4, beam_width=2, max_steps=3, expansions=5, rollout_weight=0.5, seed=9)
+
+    def fresh():
+        return SteppedPolicy([0.6] * 3), MCScorer(SteppedPolicy([0.6] * 3), k=2, seed=4)
+
+    events = []
+    whole = run_search(PROBLEM, *fresh(), config, on_event=events.append)
+    stored = [json.loads(json.dumps(event_to_dict(e))) for e in events]  # what a job row would hold
+    assert len(stored) >= 2
+    for kill_after in range(len(stored) + 1):
+        policy, scorer = fresh()
+        later = []
+        resumed = run_search(PROBLEM, policy, scorer, config, journal=[event_from_dict(e) for e in stored[:kill_after]],
+                             on_event=later.append)  # fmt: skip
+        assert _snapshot(resumed) == _snapshot(whole), f"killed after event {kill_after}"
+        assert [_timeless(e) for e in later] == [_timeless(e) for e in events[kill_after:]]
+        # Only the calls past the kill reach the engines.
+        assert policy.calls + scorer.engine.calls == len(later) - sum(
+            1 for e in later if isinstance(e, ScorerCall) and not e.rollouts)
+
+
+def test_a_journal_from_another_search_is_refused():
+    events = []
+    run_search(PROBLEM, SteppedPolicy([0.6] * 3), RandomScorer(0), SearchConfig("beam", n=4, beam_width=2, seed=1),
+               on_event=events.append)  # fmt: skip
+    with pytest.raises(StepScopeError, match="journal does not match"):
+        run_search(PROBLEM, SteppedPolicy([0.6] * 3), RandomScorer(0), SearchConfig("beam", n=4, beam_width=2, seed=2),
+                   journal=events)  # fmt: skip
 
 
 def test_every_candidate_maps_onto_the_rollout_tree(tmp_path):

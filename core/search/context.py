@@ -12,6 +12,7 @@ from typing import Sequence
 from core.engines.base import SamplingParams
 from core.search.compute import ComputeRecord
 from core.search.config import SearchConfig, SearchProblem
+from core.search.journal import rollout_holder
 from core.search.prompts import continuation_prompt, ends_solution_marker, has_final_answer
 from core.search.records import CandidateNode, SearchRollout, SearchTree
 
@@ -30,7 +31,7 @@ def derive_seed(seed: int, call: int) -> int:
 class SearchContext:
     def __init__(self, problem: SearchProblem, config: SearchConfig, engine, scorer, record: ComputeRecord) -> None:
         self.problem, self.config = problem, config
-        self.engine, self.scorer, self.record = engine, scorer, record  # both already counting
+        self.engine, self.scorer, self.record = engine, scorer, record  # both already journaled and counted
         self.tree = SearchTree(config.step_delimiter)
         self.rollouts: list[SearchRollout] = []
         self.calls = 0
@@ -104,12 +105,11 @@ class SearchContext:
         self.collect_scorer_rollouts()
 
     def collect_scorer_rollouts(self) -> None:
-        """Move the rollouts an MC scorer sampled into the search's record."""
-        scorer = getattr(self.scorer, "scorer", self.scorer)  # unwrap the counting wrapper
-        sampled = getattr(scorer, "rollouts", None)
-        if sampled:
-            self.rollouts.extend(sampled)
-            sampled.clear()
+        """Move the rollouts an MC scorer sampled (or its journal replayed) into the record."""
+        holder = rollout_holder(self.scorer)
+        if holder is not None and holder.rollouts:
+            self.rollouts.extend(holder.rollouts)
+            holder.rollouts.clear()
 
     def sample_rest(self, parent: int | None):
         """One sample of the rest of the solution after `parent`, kept out of the tree (a

@@ -34,6 +34,7 @@ from core.mcpe import Counts, step_value
 from core.policy import POLICY_STOP
 from core.search.compute import VerifierCost, count_prompt_tokens, parameter_count
 from core.search.config import SearchProblem
+from core.search.journal import digest
 from core.search.prompts import continuation_prompt, has_final_answer
 from core.search.records import SearchRollout
 
@@ -53,20 +54,22 @@ class Scorer(Protocol):
 
 
 class RandomScorer:
+    """A uniform score in [0, 1) drawn from (seed, problem, prefix): independent of whether the
+    step is right, and a function of its input, so a resumed search sees the same scores."""
+
     kind = "random"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.name = f"random:{seed}"
         self.cost = VerifierCost(parameters=0)
-        self._rng = random.Random(seed)
 
     @property
     def fingerprint(self) -> dict:
         return {"kind": self.kind, "name": self.name, "seed": self.seed}
 
     def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
-        return [self._rng.random() for _ in prefixes]
+        return [random.Random(digest(self.seed, problem.question, list(steps))).random() for steps in prefixes]
 
 
 class MCScorer:
@@ -84,7 +87,6 @@ class MCScorer:
         self.name = name or f"mc:{engine.info.model}:k{k}"
         self.cost = VerifierCost(parameters=parameter_count(engine))
         self.rollouts: list[SearchRollout] = []  # every rollout, for the record
-        self._calls = 0
 
     @property
     def fingerprint(self) -> dict:
@@ -102,9 +104,9 @@ class MCScorer:
                 open_indices.append(index)
         if open_indices:
             prompts = [continuation_prompt(problem.context, prefixes[i], self.delimiter) for i in open_indices]
-            # One seed per call, moved on each call: rollouts of a search are reproducible from its seed.
-            params = replace(self.sampling, seed=None if self.seed is None else self.seed + self._calls)
-            self._calls += 1
+            # The seed is a function of the scorer's seed and what is asked, never of how many calls
+            # came before: a resumed search that skips replayed calls draws what it would have drawn.
+            params = replace(self.sampling, seed=None if self.seed is None else int(digest(self.seed, prompts), 16) >> 1)
             results = self.engine.generate(prompts, params)
             self.cost.tokens_scored += count_prompt_tokens(self.engine, prompts) or 0
             for index, samples in zip(open_indices, results):
