@@ -439,13 +439,20 @@ def test_every_candidate_maps_onto_the_rollout_tree(tmp_path):
     store = Store.open(tmp_path / "search.db")
     problem_id = store.add_problem("search-test", PROBLEM.question, PROBLEM.gold)
     node_of = {}
-    for node in result.nodes:
-        path = store.ensure_node_path(problem_id, result.tree.steps(node.id))
+    rows = result.candidate_rows()
+    assert [row["order"] for row in rows] == [node.id for node in result.nodes]
+    for node, row in zip(result.nodes, rows):
+        path = store.ensure_node_path(problem_id, row["steps"])
         node_of[node.id] = path[-1]
         parent_node = path[0] if node.parent is None else node_of[node.parent]
         assert store.get_node(path[-1])["parent_id"] == parent_node  # one step below its parent's node
         assert store.get_node(path[-1])["depth"] == node.depth
+        assert row["mark"] == node.mark and row["score"] == node.score
     store.close()
+    manifest = result.manifest()
+    assert manifest["config"]["n"] == 4 and manifest["splitter"] == {"rule": "line", "delimiter": "\n"}
+    assert manifest["scorer"] == RandomScorer(1).fingerprint and manifest["compute"]["policy_tokens"] > 0
+    json.dumps(manifest)
 
 
 # --- tiny real models ---------------------------------------------------------------------------

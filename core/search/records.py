@@ -131,6 +131,31 @@ class SearchResult:
     def nodes(self) -> list[CandidateNode]:
         return self.tree.nodes
 
+    def manifest(self) -> dict:
+        """What a job manifest records about this search: every parameter, the scorer's
+        fingerprint, how steps were cut (the line splitter at the delimiter), the grader, compute."""
+        from core.grading import GRADER_NAME
+
+        return {"strategy": self.strategy, "config": self.config, "scorer": self.scorer,
+                "splitter": {"rule": "line" if self.tree.delimiter == "\n" else "delimiter",
+                             "delimiter": self.tree.delimiter},
+                "grader": GRADER_NAME, "stopped": self.stopped, "compute": self.compute.as_manifest()}  # fmt: skip
+
+    def candidate_rows(self) -> list[dict]:
+        """One row per candidate, parents before children, with the step path the store's node
+        is keyed by (`ensure_path(problem_id, row["steps"])`) and everything the search said
+        about it."""
+        rows = []
+        for node in self.tree.nodes:
+            rows.append({
+                "order": node.id, "parent_order": node.parent, "depth": node.depth, "steps": self.tree.steps(node.id),
+                "text": node.text, "num_tokens": node.num_tokens, "finish_reason": node.finish_reason,
+                "finished": node.finished, "call": node.call, "score": node.score, "rank": node.rank,
+                "mark": node.mark, "subtree": node.subtree, "prior": node.prior, "visits": node.visits,
+                "value_sum": node.value_sum,
+            })  # fmt: skip
+        return rows
+
     @property
     def best_beam(self) -> FinalBeam | None:
         """The final beam with the highest score (ties: the earliest)."""
