@@ -166,6 +166,21 @@ def test_beam_search_keeps_n_over_m_and_expands_each_into_m():
     assert len(result.beams) == 6 and all(result.nodes[b.node].finished for b in result.beams)
 
 
+def test_beam_search_stops_once_n_beams_have_finished():
+    # Scripted: of the four first steps, two finish at once and two go on; at depth 2 one open
+    # beam finishes twice and the other does not: the n = 4 final beams are there, so the two
+    # open candidates are pruned and never expanded (search-and-learn would go on with them).
+    children = {(): ["a", "b The answer is 2.", "c", "d The answer is 2."],
+                ("a",): ["e The answer is 2."], ("c",): ["f"]}  # fmt: skip
+    policy = ScriptedPolicy(children, rest="g")
+    result = run_search(SearchProblem("q", "2", CONTEXT), policy, RandomScorer(0),
+                        SearchConfig("beam", n=4, beam_width=2, max_steps=5))  # fmt: skip
+    assert policy.calls == 2 and len(result.beams) == 4
+    assert [result.nodes[b.node].text.split()[0] for b in result.beams] == ["b", "d", "e", "e"]
+    assert [n.mark for n in result.nodes if n.text.startswith(" f")] == ["pruned", "pruned"]
+    assert result.answer == "2" and result.correct
+
+
 def test_dvts_subtrees_share_no_nodes_below_the_root():
     result = run_search(PROBLEM, SteppedPolicy([0.6] * 4), RandomScorer(3),
                         SearchConfig("dvts", n=8, beam_width=2, max_steps=4, seed=3))  # fmt: skip

@@ -10,8 +10,10 @@
   survivors (others finished) the first ones get one more. Each active beam gets one step.
 - The last depth (`max_steps`) generates to the end of the solution, so every beam finishes.
 - Final beams: the first n to finish (search-and-learn's default, `sort_completed=False`).
-  Unlike search-and-learn, fewer than n are not padded with copies: a copy would only double
-  a beam's weight in the vote.
+  Two departures from search-and-learn, both about spending: the search stops as soon as n
+  beams have finished (search-and-learn keeps expanding the open beams and then drops what
+  they finish), and fewer than n final beams are not padded with copies (a copy would only
+  double a beam's weight in the vote).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def search(ctx) -> None:
             else:
                 open_.append(node)
         if not open_:
+            return
+        if len(ctx.finished) >= config.n:
+            for node in open_:
+                node.mark = "pruned"
             return
         kept = sorted(best_first(open_)[: config.survivors], key=lambda node: node.id)
         kept_ids = {node.id for node in kept}
