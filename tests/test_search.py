@@ -380,7 +380,10 @@ def test_scorers_declare_a_verifier_kind_and_a_fingerprint():
     scorer = RandomScorer(4)
     assert isinstance(scorer, Scorer) and scorer.fingerprint["seed"] == 4
     assert MCScorer(SteppedPolicy([0.5]), k=2).kind in VERIFIER_KINDS
-    assert {JudgeScorer.kind, PRMScorer.kind} <= set(VERIFIER_KINDS)
+    from core.search.scorers import SCORER_KINDS, ORMScorer, ProbeScorer
+
+    assert {JudgeScorer.kind, PRMScorer.kind, ProbeScorer.kind, ORMScorer.kind} <= set(VERIFIER_KINDS)
+    assert set(SCORER_KINDS) - set(VERIFIER_KINDS) == {"random"}
     # "random" is not a stored verifier kind yet: the job that stores search scores adds it.
     assert RandomScorer.kind == "random"
     # A function of (seed, problem, prefix), whatever the batch: a resumed search sees the same scores.
@@ -579,3 +582,25 @@ def test_probe_scorer_on_the_tiny_transformer_reads_the_end_of_the_newest_step(t
     [states] = tiny_engine.hidden_states([text], [[len(text)]], layer=-1)
     assert scores[1] == pytest.approx(float(model.predict_proba(states)[0, 1]), abs=1e-6)
     assert scorer.kind == "probe" and scorer.cost.tokens_scored > 0
+
+
+def test_orm_scorer_on_a_tiny_sequence_classifier_reads_the_solution_so_far(tiny_model_dir, one_torch_thread):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from core.orm_training import OrmExample, predict
+    from core.search.scorers import ORMScorer
+
+    torch.manual_seed(0)
+    config = LlamaConfig.from_pretrained(tiny_model_dir, num_labels=2)
+    model = LlamaForSequenceClassification(config).float().eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    scorer = ORMScorer(model, tokenizer, {"judge": "orm:tiny", "context": "question", "fingerprint": "test"})
+    prefixes = [["Tom has 3 + 5 = 8 apples."], ["Tom has 3 + 5 = 8 apples.", "The answer is 8."]]
+    scores = scorer.score(PROBLEM, prefixes)
+    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)
+    text = "Question: What is the number?\nAnswer: Tom has 3 + 5 = 8 apples.\nThe answer is 8."
+    assert scorer.texts(PROBLEM, prefixes)[1] == text
+    [expected] = predict(model, [OrmExample(0, 0, tokenizer(text)["input_ids"], math.nan)])
+    assert scores[1] == pytest.approx(float(expected), abs=1e-6)
+    assert scorer.kind == "orm" and scorer.cost.tokens_scored == sum(len(tokenizer(t)["input_ids"]) for t in scorer.texts(PROBLEM, prefixes))

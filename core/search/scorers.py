@@ -19,7 +19,9 @@ scorers apart; `cost` is what the scorer spent (core.search.compute reads it aft
 - `ProbeScorer`: a probe verifier (core.probes) read at the end of the newest step, from the
   hidden states of the base model it was trained on.
 
-Fine-tuned ORMs are not adapted yet (see docs/ARCHITECTURE.md, "Search").
+- `ORMScorer`: a fine-tuned ORM's P(correct) of the solution so far (core.orm_training). It was
+  trained on finished solutions; on a partial one it is a value estimate outside what it was
+  trained on, which is how an outcome verifier guides a step-level search.
 """
 
 from __future__ import annotations
@@ -259,4 +261,51 @@ class ProbeScorer:
         return [float(p) for p in self.probe.predict(np.stack([rows[0] for rows in states]))]
 
 
-SCORER_KINDS = ("judge", "prm", "probe", "mc", "random")  # the kinds with an adapter here
+class ORMScorer:
+    kind = "orm"
+
+    def __init__(self, model, tokenizer, manifest: dict, *, name: str | None = None) -> None:
+        self.model, self.tokenizer, self.manifest = model, tokenizer, manifest
+        self.context = manifest.get("context", "question")
+        self.name = name or manifest.get("judge", "orm")
+        self.cost = VerifierCost(parameters=int(sum(p.numel() for p in model.parameters())))
+
+    @classmethod
+    def from_folder(cls, folder, *, device: str = "cpu") -> "ORMScorer":
+        """A fine-tuned ORM saved by `stepscope train-orm` (its folder and manifest)."""
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from core.orm_training import read_manifest
+
+        manifest = read_manifest(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device).eval()
+        return cls(model, AutoTokenizer.from_pretrained(folder), manifest)
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "fingerprint": self.manifest.get("fingerprint"),
+                "context": self.context, "base": self.manifest.get("base")}  # fmt: skip
+
+    def texts(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[str]:
+        from core.policy import load_template
+        from core.probes import probe_text
+
+        template = load_template(self.manifest.get("policy_template", {}).get("name", "policy_fewshot"))
+        return [probe_text({"question": problem.question, "solution": "\n".join(steps),
+                            "policy_prompt": problem.context}, self.context, template)[0] for steps in prefixes]  # fmt: skip
+
+    def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
+        import math
+
+        from core.orm_training import OrmExample, predict
+
+        if not prefixes:
+            return []
+        ids = [self.tokenizer(text)["input_ids"] for text in self.texts(problem, prefixes)]
+        self.cost.tokens_scored += sum(len(i) for i in ids)
+        scores = predict(self.model, [OrmExample(0, 0, i, math.nan) for i in ids])
+        return [float(p) for p in scores]
+
+
+SCORER_KINDS = ("judge", "prm", "probe", "orm", "mc", "random")  # the kinds with an adapter here
