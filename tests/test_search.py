@@ -365,6 +365,10 @@ def test_mc_scorer_values_are_the_fraction_of_rollouts_that_reach_the_answer():
 def test_config_is_validated_and_round_trips_through_its_manifest():
     config = SearchConfig("dvts", n=8, beam_width=4, token_budget=1000)
     assert SearchConfig.from_manifest(config.as_manifest()) == config
+    assert SearchConfig.from_manifest(json.loads(json.dumps(config.as_manifest()))) == config
+    options = SearchConfig.options()
+    assert [name for name, _, _ in options] == list(config.as_manifest()) and all(text for _, _, text in options)
+    assert dict((name, default) for name, default, _ in options)["step_delimiter"] == "\n"
     assert config.survivors == 2
     with pytest.raises(StepScopeError, match="multiple of the beam width"):
         SearchConfig("beam", n=6, beam_width=4)

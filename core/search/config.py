@@ -8,7 +8,7 @@ step-level rejection) or to accounting (`token_budget`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from core.errors import StepScopeError
@@ -31,25 +31,30 @@ class SearchProblem:
         return cls(question, gold, template.render(question))
 
 
+def _option(default, help: str):
+    """A parameter with its one help text, for every form that sets it (CLI, app, manifest)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class SearchConfig:
-    strategy: str = "beam"
-    n: int = 4  # bon: samples; beam: active beams; dvts: total beams (n / beam_width subtrees); reject: chains
-    beam_width: int = 4  # M: beam keeps n / M, dvts expands each subtree into M, mcts expands a leaf into M
-    max_steps: int = 40  # search-and-learn's num_iterations: the last one generates to the end
-    temperature: float = 0.8
-    top_p: float = 1.0
-    seed: int = 42
-    step_delimiter: str = "\n"  # one step per engine call: generation stops at it
-    solution_stops: tuple[str, ...] = POLICY_STOP  # what ends a whole solution (the few-shot prompt's)
-    max_step_tokens: int = 256
-    max_solution_tokens: int = 1024  # a whole solution (bon), a completion, an MCTS rollout
-    token_budget: int | None = None  # policy tokens; a search stops expanding once it is spent
-    threshold: float = 0.5  # reject: a step scored under it is resampled
-    max_resamples: int = 4  # reject: R, the most resamples of one step
-    expansions: int = 32  # mcts: iterations (select, expand, simulate, back up)
-    c_puct: float = 1.0  # mcts: weight of the prior in PUCT
-    rollout_weight: float = 0.5  # mcts: lambda, leaf value = (1 - lambda) score + lambda rollout score
+    strategy: str = _option("beam", "bon | beam | dvts | mcts | reject")
+    n: int = _option(4, "bon: samples; beam: active beams; dvts: beams in all (n / M subtrees); reject: chains")
+    beam_width: int = _option(4, "M: beam keeps n / M, dvts expands each subtree into M, mcts expands a leaf into M")
+    max_steps: int = _option(40, "the most steps of a solution; the last one is generated to the end (num_iterations)")
+    temperature: float = _option(0.8, "sampling temperature of the policy")
+    top_p: float = _option(1.0, "nucleus sampling of the policy")
+    seed: int = _option(42, "every sampling seed of the search derives from it")
+    step_delimiter: str = _option("\n", "what ends a step: generation stops at it, one step per call")
+    solution_stops: tuple[str, ...] = _option(POLICY_STOP, "what ends a whole solution (the few-shot prompt's)")
+    max_step_tokens: int = _option(256, "the most tokens of one step")
+    max_solution_tokens: int = _option(1024, "the most tokens of a whole solution, a completion or an MCTS rollout")
+    token_budget: int | None = _option(None, "policy tokens; the search stops expanding once they are spent")
+    threshold: float = _option(0.5, "reject: a step scored under it is resampled")
+    max_resamples: int = _option(4, "reject: R, the most resamples of one step")
+    expansions: int = _option(32, "mcts: iterations (select, expand, simulate, back up)")
+    c_puct: float = _option(1.0, "mcts: weight of the prior in PUCT")
+    rollout_weight: float = _option(0.5, "mcts: lambda; a leaf's value = (1 - lambda) score + lambda rollout's score")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "solution_stops", tuple(self.solution_stops))
@@ -82,6 +87,11 @@ class SearchConfig:
         manifest = asdict(self)
         manifest["solution_stops"] = list(self.solution_stops)
         return manifest
+
+    @classmethod
+    def options(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, help) of every parameter: what a command line or a form is built from."""
+        return [(f.name, f.default, f.metadata["help"]) for f in fields(cls)]
 
     @classmethod
     def from_manifest(cls, entry: Mapping[str, Any]) -> "SearchConfig":
