@@ -608,3 +608,16 @@ def test_orm_scorer_on_a_tiny_sequence_classifier_reads_the_solution_so_far(tiny
     [expected] = predict(model, [OrmExample(0, 0, tokenizer(text)["input_ids"], math.nan)])
     assert scores[1] == pytest.approx(float(expected), abs=1e-6)
     assert scorer.kind == "orm" and scorer.cost.tokens_scored == sum(len(tokenizer(t)["input_ids"]) for t in scorer.texts(PROBLEM, prefixes))
+
+
+def test_generative_judge_scorer_on_the_tiny_transformer_counts_what_it_wrote(tiny_engine, one_torch_thread):
+    from core.engines.base import SamplingParams
+    from core.verdicts import load_judge_template
+
+    template = load_judge_template("step", mode="generative")
+    scorer = JudgeScorer(tiny_engine, template, sampling=SamplingParams(n=2, max_new_tokens=6, seed=0))
+    prefixes = [["Tom has 3 + 5 = 8 apples."], ["Tom has 3 + 5 = 8 apples.", "The answer is 8."]]
+    scores = scorer.score(PROBLEM, prefixes)
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert 0 < scorer.cost.tokens_generated <= 2 * 2 * 6  # two verdicts of at most 6 tokens per prefix
+    assert scorer.fingerprint["mode"] == "generative" and scorer.fingerprint["sampling"]["n"] == 2
