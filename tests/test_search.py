@@ -588,7 +588,7 @@ def test_probe_scorer_on_the_tiny_transformer_reads_the_end_of_the_newest_step(t
     assert scorer.kind == "probe" and scorer.cost.tokens_scored > 0
 
 
-def test_orm_scorer_on_a_tiny_sequence_classifier_reads_the_solution_so_far(tiny_model_dir, one_torch_thread):
+def test_orm_scorer_on_a_tiny_sequence_classifier_reads_the_solution_so_far(tiny_model_dir, tmp_path, one_torch_thread):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
@@ -608,6 +608,16 @@ def test_orm_scorer_on_a_tiny_sequence_classifier_reads_the_solution_so_far(tiny
     [expected] = predict(model, [OrmExample(0, 0, tokenizer(text)["input_ids"], math.nan)])
     assert scores[1] == pytest.approx(float(expected), abs=1e-6)
     assert scorer.kind == "orm" and scorer.cost.tokens_scored == sum(len(tokenizer(t)["input_ids"]) for t in scorer.texts(PROBLEM, prefixes))
+    # Loaded from a trained ORM's folder, it scores the same.
+    from core.orm_training import VERIFIER_TYPE
+    from core.verifier_folders import write_manifest
+
+    folder = tmp_path / "orm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_manifest(folder, {"verifier": VERIFIER_TYPE, "judge": "orm:tiny", "context": "question", "fingerprint": "f"})
+    loaded = ORMScorer.from_folder(folder)
+    assert loaded.score(PROBLEM, prefixes) == pytest.approx(scores, abs=1e-5) and loaded.name == "orm:tiny"
 
 
 def test_generative_judge_scorer_on_the_tiny_transformer_counts_what_it_wrote(tiny_engine, one_torch_thread):
