@@ -34,6 +34,7 @@ import core.views.best_of_n  # noqa: F401
 import core.views.charts  # noqa: F401
 import core.views.compare  # noqa: F401
 import core.views.data  # noqa: F401
+import core.views.demo  # noqa: F401
 import core.views.explore  # noqa: F401
 import core.views.inputs  # noqa: F401
 import core.views.jobs  # noqa: F401
@@ -45,6 +46,7 @@ import core.views.tree  # noqa: F401
 import core.views.worker  # noqa: F401
 import pages._access  # noqa: F401
 import pages._annotate_hints  # noqa: F401
+import pages._demo  # noqa: F401
 import pages._invitations  # noqa: F401
 import pages._shared  # noqa: F401
 import pages._step_controls  # noqa: F401

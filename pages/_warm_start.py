@@ -28,6 +28,8 @@ from core.views.access import local_host_header, served_remotely
 from core.views.inputs import default_database_name, default_policy
 from core.views.worker import supervise
 
+PRELOAD_ENV = "STEPSCOPE_PRELOAD"  # "0": the worker loads a model only when a job asks for it
+
 
 def browser_headers() -> dict:
     """The HTTP headers of this session's connection; none for AppTest or outside a script run."""
@@ -42,6 +44,8 @@ def warm_start_model(path: str) -> str | None:
     the default database, when a browser is on the other end. AppTest's sessions have no HTTP
     headers: a test's worker loads nothing it was not asked for (each would hold a model for the
     rest of the test run)."""
+    if os.environ.get(PRELOAD_ENV, "").strip().lower() in ("0", "false", "no"):
+        return None  # the operator's choice: a memory-tight machine, or a server that never runs a job
     if not browser_headers() or os.path.realpath(path) != str(default_db_path().resolve()):
         return None
     return default_policy(DEFAULT_MODEL)

@@ -11,7 +11,9 @@ from core.views.best_of_n import fingerprint, judges_of, remembered, sample_set_
 from core.views.prm import curves_with_weighted_vote, verifier_info_with_prms, with_prm_scores
 from core.views.charts import best_of_n_chart
 from core.views.explore import dataset_names
+from core.views.demo import DEMO_SAMPLES, queue_best_of_n_demo
 from pages._access import open_store
+from pages._demo import demo_study
 from pages._shared import db_path, store_for
 
 
@@ -64,6 +66,9 @@ if not sets:
             "some on Jobs and data (Generate) or with `stepscope generate`, or import a model's solutions "
             "(`stepscope import --format model-solutions`, or jsonl with a source and a model); then judge them with "
             "an outcome judge to compare verifiers.")
+    demo_study(store, queue_best_of_n_demo, f"New here? A demo study: {DEMO_SAMPLES} solutions from the policy to each "
+               "sample problem; this page then shows pass@k and majority vote against k (judge them on Jobs and data "
+               "for verifier curves). Minutes on a CPU.", key="bon_demo")  # fmt: skip
     st.stop()
 chosen = cols[1].selectbox("Solutions", [s.key for s in sets], key="bon_set",
                            format_func=lambda key: sample_set_of(sets, key).describe(),

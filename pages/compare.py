@@ -19,7 +19,9 @@ from core.views.latents import (
     gold_from_annotator, latent_rows, latent_views, per_annotator,
 )  # fmt: skip
 from core.views.access import EDIT_PROJECT
+from core.views.demo import DEMO_ROLLOUTS, queue_compare_demo
 from pages._access import act, allowed, open_store
+from pages._demo import demo_study
 from pages._shared import db_path, md, policy, store_for
 
 store = open_store()
@@ -137,6 +139,11 @@ result = cached_comparison(db_path(), dataset, source, reference, policy(), thre
 if result.n == 0:
     st.warning(f"No step has both a label from {md(reference)} and a value from {md(source)} ({result.missing} steps "
                f"labelled by {md(reference)} have no value).")
+    if not rated:
+        demo_study(store, queue_compare_demo, f"New here? A demo study: the policy's Monte Carlo values ({DEMO_ROLLOUTS} "
+                   "rollouts per step) and its own step verdicts on the hand-written sample solutions (three carry a "
+                   "deliberate error); this page then measures the judge against the MC labels. Minutes on a CPU.",
+                   key="cmp_demo")  # fmt: skip
     st.stop()
 kappa = result.kappa
 metric_cols = st.columns(7)

@@ -101,7 +101,9 @@ def start_streamlit(db_path: Path, *, env: dict | None = None, log: Path | None 
     anything it spawned.
     """
     port = port or free_port()
-    environment = {**os.environ, "STEPSCOPE_DB": str(db_path), "HF_HUB_OFFLINE": "1",
+    # No warm start unless a test asks for it: each server would hold the default model (SmolLM2,
+    # ~1 GB, and CPU while it loads) for tests that never run a job.
+    environment = {**os.environ, "STEPSCOPE_DB": str(db_path), "HF_HUB_OFFLINE": "1", "STEPSCOPE_PRELOAD": "0",
                    "TRANSFORMERS_VERBOSITY": "error", **(env or {})}  # fmt: skip
     log_handle = open(log, "a") if log else subprocess.DEVNULL
     address_args = ["--server.address", address] if address else []

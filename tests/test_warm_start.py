@@ -21,7 +21,7 @@ import pytest
 
 from core.jobs.estimate import EstimateSpec, default_sampling
 from core.jobs.runner import EngineCache, JobWorker, queue
-from core.jobs.worker_process import preload_in_background
+from core.jobs.worker_process import NICENESS_ENV, preload_in_background
 from core.sample_solutions import ensure_trajectories, featured_trajectory
 from core.store import Store
 from core.views.worker import WorkerSupervisor, worker_status
@@ -175,13 +175,16 @@ def test_the_worker_preloads_in_the_background_and_its_first_job_reuses_the_engi
         engines.drop()
 
 
-def test_the_app_supervisor_starts_a_worker_that_preloads_and_reports_it(tmp_path, tiny_model_dir):
+def test_the_app_supervisor_starts_a_worker_that_preloads_and_reports_it(tmp_path, tiny_model_dir, monkeypatch):
     """A real worker process started the way the app starts it (core.views.worker), asked to
     preload the tiny model: its status file says it is loaded before any job, and the first job
     runs on that engine (the status's load time is unchanged: a second load would rewrite it)."""
     db, policy = tmp_path / "warm-process.db", str(tiny_model_dir)
     store = Store.open(db)
     ensure_trajectories(store)
+    # The worker shares this test's scheduling group (CPU-bound processes beside the suite too, in a
+    # loaded run), where the lowest priority would starve it: its priority is not what is tested here.
+    monkeypatch.setenv(NICENESS_ENV, "0")
     supervisor = WorkerSupervisor(str(db.resolve()), preload=policy)
     supervisor.start()
     try:

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 # The lowest priority: a background job yields to every interactive process (the server and the
 # annotators' browsers when they share the machine) and still runs on whatever they leave idle.
 NICENESS = 19
+# An operator's choice (a machine that only runs jobs; a test whose worker shares its scheduling
+# group with CPU-bound processes, where 19 would starve it): 0-19, how much lower than the server.
+NICENESS_ENV = "STEPSCOPE_WORKER_NICENESS"
 LOCK_HELD_EXIT = 3  # another worker serves this database file
 WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine")
 PRELOAD_ENGINE = "transformers"  # the sidebar's first engine (core.engines.ENGINE_NAMES), no options
@@ -161,8 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m core.jobs.worker_process DATABASE [--preload MODEL]", file=sys.stderr)
         return 2
+    niceness = os.environ.get(NICENESS_ENV, "").strip()
+    if niceness and not (niceness.isdigit() and int(niceness) <= 19):
+        print(f"{NICENESS_ENV} is 0-19, not {niceness!r}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING)
-    return serve(args[0], preload=preload, follow_parent=os.environ.get("STEPSCOPE_WORKER_FOLLOW_PARENT") == "1")
+    return serve(args[0], preload=preload, niceness=int(niceness) if niceness else NICENESS,
+                 follow_parent=os.environ.get("STEPSCOPE_WORKER_FOLLOW_PARENT") == "1")  # fmt: skip
 
 
 if __name__ == "__main__":
