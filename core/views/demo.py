@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from core.errors import StepScopeError
-from core.jobs.generate import GENERATED_SOURCE  # noqa: F401 - the source the Best-of-N demo's solutions get
 from core.mcpe import FixedN
 from core.sample_solutions import SOURCE as SAMPLE_SOURCE
 from core.store import SAMPLE_DATASET, Store
