@@ -17,10 +17,12 @@ from core.jobs.prm_score import prm_score_spec
 from core.jobs.train_orm import TrainOrmSpec
 from core.jobs.registry import KINDS, spec_of
 from core.jobs.runner import queue
+from core.jobs.search import SearchSpec
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.train_verifier import TrainVerifierSpec
 from core.jobs.tree_search import TreeSearchSpec
 from core.mcpe import Adaptive, FirstErrorSearch, FixedN
+from core.search.config import SearchConfig
 from core.store import Store
 
 # The two trajectories are split by different rules, so a manifest that records one splitter
@@ -96,6 +98,12 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
         "tree-search": [TreeSearchSpec(policy="tiny", trajectory_id=ids[0], budget=32, k=4, alpha=0.4, c_puct=0.2,
                                        sampling=sampling),
                         TreeSearchSpec(policy="tiny", trajectory_id=ids[1], mode="expand", depth=2, k=3)],
+        "search": [SearchSpec(policy="tiny", problem_ids=(1,), scorer="mc:3", template="policy_fewshot",
+                              config=SearchConfig("mcts", n=6, beam_width=3, max_steps=5, temperature=0.6, top_p=0.9,
+                                                  seed=8, step_delimiter="e", solution_stops=("Q",), max_step_tokens=9,
+                                                  max_solution_tokens=99, token_budget=500, threshold=0.3,
+                                                  max_resamples=2, expansions=7, c_puct=0.5, rollout_weight=0.2)),
+                   SearchSpec(policy="tiny", problem_ids=(1,), engine="vllm")],
     }  # fmt: skip
 
 
@@ -124,9 +132,9 @@ def test_a_queued_spec_is_the_spec_the_runner_rebuilds(kind, store, tmp_path):
         assert spec_of({**job, "manifest": rebuilt.to_manifest(store)}) == rebuilt
 
 
-# Kinds that read steps of stored trajectories; generate and tree search record the one splitter
-# they cut new text with ("splitter").
-ONE_SPLITTER = {"generate", "tree-search"}
+# Kinds that read steps of stored trajectories; generate, tree search and search record the one
+# splitter they cut new text with ("splitter").
+ONE_SPLITTER = {"generate", "tree-search", "search"}
 
 
 @pytest.mark.parametrize("kind", sorted(set(KINDS) - ONE_SPLITTER))

@@ -14,6 +14,7 @@ from core.jobs.generate import GenerateSpec
 from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
 from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.prm_score import PrmScoreSpec
+from core.jobs.search import SearchSpec
 from core.jobs.train_orm import TrainOrmSpec
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.spec import JobSpec
@@ -22,7 +23,8 @@ from core.jobs.tree_search import TreeSearchSpec
 
 KINDS: Mapping[str, type[JobSpec]] = {
     spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec,
-                                TrainPrmSpec, TreeSearchSpec, TrainOrmSpec, OrmScoreSpec)
+                                TrainPrmSpec, TreeSearchSpec, TrainOrmSpec, OrmScoreSpec,
+                                SearchSpec)
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Callable
 
 import psutil
@@ -21,6 +22,7 @@ from core.engines import load_engine
 from core.errors import StepScopeError
 from core.jobs.registry import spec_of
 from core.jobs.spec import JobContext, JobSpec, Progress
+from core.search.compute import ComputeRecord, MeteredEngine
 from core.store import Store, now
 
 HEARTBEAT_SECONDS = 5.0
@@ -183,13 +185,26 @@ def run_job(
         engine_info = {k: v for k, v in vars(engine.info).items() if k != "load_seconds"}
         store.update_job(job_id, manifest={**job["manifest"], "engine_info": engine_info})
 
+        # What this run spends adds to what earlier runs of the job recorded (a resumed job).
+        before, spent = ComputeRecord.from_manifest(job.get("compute")), ComputeRecord()
+        metered = engine if spec.counts_compute else MeteredEngine(engine, spent)
+        started = time.perf_counter()
+
+        def compute() -> dict:
+            spent.total_seconds = time.perf_counter() - started
+            return before.plus(spent).as_manifest()
+
         def report(progress: Progress) -> None:
+            counted = {} if spec.counts_compute else {"compute": compute()}
             store.update_job(job_id, planned=progress.planned, done=progress.done, tokens=progress.tokens,
-                             heartbeat_at=now())  # fmt: skip
+                             heartbeat_at=now(), **counted)  # fmt: skip
             on_progress(progress)
 
-        context = JobContext(store, job_id, job["key"], engine, lambda: store.job_status(job_id) == "cancelled", report)
+        context = JobContext(store, job_id, job["key"], metered, lambda: store.job_status(job_id) == "cancelled", report)
         status = "cancelled" if spec.run(context) else "done"
+        if not spec.counts_compute:
+            finished, counted = store.get_job(job_id), compute()
+            store.update_job(job_id, compute=counted, manifest={**finished["manifest"], "compute": counted})
         store.update_job(job_id, status=status, finished_at=now())
         return status
     except StepScopeError as error:

@@ -106,6 +106,9 @@ class JobSpec(ABC):
 
     kind: ClassVar[str] = ""
     unit: ClassVar[str] = "items"  # what done/planned count, shown with the progress
+    # Whether the kind records its own compute on the job row (the search job: its journal's counts
+    # include a resumed run's replayed calls); else the runner counts the engine's sampling calls.
+    counts_compute: ClassVar[bool] = False
 
     engine: str = "transformers"
     engine_options: Mapping[str, Any] = field(default_factory=dict)

@@ -14,7 +14,7 @@ serves all of its n samples). A model whose parameter count is unknown gives Non
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 from core.engines.base import Sample, SamplingParams
@@ -70,6 +70,27 @@ class ComputeRecord:
     def as_manifest(self) -> dict:
         return {**asdict(self), "overhead_seconds": self.overhead_seconds, "flops": self.flops}
 
+    @classmethod
+    def from_manifest(cls, entry: dict | None) -> "ComputeRecord":
+        """The record `as_manifest` wrote (its derived entries, overhead and FLOPs, are recomputed)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (entry or {}).items() if k in names})
+
+    def plus(self, other: "ComputeRecord") -> "ComputeRecord":
+        """Two spends together (a job's searches, a resumed job's runs). An unknown count stays
+        unknown; a model size is kept where both agree, else unknown (FLOPs then say None)."""
+        total = ComputeRecord()
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name.endswith("_parameters"):
+                value = mine if theirs is None or mine == theirs else (theirs if mine is None else None)
+            elif f.name == "prompt_tokens_cached":
+                value = None if mine is None and theirs is None else (mine or 0) + (theirs or 0)
+            else:
+                value = None if mine is None or theirs is None else mine + theirs
+            setattr(total, f.name, value)
+        return total
+
 
 def parameter_count(engine) -> int | None:
     """The number of parameters of an engine's model: declared (`info.extra["parameters"]`, a
@@ -116,6 +137,15 @@ class CountingEngine:
         if stats is not None and hasattr(stats, "reused_prefix_tokens"):
             self.record.prompt_tokens_cached = (self.record.prompt_tokens_cached or 0) + stats.reused_prefix_tokens
         return results
+
+
+class MeteredEngine(CountingEngine):
+    """A job's engine with its sampling counted (core.jobs.runner wraps every job's engine that
+    does not count its own): every other attribute, the tokenizer and the scoring calls
+    included, is the engine's own."""
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
 
 
 class CountingScorer:

@@ -11,9 +11,12 @@ from core.store.keys import new_key, now
 from core.store.rows import _decode, _json
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+# compute: what the job spent, tokens, seconds and FLOPs (core.search.compute.ComputeRecord); NULL
+# until its runner records some.
+_JOB_JSON = ("manifest", "compute")
 _JOB_FIELDS = frozenset(
     {"status", "manifest", "planned", "done", "tokens", "error", "started_at", "finished_at",
-     "heartbeat_at"}
+     "heartbeat_at", "compute"}
 )
 
 
@@ -61,20 +64,21 @@ class JobQueries(ConnectionBase):
 
     def get_job(self, job_id: int) -> dict | None:
         row = self._one("SELECT * FROM jobs WHERE id = ?", [job_id])
-        return _decode(row, json_columns=("manifest",)) if row else None
+        return _decode(row, json_columns=_JOB_JSON) if row else None
 
     def job_id_for_key(self, key: str) -> int | None:
         return self._scalar("SELECT id FROM jobs WHERE key = ?", [key])
 
     def update_job(self, job_id: int, **fields: Any) -> None:
-        """Set job columns: status, manifest, planned, done, tokens, error, *_at."""
+        """Set job columns: status, manifest, planned, done, tokens, error, compute, *_at."""
         unknown = set(fields) - _JOB_FIELDS
         if unknown:
             raise ValueError(f"not job fields: {', '.join(sorted(unknown))}")
         if "status" in fields and fields["status"] not in JOB_STATUSES:
             raise ValueError(f"job status {fields['status']!r} is not one of {JOB_STATUSES}")
-        if "manifest" in fields:
-            fields["manifest"] = _json(fields["manifest"])
+        for column in _JOB_JSON:
+            if column in fields:
+                fields[column] = _json(fields[column])
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -87,7 +91,7 @@ class JobQueries(ConnectionBase):
             f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?",
             [*params, -1 if limit is None else limit],
         )
-        return [_decode(row, json_columns=("manifest",)) for row in rows]
+        return [_decode(row, json_columns=_JOB_JSON) for row in rows]
 
     def job_status(self, job_id: int) -> str | None:
         return self._scalar("SELECT status FROM jobs WHERE id = ?", [job_id])

@@ -463,3 +463,85 @@ _statements_migration("0011_verdicts_in_sample", _IN_SAMPLE)
 # runner on the same machine can tell a job whose process is gone (kill -9, a crash, the OOM
 # killer) from a live one and resume it at once instead of waiting out the stale heartbeat.
 _statements_migration("0012_job_runner", ["ALTER TABLE jobs ADD COLUMN runner TEXT"])
+
+
+# Search with a verifier in the loop (issue 25). A search is one problem searched by one job: its
+# parameters and its scorer's identity as columns (kind, name, fingerprint: data, not a parsed name),
+# the journal of its engine and scorer calls as they happen (so that a killed search resumes to the
+# identical tree, core.search.journal), and, once it ends, every candidate it considered: the rollout
+# tree's node it reaches (shared with trajectories and MC rollouts of the same prefix), its guiding
+# score and rank, the search's mark, its depth and generation order; a final beam names the
+# trajectory (source "search") it became. `compute` on a job: what it spent (core.search.compute).
+_SEARCHES = [
+    """CREATE TABLE searches (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER REFERENCES jobs(id) ON DELETE CASCADE,
+        problem_id INTEGER NOT NULL REFERENCES problems(id) ON DELETE CASCADE,
+        policy TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}',
+        scorer TEXT NOT NULL,
+        scorer_kind TEXT NOT NULL,
+        scorer_fingerprint TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done')),
+        stopped TEXT,
+        answer TEXT,
+        correct INTEGER CHECK (correct IN (0, 1)),
+        compute TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE (job_id, problem_id)
+    )""",
+    "CREATE INDEX searches_problem ON searches(problem_id)",
+    """CREATE TABLE search_events (
+        search_id INTEGER NOT NULL REFERENCES searches(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (search_id, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE search_candidates (
+        search_id INTEGER NOT NULL REFERENCES searches(id) ON DELETE CASCADE,
+        candidate INTEGER NOT NULL,
+        parent INTEGER,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        depth INTEGER NOT NULL,
+        call INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        num_tokens INTEGER NOT NULL,
+        finish_reason TEXT,
+        finished INTEGER NOT NULL CHECK (finished IN (0, 1)),
+        score REAL,
+        rank INTEGER,
+        mark TEXT NOT NULL CHECK (mark IN ('chosen', 'pruned', 'pending')),
+        subtree INTEGER,
+        prior REAL,
+        visits INTEGER NOT NULL DEFAULT 0,
+        value_sum REAL NOT NULL DEFAULT 0,
+        trajectory_id INTEGER REFERENCES trajectories(id) ON DELETE SET NULL,
+        PRIMARY KEY (search_id, candidate)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX search_candidates_node ON search_candidates(node_id)",
+    "ALTER TABLE jobs ADD COLUMN compute TEXT",
+]
+
+
+_statements_migration("0013_searches", _SEARCHES)
+
+
+# The random scorer is a verifier kind (the floor a guided search must beat): SQLite cannot change a
+# CHECK in place, so the small verifiers table is copied into one that allows it.
+_RANDOM_VERIFIER_KIND = [
+    """CREATE TABLE verifiers_new (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('judge', 'prm', 'probe', 'orm', 'mc', 'human', 'search', 'random')),
+        fingerprint TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "INSERT INTO verifiers_new SELECT name, kind, fingerprint, created_at, updated_at FROM verifiers",
+    "DROP TABLE verifiers",
+    "ALTER TABLE verifiers_new RENAME TO verifiers",
+]
+
+
+_statements_migration("0014_random_verifier_kind", _RANDOM_VERIFIER_KIND)

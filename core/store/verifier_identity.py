@@ -19,8 +19,8 @@ from core.store.keys import now
 
 # judge: a prompted model's P(Yes); prm: a process reward model's step score; probe: logistic
 # regression on hidden states; orm: a fine-tuned outcome verifier; mc: a Monte Carlo value; human:
-# a person; search: a search strategy's own scorer.
-VERIFIER_KINDS = ("judge", "prm", "probe", "orm", "mc", "human", "search")
+# a person; search: a search strategy's own scorer; random: uniform scores (a search's floor).
+VERIFIER_KINDS = ("judge", "prm", "probe", "orm", "mc", "human", "search", "random")
 
 # How the rows written before kinds were data are classified (migration 0006 and dumps written
 # before then): first by the kind of the job that wrote the verdict, which is provenance; only a
