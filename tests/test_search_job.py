@@ -239,3 +239,30 @@ def test_generate_job_counts_the_tokens_of_the_tiny_transformers_own_outputs(tmp
     parameters = sum(p.numel() for p in tiny_engine.model.parameters())
     assert compute["flops"] == pytest.approx(2 * parameters * (compute["policy_tokens"] + compute["prompt_tokens"]))
     json.dumps(compute)
+
+
+def test_judge_job_counts_what_its_judge_read_as_verifier_tokens(tmp_path, tiny_engine, one_torch_thread):
+    from core.jobs.judge import JudgeSpec
+
+    store = Store.open(tmp_path / "judge.db")
+    problem = store.add_problem("judge", "What is 6 * 4?", "24")
+    trajectory = store.add_trajectory(problem, "6 * 4 = 24.\nThe answer is 24.", source="test")
+    read, scoring = [], tiny_engine.candidate_logprobs
+
+    def spy(prompts, candidates):
+        read.extend(prompts)
+        return scoring(prompts, candidates)
+
+    tiny_engine.candidate_logprobs = spy
+    try:
+        job_id = queue(store, JudgeSpec(judge="tiny", verdict="step", trajectory_ids=(trajectory,)))
+        assert _run(store, tiny_engine, job_id) == "done"
+    finally:
+        del tiny_engine.candidate_logprobs
+    compute = store.get_job(job_id)["compute"]
+    assert len(read) >= 2  # a verdict per step, besides the spellings probe
+    assert compute["verifier_tokens"] == sum(len(tiny_engine.tokenizer(p)["input_ids"]) for p in read)
+    assert compute["policy_tokens"] == 0 and compute["prompt_tokens"] == 0  # no policy in a judge's job
+    parameters = sum(p.numel() for p in tiny_engine.model.parameters())
+    assert compute["verifier_parameters"] == parameters
+    assert compute["flops"] == pytest.approx(2 * parameters * compute["verifier_tokens"])

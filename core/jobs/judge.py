@@ -54,6 +54,7 @@ class JudgeSpec(JobSpec):
 
     kind: ClassVar[str] = "judge"
     unit: ClassVar[str] = "verdicts"
+    engine_role: ClassVar[str] = "verifier"
 
     judge: str  # the judge model: preset, directory or hub id
     verdict: str = "outcome"  # step | outcome | critic
@@ -139,6 +140,7 @@ class ProbeJudgeSpec(JobSpec):
 
     kind: ClassVar[str] = "probe-judge"
     unit: ClassVar[str] = "verdicts"
+    engine_role: ClassVar[str] = "verifier"
 
     verifier: str  # the probe's folder
     trajectory_ids: tuple[int, ...]

@@ -19,6 +19,7 @@ from core.store import Store
 class OrmScoreSpec(JobSpec):
     kind: ClassVar[str] = "orm-score"
     unit: ClassVar[str] = "verdicts"
+    engine_role: ClassVar[str] = "verifier"
 
     verifier: str  # the ORM's folder
     trajectory_ids: tuple[int, ...]

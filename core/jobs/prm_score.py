@@ -70,6 +70,7 @@ class PrmScoreSpec(JobSpec):
 
     kind: ClassVar[str] = "prm-score"
     unit: ClassVar[str] = "verdicts"
+    engine_role: ClassVar[str] = "verifier"
 
     engine: str = "prm:transformers"
     prm: str  # a PRM preset, a local directory, a hub id, or the model name a server serves

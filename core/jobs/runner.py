@@ -187,7 +187,7 @@ def run_job(
 
         # What this run spends adds to what earlier runs of the job recorded (a resumed job).
         before, spent = ComputeRecord.from_manifest(job.get("compute")), ComputeRecord()
-        metered = engine if spec.counts_compute else MeteredEngine(engine, spent)
+        metered = engine if spec.counts_compute else MeteredEngine(engine, spent, spec.engine_role)
         started = time.perf_counter()
 
         def compute() -> dict:

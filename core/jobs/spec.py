@@ -109,6 +109,8 @@ class JobSpec(ABC):
     # Whether the kind records its own compute on the job row (the search job: its journal's counts
     # include a resumed run's replayed calls); else the runner counts the engine's sampling calls.
     counts_compute: ClassVar[bool] = False
+    # Whose tokens the loaded engine's are in that count: a policy's or a verifier's (judges, PRMs, probes).
+    engine_role: ClassVar[str] = "policy"
 
     engine: str = "transformers"
     engine_options: Mapping[str, Any] = field(default_factory=dict)

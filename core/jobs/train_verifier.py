@@ -17,6 +17,7 @@ from core.store import Store
 class TrainVerifierSpec(ReadsTrainingManifest, JobSpec):
     kind: ClassVar[str] = "train-verifier"
     unit: ClassVar[str] = "examples"
+    engine_role: ClassVar[str] = "verifier"
 
     base: str
     labels: str  # what the probe learns: see core.probes.PROBE_LABELS

@@ -51,6 +51,8 @@ class ComputeRecord:
 
     @property
     def policy_flops(self) -> float | None:
+        if self.policy_tokens == 0 and not self.prompt_tokens:
+            return 0.0  # no policy in this job (a judge's): nothing to know
         if self.policy_parameters is None or self.prompt_tokens is None:
             return None
         return 2.0 * self.policy_parameters * (self.policy_tokens + self.prompt_tokens)
@@ -139,13 +141,64 @@ class CountingEngine:
         return results
 
 
+# The scoring calls of an engine, and the tokens each reads, from its first argument.
+_READ_BY = {
+    "candidate_logprobs": count_prompt_tokens,  # (prompts, candidates)
+    "hidden_states": count_prompt_tokens,  # (texts, positions)
+    "position_logits": lambda engine, inputs: sum(len(i.token_ids) for i in inputs),  # (PRM inputs, readout)
+}
+
+
 class MeteredEngine(CountingEngine):
-    """A job's engine with its sampling counted (core.jobs.runner wraps every job's engine that
-    does not count its own): every other attribute, the tokenizer and the scoring calls
-    included, is the engine's own."""
+    """A job's engine with its work counted (core.jobs.runner wraps the engine of every job kind
+    that does not count its own); every other attribute is the engine's own.
+
+    `role` says whose tokens they are: a policy's (generate, estimate: sampled tokens and the
+    prompts they continue) or a verifier's (judges, PRMs, probes: every token it reads, every
+    token it writes, e.g. a generative judge's verdicts)."""
+
+    def __init__(self, engine, record: ComputeRecord, role: str = "policy") -> None:
+        super().__init__(engine, record)
+        self.role = role
+        if role == "verifier":
+            record.policy_parameters, record.verifier_parameters = None, parameter_count(engine)
 
     def __getattr__(self, name: str):
-        return getattr(self.engine, name)
+        attribute = getattr(self.engine, name)  # an engine without a scoring call has none here either
+        if name not in _READ_BY:
+            return attribute
+
+        def metered(first, *args, **options):
+            results = self._timed(attribute, first, *args, **options)
+            self._read(_READ_BY[name](self.engine, first))
+            return results
+
+        return metered
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
+        if self.role == "policy":
+            return super().generate(prompts, params)
+        results = self._timed(self.engine.generate, prompts, params)
+        self.record.verifier_generated_tokens += sum(sample.num_tokens for row in results for sample in row)
+        self._read(count_prompt_tokens(self.engine, prompts))
+        return results
+
+    def _timed(self, call, *args, **options):
+        started = time.perf_counter()
+        try:
+            return call(*args, **options)
+        finally:
+            self.record.engine_seconds += time.perf_counter() - started
+            self.record.engine_calls += 1
+
+    def _read(self, tokens: int | None) -> None:
+        """Tokens a model read: a policy's prompt tokens, else the verifier's scored ones. A
+        verifier's count the engine cannot give stays a lower bound (its FLOPs then too)."""
+        if self.role == "policy":
+            self.record.prompt_tokens = None if tokens is None or self.record.prompt_tokens is None else (
+                self.record.prompt_tokens + tokens)  # fmt: skip
+        else:
+            self.record.verifier_tokens += tokens or 0
 
 
 class CountingScorer:
