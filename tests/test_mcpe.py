@@ -215,3 +215,20 @@ def test_a_strategy_is_rebuilt_from_its_description(strategy):
     # A manifest from before describe() used make_strategy's names ("max_per_step" for "n").
     old = {("max_per_step" if k == "n" else k): v for k, v in strategy.describe().items()}
     assert strategy_from_manifest(old) == strategy
+
+
+def test_a_jobs_first_call_holds_only_its_shortest_continuation(tmp_path):
+    """The first value must land after one short call: the prefix holding the most of its solution
+    (the last step here) is sampled alone first; the rest follow in full calls, each step once."""
+    store = Store.open(tmp_path / "s.db")
+    ids = make_trajectories(store, 2, 4)
+    engine = SimulatedPolicy(step_probability([0.9, 0.8, 0.7, 0.6]), GOLD)
+    prompts_per_call = []
+    generate = engine.generate
+    engine.generate = lambda prompts, params: (prompts_per_call.append(list(prompts)), generate(prompts, params))[1]
+    tasks = load_tasks(store, ids, load_template())
+    run_estimate(store, engine, tasks, FixedN(4), "sim", SAMPLING, rows_per_call=4096)
+    last_steps = {t.steps[-1].prompt for t in tasks}
+    assert len(prompts_per_call[0]) == 1 and prompts_per_call[0][0] in last_steps
+    assert [len(p) for p in prompts_per_call] == [1, 7]
+    assert sorted(sum(prompts_per_call, [])) == sorted(s.prompt for t in tasks for s in t.steps)
