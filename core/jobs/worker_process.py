@@ -48,7 +48,9 @@ NICENESS = 19
 # group with CPU-bound processes, where 19 would starve it): 0-19, how much lower than the server.
 NICENESS_ENV = "STEPSCOPE_WORKER_NICENESS"
 LOCK_HELD_EXIT = 3  # another worker serves this database file
-WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine")
+# core.grading brings sympy and math_verify (1-2 s): every rollout is graded, so an estimate job's
+# first value would wait for them.
+WARM_MODULES = ("torch", "transformers", "core.engines.transformers_engine", "core.grading")
 PRELOAD_ENGINE = "transformers"  # the sidebar's first engine (core.engines.ENGINE_NAMES), no options
 
 log = logging.getLogger(__name__)
