@@ -72,7 +72,8 @@ def import_command(
     annotator: Annotated[Optional[str], typer.Option(help=ANNOTATOR_HELP)] = None,
     db: Database = None,
 ) -> None:
-    """Import a file in one transaction: all of it, or (on any error) nothing."""
+    """Import a file: all of it, or (on any error, Ctrl-C or a kill) nothing; written in batches, so the app
+    saves labels meanwhile."""
     from core.formats import import_file
 
     with user_errors():
