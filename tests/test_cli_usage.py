@@ -58,6 +58,11 @@ CASES = [
     (("judge",), ("judge", "--judge", "x", "--engine", "openai"), "--base-url"),
     (("prm", "score"), ("prm", "score", "--prm", "x", "--engine", "server"), "--base-url"),
     (("tree", "search"), ("tree", "search", "--trajectory", "1", "--mode", "grow"), "--mode"),
+    (("search",), ("search", "--strategy", "greedy"), "not 'greedy'"),
+    (("search",), ("search", "--strategy", "beam", "--n", "3", "--width", "2"), "multiple of the beam width"),
+    (("search",), ("search", "--scorer", "oracle"), "--scorer"),
+    (("search",), ("search", "--scorer", "orm:no-such-folder"), "no-such-folder"),
+    (("search",), ("search", "--problems", "1,x"), "--problems"),
 ]
 
 

@@ -266,3 +266,28 @@ def test_judge_job_counts_what_its_judge_read_as_verifier_tokens(tmp_path, tiny_
     parameters = sum(p.numel() for p in tiny_engine.model.parameters())
     assert compute["verifier_parameters"] == parameters
     assert compute["flops"] == pytest.approx(2 * parameters * compute["verifier_tokens"])
+
+
+def test_search_command_runs_a_beam_search_and_jobs_show_prints_its_compute(tmp_path, tiny_model_dir):
+    from cli_runner import run_cli
+
+    db = tmp_path / "cli.db"
+    # The random model seldom writes a newline: "e" as the delimiter gives it steps of a few tokens.
+    result = run_cli("search", "--policy", str(tiny_model_dir), "--device", "cpu", "--strategy", "beam", "--n", "2",
+                     "--width", "1", "--max-steps", "2", "--max-step-tokens", "6", "--max-solution-tokens", "8",
+                     "--step-delimiter", "e", "--solution-stop", "Question:", "--scorer", "random:1",
+                     "--dataset", "sample", "--limit", "2", "--db", str(db))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "of 2 searches answered correctly" in result.stdout and "policy tokens generated" in result.stdout
+    store = Store.open(db)
+    [job] = store.list_jobs()
+    assert job["kind"] == "search" and job["status"] == "done" and job["done"] == 2
+    assert job["manifest"]["search"]["step_delimiter"] == "e" and job["manifest"]["search"]["solution_stops"] == ["Question:"]
+    candidates = [c for s in store.job_searches(job["id"]) for c in store.search_candidates(s["id"])]
+    assert job["compute"]["policy_tokens"] == sum(c["num_tokens"] for c in candidates) > 0
+    shown = run_cli("jobs", "show", str(job["id"]), "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert f"policy tokens generated     {job['compute']['policy_tokens']:,}" in shown.stdout
+    assert "estimated FLOPs" in shown.stdout and '"strategy": "beam"' in shown.stdout
+    missing = run_cli("jobs", "show", "99", "--db", str(db))
+    assert missing.returncode == 1 and missing.stderr.strip() == "error: job 99 does not exist"

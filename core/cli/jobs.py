@@ -1,4 +1,4 @@
-"""Job commands of the `stepscope` CLI: generate, estimate, and `jobs list|resume|cancel|worker`.
+"""Job commands of the `stepscope` CLI: generate, estimate, and `jobs list|show|resume|cancel|worker`.
 
 They create the same jobs the app's worker runs, and run them here in the foreground with a
 progress bar. Ctrl-C, or a kill, leaves the job resumable: `stepscope jobs resume ID`.
@@ -59,8 +59,10 @@ def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
     finished = store.get_job(job_id)
     if status == "failed":
         raise StepScopeError(f"job {job_id} failed: {finished['error']}")
+    from core.jobs.registry import unit_of
+
     console.print(
-        f"job {job_id} {status}: {finished['done']} samples, {finished['tokens']} tokens", highlight=False
+        f"job {job_id} {status}: {finished['done']} {unit_of(job['kind'])}, {finished['tokens']} tokens", highlight=False
     )
     return status
 
@@ -152,6 +154,51 @@ def jobs_list(db: Database = None) -> None:
             escape(str(job["manifest"].get("policy", ""))), escape(job["error"] or ""),
         )  # fmt: skip
     console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: JobId, db: Database = None) -> None:
+    """One job: its status, progress, what it spent (tokens, seconds, FLOPs) and its manifest."""
+    import json
+
+    job = open_store(db).get_job(job_id)
+    if job is None:
+        raise StepScopeError(f"job {job_id} does not exist")
+    console.print(f"job {job_id} ({job['kind']}): {job['status']}, {job['done']}/{job['planned']}, "
+                  f"{job['tokens']} tokens", highlight=False)  # fmt: skip
+    if job["error"]:
+        console.print(f"error: {job['error']}", highlight=False, markup=False)
+    print_compute(job)
+    manifest = {k: v for k, v in job["manifest"].items() if k != "compute"}
+    console.print(json.dumps(manifest, indent=2, sort_keys=True), highlight=False, markup=False)
+
+
+def print_compute(job: dict) -> None:
+    """What a job spent, as its runner counted it; "unknown" where the engine could not say."""
+    compute = job.get("compute")
+    if not compute:
+        console.print("compute: not recorded (the job has not run, or ran before compute was counted)", highlight=False)
+        return
+
+    def shown(value, unit: str = "", digits: int = 0) -> str:
+        if value is None:
+            return "unknown"
+        return f"{value:,.{digits}f}{unit}" if isinstance(value, float) else f"{value:,}{unit}"
+
+    flops = compute.get("flops")
+    lines = {
+        "policy tokens generated": shown(compute.get("policy_tokens")),
+        "prompt tokens processed": shown(compute.get("prompt_tokens")),
+        "  of them from a cache": shown(compute.get("prompt_tokens_cached")),
+        "verifier tokens scored": shown(compute.get("verifier_tokens")),
+        "verifier tokens generated": shown(compute.get("verifier_generated_tokens")),
+        "engine seconds": shown(compute.get("engine_seconds"), " s", 2),
+        "scorer seconds": shown(compute.get("scorer_seconds"), " s", 2),
+        "total seconds": shown(compute.get("total_seconds"), " s", 2),
+        "estimated FLOPs": "unknown" if flops is None else f"{flops:.3g}",
+    }
+    for name, value in lines.items():
+        console.print(f"{name:<27} {value}", highlight=False)
 
 
 @jobs_app.command("resume")
