@@ -291,3 +291,36 @@ def test_search_command_runs_a_beam_search_and_jobs_show_prints_its_compute(tmp_
     assert "estimated FLOPs" in shown.stdout and '"strategy": "beam"' in shown.stdout
     missing = run_cli("jobs", "show", "99", "--db", str(db))
     assert missing.returncode == 1 and missing.stderr.strip() == "error: job 99 does not exist"
+
+
+class CancellingEngine(CrashingEngine):
+    """Cancels its job (as the app's Cancel button does) once it has answered `cancel_at` calls."""
+
+    def __init__(self, policy, store: Store, job_id: int, cancel_at: int) -> None:
+        super().__init__(policy)
+        self.store, self.job_id, self.cancel_at = store, job_id, cancel_at
+
+    def generate(self, prompts, params):
+        results = super().generate(prompts, params)
+        if self.calls == self.cancel_at:
+            self.store.cancel_job(self.job_id)
+        return results
+
+
+def test_a_search_job_cancelled_mid_search_stops_at_the_next_call_and_retried_finishes_the_same_tree(tmp_path):
+    from core.jobs.runner import retry_job
+
+    whole = Store.open(tmp_path / "whole.db")
+    whole_job = queue(whole, _spec(_problems(whole)))
+    assert _run(whole, SteppedPolicy([0.6] * 3), whole_job) == "done"
+
+    store = Store.open(tmp_path / "cancelled.db")
+    job_id = queue(store, _spec(_problems(store)))
+    cancelling = CancellingEngine(SteppedPolicy([0.6] * 3), store, job_id, cancel_at=2)
+    assert _run(store, cancelling, job_id) == "cancelled"
+    assert cancelling.calls == 2  # no engine call after the cancel
+    [search] = store.job_searches(job_id)
+    assert search["status"] == "running" and len(store.search_events(search["id"])) >= 2
+    retry_job(store, job_id)
+    assert _run(store, SteppedPolicy([0.6] * 3), job_id) == "done"
+    assert _stored_tree(store, job_id) == _stored_tree(whole, whole_job)

@@ -88,9 +88,10 @@ class SearchQueries(ConnectionBase):
             node_of: dict[int, int] = {}
             for row in candidates:
                 node_of[row["order"]] = ensure_path(conn, problem_id, row["steps"])[-1]
+            steps_of = {row["order"]: row["steps"] for row in candidates}
             trajectory_of = {}
             for beam in beams:
-                steps = [c for c in candidates if c["order"] == beam["node"]][0]["steps"]
+                steps = steps_of[beam["node"]]
                 if not steps:
                     continue  # the policy ended its solution at once: nothing to study
                 trajectory_of[beam["node"]] = self.add_trajectory(
