@@ -121,6 +121,12 @@ def test_search_job_stores_every_candidate_with_the_marks_of_the_search(tmp_path
         assert search["answer"] == expected.answer and search["correct"] == expected.correct
         assert search["scorer_kind"] == "mc" and search["scorer_fingerprint"]["k"] == 2
     assert store.verifier_kind(searches[0]["scorer"]) == "mc"  # the scorer's identity is data
+    # The job's summary counts, in one query, what the candidate rows hold.
+    for summary, search in zip(store.job_search_summary(job_id), searches):
+        marks = [c["mark"] for c in store.search_candidates(search["id"])]
+        beams = sum(c["trajectory_id"] is not None for c in store.search_candidates(search["id"]))
+        assert (summary["candidates"], summary["chosen"], summary["pruned"], summary["pending"], summary["beams"]) == (
+            len(marks), marks.count("chosen"), marks.count("pruned"), marks.count("pending"), beams)
 
 
 def test_search_job_manifest_holds_every_parameter_the_scorer_and_the_splitter(tmp_path):

@@ -115,17 +115,12 @@ def print_searches(store, job_id: int) -> None:
     """One row per problem searched, then what the job spent."""
     from core.cli.jobs import print_compute
 
-    table = Table("search", "problem", "answer", "correct", "candidates", "chosen", "pruned", "beams", "stopped")
-    searches = store.job_searches(job_id)
+    table = Table("search", "problem", "answer", "correct", "candidates", "chosen", "pruned", "pending", "beams",
+                  "stopped")  # fmt: skip
+    searches = store.job_search_summary(job_id)
     for search in searches:
-        candidates = store.search_candidates(search["id"])
-        marks = [c["mark"] for c in candidates]
-        beams = sum(1 for c in candidates if c["trajectory_id"] is not None)
-        table.add_row(
-            str(search["id"]), str(search["problem_id"]), escape(str(search["answer"])), str(search["correct"]),
-            str(len(marks)), str(marks.count("chosen")), str(marks.count("pruned")), str(beams),
-            search["stopped"] or "",
-        )  # fmt: skip
+        table.add_row(*(escape(str(search[column] if search[column] is not None else "")) for column in (
+            "id", "problem_id", "answer", "correct", "candidates", "chosen", "pruned", "pending", "beams", "stopped")))  # fmt: skip
     console.print(table)
     correct = sum(1 for s in searches if s["correct"])
     console.print(f"{correct} of {len(searches)} searches answered correctly", highlight=False)

@@ -123,6 +123,19 @@ class SearchQueries(ConnectionBase):
                 [stopped, answer, int(bool(correct)), _json(compute), now(), search_id],
             )
 
+    def job_search_summary(self, job_id: int) -> list[dict]:
+        """Per search of the job, in order: its row's outcome and its candidates counted by mark
+        (and how many became final-beam trajectories), in one grouped query."""
+        rows = self._rows(
+            """SELECT s.id, s.problem_id, s.status, s.answer, s.correct, s.stopped, COUNT(c.candidate) AS candidates,
+                      COALESCE(SUM(c.mark = 'chosen'), 0) AS chosen, COALESCE(SUM(c.mark = 'pruned'), 0) AS pruned,
+                      COALESCE(SUM(c.mark = 'pending'), 0) AS pending, COUNT(c.trajectory_id) AS beams
+               FROM searches s LEFT JOIN search_candidates c ON c.search_id = s.id
+               WHERE s.job_id = ? GROUP BY s.id ORDER BY s.id""",
+            [job_id],
+        )
+        return [_decode(row, "correct", json_columns=()) for row in rows]
+
     def search_candidates(self, search_id: int) -> list[dict]:
         """Every candidate of a search in generation order, with its node's id."""
         rows = self._rows("SELECT * FROM search_candidates WHERE search_id = ? ORDER BY candidate", [search_id])
