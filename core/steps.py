@@ -5,7 +5,11 @@ Keeping offsets (instead of re-joining cleaned strings) is what lets a rollout p
 solution's own text, character for character, so the prefix for step k is a string prefix of
 the one for step k+1 and the engine's prefix cache is reused.
 
-The rule name is one of `SPLITTERS`; it is stored with the trajectory and in job manifests.
+The rule is stored with each segmentation and in job manifests. It is a splitter's name from
+`SPLITTERS`, or a name with its parameters after a colon, written out in full so that a stored
+rule says exactly how its steps were cut: `reflection:Wait|Hmm` (the markers), and
+`sentence-merged:80-400` (the least and most characters per step). A name alone takes the
+defaults, so rules stored before splitters had parameters read as they always did.
 """
 
 from __future__ import annotations
@@ -16,7 +20,38 @@ from typing import Callable, Sequence
 
 from core.errors import StepScopeError
 
-SPLITTERS: tuple[str, ...] = ("line", "blank-line", "step-marker", "sentence", "pre-split")
+
+
+class _SplitterNames(tuple):
+    """The splitter names, where `rule in SPLITTERS` also holds for a rule with parameters.
+
+    Every place that checks a stored or imported rule (the store, the importers, job specs)
+    asks `rule in SPLITTERS`; answering it here keeps them all right for `reflection:Wait|Hmm`
+    without each one learning the rule syntax.
+    """
+
+    def __contains__(self, rule: object) -> bool:
+        if not isinstance(rule, str):
+            return False
+        try:
+            parse_rule(rule)
+        except StepScopeError:
+            return False
+        return True
+
+
+_NAMES = ("line", "blank-line", "paragraph", "step-marker", "sentence", "sentence-merged", "reflection", "pre-split")
+SPLITTERS: tuple[str, ...] = _SplitterNames(_NAMES)
+# What a long reasoning trace uses to turn on itself (DeepSeek-R1 and OpenR1 traces); counted
+# only at the start of a sentence or a line, and with the case as written, so "wait" inside a
+# sentence ("we wait for the bus") and "actually" mid-sentence are not cuts.
+DEFAULT_REFLECTION_MARKERS: tuple[str, ...] = (
+    "Wait", "Alternatively", "Let me check", "Hmm", "But wait", "Let me verify", "Actually",
+)
+# Sentence-merged steps: long enough to hold one claim with its computation (a lone "So x = 3."
+# is 10 characters), short enough that a person reads a step at a glance.
+DEFAULT_MERGED_MIN_CHARS, DEFAULT_MERGED_MAX_CHARS = 80, 400
+_MAX_STEP_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -24,6 +59,67 @@ class StepSpan:
     text: str
     start: int
     end: int
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """A rule read from its stored text: the splitter's name and its parameters."""
+
+    name: str
+    markers: tuple[str, ...] = DEFAULT_REFLECTION_MARKERS
+    min_chars: int = DEFAULT_MERGED_MIN_CHARS
+    max_chars: int = DEFAULT_MERGED_MAX_CHARS
+
+    def text(self) -> str:
+        """The rule as stored: the name alone for defaults, else the name and every parameter."""
+        if self.name == "reflection" and self.markers != DEFAULT_REFLECTION_MARKERS:
+            return f"reflection:{'|'.join(self.markers)}"
+        if self.name == "sentence-merged" and (self.min_chars, self.max_chars) != (
+            DEFAULT_MERGED_MIN_CHARS, DEFAULT_MERGED_MAX_CHARS,
+        ):
+            return f"sentence-merged:{self.min_chars}-{self.max_chars}"
+        return self.name
+
+
+_PARAMETERS_HELP = {
+    "reflection": "reflection:MARKER|MARKER|... (markers the text turns on itself with)",
+    "sentence-merged": "sentence-merged:MIN-MAX (characters per step)",
+}
+
+
+def parse_rule(rule: str) -> SplitRule:
+    """The rule `reflection:Wait|Hmm`, `sentence-merged:80-400` or a bare name, checked."""
+    name, colon, parameters = rule.partition(":")
+    if name not in _NAMES:
+        raise StepScopeError(f"unknown step splitter {rule!r}; choose one of: {', '.join(_NAMES)}")
+    if not colon:
+        return SplitRule(name)
+    if name == "reflection":
+        markers = tuple(marker.strip() for marker in parameters.split("|"))
+        if not all(markers):
+            raise StepScopeError(f"step splitter {rule!r}: empty marker; write {_PARAMETERS_HELP[name]}")
+        return SplitRule(name, markers=markers)
+    if name == "sentence-merged":
+        low, dash, high = parameters.partition("-")
+        if not (dash and low.strip().isdigit() and high.strip().isdigit()):
+            raise StepScopeError(f"step splitter {rule!r}: write {_PARAMETERS_HELP[name]}")
+        min_chars, max_chars = int(low), int(high)
+        if not 1 <= min_chars <= max_chars <= _MAX_STEP_CHARS:
+            raise StepScopeError(
+                f"step splitter {rule!r}: need 1 <= MIN <= MAX <= {_MAX_STEP_CHARS}, got {min_chars}-{max_chars}"
+            )
+        return SplitRule(name, min_chars=min_chars, max_chars=max_chars)
+    raise StepScopeError(f"step splitter {name!r} takes no parameters, got {rule!r}")
+
+
+def reflection_rule(markers: Sequence[str] = DEFAULT_REFLECTION_MARKERS) -> str:
+    """The stored rule text of a reflection splitter with these markers (checked)."""
+    return parse_rule(f"reflection:{'|'.join(markers)}").text()
+
+
+def sentence_merged_rule(min_chars: int = DEFAULT_MERGED_MIN_CHARS, max_chars: int = DEFAULT_MERGED_MAX_CHARS) -> str:
+    """The stored rule text of a sentence-merged splitter with these bounds (checked)."""
+    return parse_rule(f"sentence-merged:{min_chars}-{max_chars}").text()
 
 
 # --- boundaries -----------------------------------------------------------------------------
@@ -98,9 +194,71 @@ def _sentence_cuts(solution: str) -> list[int]:
     ]
 
 
+def _sentence_or_line_cuts(solution: str) -> list[int]:
+    """Sentence ends and line breaks: in a reasoning trace an equation or a "So x = 3" often
+    stands on its own line with no full stop, and still ends a thought."""
+    return sorted({*_sentence_cuts(solution), *_cuts_at_separators(_LINE_BREAK)(solution)})
+
+
+def _merged_cuts(solution: str, min_chars: int, max_chars: int) -> list[int]:
+    """Sentences (and lines) merged, in order, until a step holds at least `min_chars`; a
+    sentence that would take a step past `max_chars` starts the next one. A single sentence
+    longer than `max_chars` stays whole: a step never ends mid-sentence."""
+    cuts: list[int] = []
+    group: StepSpan | None = None  # the step being built: its start, and the end of its last unit
+    for unit in _spans(solution, _sentence_or_line_cuts(solution)):
+        if group is not None and (group.end - group.start >= min_chars or unit.end - group.start > max_chars):
+            cuts.append(unit.start)
+            group = None
+        group = unit if group is None else StepSpan("", group.start, unit.end)
+    return cuts
+
+
+# What comes just before a sentence's or a line's first word: a line break, or a sentence's end
+# punctuation (with a closing quote or bracket) and a space, then only spaces or tabs.
+_SENTENCE_START_BEFORE = re.compile(r"(?:\n|[.!?][\"'\u201d\u2019)\]]*[ \t])[ \t]*\Z")
+_LOOK_BEHIND_CHARS = 64
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _reflection_cuts(solution: str, markers: Sequence[str]) -> list[int]:
+    """Just before each marker that opens a sentence or a line (the marker stays in its step).
+    A marker must end at a word boundary: "Hmm," and "Wait." count, "Waiting" does not."""
+    # Longest first, so "Let me check" is tried before a marker that is a prefix of it.
+    alternatives = "|".join(re.escape(marker) for marker in sorted(set(markers), key=len, reverse=True))
+    pattern = re.compile(rf"(?:{alternatives})")
+    cuts = []
+    for match in pattern.finditer(solution):
+        end = match.end()
+        if end < len(solution) and _WORD_CHAR.match(solution[end]) and _WORD_CHAR.match(match.group()[-1]):
+            continue
+        before = solution[max(0, match.start() - _LOOK_BEHIND_CHARS) : match.start()]
+        at_text_start = not solution[: match.start()].strip()
+        if at_text_start or _SENTENCE_START_BEFORE.search(before):
+            cuts.append(match.start())
+    return cuts
+
+
+def _spans(solution: str, cuts: list[int]) -> list[StepSpan]:
+    bounds = [0, *cuts, len(solution)]
+    spans = (_trimmed_span(solution, a, b) for a, b in zip(bounds, bounds[1:]))
+    return [span for span in spans if span is not None]
+
+
+def _cutter(rule: SplitRule) -> Callable[[str], list[int]]:
+    if rule.name == "reflection":
+        return lambda solution: _reflection_cuts(solution, rule.markers)
+    if rule.name == "sentence-merged":
+        return lambda solution: _merged_cuts(solution, rule.min_chars, rule.max_chars)
+    return _CUTTERS[rule.name]
+
+
 _CUTTERS: dict[str, Callable[[str], list[int]]] = {
     "line": _cuts_at_separators(_LINE_BREAK),
     "blank-line": _cuts_at_separators(_BLANK_LINES),
+    # A paragraph is what a blank line ends: the same cuts under the name reasoning-trace
+    # papers use; "blank-line" stays for the rules already stored under it.
+    "paragraph": _cuts_at_separators(_BLANK_LINES),
     "step-marker": _step_marker_cuts,
     "sentence": _sentence_cuts,
 }
@@ -120,14 +278,7 @@ def segment(solution: str, rule: str) -> list[StepSpan]:
     """Split `solution` into steps by `rule`; whitespace-only pieces are dropped."""
     if rule == "pre-split":
         raise ValueError("'pre-split' steps are not cut from text: build them with join_steps()")
-    cutter = _CUTTERS.get(rule)
-    if cutter is None:
-        raise StepScopeError(
-            f"unknown step splitter {rule!r}; choose one of: {', '.join(SPLITTERS)}"
-        )
-    bounds = [0, *cutter(solution), len(solution)]
-    spans = (_trimmed_span(solution, a, b) for a, b in zip(bounds, bounds[1:]))
-    return [span for span in spans if span is not None]
+    return _spans(solution, _cutter(parse_rule(rule))(solution))
 
 
 def join_steps(steps: Sequence[str], separator: str = "\n") -> tuple[str, list[StepSpan]]:

@@ -28,7 +28,9 @@ def assert_exact(solution: str, spans: list[StepSpan]) -> None:
 
 
 def test_splitters_are_the_documented_rules() -> None:
-    assert SPLITTERS == ("line", "blank-line", "step-marker", "sentence", "pre-split")
+    assert SPLITTERS == (
+        "line", "blank-line", "paragraph", "step-marker", "sentence", "sentence-merged", "reflection", "pre-split",
+    )
 
 
 def test_line_rule_drops_blank_lines_and_trims() -> None:
@@ -124,9 +126,9 @@ def test_pre_split_is_not_cut_from_text() -> None:
 
 def test_unknown_rule_names_the_rule_and_the_choices() -> None:
     with pytest.raises(StepScopeError) as raised:
-        segment("a", "paragraph")
+        segment("a", "paragraphs")
     message = str(raised.value)
-    assert "paragraph" in message
+    assert "paragraphs" in message
     for rule in SPLITTERS:
         assert rule in message
 
