@@ -311,3 +311,42 @@ def prefix_end(solution: str, spans: list[StepSpan], k: int) -> int:
     if k + 1 < len(spans):
         return spans[k + 1].start
     return min(spans[k].end, len(solution))
+
+
+# --- moving what was said about one segmentation's steps to another's -------------------------
+
+SPAN_MATCHES = ("contains", "overlaps", "same-end")
+
+
+def map_spans(source: Sequence[StepSpan], target: Sequence[StepSpan], how: str = "contains") -> list[tuple[int, ...]]:
+    """For each source span, the indices of the target spans it maps to, by character offsets.
+
+    `contains`: the one target step whose span holds the whole source span (the label keeps all
+    its characters in one step: a -1 on a sentence becomes a -1 on the paragraph holding it);
+    `overlaps`: every target step sharing a character with it (a +1 on a paragraph holds for
+    each of its sentences); `same-end`: the target step that ends where it ends, the only way a
+    value moves, since a Monte Carlo value belongs to the prefix that ends at its step. An empty
+    tuple is a span that did not map. Both lists are in text order, so one merge-like pass does.
+    """
+    if how not in SPAN_MATCHES:
+        raise StepScopeError(f"span match is one of {', '.join(SPAN_MATCHES)}, not {how!r}")
+    mapped: list[tuple[int, ...]] = []
+    first = 0  # the first target that can still matter: targets end in order
+    for span in source:
+        while first < len(target) and target[first].end <= span.start and target[first].end != span.end:
+            first += 1
+        hits = []
+        for index in range(first, len(target)):
+            candidate = target[index]
+            if candidate.start >= span.end and not (candidate.start == candidate.end == span.end):
+                break
+            if how == "contains":
+                matched = candidate.start <= span.start and span.end <= candidate.end
+            elif how == "overlaps":
+                matched = candidate.start < span.end and span.start < candidate.end
+            else:
+                matched = candidate.end == span.end
+            if matched:
+                hits.append(index)
+        mapped.append(tuple(hits))
+    return mapped

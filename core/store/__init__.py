@@ -23,6 +23,8 @@ module stays about one thing:
 - prm.py: a step verifier's (PRM's) latest step scores, per trajectory;
 - nodes.py, tree.py: the rollout tree (nodes are step prefixes, pooled rollouts, search marks,
   child branches);
+- segmentations.py: labels, verdicts and values of one segmentation mapped onto another's steps
+  by character span;
 - searches.py: searches with a verifier in the loop: each problem's search, its journal, every
   candidate it considered (a node of the rollout tree, its score and mark);
 - explore.py, compare.py, best_of_n.py, annotate.py: what each app page reads beyond the above.
@@ -49,6 +51,7 @@ from core.store.latents import LatentQueries
 from core.store.rollouts import RolloutQueries
 from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.searches import SearchQueries
+from core.store.segmentations import SegmentationQueries
 from core.store.summary import SummaryQueries
 from core.store.tree import TreeQueries
 from core.store.verdicts import VERDICT_KINDS, VerdictQueries
@@ -82,6 +85,7 @@ class Store(
     ExportQueries,
     LabelProvenanceQueries,
     SearchQueries,
+    SegmentationQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""
