@@ -75,6 +75,7 @@ with optional "dataset", "source" (default "jsonl"), "model", "policy_prompt",
 from __future__ import annotations
 
 import copy
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -86,12 +87,13 @@ from core.formats.records import (
     cut, each_dict, manifest_id_fields, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list,
     opt_str, presplit, rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
 )
+from core.formats.sorted_streams import SortedGroups, chunked, join_sorted
 from core.steps import SPLITTERS, StepSpan
 from core.store import JOB_STATUSES, VERDICT_KINDS, VERIFIER_KINDS, Store, problem_key
 
 DEFAULT_DATASET = "jsonl"
 DEFAULT_SOURCE = "jsonl"
-_PAGE = 500
+_PAGE = 500  # problems whose trees the dump reads together
 
 
 # --- import -----------------------------------------------------------------------------------
@@ -317,7 +319,11 @@ _VERDICT_COLUMNS = ("key", "judge", "verifier_kind", "kind", "p_yes", "mass", "r
 
 def dump_records(store: Store, dataset: str | None = None) -> Iterator[dict]:
     """Every job, problem and trajectory (with everything hanging off it), and each problem's
-    rollout tree beyond its trajectories, in stored order."""
+    rollout tree beyond its trajectories, in stored order.
+
+    Set-wise (issue 22): one query per table, each ordered by problem and trajectory
+    (core.store.export), merged in one pass, holding one problem's trajectories at a time; the
+    trees are read a page of problems at a time (core.store.tree.tree_dump)."""
     jobs = list(reversed(store.list_jobs()))
     keyed = _keyed_manifests(store, jobs)
     for job in jobs:
@@ -325,12 +331,19 @@ def dump_records(store: Store, dataset: str | None = None) -> Iterator[dict]:
         if job["id"] in keyed:
             record["manifest"], record["ids_as_keys"] = keyed[job["id"]]
         yield {"job": record}
-    offset = 0
-    while page := store.list_problems(dataset=dataset, limit=_PAGE, offset=offset):
-        offset += len(page)
+    by_trajectory = itemgetter("problem_id", "trajectory_id")
+    trajectories = join_sorted(
+        store.dump_trajectories(dataset=dataset), by_trajectory,
+        *((rows, by_trajectory) for rows in (
+            store.dump_segmentations(dataset=dataset), store.dump_steps(dataset=dataset),
+            store.dump_annotations(dataset=dataset), store.dump_rollouts(dataset=dataset),
+            store.dump_verdicts(dataset=dataset), store.dump_trajectory_labels(dataset=dataset))),
+    )  # fmt: skip
+    by_problem = SortedGroups(trajectories, lambda joined: joined[0]["problem_id"])
+    for page in chunked(store.dump_problems(dataset=dataset), _PAGE):
         trees = store.tree_dump([problem["id"] for problem in page])  # one query per table a page
         for problem in page:
-            yield from _problem_records(store, problem, trees.get(problem["id"], {}))
+            yield from _problem_records(problem, by_problem.take(problem["id"]), trees.get(problem["id"], {}))
 
 
 def _keyed_manifests(store: Store, jobs: list[dict]) -> dict[int, tuple[Any, list[str]]]:
@@ -355,38 +368,37 @@ def _keyed_manifests(store: Store, jobs: list[dict]) -> dict[int, tuple[Any, lis
     return out
 
 
-def _problem_records(store: Store, problem: dict, tree: dict[str, list[dict]]) -> Iterator[dict]:
+def _problem_records(problem: dict, trajectories: list[tuple], tree: dict[str, list[dict]]) -> Iterator[dict]:
+    """The problem's lines: `trajectories` are join_sorted's rows (the trajectory, then its
+    segmentations, steps, labels, rollouts, verdicts and trajectory labels)."""
     fields = ("dataset", "question", "gold", "meta", "created_at")
     head = {"problem": {k: problem[k] for k in fields}}
-    trajectories = store.list_trajectories(problem_id=problem["id"])
     if not trajectories:
         yield head
     branches = {b["trajectory"]: b for b in tree.get("branches", ())}
-    for row in trajectories:
-        yield {**head, "trajectory": _trajectory_record(store, row["id"], branches)}
+    for joined in trajectories:
+        yield {**head, "trajectory": _trajectory_record(*joined, branches)}
     # After the problem's trajectories: its marks and branch links name their rows by key.
     if tree:
         yield {**head, "tree": {kind: tree[kind] for kind in _TREE_PARTS if tree.get(kind)}}
 
 
-def _trajectory_record(store: Store, trajectory_id: int, branches: dict[str, dict]) -> dict:
-    t = store.get_trajectory(trajectory_id)
-    annotations: dict[int, list[dict]] = {}
-    for a in store.annotations(trajectory_id):
-        annotations.setdefault(a["step_id"], []).append(
+def _trajectory_record(t: dict, segmentations: list[dict], steps: list[dict], annotations: list[dict],
+                       rollouts: list[dict], verdicts: list[dict], labels: list[dict],
+                       branches: dict[str, dict]) -> dict:  # fmt: skip
+    by_step: dict[str, dict[int | None, list[dict]]] = {"annotations": {}, "rollouts": {}, "verdicts": {}}
+    for a in annotations:
+        by_step["annotations"].setdefault(a["step_id"], []).append(
             {k: a[k] for k in ("annotator", "rating", "first_error", "flagged", "note",
                                "created_at", "updated_at")}
             # The human latents, where the label has them (older dumps stay byte-identical).
             | {k: a[k] for k in LATENT_FIELDS if a[k] is not None}
         )
-    rollouts: dict[int, list[dict]] = {}
-    for r in store.trajectory_rollouts(trajectory_id):
-        rollouts.setdefault(r["step_id"], []).append(_keyed(r, _ROLLOUT_COLUMNS))
-    verdicts: dict[int | None, list[dict]] = {}
-    for v in store.verdicts(trajectory_id):
-        verdicts.setdefault(v["step_id"], []).append(_keyed(v, _VERDICT_COLUMNS))
+    for r in rollouts:
+        by_step["rollouts"].setdefault(r["step_id"], []).append(_keyed(r, _ROLLOUT_COLUMNS))
+    for v in verdicts:
+        by_step["verdicts"].setdefault(v["step_id"], []).append(_keyed(v, _VERDICT_COLUMNS))
 
-    segmentations = store.segmentations(trajectory_id)
     record = {k: t[k] for k in ("source", "model", "policy_prompt", "solution", "final_answer",
                                 "correct", "meta", "created_at")}
     branch = branches.get(t["key"])
@@ -399,25 +411,23 @@ def _trajectory_record(store: Store, trajectory_id: int, branches: dict[str, dic
                 meta[name] = branch[name]
         record["meta"] = meta
     record["current_segmentation"] = next(
-        (i for i, s in enumerate(segmentations) if s["current"]), len(segmentations) - 1
+        (i for i, s in enumerate(segmentations) if s["id"] == t["current_segmentation_id"]), len(segmentations) - 1
     )
+    steps_of: dict[int, list[dict]] = {}
+    for step in steps:
+        steps_of.setdefault(step["segmentation_id"], []).append(step)
     record["segmentations"] = [
         {
             "rule": s["rule"],
             "created_at": s["created_at"],
-            "steps": [
-                _step_record(step, annotations, rollouts, verdicts)
-                for step in store.steps(trajectory_id, s["id"])
-            ],
+            "steps": [_step_record(step, by_step) for step in steps_of.get(s["id"], [])],
         }
         for s in segmentations
     ]
-    if verdicts.get(None):
-        record["verdicts"] = verdicts[None]
-    labels = [{"annotator": x["annotator"], "flawed_process": x["flawed_process"], "dwell_ms": x["dwell_ms"],
-               "created_at": x["created_at"]} for x in store.trajectory_labels(trajectory_id)]  # fmt: skip
+    if by_step["verdicts"].get(None):
+        record["verdicts"] = by_step["verdicts"][None]
     if labels:
-        record["labels"] = labels
+        record["labels"] = [{k: x[k] for k in ("annotator", "flawed_process", "dwell_ms", "created_at")} for x in labels]
     return record
 
 
@@ -427,15 +437,13 @@ def _keyed(row: dict, columns: tuple[str, ...]) -> dict:
     return record
 
 
-def _step_record(step: dict, annotations: dict, rollouts: dict, verdicts: dict) -> dict:
+def _step_record(step: dict, by_step: dict[str, dict[int | None, list[dict]]]) -> dict:
     record: dict[str, Any] = {
         "text": step["text"], "start": step["start_char"], "end": step["end_char"]
     }
-    for name, by_step in (
-        ("annotations", annotations), ("rollouts", rollouts), ("verdicts", verdicts)
-    ):
-        if by_step.get(step["id"]):
-            record[name] = by_step[step["id"]]
+    for name, rows in by_step.items():  # annotations, rollouts, verdicts: the dump's order
+        if rows.get(step["id"]):
+            record[name] = rows[step["id"]]
     return record
 
 

@@ -45,20 +45,23 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from core.errors import StepScopeError
 from core.formats.base import ExportOptions
+from core.formats.sorted_streams import chunked, join_sorted
 from core.store import Store
+from core.store.export import STEP_COLUMNS
 
 MC_SOURCES = ("mc-hard", "mc-soft")
 VERIFIER_SOURCES = ("judge", "prm", "probe", "orm")  # verifier kinds whose verdicts label steps
 CONSENSUS, MAJORITY = "consensus", "majority"
 SOURCES_HELP = ("mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human[:ANNOTATOR] (0 = neutral counts as "
                 "right; no name: more than half of the annotators), consensus or majority")
-_PAGE = 2000  # trajectories per page of an export
+_PAGE = 2000  # trajectories whose labels an export computes together
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,45 @@ def mc_labels(store: Store, step_ids: Sequence[int], source: LabelSource, *, pol
     """The MC labels of the steps with their provenance (module docstring), set-wise: one query
     (core.store.label_provenance) and array arithmetic, whatever the number of steps. `policy`
     counts only that model's rollouts (None pools every model's)."""
-    found = store.step_reach_evidence(step_ids, model=policy)
+    return mc_labels_from_evidence(store.step_reach_evidence(step_ids, model=policy), source)
+
+
+def reach_evidence(trajectory_ids: Sequence[int], n: Sequence[int], correct: Sequence[int],
+                   outcome: Sequence[int | None]) -> dict[str, np.ndarray]:  # fmt: skip
+    """step_reach_evidence's columns for whole segmentations listed one after another in step
+    order (an export's stream of current steps, core.store.export), by array arithmetic on the
+    rows instead of a query: for each step, whether a later step of its trajectory has a rollout
+    that reached the gold, whether an earlier one was sampled with none that did, whether it is the
+    last step; `outcome` is the trajectory's graded final answer (1, 0, None)."""
+    owner = np.asarray(trajectory_ids, dtype=np.int64)
+    found = {"n": np.asarray(n, dtype=np.int64), "correct": np.asarray(correct, dtype=np.int64),
+             "outcome": np.array(outcome, dtype=float)}  # fmt: skip
+    if not len(owner):
+        found.update({name: np.zeros(0, dtype=np.int64) for name in ("later_reached", "earlier_failed", "last")})
+        return found
+    starts = np.r_[True, owner[1:] != owner[:-1]]
+    ends = np.r_[owner[1:] != owner[:-1], True]
+    group = np.cumsum(starts) - 1
+
+    def counted_within(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(how many flags up to and including each step, how many in its whole trajectory)."""
+        total = np.cumsum(flags)
+        upto = total - (total - flags)[starts][group]
+        return upto, upto[ends][group]
+
+    reached = (found["correct"] > 0).astype(np.int64)
+    failed = ((found["n"] > 0) & (found["correct"] == 0)).astype(np.int64)
+    reached_upto, reached_all = counted_within(reached)
+    failed_upto, _ = counted_within(failed)
+    found["later_reached"] = (reached_all - reached_upto > 0).astype(np.int64)
+    found["earlier_failed"] = (failed_upto - failed > 0).astype(np.int64)
+    found["last"] = ends.astype(np.int64)
+    return found
+
+
+def mc_labels_from_evidence(found: dict[str, np.ndarray], source: LabelSource) -> McLabels:
+    """The MC labels and their provenance from a step's reach evidence (step_reach_evidence's
+    columns, or reach_evidence's)."""
     n, correct = found["n"], found["correct"]
     sampled = n > 0
     fraction = np.divide(correct, n, out=np.full(len(n), np.nan), where=sampled)
@@ -311,6 +352,18 @@ def majority_label(labels: list[bool | None]) -> bool | None:
     return sum(given) > len(given) / 2 if given else None
 
 
+def agreed_of_votes(right: int, wrong: int) -> bool | None:
+    """agreed_label of `right` labels that say right and `wrong` that say wrong."""
+    if right and not wrong:
+        return True
+    return False if wrong and not right else None
+
+
+def majority_of_votes(right: int, wrong: int) -> bool | None:
+    """majority_label of `right` labels that say right and `wrong` that say wrong."""
+    return right > (right + wrong) / 2 if right + wrong else None
+
+
 def labelled_prefix(labels: list[bool | None]) -> int:
     """How many steps from the start all have a label."""
     for k, label in enumerate(labels):
@@ -335,32 +388,72 @@ def labelled_rows(
     store: Store, options: ExportOptions, *, page: int = _PAGE
 ) -> Iterator[tuple[dict, list[dict], list[bool | None], dict[str, list] | None, RowProvenance | None]]:
     """(trajectory, its current steps, their labels, a human source's latents or None, an MC
-    source's provenance codes or None) for each trajectory with any label, in id order. A page of
-    trajectories costs one query per table (core.store.export, core.store.label_provenance), so
-    memory and queries do not grow with the store.
+    source's provenance codes or None) for each trajectory with any label, in id order.
+
+    Two streams ordered by trajectory (core.store.export: the trajectories, and their current
+    steps each with what labels it), merged in one pass; the labels of `page` trajectories at a
+    time are computed together, so memory holds one page and the queries are the same few
+    whatever the size of the store.
 
     A trajectory is a dict with id, key, problem_id, source, model, correct, dataset, question,
     gold and segmentation_id; a step has id, segmentation_id, trajectory_id, idx and text."""
     if options.labels is None:
         raise StepScopeError(f"this export needs --labels: {SOURCES_HELP}")
     source = resolve_label_source(store, options.labels)
-    after = 0
-    while trajectories := store.trajectory_page(after, page, dataset=options.dataset):
-        after = trajectories[-1]["id"]
-        steps = store.current_steps([t["id"] for t in trajectories])
-        flat = [step for t in trajectories for step in steps[t["id"]]]
-        labels, latents, mc = page_labels(store, flat, source)
+    trajectories = store.export_trajectories(dataset=options.dataset)
+    steps = _labelled_steps(store, source, options.dataset)
+    for chunk in chunked(join_sorted(trajectories, itemgetter("id"), (steps, itemgetter(0))), page):
+        labels, latents, mc = _stream_labels([row for _, rows in chunk for row in rows], source)
         at = 0
-        for trajectory in trajectories:
-            n = len(steps[trajectory["id"]])
+        for trajectory, rows in chunk:
+            n = len(rows)
             mine = labels[at : at + n]
             if any(label is not None for label in mine):
-                # Latents as step_latents gives them: none for a trajectory without steps.
                 own = {name: values[at : at + n] for name, values in latents.items()} if latents else None
                 marks = None if mc is None else tuple(
                     column[at : at + n] for column in (mc.provenance, mc.rule, mc.n, mc.correct))
-                yield trajectory, steps[trajectory["id"]], mine, own, marks
+                steps_of = [{"id": step_id, "segmentation_id": segmentation_id, "trajectory_id": trajectory_id,
+                             "idx": idx, "text": text}
+                            for trajectory_id, step_id, segmentation_id, idx, text, *_ in rows]  # fmt: skip
+                yield trajectory, steps_of, mine, own, marks
             at += n
+
+
+def _labelled_steps(store: Store, source: LabelSource, dataset: str | None) -> Iterator[tuple]:
+    """The current steps with the columns `source` reads its labels from (core.store.export)."""
+    if source.kind in MC_SOURCES:
+        return store.current_steps_with_rollouts(dataset=dataset)
+    if source.is_verifier:
+        return store.current_steps_with_score(source.name, dataset=dataset)
+    if source.kind == "human" and source.name is not None:
+        return store.current_steps_with_annotation(source.name, dataset=dataset)
+    return store.current_steps_with_votes(dataset=dataset)
+
+
+def _stream_labels(
+    rows: list[tuple], source: LabelSource
+) -> tuple[list[bool | None], dict[str, list] | None, McLabels | None]:
+    """page_labels' answer for steps read from a stream (_labelled_steps' rows, whole
+    trajectories in step order)."""
+    if not rows:
+        return [], None, None
+    columns = list(zip(*rows))
+    evidence = columns[len(STEP_COLUMNS):]
+    if source.kind in MC_SOURCES:
+        n, correct, outcome = evidence
+        found = mc_labels_from_evidence(reach_evidence(columns[0], n, correct, outcome), source)
+        return found.label_list(), None, found
+    if source.is_verifier:
+        cut = 0.5 if source.threshold is None else source.threshold
+        return [None if score is None else score >= cut for score in evidence[0]], None, None
+    if source.kind == "human" and source.name is not None:
+        ratings, first_errors, confidences, categories = evidence
+        labels = [human_label(rating, bool(first_error)) for rating, first_error in zip(ratings, first_errors)]
+        return labels, {"confidences": list(confidences), "categories": list(categories)}, None
+    # `human` without a name pools every annotator as `majority` does (the module docstring).
+    pooled = source.kind == MAJORITY or (source.kind == "human" and source.name is None)
+    combine = majority_of_votes if pooled else agreed_of_votes
+    return [combine(right, wrong) for right, wrong in zip(*evidence)], None, None
 
 
 # The columns an export adds per step for an MC source, in this order; none is ever null, so

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +36,7 @@ from core.formats.records import (
     Annotation, Item, Problem, RecordError, Trajectory, TrajectoryLabel, each_dict, nested, opt_bool,
     opt_int, opt_list, opt_str, presplit, rating, req_dict, req_list, req_str, text,
 )
+from core.formats.sorted_streams import join_sorted
 from core.store import Store
 
 SOURCE = "prm800k"
@@ -172,24 +173,25 @@ def parse(obj: dict, options: ImportOptions) -> list[Item]:
 # --- export --------------------------------------------------------------------------------
 
 
-def _record(store: Store, trajectory: dict, annotator: str, labels: dict[int, dict]) -> dict:
-    """One PRM800K record: the annotator's ratings of the trajectory's current steps, each step as
-    its chosen completion (alternatives kept from an import follow it, unchosen)."""
+def _record(trajectory: dict, steps: list[tuple], annotator: str, labels: dict[int, dict],
+            dwell_ms: int | None) -> dict:  # fmt: skip
+    """One PRM800K record: the annotator's ratings of the trajectory's current steps (rows of
+    core.store.export.STEP_COLUMNS), each step as its chosen completion (alternatives kept from
+    an import follow it, unchosen); `dwell_ms` is the annotator's time on the trajectory."""
     meta = trajectory.get("meta") or {}
     alternatives = meta.get("alternatives") or {}
     human_steps = set(meta.get("human_steps") or [])
-    steps = []
-    for step in store.steps(trajectory["id"]):
-        mine = labels.get(step["id"]) or {}
-        chosen = {"text": step["text"], "rating": mine.get("rating"), "flagged": bool(mine.get("flagged"))}
+    completions = []
+    for _, step_id, _, idx, step_text in steps:
+        mine = labels.get(step_id) or {}
+        chosen = {"text": step_text, "rating": mine.get("rating"), "flagged": bool(mine.get("flagged"))}
         others = [{"text": a["text"], "rating": a.get("rating"), "flagged": bool(a.get("flagged"))}
-                  for a in alternatives.get(str(step["idx"]), [])]  # fmt: skip
-        if step["idx"] in human_steps:
-            steps.append({"completions": others, "human_completion": chosen, "chosen_completion": None})
+                  for a in alternatives.get(str(idx), [])]  # fmt: skip
+        if idx in human_steps:
+            completions.append({"completions": others, "human_completion": chosen, "chosen_completion": None})
         else:
-            steps.append({"completions": [chosen, *others], "human_completion": None, "chosen_completion": 0})
-    mark = store.trajectory_label(annotator, trajectory["id"]) or {}
-    total_time = mark.get("dwell_ms")
+            completions.append({"completions": [chosen, *others], "human_completion": None, "chosen_completion": 0})
+    total_time = dwell_ms
     if total_time is None:
         dwell = [x["dwell_ms"] for x in labels.values() if x.get("dwell_ms") is not None]
         total_time = sum(dwell) if dwell else meta.get("total_time")
@@ -197,12 +199,11 @@ def _record(store: Store, trajectory: dict, annotator: str, labels: dict[int, di
         "labeler": annotator,
         **{k: meta[k] for k in ("timestamp", "generation") if k in meta},
         # Quality-control and screening flags: as imported; a gold item made here is quality control.
-        "is_quality_control_question": bool(meta.get("is_quality_control_question")
-                                            or store.gold_labels(trajectory["id"])),
+        "is_quality_control_question": bool(meta.get("is_quality_control_question") or trajectory["gold_item"]),
         "is_initial_screening_question": bool(meta.get("is_initial_screening_question")),
         "question": {"problem": trajectory["question"], "ground_truth_answer": trajectory.get("gold"),
                      **{k: meta[k] for k in _SOLUTION_FIELDS if k in meta}},
-        "label": {"steps": steps, "total_time": total_time,
+        "label": {"steps": completions, "total_time": total_time,
                   "finish_reason": meta.get("finish_reason") or _finish_reason(labels)},
     }
     return record
@@ -213,16 +214,23 @@ def _finish_reason(labels: dict[int, dict]) -> str:
 
 
 def rows(store: Store, options: ExportOptions) -> Iterator[dict]:
-    """A record per (trajectory, annotator) with ratings on its current steps."""
-    for trajectory in store.list_trajectories(dataset=options.dataset, limit=None):
-        steps = store.steps(trajectory["id"])
-        segmentation = steps[0]["segmentation_id"] if steps else None
+    """A record per (trajectory, annotator) with ratings on its current steps: four streams
+    ordered by trajectory (core.store.export: the trajectories, their current steps, the labels
+    on them and the trajectory labels), merged in one pass."""
+    dataset = options.dataset
+    by_trajectory = itemgetter("trajectory_id")
+    for trajectory, steps, labels, marks in join_sorted(
+        store.export_trajectories(dataset=dataset, gold_item=True), itemgetter("id"),
+        (store.current_step_texts(dataset=dataset), itemgetter(0)),
+        (store.prm800k_annotations(dataset=dataset), by_trajectory),
+        (store.prm800k_trajectory_labels(dataset=dataset), by_trajectory),
+    ):
         by_annotator: dict[str, dict[int, dict]] = {}
-        for label in store.annotations(trajectory["id"], segmentation_id=segmentation):
+        for label in labels:
             by_annotator.setdefault(label["annotator"], {})[label["step_id"]] = label
-        full = store.get_trajectory(trajectory["id"])
+        dwell = {mark["annotator"]: mark["dwell_ms"] for mark in marks}
         for annotator in sorted(by_annotator):
-            yield _record(store, full, annotator, by_annotator[annotator])
+            yield _record(trajectory, steps, annotator, by_annotator[annotator], dwell.get(annotator))
 
 
 def export(store: Store, out: Path, options: ExportOptions) -> int:

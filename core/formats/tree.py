@@ -18,6 +18,7 @@ prompt/chosen/rejected shape TRL's DPO trainer reads.
 from __future__ import annotations
 
 from itertools import combinations
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterator
 
@@ -25,18 +26,28 @@ from core.errors import StepScopeError
 from core.formats.base import Exporter, ExportOptions
 from core.formats.labels import LabelSource
 from core.formats.output import write_jsonl
+from core.formats.sorted_streams import join_sorted
 from core.store import Store
 
 DEFAULT_MARGIN = 0.3
 
 
-def _tree(store: Store, problem_id: int, model: str | None):
-    nodes = {node["id"]: node for node in store.problem_nodes(problem_id)}
-    counts = store.node_counts(problem_id, model)
-    children: dict[int | None, list[int]] = {}
-    for node in nodes.values():
-        children.setdefault(node["parent_id"], []).append(node["id"])
-    return nodes, counts, children
+def _trees(store: Store, dataset: str | None, model: str | None) -> Iterator[tuple[dict, dict, dict, dict]]:
+    """(problem, its nodes by id, (rollouts, correct ones) of each node with rollouts of `model`
+    (any model's if None), each node's children) for each problem with rollouts at any node, by
+    id: two streams ordered by problem (core.store.export), merged in one pass, one tree held at a
+    time. Nodes come parents first (by depth, then id), and children in that order."""
+    for problem, rows in join_sorted(store.tree_problem_stream(dataset=dataset), itemgetter("id"),
+                                     (store.tree_nodes(model, dataset=dataset), itemgetter(0))):  # fmt: skip
+        nodes: dict[int, dict] = {}
+        counts: dict[int, tuple[int, int]] = {}
+        children: dict[int | None, list[int]] = {}
+        for _, node_id, parent_id, depth, text, n, correct in rows:
+            nodes[node_id] = {"id": node_id, "parent_id": parent_id, "depth": depth, "text": text}
+            if n:
+                counts[node_id] = (int(n), int(correct))
+            children.setdefault(parent_id, []).append(node_id)
+        yield problem, nodes, counts, children
 
 
 def _label(n: int, correct: int, source: LabelSource) -> bool:
@@ -47,8 +58,7 @@ def label_rows(store: Store, options: ExportOptions, model: str | None = None) -
     source = options.labels
     if source is None or source.kind not in ("mc-hard", "mc-soft"):
         raise StepScopeError("tree exports label nodes by their rollouts: use --labels mc-hard or mc-soft:THRESHOLD")
-    for problem in store.tree_problems(options.dataset):
-        nodes, counts, children = _tree(store, problem["id"], model)
+    for problem, nodes, counts, _ in _trees(store, options.dataset, model):
         has_labelled_below: set[int] = set()
         for node_id in sorted(nodes, key=lambda i: -nodes[i]["depth"]):  # children before parents
             if node_id in counts or node_id in has_labelled_below:
@@ -80,8 +90,7 @@ def preference_pairs(store: Store, margin: float = DEFAULT_MARGIN, *, model: str
                      dataset: str | None = None) -> Iterator[dict]:  # fmt: skip
     if not 0 <= margin < 1:
         raise StepScopeError(f"the value margin is between 0 and 1, not {margin:g}")
-    for problem in store.tree_problems(dataset):
-        nodes, counts, children = _tree(store, problem["id"], model)
+    for problem, nodes, counts, children in _trees(store, dataset, model):
         for parent_id, kids in children.items():
             if parent_id is None:
                 continue
