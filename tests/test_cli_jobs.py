@@ -185,8 +185,9 @@ def test_generate_interrupted_then_resumed_stores_no_duplicates(tmp_path, tiny_m
             "--device", "cpu", "--db", str(db)]  # fmt: skip
 
     interrupted = run_cli("generate", *args, env=ONE_THREAD, python_prelude=engine_calls(interrupted_log, 2))
-    # Ctrl-C's exit status (typer turns KeyboardInterrupt into exit 130), not a crash.
+    # Ctrl-C's exit status (typer turns KeyboardInterrupt into exit 130) and one line saying so, not a crash.
     assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr, interrupted.stderr
+    assert interrupted.stderr.strip().splitlines()[-1] == "aborted", interrupted.stderr
     calls = asked(interrupted_log, problem_of)
     assert len(calls) == 2, calls  # the interruption stopped the job in its second engine call
     before = solutions_by_problem(store, policy)

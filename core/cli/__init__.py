@@ -93,9 +93,15 @@ cli_trajectories.register(app)
 cli_tree.register(app)
 
 
+CTRL_C_EXIT = 130  # 128 + SIGINT, as shells report it
+
+
 def main() -> None:
     try:
-        sys.exit(app(prog_name="stepscope", standalone_mode=False) or 0)
+        code = app(prog_name="stepscope", standalone_mode=False) or 0
+        if code == CTRL_C_EXIT:  # typer turns Ctrl-C into this exit code before it reaches us
+            errors.print("aborted")
+        sys.exit(code)
     except StepScopeError as error:
         print_error(str(error))
         sys.exit(1)
@@ -103,7 +109,7 @@ def main() -> None:
         sys.exit(done.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         errors.print("aborted")
-        sys.exit(130)
+        sys.exit(CTRL_C_EXIT)
     except UsageError as error:
         # A wrong option or value: one line, exit 2, and where to read more. (A group run bare
         # has shown its help already and raises one without a message.)
