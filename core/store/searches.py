@@ -20,6 +20,7 @@ from core.store.connection import ConnectionBase
 from core.store.keys import now
 from core.store.nodes import ensure_path
 from core.store.rows import _decode, _json
+from core.store.verdicts import preferred_order
 from core.store.verifier_identity import register_verifiers
 
 SEARCH_SOURCE = "search"  # the source of the trajectories a search's final beams become
@@ -140,6 +141,47 @@ class SearchQueries(ConnectionBase):
         """Every candidate of a search in generation order, with its node's id."""
         rows = self._rows("SELECT * FROM search_candidates WHERE search_id = ? ORDER BY candidate", [search_id])
         return [_decode(row, "finished", json_columns=()) for row in rows]
+
+    # --- reads for the app's search view (core/views/search.py) ---------------------------------
+
+    def search_beams(self, search_id: int) -> list[dict]:
+        """The final beams a finished search stored as trajectories: candidate, trajectory_id,
+        final_answer, correct, and the guiding score it ended with."""
+        rows = self._rows(
+            """SELECT c.candidate, t.id AS trajectory_id, t.final_answer, t.correct,
+                      json_extract(t.meta, '$.score') AS score
+               FROM search_candidates c JOIN trajectories t ON t.id = c.trajectory_id
+               WHERE c.search_id = ? ORDER BY c.candidate""",
+            [search_id],
+        )
+        return [_decode(row, "correct", json_columns=()) for row in rows]
+
+    def node_search_scores(self, node_id: int) -> list[dict]:
+        """Every search's guiding score at a node of the rollout tree (a candidate that reads the
+        same prefix): search_id, strategy, scorer, scorer_kind, score, rank, mark."""
+        return self._rows(
+            """SELECT s.id AS search_id, s.strategy, s.scorer, s.scorer_kind, c.score, c.rank, c.mark
+               FROM search_candidates c JOIN searches s ON s.id = c.search_id
+               WHERE c.node_id = ? ORDER BY s.id, c.candidate""",
+            [node_id],
+        )
+
+    def node_step_verdicts(self, node_id: int) -> list[dict]:
+        """Each verifier's preferred step verdict (core.store.verdicts.preferred_order) on the
+        current steps that end at a node: judge, verifier_kind, p_yes, trajectory_id, idx."""
+        return self._rows(
+            f"""SELECT judge, verifier_kind, p_yes, trajectory_id, idx FROM (
+                    SELECT v.judge, w.kind AS verifier_kind, v.p_yes, s.trajectory_id, s.idx,
+                           ROW_NUMBER() OVER (PARTITION BY v.judge
+                                              ORDER BY {preferred_order(last=False, alias='v')}) AS rank
+                    FROM steps s JOIN trajectories t
+                         ON t.id = s.trajectory_id AND t.current_segmentation_id = s.segmentation_id
+                    JOIN verdicts v ON v.step_id = s.id AND v.kind = 'step'
+                    LEFT JOIN verifiers w ON w.name = v.judge
+                    WHERE s.node_id = ?)
+                WHERE rank = 1 ORDER BY judge""",
+            [node_id],
+        )
 
 
 def _segmentation(solution: str, steps: Sequence[str], delimiter: str) -> dict:
