@@ -303,7 +303,11 @@ tid = choose_trajectory(filters)
 if tid is None:
     st.info("No trajectory matches. Import some on the Jobs and data page, or clear the filters.")
     st.stop()
-header(store.get_trajectory(tid))
+trajectory = store.get_trajectory(tid)
+header(trajectory)
+if st.button("Search this problem step by step", key="ex_search_problem",
+             help="beam search, DVTS, MCTS or rejection with a verifier in the loop, on the Search page"):
+    st.switch_page("pages/search.py", query_params={"problem": str(trajectory["problem_id"])})
 if allowed(RUN_JOBS):
     job_controls(tid)
 watching = bool(active_jobs(store, tid))

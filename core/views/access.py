@@ -53,6 +53,7 @@ class AppPage:
 # browser fetches from fonts.gstatic.com (the app makes no request off the machine).
 PAGES = (
     AppPage("pages/explore.py", "Explore", "🔎", "explore"),
+    AppPage("pages/search.py", "Search", "🌳", "search"),
     AppPage("pages/annotate.py", "Annotate", "✏️", "annotate"),
     AppPage("pages/compare.py", "Compare", "⚖️", "compare"),
     AppPage("pages/best_of_n.py", "Best-of-N", "📈", "best_of_n"),
@@ -65,7 +66,7 @@ ALL_PAGES = tuple(page.url for page in PAGES)
 _PAGES: dict[str, tuple[str, ...]] = {
     ORGANISER: ALL_PAGES,
     ANNOTATOR: ("annotate",),
-    VIEWER: ("explore", "compare", "best_of_n", "home", "models"),
+    VIEWER: ("explore", "search", "compare", "best_of_n", "home", "models"),
 }
 
 # Set by the operator (tests, or a server behind a proxy that forwards to loopback): the app

@@ -1,0 +1,332 @@
+"""What the Search page shows: a problem's step-level searches (issue 25), each depth's candidates
+with the guiding score, rank and mark, the path to the search's answer, and for one candidate
+what other verifiers and Monte Carlo rollouts say about its node of the rollout tree.
+
+A search stores its candidates only when it ends (core.store.searches, one transaction), but it
+stores its journal (every engine and scorer call's result) as it runs. While it runs, the page
+replays that journal through the search's own strategy with no model behind it: the tree the
+strategy had grown after its last stored call, marks included, exactly as the job holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from core.errors import StepScopeError
+from core.grading import answers_equal
+from core.jobs.runner import queue
+from core.jobs.search import DEFAULT_MC_ROLLOUTS, SearchSpec
+from core.jobs.spec import JobSpec
+from core.mcpe import Counts, step_value
+from core.orm_training import list_orms
+from core.policy import load_template
+from core.search.compute import ComputeRecord
+from core.search.config import STRATEGY_NAMES, SearchConfig, SearchProblem
+from core.search.context import BudgetSpent, SearchContext
+from core.search.journal import Journal, JournaledEngine, JournaledScorer, event_from_dict
+from core.search.run import STRATEGIES
+from core.store import Store
+from core.views.jobs import ACTIVE, queue_judging
+from core.views.tree import TreeSearchRequest, queue_tree_search
+
+STRATEGIES_OFFERED = STRATEGY_NAMES
+# One help text per parameter, the CLI's (SearchConfig.options()).
+HELP = {name: help_text for name, _, help_text in SearchConfig.options()}
+MAX_TABLE_ROWS = 200  # candidates listed per depth; an MCTS can revisit a depth many times
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """The search form's fields. The defaults are smaller than the CLI's (SearchConfig's) so that
+    a search from the app finishes in seconds on the embedded CPU model: 4 beams of short steps,
+    a few depths, and a token budget that stops it wherever it stands."""
+
+    policy: str
+    engine: str = JobSpec.engine
+    engine_options: dict | None = None
+    strategy: str = "beam"
+    scorer: str = "random"
+    n: int = 4
+    beam_width: int = 2
+    token_budget: int | None = 1024
+    max_steps: int = 4
+    max_step_tokens: int = 64
+    seed: int = SearchConfig.seed
+
+    def config(self) -> SearchConfig:
+        # A whole solution (the last depth, a best-of-N sample) is allowed what its steps would be.
+        return SearchConfig(strategy=self.strategy, n=self.n, beam_width=self.beam_width, max_steps=self.max_steps,
+                            max_step_tokens=self.max_step_tokens,
+                            max_solution_tokens=self.max_steps * self.max_step_tokens,
+                            token_budget=self.token_budget, seed=self.seed)  # fmt: skip
+
+
+def scorer_choices(store: Store) -> dict[str, str]:
+    """Scorers a search can be guided by (ScorerChoice's names) -> what the form shows."""
+    choices = {
+        "random": "random (the floor)",
+        f"mc:{DEFAULT_MC_ROLLOUTS}": f"MC value ({DEFAULT_MC_ROLLOUTS} policy rollouts per candidate)",
+        "self-judge": "self-judge (the policy's P(Yes) on its step)",
+    }
+    try:
+        orms = list_orms(store)
+    except (OSError, ValueError, StepScopeError):  # a manifest being written or damaged: offer none
+        orms = []
+    for orm in orms:
+        choices[f"orm:{orm['folder']}"] = f"ORM {orm.get('judge') or orm['folder']}"
+    return choices
+
+
+def queue_search(store: Store, request: SearchRequest, problem_id: int) -> int:
+    """Queue a search job on one problem; returns the job id."""
+    return queue(store, SearchSpec(policy=request.policy, problem_ids=(problem_id,), config=request.config(),
+                                   scorer=request.scorer, engine=request.engine,
+                                   engine_options=request.engine_options or {}))  # fmt: skip
+
+
+def parse_problem(raw: str | None, store: Store) -> int | None:
+    """The problem a link names (`?problem=ID`), checked; None when it names none."""
+    if raw is None:
+        return None
+    raw = str(raw).strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        raise StepScopeError(f"the link's problem must be a whole number, not {raw[:40]!r}")
+    if store.get_problem(int(raw)) is None:
+        raise StepScopeError(f"the link names problem {int(raw)}, which does not exist")
+    return int(raw)
+
+
+def problem_jobs(store: Store, problem_id: int) -> list[dict]:
+    """Queued and running jobs that change what the page shows for the problem: its searches,
+    and jobs on its trajectories (judging or estimating a candidate's node)."""
+    trajectories = {row["id"] for row in store.list_trajectories(problem_id=problem_id)}
+    found = []
+    for status in ACTIVE:
+        for job in store.list_jobs(status=status, limit=200):
+            manifest = job["manifest"]
+            if problem_id in manifest.get("problem_ids", ()) or trajectories & set(manifest.get("trajectory_ids", ())):
+                found.append(job)
+    return sorted(found, key=lambda job: job["id"])
+
+
+# --- the problem's searches ------------------------------------------------------------------
+
+
+def outcome_text(search: dict) -> str:
+    if search["status"] != "done":
+        return "running"
+    if search["answer"] is None:
+        return "no answer" + (" (token budget spent)" if search.get("stopped") == "budget" else "")
+    return f"answer {search['answer']} · {'correct' if search['correct'] else 'wrong'}"
+
+
+def search_label(search: dict) -> str:
+    config = search.get("config") or {}
+    return (f"search #{search['id']} · {search['strategy']} · {search['scorer']} · n={config.get('n')} "
+            f"M={config.get('beam_width')} · {outcome_text(search)}")  # fmt: skip
+
+
+def problem_searches(store: Store, problem_id: int, *, wrong_only: bool = False) -> list[dict]:
+    """The problem's searches, newest first; `wrong_only`: finished ones whose answer is not
+    correct (no answer counts as wrong)."""
+    searches = store.problem_searches(problem_id)[::-1]
+    if wrong_only:
+        searches = [s for s in searches if s["status"] == "done" and not s["correct"]]
+    return searches
+
+
+# --- one search --------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    order: int  # the search's own numbering, in generation order
+    parent: int | None
+    depth: int
+    text: str
+    num_tokens: int
+    finished: bool
+    score: float | None
+    rank: int | None
+    mark: str
+    node_id: int | None = None  # the rollout tree's node (None while the search runs)
+    trajectory_id: int | None = None  # a final beam's trajectory
+    on_path: bool = False  # on the path to the search's answer
+
+
+@dataclass
+class SearchView:
+    search: dict
+    candidates: list[Candidate]
+    beams: list[dict] = field(default_factory=list)  # finished: candidate, trajectory_id, final_answer, correct
+    live: bool = False  # replayed from the journal of a running search
+    calls: int = 0  # engine and scorer calls stored so far
+
+    @property
+    def depths(self) -> dict[int, list[Candidate]]:
+        grouped: dict[int, list[Candidate]] = {}
+        for candidate in self.candidates:
+            grouped.setdefault(candidate.depth, []).append(candidate)
+        return dict(sorted(grouped.items()))
+
+    def counts(self) -> dict[str, int]:
+        marks = [c.mark for c in self.candidates]
+        return {mark: marks.count(mark) for mark in ("chosen", "pruned", "pending")}
+
+
+class _JournalEnd(Exception):
+    """The replay reached the first call the running search has not stored yet."""
+
+
+class _NoModel:
+    """Stands for the policy and the scorer in a replay: every stored call is answered from the
+    journal before it gets here, so reaching it means the journal ends."""
+
+    info = None
+
+    def __init__(self, fingerprint: dict, name: str, kind: str) -> None:
+        self.fingerprint, self.name, self.kind = fingerprint, name, kind
+
+    def generate(self, prompts, params):
+        raise _JournalEnd
+
+    def score(self, problem, prefixes):
+        raise _JournalEnd
+
+
+def replayed_candidates(store: Store, search: dict) -> tuple[list[Candidate], int]:
+    """The candidates a running search holds now, replayed from its stored journal, and the
+    number of calls replayed."""
+    job = store.get_job(search["job_id"]) if search["job_id"] is not None else None
+    problem = store.get_problem(search["problem_id"])
+    template_name = ((job or {}).get("manifest") or {}).get("prompt_template", {}).get("name")
+    template = load_template(template_name) if template_name else load_template()
+    config = SearchConfig.from_manifest(search["config"])
+    events = [event_from_dict(entry) for entry in store.search_events(search["id"])]
+    stand_in = _NoModel(search["scorer_fingerprint"], search["scorer"], search["scorer_kind"])
+    record = ComputeRecord()
+    journal = Journal(record, events)
+    context = SearchContext(
+        SearchProblem(problem["question"], problem["gold"], template.render(problem["question"])), config,
+        JournaledEngine(stand_in, journal), JournaledScorer(stand_in, journal), record,
+    )  # fmt: skip
+    try:
+        STRATEGIES[config.strategy](context)
+    except (_JournalEnd, BudgetSpent):
+        pass
+    candidates = [Candidate(node.id, node.parent, node.depth, node.text, node.num_tokens, node.finished, node.score,
+                            node.rank, node.mark) for node in context.tree.nodes]  # fmt: skip
+    return candidates, len(journal.events)
+
+
+def _answer_path(candidates: Sequence[Candidate], beams: Sequence[dict], answer: str | None) -> set[int]:
+    """The candidates from the question to the final beam that gives the search's answer (the
+    best-scored of the beams with that answer)."""
+    giving = [b for b in beams if answer is not None and b["final_answer"] is not None
+              and answers_equal(b["final_answer"], answer)]  # fmt: skip
+    if not giving:
+        return set()
+    best = max(giving, key=lambda b: (b["score"] if b["score"] is not None else float("-inf"), -b["candidate"]))
+    by_order = {c.order: c for c in candidates}
+    path, order = set(), best["candidate"]
+    while order is not None and order in by_order:
+        path.add(order)
+        order = by_order[order].parent
+    return path
+
+
+def search_view(store: Store, search_id: int) -> SearchView:
+    search = store.get_search(search_id)
+    if search is None:
+        raise StepScopeError(f"search {search_id} does not exist")
+    if search["status"] != "done":
+        try:
+            candidates, calls = replayed_candidates(store, search)
+        except StepScopeError:  # a journal the strategy no longer matches: show what is known
+            candidates, calls = [], len(store.search_events(search_id))
+        return SearchView(search, candidates, live=True, calls=calls)
+    candidates = [
+        Candidate(row["candidate"], row["parent"], row["depth"], row["text"], row["num_tokens"], row["finished"],
+                  row["score"], row["rank"], row["mark"], row["node_id"], row["trajectory_id"])
+        for row in store.search_candidates(search_id)
+    ]  # fmt: skip
+    beams = store.search_beams(search_id)
+    for order in _answer_path(candidates, beams, search["answer"]):
+        next(c for c in candidates if c.order == order).on_path = True
+    return SearchView(search, candidates, beams)
+
+
+def one_line(text: str, limit: int = 120) -> str:
+    """A step for a table cell: whitespace runs as single spaces, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def depth_rows(candidates: Sequence[Candidate]) -> list[dict]:
+    """One depth's candidates for a table, best rank first."""
+    ordered = sorted(candidates, key=lambda c: (c.rank if c.rank is not None else 1 << 30, c.order))
+    return [
+        {"candidate": c.order, "parent": "question" if c.parent is None else str(c.parent),
+         "score": None if c.score is None else round(c.score, 3), "rank": c.rank,
+         "mark": c.mark + (" · answer path" if c.on_path else "") + (" · final beam" if c.trajectory_id else ""),
+         "step": "(ends the solution)" if not c.text.strip() else one_line(c.text), "tokens": c.num_tokens}
+        for c in ordered[:MAX_TABLE_ROWS]
+    ]  # fmt: skip
+
+
+def candidate_label(candidate: Candidate) -> str:
+    score = "—" if candidate.score is None else f"{candidate.score:.2f}"
+    return f"#{candidate.order} · depth {candidate.depth} · {candidate.mark} · score {score} · {one_line(candidate.text, 50)}"
+
+
+# --- one candidate's node ------------------------------------------------------------------------
+
+
+@dataclass
+class NodeDetail:
+    node_id: int
+    steps: list[str]  # the node's step path, root excluded
+    value_text: str  # the MC value of the node, from the search's policy's rollouts there
+    verdicts: list[dict]  # each other verifier's step verdict on trajectories' steps ending here
+    search_scores: list[dict]  # every search's guiding score at this node
+    trajectories: list[int]  # trajectories with a step ending here (what a judge scores)
+    anchor: int | None  # a trajectory of the problem to anchor an MC estimate at the node on
+
+
+def node_detail(store: Store, view: SearchView, candidate: Candidate) -> NodeDetail:
+    if candidate.node_id is None:
+        raise StepScopeError("the search is still running: its candidates become nodes of the tree when it ends")
+    node_id, policy = candidate.node_id, view.search["policy"]
+    rollouts = store.node_rollouts(node_id, policy)
+    value = step_value(Counts(len(rollouts), sum(1 for r in rollouts if r["correct"])))
+    value_text = ("MC value: no rollouts yet" if value.n == 0 else
+                  f"MC value {value.soft:.2f}  [{value.low:.2f}, {value.high:.2f}]  "
+                  f"({value.correct}/{value.n} reach the answer)")  # fmt: skip
+    trajectories = sorted({row["trajectory_id"] for row in store.node_steps(node_id)})
+    beams = [b["trajectory_id"] for b in view.beams]
+    anchor = beams[0] if beams else (trajectories[0] if trajectories else None)
+    if anchor is None:
+        anchor = next((row["id"] for row in store.list_trajectories(problem_id=view.search["problem_id"])), None)
+    steps = [row["text"] for row in store.node_path(node_id)][1:]
+    return NodeDetail(node_id, steps, value_text, store.node_step_verdicts(node_id), store.node_search_scores(node_id),
+                      trajectories, anchor)  # fmt: skip
+
+
+def queue_node_estimate(store: Store, detail: NodeDetail, *, policy: str, engine: str, engine_options: dict, k: int,
+                        seed: int = TreeSearchRequest.seed) -> int:  # fmt: skip
+    """k rollouts from the node (its Monte Carlo value): the tree view's expand job with a budget
+    of k, which samples the node's rollouts and stops before expanding them."""
+    if detail.anchor is None:
+        raise StepScopeError("the problem has no trajectory to anchor the rollouts on")
+    request = TreeSearchRequest(policy=policy, engine=engine, engine_options=engine_options, mode="expand",
+                                budget=k, k=k, depth=1, node_id=detail.node_id, seed=seed)  # fmt: skip
+    return queue_tree_search(store, request, detail.anchor)
+
+
+def queue_node_judging(store: Store, detail: NodeDetail, judges: Sequence[str], **options) -> list[int]:
+    """Step verdicts of the judges on the trajectories that read the node (options: queue_judging's)."""
+    if not detail.trajectories:
+        raise StepScopeError("no trajectory has a step ending at this node (judges score trajectories' steps): "
+                             "only final beams' steps can be judged")  # fmt: skip
+    return queue_judging(store, judges, ["step"], [], detail.trajectories, **options)

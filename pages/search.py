@@ -1,0 +1,218 @@
+"""Search: step-level search with a verifier in the loop (issue 25) on one problem, watched live.
+
+Opened from Explore with the problem in the URL (?problem=ID). The form queues a `search` job
+(core.views.search); while a job on the problem runs, the searches view is a fragment that
+re-reads the store every 1.5 s, each depth's candidates with their guiding score, rank and mark.
+A finished search's candidates are nodes of the rollout tree: a chosen one shows what other
+verifiers and Monte Carlo rollouts say about its node.
+"""
+
+import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
+import pandas as pd
+import streamlit as st
+
+from core.errors import StepScopeError
+from core.jobs.spec import MAX_K, MAX_N
+from core.views.access import RUN_JOBS
+from core.views.explore import find_problems
+from core.views.jobs import job_progress
+from core.views.search import (
+    HELP, STRATEGIES_OFFERED, SearchRequest, candidate_label, depth_rows, node_detail, outcome_text, parse_problem,
+    problem_jobs, problem_searches, queue_node_estimate, queue_node_judging, queue_search, scorer_choices,
+    search_label, search_view,
+)  # fmt: skip
+from pages._access import act, allowed, live, open_store
+from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
+
+store = open_store()
+state = st.session_state
+st.title("Search")
+
+# Pruned candidates greyed, the path to the answer highlighted, undecided ones in italics.
+MARK_STYLES = (("pruned", "color: #9aa0a6"), ("answer path", "background-color: rgba(33, 195, 84, 0.18)"),
+               ("pending", "font-style: italic"))  # fmt: skip
+
+
+def chosen_problem() -> int | None:
+    linked = st.query_params.get("problem")
+    if linked is not None and linked != state.get("search_link_seen"):
+        state["search_link_seen"] = linked
+        try:
+            state["search_problem"] = parse_problem(linked, store)
+        except StepScopeError as error:
+            st.warning(f"Cannot open that link: {md(error)}")
+    problems = {p["id"]: " ".join(p["question"].split())[:90] for p in find_problems(store, None)}
+    current = state.get("search_problem")
+    if current is not None and current not in problems and (problem := store.get_problem(current)):
+        problems = {current: " ".join(problem["question"].split())[:90], **problems}
+    if not problems:
+        return None
+    picked = st.selectbox("Problem", list(problems), key="search_problem", format_func=lambda i: f"#{i} · {problems[i]}")
+    state["search_link_seen"] = st.query_params["problem"] = str(picked)
+    return picked
+
+
+def search_form(problem_id: int) -> None:
+    with st.expander(f"Start a search (policy: {md(policy())}, engine: {engine()})", expanded=True):
+        with st.form("search_form", border=False):
+            scorers = scorer_choices(store)
+            c = st.columns(4)
+            strategy = c[0].selectbox("Strategy", STRATEGIES_OFFERED, index=STRATEGIES_OFFERED.index("beam"),
+                                      help=HELP["strategy"])  # fmt: skip
+            scorer = c[1].selectbox("Scorer", list(scorers), format_func=scorers.get, help="the verifier in the loop")
+            n = c[2].number_input("N (beams)", 1, MAX_K, SearchRequest.n, help=HELP["n"])
+            width = c[3].number_input("Width M", 1, MAX_K, SearchRequest.beam_width, help=HELP["beam_width"])
+            c = st.columns(4)
+            budget = c[0].number_input("Token budget (0: none)", 0, 10_000_000, SearchRequest.token_budget,
+                                       help=HELP["token_budget"])  # fmt: skip
+            steps = c[1].number_input("Max steps", 1, 256, SearchRequest.max_steps, help=HELP["max_steps"])
+            tokens = c[2].number_input("Max tokens per step", 1, 4096, SearchRequest.max_step_tokens,
+                                       help=HELP["max_step_tokens"])  # fmt: skip
+            seed = c[3].number_input("Seed", 0, 2**31 - 1, SearchRequest.seed, help=HELP["seed"])
+            submitted = st.form_submit_button("Start the search")
+    if not submitted or not act(RUN_JOBS):
+        return
+    try:
+        request = SearchRequest(policy=policy(), engine=engine(), engine_options=policy_engine_options(),
+                                strategy=strategy, scorer=scorer, n=int(n), beam_width=int(width),
+                                token_budget=int(budget) or None, max_steps=int(steps), max_step_tokens=int(tokens),
+                                seed=int(seed))  # fmt: skip
+        job_id = queue_search(store, request, problem_id)
+    except StepScopeError as error:
+        error_box("Cannot start the search", error)
+        return
+    state["search_follow_job"] = job_id  # show its search as soon as it starts
+    st.success(f"search job {job_id} queued")
+
+
+def styled(rows: list[dict]):
+    def style(row) -> list[str]:
+        css = next((css for mark, css in MARK_STYLES if mark in row["mark"]), "")
+        return [css] * len(row)
+
+    return pd.DataFrame(rows).style.apply(style, axis=1).format({"score": "{:.3f}", "rank": "{:.0f}"}, na_rep="—")
+
+
+def show_search(search_id: int):
+    view = search_view(store, search_id)
+    search, counts = view.search, view.counts()
+    st.caption(md(f"{search['strategy']} · scorer {search['scorer']} ({search['scorer_kind']}) · policy "
+                  f"{search['policy']} · {counts['chosen']} chosen, {counts['pruned']} pruned, "
+                  f"{counts['pending']} pending" + (f" · stopped: {search['stopped']}" if search["stopped"] else "")))
+    if view.live:
+        st.caption(f"running: {view.calls} engine and scorer calls so far (the tree grows as they are stored)")
+    else:
+        st.text(f"Final answer: {outcome_text(search)}")  # the answer is model text: shown as text
+    for depth, candidates in view.depths.items():
+        st.markdown(f"**Depth {depth}** · {len(candidates)} candidates")
+        st.table(styled(depth_rows(candidates)))
+    if view.beams:
+        beams = pd.DataFrame(view.beams).rename(columns={"final_answer": "answer", "trajectory_id": "trajectory"})
+        st.markdown("**Final beams**")
+        st.table(beams.style.format({"score": "{:.3f}"}, na_rep="—"))
+    return view
+
+
+def choose_search(ids: list[int], labels: dict[int, str], key: str, label: str, beside: int | None = None) -> int:
+    if state.get(key) not in ids:
+        state[key] = next((i for i in ids if i != beside), ids[0])
+    return st.selectbox(label, ids, key=key, format_func=labels.get)
+
+
+def candidate_panel(view) -> None:
+    st.subheader("A candidate's node")
+    if view.live or not view.candidates:
+        st.caption("A search's candidates become nodes of the rollout tree when it ends: then pick one here.")
+        return
+    by_order = {c.order: c for c in view.candidates}
+    order = st.selectbox("Candidate", list(by_order), key=f"search_candidate_{view.search['id']}",
+                         format_func=lambda o: candidate_label(by_order[o]))  # fmt: skip
+    candidate = by_order[order]
+    detail = node_detail(store, view, candidate)
+    st.caption(f"node {detail.node_id} of the rollout tree · its step path:")
+    show_text("\n".join(detail.steps) or "(the question)", key=f"search-node-{detail.node_id}", math=True)
+    st.text(detail.value_text)
+    for verdict in detail.verdicts:
+        p_yes = "—" if verdict["p_yes"] is None else f"{verdict['p_yes']:.2f}"
+        st.text(f"{verdict['judge']} ({verdict['verifier_kind'] or 'judge'}): P(yes) {p_yes} "
+                f"on trajectory #{verdict['trajectory_id']} step {verdict['idx']}")
+    for other in detail.search_scores:
+        score = "—" if other["score"] is None else f"{other['score']:.3f}"
+        st.text(f"search #{other['search_id']} ({other['strategy']}, scorer {other['scorer']}): score {score}, "
+                f"rank {other['rank']}, {other['mark']}")
+    if not detail.verdicts:
+        st.caption("No judge, PRM or probe has scored a step ending at this node yet.")
+    if allowed(RUN_JOBS):
+        node_actions(detail)
+
+
+def node_actions(detail) -> None:
+    c = st.columns([1, 2, 3])
+    k = c[0].number_input("Rollouts (k)", 1, MAX_N, 8, key=f"search_node_k_{detail.node_id}")
+    estimate = c[1].button("Estimate the MC value here", key=f"search_node_estimate_{detail.node_id}")
+    judge = c[2].button(f"Judge with {', '.join(judges())}", key=f"search_node_judge_{detail.node_id}",
+                        disabled=not detail.trajectories,
+                        help="step verdicts on the final beams through this node" if detail.trajectories
+                        else "judges score trajectories' steps: no trajectory reads this node")  # fmt: skip
+    if not (estimate or judge) or not act(RUN_JOBS):
+        return
+    options = {"engine": engine(), "engine_options": policy_engine_options()}
+    try:
+        if estimate:
+            st.success(f"job {queue_node_estimate(store, detail, policy=policy(), k=int(k), **options)} queued")
+        if judge:
+            ids = queue_node_judging(store, detail, judges(), **options)
+            st.success(f"judge jobs {', '.join(map(str, ids))} queued")
+    except StepScopeError as error:
+        error_box("Cannot start the job", error)
+
+
+def searches_view(problem_id: int, watching: bool) -> None:
+    jobs = problem_jobs(store, problem_id)
+    for job in jobs:
+        progress = job_progress(job)
+        st.progress(progress.fraction or 0.0)
+        st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")
+    if watching and not jobs:
+        st.rerun()  # the jobs finished: a full run shows it and stops polling
+    wrong_only = st.checkbox("Only searches that ended wrong", key="search_wrong_only")
+    searches = problem_searches(store, problem_id, wrong_only=wrong_only)
+    if not searches:
+        st.info("No search ended wrong on this problem." if wrong_only else "No search of this problem yet.")
+        return
+    labels = {s["id"]: search_label(s) for s in searches}
+    follow = state.get("search_follow_job")
+    if started := next((s["id"] for s in searches if s["job_id"] == follow), None):
+        state["search_pick"] = started
+        del state["search_follow_job"]
+    ids = list(labels)
+    if len(ids) > 1 and st.checkbox("Two searches side by side", key="search_side_by_side"):
+        left, right = st.columns(2)
+        with left:
+            view = show_search(choose_search(ids, labels, "search_pick", "Search"))
+        with right:
+            show_search(choose_search(ids, labels, "search_pick_other", "Beside it", beside=view.search["id"]))
+    else:
+        view = show_search(choose_search(ids, labels, "search_pick", "Search"))
+    candidate_panel(view)
+
+
+def watch_for_jobs(problem_id: int) -> None:
+    """While idle, look every few seconds for a job (from another session or the CLI)."""
+    if problem_jobs(store, problem_id):
+        st.rerun()
+
+
+problem_id = chosen_problem()
+if problem_id is None:
+    st.info("No problem to search yet: import some on the Jobs and data page.")
+    st.stop()
+problem = store.get_problem(problem_id)
+show_text(problem["question"], key=f"search-q-{problem_id}", limit=1500, math=True)
+st.text(f"Gold answer: {problem['gold'] or '—'}")
+if allowed(RUN_JOBS):
+    search_form(problem_id)
+watching = bool(problem_jobs(store, problem_id))
+st.fragment(live(searches_view), run_every=1.5 if watching else None)(problem_id, watching)
+if not watching:
+    st.fragment(live(watch_for_jobs), run_every=3.0)(problem_id)

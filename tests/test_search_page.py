@@ -1,0 +1,239 @@
+"""The Search page (pages/search.py) through Streamlit's AppTest, on a real SQLite file: a search
+queued from the form, a running search's candidates replayed from its journal, a finished one's
+depths with marks, answer and beams, a candidate's node with other verifiers' scores, the filter
+to searches that ended wrong, and two searches side by side. Jobs are run here by the job runner
+with the simulated stepped policy (tests/simulated_steps.py), as the app's worker would run them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from simulated_steps import SteppedPolicy
+from streamlit.testing.v1 import AppTest
+
+from core.jobs.runner import EngineCache, claim_job, run_job
+from core.sample_solutions import ensure_trajectories
+from core.store import Store
+from core.views.search import SearchRequest, queue_search
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # pages import pages._shared, as under `streamlit run app.py`
+
+TIMEOUT = 60
+POLICY = "simulated-steps"
+
+
+class KilledAt:
+    """The policy killed (nothing after the call is written) at its `at`-th call."""
+
+    def __init__(self, policy, at: int) -> None:
+        self.policy, self.at, self.calls = policy, at, 0
+
+    def generate(self, prompts, params):
+        if self.calls >= self.at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.policy.generate(prompts, params)
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Store:
+    path = tmp_path / "data" / "search.db"
+    monkeypatch.setenv("STEPSCOPE_DB", str(path))
+    store = Store.open(path)
+    ensure_trajectories(store)
+    return store
+
+
+def add_problem(store: Store) -> int:
+    """A problem the stepped policy answers (gold 42), with one trajectory so that Explore lists it."""
+    problem_id = store.add_problem("search-page", "What is the number?", "42")
+    store.add_trajectory(problem_id, "step 1: ok\nThe answer is 42.", source="reference", final_answer="42",
+                         correct=True, rule="line")  # fmt: skip
+    return problem_id
+
+
+def run(store: Store, job_id: int, engine) -> None:
+    run_job(store, claim_job(store, job_id, stale_after=0), EngineCache(loader=lambda *args, **kwargs: engine))
+
+
+def searched(store: Store, problem_id: int, seed: int = 7, **fields) -> int:
+    request = SearchRequest(policy=POLICY, n=4, beam_width=2, max_steps=3, token_budget=None, seed=seed, **fields)
+    job_id = queue_search(store, request, problem_id)
+    run(store, job_id, SteppedPolicy([0.7] * 3))
+    return store.job_searches(job_id)[0]["id"]
+
+
+def page(store: Store, problem_id: int | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "pages" / "search.py"), default_timeout=TIMEOUT)
+    at.session_state["db_path"] = str(store.path)
+    at.session_state["policy_model"] = POLICY
+    if problem_id is not None:
+        at.query_params["problem"] = str(problem_id)
+    return at
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def table_rows(at: AppTest) -> list[dict]:
+    """Every row of every table the page drew (depth tables and final beams)."""
+    return [row for table in at.table for row in table.value.to_dict("records")]
+
+
+def test_the_form_queues_a_search_job_on_the_linked_problem(store):
+    problem_id = add_problem(store)
+    at = page(store, problem_id)
+    at.run()
+    no_exceptions(at)
+    assert at.selectbox(key="search_problem").value == problem_id
+    assert "Gold answer: 42" in texts(at)
+    assert "No search of this problem yet." in [i.value for i in at.info]
+    [submit] = [b for b in at.button if b.label == "Start the search"]
+    submit.click().run()
+    no_exceptions(at)
+    [job] = store.list_jobs()
+    assert job["kind"] == "search" and job["status"] == "queued"
+    assert job["manifest"]["problem_ids"] == [problem_id] and job["manifest"]["search"]["strategy"] == "beam"
+    assert job["manifest"]["search"]["token_budget"] == SearchRequest.token_budget
+    assert f"search job {job['id']} queued" in [s.value for s in at.success]
+
+
+def test_an_invalid_search_is_refused_in_one_line(store):
+    problem_id = add_problem(store)
+    at = page(store, problem_id)
+    at.run()
+    [n_input] = [w for w in at.number_input if w.label == "N (beams)"]
+    n_input.set_value(3)  # not a multiple of the width (2)
+    [submit] = [b for b in at.button if b.label == "Start the search"]
+    submit.click().run()
+    no_exceptions(at)
+    [error] = at.error
+    assert error.value.startswith("Cannot start the search:") and "multiple of the beam width" in error.value
+    assert "\n" not in error.value and store.list_jobs() == []
+
+
+def test_a_running_search_shows_the_candidates_its_journal_holds(store):
+    problem_id = add_problem(store)
+    job_id = queue_search(store, SearchRequest(policy=POLICY, n=4, beam_width=2, max_steps=3, token_budget=None,
+                                               seed=7), problem_id)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):  # killed after two policy calls: depths 1 and 2 generated
+        run(store, job_id, KilledAt(SteppedPolicy([0.7] * 3), 2))
+    at = page(store, problem_id)
+    at.run()
+    no_exceptions(at)
+    assert any(c.value.startswith("running: ") for c in at.caption)
+    rows = table_rows(at)
+    assert len(rows) == 8  # 4 first steps, 4 second steps
+    marks = [row["mark"] for row in rows]
+    assert marks.count("pruned") == 4 and marks.count("chosen") == 4  # each depth keeps n / M = 2
+    # Ranked best first within each depth, scored by the random scorer.
+    assert [row["rank"] for row in rows] == [0, 1, 2, 3, 0, 1, 2, 3]
+    # The replay is the job's own tree: resumed, the job stores the same marks for those candidates.
+    run(store, job_id, SteppedPolicy([0.7] * 3))
+    [search] = store.job_searches(job_id)
+    stored = {c["candidate"]: c["mark"] for c in store.search_candidates(search["id"])}
+    assert {row["candidate"]: row["mark"] for row in rows} == {order: stored[order] for order in range(8)}
+
+
+def test_a_finished_search_shows_marks_the_answer_path_and_its_grade(store):
+    problem_id = add_problem(store)
+    search_id = searched(store, problem_id)
+    search = store.get_search(search_id)
+    at = page(store, problem_id)
+    at.run()
+    no_exceptions(at)
+    assert f"Final answer: answer {search['answer']} · {'correct' if search['correct'] else 'wrong'}" in texts(at)
+    depths = [m.value for m in at.markdown if m.value.startswith("**Depth")]
+    assert depths == ["**Depth 1** · 4 candidates", "**Depth 2** · 4 candidates", "**Depth 3** · 4 candidates"]
+    rows = table_rows(at)
+    candidates = store.search_candidates(search_id)
+    depth_rows = [row for row in rows if "mark" in row]
+    assert len(depth_rows) == len(candidates) == 12
+    assert sum("pruned" in row["mark"] for row in depth_rows) == sum(c["mark"] == "pruned" for c in candidates) == 4
+    # The answer path: one candidate per depth, each the parent of the next, ending at a final beam.
+    path = [row for row in depth_rows if "answer path" in row["mark"]]
+    assert len(path) == 3 and "final beam" in path[-1]["mark"]
+    assert [row["parent"] for row in path[1:]] == [str(row["candidate"]) for row in path[:-1]]
+    beams = [row for row in rows if "trajectory" in row]
+    assert len(beams) == 4 and all(row["correct"] in (True, False) for row in beams)
+    # Pruned rows are greyed, the path highlighted: the table's own styles.
+    styles = str(at.table[0].proto.arrow_data.styler.styles)
+    assert "color: #9aa0a6" in styles and "background-color: rgba(33, 195, 84, 0.18)" in styles
+
+
+def test_a_candidate_shows_other_verifiers_and_mc_values_at_its_node(store):
+    problem_id = add_problem(store)
+    first = searched(store, problem_id, seed=7)
+    beam = next(c for c in store.search_candidates(first) if c["trajectory_id"] is not None)
+    # Another verifier's verdict on the beam's last step, and MC rollouts at its node.
+    step = store.steps(beam["trajectory_id"])[-1]
+    store.add_verdicts([{"judge": "other-judge", "kind": "step", "step_id": step["id"], "p_yes": 0.25}])
+    store.add_node_rollouts(beam["node_id"], [{"text": " The answer is 42.", "answer": "42", "correct": True,
+                                               "model": POLICY}] * 3)  # fmt: skip
+    at = page(store, problem_id)
+    at.run()
+    at.selectbox(key=f"search_candidate_{first}").set_value(beam["candidate"]).run()
+    no_exceptions(at)
+    shown = texts(at)
+    assert any(t.startswith("MC value 1.00") and "(3/3 reach the answer)" in t for t in shown), shown
+    assert f"other-judge (judge): P(yes) 0.25 on trajectory #{beam['trajectory_id']} step {step['idx']}" in shown
+    assert any(t.startswith(f"search #{first} (beam, scorer random:7): score {beam['score']:.3f}") for t in shown)
+    # The actions on the node queue the tree view's jobs: k rollouts at the node, and the judges.
+    at.button(key=f"search_node_estimate_{beam['node_id']}").click().run()
+    no_exceptions(at)
+    [estimate] = [job for job in store.list_jobs() if job["kind"] == "tree-search"]
+    assert estimate["manifest"]["node_id"] == beam["node_id"] and estimate["manifest"]["budget"] == 8
+    at.button(key=f"search_node_judge_{beam['node_id']}").click().run()
+    no_exceptions(at)
+    judged = [job for job in store.list_jobs() if job["kind"] == "judge"]
+    assert len(judged) == 1 and judged[0]["manifest"]["trajectory_ids"] == [beam["trajectory_id"]]
+
+
+def test_filter_to_wrong_searches_and_two_side_by_side(store):
+    problem_id = add_problem(store)
+    ids = [searched(store, problem_id, seed=seed) for seed in range(1, 7)]
+    outcomes = {i: store.get_search(i)["correct"] for i in ids}
+    assert set(outcomes.values()) == {True, False}, "the seeds should give both outcomes"
+    at = page(store, problem_id)
+    at.run()
+    at.checkbox(key="search_wrong_only").check().run()
+    no_exceptions(at)
+    listed = at.selectbox(key="search_pick").options
+    assert len(listed) == sum(not ok for ok in outcomes.values()) and all("wrong" in label for label in listed)
+    at.checkbox(key="search_wrong_only").uncheck().run()
+    at.checkbox(key="search_side_by_side").check().run()
+    no_exceptions(at)
+    left, right = at.selectbox(key="search_pick").value, at.selectbox(key="search_pick_other").value
+    assert left != right
+    assert sum(t.startswith("Final answer:") for t in texts(at)) == 2
+
+
+def test_a_bad_problem_link_gives_a_message_not_a_crash(store):
+    at = page(store)
+    at.query_params["problem"] = "99999"
+    at.run()
+    no_exceptions(at)
+    [warning] = at.warning
+    assert warning.value.startswith("Cannot open that link:") and "99999" in warning.value and "does not exist" in warning.value
+    assert at.query_params["problem"] != "99999"  # the page opened on a problem that exists
+
+
+def test_explore_offers_the_search_of_its_problem(store):
+    at = AppTest.from_file(str(REPO / "pages" / "explore.py"), default_timeout=TIMEOUT)
+    at.session_state["db_path"] = str(store.path)
+    at.session_state["policy_model"] = POLICY
+    at.run()
+    no_exceptions(at)
+    assert at.button(key="ex_search_problem").label == "Search this problem step by step"
