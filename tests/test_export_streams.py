@@ -61,10 +61,27 @@ def old_page_labels(store, steps, source):
     return labels, latents, None
 
 
+def _trajectory_page(store, after_id, limit, dataset):
+    """core.store.export's trajectory_page as it was."""
+    where, params = ("AND p.dataset = ?", [dataset]) if dataset is not None else ("", [])
+    cursor = store.conn.execute(
+        f"""SELECT t.id, t.key, t.problem_id, t.source, t.model, t.correct, p.dataset, p.question, p.gold,
+                   t.current_segmentation_id AS segmentation_id
+            FROM trajectories t JOIN problems p ON p.id = t.problem_id
+            WHERE t.id > ? {where} ORDER BY t.id LIMIT ?""",
+        [after_id, *params, limit],
+    )
+    names = [column[0] for column in cursor.description]
+    rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    for row in rows:
+        row["correct"] = None if row["correct"] is None else bool(row["correct"])
+    return rows
+
+
 def old_labelled_rows(store, options, *, page=2000):
     source = resolve_label_source(store, options.labels)
     after = 0
-    while trajectories := store.trajectory_page(after, page, dataset=options.dataset):
+    while trajectories := _trajectory_page(store, after, page, options.dataset):
         after = trajectories[-1]["id"]
         steps = store.current_steps([t["id"] for t in trajectories])
         flat = [step for t in trajectories for step in steps[t["id"]]]
@@ -513,3 +530,21 @@ def test_a_sampled_only_source_is_kept_through_the_streams(seeded, tmp_path):
     source = replace(parse_label_source("mc-hard"), sampled_only=True)
     for _, _, _, _, provenance in labelled_rows(seeded, ExportOptions(labels=source)):
         assert set(provenance[0].tolist()) <= {0, 1}
+
+
+def test_reach_evidence_of_a_stream_is_the_stores_windowed_query(seeded):
+    """labels.reach_evidence (array arithmetic on the current steps, trajectory by trajectory)
+    gives core.store.label_provenance's windowed answer for the same steps."""
+    import numpy as np
+
+    from core.formats.labels import reach_evidence
+
+    rows = list(seeded.current_steps_with_rollouts())
+    owners, step_ids, _, _, _, n, correct, outcome = zip(*rows)
+    streamed = reach_evidence(owners, n, correct, outcome)
+    stored = seeded.step_reach_evidence(step_ids)
+    assert set(streamed) == set(stored)
+    for name in stored:
+        assert np.array_equal(streamed[name], stored[name], equal_nan=True), name
+    assert streamed["later_reached"].any() and streamed["earlier_failed"].any()
+    assert {name: len(column) for name, column in reach_evidence([], [], [], []).items()} == dict.fromkeys(stored, 0)

@@ -292,21 +292,6 @@ def _rule_provenance(rule: str) -> str:
     return BY_OUTCOME if rule.startswith("outcome-") else BY_SEARCH
 
 
-def step_labels(
-    store: Store, trajectory_id: int, steps: list[dict], source: LabelSource
-) -> list[bool | None]:
-    """One label per step (None where the source says nothing)."""
-    return page_labels(store, steps, source)[0]
-
-
-def step_latents(store: Store, trajectory_id: int, steps: list[dict], source: LabelSource) -> dict[str, list] | None:
-    """For a human source, the annotator's confidence and error category per step (None where not
-    given); for any other source None (an MC value or a judge has no confidence to report)."""
-    if source.kind != "human" or source.name is None or not steps:
-        return None
-    return page_labels(store, steps, source)[1]
-
-
 def page_labels(
     store: Store, steps: list[dict], source: LabelSource
 ) -> tuple[list[bool | None], dict[str, list] | None, McLabels | None]:
@@ -370,14 +355,6 @@ def labelled_prefix(labels: list[bool | None]) -> int:
         if label is None:
             return k
     return len(labels)
-
-
-def labelled_trajectories(
-    store: Store, options: ExportOptions
-) -> Iterator[tuple[dict, list[dict], list[bool | None]]]:
-    """(trajectory, its current steps, their labels) for each trajectory with any label."""
-    for trajectory, steps, labels, _, _ in labelled_rows(store, options):
-        yield trajectory, steps, labels
 
 
 # A row's provenance codes, rule codes, rollouts and rollouts that reached the gold, one per step.

@@ -13,8 +13,8 @@ row per step.
 The streams of one export are open together, so SQLite reads them in one read transaction: an
 export sees one state of the store even while labels are being saved.
 
-The page queries at the end (`trajectory_page`, `current_steps`, ...) serve PRM training's label
-sets, which name their trajectories.
+The queries at the end take a list of ids (one JSON array, joined first so that SQLite walks the
+step index): PRM training's label sets, which name their trajectories (core.prm_training).
 """
 
 from __future__ import annotations
@@ -283,22 +283,7 @@ class ExportQueries(ConnectionBase):
             [model, model, model, model, *params],
         )
 
-    # --- pages of named trajectories (PRM training) --------------------------------------------
-
-    def trajectory_page(self, after_id: int, limit: int, *, dataset: str | None = None) -> list[dict]:
-        """Up to `limit` trajectories with id > after_id, by id: id, key, problem_id, source, model,
-        correct, the problem's dataset, question and gold, and the current segmentation_id."""
-        where, params = ("AND p.dataset = ?", [dataset]) if dataset is not None else ("", [])
-        rows = self._rows(
-            f"""SELECT t.id, t.key, t.problem_id, t.source, t.model, t.correct, p.dataset, p.question, p.gold,
-                       t.current_segmentation_id AS segmentation_id
-                FROM trajectories t JOIN problems p ON p.id = t.problem_id
-                WHERE t.id > ? {where} ORDER BY t.id LIMIT ?""",
-            [after_id, *params, limit],
-        )
-        for row in rows:
-            row["correct"] = _as_bool(row["correct"])
-        return rows
+    # --- named trajectories and steps (PRM training) -------------------------------------------
 
     def current_steps(self, trajectory_ids: Sequence[int]) -> dict[int, list[dict]]:
         """Trajectory id -> the steps of its current segmentation in order (id, segmentation_id,
@@ -313,15 +298,6 @@ class ExportQueries(ConnectionBase):
         ):
             steps[row["trajectory_id"]].append(row)
         return steps
-
-    def step_rollout_counts(self, step_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """Step id -> (rollouts, correct ones), every policy model together; absent: none sampled."""
-        rows = self.conn.execute(
-            """SELECT r.step_id, COUNT(*), SUM(r.correct) FROM json_each(?) j
-               CROSS JOIN rollouts r ON r.step_id = j.value GROUP BY r.step_id""",
-            [_ids(step_ids)],
-        ).fetchall()
-        return {step_id: (int(n), int(n_correct)) for step_id, n, n_correct in rows}
 
     def latest_step_scores(self, judge: str, step_ids: Sequence[int]) -> dict[int, float | None]:
         """Step id -> the score of verifier `judge`'s latest step verdict (None if it gave none;
