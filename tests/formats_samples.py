@@ -98,6 +98,47 @@ JSONL = [
     {"question": "What is 3 + 3?", "gold": "6"},
 ]
 
+# Reasoning traces, one of each shape, with the real field names: an OpenR1-Math-220k record
+# (two generations, the second cut off mid-thought), a chat record whose assistant message
+# has reasoning_content (DeepSeek's API, vLLM's reasoning parser), one with <think> in its
+# content, and a plain-text trace.
+REASONING = [
+    {
+        "problem": "Mia buys 4 pens at $3 each and a $5 notebook. How many dollars does she spend?",
+        "solution": "4 * 3 + 5 = 17.", "answer": "17", "problem_type": "Algebra", "question_type": "math-word-problem",
+        "source": "hand", "uuid": "0b3a5e6c-0000-4000-8000-000000000001",
+        "is_reasoning_complete": [True, False],
+        "generations": [
+            "<think>\nOkay, Mia buys 4 pens at 3 dollars each.\n\nThe pens cost 4 * 3 = 12 dollars. Adding the "
+            "notebook, 12 + 5 = 18.\n\nWait, 12 + 5 is 17, not 18. So the total is 17.\n</think>\n\n"
+            "Mia spends $4 \\times 3 + 5 = 17$ dollars.\n\n\\boxed{17}",
+            "<think>\nThe pens cost 4 * 3 = 12 dollars.\n\nThen the notebook",
+        ],
+        "correctness_math_verify": [True, False],
+        "correctness_llama": None,
+        "finish_reasons": ["stop", "length"],
+        "correctness_count": 1,
+        "messages": [{"role": "user", "content": "Mia buys 4 pens..."}, {"role": "assistant", "content": "<think>..."}],
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "Reason step by step."},
+            {"role": "user", "content": "What is 6 * 7?"},
+            {"role": "assistant", "reasoning_content": "6 * 7 is 42.\n\nLet me check: 7 * 6 = 42. Yes.",
+             "content": "The answer is 42."},
+        ],
+        "answer": "42", "model": "deepseek-reasoner",
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "What is 9 + 10?"},
+            {"role": "assistant", "content": "<think>9 + 10 = 21.\n\nHmm, no: 9 + 10 = 19.</think>\n\n**19**"},
+        ],
+        "answer": "19",
+    },
+    {"problem": "What is 2 ** 5?", "answer": "32", "text": "2 ** 5 = 2 * 2 * 2 * 2 * 2.\n\nThat is 32.\n\nThe answer is 32."},
+]
+
 RECORDS = {
     "gsm8k": GSM8K,
     "model-solutions": MODEL_SOLUTIONS,
@@ -105,6 +146,7 @@ RECORDS = {
     "processbench": PROCESSBENCH,
     "trl": TRL,
     "jsonl": JSONL,
+    "reasoning": REASONING,
 }
 
 

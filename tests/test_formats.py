@@ -44,7 +44,7 @@ def ratings(store: Store, trajectory_id: int, annotator: str) -> dict[int, tuple
 
 
 def test_registry_names():
-    assert set(IMPORTERS) == {"gsm8k", "model-solutions", "prm800k", "processbench", "trl", "jsonl"}
+    assert set(IMPORTERS) == {"gsm8k", "model-solutions", "prm800k", "processbench", "trl", "jsonl", "reasoning"}
     assert set(EXPORTERS) == {"trl", "trl-parquet", "math-shepherd", "processbench", "jsonl", "prm800k", "tree-trl"}
 
 

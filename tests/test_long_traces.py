@@ -115,3 +115,129 @@ def test_moving_between_trajectories_is_refused(store):
         store.move_labels(sentences, store.get_trajectory(other)["segmentation_id"])
     with pytest.raises(StepScopeError, match="does not exist"):
         store.map_segmentation(sentences, 99999)
+
+
+# --- importing reasoning traces ---------------------------------------------------------------
+
+import json  # noqa: E402
+
+from formats_samples import REASONING, write_jsonl  # noqa: E402
+
+from core.formats import import_file  # noqa: E402
+
+
+def imported(store: Store) -> dict[str, list[dict]]:
+    """Each imported problem's question -> its trajectories (with meta and steps), in order."""
+    found: dict[str, list[dict]] = {}
+    for row in store.list_trajectories(dataset="reasoning"):
+        trajectory = store.get_trajectory(row["id"])
+        trajectory["steps"] = [s.text for s in store.segmentation_steps(trajectory["segmentation_id"])[1]]
+        found.setdefault(trajectory["question"], []).append(trajectory)
+    return found
+
+
+def test_reasoning_traces_of_every_shape_round_trip(store, tmp_path):
+    report = import_file(store, write_jsonl(tmp_path / "traces.jsonl", REASONING), "reasoning")
+    assert report.records == 4 and report.added["problems"] == 4 and report.added["trajectories"] == 5
+    by_question = imported(store)
+
+    # OpenR1-Math: the think part is the solution, cut by paragraph; the answer part is kept
+    # apart and graded; the trace comes back whole from its parts; OpenR1's flags are kept.
+    openr1 = REASONING[0]
+    complete, cut_off = by_question[openr1["problem"]]
+    for trajectory, generation in zip((complete, cut_off), openr1["generations"]):
+        parts = trajectory["meta"]["reasoning"]
+        assert parts["opening"] + trajectory["solution"] + parts["closing"] + (parts["answer"] or "") == generation
+        assert "<think>" not in trajectory["solution"] and "</think>" not in trajectory["solution"]
+        assert trajectory["rule"] == "paragraph" and trajectory["source"] == "reasoning"
+    assert complete["steps"] == [
+        "Okay, Mia buys 4 pens at 3 dollars each.",
+        "The pens cost 4 * 3 = 12 dollars. Adding the notebook, 12 + 5 = 18.",
+        "Wait, 12 + 5 is 17, not 18. So the total is 17.",
+    ]
+    assert complete["gold"] == "17" and complete["final_answer"] == "17" and complete["correct"] is True
+    assert "boxed{17}" in complete["meta"]["reasoning"]["answer"]
+    assert complete["meta"]["reasoning"]["correctness_math_verify"] is True
+    assert complete["meta"]["reasoning"]["finish_reasons"] == "stop"
+    # Cut off mid-thought: no answer part, so no final answer, and wrong against the gold.
+    assert cut_off["final_answer"] is None and cut_off["correct"] is False
+    assert cut_off["meta"]["reasoning"]["answer"] is None and cut_off["meta"]["reasoning"]["is_reasoning_complete"] is False
+    problem = store.get_problem(complete["problem_id"])
+    assert problem["meta"]["uuid"] == openr1["uuid"] and problem["meta"]["solution"] == openr1["solution"]
+    assert "generations" not in problem["meta"] and "messages" not in problem["meta"]
+
+    # Chat with reasoning_content: the solution is the reasoning, the answer the content.
+    (separate,) = by_question["What is 6 * 7?"]
+    assistant = REASONING[1]["messages"][2]
+    assert separate["solution"] == assistant["reasoning_content"]
+    assert separate["meta"]["reasoning"]["answer"] == assistant["content"]
+    assert separate["meta"]["reasoning"]["field"] == "reasoning_content"
+    assert separate["steps"] == ["6 * 7 is 42.", "Let me check: 7 * 6 = 42. Yes."]
+    assert separate["correct"] is True and separate["model"] == "deepseek-reasoner"
+
+    # Chat with <think> in the content: graded from the answer part, not the thinking (whose
+    # first number is a wrong 21).
+    (tagged,) = by_question["What is 9 + 10?"]
+    parts = tagged["meta"]["reasoning"]
+    assert parts["opening"] + tagged["solution"] + parts["closing"] + parts["answer"] == REASONING[2]["messages"][1]["content"]
+    assert tagged["final_answer"] == "19" and tagged["correct"] is True
+
+    # Plain text with no tags: all thinking, graded from the whole text.
+    (plain,) = by_question["What is 2 ** 5?"]
+    assert plain["solution"] == REASONING[3]["text"] and plain["correct"] is True
+    assert plain["steps"] == ["2 ** 5 = 2 * 2 * 2 * 2 * 2.", "That is 32.", "The answer is 32."]
+
+    # Importing the same file again adds nothing.
+    again = import_file(store, tmp_path / "traces.jsonl", "reasoning")
+    assert sum(again.added.values()) == 0
+
+
+def test_the_answer_part_decides_the_grade_not_the_thinking(store, tmp_path):
+    wrong = {"problem": "What is 9 + 10?", "answer": "19",
+             "text": "<think>9 + 10 = 19.</think>\n\nSo the answer is 21."}  # fmt: skip
+    import_file(store, write_jsonl(tmp_path / "wrong.jsonl", [wrong]), "reasoning")
+    (trajectory,) = imported(store)["What is 9 + 10?"]
+    assert trajectory["final_answer"] == "21" and trajectory["correct"] is False
+
+
+def openr1_with(**changes) -> dict:
+    record = json.loads(json.dumps(REASONING[0]))
+    for key, value in changes.items():
+        if value is None:
+            record.pop(key)
+        else:
+            record[key] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (openr1_with(generations="one trace"), "'generations' must be a list"),
+        (openr1_with(generations=[]), "'generations' is an empty list"),
+        (openr1_with(correctness_math_verify=None), "missing field 'correctness_math_verify'"),
+        (openr1_with(correctness_math_verify=[True]), "'correctness_math_verify' has 1 entries for 2 generations"),
+        (openr1_with(is_reasoning_complete=[True, "yes"]), "is_reasoning_complete[1] must be true or false"),
+        (openr1_with(generations=["<think>ok</think>", 7]), "generations[1] must be a string"),
+        (openr1_with(generations=["<think>\n\n</think> 17", "<think>x"]), "generations[0] has an empty think part"),
+        (openr1_with(problem=None), "missing field 'problem'"),
+        ({"messages": [{"role": "user", "content": "q"}]}, "no assistant message"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}]},
+         "messages[1]: field 'content' must be a string"),
+        ({"messages": [{"role": "user", "content": "q"}, {"content": "a"}]}, "messages[1]: missing field 'role'"),
+        ({"messages": [{"role": "user", "content": "q"},
+                       {"role": "assistant", "content": "a", "reasoning_content": " "}]},
+         "messages[1]: field 'reasoning_content' is empty"),
+        ({"text": "<think>t</think> 3"}, "missing field 'problem'"),
+        ({"question": "q", "solution": "s"}, "'generations' (OpenR1-Math), 'messages' (chat) or 'text' (plain)"),
+    ],
+)
+def test_malformed_records_are_refused_with_line_and_field_and_nothing_is_stored(store, tmp_path, bad, field):
+    before = store.count_trajectories(), len(store.list_problems())
+    path = write_jsonl(tmp_path / "bad.jsonl", [REASONING[1], REASONING[3], bad])
+    with pytest.raises(StepScopeError) as refused:
+        # One row per batch: the good lines are committed before line 3 fails, and undone.
+        import_file(store, path, "reasoning", batch_rows=1)
+    message = str(refused.value)
+    assert f"{path}, line 3: reasoning record: " in message and field in message and "\n" not in message
+    assert (store.count_trajectories(), len(store.list_problems())) == before

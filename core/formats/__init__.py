@@ -1,6 +1,6 @@
 """Importers and exporters, by format name (the names the CLI takes).
 
-Import formats: gsm8k, model-solutions, prm800k, processbench, trl, jsonl.
+Import formats: gsm8k, model-solutions, prm800k, processbench, trl, jsonl, reasoning.
 Export formats: trl, trl-parquet, math-shepherd, processbench, jsonl, tree-trl, prm800k.
 Each has a one-line `description` (`stepscope formats` lists them); each module documents its format; `core.formats.jsonl` is the complete dump.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from core.errors import StepScopeError
-from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, tree, trl
+from core.formats import gsm8k, jsonl, math_shepherd, model_solutions, prm800k, processbench, reasoning, tree, trl
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.ingest import ImportReport, ingest
 from core.formats.labels import SOURCES_HELP, LabelSource, ProvenanceTally, parse_label_source
@@ -30,7 +30,7 @@ IMPORTERS: dict[str, Importer] = {
     importer.name: importer
     for importer in (
         gsm8k.IMPORTER, model_solutions.IMPORTER, prm800k.IMPORTER, processbench.IMPORTER,
-        trl.IMPORTER, jsonl.IMPORTER,
+        trl.IMPORTER, jsonl.IMPORTER, reasoning.IMPORTER,
     )
 }
 EXPORTERS: dict[str, Exporter] = {
