@@ -330,3 +330,43 @@ def test_a_search_job_cancelled_mid_search_stops_at_the_next_call_and_retried_fi
     retry_job(store, job_id)
     assert _run(store, SteppedPolicy([0.6] * 3), job_id) == "done"
     assert _stored_tree(store, job_id) == _stored_tree(whole, whole_job)
+
+
+def test_a_search_job_is_refused_before_it_is_queued_when_its_problems_or_scorer_are_wrong(tmp_path):
+    from core.errors import StepScopeError
+
+    store = Store.open(tmp_path / "refused.db")
+    [problem] = _problems(store, 1)
+    no_gold = store.add_problem("search-job", "A question without an answer", None)
+    for spec, cause in [(_spec((problem, problem)), "listed twice"), (_spec((no_gold,)), "no gold answer"),
+                        (_spec((999,)), "problem 999 does not exist"), (_spec((problem,), scorer="prm"), "a scorer is one of"),
+                        (_spec((problem,), scorer="mc:0"), "mc scorer rollouts"), (_spec((problem,), n=300, beam_width=3), "n is between")]:  # fmt: skip
+        with pytest.raises(StepScopeError, match=cause):
+            queue(store, spec)
+    assert store.list_jobs() == []
+
+
+def test_the_migration_that_admits_the_random_kind_keeps_every_verifier(tmp_path):
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from core.errors import StepScopeError
+    from core.store import MIGRATIONS
+
+    path = tmp_path / "before.db"
+    db = Database(sqlite3.connect(path))
+    MIGRATIONS.apply(db, stop_before="0014_random_verifier_kind")
+    db.conn.execute("INSERT INTO verifiers (name, kind, fingerprint, created_at, updated_at)"
+                    " VALUES ('prm:x', 'prm', '{\"a\": 1}', 't0', 't1')")  # fmt: skip
+    db.conn.commit()
+    with pytest.raises(sqlite3.IntegrityError):  # the old CHECK refuses the kind
+        db.conn.execute("INSERT INTO verifiers (name, kind, created_at, updated_at) VALUES ('r', 'random', 't', 't')")
+    db.conn.close()
+    store = Store.open(path)  # migrates
+    assert store.verifiers() == [{"name": "prm:x", "kind": "prm", "fingerprint": '{"a": 1}'}]
+    store.start_search(job_id=None, problem_id=1, policy="p", strategy="beam", config={}, scorer=RandomScorer(2).fingerprint)
+    assert store.verifier_kind("random:2") == "random"
+    with pytest.raises(StepScopeError, match="already names a random verifier"):
+        store.start_search(job_id=None, problem_id=1, policy="p", strategy="beam", config={},
+                           scorer={"kind": "mc", "name": "random:2"})  # fmt: skip

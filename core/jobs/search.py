@@ -169,6 +169,8 @@ class SearchSpec(JobSpec):
         check_range("max solution tokens", config.max_solution_tokens, 1, MAX_NEW_TOKENS)
         check_range("expansions", config.expansions, 1, MAX_EXPANSIONS)
         require_ids(self.problem_ids, "problems to search")
+        if len(set(self.problem_ids)) != len(self.problem_ids):
+            raise StepScopeError("a problem is listed twice: a job searches each problem once")
         check_range("the number of problems", len(self.problem_ids), 1, MAX_PROBLEMS)
         for problem_id in self.problem_ids:
             problem = store.get_problem(problem_id)
