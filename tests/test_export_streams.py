@@ -5,7 +5,9 @@ core/formats before the change (labelled_rows and page_labels from labels.py, th
 jsonl.py, prm800k.rows, tree.label_rows and preference_pairs); each export of a varied seeded
 store (two datasets, several sources, models and segmentations, labels by two annotators with
 latents, verdicts of two verifiers with in-sample rows, rollouts at steps and at nodes, marks,
-branches, gold items, trajectory labels, jobs) is compared byte for byte with the reference's."""
+branches, gold items, trajectory labels, jobs) is compared byte for byte with the reference's.
+The labelled formats (trl, trl-parquet, math-shepherd, processbench) format what their reader
+yields; their reference run feeds the old labelled_rows to the same formatting code."""
 
 from __future__ import annotations
 
@@ -401,13 +403,19 @@ def seeded(tmp_path_factory):
     return varied_store(tmp_path_factory.mktemp("varied") / "varied.db")
 
 
+def old_rows_of_texts(store, options, **kwargs):
+    """old_labelled_rows with each step as its text: the shape the exporters now read."""
+    for trajectory, steps, labels, latents, provenance in old_labelled_rows(store, options, **kwargs):
+        yield trajectory, [step["text"] for step in steps], labels, latents, provenance
+
+
 def _both(monkeypatch, store, module, format_name, folder: Path, **kwargs) -> tuple[bytes, bytes, dict, dict]:
     """The export's bytes and provenance tally, with the new readers and with the reference."""
     new, old = folder / f"new-{format_name}", folder / f"old-{format_name}"
     tallies = ProvenanceTally(), ProvenanceTally()
     export_file(store, format_name, new, tally=tallies[0], **kwargs)
     with monkeypatch.context() as patch:
-        patch.setattr(module, "labelled_rows", old_labelled_rows)
+        patch.setattr(module, "labelled_rows", old_rows_of_texts)
         export_file(store, format_name, old, tally=tallies[1], **kwargs)
     return new.read_bytes(), old.read_bytes(), tallies[0].as_dict(), tallies[1].as_dict()
 
@@ -432,7 +440,7 @@ def test_sampled_only_and_parquet_match_the_reference(seeded, tmp_path, monkeypa
         new_path, old_path = tmp_path / "new.parquet", tmp_path / "old.parquet"
         export_file(seeded, "trl-parquet", new_path, labels=labels)
         with monkeypatch.context() as patch:
-            patch.setattr(trl, "labelled_rows", old_labelled_rows)
+            patch.setattr(trl, "labelled_rows", old_rows_of_texts)
             export_file(seeded, "trl-parquet", old_path, labels=labels)
         assert pq.read_table(new_path).equals(pq.read_table(old_path)), labels
         assert pq.read_table(new_path).num_rows > 0
@@ -446,14 +454,13 @@ def test_labelled_rows_match_the_reference_row_for_row(seeded):
     for labels in SOURCES:
         options = ExportOptions(labels=parse_label_source(labels))
         new = list(labelled_rows(seeded, options, page=5))
-        old = list(old_labelled_rows(seeded, options, page=7))
+        old = list(old_rows_of_texts(seeded, options, page=7))
         assert [_comparable(row) for row in new] == [_comparable(row) for row in old], labels
 
 
 def _comparable(row):
-    trajectory, steps, labels, latents, provenance = row
-    return (trajectory, [step["text"] for step in steps], labels, latents,
-            None if provenance is None else [column.tolist() for column in provenance])  # fmt: skip
+    trajectory, texts, labels, latents, provenance = row
+    return trajectory, texts, labels, latents, None if provenance is None else [column.tolist() for column in provenance]
 
 
 @pytest.mark.parametrize("dataset", [None, "alpha", "beta", "none such"])

@@ -56,6 +56,8 @@ from core.formats.sorted_streams import chunked, join_sorted
 from core.store import Store
 from core.store.export import STEP_COLUMNS
 
+_TEXT = STEP_COLUMNS.index("text")
+
 MC_SOURCES = ("mc-hard", "mc-soft")
 VERIFIER_SOURCES = ("judge", "prm", "probe", "orm")  # verifier kinds whose verdicts label steps
 CONSENSUS, MAJORITY = "consensus", "majority"
@@ -363,9 +365,9 @@ RowProvenance = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 def labelled_rows(
     store: Store, options: ExportOptions, *, page: int = _PAGE
-) -> Iterator[tuple[dict, list[dict], list[bool | None], dict[str, list] | None, RowProvenance | None]]:
-    """(trajectory, its current steps, their labels, a human source's latents or None, an MC
-    source's provenance codes or None) for each trajectory with any label, in id order.
+) -> Iterator[tuple[dict, list[str], list[bool | None], dict[str, list] | None, RowProvenance | None]]:
+    """(trajectory, its current steps' texts, their labels, a human source's latents or None, an
+    MC source's provenance codes or None) for each trajectory with any label, in id order.
 
     Two streams ordered by trajectory (core.store.export: the trajectories, and their current
     steps each with what labels it), merged in one pass; the labels of `page` trajectories at a
@@ -373,7 +375,7 @@ def labelled_rows(
     whatever the size of the store.
 
     A trajectory is a dict with id, key, problem_id, source, model, correct, dataset, question,
-    gold and segmentation_id; a step has id, segmentation_id, trajectory_id, idx and text."""
+    gold and segmentation_id."""
     if options.labels is None:
         raise StepScopeError(f"this export needs --labels: {SOURCES_HELP}")
     source = resolve_label_source(store, options.labels)
@@ -389,10 +391,7 @@ def labelled_rows(
                 own = {name: values[at : at + n] for name, values in latents.items()} if latents else None
                 marks = None if mc is None else tuple(
                     column[at : at + n] for column in (mc.provenance, mc.rule, mc.n, mc.correct))
-                steps_of = [{"id": step_id, "segmentation_id": segmentation_id, "trajectory_id": trajectory_id,
-                             "idx": idx, "text": text}
-                            for trajectory_id, step_id, segmentation_id, idx, text, *_ in rows]  # fmt: skip
-                yield trajectory, steps_of, mine, own, marks
+                yield trajectory, [row[_TEXT] for row in rows], mine, own, marks
             at += n
 
 
@@ -425,7 +424,9 @@ def _stream_labels(
         return [None if score is None else score >= cut for score in evidence[0]], None, None
     if source.kind == "human" and source.name is not None:
         ratings, first_errors, confidences, categories = evidence
-        labels = [human_label(rating, bool(first_error)) for rating, first_error in zip(ratings, first_errors)]
+        # human_label, inlined: it runs once per step of the store.
+        labels = [rating >= 0 if rating is not None else (False if first_error else None)
+                  for rating, first_error in zip(ratings, first_errors)]  # fmt: skip
         return labels, {"confidences": list(confidences), "categories": list(categories)}, None
     # `human` without a name pools every annotator as `majority` does (the module docstring).
     pooled = source.kind == MAJORITY or (source.kind == "human" and source.name is None)

@@ -34,11 +34,10 @@ def record(question: str, steps: list[str], labels: list[bool], task: str) -> di
 
 def export(store: Store, out: Path, options: ExportOptions) -> int:
     def records():
-        for trajectory, steps, labels, _, provenance in labelled_rows(store, options):
+        for trajectory, texts, labels, _, provenance in labelled_rows(store, options):
             n = labelled_prefix(labels)
             if n:
-                texts = [step["text"] for step in steps[:n]]
-                row = record(trajectory["question"], texts, labels[:n], trajectory["dataset"])
+                row = record(trajectory["question"], texts[:n], labels[:n], trajectory["dataset"])
                 used = used_provenance(options, provenance, n)
                 if used is not None:
                     row.update(used)

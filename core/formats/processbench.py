@@ -71,7 +71,7 @@ def _earliest_error(labels: list[bool | None]) -> int | None:
 
 def export(store: Store, out: Path, options: ExportOptions) -> int:
     def records():
-        for trajectory, steps, labels, _, provenance in labelled_rows(store, options):
+        for trajectory, texts, labels, _, provenance in labelled_rows(store, options):
             label = _earliest_error(labels)
             if label is None:
                 continue
@@ -79,12 +79,12 @@ def export(store: Store, out: Path, options: ExportOptions) -> int:
                 "id": f"{trajectory['key'][:16]}",
                 "generator": trajectory["model"],
                 "problem": trajectory["question"],
-                "steps": [step["text"] for step in steps],
+                "steps": texts,
                 "final_answer_correct": trajectory["correct"],
                 "label": label,
             }
             # The labels the record rests on: up to the first error, or every step.
-            used = used_provenance(options, provenance, len(steps) if label == -1 else label + 1)
+            used = used_provenance(options, provenance, len(texts) if label == -1 else label + 1)
             if used is not None:
                 record.update(used)
             yield record

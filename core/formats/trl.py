@@ -87,12 +87,12 @@ def _is_mc(options: ExportOptions) -> bool:
 
 
 def _rows(store: Store, options: ExportOptions, *, latents: bool) -> Iterator[dict]:
-    for trajectory, steps, labels, human, provenance in labelled_rows(store, options):
+    for trajectory, texts, labels, human, provenance in labelled_rows(store, options):
         n = labelled_prefix(labels)
         if n:
             row = {
                 "prompt": trajectory["question"],
-                "completions": [step["text"] for step in steps[:n]],
+                "completions": texts[:n],
                 "labels": labels[:n],
             }
             # MC labels say which were sampled and which a search or the outcome implied.
