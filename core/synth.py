@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -418,3 +419,153 @@ def write_synth(
             )  # fmt: skip
             written[problem.split] += 1
     return written
+
+
+# --- long reasoning traces ----------------------------------------------------------------------
+# A long trace is a model-style thinking trace over one long running-quantity problem: one
+# paragraph per step (so the ground-truth step boundaries are where each paragraph starts), with
+# reflection segments (steps opening with "Wait", "Let me check", ...) that recheck a result,
+# correct a slip, or introduce an error, each at a step the trace records. Why: splitters, the
+# first-error search and the views for long traces need traces of a chosen length whose steps
+# and first error are known exactly, in the shapes real ones come in (OpenR1-Math, chat).
+
+MIN_LONG_STEPS, MAX_LONG_STEPS = 16, 256
+# correct: rechecks only; corrected: a slip that the next step ("Wait, ...") corrects, so the
+# answer is right but the slip is the first error (ProcessBench's rule: the earliest wrong step,
+# corrected or not); wrong: a recheck that gets a right result wrong and carries it to the end.
+LONG_OUTCOMES = ("correct", "corrected", "wrong")
+_RECHECKS = (
+    "Let me check: {v} {op} {n} = {r}. Yes, {r} is right.",
+    "Let me verify that: {r} {inverse} {n} = {v}, so {r} is right.",
+    "Alternatively, counting back from {r}: {r} {inverse} {n} = {v}. It matches.",
+    "Hmm, is {r} right? {v} {op} {n} = {r}. Yes.",
+)
+_CORRECTION = "Wait, {v} {op} {n} is {r}, not {wrong}. So there are {r} {unit}."
+_INTRODUCED = "But wait, let me redo that: {v} {op} {n} = {wrong}. So there are {wrong} {unit}."
+_RECHECK_RATE = 0.2  # about one recheck per five operations, as R1 traces recheck often
+
+
+@dataclass(frozen=True)
+class LongTrace:
+    """A synthetic reasoning trace with its ground truth: the steps of its think part (one
+    paragraph each, `boundaries` their start offsets), the first wrong step (None if none), and
+    every reflection step with its kind (recheck, correct, introduce)."""
+
+    question: str
+    gold: int
+    think: str  # the think part as between the tags: a line break, paragraphs parted by blank lines, a line break
+    answer: str  # the answer part, after </think>
+    steps: tuple[str, ...]
+    boundaries: tuple[int, ...]
+    first_error: int | None
+    reflections: tuple[tuple[int, str], ...]
+    final: int  # the answer the trace gives
+    outcome: str
+
+    @property
+    def text(self) -> str:
+        """The whole generation, as OpenR1-Math stores one."""
+        return f"<think>{self.think}</think>\n\n{self.answer}"
+
+    def ground_truth(self) -> dict:
+        return {"steps": len(self.steps), "boundaries": list(self.boundaries), "first_error": self.first_error,
+                "reflections": [list(r) for r in self.reflections], "outcome": self.outcome}  # fmt: skip
+
+    def openr1_record(self) -> dict:
+        """An OpenR1-Math-220k record with this trace as its one generation."""
+        return {
+            "problem": self.question, "answer": str(self.gold), "generations": [self.text],
+            "correctness_math_verify": [self.final == self.gold], "is_reasoning_complete": [True],
+            "finish_reasons": ["stop"], "source": "stepscope-synth", "ground_truth": self.ground_truth(),
+        }  # fmt: skip
+
+    def chat_record(self, *, reasoning_field: bool = True) -> dict:
+        """A chat record: the thinking in `reasoning_content` (or in `<think>` tags in the content)."""
+        assistant = ({"role": "assistant", "reasoning_content": self.think, "content": self.answer} if reasoning_field
+                     else {"role": "assistant", "content": self.text})  # fmt: skip
+        return {"messages": [{"role": "user", "content": self.question}, assistant], "answer": str(self.gold),
+                "ground_truth": self.ground_truth()}  # fmt: skip
+
+
+def long_trace(steps: int, seed: int, *, outcome: str = "correct") -> LongTrace:
+    """A `steps`-step trace (16-256) with the given outcome; the same arguments give the same trace."""
+    if not MIN_LONG_STEPS <= steps <= MAX_LONG_STEPS:
+        raise StepScopeError(f"a long trace has {MIN_LONG_STEPS} to {MAX_LONG_STEPS} steps: got {steps}")
+    if outcome not in LONG_OUTCOMES:
+        raise StepScopeError(f"outcome is one of {', '.join(LONG_OUTCOMES)}: got {outcome!r}")
+    rng = random.Random(f"long-trace/{steps}/{seed}/{outcome}")
+    scenario = rng.choice(SCENARIOS)
+    name, pronoun = rng.choice(_PEOPLE)
+    words = {"Name": name, "name": name, "P": pronoun.capitalize(), "p": pronoun, "unit": scenario.unit}
+    unit = scenario.unit
+    start = rng.randint(40, 200)
+    sentences = [scenario.plain.format(a=start, **words)]
+    texts = [f"Okay, so {name} starts with {start} {unit}, and I need to follow every change."]
+    reflections: list[tuple[int, str]] = []
+    # Where the error happens: an operation step late enough to follow and early enough that
+    # the correction (or the wrong value's consequences) still fits before the last step.
+    error_at = rng.randint(3, steps - 4) if outcome != "correct" else -1
+    first_error = None
+    true_value = shown_value = start  # what the quantity is, and what the trace believes it is
+    while len(texts) < steps - 1:
+        index = len(texts)
+        wants_error = outcome != "correct" and first_error is None and index >= error_at
+        if outcome == "wrong" and wants_error and len(texts) >= 2 and not texts[-1].startswith(("Let", "Alt", "Hmm")):
+            # A recheck that gets the last result wrong: the trace goes on from the wrong value.
+            wrong = shown_value + rng.choice((1, 10))
+            texts.append(_INTRODUCED.format(wrong=wrong, unit=unit, **last))
+            reflections.append((index, "introduce"))
+            first_error, shown_value = index, wrong
+            continue
+        # Both the true and the believed quantity stay positive integers within MAX_VALUE.
+        low_value, high_value = min(true_value, shown_value), max(true_value, shown_value)
+        can_add, can_sub = MAX_VALUE - high_value >= 2, low_value - 3 >= 2
+        kind = "add" if can_add and (not can_sub or rng.random() < 0.5) else "sub"
+        n = rng.randint(2, min(40, MAX_VALUE - high_value)) if kind == "add" else rng.randint(2, min(40, low_value - 3))
+        op, inverse = ("+", "-") if kind == "add" else ("-", "+")
+        result = _apply(kind, shown_value, n)
+        true_value = _apply(kind, true_value, n)
+        sentences.append((scenario.gain if kind == "add" else scenario.loss).format(n=n, **words))
+        step_words = (scenario.gain_step if kind == "add" else scenario.loss_step).format(n=n)
+        last = {"v": shown_value, "op": op, "n": n, "r": result, "inverse": inverse}
+        if outcome == "corrected" and wants_error and len(texts) < steps - 2:
+            wrong = result + rng.choice((1, 10))
+            texts.append(f"After {step_words}, that makes {shown_value} {op} {n} = {wrong} {unit}.")
+            texts.append(_CORRECTION.format(wrong=wrong, unit=unit, **last))
+            first_error = index
+            reflections.append((index + 1, "correct"))
+        else:
+            texts.append(f"After {step_words}, that makes {shown_value} {op} {n} = {result} {unit}.")
+            # No recheck while the error is still to come: it must fit before the last step.
+            if len(texts) < steps - 1 and not wants_error and rng.random() < _RECHECK_RATE:
+                reflections.append((len(texts), "recheck"))
+                texts.append(rng.choice(_RECHECKS).format(**last))
+        shown_value = result
+    if outcome != "correct" and first_error is None:
+        raise AssertionError(f"long_trace({steps}, {seed}, outcome={outcome!r}) placed no error")  # a bug here
+    texts.append(f"So in the end {name} has {shown_value} {unit}.")
+    # The line breaks inside the tags are R1's; offsets count from the think part's first character,
+    # so they are the offsets of the steps in the solution the importer stores.
+    think = "\n" + "\n\n".join(texts) + "\n"
+    boundaries = tuple(accumulate((len(text) + len("\n\n") for text in texts[:-1]), initial=1))
+    question = " ".join([*sentences, scenario.question.format(**words)])
+    answer = f"{name} has {shown_value} {unit} at the end.\n\nThe answer is {shown_value}."
+    return LongTrace(
+        question=question, gold=true_value, think=think, answer=answer, steps=tuple(texts), boundaries=boundaries,
+        first_error=first_error, reflections=tuple(reflections), final=shown_value, outcome=outcome,
+    )  # fmt: skip
+
+
+
+LONG_SHAPES = ("openr1", "chat", "chat-think")
+
+
+def long_trace_records(steps: int, count: int, seed: int, *, shape: str = "openr1") -> list[dict]:
+    """`count` records of `steps`-step traces for the `reasoning` importer, the outcomes taken in
+    turn (correct, corrected, wrong); each record carries its `ground_truth`."""
+    if shape not in LONG_SHAPES:
+        raise StepScopeError(f"shape is one of {', '.join(LONG_SHAPES)}: got {shape!r}")
+    traces = [long_trace(steps, seed + index, outcome=LONG_OUTCOMES[index % len(LONG_OUTCOMES)]) for index in range(count)]
+    if shape == "openr1":
+        return [trace.openr1_record() for trace in traces]
+    return [trace.chat_record(reasoning_field=shape == "chat") for trace in traces]

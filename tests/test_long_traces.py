@@ -241,3 +241,73 @@ def test_malformed_records_are_refused_with_line_and_field_and_nothing_is_stored
     message = str(refused.value)
     assert f"{path}, line 3: reasoning record: " in message and field in message and "\n" not in message
     assert (store.count_trajectories(), len(store.list_problems())) == before
+
+
+# --- synthetic long traces --------------------------------------------------------------------
+
+import re  # noqa: E402
+
+from core.steps import DEFAULT_REFLECTION_MARKERS  # noqa: E402
+from core.synth import LONG_OUTCOMES, LONG_SHAPES, long_trace, long_trace_records  # noqa: E402
+
+EQUATION = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)")
+
+
+def first_false_equation(steps) -> int | None:
+    """The first step holding an equation whose arithmetic is wrong, read from the text alone."""
+    for index, step in enumerate(steps):
+        for a, op, b, c in EQUATION.findall(step):
+            if (int(a) + int(b) if op == "+" else int(a) - int(b)) != int(c):
+                return index
+    return None
+
+
+@pytest.mark.parametrize("steps", [16, 64, 256])
+@pytest.mark.parametrize("outcome", LONG_OUTCOMES)
+def test_synthetic_traces_have_the_boundaries_and_first_error_they_claim(steps, outcome):
+    for seed in range(5):
+        trace = long_trace(steps, seed, outcome=outcome)
+        # The boundaries are where the paragraph splitter cuts, and there are `steps` steps.
+        paragraphs = segment(trace.think, "paragraph")
+        assert [s.start for s in paragraphs] == list(trace.boundaries) and len(paragraphs) == steps
+        assert [s.text for s in paragraphs] == list(trace.steps)
+        # The first error is the first step whose arithmetic is wrong (read from the text).
+        assert first_false_equation(trace.steps) == trace.first_error
+        assert (trace.first_error is None) == (outcome == "correct")
+        kinds = dict(trace.reflections)
+        if outcome == "corrected":  # the slip, then the step that corrects it; the answer is right
+            assert kinds[trace.first_error + 1] == "correct" and trace.final == trace.gold
+            assert trace.steps[trace.first_error + 1].startswith("Wait, ")
+        if outcome == "wrong":  # a reflection brings the error in and it stays to the end
+            assert kinds[trace.first_error] == "introduce" and trace.final != trace.gold
+        if outcome == "correct":
+            assert set(kinds.values()) <= {"recheck"} and trace.final == trace.gold
+        # Every reflection step opens with a reflection marker, and the reflection splitter cuts there.
+        cuts = {s.start for s in segment(trace.think, "reflection")}
+        for index, _ in trace.reflections:
+            assert trace.steps[index].startswith(DEFAULT_REFLECTION_MARKERS)
+            assert trace.boundaries[index] in cuts
+        assert long_trace(steps, seed, outcome=outcome) == trace  # the same arguments, the same trace
+
+
+def test_long_traces_refuse_lengths_and_outcomes_out_of_range():
+    for steps in (15, 257):
+        with pytest.raises(StepScopeError, match="16 to 256 steps"):
+            long_trace(steps, 0)
+    with pytest.raises(StepScopeError, match="outcome is one of"):
+        long_trace(16, 0, outcome="maybe")
+
+
+@pytest.mark.parametrize("shape", LONG_SHAPES)
+def test_synthetic_traces_import_with_their_steps_and_grade(store, tmp_path, shape):
+    records = long_trace_records(32, 3, seed=7, shape=shape)
+    import_file(store, write_jsonl(tmp_path / f"{shape}.jsonl", records), "reasoning")
+    by_question = imported(store)
+    for record in records:
+        truth = record["ground_truth"]
+        question = record.get("problem") or record["messages"][0]["content"]
+        (trajectory,) = by_question[question]
+        _, spans = store.segmentation_steps(trajectory["segmentation_id"])
+        assert [s.start for s in spans] == truth["boundaries"] and len(spans) == truth["steps"]
+        assert trajectory["correct"] is (truth["outcome"] != "wrong")
+        assert store.get_problem(trajectory["problem_id"])["meta"]["ground_truth"] == truth
