@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from core.errors import StepScopeError
@@ -148,6 +149,8 @@ _ABBREVIATIONS = frozenset(
         "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "mt", "fig", "eq", "eqs", "vol",
     }
 )
+# Longer than any abbreviation with brackets or quotes before it ("(e.g." is 5 characters).
+_LONGEST_ABBREVIATION_WORD = 32
 # GSM8K calculator annotations such as <<3*4=12>> must stay inside one step.
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
@@ -170,9 +173,14 @@ def _step_marker_cuts(solution: str) -> list[int]:
 
 
 def _is_abbreviation(solution: str, dot_end: int) -> bool:
-    word = _WORD_BEFORE_END.search(solution, 0, dot_end)
+    # Only the last few characters are searched: a search from the text's start would try every
+    # position before the dot, which makes a long trace's sentence split quadratic.
+    window = max(0, dot_end - _LONGEST_ABBREVIATION_WORD)
+    word = _WORD_BEFORE_END.search(solution, window, dot_end)
     if word is None or not word.group(1).endswith("."):
         return False
+    if word.start() == window and window > 0 and not solution[window - 1].isspace():
+        return False  # a word longer than the window: no abbreviation is that long
     bare = word.group(1).lstrip("([{\"'\u201c\u2018").rstrip(".").lower()
     return bare in _ABBREVIATIONS
 
@@ -221,20 +229,23 @@ _LOOK_BEHIND_CHARS = 64
 _WORD_CHAR = re.compile(r"\w")
 
 
+@lru_cache(maxsize=64)
+def _marker_pattern(markers: tuple[str, ...]) -> re.Pattern[str]:
+    # Longest first, so "Let me check" is tried before a marker that is a prefix of it.
+    return re.compile("|".join(re.escape(marker) for marker in sorted(set(markers), key=len, reverse=True)))
+
+
 def _reflection_cuts(solution: str, markers: Sequence[str]) -> list[int]:
     """Just before each marker that opens a sentence or a line (the marker stays in its step).
     A marker must end at a word boundary: "Hmm," and "Wait." count, "Waiting" does not."""
-    # Longest first, so "Let me check" is tried before a marker that is a prefix of it.
-    alternatives = "|".join(re.escape(marker) for marker in sorted(set(markers), key=len, reverse=True))
-    pattern = re.compile(rf"(?:{alternatives})")
+    text_start = len(solution) - len(solution.lstrip())
     cuts = []
-    for match in pattern.finditer(solution):
+    for match in _marker_pattern(tuple(markers)).finditer(solution):
         end = match.end()
         if end < len(solution) and _WORD_CHAR.match(solution[end]) and _WORD_CHAR.match(match.group()[-1]):
             continue
         before = solution[max(0, match.start() - _LOOK_BEHIND_CHARS) : match.start()]
-        at_text_start = not solution[: match.start()].strip()
-        if at_text_start or _SENTENCE_START_BEFORE.search(before):
+        if match.start() == text_start or _SENTENCE_START_BEFORE.search(before):
             cuts.append(match.start())
     return cuts
 

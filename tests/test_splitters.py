@@ -190,3 +190,11 @@ def test_bad_rules_are_refused_in_one_line(rule):
         segment("a. b.", rule)
     assert rule in str(refused.value) and "\n" not in str(refused.value)
     assert rule not in SPLITTERS
+
+
+def test_abbreviations_are_read_from_the_last_word_only_however_long_the_text():
+    # The abbreviation check reads a bounded window before each dot (so a long trace splits in
+    # linear time); a word longer than the window is still one word, and no abbreviation.
+    long_word = "x" * 40 + "e.g."
+    assert spans_text(f"See {long_word} Next one.", "sentence") == [f"See {long_word}", "Next one."]
+    assert spans_text("See (e.g. this) one. " * 3, "sentence") == ["See (e.g. this) one."] * 3
