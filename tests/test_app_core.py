@@ -289,6 +289,20 @@ def test_queue_estimate_top_up_cancel_retry(store):
         retry(store, job_id)
     table = job_table(store)
     assert [row["id"] for row in table] == [top_up["id"], job_id] and table[0]["strategy"] == "fixed"
+    assert table[0]["policy tokens"] is None and table[0]["TFLOPs (est.)"] is None  # not run: nothing counted
+
+
+def test_the_jobs_table_shows_what_a_job_spent(store):
+    from core.search.compute import ComputeRecord
+
+    job_id = queue_estimate(store, EstimateRequest(policy="tiny", n=4, max_new_tokens=16), [1])
+    spent = ComputeRecord(policy_tokens=120, prompt_tokens=900, prompt_tokens_cached=600, engine_seconds=2.5,
+                          total_seconds=2.7, policy_parameters=135_000_000)  # fmt: skip
+    store.update_job(job_id, compute=spent.as_manifest())
+    [row] = job_table(store)
+    assert (row["policy tokens"], row["prompt tokens"], row["cached prompt tokens"]) == (120, 900, 600)
+    assert row["verifier tokens"] == 0 and row["engine s"] == 2.5
+    assert row["TFLOPs (est.)"] == round(2 * 135e6 * (120 + 900) / 1e12, 4)
 
 
 def test_bad_job_requests_are_refused_with_their_cause(store):

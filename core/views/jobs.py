@@ -238,8 +238,22 @@ def job_table(store: Store, limit: int = 100) -> list[dict]:
             "strategy": str(manifest.get("strategy", {}).get("strategy", "")) if job["kind"] == "estimate" else "",
             "trajectories": len(manifest.get("trajectory_ids", manifest.get("problem_ids", []))),
             "created": job["created_at"], "error": job["error"] or "",
+            **compute_columns(job.get("compute")),
         })  # fmt: skip
     return table
+
+
+def compute_columns(compute: dict | None) -> dict:
+    """What a job spent (core.search.compute.ComputeRecord as stored): tokens by role, engine
+    seconds and estimated FLOPs; None where the job has not run or the engine cannot count it."""
+    compute = compute or {}
+    flops = compute.get("flops")
+    return {
+        "policy tokens": compute.get("policy_tokens"), "prompt tokens": compute.get("prompt_tokens"),
+        "cached prompt tokens": compute.get("prompt_tokens_cached"),
+        "verifier tokens": compute.get("verifier_tokens"), "engine s": compute.get("engine_seconds"),
+        "TFLOPs (est.)": None if flops is None else round(flops / 1e12, 4),
+    }  # fmt: skip
 
 
 def cancel(store: Store, job_id: int) -> str:
