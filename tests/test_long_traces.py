@@ -311,3 +311,28 @@ def test_synthetic_traces_import_with_their_steps_and_grade(store, tmp_path, sha
         assert [s.start for s in spans] == truth["boundaries"] and len(spans) == truth["steps"]
         assert trajectory["correct"] is (truth["outcome"] != "wrong")
         assert store.get_problem(trajectory["problem_id"])["meta"]["ground_truth"] == truth
+
+
+def test_splitter_parameters_are_recorded_in_the_rule_in_manifests_and_in_a_dump(store, tmp_path):
+    from core.formats import export_file
+    from core.jobs.spec import splitters_of
+
+    import_file(store, write_jsonl(tmp_path / "t.jsonl", long_trace_records(16, 1, seed=3)), "reasoning")
+    (row,) = store.list_trajectories(dataset="reasoning")
+    merged = store.resegment(row["id"], "sentence-merged:20-200")
+    reflection = store.add_segmentation(row["id"], "reflection:Wait|Let me check", make_current=False)
+    assert store.get_trajectory(row["id"])["rule"] == "sentence-merged:20-200"
+    assert splitters_of(store, [row["id"]]) == ["sentence-merged:20-200"]
+    # The complete dump carries every segmentation with its rule, and reads back the same.
+    export_file(store, "jsonl", tmp_path / "dump.jsonl")
+    copy = Store(tmp_path / "copy.db")
+    try:
+        import_file(copy, tmp_path / "dump.jsonl", "jsonl")
+        (again,) = copy.list_trajectories(dataset="reasoning")
+        stored = {s["rule"] for s in copy.dump_segmentations(dataset="reasoning")}
+        assert stored == {"paragraph", "sentence-merged:20-200", "reflection:Wait|Let me check"}
+        assert copy.get_trajectory(again["id"])["rule"] == "sentence-merged:20-200"
+        for segmentation in (merged, reflection):
+            assert store.segmentation_steps(segmentation)[1]  # steps were cut by the parametrised rules
+    finally:
+        copy.close()
