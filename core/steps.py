@@ -22,7 +22,6 @@ from typing import Callable, Sequence
 from core.errors import StepScopeError
 
 
-
 class _SplitterNames(tuple):
     """The splitter names, where `rule in SPLITTERS` also holds for a rule with parameters.
 
@@ -213,12 +212,14 @@ def _merged_cuts(solution: str, min_chars: int, max_chars: int) -> list[int]:
     sentence that would take a step past `max_chars` starts the next one. A single sentence
     longer than `max_chars` stays whole: a step never ends mid-sentence."""
     cuts: list[int] = []
-    group: StepSpan | None = None  # the step being built: its start, and the end of its last unit
+    step_start = step_end = None  # the step being built: where it starts, where its last unit ends
     for unit in _spans(solution, _sentence_or_line_cuts(solution)):
-        if group is not None and (group.end - group.start >= min_chars or unit.end - group.start > max_chars):
+        if step_start is not None and (step_end - step_start >= min_chars or unit.end - step_start > max_chars):
             cuts.append(unit.start)
-            group = None
-        group = unit if group is None else StepSpan("", group.start, unit.end)
+            step_start = None
+        if step_start is None:
+            step_start = unit.start
+        step_end = unit.end
     return cuts
 
 
