@@ -339,11 +339,43 @@ def test_a_search_job_is_refused_before_it_is_queued_when_its_problems_or_scorer
     [problem] = _problems(store, 1)
     no_gold = store.add_problem("search-job", "A question without an answer", None)
     for spec, cause in [(_spec((problem, problem)), "listed twice"), (_spec((no_gold,)), "no gold answer"),
-                        (_spec((999,)), "problem 999 does not exist"), (_spec((problem,), scorer="prm"), "a scorer is one of"),
+                        (_spec((999,)), "problem 999 does not exist"), (_spec((problem,), scorer="best"), "a scorer is one of"),
+                        (_spec((problem,), scorer="prm"), "needs the PRM's folder"),
+                        (_spec((problem,), scorer=f"prm:{tmp_path}"), "not a model folder"),
                         (_spec((problem,), scorer="mc:0"), "mc scorer rollouts"), (_spec((problem,), n=300, beam_width=3), "n is between")]:  # fmt: skip
         with pytest.raises(StepScopeError, match=cause):
             queue(store, spec)
     assert store.list_jobs() == []
+
+
+def test_a_search_job_guided_by_a_prm_folder_stores_the_prms_scores_of_each_candidate(tmp_path, one_torch_thread):
+    from tiny_prm import build_token_classification_prm
+
+    from core.engines import load_engine
+    from core.prm import FAMILY_DEFAULTS
+    from core.search.scorers import PRMScorer
+
+    folder = build_token_classification_prm(tmp_path / "prm")
+    store = Store.open(tmp_path / "prm.db")
+    problems = _problems(store, 1)
+    spec = _spec(problems, scorer=f"prm:{folder}")
+    job_id = queue(store, spec)
+    assert _run(store, SteppedPolicy([0.7] * 3), job_id) == "done"
+    [search] = store.job_searches(job_id)
+    assert search["scorer_kind"] == "prm" and search["scorer_fingerprint"]["family"] == "token-classification"
+    assert store.verifier_kind(search["scorer"]) == "prm"
+    # The same search run in memory with the PRM loaded by hand: the same candidates and scores.
+    problem = store.get_problem(problems[0])
+    engine = load_engine("prm:transformers", str(folder), family="token-classification", device="cpu")
+    expected = run_search(SearchProblem(problem["question"], GOLD, load_template(spec.template).render(problem["question"])),
+                          SteppedPolicy([0.7] * 3), PRMScorer(engine, FAMILY_DEFAULTS["token-classification"]),
+                          spec.config)  # fmt: skip
+    engine.close()
+    stored = store.search_candidates(search["id"])
+    assert [(c["text"], c["mark"]) for c in stored] == [(n.text, n.mark) for n in expected.nodes]
+    assert [c["score"] for c in stored] == pytest.approx([n.score for n in expected.nodes], abs=1e-6)
+    assert any(0.0 < c["score"] < 1.0 for c in stored)
+    assert search["compute"]["verifier_tokens"] > 0 and search["compute"]["scorer_calls"] > 0
 
 
 def test_the_migration_that_admits_the_random_kind_keeps_every_verifier(tmp_path):

@@ -79,7 +79,7 @@ def search_command(
     config: SearchConfig,
     scorer: Annotated[str, typer.Option(
         help="random[:SEED] | mc[:K] (K policy rollouts per candidate) | self-judge (the policy's P(Yes)) | "
-             "orm:FOLDER (a fine-tuned ORM)")] = "random",
+             "orm:FOLDER (a fine-tuned ORM) | prm:FOLDER (a PRM folder, e.g. from train-prm)")] = "random",
     problems: Annotated[Optional[str], typer.Option(help="problem ids, comma-separated")] = None,
     dataset: Annotated[str, typer.Option(help="else: the problems of this dataset")] = "sample",
     limit: Annotated[Optional[int], typer.Option(min=1, help="at most this many problems")] = None,

@@ -13,7 +13,9 @@ Scorers are named by a short description, the CLI's `--scorer`:
 - `random[:SEED]`: uniform scores, the floor (seed: the search's);
 - `mc[:K]`: the Monte Carlo value of the prefix, K rollouts of the policy (default 4);
 - `self-judge`: the policy as its own judge, P(Yes) that the newest step is correct;
-- `orm:FOLDER`: a fine-tuned ORM saved by `stepscope train-verifier --kind orm-finetune`.
+- `orm:FOLDER`: a fine-tuned ORM saved by `stepscope train-verifier --kind orm-finetune`;
+- `prm:FOLDER`: a PRM in a local folder (what `stepscope train-prm` saves, or any PRM whose
+  family its config or `stepscope_prm.json` says), on the transformers PRM engine, CPU.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from core.search.compute import ComputeRecord
 from core.search.config import SearchConfig, SearchProblem
 from core.search.journal import event_from_dict, event_to_dict
 from core.search.run import run_search
-from core.search.scorers import JudgeScorer, MCScorer, ORMScorer, RandomScorer
+from core.search.scorers import JudgeScorer, MCScorer, ORMScorer, PRMScorer, RandomScorer
 from core.store import Store
 
-SCORER_NAMES = ("random", "mc", "self-judge", "orm")
+SCORER_NAMES = ("random", "mc", "self-judge", "orm", "prm")
 DEFAULT_MC_ROLLOUTS = 4
 MAX_EXPANSIONS = 10_000
 MAX_STEPS = 256
@@ -45,7 +47,7 @@ MAX_STEPS = 256
 
 @dataclass(frozen=True)
 class ScorerChoice:
-    """A scorer as a job names it: `random[:SEED]`, `mc[:K]`, `self-judge`, `orm:FOLDER`."""
+    """A scorer as a job names it: `random[:SEED]`, `mc[:K]`, `self-judge`, `orm:FOLDER`, `prm:FOLDER`."""
 
     name: str
     argument: str | None = None
@@ -54,7 +56,8 @@ class ScorerChoice:
     def parse(cls, described: str) -> "ScorerChoice":
         name, _, argument = described.strip().partition(":")
         if name not in SCORER_NAMES:
-            raise StepScopeError(f"a scorer is one of random[:SEED], mc[:K], self-judge, orm:FOLDER, not {described!r}")
+            raise StepScopeError(
+                f"a scorer is one of random[:SEED], mc[:K], self-judge, orm:FOLDER, prm:FOLDER, not {described!r}")
         choice = cls(name, argument or None)
         choice.check()
         return choice
@@ -71,6 +74,11 @@ class ScorerChoice:
                 raise StepScopeError("scorer orm needs the ORM's folder: orm:FOLDER")
             if not (Path(self.argument) / "config.json").is_file():
                 raise StepScopeError(f"scorer orm: {self.argument} is not a saved ORM's folder (no config.json)")
+        if self.name == "prm":
+            if not self.argument:
+                raise StepScopeError("scorer prm needs the PRM's folder: prm:FOLDER")
+            if not (Path(self.argument) / "config.json").is_file():
+                raise StepScopeError(f"scorer prm: {self.argument} is not a model folder (no config.json)")
 
     def __str__(self) -> str:
         return self.name if self.argument is None else f"{self.name}:{self.argument}"
@@ -87,7 +95,19 @@ class ScorerChoice:
             return MCScorer(engine, k, sampling, delimiter=config.step_delimiter, seed=config.seed)
         if self.name == "self-judge":
             return JudgeScorer(engine)
+        if self.name == "prm":
+            return self._prm_scorer()
         return ORMScorer.from_folder(self.argument)
+
+    def _prm_scorer(self) -> PRMScorer:
+        """The PRM in the folder, its family and format as `stepscope prm score` settles them."""
+        from core.engines import load_engine
+        from core.jobs.prm_score import family_of
+        from core.prm import prm_format
+
+        family = family_of(self.argument, None)
+        prm_engine = load_engine("prm:transformers", self.argument, family=family, device="cpu")
+        return PRMScorer(prm_engine, prm_format(family, preset=self.argument), name=f"prm:{self.argument}")
 
 
 class _Cancelled(Exception):
