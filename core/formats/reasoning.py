@@ -38,6 +38,7 @@ from core.formats.base import Importer, ImportOptions
 from core.formats.records import (
     Item, Problem, RecordError, Trajectory, cut, each_dict, nested, opt_list, opt_str, req_list, req_str, text,
 )
+from core.formats.records import _type_name as type_name  # the records' words for JSON types
 from core.grading import extract_answer, grade
 
 SOURCE = "reasoning"
@@ -54,7 +55,8 @@ def split_think(trace: str) -> tuple[str, str, str, str | None]:
 
     `<think>` may be missing when a chat template put it in the prompt (the trace starts inside
     the thinking and only closes it); an unclosed `<think>` is a trace cut off mid-thought (no
-    answer part: None). A trace with neither tag is all thinking, and its answer part is itself.
+    answer part: None). A trace with neither tag is all thinking (opening and closing empty,
+    answer part None), and its answer is graded from the whole text.
     """
     open_at = trace.find(THINK_OPEN)
     close_at = trace.find(THINK_CLOSE, 0 if open_at < 0 else open_at)
@@ -70,8 +72,8 @@ def split_think(trace: str) -> tuple[str, str, str, str | None]:
 def _trajectory(
     parts: tuple[str, str, str, str | None], gold: str | None, model: str | None, meta: dict[str, Any], where: str
 ) -> Trajectory:
-    """The trajectory of a trace split into (opening, think, closing, answer); `meta` goes to
-    its `reasoning` meta, with the shape first."""
+    """The trajectory of a trace split into (opening, think, closing, answer), graded from the
+    answer part; `meta` (shape and per-generation flags) goes into its `reasoning` meta."""
     opening, think, closing, answer = parts
     if not think.strip():
         raise RecordError(f"{where} has an empty think part")
@@ -100,7 +102,7 @@ def _flags(obj: dict, name: str, count: int) -> list:
         allowed = isinstance(value, str) if name == "finish_reasons" else isinstance(value, bool)
         if value is not None and not allowed:
             kind = "a string" if name == "finish_reasons" else "true or false"
-            raise RecordError(f"{name}[{index}] must be {kind} or null, got {type(value).__name__}")
+            raise RecordError(f"{name}[{index}] must be {kind} or null, got {type_name(value)}")
     return values
 
 
