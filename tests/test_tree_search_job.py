@@ -177,3 +177,41 @@ def test_tree_search_job_on_the_tiny_transformer(tmp_path, tiny_model_dir, one_t
     with_steps = [r for r in rollouts if r["text"].strip()]
     assert len(store.branches(root)) == len({r["text"] for r in with_steps})
     assert store.get_job(job)["done"] == store.job_rollout_totals(job)[0] <= 12
+
+
+# --- splitters the search rebuilds prefixes with ---------------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["line", "blank-line", "paragraph", "step-marker", "sentence"])
+def test_a_prefix_off_the_trajectory_splits_back_into_its_steps(tmp_path, rule):
+    """A prefix that is no trajectory's own text is joined by the splitter's separator; cut again
+    by the same splitter it must give the same steps (paragraph once joined by a single line
+    break, which the paragraph splitter does not cut at)."""
+    from core.jobs.tree_search import Anchor, split_steps
+
+    steps = {"step-marker": ("Step 1: 3 + 4 = 7.", "Step 2: 7 * 2 = 14.", "Step 3: so 14.")}.get(
+        rule, ("First, 3 + 4 = 7.", "Then 7 * 2 = 14.", "So the total is 14.")
+    )
+    store = Store(tmp_path / "db.sqlite")
+    problem = store.add_problem("sim", "a simulated problem", GOLD)
+    trajectory = store.add_trajectory(problem, "Something else entirely.", source="sim", rule=rule)
+    anchor = Anchor.load(store, trajectory)
+    part, spans = anchor.solution_part(steps)
+    assert split_steps(part, rule) == steps
+    assert [part[s.start : s.end] for s in spans] == list(steps)
+
+
+@pytest.mark.parametrize("rule", ["sentence-merged", "sentence-merged:20-200", "reflection", "reflection:Wait|Hmm"])
+def test_tree_search_refuses_a_splitter_it_cannot_rebuild_in_one_line(tmp_path, rule):
+    from core.errors import StepScopeError
+
+    store = Store(tmp_path / "db.sqlite")
+    problem = store.add_problem("sim", "a simulated problem", GOLD)
+    solution = "First, 3 + 4 = 7. Then 7 * 2 = 14.\n\nWait, check: 7 * 2 = 14. So the answer is 14."
+    trajectory = store.add_trajectory(problem, solution, source="sim", rule=rule)
+    with pytest.raises(StepScopeError) as refused:
+        queue(store, _spec(trajectory))
+    message = str(refused.value)
+    assert "\n" not in message and f"trajectory {trajectory} is cut by {rule!r}" in message
+    assert "cannot rebuild" in message and "paragraph" in message
+    assert store.list_jobs() == []  # refused at queueing: nothing to run and mis-split later

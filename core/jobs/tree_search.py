@@ -25,7 +25,7 @@ from core.grading import GRADER_NAME, grade
 from core.jobs.estimate import default_sampling
 from core.jobs.spec import MAX_N, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, sampling_from
 from core.policy import DEFAULT_TEMPLATE, join_context, load_template, policy_context
-from core.steps import StepSpan, join_steps, prefix_end, segment
+from core.steps import StepSpan, join_steps, parse_rule, prefix_end, segment
 from core.store import Store
 from core.tree_search import (
     BranchExpanded, Event, FirstErrorLocated, OmegaPRM, Prefix, Rollout, RolloutKey, RolloutSelected, RolloutsSampled,
@@ -36,8 +36,22 @@ MODES = ("omegaprm", "expand")
 MAX_BUDGET = 1_000_000
 MAX_DEPTH = 64
 # How the sampler joins the steps of a prefix that is no trajectory's own text, per splitter:
-# what the splitter cuts at, so that splitting the joined text gives the steps back.
-SEPARATORS = {"line": "\n", "blank-line": "\n\n", "step-marker": "\n", "sentence": " ", "pre-split": "\n"}
+# what the splitter cuts at, so that splitting the joined text gives the steps back. A splitter
+# missing here cannot be rebuilt that way (sentence-merged cuts by length, so joined steps merge
+# differently; reflection cuts only before a marker, and a rollout's first step has none), and
+# a search on a trajectory cut by it is refused rather than grown on steps that re-split wrong.
+SEPARATORS = {
+    "line": "\n", "blank-line": "\n\n", "paragraph": "\n\n", "step-marker": "\n", "sentence": " ", "pre-split": "\n",
+}  # fmt: skip
+
+
+def check_rebuildable(rule: str, trajectory_id: int) -> None:
+    """Refuse a splitter whose steps the search cannot join back into text that splits the same."""
+    if parse_rule(rule).name not in SEPARATORS:
+        raise StepScopeError(
+            f"trajectory {trajectory_id} is cut by {rule!r}, whose steps a tree search cannot rebuild exactly; "
+            f"resegment it by one of: {', '.join(name for name in SEPARATORS if name != 'pre-split')}"
+        )
 
 
 def cutting_rule(rule: str | None) -> str:
@@ -83,7 +97,8 @@ class Anchor:
         if self.steps[:depth] == prefix:
             solution = self.trajectory["solution"]
             return solution[: prefix_end(solution, list(self.spans), depth - 1)], list(self.spans[:depth])
-        separator = SEPARATORS.get(self.rule, "\n")
+        check_rebuildable(self.rule, self.trajectory["id"])
+        separator = SEPARATORS[parse_rule(self.rule).name]
         joined, spans = join_steps(prefix, separator)
         return joined + separator, spans
 
@@ -260,6 +275,7 @@ class TreeSearchSpec(JobSpec):
             raise StepScopeError(f"trajectory {self.trajectory_id} does not exist")
         if not trajectory.get("gold"):
             raise StepScopeError(f"trajectory {self.trajectory_id}: its problem has no gold answer to grade rollouts")
+        check_rebuildable(trajectory.get("rule") or "line", self.trajectory_id)
         if self.node_id is not None:
             node = store.get_node(self.node_id)
             if node is None or node["problem_id"] != trajectory["problem_id"]:
