@@ -50,6 +50,10 @@ CASES = [
     (("import",), ("import", "{file}", "--format", "gsm8kk"), "did you mean 'gsm8k'?"),
     (("import",), ("import", "{file}", "--format", "csv"), "known formats: gsm8k"),
     (("import",), ("import", "no-such-file.jsonl", "--format", "gsm8k"), "no-such-file.jsonl"),
+    (("import",), ("import", "{file}", "--format", "reasoning", "--splitter", "paragraphs"), "unknown step splitter"),
+    (("import",), ("import", "{file}", "--format", "gsm8k", "--splitter", "line"), "takes no splitter"),
+    (("resegment",), ("resegment", "--trajectory", "1", "--rule", "reflection:"), "empty marker"),
+    (("resegment",), ("resegment", "--rule", "line"), "name one trajectory or one dataset"),
     (("export",), ("export", "trll", "out.jsonl", "--labels", "mc-hard"), "did you mean 'trl'?"),
     (("export",), ("export", "trl", "out.jsonl", "--labels", "mc-hardd"), "unknown label source"),
     # Checked in the command's body, still before the database is opened:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from core.cli import data as cli_data, jobs as cli_jobs, judge as cli_judge, prm as cli_prm, problems as cli_problems
 from core.cli import access as cli_access, trajectories as cli_trajectories, tree as cli_tree
-from core.cli import search as cli_search
+from core.cli import search as cli_search, segmentations as cli_segmentations
 from core.cli.options import EngineChoice, command_group, with_option_groups
 from core.cli.output import console, errors, print_error
 from core.errors import StepScopeError
@@ -89,6 +89,7 @@ cli_judge.register(app)
 cli_prm.register(app)
 cli_problems.register(app)
 cli_search.register(app)
+cli_segmentations.register(app)
 cli_trajectories.register(app)
 cli_tree.register(app)
 

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.cli.options import Database, Dataset, NewDataset, command_group, open_store
+from core.cli.options import Database, Dataset, NewDataset, as_usage_error, command_group, open_store
 from core.cli.output import console, errors, user_errors
 
 from core.errors import StepScopeError
@@ -27,6 +27,8 @@ ANNOTATOR_HELP = "annotator for labels that name none (trl, processbench)"
 # core.formats.labels.SOURCES_HELP, spelled here so that reading the CLI's options does not import the store.
 LABELS_HELP = ("label source: mc-hard, mc-soft:THRESHOLD, judge|prm|probe|orm:NAME, human[:ANNOTATOR] (0 = neutral "
                "counts as right; no name: more than half of the annotators), consensus or majority")
+SPLITTER_HELP = ("reasoning format: how the thinking is cut into steps (default paragraph): line, paragraph, "
+                 "sentence, sentence-merged[:MIN-MAX], reflection[:MARKER|MARKER...]")
 SAMPLED_ONLY_HELP = ("MC labels: only steps with their own rollouts; by default a step the first-error search or the "
                      "graded outcome implies is labelled too, and marked so (provenance)")
 
@@ -52,6 +54,14 @@ def _check_import_format(name: str) -> None:
     get_importer(name)
 
 
+def _check_splitter(rule: str) -> None:
+    from core.steps import parse_rule
+
+    if rule == "pre-split":
+        raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
+    parse_rule(rule)
+
+
 def _check_export_format(name: str) -> None:
     from core.formats import get_exporter
 
@@ -70,15 +80,19 @@ def import_command(
         "--format", "-f", help=IMPORT_FORMATS_HELP, callback=_usage(_check_import_format))],
     dataset: NewDataset = None,
     annotator: Annotated[Optional[str], typer.Option(help=ANNOTATOR_HELP)] = None,
+    splitter: Annotated[Optional[str], typer.Option(
+        "--splitter", metavar="RULE", help=SPLITTER_HELP, callback=_usage(_check_splitter))] = None,
     db: Database = None,
 ) -> None:
     """Import a file: all of it, or (on any error, Ctrl-C or a kill) nothing; written in batches, so the app
     saves labels meanwhile."""
-    from core.formats import import_file
+    from core.formats import check_import_splitter, import_file
 
+    if splitter is not None:  # a format that cuts no text is a usage error too, before a database exists
+        splitter = as_usage_error(lambda: check_import_splitter(format, splitter), "--splitter")
     with user_errors():
         store = open_store(db)  # the format and the file were checked while the options were read
-        report = import_file(store, file, format, dataset=dataset, annotator=annotator)
+        report = import_file(store, file, format, dataset=dataset, annotator=annotator, splitter=splitter)
     console.print(escape(report.summary()), highlight=False, soft_wrap=True)
 
 

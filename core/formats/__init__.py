@@ -42,8 +42,8 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 __all__ = [
-    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "ProvenanceTally", "check_export", "export_file",
-    "get_exporter", "get_importer", "import_file", "parse_label_source",
+    "EXPORTERS", "IMPORTERS", "ImportReport", "LabelSource", "ProvenanceTally", "check_export", "check_import_splitter",
+    "export_file", "get_exporter", "get_importer", "import_file", "parse_label_source",
 ]
 
 
@@ -66,6 +66,23 @@ def get_exporter(name: str) -> Exporter:
     return EXPORTERS[name]
 
 
+def check_import_splitter(format_name: str, splitter: str) -> str:
+    """The stored text of `splitter` for an import of `format_name`, or StepScopeError: a rule that
+    does not parse, `pre-split` (not a way to cut text), or a format that cuts no free text."""
+    from core.steps import parse_rule
+
+    importer = get_importer(format_name)
+    if importer.splitter is None:
+        splitting = [name for name, entry in IMPORTERS.items() if entry.splitter is not None]
+        raise StepScopeError(
+            f"format {importer.name!r} takes no splitter (only {', '.join(splitting)}); "
+            "cut its trajectories another way after the import with `stepscope resegment`"
+        )
+    if splitter == "pre-split":
+        raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
+    return parse_rule(splitter).text()
+
+
 def check_export(format_name: str, labels: str | LabelSource | None) -> tuple[Exporter, LabelSource | None]:
     """The exporter and the parsed label source, or StepScopeError: everything an export can
     check before it opens a database."""
@@ -83,14 +100,17 @@ def import_file(
     *,
     dataset: str | None = None,
     annotator: str | None = None,
+    splitter: str | None = None,
     batch_rows: int | None = None,
     after_batch: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import a whole file or nothing; StepScopeError (file, line) if anything is wrong.
+    `splitter` cuts free text into steps, for formats that cut it (reasoning; default paragraph).
     `after_batch(batches, records)` follows each committed batch (progress)."""
     importer = get_importer(format_name)
     path = Path(path)
-    options = ImportOptions(dataset=dataset, annotator=annotator)
+    rule = check_import_splitter(format_name, splitter) if splitter is not None else None
+    options = ImportOptions(dataset=dataset, annotator=annotator, splitter=rule)
     return ingest(store, path, importer.name, _parsed(path, importer, options), batch_rows=batch_rows,
                   after_batch=after_batch)
 

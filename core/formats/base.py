@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class ImportOptions:
     dataset: str | None = None  # the user's choice of dataset for the problems, if any
     annotator: str | None = None  # for formats whose labels have no author of their own
+    splitter: str | None = None  # how free text is cut into steps, for formats that cut it (else their default)
 
     def dataset_or(self, default: str) -> str:
         return self.dataset or default
@@ -29,6 +30,9 @@ class Importer:
     default_dataset: str
     # One JSON object of the file -> the records it holds. Raises RecordError on bad fields.
     parse: Callable[[dict, ImportOptions], Sequence[Item | Job]]
+    # The rule it cuts free text into steps with when none is chosen; None for formats whose steps
+    # come split or are cut one fixed way (they take no splitter: resegment after importing).
+    splitter: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ One JSON object per line, its shape told by its fields:
   `answer` and `model`.
 
 The think part and the answer part are kept apart: the trajectory's solution is the think part
-exactly as written between the tags, cut into steps by the `paragraph` splitter (other
-splitters can be added later as more segmentations), and the answer part goes to the
+exactly as written between the tags, cut into steps by the `paragraph` splitter (or the one
+the import names: `stepscope import --splitter`; others can be added later as more
+segmentations), and the answer part goes to the
 trajectory's meta (`reasoning.answer`), with what was around the think part (`reasoning.opening`,
 `reasoning.closing`), so `opening + solution + closing + answer` is the trace as it came. Why the
 answer is not steps: the steps are what Monte Carlo rollouts continue and people label, and a
@@ -70,7 +71,8 @@ def split_think(trace: str) -> tuple[str, str, str, str | None]:
 
 
 def _trajectory(
-    parts: tuple[str, str, str, str | None], gold: str | None, model: str | None, meta: dict[str, Any], where: str
+    parts: tuple[str, str, str, str | None], gold: str | None, model: str | None, meta: dict[str, Any], where: str,
+    splitter: str,
 ) -> Trajectory:
     """The trajectory of a trace split into (opening, think, closing, answer), graded from the
     answer part; `meta` (shape and per-generation flags) goes into its `reasoning` meta."""
@@ -87,7 +89,7 @@ def _trajectory(
         final, correct = extract_answer(graded_from).value, None
     reasoning = {**meta, "opening": opening, "closing": closing, "answer": answer}
     return Trajectory(
-        source=SOURCE, solution=think, segmentations=[cut(think, SPLITTER)], model=model,
+        source=SOURCE, solution=think, segmentations=[cut(think, splitter)], model=model,
         final_answer=final, correct=correct, meta={"reasoning": reasoning},
     )  # fmt: skip
 
@@ -118,7 +120,8 @@ def _openr1(obj: dict, options: ImportOptions) -> Item:
     for index, generation in enumerate(generations):
         trace = text(generation, f"generations[{index}]")
         meta = {"shape": "openr1", "generation": index, **{name: flags[name][index] for name in _PER_GENERATION}}
-        trajectories.append(_trajectory(split_think(trace), gold, opt_str(obj, "model"), meta, f"generations[{index}]"))
+        trajectories.append(_trajectory(split_think(trace), gold, opt_str(obj, "model"), meta, f"generations[{index}]",
+                                        options.splitter or SPLITTER))  # fmt: skip
     problem_meta = {key: value for key, value in obj.items() if key not in _OPENR1_LEFT_OUT}
     return Item(Problem(options.dataset_or(DEFAULT_DATASET), question, gold, problem_meta), trajectories)
 
@@ -149,7 +152,8 @@ def _chat(obj: dict, options: ImportOptions) -> Item:
     at = len(roles) - 1 - roles[::-1].index("assistant")  # the last assistant message answers
     parts, where_thinking = _assistant_parts(messages[at], f"messages[{at}]")
     gold = opt_str(obj, "answer")
-    trajectory = _trajectory(parts, gold, opt_str(obj, "model"), {"shape": "chat", **where_thinking}, f"messages[{at}]")
+    trajectory = _trajectory(parts, gold, opt_str(obj, "model"), {"shape": "chat", **where_thinking}, f"messages[{at}]",
+                             options.splitter or SPLITTER)  # fmt: skip
     meta = {key: value for key, value in obj.items() if key not in ("messages", "problem", "answer", "model")}
     return Item(Problem(options.dataset_or(DEFAULT_DATASET), question, gold, meta), [trajectory])
 
@@ -160,7 +164,8 @@ def _plain(obj: dict, options: ImportOptions) -> Item:
     if question is None or not question.strip():
         raise RecordError("missing field 'problem' (the question the trace answers)")
     gold = opt_str(obj, "answer")
-    trajectory = _trajectory(split_think(trace), gold, opt_str(obj, "model"), {"shape": "text"}, "field 'text'")
+    trajectory = _trajectory(split_think(trace), gold, opt_str(obj, "model"), {"shape": "text"}, "field 'text'",
+                             options.splitter or SPLITTER)  # fmt: skip
     meta = {key: value for key, value in obj.items() if key not in ("text", "problem", "answer", "model")}
     return Item(Problem(options.dataset_or(DEFAULT_DATASET), question, gold, meta), [trajectory])
 
@@ -182,4 +187,5 @@ IMPORTER = Importer(
     description="reasoning traces: OpenR1-Math (problem, answer, generations), chat (messages with reasoning_content or <think>), or text",
     default_dataset=DEFAULT_DATASET,
     parse=parse,
+    splitter=SPLITTER,
 )
