@@ -82,7 +82,7 @@ def search_form(problem_id: int) -> None:
         error_box("Cannot start the search", error)
         return
     state["search_follow_job"] = job_id  # show its search as soon as it starts
-    st.success(f"search job {job_id} queued")
+    queued(f"search job {job_id} queued", [job_id])
 
 
 def styled(rows: list[dict]):
@@ -125,7 +125,10 @@ def candidate_panel(view) -> None:
         st.caption("A search's candidates become nodes of the rollout tree when it ends: then pick one here.")
         return
     by_order = {c.order: c for c in view.candidates}
-    order = st.selectbox("Candidate", list(by_order), key=f"search_candidate_{view.search['id']}",
+    # Opens on the final beam that gave the answer: the end of the highlighted path.
+    answer_beam = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
+    order = st.selectbox("Candidate", list(by_order), index=list(by_order).index(answer_beam),
+                         key=f"search_candidate_{view.search['id']}",
                          format_func=lambda o: candidate_label(by_order[o]))  # fmt: skip
     candidate = by_order[order]
     detail = node_detail(store, view, candidate)
@@ -159,12 +162,21 @@ def node_actions(detail) -> None:
     options = {"engine": engine(), "engine_options": policy_engine_options()}
     try:
         if estimate:
-            st.success(f"job {queue_node_estimate(store, detail, policy=policy(), k=int(k), **options)} queued")
+            job_id = queue_node_estimate(store, detail, policy=policy(), k=int(k), **options)
+            queued(f"job {job_id} queued", [job_id])
         if judge:
             ids = queue_node_judging(store, detail, judges(), **options)
-            st.success(f"judge jobs {', '.join(map(str, ids))} queued")
+            queued(f"judge jobs {', '.join(map(str, ids))} queued", ids)
     except StepScopeError as error:
         error_box("Cannot start the job", error)
+
+
+def queued(notice: str, job_ids: list[int]) -> None:
+    """Watch the jobs this session queued until a full run has seen them end: a quick job can
+    start and finish between two looks for active jobs."""
+    state["search_notice"] = notice
+    state["search_queued"] = state.get("search_queued", set()) | set(job_ids)
+    st.success(notice)
 
 
 def searches_view(problem_id: int, watching: bool) -> None:
@@ -174,7 +186,10 @@ def searches_view(problem_id: int, watching: bool) -> None:
         st.progress(progress.fraction or 0.0)
         st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")
     if watching and not jobs:
+        state.pop("search_queued", None)
         st.rerun()  # the jobs finished: a full run shows it and stops polling
+    if notice := state.get("search_notice"):
+        st.caption(f"Last action: {notice}")
     wrong_only = st.checkbox("Only searches that ended wrong", key="search_wrong_only")
     searches = problem_searches(store, problem_id, wrong_only=wrong_only)
     if not searches:
@@ -199,7 +214,7 @@ def searches_view(problem_id: int, watching: bool) -> None:
 
 def watch_for_jobs(problem_id: int) -> None:
     """While idle, look every few seconds for a job (from another session or the CLI)."""
-    if problem_jobs(store, problem_id):
+    if problem_jobs(store, problem_id) or state.get("search_queued"):
         st.rerun()
 
 
@@ -212,7 +227,7 @@ show_text(problem["question"], key=f"search-q-{problem_id}", limit=1500, math=Tr
 st.text(f"Gold answer: {problem['gold'] or '—'}")
 if allowed(RUN_JOBS):
     search_form(problem_id)
-watching = bool(problem_jobs(store, problem_id))
+watching = bool(problem_jobs(store, problem_id) or state.get("search_queued"))
 st.fragment(live(searches_view), run_every=1.5 if watching else None)(problem_id, watching)
 if not watching:
     st.fragment(live(watch_for_jobs), run_every=3.0)(problem_id)

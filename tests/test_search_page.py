@@ -199,6 +199,8 @@ def test_a_candidate_shows_other_verifiers_and_mc_values_at_its_node(store):
     no_exceptions(at)
     judged = [job for job in store.list_jobs() if job["kind"] == "judge"]
     assert len(judged) == 1 and judged[0]["manifest"]["trajectory_ids"] == [beam["trajectory_id"]]
+    # Watched until a full run sees them end, however quickly they run.
+    assert at.session_state["search_queued"] == {estimate["id"], judged[0]["id"]}
 
 
 def test_filter_to_wrong_searches_and_two_side_by_side(store):

@@ -277,7 +277,9 @@ def depth_rows(candidates: Sequence[Candidate]) -> list[dict]:
 
 def candidate_label(candidate: Candidate) -> str:
     score = "—" if candidate.score is None else f"{candidate.score:.2f}"
-    return f"#{candidate.order} · depth {candidate.depth} · {candidate.mark} · score {score} · {one_line(candidate.text, 50)}"
+    beam = " · final beam" if candidate.trajectory_id is not None else ""
+    return (f"#{candidate.order} · depth {candidate.depth} · {candidate.mark}{beam} · score {score} · "
+            f"{one_line(candidate.text, 50)}")  # fmt: skip
 
 
 # --- one candidate's node ------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""End to end (issue 25): a beam search started from Explore on a sample problem, in a real
+`streamlit run app.py` driven by a real headless Chromium, with the tiny random transformer as
+the policy (tests/tiny_model.py, through $STEPSCOPE_DEFAULT_POLICY): the app's worker runs the
+search, its candidates appear on the Search page without a reload, pruned ones marked, the final
+answer graded; then a judge scores the answer's final beam and its node shows that verifier's
+score beside the search's own. Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from e2e_server import chromium, settle, streamlit_server
+
+# Skipped without a browser, failed instead where the run requires one (tests/required.py).
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+LOAD_TIMEOUT = 120_000  # ms: the first run imports the scientific stack on a busy 2-core box
+JOB_TIMEOUT = 300_000  # ms: the worker starts, loads the policy, runs the job
+
+
+def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifiers(tmp_path, tiny_model_dir):
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = tmp_path / "search.db"
+    env = {"STEPSCOPE_DEFAULT_POLICY": str(tiny_model_dir)}
+    with streamlit_server(db, env=env, log=ARTIFACTS / "e2e-search-server.log") as url, chromium() as browser:
+        page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+        shot = lambda name: page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # noqa: E731
+        page.goto(url + "/?trajectory=1&step=0")
+        page.get_by_role("heading", name="Explore").wait_for(timeout=LOAD_TIMEOUT)
+        settle(page)
+        with sqlite3.connect(db) as conn:
+            (problem_id,) = conn.execute("SELECT problem_id FROM trajectories WHERE id = 1").fetchone()
+
+        # From Explore to the Search page of the trajectory's problem.
+        page.get_by_role("button", name="Search this problem step by step").click()
+        page.get_by_role("heading", name="Search").wait_for(timeout=LOAD_TIMEOUT)
+        settle(page)
+        assert f"problem={problem_id}" in page.url
+        assert "A baker makes 4 trays of 12 cookies" in page.inner_text("main")
+        page.evaluate("window.__stepscope_marker = 'same page'")
+
+        # The form's defaults: beam search, random scorer, 4 beams of width 2, seed 42.
+        page.get_by_role("button", name="Start the search").click()
+        page.get_by_text("search job 1 queued").first.wait_for(timeout=30_000)
+        shot("e2e-search-queued")
+
+        # The worker runs it; the page shows its candidates and its graded answer, no reload.
+        page.get_by_text(re.compile(r"^Final answer: ")).wait_for(timeout=JOB_TIMEOUT)
+        page.get_by_text("Depth 1 · 4 candidates").wait_for(timeout=30_000)
+        assert page.evaluate("window.__stepscope_marker") == "same page"
+        shot("e2e-search-done")
+        with sqlite3.connect(db) as conn:
+            search_id, answer, correct = conn.execute("SELECT id, answer, correct FROM searches").fetchone()
+            marks = dict(conn.execute("SELECT mark, COUNT(*) FROM search_candidates GROUP BY mark").fetchall())
+            (status,) = conn.execute("SELECT status FROM jobs WHERE id = 1").fetchone()
+        assert status == "done" and marks.get("pruned", 0) >= 1, (status, marks)
+        main = page.inner_text("main")
+        grade = "no answer" if answer is None else f"{'correct' if correct else 'wrong'}"
+        assert re.search(r"Final answer: .*" + re.escape(grade), main), main
+        # Every candidate is a row of its depth's table; the pruned ones say so (and are greyed).
+        cells = page.locator("[data-testid='stTable'] td")
+        assert cells.filter(has_text=re.compile(r"^pruned$")).count() == marks["pruned"]
+        assert cells.filter(has_text=re.compile(r"^chosen")).count() == marks.get("chosen", 0)
+
+        # The answer's final beam is the candidate shown; a judge (the policy) scores its steps,
+        # and its node then shows that verifier's score beside the search's own.
+        page.get_by_text(re.compile(rf"^search #{search_id} \(beam, scorer random:42\): score ")).first.wait_for(
+            timeout=30_000)  # fmt: skip
+        page.get_by_role("button", name=re.compile(r"^Judge with ")).click()
+        page.get_by_text(re.compile(r"judge jobs \d+ queued")).first.wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"\(judge\): P\(yes\) \d\.\d\d on trajectory #\d+ step \d+")).first.wait_for(
+            timeout=JOB_TIMEOUT)  # fmt: skip
+        assert page.evaluate("window.__stepscope_marker") == "same page"
+        shot("e2e-search-node")
+        with sqlite3.connect(db) as conn:
+            verdicts = conn.execute("SELECT COUNT(*) FROM verdicts WHERE kind = 'step' AND p_yes IS NOT NULL").fetchone()
+        assert verdicts[0] >= 1
