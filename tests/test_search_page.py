@@ -239,3 +239,44 @@ def test_explore_offers_the_search_of_its_problem(store):
     at.run()
     no_exceptions(at)
     assert at.button(key="ex_search_problem").label == "Search this problem step by step"
+
+
+def signed_in(store: Store, name: str, role: str, problem_id: int) -> AppTest:
+    """The page run by a session an invitation signed in, served beyond loopback (as app.py's gate
+    leaves it; tests/test_access_pages.py)."""
+    from datetime import timedelta
+
+    from core.views.access import Identity
+
+    invitation, _ = store.create_invitation(name, role, timedelta(days=1))
+    at = page(store, problem_id)
+    at.session_state["access_identity"] = Identity(role, name, invitation.id, store.path.name)
+    return at
+
+
+def test_a_viewer_sees_the_searches_but_no_action(store, monkeypatch):
+    monkeypatch.setenv("STEPSCOPE_SERVED_REMOTELY", "1")
+    problem_id = add_problem(store)
+    searched(store, problem_id)
+    at = signed_in(store, "vic", "viewer", problem_id)
+    at.run()
+    no_exceptions(at)
+    assert any(m.value.startswith("**Depth 1**") for m in at.markdown)  # the search is there to read
+    assert any(t.startswith("MC value") for t in texts(at))  # and a candidate's node
+    assert not at.button and not [w for w in at.number_input if w.label in ("N (beams)", "Rollouts (k)")]
+
+
+def test_a_revoked_organiser_queues_nothing(store, monkeypatch):
+    """The gate is asked when the button is clicked, not when the page was drawn."""
+    monkeypatch.setenv("STEPSCOPE_SERVED_REMOTELY", "1")
+    problem_id = add_problem(store)
+    at = signed_in(store, "olga", "organiser", problem_id)
+    at.run()
+    no_exceptions(at)
+    store.revoke_invitations("olga")
+    [submit] = [b for b in at.button if b.label == "Start the search"]
+    submit.click().run()
+    no_exceptions(at)
+    assert store.list_jobs() == []
+    # Signed out at that moment (app.py's gate says why on the next full run): no form any more.
+    assert "access_identity" not in at.session_state and not [b for b in at.button if b.label == "Start the search"]
