@@ -41,6 +41,7 @@ import core.views.jobs  # noqa: F401
 import core.views.latents  # noqa: F401
 import core.views.math_text  # noqa: F401
 import core.views.prm  # noqa: F401
+import core.views.review_window  # noqa: F401
 import core.views.search  # noqa: F401
 import core.views.sessions  # noqa: F401
 import core.views.tree  # noqa: F401

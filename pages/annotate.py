@@ -11,6 +11,11 @@ rerun adds to the save's redraw in the browser. For the same reason the optional
 show what they hold in one line. Keys are taken by a small client script
 (pages/_annotate_hints.py) that queues them until the keyboard bar is drawn, so a key pressed
 as the page appears is not lost.
+
+Long trajectories (core.views.review_window): past 60 steps the page shows a review window of 20
+steps opened around the located first error, not every step; keys move it (Shift+K/J by 20, and
+it follows K/J) and jump (G the located first error, L the lowest value, R the next reflection).
+Only the window's steps are read.
 """
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
@@ -18,11 +23,15 @@ import streamlit as st
 
 from core.views.annotate import (
     GREYED_FIELDS, KEYBOARD_ACTIONS, QUEUE_MODES, RATIONALE_LIMIT, DwellClock, QueueSpec, build_queue,
-    error_taxonomy, key_for, keyboard_caption, latents_summary, my_labels, queue_progress, row_action, save_label,
-    saved_message, stopped_after,
+    error_taxonomy, key_for, keyboard_caption, latents_summary, queue_progress, row_action, save_label,
+    saved_message,
 )  # fmt: skip
 from core.errors import StepScopeError
 from core.views.explore import dataset_names, label_text, page_of, step_cards
+from core.views.review_window import (
+    WINDOW_STEPS, cursor_for, is_long, jump_target, move_window, opened_by, window_cards, window_caption,
+    window_position, window_start,
+)  # fmt: skip
 from core.views.math_text import show_bidi
 from core.views.access import BLIND_SETTING, LABEL, SEE_OTHERS_LABELS, blind_enforced
 from pages._access import allowed, annotator, identity, live, open_store, refusal, require_action
@@ -217,21 +226,28 @@ def latents(tid: int, card, mine: dict | None, greyed: bool) -> None:
                   on_change=lambda: save(tid, card.step_id, card.idx, "note", state[note_key] or None))
 
 
-def keyboard_bar(tid: int, cards, labels: dict, stop_at: int | None) -> None:
+def keyboard_bar(tid: int, card, mine: dict, n_steps: int, stop_at: int | None, review: "Review") -> None:
     """The keys, bound once here (not per row): they act on the highlighted step."""
-    step = state["ann_step"]
-    card = cards[step]
-    greyed = stop_at is not None and card.idx > stop_at
+    step = card.idx
+    greyed = stop_at is not None and step > stop_at
+    nowhere = review.nowhere(step)
     disabled = [key for key, (field, value) in KEYBOARD_ACTIONS.items()
-                if (greyed and field in GREYED_FIELDS) or (field == "move" and not 0 <= step + value < len(cards))]
+                if (greyed and field in GREYED_FIELDS) or (field == "move" and clamp(step + value, n_steps) == step)
+                or (field == "jump" and value in nowhere)]  # fmt: skip
     keyboard_controls(disabled, keyboard_caption(step), on_key=lambda key: key_pressed(
-        tid, card, labels.get(card.step_id) or {}, len(cards), greyed, key))
+        tid, card, mine, n_steps, greyed, review, key))
 
 
-def key_pressed(tid: int, card, mine: dict, n_steps: int, greyed: bool, key: object) -> None:
+def clamp(step: int, n_steps: int) -> int:
+    return max(0, min(n_steps - 1, step))
+
+
+def key_pressed(tid: int, card, mine: dict, n_steps: int, greyed: bool, review: "Review", key: object) -> None:
     match KEYBOARD_ACTIONS.get(key) if isinstance(key, str) else None:
         case ("move", delta):
-            state["ann_step"] = max(0, min(n_steps - 1, card.idx + delta))
+            state["ann_step"] = clamp(card.idx + delta, n_steps)
+        case ("jump", jump):
+            review.jump(jump, card)
         case (field, _) if greyed and field in GREYED_FIELDS:
             pass  # after the first error: the bar's button was drawn disabled
         case ("rating", value):
@@ -244,21 +260,71 @@ def key_pressed(tid: int, card, mine: dict, n_steps: int, greyed: bool, key: obj
             state[f"ann_error_{card.step_id}"] = "the page sent a key the keyboard bar does not have"
 
 
+class Review:
+    """The jumps of one trajectory's panel run (core.views.review_window): where each goes, and
+    moving the highlight (and a long trajectory's window) there."""
+
+    def __init__(self, trajectory: dict, n_steps: int, reveal: bool) -> None:
+        self.trajectory, self.n_steps, self.hidden = trajectory, n_steps, not reveal
+        self.segmentation = trajectory["current_segmentation_id"]
+        self.others_visible = see_others and reveal
+
+    def target(self, jump: str, step: int):
+        return jump_target(store, self.segmentation, jump, step, annotator=name, model=policy(),
+                           rule=self.trajectory.get("rule"), others_visible=self.others_visible)  # fmt: skip
+
+    def locate(self):
+        return self.target("first-error", 0)
+
+    def nowhere(self, step: int) -> set[str]:
+        """The jumps with no target from `step` (their keys are drawn disabled)."""
+        return {jump for jump in ("lowest-value", "next-reflection") if self.target(jump, step) is None}
+
+    def jump(self, jump: str, card) -> None:
+        target = self.target(jump, card.idx)
+        if target is None:
+            state[f"ann_error_{card.step_id}"] = f"no {jump.replace('-', ' ')} to go to from step {card.idx}"
+            return
+        start = window_start(target.idx, self.n_steps)
+        if is_long(self.n_steps):
+            move_window(state, start)
+        state["ann_step"] = cursor_for(target, start, self.hidden)
+
+
+def visible_cards(tid: int, trajectory: dict, n_steps: int, review: Review) -> list:
+    """The cards drawn: a long trajectory's review window, else the page of PAGE_SIZE steps that
+    holds the highlighted one. Sets the highlighted step (state["ann_step"])."""
+    step = clamp(state.get("ann_step", 0), n_steps)
+    if not is_long(n_steps):
+        state["ann_step"] = step
+        page = page_of(step, PAGE_SIZE)
+        return step_cards(store, tid, policy())[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    key = (tid, review.segmentation)
+    start, step, opened = window_position(state, key, step, n_steps, review.locate)
+    if opened is not None:  # a trajectory just opened: highlight its located first error
+        step = cursor_for(opened, start, review.hidden)
+    state["ann_step"] = step
+    stop = min(start + WINDOW_STEPS, n_steps)
+    st.caption(md(window_caption(start, stop, n_steps, opened_by(state), review.hidden)))
+    return window_cards(store, trajectory, n_steps, policy(), start, stop)
+
+
 @st.fragment
 @live
-def steps_panel(tid: int, reveal: bool) -> None:
+def steps_panel(tid: int, trajectory: dict, reveal: bool) -> None:
     state.pop("ann_rerun_page", None)  # this run redraws every row anyway
-    cards = step_cards(store, tid, policy())
-    if not cards:
+    n_steps = store.segmentation_size(trajectory["current_segmentation_id"])
+    if not n_steps:
         st.warning("This trajectory has no steps.")
         return
-    state["ann_step"] = step = max(0, min(state.get("ann_step", 0), len(cards) - 1))
-    labels = my_labels(store, name, tid)
-    stop_at = stopped_after(labels, cards) if state.get("ann_stop_mode") else None
-    keyboard_bar(tid, cards, labels, stop_at)
-    page = page_of(step, PAGE_SIZE)
-    for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
-        step_row(tid, card, len(cards), reveal, stop_at is not None and card.idx > stop_at)
+    review = Review(trajectory, n_steps, reveal)
+    cards = visible_cards(tid, trajectory, n_steps, review)
+    [card] = [c for c in cards if c.idx == state["ann_step"]]
+    stop_at = (store.first_rated_wrong(trajectory["current_segmentation_id"], name)
+               if state.get("ann_stop_mode") else None)  # fmt: skip
+    keyboard_bar(tid, card, store.annotation(name, card.step_id) or {}, n_steps, stop_at, review)
+    for shown in cards:
+        step_row(tid, shown, n_steps, reveal, stop_at is not None and shown.idx > stop_at)
 
 
 spec = queue_settings()
@@ -280,4 +346,4 @@ blind = state.get("ann_blind", True) or blind_locked
 reveal = not blind or (name, tid) in state.get("ann_submitted", set())
 if blind and not reveal:
     st.caption("Blind mode: automatic labels and other annotators' labels are hidden until you submit.")
-steps_panel(tid, reveal)
+steps_panel(tid, trajectory, reveal)

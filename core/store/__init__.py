@@ -51,6 +51,7 @@ from core.store.latents import LatentQueries
 from core.store.rollouts import RolloutQueries
 from core.store.schema import MIGRATIONS, SAMPLE_CREATED_AT, SAMPLE_DATASET
 from core.store.searches import SearchQueries
+from core.store.review import ReviewQueries
 from core.store.segmentations import SegmentationQueries
 from core.store.summary import SummaryQueries
 from core.store.tree import TreeQueries
@@ -86,6 +87,7 @@ class Store(
     LabelProvenanceQueries,
     SearchQueries,
     SegmentationQueries,
+    ReviewQueries,
     ConnectionBase,
 ):
     """A StepScope database file. Safe to share between threads; each gets its own connection."""

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from core.views.inputs import validate_annotator
 from core.errors import StepScopeError
 from core.store import Store
+from core.views.review_window import WINDOW_STEPS
 
 QUEUE_MODES = ("unlabelled first", "random sample", "assigned list")
 MAX_QUEUE = 5000
@@ -237,7 +238,8 @@ class Key:
     code: str  # the key, as the browser's KeyboardEvent.code names it: "Digit1", "KeyE"
     label: str
     does: str  # for its tooltip
-    action: tuple[str, int | None] | None = None  # (field, value), value None a toggle; ("move", -1 | 1)
+    # (field, value), value None a toggle; ("move", steps); ("jump", one of review_window.JUMPS)
+    action: tuple[str, int | str | None] | None = None
     shift: bool = False
 
     @property
@@ -257,7 +259,7 @@ class Key:
     @property
     def tooltip(self) -> str:
         field = self.action[0] if self.action else None
-        where = "" if field in (None, "move") else " on the highlighted step"
+        where = "" if field in (None, "move", "jump") else " on the highlighted step"
         return f"{self.does}{where}{' and move on' if field == 'rating' else ''} ({self.name})"
 
 
@@ -272,6 +274,13 @@ KEYS = (
     Key("ann_key_fl", "KeyF", "Flag", "flag", ("flagged", None)),
     Key("ann_up", "KeyK", "Up", "previous step", ("move", -1)),
     Key("ann_down", "KeyJ", "Down", "next step", ("move", 1)),
+    # Long trajectories (core.views.review_window): a window's length up or down, and jumps.
+    Key("ann_page_up", "KeyK", "Earlier", f"{WINDOW_STEPS} steps up", ("move", -WINDOW_STEPS), shift=True),
+    Key("ann_page_down", "KeyJ", "Later", f"{WINDOW_STEPS} steps down", ("move", WINDOW_STEPS), shift=True),
+    Key("ann_jump_error", "KeyG", "1st error", "go to the located first error", ("jump", "first-error")),
+    Key("ann_jump_lowest", "KeyL", "Lowest", "go to the lowest MC value", ("jump", "lowest-value")),
+    Key("ann_jump_reflection", "KeyR", "Reflection", "go to the next reflection step (Wait, Alternatively, ...)",
+        ("jump", "next-reflection")),
     *(Key(f"ann_key_c{level}", f"Digit{level}", f"c{level}", f"confidence {level}", ("confidence", level), shift=True)
       for level in range(1, 6)),
     Key("ann_submit", "KeyS", "Submit", "done with this trajectory: shows the automatic labels"),
