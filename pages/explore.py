@@ -3,6 +3,9 @@
 The URL names the trajectory and step (?trajectory=ID&step=INDEX). Values fill in live: while
 a job on this trajectory is queued or running, the trajectory view is a fragment that re-reads
 the store every 1.5 s. Keys: J / K next / previous step, N / P next / previous trajectory.
+Past 60 steps (core.views.review_window) the value chart is the whole trajectory's minimap, the
+cards are a window of 20 steps that follows the selected one, with runs of steps that carry
+nothing collapsed, and buttons jump to the first error, the lowest value and the next reflection.
 """
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
@@ -24,6 +27,10 @@ from core.views.explore import (
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from core.views.math_text import show_bidi
+from core.views.review_window import (
+    WINDOW_STEPS, Located, is_long, jump_target, minimap_rows, move_window, runs, window_cards, window_position,
+    window_start,
+)  # fmt: skip
 from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
 from pages._tree import tree_panel
 from core.views.access import RUN_JOBS
@@ -192,9 +199,15 @@ def job_controls(tid: int) -> None:
             error_box("Cannot start the job", error)
 
 
-def value_chart(cards, selected: int) -> None:
-    values, verdicts, labels = chart_rows(cards)
-    spec = chart_spec(len(cards), selected, values, verdicts, labels, prm_chart_rows(cards))
+def value_chart(cards, selected: int, minimap: tuple[int, list, list] | None = None) -> None:
+    """The value chart; for a long trajectory (`minimap`: its step count, values and labels) the
+    whole trajectory's, to jump from."""
+    if minimap is None:
+        values, verdicts, labels = chart_rows(cards)
+        spec = chart_spec(len(cards), selected, values, verdicts, labels, prm_chart_rows(cards))
+    else:
+        n_steps, values, labels = minimap
+        spec = chart_spec(n_steps, selected, values, [], labels)
 
     def on_pick() -> None:
         step = picked_step(state.get("ex_chart"))
@@ -243,6 +256,49 @@ def step_card(card, selected: bool) -> None:
                           on_click=lambda i=card.idx: state.__setitem__("explore_step", i))
 
 
+def long_trajectory(trajectory: dict, n_steps: int, model: str | None) -> tuple[int, object]:
+    """A long trajectory (core.views.review_window): the value chart as a minimap, jumps, and a
+    window of 20 steps that follows the selected one, quiet runs collapsed. Returns the selected
+    step and its card."""
+    step = max(0, min(state.get("explore_step", 0), n_steps - 1))
+    segmentation = trajectory["current_segmentation_id"]
+
+    def jump(name: str) -> None:
+        target = jump_target(store, segmentation, name, state["explore_step"], annotator=None, model=model,
+                             rule=trajectory.get("rule"), others_visible=True)  # fmt: skip
+        if target is not None:
+            state["explore_step"] = target.idx
+            move_window(state, window_start(target.idx, n_steps))
+
+    start, step, opened = window_position(state, ("explore", trajectory["id"], segmentation), step, n_steps,
+                                          lambda: Located(step, "the step selected", False))  # fmt: skip
+    step = state["explore_step"] = opened.idx if opened else step
+    value_chart([], step, (n_steps, *minimap_rows(store, trajectory, model)))
+    step_navigation(n_steps)
+    cols = st.columns(4)
+    for col, (name, label) in zip(cols, (("first-error", "First error"), ("lowest-value", "Lowest value"),
+                                         ("next-reflection", "Next reflection"))):  # fmt: skip
+        col.button(label, key=f"ex_jump_{name}", on_click=jump, args=(name,), width="stretch",
+                   help=JUMP_HELP[name])
+    stop = min(start + WINDOW_STEPS, n_steps)
+    cols[3].caption(f"steps {start}–{stop - 1} of {n_steps:,}; click the chart to jump")
+    cards = window_cards(store, trajectory, n_steps, model, start, stop)
+    for run in runs(cards, step):
+        if run.collapsed:
+            with st.expander(run.title):
+                st.text("\n\n".join(f"[{c.idx}] {show_bidi(c.text)}" for c in run.cards))
+        else:
+            step_card(run.cards[0], run.cards[0].idx == step)
+    return step, next(c for c in cards if c.idx == step)
+
+
+JUMP_HELP = {
+    "first-error": "a person's first-error label, else the MC first error, else the lowest value",
+    "lowest-value": "the step with the lowest MC value",
+    "next-reflection": "the next step that opens with Wait, Alternatively, Let me check, ...",
+}
+
+
 def step_detail(tid: int, card, model: str | None) -> None:
     st.subheader(f"Step {card.idx}: prefix and rollouts")
     prefix = step_prefix(store, tid, card.idx)
@@ -274,17 +330,23 @@ def trajectory_view(tid: int, watching: bool) -> None:
         model = st.selectbox("Values from policy", models, index=models.index(model), key="ex_value_model")
     elif models and model != policy():
         st.caption(md(f"Values from {model} (the sidebar's policy has no rollouts here)."))
-    cards = step_cards(store, tid, model)
-    if not cards:
+    trajectory = store.get_trajectory(tid)
+    n_steps = store.segmentation_size(trajectory["current_segmentation_id"])
+    if not n_steps:
         st.warning("This trajectory has no steps.")
         return
-    state["explore_step"] = step = max(0, min(state.get("explore_step", 0), len(cards) - 1))
-    value_chart(cards, step)
-    step_navigation(len(cards))
-    page = page_of(step, PAGE_SIZE)
-    for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
-        step_card(card, card.idx == step)
-    step_detail(tid, cards[step], model)
+    if is_long(n_steps):
+        step, card = long_trajectory(trajectory, n_steps, model)
+    else:
+        cards = step_cards(store, tid, model)
+        state["explore_step"] = step = max(0, min(state.get("explore_step", 0), len(cards) - 1))
+        value_chart(cards, step)
+        step_navigation(len(cards))
+        page = page_of(step, PAGE_SIZE)
+        for card in cards[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
+            step_card(card, card.idx == step)
+        card = cards[step]
+    step_detail(tid, card, model)
     tree_panel(store, tid, model, step)
     sync_url(tid, step)
 

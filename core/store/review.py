@@ -116,3 +116,13 @@ class ReviewQueries(ConnectionBase):
             f"SELECT MIN(idx) FROM steps WHERE segmentation_id = ? AND idx > ? AND ({' OR '.join(tests)})",
             [segmentation_id, after, *params],
         )
+
+    def sampled_step_values(self, segmentation_id: int, model: str | None = None) -> list[tuple[int, int, int]]:
+        """(idx, n, n_correct) of each step with rollouts, in order: a long trajectory's value
+        chart, which has a point per sampled step only."""
+        clause, params = _model_clause(model)
+        return [tuple(row) for row in self.conn.execute(
+            f"""SELECT s.idx, COUNT(*), SUM(r.correct) FROM steps s JOIN rollouts r ON r.step_id = s.id
+                WHERE s.segmentation_id = ? {clause} GROUP BY s.idx ORDER BY s.idx""",
+            [segmentation_id, *params],
+        )]  # fmt: skip

@@ -86,8 +86,11 @@ def window_start(target: int, n_steps: int, size: int = WINDOW_STEPS) -> int:
 
 
 def following(start: int, step: int, n_steps: int, size: int = WINDOW_STEPS) -> int:
-    """The window's first step once it follows `step`: unmoved while the step is in view, else
-    moved just far enough that it is (a key that walks off the edge slides the window by one)."""
+    """The window's first step once it follows `step`: unmoved while the step is in view, moved
+    just far enough that it is when the step is near (a key that walks off the edge slides the
+    window by one), and opened on it as for a jump when it is far (a click on the chart)."""
+    if step < start - size or step >= start + 2 * size:
+        return window_start(step, n_steps, size)
     if step < start:
         start = step
     elif step >= start + size:
@@ -164,3 +167,60 @@ def window_caption(start: int, stop: int, n_steps: int, located: Located | None,
     if located.automatic and hidden:
         return f"{where}, opened around a located first error (what located it is hidden in blind mode)"
     return f"{where}, opened at step {located.idx} ({located.source})"
+
+
+def minimap_rows(store: Store, trajectory: dict, model: str | None) -> tuple[list[dict], list[dict]]:
+    """The value chart's rows for a long trajectory, read by aggregate: MC values with interval
+    (sampled steps only) and human ratings (labelled steps only), as core.views.explore.chart_rows
+    gives them; judges' verdicts are left to the window's cards."""
+    segmentation = trajectory["current_segmentation_id"]
+    values = []
+    for idx, n, correct in store.sampled_step_values(segmentation, model):
+        value = step_value(Counts(n, correct))
+        values.append({"step": idx, "value": value.soft, "low": value.low, "high": value.high, "n": n})
+    labels = [
+        {"step": row["idx"], "annotator": row["annotator"], "rating": row["rating"], "y": (row["rating"] + 1) / 2,
+         "first_error": bool(row["first_error"])}
+        for row in store.annotations(trajectory["id"], segmentation_id=segmentation) if row["rating"] is not None
+    ]  # fmt: skip
+    return values, labels
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive cards of a window: shown one by one, or (`collapsed`) as one block of text."""
+
+    cards: tuple[StepCard, ...]
+    collapsed: bool
+
+    @property
+    def title(self) -> str:
+        first, last = self.cards[0].idx, self.cards[-1].idx
+        return f"Steps {first}–{last}: {len(self.cards)} steps with no label, value or verdict"
+
+
+MIN_COLLAPSED_RUN = 4  # fewer quiet steps than this read faster as cards than behind a click
+
+
+def runs(cards: list[StepCard], selected: int) -> list[Run]:
+    """The window's cards in runs: steps that carry nothing (no human label, no MC value, no
+    verdict) and are not selected collapse into one block when MIN_COLLAPSED_RUN or more follow
+    each other; every other step is its own run."""
+    found: list[Run] = []
+    quiet: list[StepCard] = []
+
+    def flush() -> None:
+        if len(quiet) >= MIN_COLLAPSED_RUN:
+            found.append(Run(tuple(quiet), True))
+        else:
+            found.extend(Run((card,), False) for card in quiet)
+        quiet.clear()
+
+    for card in cards:
+        if card.idx != selected and not card.labels and not card.value.n and not card.verdicts:
+            quiet.append(card)
+            continue
+        flush()
+        found.append(Run((card,), False))
+    flush()
+    return found
