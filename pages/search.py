@@ -17,9 +17,9 @@ from core.views.access import RUN_JOBS
 from core.views.explore import find_problems
 from core.views.jobs import job_progress
 from core.views.search import (
-    HELP, STRATEGIES_OFFERED, SearchRequest, candidate_label, depth_rows, node_detail, outcome_text, parse_problem,
-    problem_jobs, problem_searches, queue_node_estimate, queue_node_judging, queue_search, scorer_choices,
-    search_label, search_view,
+    CANDIDATE_SELECTION, HELP, STRATEGIES_OFFERED, SearchRequest, candidate_label, depth_rows, node_detail,
+    outcome_text, parse_problem, picked_candidate, problem_jobs, problem_searches, queue_node_estimate,
+    queue_node_judging, queue_search, scorer_choices, search_label, search_tree_chart, search_view,
 )  # fmt: skip
 from pages._access import act, allowed, live, open_store
 from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
@@ -93,7 +93,7 @@ def styled(rows: list[dict]):
     return pd.DataFrame(rows).style.apply(style, axis=1).format({"score": "{:.3f}", "rank": "{:.0f}"}, na_rep="—")
 
 
-def show_search(search_id: int):
+def show_search(search_id: int, slot: str):
     view = search_view(store, search_id)
     search, counts = view.search, view.counts()
     st.caption(md(f"{search['strategy']} · scorer {search['scorer']} ({search['scorer_kind']}) · policy "
@@ -103,6 +103,8 @@ def show_search(search_id: int):
         st.caption(f"running: {view.calls} engine and scorer calls so far (the tree grows as they are stored)")
     else:
         st.text(f"Final answer: {outcome_text(search)}")  # the answer is model text: shown as text
+    if view.candidates:
+        tree_chart(view, slot)
     for depth, candidates in view.depths.items():
         st.markdown(f"**Depth {depth}** · {len(candidates)} candidates")
         st.table(styled(depth_rows(candidates)))
@@ -111,6 +113,19 @@ def show_search(search_id: int):
         st.markdown("**Final beams**")
         st.table(beams.style.format({"score": "{:.3f}"}, na_rep="—"))
     return view
+
+
+def tree_chart(view, slot: str) -> None:
+    """The search as a tree; a click on a candidate picks it for the node panel (left slot)."""
+    key = f"search_chart_{slot}"
+
+    def on_pick() -> None:
+        picked = picked_candidate(state.get(key))
+        if picked is not None:
+            state[f"search_candidate_{view.search['id']}"] = picked
+
+    st.vega_lite_chart(search_tree_chart(view), key=key, width="stretch", selection_mode=CANDIDATE_SELECTION,
+                       on_select=on_pick if slot == "left" and not view.live else "ignore")  # fmt: skip
 
 
 def choose_search(ids: list[int], labels: dict[int, str], key: str, label: str, beside: int | None = None) -> int:
@@ -125,10 +140,10 @@ def candidate_panel(view) -> None:
         st.caption("A search's candidates become nodes of the rollout tree when it ends: then pick one here.")
         return
     by_order = {c.order: c for c in view.candidates}
-    # Opens on the final beam that gave the answer: the end of the highlighted path.
-    answer_beam = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
-    order = st.selectbox("Candidate", list(by_order), index=list(by_order).index(answer_beam),
-                         key=f"search_candidate_{view.search['id']}",
+    key = f"search_candidate_{view.search['id']}"
+    if state.get(key) not in by_order:  # opens on the final beam that gave the answer: the path's end
+        state[key] = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
+    order = st.selectbox("Candidate (or click one in the tree)", list(by_order), key=key,
                          format_func=lambda o: candidate_label(by_order[o]))  # fmt: skip
     candidate = by_order[order]
     detail = node_detail(store, view, candidate)
@@ -204,11 +219,11 @@ def searches_view(problem_id: int, watching: bool) -> None:
     if len(ids) > 1 and st.checkbox("Two searches side by side", key="search_side_by_side"):
         left, right = st.columns(2)
         with left:
-            view = show_search(choose_search(ids, labels, "search_pick", "Search"))
+            view = show_search(choose_search(ids, labels, "search_pick", "Search"), "left")
         with right:
-            show_search(choose_search(ids, labels, "search_pick_other", "Beside it", beside=view.search["id"]))
+            show_search(choose_search(ids, labels, "search_pick_other", "Beside it", beside=view.search["id"]), "right")
     else:
-        view = show_search(choose_search(ids, labels, "search_pick", "Search"))
+        view = show_search(choose_search(ids, labels, "search_pick", "Search"), "left")
     candidate_panel(view)
 
 

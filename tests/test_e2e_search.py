@@ -24,6 +24,8 @@ JOB_TIMEOUT = 300_000  # ms: the worker starts, loads the policy, runs the job
 
 
 def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifiers(tmp_path, tiny_model_dir):
+    from playwright.sync_api import expect
+
     ARTIFACTS.mkdir(exist_ok=True)
     db = tmp_path / "search.db"
     env = {"STEPSCOPE_DEFAULT_POLICY": str(tiny_model_dir)}
@@ -51,7 +53,7 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
 
         # The worker runs it; the page shows its candidates and its graded answer, no reload.
         page.get_by_text(re.compile(r"^Final answer: ")).wait_for(timeout=JOB_TIMEOUT)
-        page.get_by_text("Depth 1 · 4 candidates").wait_for(timeout=30_000)
+        page.get_by_text("Depth 1 · 4 candidates").first.wait_for(timeout=30_000)
         assert page.evaluate("window.__stepscope_marker") == "same page"
         shot("e2e-search-done")
         with sqlite3.connect(db) as conn:
@@ -64,8 +66,11 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
         assert re.search(r"Final answer: .*" + re.escape(grade), main), main
         # Every candidate is a row of its depth's table; the pruned ones say so (and are greyed).
         cells = page.locator("[data-testid='stTable'] td")
-        assert cells.filter(has_text=re.compile(r"^pruned$")).count() == marks["pruned"]
-        assert cells.filter(has_text=re.compile(r"^chosen")).count() == marks.get("chosen", 0)
+        # (expect: a count reached once the last refresh's elements replaced the ones before)
+        expect(cells.filter(has_text=re.compile(r"^pruned$"))).to_have_count(marks["pruned"])
+        expect(cells.filter(has_text=re.compile(r"^chosen"))).to_have_count(marks.get("chosen", 0))
+        pruned_colour = cells.filter(has_text=re.compile(r"^pruned$")).first.evaluate("e => getComputedStyle(e).color")
+        assert pruned_colour == "rgb(154, 160, 166)"  # greyed
 
         # The answer's final beam is the candidate shown; a judge (the policy) scores its steps,
         # and its node then shows that verifier's score beside the search's own.
@@ -79,4 +84,13 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
         shot("e2e-search-node")
         with sqlite3.connect(db) as conn:
             verdicts = conn.execute("SELECT COUNT(*) FROM verdicts WHERE kind = 'step' AND p_yes IS NOT NULL").fetchone()
+            (pruned,) = conn.execute("SELECT candidate FROM search_candidates WHERE mark = 'pruned' LIMIT 1").fetchone()
         assert verdicts[0] >= 1
+
+        # A click on a pruned candidate in the tree picks its node: the search's own word on it,
+        # and no judge to ask (no trajectory reads a pruned step).
+        page.locator(f"[data-testid='stVegaLiteChart'] [aria-label^='candidate {pruned}: pruned']").first.click()
+        page.get_by_text(re.compile(rf"^search #{search_id} \(beam, scorer random:42\): score .*, pruned$")).first.wait_for(
+            timeout=60_000)  # fmt: skip
+        assert page.get_by_role("button", name=re.compile(r"^Judge with ")).is_disabled()
+        shot("e2e-search-pruned-node")

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core.jobs.runner import EngineCache, claim_job, run_job
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
-from core.views.search import SearchRequest, queue_search
+from core.views.search import SearchRequest, chart_rows, picked_candidate, queue_search, search_tree_chart, search_view
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -171,6 +171,26 @@ def test_a_finished_search_shows_marks_the_answer_path_and_its_grade(store):
     # Pruned rows are greyed, the path highlighted: the table's own styles.
     styles = str(at.table[0].proto.arrow_data.styler.styles)
     assert "color: #9aa0a6" in styles and "background-color: rgba(33, 195, 84, 0.18)" in styles
+
+
+def test_the_tree_chart_lays_out_every_candidate_under_its_parent(store):
+    problem_id = add_problem(store)
+    view = search_view(store, searched(store, problem_id))
+    nodes, edges, leaves = chart_rows(view)
+    by_id = {node["id"]: node for node in nodes}
+    assert len(nodes) == 1 + len(view.candidates) and len(edges) == len(view.candidates)
+    assert leaves == sum(1 for c in view.candidates if not any(o.parent == c.order for o in view.candidates))
+    for candidate in view.candidates:
+        children = [by_id[o.order]["y"] for o in view.candidates if o.parent == candidate.order]
+        if children:  # a parent sits mid-way between its first and last child
+            assert by_id[candidate.order]["y"] == (min(children) + max(children)) / 2
+        assert by_id[candidate.order]["x"] == candidate.depth and by_id[candidate.order]["mark"] == candidate.mark
+    assert sum(node["path"] for node in nodes) == 1 + 3  # the question and one candidate per depth
+    spec = search_tree_chart(view)
+    assert spec["layer"][1]["encoding"]["color"]["scale"]["range"][1] == "#c7c7c7"  # pruned: grey
+    assert picked_candidate({"selection": {"candidate": [{"id": 5}]}}) == 5
+    assert picked_candidate({"selection": {"candidate": [{"id": -1}]}}) is None  # the question
+    assert picked_candidate({"selection": {}}) is None
 
 
 def test_a_candidate_shows_other_verifiers_and_mc_values_at_its_node(store):

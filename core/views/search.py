@@ -332,3 +332,87 @@ def queue_node_judging(store: Store, detail: NodeDetail, judges: Sequence[str], 
         raise StepScopeError("no trajectory has a step ending at this node (judges score trajectories' steps): "
                              "only final beams' steps can be judged")  # fmt: skip
     return queue_judging(store, judges, ["step"], [], detail.trajectories, **options)
+
+
+# --- the tree chart ------------------------------------------------------------------------------
+
+CANDIDATE_SELECTION = "candidate"
+MARK_COLORS = {"domain": ["chosen", "pruned", "pending"], "range": ["#1f77b4", "#c7c7c7", "#f2c744"]}
+
+
+def chart_rows(view: SearchView) -> tuple[list[dict], list[dict], int]:
+    """Rows for the search's tree chart: candidates (depth across, leaves down in depth-first
+    order, best rank first, a parent mid-way between its children), the edges, and the number of
+    leaves. The question is the root at depth 0. Iterative: an MCTS can grow a deep tree."""
+    children: dict[int | None, list[Candidate]] = {}
+    for candidate in view.candidates:
+        children.setdefault(candidate.parent, []).append(candidate)
+    for kids in children.values():
+        kids.sort(key=lambda c: (c.rank if c.rank is not None else 1 << 30, c.order))
+    y: dict[int | None, float] = {}
+    next_leaf = 0
+    stack: list[tuple[int | None, bool]] = [(None, False)]
+    while stack:
+        order, done = stack.pop()
+        kids = children.get(order, [])
+        if not kids:
+            y[order], next_leaf = float(next_leaf), next_leaf + 1
+        elif done:
+            y[order] = (y[kids[0].order] + y[kids[-1].order]) / 2
+        else:
+            stack.append((order, True))
+            stack.extend((kid.order, False) for kid in reversed(kids))
+    nodes = [{"id": -1, "x": 0, "y": y[None], "mark": "chosen", "path": True, "score": None, "rank": None,
+              "label": "the question", "text": "the question"}]  # fmt: skip
+    nodes += [
+        {"id": c.order, "x": c.depth, "y": y[c.order], "mark": c.mark, "path": c.on_path, "score": c.score,
+         "rank": c.rank, "text": one_line(c.text, 80) or "(ends the solution)",
+         "label": f"candidate {c.order}: {c.mark}, score {'none' if c.score is None else f'{c.score:.2f}'}"}
+        for c in view.candidates
+    ]  # fmt: skip
+    depth_of = {c.order: c.depth for c in view.candidates}
+    edges = [{"x": 0 if c.parent is None else depth_of[c.parent], "y": y[c.parent], "x2": c.depth, "y2": y[c.order],
+              "path": c.on_path, "pruned": c.mark == "pruned"} for c in view.candidates]  # fmt: skip
+    return nodes, edges, next_leaf
+
+
+def search_tree_chart(view: SearchView) -> dict:
+    """The search as a tree: candidates coloured by mark (pruned grey), the path to the answer
+    outlined with bold edges; a click selects a candidate (parameter `candidate`, field `id`).
+    Plain Vega-Lite with the rows inline, SVG so that each candidate is an element with a label."""
+    nodes, edges, leaves = chart_rows(view)
+    x = {"field": "x", "type": "quantitative", "title": "depth (steps)", "axis": {"tickMinStep": 1, "format": "d"}}
+    y = {"field": "y", "type": "quantitative", "axis": None, "scale": {"reverse": True}}
+    return {
+        "usermeta": {"embedOptions": {"renderer": "svg"}},
+        "height": max(160, min(900, 18 * leaves)),
+        "layer": [
+            {"data": {"values": edges}, "mark": {"type": "rule"},
+             "encoding": {"x": x, "y": y, "x2": {"field": "x2"}, "y2": {"field": "y2"},
+                          "color": {"condition": {"test": "datum.path", "value": "#000000"}, "value": "#999999"},
+                          "strokeWidth": {"condition": {"test": "datum.path", "value": 3}, "value": 1},
+                          "opacity": {"condition": {"test": "datum.pruned", "value": 0.3}, "value": 0.8}}},
+            {"data": {"values": nodes}, "params": [{"name": CANDIDATE_SELECTION, "select": {
+                "type": "point", "fields": ["id"], "on": "click", "clear": False}}],
+             "mark": {"type": "circle", "size": 140, "opacity": 1, "cursor": "pointer"},
+             "encoding": {
+                 "x": x, "y": y, "description": {"field": "label"},
+                 "color": {"field": "mark", "type": "nominal", "scale": MARK_COLORS, "title": "mark"},
+                 "stroke": {"condition": {"test": "datum.path", "value": "#000000"}, "value": None},
+                 "strokeWidth": {"condition": {"test": "datum.path", "value": 2}, "value": 0},
+                 "tooltip": [{"field": "id", "title": "candidate"}, {"field": "mark"}, {"field": "score", "format": ".3f"},
+                             {"field": "rank"}, {"field": "text", "title": "step"}]}},
+        ],
+    }  # fmt: skip
+
+
+def picked_candidate(event) -> int | None:
+    """The candidate a tree-chart click selected (None: the question, or nothing)."""
+    picked = ((event or {}).get("selection") or {}).get(CANDIDATE_SELECTION) or []
+    if picked and isinstance(picked[0], dict):
+        try:
+            order = int(picked[0].get("id"))
+        except (TypeError, ValueError):
+            return None
+        return order if order >= 0 else None
+    return None
