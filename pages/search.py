@@ -48,7 +48,9 @@ def chosen_problem() -> int | None:
     if not problems:
         return None
     picked = st.selectbox("Problem", list(problems), key="search_problem", format_func=lambda i: f"#{i} · {problems[i]}")
-    state["search_link_seen"] = st.query_params["problem"] = str(picked)
+    if st.query_params.get("problem") != str(picked):
+        st.query_params["problem"] = str(picked)
+    state["search_link_seen"] = str(picked)
     return picked
 
 
@@ -85,12 +87,18 @@ def search_form(problem_id: int) -> None:
     queued(f"search job {job_id} queued", [job_id])
 
 
+def inert(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """st.table renders each cell as markdown: model text in `column` is made inert (md)."""
+    return frame.assign(**{column: frame[column].map(lambda text: None if text is None else md(text))})
+
+
 def styled(rows: list[dict]):
     def style(row) -> list[str]:
         css = next((css for mark, css in MARK_STYLES if mark in row["mark"]), "")
         return [css] * len(row)
 
-    return pd.DataFrame(rows).style.apply(style, axis=1).format({"score": "{:.3f}", "rank": "{:.0f}"}, na_rep="—")
+    frame = inert(pd.DataFrame(rows), "step")
+    return frame.style.apply(style, axis=1).format({"score": "{:.3f}", "rank": "{:.0f}"}, na_rep="—")
 
 
 def show_search(search_id: int, slot: str):
@@ -109,7 +117,8 @@ def show_search(search_id: int, slot: str):
         st.markdown(f"**Depth {depth}** · {len(candidates)} candidates")
         st.table(styled(depth_rows(candidates)))
     if view.beams:
-        beams = pd.DataFrame(view.beams).rename(columns={"final_answer": "answer", "trajectory_id": "trajectory"})
+        beams = inert(pd.DataFrame(view.beams).rename(columns={"final_answer": "answer", "trajectory_id": "trajectory"}),
+                      "answer")  # fmt: skip
         st.markdown("**Final beams**")
         st.table(beams.style.format({"score": "{:.3f}"}, na_rep="—"))
     return view

@@ -94,3 +94,15 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
             timeout=60_000)  # fmt: skip
         assert page.get_by_role("button", name=re.compile(r"^Judge with ")).is_disabled()
         shot("e2e-search-pruned-node")
+
+        # Model text is text: a step and the beams' answers written as HTML and markdown stay inert
+        # (st.table renders a cell as markdown).
+        payload = '<b id="injected">bold</b> **strong** [link](http://example.com) ![img](http://example.com/i.png)'
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE search_candidates SET text = ? WHERE candidate = ?", [payload, pruned])
+            beams = conn.execute("UPDATE trajectories SET final_answer = ? WHERE source = 'search'", [payload]).rowcount
+        page.reload()
+        inert = page.locator("[data-testid='stTable'] td").filter(has_text='<b id="injected">bold</b> **strong** [link](')
+        expect(inert).to_have_count(1 + beams, timeout=LOAD_TIMEOUT)  # the pruned step, each beam's answer
+        assert page.locator("#injected").count() == 0
+        assert page.locator("[data-testid='stTable']").locator("strong, a, img").count() == 0

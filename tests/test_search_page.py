@@ -173,6 +173,21 @@ def test_a_finished_search_shows_marks_the_answer_path_and_its_grade(store):
     assert "color: #9aa0a6" in styles and "background-color: rgba(33, 195, 84, 0.18)" in styles
 
 
+
+def test_model_text_in_tables_is_made_inert_for_markdown(store):
+    """st.table renders each cell as markdown: a step's text reaches it escaped."""
+    problem_id = add_problem(store)
+    search_id = searched(store, problem_id)
+    with store.transaction() as conn:
+        conn.execute("UPDATE search_candidates SET text = ? WHERE search_id = ? AND candidate = 0",
+                     ["**bold** [link](http://example.com)", search_id])  # fmt: skip
+    at = page(store, problem_id)
+    at.run()
+    no_exceptions(at)
+    [step] = [row["step"] for row in table_rows(at) if "step" in row and row["candidate"] == 0]
+    assert step.startswith(r"\*\*bold\*\* \[link\]")
+
+
 def test_the_tree_chart_lays_out_every_candidate_under_its_parent(store):
     problem_id = add_problem(store)
     view = search_view(store, searched(store, problem_id))
