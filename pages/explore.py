@@ -27,6 +27,7 @@ from core.views.explore import (
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from core.views.math_text import show_bidi
+from core.views.search import search_page_params
 from core.views.review_window import (
     WINDOW_STEPS, Located, is_long, jump_target, minimap_rows, move_window, runs, window_cards, window_position,
     window_start,
@@ -367,9 +368,10 @@ if tid is None:
     st.stop()
 trajectory = store.get_trajectory(tid)
 header(trajectory)
-if st.button("Search this problem step by step", key="ex_search_problem",
-             help="beam search, DVTS, MCTS or rejection with a verifier in the loop, on the Search page"):
-    st.switch_page("pages/search.py", query_params={"problem": str(trajectory["problem_id"])})
+search_params = search_page_params(trajectory)
+if st.button("Open its search" if "search" in search_params else "Search this problem step by step",
+             key="ex_search_problem", help="step-level search with a verifier in the loop, on the Search page"):
+    st.switch_page("pages/search.py", query_params=search_params)
 if allowed(RUN_JOBS):
     job_controls(tid)
 watching = bool(active_jobs(store, tid))

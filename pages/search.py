@@ -17,8 +17,8 @@ from core.views.access import RUN_JOBS
 from core.views.explore import find_problems
 from core.views.jobs import job_progress
 from core.views.search import (
-    CANDIDATE_SELECTION, HELP, STRATEGIES_OFFERED, SearchRequest, candidate_label, depth_rows, node_detail,
-    outcome_text, parse_problem, picked_candidate, problem_jobs, problem_searches, queue_node_estimate,
+    CANDIDATE_SELECTION, HELP, STRATEGIES_OFFERED, SearchRequest, candidate_label, depth_rows, linked_search,
+    node_detail, outcome_text, parse_problem, picked_candidate, problem_jobs, problem_searches, queue_node_estimate,
     queue_node_judging, queue_search, scorer_choices, search_label, search_tree_chart, search_view,
 )  # fmt: skip
 from pages._access import act, allowed, live, open_store
@@ -220,6 +220,11 @@ def searches_view(problem_id: int, watching: bool) -> None:
         st.info("No search ended wrong on this problem." if wrong_only else "No search of this problem yet.")
         return
     labels = {s["id"]: search_label(s) for s in searches}
+    linked = st.query_params.get("search")
+    if linked is not None and linked != state.get("search_link_search"):  # a link opens its search, once
+        state["search_link_search"] = linked
+        if (named := linked_search(linked, list(labels))) is not None:
+            state["search_pick"] = named
     follow = state.get("search_follow_job")
     if started := next((s["id"] for s in searches if s["job_id"] == follow), None):
         state["search_pick"] = started

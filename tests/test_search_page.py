@@ -16,7 +16,9 @@ from streamlit.testing.v1 import AppTest
 from core.jobs.runner import EngineCache, claim_job, run_job
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
-from core.views.search import SearchRequest, chart_rows, picked_candidate, queue_search, search_tree_chart, search_view
+from core.views.search import (
+    SearchRequest, chart_rows, picked_candidate, queue_search, search_page_params, search_tree_chart, search_view,
+)  # fmt: skip
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -267,13 +269,34 @@ def test_a_bad_problem_link_gives_a_message_not_a_crash(store):
     assert at.query_params["problem"] != "99999"  # the page opened on a problem that exists
 
 
-def test_explore_offers_the_search_of_its_problem(store):
+def test_explore_offers_the_search_of_its_problem_or_of_its_beam(store):
     at = AppTest.from_file(str(REPO / "pages" / "explore.py"), default_timeout=TIMEOUT)
     at.session_state["db_path"] = str(store.path)
     at.session_state["policy_model"] = POLICY
     at.run()
     no_exceptions(at)
     assert at.button(key="ex_search_problem").label == "Search this problem step by step"
+    problem_id = add_problem(store)
+    search_id = searched(store, problem_id)
+    beam = next(c["trajectory_id"] for c in store.search_candidates(search_id) if c["trajectory_id"] is not None)
+    assert search_page_params(store.get_trajectory(beam)) == {"problem": str(problem_id), "search": str(search_id)}
+    at.query_params["trajectory"], at.query_params["step"] = str(beam), "0"
+    at.run()
+    no_exceptions(at)
+    assert at.button(key="ex_search_problem").label == "Open its search"
+
+
+def test_a_link_opens_the_search_it_names(store):
+    problem_id = add_problem(store)
+    first, second = searched(store, problem_id, seed=1), searched(store, problem_id, seed=2)
+    at = page(store, problem_id)
+    at.run()
+    assert at.selectbox(key="search_pick").value == second  # the newest first
+    at = page(store, problem_id)
+    at.query_params["search"] = str(first)
+    at.run()
+    no_exceptions(at)
+    assert at.selectbox(key="search_pick").value == first
 
 
 def signed_in(store: Store, name: str, role: str, problem_id: int) -> AppTest:

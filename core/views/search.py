@@ -27,6 +27,7 @@ from core.search.context import BudgetSpent, SearchContext
 from core.search.journal import Journal, JournaledEngine, JournaledScorer, event_from_dict
 from core.search.run import STRATEGIES
 from core.store import Store
+from core.store.searches import SEARCH_SOURCE
 from core.views.jobs import ACTIVE, queue_judging
 from core.views.tree import TreeSearchRequest, queue_tree_search
 
@@ -108,6 +109,22 @@ def problem_jobs(store: Store, problem_id: int) -> list[dict]:
             if problem_id in manifest.get("problem_ids", ()) or trajectories & set(manifest.get("trajectory_ids", ())):
                 found.append(job)
     return sorted(found, key=lambda job: job["id"])
+
+
+def search_page_params(trajectory: dict) -> dict[str, str]:
+    """The Search page's address for a trajectory: its problem, and the search whose final beam it
+    is, if it is one."""
+    params = {"problem": str(trajectory["problem_id"])}
+    search_id = (trajectory.get("meta") or {}).get("search")
+    if trajectory.get("source") == SEARCH_SOURCE and isinstance(search_id, int):
+        params["search"] = str(search_id)
+    return params
+
+
+def linked_search(raw: str | None, search_ids: Sequence[int]) -> int | None:
+    """The search a link names (`?search=ID`) if it is one of these; None otherwise."""
+    raw = str(raw or "").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 and int(raw) in search_ids else None
 
 
 # --- the problem's searches ------------------------------------------------------------------
