@@ -17,7 +17,7 @@ from core.views.access import RUN_JOBS
 from core.views.explore import find_problems
 from core.views.jobs import job_progress
 from core.views.search import (
-    CANDIDATE_SELECTION, HELP, STRATEGIES_OFFERED, SearchRequest, candidate_label, depth_rows, linked_search,
+    CANDIDATE_SELECTION, HELP, MAX_TABLE_ROWS, STRATEGY_NAMES, SearchRequest, candidate_label, depth_rows, linked_search,
     node_detail, outcome_text, parse_problem, picked_candidate, problem_jobs, problem_searches, queue_node_estimate,
     queue_node_judging, queue_search, scorer_choices, search_label, search_tree_chart, search_view,
 )  # fmt: skip
@@ -59,7 +59,7 @@ def search_form(problem_id: int) -> None:
         with st.form("search_form", border=False):
             scorers = scorer_choices(store)
             c = st.columns(4)
-            strategy = c[0].selectbox("Strategy", STRATEGIES_OFFERED, index=STRATEGIES_OFFERED.index("beam"),
+            strategy = c[0].selectbox("Strategy", STRATEGY_NAMES, index=STRATEGY_NAMES.index(SearchRequest.strategy),
                                       help=HELP["strategy"])  # fmt: skip
             scorer = c[1].selectbox("Scorer", list(scorers), format_func=scorers.get, help="the verifier in the loop")
             n = c[2].number_input("N (beams)", 1, MAX_K, SearchRequest.n, help=HELP["n"])
@@ -114,7 +114,8 @@ def show_search(search_id: int, slot: str):
     if view.candidates:
         tree_chart(view, slot)
     for depth, candidates in view.depths.items():
-        st.markdown(f"**Depth {depth}** · {len(candidates)} candidates")
+        st.markdown(f"**Depth {depth}** · {len(candidates)} candidates"
+                    + (f" (the {MAX_TABLE_ROWS} best ranked listed)" if len(candidates) > MAX_TABLE_ROWS else ""))
         st.table(styled(depth_rows(candidates)))
     if view.beams:
         beams = inert(pd.DataFrame(view.beams).rename(columns={"final_answer": "answer", "trajectory_id": "trajectory"}),

@@ -31,10 +31,9 @@ from core.store.searches import SEARCH_SOURCE
 from core.views.jobs import ACTIVE, queue_judging
 from core.views.tree import TreeSearchRequest, queue_tree_search
 
-STRATEGIES_OFFERED = STRATEGY_NAMES
 # One help text per parameter, the CLI's (SearchConfig.options()).
 HELP = {name: help_text for name, _, help_text in SearchConfig.options()}
-MAX_TABLE_ROWS = 200  # candidates listed per depth; an MCTS can revisit a depth many times
+MAX_TABLE_ROWS = 200  # candidates listed per depth (the best ranked): an MCTS can expand one depth many times
 
 
 @dataclass(frozen=True)
