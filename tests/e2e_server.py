@@ -152,10 +152,11 @@ def streamlit_server(db_path: Path, *, env: dict | None = None, log: Path | None
 
 
 def contents(db: Path) -> dict[str, str]:
-    """Every table's rows, hashed: equal snapshots, nothing written anywhere."""
+    """Every table's rows, hashed: equal snapshots, nothing written anywhere. Rows are sorted, not
+    read by rowid: a WITHOUT ROWID table (search_events) has none."""
     with sqlite3.connect(db) as conn:
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {table: hashlib.sha256(repr(conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall())
+        return {table: hashlib.sha256(repr(sorted(conn.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr))
                                       .encode()).hexdigest() for table in tables}  # fmt: skip
 
 
