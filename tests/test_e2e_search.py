@@ -2,8 +2,9 @@
 `streamlit run app.py` driven by a real headless Chromium, with the tiny random transformer as
 the policy (tests/tiny_model.py, through $STEPSCOPE_DEFAULT_POLICY): the app's worker runs the
 search, its candidates appear on the Search page without a reload, pruned ones marked, the final
-answer graded; then a judge scores the answer's final beam and its node shows that verifier's
-score beside the search's own. Screenshots go to tests/artifacts/."""
+answer graded; a judge scores the answer's final beam and its node shows that verifier's score
+beside the search's own; a pruned candidate picked in the tree gets its MC value; model text
+stays text. Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -93,7 +94,17 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
         page.get_by_text(re.compile(rf"^search #{search_id} \(beam, scorer random:42\): score .*, pruned$")).first.wait_for(
             timeout=60_000)  # fmt: skip
         assert page.get_by_role("button", name=re.compile(r"^Judge with ")).is_disabled()
+        # ...but its Monte Carlo value can be estimated: k rollouts from its node.
+        page.get_by_role("spinbutton", name="Rollouts (k)").fill("2")
+        page.get_by_role("button", name="Estimate the MC value here").click()
+        page.get_by_text(re.compile(r"^MC value \d\.\d\d .*\(\d/2 reach the answer\)$")).first.wait_for(timeout=JOB_TIMEOUT)
+        assert page.evaluate("window.__stepscope_marker") == "same page"
         shot("e2e-search-pruned-node")
+        with sqlite3.connect(db) as conn:
+            (node_rollouts,) = conn.execute(
+                "SELECT COUNT(*) FROM rollouts r JOIN search_candidates c ON c.node_id = r.node_id WHERE c.candidate = ?",
+                [pruned]).fetchone()  # fmt: skip
+        assert node_rollouts == 2
 
         # Model text is text: a step and the beams' answers written as HTML and markdown stay inert
         # (st.table renders a cell as markdown).
