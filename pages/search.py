@@ -108,7 +108,8 @@ def show_search(search_id: int, slot: str):
                   f"{search['policy']} · {counts['chosen']} chosen, {counts['pruned']} pruned, "
                   f"{counts['pending']} pending" + (f" · stopped: {search['stopped']}" if search["stopped"] else "")))
     if view.live:
-        st.caption(f"running: {view.calls} engine and scorer calls so far (the tree grows as they are stored)")
+        state_text = outcome_text(search) if search["interrupted"] else "running"
+        st.caption(f"{state_text}: {view.calls} engine and scorer calls so far (the tree grows as they are stored)")
     else:
         st.text(f"Final answer: {outcome_text(search)}")  # the answer is model text: shown as text
     if view.candidates:

@@ -142,7 +142,14 @@ def test_a_running_search_shows_the_candidates_its_journal_holds(store):
     assert marks.count("pruned") == 4 and marks.count("chosen") == 4  # each depth keeps n / M = 2
     # Ranked best first within each depth, scored by the random scorer.
     assert [row["rank"] for row in rows] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert "running" in at.selectbox(key="search_pick").options[0]
+    # Its job cancelled, the search says it was interrupted, not running.
+    store.cancel_job(job_id)
+    at.run()
+    assert any(c.value.startswith("interrupted: its job stopped") for c in at.caption)
+    assert "interrupted" in at.selectbox(key="search_pick").options[0]
     # The replay is the job's own tree: resumed, the job stores the same marks for those candidates.
+    store.update_job(job_id, status="queued")
     run(store, job_id, SteppedPolicy([0.7] * 3))
     [search] = store.job_searches(job_id)
     stored = {c["candidate"]: c["mark"] for c in store.search_candidates(search["id"])}

@@ -129,9 +129,16 @@ def linked_search(raw: str | None, search_ids: Sequence[int]) -> int | None:
 # --- the problem's searches ------------------------------------------------------------------
 
 
+def with_job_state(store: Store, searches: list[dict]) -> list[dict]:
+    """Each search with `interrupted`: unfinished while its job is no longer queued or running
+    (failed, cancelled, or killed and not resumed yet: `stepscope jobs resume`, or Retry)."""
+    active = {job["id"] for status in ACTIVE for job in store.list_jobs(status=status, limit=200)}
+    return [{**s, "interrupted": s["status"] != "done" and s["job_id"] not in active} for s in searches]
+
+
 def outcome_text(search: dict) -> str:
     if search["status"] != "done":
-        return "running"
+        return "interrupted: its job stopped before the search ended" if search.get("interrupted") else "running"
     if search["answer"] is None:
         return "no answer" + (" (token budget spent)" if search.get("stopped") == "budget" else "")
     return f"answer {search['answer']} · {'correct' if search['correct'] else 'wrong'}"
@@ -146,7 +153,7 @@ def search_label(search: dict) -> str:
 def problem_searches(store: Store, problem_id: int, *, wrong_only: bool = False) -> list[dict]:
     """The problem's searches, newest first; `wrong_only`: finished ones whose answer is not
     correct (no answer counts as wrong)."""
-    searches = store.problem_searches(problem_id)[::-1]
+    searches = with_job_state(store, store.problem_searches(problem_id)[::-1])
     if wrong_only:
         searches = [s for s in searches if s["status"] == "done" and not s["correct"]]
     return searches
@@ -256,6 +263,7 @@ def search_view(store: Store, search_id: int) -> SearchView:
     search = store.get_search(search_id)
     if search is None:
         raise StepScopeError(f"search {search_id} does not exist")
+    [search] = with_job_state(store, [search])
     if search["status"] != "done":
         try:
             candidates, calls = replayed_candidates(store, search)
