@@ -3,12 +3,11 @@
 A new segmentation is added beside the old ones (core.store: labels, values and verdicts stay on
 the steps they were made on) and becomes current. With `--move-labels`, the human labels of the
 segmentation that was current are copied onto the new steps by character span
-(core.store.segmentations.move_labels); those that find no step are counted and reported, since
-a label silently lost is a label a person has to make again without knowing it.
+(core.store.segmentations: resegment_many, move_labels); those that find no step are counted and
+reported, since a label silently lost is a label a person has to make again without knowing it.
 All the trajectories are resegmented in one transaction: a failure or Ctrl-C leaves none changed.
 """
 
-from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -29,40 +28,6 @@ def checked_rule(rule: str) -> str:
     if rule == "pre-split":
         raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
     return parse_rule(rule).text()
-
-
-@dataclass
-class ResegmentTally:
-    trajectories: int = 0
-    new_segmentations: int = 0
-    steps_before: int = 0
-    steps_after: int = 0
-    labels_moved: int = 0
-    labels_unmapped: int = 0
-
-
-def resegment_all(store, trajectory_ids, rule: str, *, move_labels: bool) -> ResegmentTally:
-    """Cut each trajectory by `rule`, make that current, and (asked) move the human labels of the
-    segmentation that was current; one transaction for all."""
-    tally = ResegmentTally()
-    with store.transaction():
-        for trajectory_id in trajectory_ids:
-            before = store.get_trajectory(trajectory_id)
-            if before is None:
-                raise StepScopeError(f"trajectory {trajectory_id} does not exist")
-            previous = before["current_segmentation_id"]
-            known = {row["id"] for row in store.segmentations(trajectory_id)}
-            current = store.resegment(trajectory_id, rule)
-            steps = {row["id"]: row["n_steps"] for row in store.segmentations(trajectory_id)}
-            tally.trajectories += 1
-            tally.new_segmentations += current not in known
-            tally.steps_before += steps.get(previous, 0)
-            tally.steps_after += steps[current]
-            if move_labels and previous is not None and previous != current:
-                labels = store.move_labels(previous, current).of("label")
-                tally.labels_moved += sum(1 for item in labels if item.target_step_ids)
-                tally.labels_unmapped += sum(1 for item in labels if not item.target_step_ids)
-    return tally
 
 
 def resegment_command(
@@ -86,7 +51,7 @@ def resegment_command(
             ids = [row["id"] for row in store.list_trajectories(dataset=dataset)]
             if not ids:
                 raise StepScopeError(f"dataset {dataset!r} has no trajectories (`stepscope db info` lists the datasets)")
-        tally = resegment_all(store, ids, stored_rule, move_labels=move_labels)
+        tally = store.resegment_many(ids, stored_rule, move_labels=move_labels)
     what = f"trajectory {trajectory}" if trajectory is not None else f"{tally.trajectories} trajectories"
     console.print(
         f"{escape(what)} cut by {escape(repr(stored_rule))}: {tally.steps_after} steps (were {tally.steps_before}); "

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from core.errors import StepScopeError
-from core.steps import StepSpan, map_spans
+from core.steps import StepSpan, map_spans, parse_rule
 from core.store.connection import ConnectionBase
 
 LABEL_FIELDS = ("rating", "first_error", "flagged", "note", "confidence", "rationale", "category")
@@ -47,6 +47,18 @@ class MappedSegmentation:
 
     def of(self, kind: str) -> list[MappedItem]:
         return [item for item in self.items if item.kind == kind]
+
+
+@dataclass
+class ResegmentTally:
+    """What resegmenting several trajectories did: counts summed over them."""
+
+    trajectories: int = 0
+    new_segmentations: int = 0
+    steps_before: int = 0
+    steps_after: int = 0
+    labels_moved: int = 0
+    labels_unmapped: int = 0
 
 
 class SegmentationQueries(ConnectionBase):
@@ -142,6 +154,34 @@ class SegmentationQueries(ConnectionBase):
             for (name, step_id), fields in combined.items():
                 self.add_annotation(name, step_id, **{f: fields[f] for f in LABEL_FIELDS})
         return mapped
+
+    def resegment_many(self, trajectory_ids, rule: str, *, move_labels: bool = False) -> ResegmentTally:
+        """Cut each trajectory by `rule` and make that its current segmentation (one already cut
+        so becomes current again); asked, copy the human labels of the segmentation that was
+        current onto the new steps (`move_labels`), counting those that did not map. One
+        transaction for all: a failure leaves every trajectory as it was."""
+        if rule == "pre-split":
+            raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
+        rule = parse_rule(rule).text()  # as every other place stores it: default parameters dropped
+        tally = ResegmentTally()
+        with self.transaction():
+            for trajectory_id in trajectory_ids:
+                before = self.get_trajectory(trajectory_id)
+                if before is None:
+                    raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+                previous = before["current_segmentation_id"]
+                known = {row["id"] for row in self.segmentations(trajectory_id)}
+                current = self.resegment(trajectory_id, rule)
+                steps = {row["id"]: row["n_steps"] for row in self.segmentations(trajectory_id)}
+                tally.trajectories += 1
+                tally.new_segmentations += current not in known
+                tally.steps_before += steps.get(previous, 0)
+                tally.steps_after += steps[current]
+                if move_labels and previous is not None and previous != current:
+                    labels = self.move_labels(previous, current).of("label")
+                    tally.labels_moved += sum(1 for item in labels if item.target_step_ids)
+                    tally.labels_unmapped += sum(1 for item in labels if not item.target_step_ids)
+        return tally
 
 
 def _combine(kept: dict | None, new: dict) -> dict:
