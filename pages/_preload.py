@@ -43,6 +43,7 @@ import core.views.math_text  # noqa: F401
 import core.views.prm  # noqa: F401
 import core.views.review_window  # noqa: F401
 import core.views.search  # noqa: F401
+import core.views.segmentations  # noqa: F401
 import core.views.sessions  # noqa: F401
 import core.views.tree  # noqa: F401
 import core.views.worker  # noqa: F401

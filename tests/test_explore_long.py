@@ -56,6 +56,11 @@ def minimap_spec(at: AppTest) -> str:
     return spec
 
 
+def plain(markdown: str) -> str:
+    """A message's text, markdown escapes dropped."""
+    return markdown.replace("\\", "")
+
+
 def card_headers(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if m.value.startswith("**Step ")]
 
@@ -98,3 +103,49 @@ def test_quiet_runs_collapse_and_the_selected_step_never_does(long_db):
                       (12, 1, False), (13, 1, False), (14, 6, True)]  # fmt: skip
     assert MIN_COLLAPSED_RUN == 4 and isinstance(found[1], Run)
     assert found[-1].title == "Steps 14–19: 6 steps with no label, value or verdict"
+
+
+def test_explore_switches_the_splitter_and_back_with_labels_moved(long_db):
+    path, tid, steps = long_db
+    at = explore(path, tid)
+    assert at.selectbox(key="ex_split_rule").value == "paragraph"  # the current segmentation first
+    at.selectbox(key="ex_split_rule").set_value("sentence-merged")
+    at.checkbox(key="ex_split_move").check()
+    button(at, "Split").click().run()
+    assert not at.exception
+    store = Store.open(path)
+    assert store.get_trajectory(tid)["rule"] == "sentence-merged" and len(store.steps(tid)) < N
+    [done] = [plain(s.value) for s in at.success]
+    assert "cut by 'sentence-merged'" in done and "a new segmentation" in done
+    assert "labels moved: 1, did not map: 0" in done  # bob's label on a paragraph, inside a merged step
+    # A typed rule wins over the list; a bad one is one line, and nothing changes.
+    at.text_input(key="ex_split_rule_text").set_value("sentence-merged:400-80")
+    button(at, "Split").click().run()
+    assert "need 1 <= MIN <= MAX" in plain(at.error[0].value) and store.get_trajectory(tid)["rule"] == "sentence-merged"
+    at.text_input(key="ex_split_rule_text").set_value("")
+    at.selectbox(key="ex_split_rule").set_value("paragraph")
+    button(at, "Split").click().run()
+    assert "an existing segmentation, current again" in plain(at.success[0].value)
+    assert [s["id"] for s in store.steps(tid)] == [s["id"] for s in steps]
+    assert any(f"steps 0–19 of {N}" in c.value for c in at.caption)  # the long view again, from step 0
+
+
+def test_only_the_organiser_may_switch_the_splitter(long_db, monkeypatch):
+    """On a shared server an invited annotator or viewer is not offered the switch (its callback,
+    which checks the gate again, is registered only where the form is drawn)."""
+    from datetime import timedelta
+
+    from core.views.access import Identity
+
+    path, tid, steps = long_db
+    monkeypatch.setenv("STEPSCOPE_SERVED_REMOTELY", "1")
+    store = Store.open(path)
+    for role in ("annotator", "viewer"):
+        invitation, _ = store.create_invitation(f"someone-{role}", role, timedelta(days=1))
+        at = AppTest.from_file(str(REPO / "pages" / "explore.py"), default_timeout=60)
+        at.session_state["db_path"] = str(path)
+        at.session_state["access_identity"] = Identity(role, f"someone-{role}", invitation.id, path.name)
+        at.session_state["explore_tid"] = tid
+        at.run()
+        assert not at.exception and not [s for s in at.selectbox if s.key == "ex_split_rule"]
+    assert store.get_trajectory(tid)["rule"] == "paragraph"

@@ -97,8 +97,9 @@ class Anchor:
         if self.steps[:depth] == prefix:
             solution = self.trajectory["solution"]
             return solution[: prefix_end(solution, list(self.spans), depth - 1)], list(self.spans[:depth])
-        check_rebuildable(self.rule, self.trajectory["id"])
-        separator = SEPARATORS[parse_rule(self.rule).name]
+        # A splitter missing from SEPARATORS only reaches here to show a node's prefix or expand a
+        # rollout grown before the trajectory was resegmented: a search on it is refused.
+        separator = SEPARATORS.get(parse_rule(self.rule).name, "\n")
         joined, spans = join_steps(prefix, separator)
         return joined + separator, spans
 
@@ -307,6 +308,7 @@ class TreeSearchSpec(JobSpec):
     def run(self, context: JobContext) -> bool:
         store = context.store
         anchor = Anchor.load(store, self.trajectory_id)
+        check_rebuildable(anchor.rule, self.trajectory_id)  # resegmented since it was queued
         problem_id = anchor.trajectory["problem_id"]
         spent_before, tokens_before = store.job_rollout_totals(context.job_id)
         tree, ids = rebuild_tree(store, problem_id, self.policy, anchor.rule)
