@@ -44,6 +44,7 @@ import core.views.prm  # noqa: F401
 import core.views.review_window  # noqa: F401
 import core.views.search  # noqa: F401
 import core.views.segmentations  # noqa: F401
+import core.views.search_tree  # noqa: F401
 import core.views.sessions  # noqa: F401
 import core.views.tree  # noqa: F401
 import core.views.worker  # noqa: F401
@@ -51,6 +52,7 @@ import pages._access  # noqa: F401
 import pages._annotate_hints  # noqa: F401
 import pages._demo  # noqa: F401
 import pages._invitations  # noqa: F401
+import pages._search_node  # noqa: F401
 import pages._shared  # noqa: F401
 import pages._step_controls  # noqa: F401
 import pages._tree  # noqa: F401

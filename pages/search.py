@@ -4,7 +4,7 @@ Opened from Explore with the problem in the URL (?problem=ID). The form queues a
 (core.views.search); while a job on the problem runs, the searches view is a fragment that
 re-reads the store every 1.5 s, each depth's candidates with their guiding score, rank and mark.
 A finished search's candidates are nodes of the rollout tree: a chosen one shows what other
-verifiers and Monte Carlo rollouts say about its node.
+verifiers and Monte Carlo rollouts say about its node (pages/_search_node.py).
 """
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
@@ -12,17 +12,20 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import StepScopeError
-from core.jobs.spec import MAX_K, MAX_N
+from core.jobs.spec import MAX_K
 from core.views.access import RUN_JOBS
 from core.views.explore import find_problems
 from core.views.jobs import job_progress
 from core.views.search import (
-    CANDIDATE_SELECTION, HELP, MAX_TABLE_ROWS, STRATEGY_NAMES, SearchRequest, candidate_label, depth_rows, linked_search,
-    node_detail, outcome_text, parse_problem, picked_candidate, problem_jobs, problem_searches, queue_node_estimate,
-    queue_node_judging, queue_search, scorer_choices, search_label, search_tree_chart, search_view,
+    HELP, STRATEGY_NAMES, SearchRequest, linked_search, parse_problem, problem_jobs, problem_searches, queue_search,
+    scorer_choices, search_label,
+)  # fmt: skip
+from core.views.search_tree import (
+    CANDIDATE_SELECTION, MAX_TABLE_ROWS, depth_rows, outcome_text, picked_candidate, search_tree_chart, search_view,
 )  # fmt: skip
 from pages._access import act, allowed, live, open_store
-from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
+from pages._search_node import candidate_panel
+from pages._shared import engine, error_box, md, policy, policy_engine_options, show_text
 
 store = open_store()
 state = st.session_state
@@ -145,58 +148,6 @@ def choose_search(ids: list[int], labels: dict[int, str], key: str, label: str, 
     return st.selectbox(label, ids, key=key, format_func=labels.get)
 
 
-def candidate_panel(view) -> None:
-    st.subheader("A candidate's node")
-    if view.live or not view.candidates:
-        st.caption("A search's candidates become nodes of the rollout tree when it ends: then pick one here.")
-        return
-    by_order = {c.order: c for c in view.candidates}
-    key = f"search_candidate_{view.search['id']}"
-    if state.get(key) not in by_order:  # opens on the final beam that gave the answer: the path's end
-        state[key] = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
-    order = st.selectbox("Candidate (or click one in the tree)", list(by_order), key=key,
-                         format_func=lambda o: candidate_label(by_order[o]))  # fmt: skip
-    candidate = by_order[order]
-    detail = node_detail(store, view, candidate)
-    st.caption(f"node {detail.node_id} of the rollout tree · its step path:")
-    show_text("\n".join(detail.steps) or "(the question)", key=f"search-node-{detail.node_id}", math=True)
-    st.text(detail.value_text)
-    for verdict in detail.verdicts:
-        p_yes = "—" if verdict["p_yes"] is None else f"{verdict['p_yes']:.2f}"
-        st.text(f"{verdict['judge']} ({verdict['verifier_kind'] or 'judge'}): P(yes) {p_yes} "
-                f"on trajectory #{verdict['trajectory_id']} step {verdict['idx']}")
-    for other in detail.search_scores:
-        score = "—" if other["score"] is None else f"{other['score']:.3f}"
-        st.text(f"search #{other['search_id']} ({other['strategy']}, scorer {other['scorer']}): score {score}, "
-                f"rank {other['rank']}, {other['mark']}")
-    if not detail.verdicts:
-        st.caption("No judge, PRM or probe has scored a step ending at this node yet.")
-    if allowed(RUN_JOBS):
-        node_actions(detail)
-
-
-def node_actions(detail) -> None:
-    c = st.columns([1, 2, 3])
-    k = c[0].number_input("Rollouts (k)", 1, MAX_N, 8, key=f"search_node_k_{detail.node_id}")
-    estimate = c[1].button("Estimate the MC value here", key=f"search_node_estimate_{detail.node_id}")
-    judge = c[2].button(f"Judge with {', '.join(judges())}", key=f"search_node_judge_{detail.node_id}",
-                        disabled=not detail.trajectories,
-                        help="step verdicts on the final beams through this node" if detail.trajectories
-                        else "judges score trajectories' steps: no trajectory reads this node")  # fmt: skip
-    if not (estimate or judge) or not act(RUN_JOBS):
-        return
-    options = {"engine": engine(), "engine_options": policy_engine_options()}
-    try:
-        if estimate:
-            job_id = queue_node_estimate(store, detail, policy=policy(), k=int(k), **options)
-            queued(f"job {job_id} queued", [job_id])
-        if judge:
-            ids = queue_node_judging(store, detail, judges(), **options)
-            queued(f"judge jobs {', '.join(map(str, ids))} queued", ids)
-    except StepScopeError as error:
-        error_box("Cannot start the job", error)
-
-
 def queued(notice: str, job_ids: list[int]) -> None:
     """Watch the jobs this session queued until a full run has seen them end: a quick job can
     start and finish between two looks for active jobs."""
@@ -240,7 +191,7 @@ def searches_view(problem_id: int, watching: bool) -> None:
             show_search(choose_search(ids, labels, "search_pick_other", "Beside it", beside=view.search["id"]), "right")
     else:
         view = show_search(choose_search(ids, labels, "search_pick", "Search"), "left")
-    candidate_panel(view)
+    candidate_panel(store, view, queued)
 
 
 def watch_for_jobs(problem_id: int) -> None:

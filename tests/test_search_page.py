@@ -16,9 +16,8 @@ from streamlit.testing.v1 import AppTest
 from core.jobs.runner import EngineCache, claim_job, run_job
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
-from core.views.search import (
-    SearchRequest, chart_rows, picked_candidate, queue_search, search_page_params, search_tree_chart, search_view,
-)  # fmt: skip
+from core.views.search import SearchRequest, queue_search, search_page_params
+from core.views.search_tree import chart_rows, picked_candidate, search_tree_chart, search_view
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
