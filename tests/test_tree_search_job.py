@@ -215,3 +215,15 @@ def test_tree_search_refuses_a_splitter_it_cannot_rebuild_in_one_line(tmp_path, 
     assert "\n" not in message and f"trajectory {trajectory} is cut by {rule!r}" in message
     assert "cannot rebuild" in message and "paragraph" in message
     assert store.list_jobs() == []  # refused at queueing: nothing to run and mis-split later
+
+
+def test_a_search_queued_before_the_trajectory_was_resegmented_fails_in_one_line(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    reasoner = SimulatedReasoner(length=4, success=0.5)
+    trajectory = _anchor(store, reasoner)
+    job = queue(store, _spec(trajectory, budget=8))
+    store.resegment(trajectory, "reflection")
+    assert _run(store, ReasonerEngine(reasoner), job) == "failed"
+    error = store.get_job(job)["error"]
+    assert "cannot rebuild exactly" in error and "\n" not in error.strip()
+    assert store.problem_rollouts(store.get_trajectory(trajectory)["problem_id"], "sim") == []
