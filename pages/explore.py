@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from core.views.jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, job_progress, queue_estimate, queue_judging, queue_top_up,
-    trained_verifiers,
+    JUDGE_KINDS, EstimateRequest, active_jobs, budget_text, default_strategy, job_progress, queue_estimate,
+    queue_judging, queue_top_up, trained_verifiers,
 )  # fmt: skip
 from core.views.inputs import parse_deep_link
 from core.errors import StepScopeError
@@ -191,18 +191,19 @@ def request_from(form: dict) -> EstimateRequest:
     )  # fmt: skip
 
 
-def job_controls(tid: int) -> None:
+def job_controls(tid: int, n_steps: int) -> None:
     with st.expander(f"Run jobs on this trajectory (policy: {md(policy())}, engine: {engine()})", expanded=True):
         left, right = st.columns([3, 2])
         with left.form("ex_estimate_form", border=False):
             c = st.columns(5)
-            strategy = c[0].selectbox("Strategy", STRATEGY_NAMES)
+            strategy = c[0].selectbox("Strategy", STRATEGY_NAMES, index=STRATEGY_NAMES.index(default_strategy(n_steps)))
             # The defaults are the job's, as the CLI's are (EstimateRequest reads them there).
             n = c[1].number_input("N (rollouts per step)", 1, MAX_N, EstimateRequest.n)
             tokens = c[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS, EstimateRequest.max_new_tokens)
             temperature = c[3].number_input("Temperature", 0.0, 5.0, EstimateRequest.temperature, step=0.1)
             seed = c[4].number_input("Seed", 0, 2**31 - 1, EstimateRequest.seed)
             estimate = st.form_submit_button("Estimate values")
+            st.caption(budget_text(n_steps))
         with right.form("ex_topup_form", border=False):
             extra = st.number_input("Extra rollouts per step", 1, MAX_N, 8)
             top_up = st.form_submit_button("More rollouts")
@@ -407,7 +408,7 @@ if st.button("Open its search" if "search" in search_params else "Search this pr
              key="ex_search_problem", help="step-level search with a verifier in the loop, on the Search page"):
     st.switch_page("pages/search.py", query_params=search_params)
 if allowed(RUN_JOBS):
-    job_controls(tid)
+    job_controls(tid, store.segmentation_size(trajectory["current_segmentation_id"]))
 watching = bool(active_jobs(store, tid))
 st.fragment(live(trajectory_view), run_every=1.5 if watching else None)(tid, watching)
 if not watching:

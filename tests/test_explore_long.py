@@ -149,3 +149,15 @@ def test_only_the_organiser_may_switch_the_splitter(long_db, monkeypatch):
         at.run()
         assert not at.exception and not [s for s in at.selectbox if s.key == "ex_split_rule"]
     assert store.get_trajectory(tid)["rule"] == "paragraph"
+
+
+def test_a_long_trajectory_offers_the_first_error_search_with_its_budget_first(long_db):
+    path, tid, steps = long_db
+    at = explore(path, tid)
+    [strategy] = [s for s in at.selectbox if s.label == "Strategy"]
+    assert strategy.value == "first-error"
+    assert any(f"on its {N} steps: fixed N samples {16 * N:,} rollouts" in c.value.replace("\\", "")
+               and "the first-error search at most 144" in c.value.replace("\\", "") for c in at.caption)  # fmt: skip
+    button(at, "Estimate values").click().run()
+    [job] = Store.open(path).list_jobs()
+    assert job["manifest"]["strategy"]["strategy"] == "first-error"
