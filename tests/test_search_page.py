@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 from core.jobs.runner import EngineCache, claim_job, run_job
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
-from core.views.search import SearchRequest, queue_search, search_page_params
+from core.views.jobs import queue_judging
+from core.views.search import SearchRequest, problem_jobs, queue_search, search_page_params
 from core.views.search_tree import chart_rows, picked_candidate, search_tree_chart, search_view
 
 REPO = Path(__file__).resolve().parent.parent
@@ -263,6 +264,16 @@ def test_filter_to_wrong_searches_and_two_side_by_side(store):
     left, right = at.selectbox(key="search_pick").value, at.selectbox(key="search_pick_other").value
     assert left != right
     assert sum(t.startswith("Final answer:") for t in texts(at)) == 2
+
+
+def test_the_page_watches_its_problems_searches_and_jobs_on_its_trajectories(store):
+    problem_id = add_problem(store)
+    [own] = [row["id"] for row in store.list_trajectories(problem_id=problem_id)]
+    search = queue_search(store, SearchRequest(policy=POLICY), problem_id)
+    judged = queue_judging(store, [POLICY], ["step"], [], [own])
+    elsewhere = queue_judging(store, [POLICY], ["step"], [], [1])  # a sample problem's trajectory
+    assert [job["id"] for job in problem_jobs(store, problem_id)] == [search, *judged]
+    assert [job["id"] for job in problem_jobs(store, store.get_trajectory(1)["problem_id"])] == elsewhere
 
 
 def test_a_bad_problem_link_gives_a_message_not_a_crash(store):

@@ -88,14 +88,13 @@ def parse_problem(raw: str | None, store: Store) -> int | None:
 
 def problem_jobs(store: Store, problem_id: int) -> list[dict]:
     """Queued and running jobs that change what the page shows for the problem: its searches,
-    and jobs on its trajectories (judging or estimating a candidate's node)."""
-    trajectories = {row["id"] for row in store.list_trajectories(problem_id=problem_id)}
-    found = []
-    for status in ACTIVE:
-        for job in store.list_jobs(status=status, limit=200):
-            manifest = job["manifest"]
-            if problem_id in manifest.get("problem_ids", ()) or trajectories & set(manifest.get("trajectory_ids", ())):
-                found.append(job)
+    and jobs on its trajectories (judging or estimating a candidate's node). One query for the
+    trajectories those jobs name, whatever the number of the problem's own."""
+    jobs = [job for status in ACTIVE for job in store.list_jobs(status=status, limit=200)]
+    named = sorted({t for job in jobs for t in job["manifest"].get("trajectory_ids", ())})
+    problem_of = store.trajectory_problem_ids(named) if named else {}
+    found = [job for job in jobs if problem_id in job["manifest"].get("problem_ids", ())
+             or any(problem_of.get(t) == problem_id for t in job["manifest"].get("trajectory_ids", ()))]  # fmt: skip
     return sorted(found, key=lambda job: job["id"])
 
 

@@ -217,7 +217,8 @@ def node_detail(store: Store, view: SearchView, candidate: Candidate) -> NodeDet
     beams = [b["trajectory_id"] for b in view.beams]
     anchor = beams[0] if beams else (trajectories[0] if trajectories else None)
     if anchor is None:
-        anchor = next((row["id"] for row in store.list_trajectories(problem_id=view.search["problem_id"])), None)
+        first = store.list_trajectories(problem_id=view.search["problem_id"], limit=1)
+        anchor = first[0]["id"] if first else None
     steps = [row["text"] for row in store.node_path(node_id)][1:]
     return NodeDetail(node_id, steps, value_text, store.node_step_verdicts(node_id), store.node_search_scores(node_id),
                       trajectories, anchor)  # fmt: skip
