@@ -14,7 +14,8 @@ as the page appears is not lost.
 
 Long trajectories (core.views.review_window): past 60 steps the page shows a review window of 20
 steps opened around the located first error, not every step; keys move it (Shift+K/J by 20, and
-it follows K/J) and jump (G the located first error, L the lowest value, R the next reflection).
+it follows K/J) and jump (G the located first error, L the lowest value, D the largest
+disagreement, R the next reflection).
 Only the window's steps are read.
 """
 
@@ -278,7 +279,8 @@ class Review:
 
     def nowhere(self, step: int) -> set[str]:
         """The jumps with no target from `step` (their keys are drawn disabled)."""
-        return {jump for jump in ("lowest-value", "next-reflection") if self.target(jump, step) is None}
+        return {jump for jump in ("lowest-value", "largest-disagreement", "next-reflection")
+                if self.target(jump, step) is None}
 
     def jump(self, jump: str, card) -> None:
         target = self.target(jump, card.idx)

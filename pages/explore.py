@@ -5,7 +5,8 @@ a job on this trajectory is queued or running, the trajectory view is a fragment
 the store every 1.5 s. Keys: J / K next / previous step, N / P next / previous trajectory.
 Past 60 steps (core.views.review_window) the value chart is the whole trajectory's minimap, the
 cards are a window of 20 steps that follows the selected one, with runs of steps that carry
-nothing collapsed, and buttons jump to the first error, the lowest value and the next reflection.
+nothing collapsed, and buttons jump to the first error, the lowest value, the largest
+disagreement and the next reflection.
 """
 
 import pages._preload  # noqa: F401 - first, before any other module of ours: see its docstring
@@ -309,13 +310,14 @@ def long_trajectory(trajectory: dict, n_steps: int, model: str | None) -> tuple[
     step = state["explore_step"] = opened.idx if opened else step
     value_chart([], step, (n_steps, *minimap_rows(store, trajectory, model)))
     step_navigation(n_steps)
-    cols = st.columns(4)
+    cols = st.columns(5)
     for col, (name, label) in zip(cols, (("first-error", "First error"), ("lowest-value", "Lowest value"),
+                                         ("largest-disagreement", "Largest disagreement"),
                                          ("next-reflection", "Next reflection"))):  # fmt: skip
         col.button(label, key=f"ex_jump_{name}", on_click=jump, args=(name,), width="stretch",
                    help=JUMP_HELP[name])
     stop = min(start + WINDOW_STEPS, n_steps)
-    cols[3].caption(f"steps {start}–{stop - 1} of {n_steps:,}; click the chart to jump")
+    cols[4].caption(f"steps {start}–{stop - 1} of {n_steps:,}; click the chart to jump")
     cards = window_cards(store, trajectory, n_steps, model, start, stop)
     for run in runs(cards, step):
         if run.collapsed:
@@ -329,6 +331,7 @@ def long_trajectory(trajectory: dict, n_steps: int, model: str | None) -> tuple[
 JUMP_HELP = {
     "first-error": "a person's first-error label, else the MC first error, else the lowest value",
     "lowest-value": "the step with the lowest MC value",
+    "largest-disagreement": "the step whose MC value, verifier scores and human ratings differ most",
     "next-reflection": "the next step that opens with Wait, Alternatively, Let me check, ...",
 }
 

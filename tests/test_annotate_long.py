@@ -197,3 +197,23 @@ def test_the_window_reads_the_same_queries_for_200_steps_as_for_2000(tmp_path, d
         counts[n] = len(_statements(store, read))
     assert built[200] == (100, 108, 20) and built[2000] == (1000, 1008, 20)
     assert counts[200] == counts[2000] <= 12
+
+
+def test_the_largest_disagreement_is_the_step_whose_scores_differ_most(tmp_path, db):
+    tid = _import(tmp_path, db)
+    store = Store.open(db)
+    steps = store.steps(tid)
+    _values(store, tid, TRACE.first_error)  # 0.25 before the first error, 0 from it on
+    seg = store.get_trajectory(tid)["current_segmentation_id"]
+    assert store.largest_disagreement_step(seg, "tiny-policy") is None  # one score per step: nothing to disagree
+    store.add_verdicts([{"judge": "j", "kind": "step", "step_id": steps[70]["id"], "p_yes": 0.9},
+                        {"judge": "j", "kind": "step", "step_id": steps[140]["id"], "p_yes": 0.5}])  # fmt: skip
+    assert store.largest_disagreement_step(seg, "tiny-policy") == 70  # |0.25 - 0.9| beats |0.25 - 0.5|
+    store.save_annotation("bob", steps[140]["id"], rating=-1)  # 0 against the judge's 0.5 and MC 0.25
+    store.save_annotation("alice", steps[21]["id"], rating=1)  # 1 against MC 0.25: 0.75, the largest
+    assert store.largest_disagreement_step(seg, "tiny-policy") == 21
+    assert store.largest_disagreement_step(seg, "tiny-policy", annotator="bob") == 70  # alice's not counted
+    # On the page, D jumps there.
+    at = annotate(db, tid, ann_blind=False)
+    press_key(at, "ann_jump_disagree")
+    assert at.session_state["ann_step"] == 21

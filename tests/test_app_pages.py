@@ -360,7 +360,8 @@ def test_annotate_keyboard_bar_acts_on_the_highlighted_step(db):
     store = Store.open(db)
     steps = [s["id"] for s in store.steps(1)]
     # At the top, with no values and no reflection step: nowhere up, and nowhere those jumps go.
-    assert keyboard_bar(at)["disabled"] == ["ann_up", "ann_page_up", "ann_jump_lowest", "ann_jump_reflection"]
+    assert keyboard_bar(at)["disabled"] == ["ann_up", "ann_page_up", "ann_jump_lowest", "ann_jump_disagree",
+                                             "ann_jump_reflection"]
     assert "(step 0)" in keyboard_bar(at)["caption"]
     press_key(at, "ann_down")
     assert at.session_state["ann_step"] == 1 and step_controls(at, steps[1])["cursor"]

@@ -126,3 +126,27 @@ class ReviewQueries(ConnectionBase):
                 WHERE s.segmentation_id = ? {clause} GROUP BY s.idx ORDER BY s.idx""",
             [segmentation_id, *params],
         )]  # fmt: skip
+
+    def largest_disagreement_step(self, segmentation_id: int, model: str | None = None,
+                                  annotator: str | None = None) -> int | None:  # fmt: skip
+        """The step whose scores differ most: its MC value, each verifier's P(yes) or score, and
+        each human rating read as 0, 0.5, 1 (one annotator's, or everyone's); steps with a
+        single score, or scores that agree, are not candidates. The first of equals."""
+        clause, model_params = _model_clause(model)
+        mine, label_params = ("AND a.annotator_id = (SELECT id FROM annotators WHERE name = ?)", [annotator]) \
+            if annotator is not None else ("", [])  # fmt: skip
+        return self._scalar(
+            f"""WITH scores AS (
+                    SELECT s.idx, CAST(SUM(r.correct) AS REAL) / COUNT(*) AS score
+                    FROM steps s JOIN rollouts r ON r.step_id = s.id
+                    WHERE s.segmentation_id = ? {clause} GROUP BY s.idx
+                    UNION ALL
+                    SELECT s.idx, v.p_yes FROM steps s JOIN verdicts v ON v.step_id = s.id
+                    WHERE s.segmentation_id = ? AND v.kind = 'step' AND v.p_yes IS NOT NULL
+                    UNION ALL
+                    SELECT s.idx, (a.rating + 1) / 2.0 FROM steps s JOIN annotations a ON a.step_id = s.id
+                    WHERE s.segmentation_id = ? AND a.rating IS NOT NULL {mine})
+                SELECT idx FROM scores GROUP BY idx HAVING MAX(score) > MIN(score)
+                ORDER BY MAX(score) - MIN(score) DESC, idx LIMIT 1""",
+            [segmentation_id, *model_params, segmentation_id, segmentation_id, *label_params],
+        )

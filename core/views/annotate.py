@@ -279,6 +279,8 @@ KEYS = (
     Key("ann_page_down", "KeyJ", "Later", f"{WINDOW_STEPS} steps down", ("move", WINDOW_STEPS), shift=True),
     Key("ann_jump_error", "KeyG", "1st error", "go to the located first error", ("jump", "first-error")),
     Key("ann_jump_lowest", "KeyL", "Lowest", "go to the lowest MC value", ("jump", "lowest-value")),
+    Key("ann_jump_disagree", "KeyD", "Disagree", "go to the largest disagreement (MC value, verifiers, ratings)",
+        ("jump", "largest-disagreement")),
     Key("ann_jump_reflection", "KeyR", "Reflection", "go to the next reflection step (Wait, Alternatively, ...)",
         ("jump", "next-reflection")),
     *(Key(f"ann_key_c{level}", f"Digit{level}", f"c{level}", f"confidence {level}", ("confidence", level), shift=True)

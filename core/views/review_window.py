@@ -6,8 +6,9 @@ around the located first error: the annotator's own first-error label, else anot
 (where the viewer may see them), else the Monte Carlo first error (the first sampled step none
 of whose rollouts reached the answer), else the step with the lowest value, else the start. The
 window moves by keys and buttons and follows the highlighted step, and jumps go to the located
-first error, the lowest value, or the next reflection step (a step that opens with a marker the
-text turns on itself with: "Wait", "Alternatively", ...).
+first error, the lowest value, the largest disagreement (the step whose MC value, verifier
+scores and human ratings differ most), or the next reflection step (a step that opens with a
+marker the text turns on itself with: "Wait", "Alternatively", ...).
 
 Only the window's steps are read and built into cards; the landmarks are single-index
 aggregates (core.store.review), so a 2,000-step trajectory costs what a 20-step one does.
@@ -26,7 +27,7 @@ from core.views.explore import StepCard
 REVIEW_FROM_STEPS = 60  # more steps than this: a review window instead of every step
 WINDOW_STEPS = 20
 CONTEXT_BEFORE = 8  # steps shown before a jump's target: the reasoning that leads into it
-JUMPS = ("first-error", "lowest-value", "next-reflection")
+JUMPS = ("first-error", "lowest-value", "largest-disagreement", "next-reflection")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ def jump_target(store: Store, segmentation_id: int, jump: str, step: int, *, ann
     if jump == "lowest-value":
         idx = store.lowest_value_step(segmentation_id, model)
         return None if idx is None else Located(idx, "lowest MC value", True)
+    if jump == "largest-disagreement":
+        # Blind: only the annotator's own ratings count beside the automatic scores.
+        idx = store.largest_disagreement_step(segmentation_id, model, None if others_visible else annotator)
+        return None if idx is None else Located(idx, "largest disagreement", True)
     if jump == "next-reflection":
         idx = store.next_step_opening_with(segmentation_id, step, reflection_openings(rule))
         return None if idx is None else Located(idx, "next reflection", False)
