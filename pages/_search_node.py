@@ -21,17 +21,23 @@ from pages._access import act, allowed
 from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
 
 
+def picked_key(view) -> str:
+    """The session-state key of the candidate picked in a finished search (the selectbox's, which a
+    click in the tree sets too); the final beam that gave the answer until one is picked."""
+    key = f"search_candidate_{view.search['id']}"
+    if view.candidates and st.session_state.get(key) not in {c.order for c in view.candidates}:
+        st.session_state[key] = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
+    return key
+
+
 def candidate_panel(store, view, queued: Callable[[str, list[int]], None]) -> None:
     """One candidate of the search `view` and its node; `queued(notice, job_ids)` is told of each job queued."""
-    state = st.session_state
     st.subheader("A candidate's node")
     if view.live or not view.candidates:
         st.caption("A search's candidates become nodes of the rollout tree when it ends: then pick one here.")
         return
     by_order = {c.order: c for c in view.candidates}
-    key = f"search_candidate_{view.search['id']}"
-    if state.get(key) not in by_order:  # opens on the final beam that gave the answer: the path's end
-        state[key] = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
+    key = picked_key(view)
     order = st.selectbox("Candidate (or click one in the tree)", list(by_order), key=key,
                          format_func=lambda o: candidate_label(by_order[o]))  # fmt: skip
     candidate = by_order[order]

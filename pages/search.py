@@ -24,7 +24,7 @@ from core.views.search_tree import (
     CANDIDATE_SELECTION, MAX_TABLE_ROWS, depth_rows, outcome_text, picked_candidate, search_tree_chart, search_view,
 )  # fmt: skip
 from pages._access import act, allowed, live, open_store
-from pages._search_node import candidate_panel
+from pages._search_node import candidate_panel, picked_key
 from pages._shared import engine, error_box, md, policy, policy_engine_options, show_text
 
 store = open_store()
@@ -131,14 +131,15 @@ def show_search(search_id: int, slot: str):
 
 def tree_chart(view, slot: str) -> None:
     """The search as a tree; a click on a candidate picks it for the node panel (left slot)."""
-    key = f"search_chart_{slot}"
+    key, picked = f"search_chart_{slot}", picked_key(view)
 
     def on_pick() -> None:
-        picked = picked_candidate(state.get(key))
-        if picked is not None:
-            state[f"search_candidate_{view.search['id']}"] = picked
+        candidate = picked_candidate(state.get(key))
+        if candidate is not None:
+            state[picked] = candidate
 
-    st.vega_lite_chart(search_tree_chart(view), key=key, width="stretch", selection_mode=CANDIDATE_SELECTION,
+    selected = state.get(picked) if slot == "left" and not view.live else None
+    st.vega_lite_chart(search_tree_chart(view, selected), key=key, width="stretch", selection_mode=CANDIDATE_SELECTION,
                        on_select=on_pick if slot == "left" and not view.live else "ignore")  # fmt: skip
 
 

@@ -210,6 +210,7 @@ def test_the_tree_chart_lays_out_every_candidate_under_its_parent(store):
             assert by_id[candidate.order]["y"] == (min(children) + max(children)) / 2
         assert by_id[candidate.order]["x"] == candidate.depth and by_id[candidate.order]["mark"] == candidate.mark
     assert sum(node["path"] for node in nodes) == 1 + 3  # the question and one candidate per depth
+    assert [node["id"] for node in chart_rows(view, selected=5)[0] if node["selected"]] == [5]
     spec = search_tree_chart(view)
     assert spec["layer"][1]["encoding"]["color"]["scale"]["range"][1] == "#c7c7c7"  # pruned: grey
     assert picked_candidate({"selection": {"candidate": [{"id": 5}]}}) == 5

@@ -230,7 +230,7 @@ CANDIDATE_SELECTION = "candidate"
 MARK_COLORS = {"domain": ["chosen", "pruned", "pending"], "range": ["#1f77b4", "#c7c7c7", "#f2c744"]}
 
 
-def chart_rows(view: SearchView) -> tuple[list[dict], list[dict], int]:
+def chart_rows(view: SearchView, selected: int | None = None) -> tuple[list[dict], list[dict], int]:
     """Rows for the search's tree chart: candidates (depth across, leaves down in depth-first
     order, best rank first, a parent mid-way between its children), the edges, and the number of
     leaves. The question is the root at depth 0. Iterative: an MCTS can grow a deep tree."""
@@ -252,10 +252,11 @@ def chart_rows(view: SearchView) -> tuple[list[dict], list[dict], int]:
         else:
             stack.append((order, True))
             stack.extend((kid.order, False) for kid in reversed(kids))
-    nodes = [{"id": -1, "x": 0, "y": y[None], "mark": "chosen", "path": True, "score": None, "rank": None,
-              "label": "the question", "text": "the question"}]  # fmt: skip
+    nodes = [{"id": -1, "x": 0, "y": y[None], "mark": "chosen", "path": True, "selected": False, "score": None,
+              "rank": None, "label": "the question", "text": "the question"}]  # fmt: skip
     nodes += [
-        {"id": c.order, "x": c.depth, "y": y[c.order], "mark": c.mark, "path": c.on_path, "score": c.score,
+        {"id": c.order, "x": c.depth, "y": y[c.order], "mark": c.mark, "path": c.on_path,
+         "selected": c.order == selected, "score": c.score,
          "rank": c.rank, "text": one_line(c.text, 80) or "(ends the solution)",
          "label": f"candidate {c.order}: {c.mark}, score {'none' if c.score is None else f'{c.score:.2f}'}"}
         for c in view.candidates
@@ -266,11 +267,12 @@ def chart_rows(view: SearchView) -> tuple[list[dict], list[dict], int]:
     return nodes, edges, next_leaf
 
 
-def search_tree_chart(view: SearchView) -> dict:
+def search_tree_chart(view: SearchView, selected: int | None = None) -> dict:
     """The search as a tree: candidates coloured by mark (pruned grey), the path to the answer
-    outlined with bold edges; a click selects a candidate (parameter `candidate`, field `id`).
-    Plain Vega-Lite with the rows inline, SVG so that each candidate is an element with a label."""
-    nodes, edges, leaves = chart_rows(view)
+    outlined with bold edges, the `selected` candidate ringed; a click selects a candidate
+    (parameter `candidate`, field `id`). Plain Vega-Lite with the rows inline, SVG so that each
+    candidate is an element with a label."""
+    nodes, edges, leaves = chart_rows(view, selected)
     x = {"field": "x", "type": "quantitative", "title": "depth (steps)", "axis": {"tickMinStep": 1, "format": "d"}}
     y = {"field": "y", "type": "quantitative", "axis": None, "scale": {"reverse": True}}
     return {
@@ -288,8 +290,10 @@ def search_tree_chart(view: SearchView) -> dict:
              "encoding": {
                  "x": x, "y": y, "description": {"field": "label"},
                  "color": {"field": "mark", "type": "nominal", "scale": MARK_COLORS, "title": "mark"},
-                 "stroke": {"condition": {"test": "datum.path", "value": "#000000"}, "value": None},
-                 "strokeWidth": {"condition": {"test": "datum.path", "value": 2}, "value": 0},
+                 "stroke": {"condition": [{"test": "datum.selected", "value": "#ff7f0e"},
+                                          {"test": "datum.path", "value": "#000000"}], "value": None},
+                 "strokeWidth": {"condition": [{"test": "datum.selected", "value": 4},
+                                               {"test": "datum.path", "value": 2}], "value": 0},
                  "tooltip": [{"field": "id", "title": "candidate"}, {"field": "mark"}, {"field": "score", "format": ".3f"},
                              {"field": "rank"}, {"field": "text", "title": "step"}]}},
         ],
