@@ -472,6 +472,15 @@ def pick_problems(store, args, steps) -> tuple[list[int], list[int], list[int]]:
     return test[: args.problems], sorted(by_split["train"])[:need_train], test[args.problems: need_test]
 
 
+def steps_breakdown(store, problem_ids: list[int]) -> dict[str, int]:
+    """How many of the problems have each number of steps."""
+    counts: dict[str, int] = {}
+    for problem_id in problem_ids:
+        steps = str(store.get_problem(problem_id)["meta"]["steps"])
+        counts[steps] = counts.get(steps, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def main(argv=None) -> int:
     from core.jobs.search import SearchSpec
     from core.store import Store
@@ -502,7 +511,8 @@ def main(argv=None) -> int:
         "benchmark": "search", "issue": 25, "finished": False, "complete": complete, "lacks_for_full_grid": lacks,
         "engine": f"{args.engine} {args.model} (real language model; device {args.device}; {os.cpu_count()} CPU cores)",
         "problems": {"count": len(searched), "dataset": "search-bench (core.synth)", "split": "test (held out)",
-                     "steps": list(steps), "seed": args.seed, "ids": searched},
+                     "steps": list(steps), "seed": args.seed, "ids": searched,
+                     "by_steps": steps_breakdown(store, searched)},
         "grid": {"strategies": strategies, "scorers": scorers, "budgets": budgets, "width": args.width,
                  "params_by_strategy": params_by_strategy(budgets, strategies, args),
                  "search": {k: v for k, v in strategy_config("bon", budgets[0], args).as_manifest().items()

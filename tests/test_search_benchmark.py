@@ -65,7 +65,7 @@ def test_a_tiny_run_records_its_grid_and_its_figures(tmp_path, tiny_model_dir, o
     assert "3 problems, not >= 100" in result["lacks_for_full_grid"]
     assert result["grid"]["strategies"] == ["bon", "beam"] and result["grid"]["scorers"] == ["random", "mc:2"]
     assert result["grid"]["budgets"] == [2] and result["problems"]["count"] == 3
-    assert result["problems"]["split"] == "test (held out)"
+    assert result["problems"]["split"] == "test (held out)" and sum(result["problems"]["by_steps"].values()) == 3
     assert any("scorer prm" in m for m in result["missing"]) and any("strategy mcts" in m for m in result["missing"])
     for key in ("load_average_1_5_15_start", "load_average_1_5_15_end", "machine", "code", "method"):
         assert result[key]
