@@ -26,6 +26,9 @@ from core.search.compute import ComputeRecord, MeteredEngine
 from core.store import Store, now
 
 HEARTBEAT_SECONDS = 5.0
+# How often an idle worker looks for a queued job: a click's job starts within this (one indexed
+# SELECT per look).
+POLL_SECONDS = 0.5
 STALE_AFTER_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
@@ -224,7 +227,7 @@ class JobWorker(threading.Thread):
     It never touches Streamlit; pages read progress from the store.
     """
 
-    def __init__(self, db_path: str, poll_seconds: float = 1.0, engines: EngineCache | None = None) -> None:
+    def __init__(self, db_path: str, poll_seconds: float = POLL_SECONDS, engines: EngineCache | None = None) -> None:
         super().__init__(daemon=True, name="stepscope-jobs")
         self.db_path, self.poll_seconds = db_path, poll_seconds
         self.engines = engines or EngineCache()

@@ -129,7 +129,7 @@ def preload_in_background(engines: EngineCache, db_path: str, model: str) -> thr
 
 
 def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, preload: str | None = None,
-          follow_parent: bool = False, poll_seconds: float = 1.0) -> int:
+          follow_parent: bool = False) -> int:
     """Run jobs of `db_path` until killed; returns LOCK_HELD_EXIT if another worker serves it.
     With `preload`, that model is loaded (PRELOAD_ENGINE) before any job asks for it."""
     if niceness:
@@ -153,7 +153,7 @@ def serve(db_path: str, *, niceness: int = NICENESS, warm: bool = True, preload:
         warm_up()  # here, not in the preload thread: two threads importing torch at once can deadlock
     if preload:
         preload_in_background(engines, db_path, preload)
-    worker = JobWorker(db_path, poll_seconds=poll_seconds, engines=engines)
+    worker = JobWorker(db_path, engines=engines)
     worker.run()  # in this thread: the process is the worker
     return 0
 
