@@ -25,7 +25,8 @@ def picked_key(view) -> str:
     """The session-state key of the candidate picked in a finished search (the selectbox's, which a
     click in the tree sets too); the final beam that gave the answer until one is picked."""
     key = f"search_candidate_{view.search['id']}"
-    if view.candidates and st.session_state.get(key) not in {c.order for c in view.candidates}:
+    # Not while it runs: the answer's path is known only when it ends.
+    if not view.live and view.candidates and st.session_state.get(key) not in {c.order for c in view.candidates}:
         st.session_state[key] = max((c.order for c in view.candidates if c.on_path), default=view.candidates[0].order)
     return key
 

@@ -21,7 +21,8 @@ from core.views.search import (
     scorer_choices, search_label,
 )  # fmt: skip
 from core.views.search_tree import (
-    CANDIDATE_SELECTION, MAX_TABLE_ROWS, depth_rows, outcome_text, picked_candidate, search_tree_chart, search_view,
+    CANDIDATE_SELECTION, MAX_TABLE_ROWS, compute_text, depth_rows, outcome_text, picked_candidate, search_tree_chart,
+    search_view,
 )  # fmt: skip
 from pages._access import act, allowed, live, open_store
 from pages._search_node import candidate_panel, picked_key
@@ -50,7 +51,8 @@ def chosen_problem() -> int | None:
         problems = {current: " ".join(problem["question"].split())[:90], **problems}
     if not problems:
         return None
-    picked = st.selectbox("Problem", list(problems), key="search_problem", format_func=lambda i: f"#{i} · {problems[i]}")
+    picked = st.selectbox("Problem", list(problems), key="search_problem",
+                          format_func=lambda i: f"#{i} · {problems[i]}")  # fmt: skip
     if st.query_params.get("problem") != str(picked):
         st.query_params["problem"] = str(picked)
     state["search_link_seen"] = str(picked)
@@ -115,6 +117,8 @@ def show_search(search_id: int, slot: str):
         st.caption(f"{state_text}: {view.calls} engine and scorer calls so far (the tree grows as they are stored)")
     else:
         st.text(f"Final answer: {outcome_text(search)}")  # the answer is model text: shown as text
+        if spent := compute_text(search):
+            st.caption(spent)
     if view.candidates:
         tree_chart(view, slot)
     for depth, candidates in view.depths.items():
@@ -122,8 +126,8 @@ def show_search(search_id: int, slot: str):
                     + (f" (the {MAX_TABLE_ROWS} best ranked listed)" if len(candidates) > MAX_TABLE_ROWS else ""))
         st.table(styled(depth_rows(candidates)))
     if view.beams:
-        beams = inert(pd.DataFrame(view.beams).rename(columns={"final_answer": "answer", "trajectory_id": "trajectory"}),
-                      "answer")  # fmt: skip
+        beams = pd.DataFrame(view.beams).rename(columns={"final_answer": "answer", "trajectory_id": "trajectory"})
+        beams = inert(beams, "answer")
         st.markdown("**Final beams**")
         st.table(beams.style.format({"score": "{:.3f}"}, na_rep="—"))
     return view

@@ -154,6 +154,11 @@ def test_a_running_search_shows_the_candidates_its_journal_holds(store):
     [search] = store.job_searches(job_id)
     stored = {c["candidate"]: c["mark"] for c in store.search_candidates(search["id"])}
     assert {row["candidate"]: row["mark"] for row in rows} == {order: stored[order] for order in range(8)}
+    # Watched to its end, the page opens the node panel on the final beam that gave the answer.
+    at.run()
+    no_exceptions(at)
+    answer_beam = max(c.order for c in search_view(store, search["id"]).candidates if c.on_path)
+    assert at.selectbox(key=f"search_candidate_{search['id']}").value == answer_beam
 
 
 def test_a_finished_search_shows_marks_the_answer_path_and_its_grade(store):
@@ -164,6 +169,10 @@ def test_a_finished_search_shows_marks_the_answer_path_and_its_grade(store):
     at.run()
     no_exceptions(at)
     assert f"Final answer: answer {search['answer']} · {'correct' if search['correct'] else 'wrong'}" in texts(at)
+    compute = search["compute"]
+    [spent] = [c.value for c in at.caption if c.value.startswith("Compute: ")]
+    assert f"{compute['policy_tokens']:,} policy tokens generated" in spent and compute["policy_tokens"] > 0
+    assert f"{compute['engine_calls']} policy calls, {compute['scorer_calls']} scorer calls" in spent
     depths = [m.value for m in at.markdown if m.value.startswith("**Depth")]
     assert depths == ["**Depth 1** · 4 candidates", "**Depth 2** · 4 candidates", "**Depth 3** · 4 candidates"]
     rows = table_rows(at)

@@ -43,6 +43,21 @@ def outcome_text(search: dict) -> str:
     return f"answer {search['answer']} · {'correct' if search['correct'] else 'wrong'}"
 
 
+def compute_text(search: dict) -> str | None:
+    """What a finished search spent (its compute record), in one line; None before it ends."""
+    compute = search.get("compute") or {}
+    if not compute:
+        return None
+    flops = compute.get("flops")
+    parts = [f"{compute.get('policy_tokens', 0):,} policy tokens generated",
+             f"{compute.get('prompt_tokens') or 0:,} prompt tokens",
+             f"{compute.get('verifier_tokens', 0) + compute.get('verifier_generated_tokens', 0):,} verifier tokens",
+             f"{compute.get('engine_calls', 0)} policy calls, {compute.get('scorer_calls', 0)} scorer calls",
+             f"{compute.get('total_seconds', 0.0):.1f} s",
+             "FLOPs unknown" if flops is None else f"{flops:.2e} FLOPs"]  # fmt: skip
+    return "Compute: " + " · ".join(parts)
+
+
 # --- one search --------------------------------------------------------------------------------
 
 
@@ -294,8 +309,9 @@ def search_tree_chart(view: SearchView, selected: int | None = None) -> dict:
                                           {"test": "datum.path", "value": "#000000"}], "value": None},
                  "strokeWidth": {"condition": [{"test": "datum.selected", "value": 4},
                                                {"test": "datum.path", "value": 2}], "value": 0},
-                 "tooltip": [{"field": "id", "title": "candidate"}, {"field": "mark"}, {"field": "score", "format": ".3f"},
-                             {"field": "rank"}, {"field": "text", "title": "step"}]}},
+                 "tooltip": [{"field": "id", "title": "candidate"}, {"field": "mark"},
+                             {"field": "score", "format": ".3f"}, {"field": "rank"},
+                             {"field": "text", "title": "step"}]}},
         ],
     }  # fmt: skip
 
