@@ -28,7 +28,7 @@ from core.views.annotate import (
     saved_message,
 )  # fmt: skip
 from core.errors import StepScopeError
-from core.views.explore import dataset_names, label_text, page_of, step_cards
+from core.views.explore import dataset_names, label_text, page_of, step_cards, value_models
 from core.views.review_window import (
     WINDOW_STEPS, cursor_for, is_long, jump_target, move_window, opened_by, window_cards, window_caption,
     window_position, window_start,
@@ -269,9 +269,12 @@ class Review:
         self.trajectory, self.n_steps, self.hidden = trajectory, n_steps, not reveal
         self.segmentation = trajectory["current_segmentation_id"]
         self.others_visible = see_others and reveal
+        # Values from the sidebar's policy, else from the policy that has some here (as on Explore).
+        models = value_models(store, trajectory["id"]) if is_long(n_steps) else []
+        self.model = policy() if policy() in models or not models else models[0]
 
     def target(self, jump: str, step: int):
-        return jump_target(store, self.segmentation, jump, step, annotator=name, model=policy(),
+        return jump_target(store, self.segmentation, jump, step, annotator=name, model=self.model,
                            rule=self.trajectory.get("rule"), others_visible=self.others_visible)  # fmt: skip
 
     def locate(self):
@@ -308,7 +311,7 @@ def visible_cards(tid: int, trajectory: dict, n_steps: int, review: Review) -> l
     state["ann_step"] = step
     stop = min(start + WINDOW_STEPS, n_steps)
     st.caption(md(window_caption(start, stop, n_steps, opened_by(state), review.hidden)))
-    return window_cards(store, trajectory, n_steps, policy(), start, stop)
+    return window_cards(store, trajectory, n_steps, review.model, start, stop)
 
 
 @st.fragment

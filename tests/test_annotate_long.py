@@ -217,3 +217,11 @@ def test_the_largest_disagreement_is_the_step_whose_scores_differ_most(tmp_path,
     at = annotate(db, tid, ann_blind=False)
     press_key(at, "ann_jump_disagree")
     assert at.session_state["ann_step"] == 21
+
+
+def test_values_of_another_policy_locate_the_first_error_when_the_sidebars_has_none(tmp_path, db):
+    tid = _import(tmp_path, db)
+    _values(Store.open(db), tid, TRACE.first_error)  # by tiny-policy
+    at = annotate(db, tid, ann_blind=False, policy_model="another-policy")
+    assert at.session_state["ann_step"] == TRACE.first_error
+    assert f"opened at step {TRACE.first_error} (MC first error)" in captions(at)
