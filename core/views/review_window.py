@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import MutableMapping
 
+from core.errors import StepScopeError
 from core.mcpe import Counts, step_value
 from core.steps import DEFAULT_REFLECTION_MARKERS, parse_rule
 from core.store import Store
@@ -48,7 +49,7 @@ def reflection_openings(rule: str | None) -> tuple[str, ...]:
     else the defaults."""
     try:
         parsed = parse_rule(rule or "line")
-    except Exception:  # a rule stored by a newer version: the defaults still find reflections
+    except StepScopeError:  # a rule stored by a newer version: the defaults still find reflections
         return DEFAULT_REFLECTION_MARKERS
     return parsed.markers if parsed.name == "reflection" else DEFAULT_REFLECTION_MARKERS
 
