@@ -4,7 +4,8 @@ the policy (tests/tiny_model.py, through $STEPSCOPE_DEFAULT_POLICY): the app's w
 search, its candidates appear on the Search page without a reload, pruned ones marked, the final
 answer graded; a judge scores the answer's final beam and its node shows that verifier's score
 beside the search's own; a pruned candidate picked in the tree gets its MC value; model text
-stays text. Screenshots go to tests/artifacts/."""
+stays text. And a search the app's worker resumes grows on the open page: the tree its journal
+held, then the finished search, no reload. Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from pathlib import Path
 import pytest
 
 from e2e_server import chromium, settle, streamlit_server
+from simulated_steps import SteppedPolicy
+
+from core.jobs.runner import EngineCache, claim_job, retry_job, run_job
+from core.sample_solutions import ensure_trajectories
+from core.store import Store
+from core.views.search import SearchRequest, queue_search
 
 # Skipped without a browser, failed instead where the run requires one (tests/required.py).
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -117,3 +124,58 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
         expect(inert).to_have_count(1 + beams, timeout=LOAD_TIMEOUT)  # the pruned step, each beam's answer
         assert page.locator("#injected").count() == 0
         assert page.locator("[data-testid='stTable']").locator("strong, a, img").count() == 0
+
+
+class KilledAt:
+    """The policy killed (nothing after the call is written) at its `at`-th call."""
+
+    def __init__(self, policy, at: int) -> None:
+        self.policy, self.at, self.calls = policy, at, 0
+
+    def generate(self, prompts, params):
+        if self.calls >= self.at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.policy.generate(prompts, params)
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+
+def test_a_resumed_search_grows_on_the_open_page(tmp_path, tiny_model_dir):
+    """A search killed after its first two depths (its journal stored), queued again as `stepscope
+    jobs resume` leaves it: the page shows the tree the journal holds while the app's worker
+    starts, then the finished search, without a reload."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = tmp_path / "resumed.db"
+    store = Store.open(db)
+    ensure_trajectories(store)
+    problem_id = store.get_trajectory(1)["problem_id"]
+    request = SearchRequest(policy=str(tiny_model_dir), n=4, beam_width=2, max_steps=4, token_budget=None)
+    job_id = queue_search(store, request, problem_id)
+    killed = EngineCache(loader=lambda *args, **kwargs: KilledAt(SteppedPolicy([0.7] * 4), 2))
+    with pytest.raises(KeyboardInterrupt):  # two policy calls stored: depths 1 and 2, scored
+        run_job(store, claim_job(store, job_id, stale_after=0), killed)
+    retry_job(store, job_id)
+    store.close()
+    env = {"STEPSCOPE_DEFAULT_POLICY": str(tiny_model_dir)}
+    with streamlit_server(db, env=env, log=ARTIFACTS / "e2e-search-resumed-server.log") as url, chromium() as browser:
+        page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+        page.goto(url + f"/search?problem={problem_id}")
+        page.get_by_role("heading", name="Search").wait_for(timeout=LOAD_TIMEOUT)
+        page.evaluate("window.__stepscope_marker = 'same page'")
+        # The worker starts with the app (a process that imports torch and loads the policy): in
+        # the meantime the page replays the stored journal.
+        page.get_by_text(re.compile(r"^running: 4 engine and scorer calls so far")).first.wait_for(timeout=LOAD_TIMEOUT)
+        expect(page.get_by_text(re.compile(r"^Depth \d · 4 candidates$"))).to_have_count(2)
+        page.screenshot(path=str(ARTIFACTS / "e2e-search-resumed-running.png"), full_page=True)
+        page.get_by_text(re.compile(r"^Final answer: ")).first.wait_for(timeout=JOB_TIMEOUT)
+        page.get_by_text(re.compile(r"^Depth 3 · ")).first.wait_for(timeout=30_000)
+        assert page.evaluate("window.__stepscope_marker") == "same page"
+        page.screenshot(path=str(ARTIFACTS / "e2e-search-resumed-done.png"), full_page=True)
+        with sqlite3.connect(db) as conn:
+            (status,) = conn.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
+            (candidates,) = conn.execute("SELECT COUNT(*) FROM search_candidates").fetchone()
+        assert status == "done" and candidates > 8
