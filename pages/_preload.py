@@ -54,5 +54,6 @@ import pages._demo  # noqa: F401
 import pages._invitations  # noqa: F401
 import pages._search_node  # noqa: F401
 import pages._shared  # noqa: F401
+import pages._splitter  # noqa: F401
 import pages._step_controls  # noqa: F401
 import pages._tree  # noqa: F401

@@ -29,15 +29,15 @@ from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
 from core.mcpe import STRATEGY_NAMES
 from core.views.math_text import show_bidi
 from core.views.search import search_page_params
-from core.views.segmentations import split_trajectory, splitter_choices
 from core.views.review_window import (
     WINDOW_STEPS, Located, is_long, jump_target, minimap_rows, move_window, runs, window_cards, window_position,
     window_start,
 )  # fmt: skip
 from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
+from pages._splitter import splitter_controls
 from pages._tree import tree_panel
 from core.views.access import EDIT_PROJECT, RUN_JOBS
-from pages._access import act, allowed, live, open_store, refusal
+from pages._access import act, allowed, live, open_store
 
 PAGE_SIZE = 20
 PREFIX_LIMIT = 20_000
@@ -152,37 +152,6 @@ def header(trajectory: dict) -> None:
     st.text(outcome_text(trajectory))
     for judge, p_yes in outcome_verdicts(store, trajectory["id"]).items():
         st.text(f"Outcome verdict, {judge}: P(yes) = {'—' if p_yes is None else f'{p_yes:.2f}'}")
-
-
-def splitter_controls(trajectory: dict) -> None:
-    """Cut the trajectory another way (core.views.segmentations); the organiser's, as it changes
-    the steps everyone sees."""
-    tid = trajectory["id"]
-    choices = {choice.rule: choice for choice in splitter_choices(store, tid)}
-
-    def split() -> None:  # a callback: it runs before the page, so this run shows the new steps
-        if problem := refusal(EDIT_PROJECT):
-            state["ex_split_message"] = ("error", problem)
-            return
-        rule = state["ex_split_rule_text"].strip() or state["ex_split_rule"]
-        try:
-            state["ex_split_message"] = ("success", split_trajectory(store, tid, rule, move_labels=state["ex_split_move"]))
-            state["explore_step"] = 0
-        except StepScopeError as error:
-            state["ex_split_message"] = ("error", str(error))
-
-    message = state.pop("ex_split_message", None)
-    with st.expander(md(f"Split into steps by: {trajectory.get('rule') or '—'}"), expanded=message is not None):
-        with st.form("ex_split_form", border=False):
-            cols = st.columns([2, 2, 1, 1])
-            cols[0].selectbox("Splitter", list(choices), key="ex_split_rule", format_func=lambda r: choices[r].text)
-            cols[1].text_input("or a rule", key="ex_split_rule_text", max_chars=300,
-                               placeholder="reflection:Wait|Hmm, sentence-merged:40-200")
-            cols[2].checkbox("Move labels", key="ex_split_move",
-                             help="copy the human labels onto the new steps by character span")
-            cols[3].form_submit_button("Split", on_click=split)
-        if message:
-            (st.success if message[0] == "success" else st.error)(md(message[1]))
 
 
 def request_from(form: dict) -> EstimateRequest:
@@ -405,7 +374,7 @@ if tid is None:
 trajectory = store.get_trajectory(tid)
 header(trajectory)
 if allowed(EDIT_PROJECT):
-    splitter_controls(trajectory)
+    splitter_controls(store, trajectory)
 search_params = search_page_params(trajectory)
 if st.button("Open its search" if "search" in search_params else "Search this problem step by step",
              key="ex_search_problem", help="step-level search with a verifier in the loop, on the Search page"):
