@@ -17,7 +17,7 @@ from core.jobs.runner import EngineCache, claim_job, run_job
 from core.sample_solutions import ensure_trajectories
 from core.store import Store
 from core.views.jobs import queue_judging
-from core.views.search import SearchRequest, problem_jobs, queue_search, search_page_params
+from core.views.search import SearchRequest, problem_jobs, queue_search, scorer_choices, search_page_params
 from core.views.search_tree import chart_rows, picked_candidate, search_tree_chart, search_view
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,6 +110,16 @@ def test_the_form_queues_a_search_job_on_the_linked_problem(store):
     assert job["manifest"]["problem_ids"] == [problem_id] and job["manifest"]["search"]["strategy"] == "beam"
     assert job["manifest"]["search"]["token_budget"] == SearchRequest.token_budget
     assert f"search job {job['id']} queued" in [s.value for s in at.success]
+
+
+def test_the_scorers_offered_include_a_prm_trained_next_to_the_database(store):
+    assert list(scorer_choices(store)) == ["random", "mc:4", "self-judge"]
+    folder = store.path.parent / "verifiers" / "prm" / "sorm-mc-hard"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    assert "prm:" + str(folder) not in scorer_choices(store)  # still training: no model saved yet
+    (folder / "config.json").write_text("{}")
+    assert scorer_choices(store)["prm:" + str(folder)].startswith("PRM sorm-mc-hard")
 
 
 def test_an_invalid_search_is_refused_in_one_line(store):

@@ -17,6 +17,7 @@ from core.orm_training import list_orms
 from core.search.config import STRATEGY_NAMES, SearchConfig  # noqa: F401 - the strategies, for the form
 from core.store import Store
 from core.store.searches import SEARCH_SOURCE
+from core.verifier_folders import verifier_folders
 from core.views.jobs import ACTIVE, queue_judging
 from core.views.search_tree import NodeDetail, outcome_text, with_job_state
 from core.views.tree import TreeSearchRequest, queue_tree_search
@@ -64,6 +65,9 @@ def scorer_choices(store: Store) -> dict[str, str]:
         orms = []
     for orm in orms:
         choices[f"orm:{orm['folder']}"] = f"ORM {orm.get('judge') or orm['folder']}"
+    for folder in verifier_folders(store, "prm"):  # trained here (train-prm): a finished one has its config
+        if (folder / "config.json").is_file():
+            choices[f"prm:{folder}"] = f"PRM {folder.name} (its score of the newest step)"
     return choices
 
 
