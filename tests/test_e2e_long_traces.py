@@ -1,7 +1,8 @@
 """End to end on a long reasoning trace (issue 26): a real `streamlit run app.py` and headless
 Chromium. A 1,000-step trace (four synthetic 250-step traces, the last one wrong) is imported
 through the reasoning importer before the server starts, with rollouts that locate its first
-error; in the browser Explore switches its splitter and back, jumps to the first error, and
+error; in the browser Explore switches its splitter and back, jumps from the minimap and to the
+first error, and
 Annotate opens the review window there and saves a label by key, about as fast as on a short
 trajectory.
 """
@@ -56,6 +57,13 @@ def test_explore_switches_the_splitter_and_jumps_to_the_first_error(app):
     page.get_by_role("textbox", name="or a rule").fill("paragraph")
     page.get_by_role("button", name="Split").click()
     page.get_by_text("an existing segmentation, current again").wait_for(timeout=LOAD_TIMEOUT)
+    settle(page, timeout=LOAD_TIMEOUT)
+    # The minimap: a click on step 605's column selects it, and the window opens there.
+    column = page.locator('.vega-embed [aria-label="step: 604.5; right: 605.5"]')
+    box = column.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + 3)
+    page.get_by_text("Step 605: prefix and rollouts").wait_for(timeout=LOAD_TIMEOUT)
+    page.get_by_text("steps 597–616 of 1,000").wait_for(timeout=LOAD_TIMEOUT)
     settle(page, timeout=LOAD_TIMEOUT)
     page.get_by_role("button", name="First error").click()
     first = built["first_error"]
