@@ -2,9 +2,8 @@
 Chromium. A 1,000-step trace (four synthetic 250-step traces, the last one wrong) is imported
 through the reasoning importer before the server starts, with rollouts that locate its first
 error; in the browser Explore switches its splitter and back, jumps from the minimap and to the
-first error, and
-Annotate opens the review window there and saves a label by key, about as fast as on a short
-trajectory.
+first error, and Annotate opens the review window there and saves a label by key, about as fast
+as on a short trajectory.
 """
 
 from __future__ import annotations
