@@ -41,6 +41,7 @@ from pages._annotate_hints import client_hints
 from pages._step_controls import keyboard_controls, step_controls
 
 PAGE_SIZE = 20
+WINDOW_SLOT = "ann_review_window"  # the long-trajectory window's place in session state
 CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 
 store = open_store()
@@ -292,7 +293,7 @@ class Review:
             return
         start = window_start(target.idx, self.n_steps)
         if is_long(self.n_steps):
-            move_window(state, start)
+            move_window(state, WINDOW_SLOT, start)
         state["ann_step"] = cursor_for(target, start, self.hidden)
 
 
@@ -305,12 +306,12 @@ def visible_cards(tid: int, trajectory: dict, n_steps: int, review: Review) -> l
         page = page_of(step, PAGE_SIZE)
         return step_cards(store, tid, policy())[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     key = (tid, review.segmentation)
-    start, step, opened = window_position(state, key, step, n_steps, review.locate)
+    start, step, opened = window_position(state, WINDOW_SLOT, key, step, n_steps, review.locate)
     if opened is not None:  # a trajectory just opened: highlight its located first error
         step = cursor_for(opened, start, review.hidden)
     state["ann_step"] = step
     stop = min(start + WINDOW_STEPS, n_steps)
-    st.caption(md(window_caption(start, stop, n_steps, opened_by(state), review.hidden)))
+    st.caption(md(window_caption(start, stop, n_steps, opened_by(state, WINDOW_SLOT), review.hidden)))
     return window_cards(store, trajectory, n_steps, review.model, start, stop)
 
 

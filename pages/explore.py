@@ -40,6 +40,7 @@ from core.views.access import EDIT_PROJECT, RUN_JOBS
 from pages._access import act, allowed, live, open_store
 
 PAGE_SIZE = 20
+WINDOW_SLOT = "ex_review_window"  # a long trajectory's window in session state (Annotate keeps its own)
 PREFIX_LIMIT = 20_000
 ANY = "any"
 DISAGREEMENT_TEXT = {ANY: "no filter", "anything": "human vs anything", "mc-hard": "human vs MC hard",
@@ -272,9 +273,9 @@ def long_trajectory(trajectory: dict, n_steps: int, model: str | None) -> tuple[
                              rule=trajectory.get("rule"), others_visible=True)  # fmt: skip
         if target is not None:
             state["explore_step"] = target.idx
-            move_window(state, window_start(target.idx, n_steps))
+            move_window(state, WINDOW_SLOT, window_start(target.idx, n_steps))
 
-    start, step, opened = window_position(state, ("explore", trajectory["id"], segmentation), step, n_steps,
+    start, step, opened = window_position(state, WINDOW_SLOT, (trajectory["id"], segmentation), step, n_steps,
                                           lambda: Located(step, "the step selected", False))  # fmt: skip
     step = state["explore_step"] = opened.idx if opened else step
     value_chart([], step, (n_steps, *minimap_rows(store, trajectory, model)))

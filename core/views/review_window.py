@@ -110,29 +110,30 @@ def cursor_for(target: Located, start: int, hidden: bool) -> int:
     return start if hidden and target.automatic else target.idx
 
 
-def window_position(memo: MutableMapping, key: tuple, step: int, n_steps: int, locate) -> tuple[int, int, Located | None]:
+def window_position(memo: MutableMapping, slot: str, key: tuple, step: int, n_steps: int,
+                    locate) -> tuple[int, int, Located | None]:  # fmt: skip
     """(window start, highlighted step, what opened it on this call or None) for the trajectory
     and segmentation `key`: opened by `locate()` the first time, else following the step.
-    `memo` is the page's session state (any mapping)."""
-    kept = memo.get("review_window")
+    `memo` is the page's session state (any mapping), `slot` the page's own entry in it."""
+    kept = memo.get(slot)
     if kept is None or kept[0] != key:
         located = locate()
         start = window_start(located.idx, n_steps)
-        memo["review_window"] = (key, start, located)
+        memo[slot] = (key, start, located)
         return start, -1, located  # -1: the caller places the highlight (cursor_for)
     start = following(kept[1], step, n_steps)
-    memo["review_window"] = (key, start, kept[2])
+    memo[slot] = (key, start, kept[2])
     return start, step, None
 
 
-def move_window(memo: MutableMapping, start: int) -> None:
+def move_window(memo: MutableMapping, slot: str, start: int) -> None:
     """Place the window at `start` (a jump), keeping what opened it."""
-    key, _, located = memo["review_window"]
-    memo["review_window"] = (key, start, located)
+    key, _, located = memo[slot]
+    memo[slot] = (key, start, located)
 
 
-def opened_by(memo: MutableMapping) -> Located | None:
-    kept = memo.get("review_window")
+def opened_by(memo: MutableMapping, slot: str) -> Located | None:
+    kept = memo.get(slot)
     return kept[2] if kept else None
 
 
