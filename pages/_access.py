@@ -42,6 +42,10 @@ IDENTITY_KEY = "access_identity"
 _BACKOFF_KEY = "access_backoff_key"
 _REFUSAL_KEY = "access_refusal"
 _WAIT_KEY = "access_wait"
+# Why a signed-in session was signed out (revoked, expired, gone): kept until a new link signs it
+# in, so every later run says why, not only the first (a live fragment's timer and a click can
+# each cause a full run).
+_SIGNED_OUT_KEY = "access_signed_out"
 HOW_TO_INVITE = (
     "This StepScope is shared beyond this machine, so it opens data only through a personal link. "
     "Ask the organiser for yours.\n\n"
@@ -82,7 +86,7 @@ def checked_identity() -> Identity | None:
         state[IDENTITY_KEY] = who = still_valid(database_path(who.database), who)
     except StepScopeError as error:
         state.pop(IDENTITY_KEY, None)
-        state[_REFUSAL_KEY] = f"Signed out: {error}"
+        state[_SIGNED_OUT_KEY] = f"Signed out: {error}"
         return None
     return who
 
@@ -94,7 +98,9 @@ def authorise(action: str) -> str | None:
     file."""
     who = checked_identity()
     if who is None:  # why: just signed out (revoked, expired), or never signed in
-        return st.session_state.get(_REFUSAL_KEY) or "this session is not signed in: open your personal invitation link"
+        state = st.session_state
+        return (state.get(_REFUSAL_KEY) or state.get(_SIGNED_OUT_KEY)
+                or "this session is not signed in: open your personal invitation link")
     try:
         require_for(who, action)
         if who.invited and os.path.realpath(db_path()) != database_path(who.database):
@@ -136,7 +142,8 @@ def open_store() -> Store:
     """The session's store, or an error box and the end of this run."""
     require_app()
     if identity() is None:  # app.py's gate already refused; a page never opens data without it
-        if refused := st.session_state.pop(_REFUSAL_KEY, None):  # signed out by a callback's check
+        state = st.session_state
+        if refused := state.pop(_REFUSAL_KEY, None) or state.get(_SIGNED_OUT_KEY):  # e.g. by a callback's check
             _refuse(refused)
         st.stop()
     try:
@@ -200,6 +207,7 @@ def _exchange(token: str, database: str | None) -> None:
     opened for writing until the token is found good (core.views.sessions.sign_in)."""
     state = st.session_state
     state.pop(IDENTITY_KEY, None)  # a new link replaces whoever was signed in
+    state.pop(_SIGNED_OUT_KEY, None)
     key = state.setdefault(_BACKOFF_KEY, secrets.token_hex(8))
     try:
         path = database_path(database or "")
@@ -246,5 +254,5 @@ def gate() -> Identity:
     if refusal := state.pop(_REFUSAL_KEY, None):
         _refuse(refusal, wait)
     if who is None:
-        _refuse("Not signed in: open your personal invitation link.")
+        _refuse(state.get(_SIGNED_OUT_KEY) or "Not signed in: open your personal invitation link.")
     return who

@@ -152,3 +152,18 @@ def test_gold_results_on_compare_are_the_organisers_only(store):
 
     assert gold_table_shown("organiser")
     assert not gold_table_shown("viewer")
+
+
+def test_a_revoked_session_is_told_why_on_every_later_run(store):
+    """Two full runs can follow a revocation (a live fragment's timer finds it, then a click
+    arrives): the second must still say the invitation was revoked, not only "not signed in"."""
+    _, token = store.create_invitation("rita", "annotator", timedelta(days=1))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["token"], at.query_params["db"] = token, store.path.name
+    at.run()
+    assert not at.exception and "Signed in as rita" in " ".join(c.value for c in at.sidebar.caption)
+    store.revoke_invitations("rita")
+    for _ in range(3):
+        at.run()
+        refusal = " ".join(e.value for e in at.error)
+        assert "revoked" in refusal and "Maria has 12 stickers" not in " ".join(m.value for m in at.markdown)
