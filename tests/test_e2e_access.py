@@ -161,7 +161,7 @@ def test_a_viewer_reads_and_writes_nothing(app, page):
     page.get_by_text("Maria has 12 stickers").wait_for(timeout=60_000)
     settle(page)
     dismiss_page_not_found(page)
-    assert menu(page) == ["Explore", "Compare", "Best-of-N", "About", "Models"]
+    assert menu(page) == ["Explore", "Search", "Compare", "Best-of-N", "About", "Models"]
     main = page.inner_text("main")
     for absent in ("Estimate values", "More rollouts", "Grow the tree", "Run jobs on this trajectory"):
         assert absent not in main
@@ -180,7 +180,7 @@ def test_an_organisers_link_opens_everything_and_invites(app, page):
     page.get_by_role("heading", name="Jobs and data").wait_for(timeout=LOAD_TIMEOUT)
     page.get_by_role("heading", name="Access").wait_for(timeout=60_000)
     settle(page)
-    assert menu(page) == ["Explore", "Annotate", "Compare", "Best-of-N", "Jobs and data", "About", "Models"]
+    assert menu(page) == ["Explore", "Search", "Annotate", "Compare", "Best-of-N", "Jobs and data", "About", "Models"]
     form = page.locator("[data-testid='stForm']").filter(has_text="App address in the link")
     form.get_by_role("textbox", name="Name").fill("dan")
     form.get_by_role("button", name="Invite").click()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from core.views.access import PAGES
 from e2e_server import chromium, settle, streamlit_server
 
 # Skipped without a browser, failed instead where the run requires one (tests/required.py).
@@ -360,7 +361,7 @@ def test_g_every_other_page_opens(app, page, path, heading, name):
 # app.py (the sidebar and its menu), on the URL it was given, and the automatic list never.
 FIRST_VISITS = [
     ("/explore?trajectory=3&step=2", "Step 2: prefix and rollouts"), ("/?trajectory=2&step=1", "Step 1: prefix and rollouts"),
-    ("/annotate", "Annotate"), ("/compare", "Compare"), ("/best_of_n", "Best-of-N"), ("/jobs_data", "Jobs and data"),
+    ("/search?problem=1", "Search"), ("/annotate", "Annotate"), ("/compare", "Compare"), ("/best_of_n", "Best-of-N"), ("/jobs_data", "Jobs and data"),
     ("/home", "StepScope"), ("/models", "Models"),
 ]  # fmt: skip
 
@@ -388,9 +389,9 @@ def test_h_deep_links_as_concurrent_first_visits_to_a_fresh_server(app, tmp_path
             settle(page)
             assert page.url == url + path
             menu = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']")
-            assert menu.count() == 7, path
+            assert menu.count() == len(PAGES), path  # every page, for the local organiser
             assert page.get_by_text("Page not found").count() == 0, path
             assert page.locator("[data-testid='stException']").count() == 0, path
-        shot(pages[2], "first-visit-annotate")
+        shot(pages[3], "first-visit-annotate")
         for page in pages:
             page.context.close()
