@@ -12,7 +12,7 @@ Figures, per run (each mode's median over --runs cold starts is its headline):
 
 - `first_value_s`: page clock, from the click event's dispatch to the first animation frame that
   shows a Monte Carlo value on the page ("(k/N reach the answer)"; VALUE_CLOCK). The value
-  arrives through the page's live fragment (it refreshes every 1.5 s while a job runs), so up to
+  arrives through the page's live fragment (it refreshes every second while a job runs), so up to
   that much of the figure is the page's polling, which a user sees too.
 - `first_value_harness_s`: harness wall clock, from Playwright's click call to the harness seeing
   the value (includes Playwright's own work; for cross-checking the page clock).

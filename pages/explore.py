@@ -2,7 +2,7 @@
 
 The URL names the trajectory and step (?trajectory=ID&step=INDEX). Values fill in live: while
 a job on this trajectory is queued or running, the trajectory view is a fragment that re-reads
-the store every 1.5 s. Keys: J / K next / previous step, N / P next / previous trajectory.
+the store every second. Keys: J / K next / previous step, N / P next / previous trajectory.
 Past 60 steps (core.views.review_window) the value chart is the whole trajectory's minimap, the
 cards are a window of 20 steps that follows the selected one, with runs of steps that carry
 nothing collapsed, and buttons jump to the first error, the lowest value, the largest
@@ -383,6 +383,6 @@ if st.button("Open its search" if "search" in search_params else "Search this pr
 if allowed(RUN_JOBS):
     job_controls(tid, store.segmentation_size(trajectory["current_segmentation_id"]))
 watching = bool(active_jobs(store, tid))
-st.fragment(live(trajectory_view), run_every=1.5 if watching else None)(tid, watching)
+st.fragment(live(trajectory_view), run_every=1.0 if watching else None)(tid, watching)
 if not watching:
     st.fragment(live(watch_for_jobs), run_every=3.0)(tid)
