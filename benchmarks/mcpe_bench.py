@@ -65,7 +65,7 @@ from core.formats import import_file  # noqa: E402
 from core.jobs.estimate import ROWS_PER_CALL, EstimateSpec, default_sampling, load_tasks  # noqa: E402
 from core.jobs.generate import GENERATED_SOURCE, GenerateSpec  # noqa: E402
 from core.jobs.runner import EngineCache, claim_job, queue, run_job  # noqa: E402
-from core.mcpe import Counts, FirstErrorSearch, FixedN, first_error, make_strategy  # noqa: E402
+from core.mcpe import Counts, FirstErrorSearch, first_error, make_strategy  # noqa: E402
 from core.policy import load_template  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.synth import REFERENCE_SOURCE, write_synth  # noqa: E402

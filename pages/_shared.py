@@ -14,10 +14,9 @@ from pathlib import Path
 import streamlit as st
 
 from core.views.access import PAGES
-from core.views.jobs import engine_options
+from core.views.jobs import engine_options, job_progress
 from core.views.inputs import data_folder, default_policy, escape_markdown, truncate
 from core.views.math_text import math_markdown, show_bidi
-from core.errors import StepScopeError
 from core.views.worker import WorkerSupervisor, supervise, supervisor
 from pages._warm_start import warm_start_model
 from core.models import DEFAULT_MODEL
@@ -151,3 +150,11 @@ def md(text) -> str:
 def error_box(what: str, error: Exception) -> None:
     """An error box naming the cause; the cause may quote imported text, so it is escaped."""
     st.error(f"{what}: {md(error)}")
+
+
+def job_progress_lines(jobs: list[dict]) -> None:
+    """A progress bar and a line per running job (the live views of Explore and Search)."""
+    for job in jobs:
+        progress = job_progress(job)
+        st.progress(progress.fraction or 0.0)
+        st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core.views.jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, budget_text, default_strategy, job_progress, queue_estimate,
+    JUDGE_KINDS, EstimateRequest, active_jobs, budget_text, default_strategy, queue_estimate,
     queue_judging, queue_top_up, trained_verifiers,
 )  # fmt: skip
 from core.views.inputs import parse_deep_link
@@ -33,7 +33,9 @@ from core.views.review_window import (
     WINDOW_STEPS, Located, is_long, jump_target, minimap_rows, move_window, runs, window_cards, window_position,
     window_start,
 )  # fmt: skip
-from pages._shared import engine, error_box, judges, md, policy, policy_engine_options, show_text
+from pages._shared import (
+    engine, error_box, job_progress_lines, judges, md, policy, policy_engine_options, show_text,
+)  # fmt: skip
 from pages._splitter import splitter_controls
 from pages._tree import tree_panel
 from core.views.access import EDIT_PROJECT, RUN_JOBS
@@ -325,10 +327,7 @@ def step_detail(tid: int, card, model: str | None) -> None:
 
 def trajectory_view(tid: int, watching: bool) -> None:
     jobs = active_jobs(store, tid)
-    for job in jobs:
-        progress = job_progress(job)
-        st.progress(progress.fraction or 0.0)
-        st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")
+    job_progress_lines(jobs)
     if watching and not jobs:
         st.rerun()  # the jobs finished: a full run shows it and stops polling
     models = value_models(store, tid)

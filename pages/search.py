@@ -15,7 +15,6 @@ from core.errors import StepScopeError
 from core.jobs.spec import MAX_K
 from core.views.access import RUN_JOBS
 from core.views.explore import find_problems
-from core.views.jobs import job_progress
 from core.views.search import (
     HELP, STRATEGY_NAMES, SearchRequest, linked_search, parse_problem, problem_jobs, problem_searches, queue_search,
     scorer_choices, search_label,
@@ -26,7 +25,7 @@ from core.views.search_tree import (
 )  # fmt: skip
 from pages._access import act, allowed, live, open_store
 from pages._search_node import candidate_panel, picked_key
-from pages._shared import engine, error_box, md, policy, policy_engine_options, show_text
+from pages._shared import engine, error_box, job_progress_lines, md, policy, policy_engine_options, show_text
 
 store = open_store()
 state = st.session_state
@@ -163,10 +162,7 @@ def queued(notice: str, job_ids: list[int]) -> None:
 
 def searches_view(problem_id: int, watching: bool) -> None:
     jobs = problem_jobs(store, problem_id)
-    for job in jobs:
-        progress = job_progress(job)
-        st.progress(progress.fraction or 0.0)
-        st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")
+    job_progress_lines(jobs)
     if watching and not jobs:
         state.pop("search_queued", None)
         st.rerun()  # the jobs finished: a full run shows it and stops polling

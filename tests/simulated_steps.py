@@ -124,3 +124,19 @@ class ScriptedPolicy(_Recording):
             options = self.children.get(tuple(steps_in(prompt)), [self.rest])
             results.append([self._sample(" " + options[i % len(options)]) for i in range(params.n)])
         return results
+
+
+class KilledAt:
+    """The policy killed (nothing after the call is written) at its `at`-th call."""
+
+    def __init__(self, policy, at: int) -> None:
+        self.policy, self.at, self.calls = policy, at, 0
+
+    def generate(self, prompts, params):
+        if self.calls >= self.at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.policy.generate(prompts, params)
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e_server import chromium, settle, streamlit_server
-from simulated_steps import SteppedPolicy
+from simulated_steps import KilledAt, SteppedPolicy
 
 from core.jobs.runner import EngineCache, claim_job, retry_job, run_job
 from core.sample_solutions import ensure_trajectories
@@ -124,22 +124,6 @@ def test_a_beam_search_from_explore_grows_live_and_its_nodes_take_other_verifier
         expect(inert).to_have_count(1 + beams, timeout=LOAD_TIMEOUT)  # the pruned step, each beam's answer
         assert page.locator("#injected").count() == 0
         assert page.locator("[data-testid='stTable']").locator("strong, a, img").count() == 0
-
-
-class KilledAt:
-    """The policy killed (nothing after the call is written) at its `at`-th call."""
-
-    def __init__(self, policy, at: int) -> None:
-        self.policy, self.at, self.calls = policy, at, 0
-
-    def generate(self, prompts, params):
-        if self.calls >= self.at:
-            raise KeyboardInterrupt
-        self.calls += 1
-        return self.policy.generate(prompts, params)
-
-    def __getattr__(self, name):
-        return getattr(self.policy, name)
 
 
 def test_a_resumed_search_grows_on_the_open_page(tmp_path, tiny_model_dir):

@@ -17,7 +17,6 @@ from core.engines import load_engine
 from core.jobs.estimate import EstimateSpec, default_sampling
 from core.jobs.runner import (EngineCache, JobWorker, cancel_job, claim_job, queue, retry_job, run_job, runner_gone,
                               this_runner)
-from core.mcpe import FixedN
 from core.store import Store
 
 SOLUTIONS = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from core import metrics
 from core.jobs.prm_score import prm_score_spec

@@ -13,7 +13,6 @@ counts in benchmarks/results/reliability_fuzz.json (see tests/fuzz_profile.py).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

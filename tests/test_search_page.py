@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from simulated_steps import SteppedPolicy
+from simulated_steps import KilledAt, SteppedPolicy
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.runner import EngineCache, claim_job, run_job
@@ -26,22 +26,6 @@ if str(REPO) not in sys.path:
 
 TIMEOUT = 60
 POLICY = "simulated-steps"
-
-
-class KilledAt:
-    """The policy killed (nothing after the call is written) at its `at`-th call."""
-
-    def __init__(self, policy, at: int) -> None:
-        self.policy, self.at, self.calls = policy, at, 0
-
-    def generate(self, prompts, params):
-        if self.calls >= self.at:
-            raise KeyboardInterrupt
-        self.calls += 1
-        return self.policy.generate(prompts, params)
-
-    def __getattr__(self, name):
-        return getattr(self.policy, name)
 
 
 @pytest.fixture
