@@ -294,6 +294,12 @@ def test_access_commands(tmp_path):
     assert "revoked" in run_cli("access", "list", env=env).stdout
     assert_one_line_error(run_cli("access", "revoke", "alice", env=env), "no unrevoked invitation")
     assert [i.name for i in Store.open(db).invitations()] == ["alice"]  # the refused invites wrote nothing
+    # A mistyped --db is refused (exit 2), not made into an empty database to invite into.
+    typo = tmp_path / "cli-typo.db"
+    for command in (("invite", "bob"), ("list",), ("revoke", "alice")):
+        refused = run_cli("access", *command, "--db", str(typo), env=env)
+        assert_one_line_error(refused, "no database file at")
+        assert refused.returncode == 2 and not typo.exists()
 
 
 def test_streamlits_xsrf_and_cors_protections_stay_on():

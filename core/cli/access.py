@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.cli.options import Database, command_group, open_store
+from core.cli.options import Database, command_group, open_existing_store
 from core.cli.output import console, errors, user_errors
 
 DEFAULT_URL = "http://localhost:8501"
@@ -34,7 +34,7 @@ def invite_command(
         # Everything the user typed is checked before a database file is opened or created.
         name, role, lifetime = check_name(name), check_role(role), parse_lifetime(expires)
         invitation_link(url, "x.db", "x")
-        store = open_store(db)
+        store = open_existing_store(db)
         invitation, token = store.create_invitation(name, role, lifetime)
         link = invitation_link(url, store.path.name, token)
     console.print(f"invitation {invitation.id}: {escape(name)} as {role}, until {invitation.expires_at}",
@@ -51,7 +51,7 @@ def invite_command(
 def list_command(db: Database = None) -> None:
     """The invitations: id, name, role, state (active, expired or revoked), dates. No tokens."""
     with user_errors():
-        invitations = open_store(db).invitations()
+        invitations = open_existing_store(db).invitations()
     if not invitations:
         console.print("no invitations", highlight=False)
         return
@@ -69,7 +69,7 @@ def revoke_command(
 ) -> None:
     """Revoke invitations: their links stop working, sessions they opened included."""
     with user_errors():
-        revoked = open_store(db).revoke_invitations(who)
+        revoked = open_existing_store(db).revoke_invitations(who)
     for i in revoked:
         console.print(f"invitation {i.id} ({escape(i.name)}, {i.role}) revoked", highlight=False)
 

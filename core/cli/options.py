@@ -52,6 +52,15 @@ def open_store(db: Optional[Path | str]):
     return Store.open(db)
 
 
+def open_existing_store(db: Optional[Path | str]):
+    """The store of a database file that exists: a command that only reads or manages one (access
+    invitations) must not create an empty file where a path was mistyped. The default database
+    may still be made here, as the app would make it."""
+    if db is not None and not Path(db).exists():
+        raise typer.BadParameter(f"no database file at {db}", param_hint="--db")
+    return open_store(db)
+
+
 DB_HELP = "database file (default: $STEPSCOPE_DB or data/stepscope.db)"
 Database = Annotated[Optional[Path], typer.Option("--db", help=DB_HELP)]
 Policy = Annotated[str, typer.Option(help="policy model: preset, directory or hub id")]
