@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from e2e_server import chromium, settle, streamlit_server
+from test_e2e_any_source import choose
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.smollm2]
 
@@ -50,8 +51,7 @@ def test_a_tree_search_grows_in_explore_and_a_node_shows_its_rollouts(tmp_path, 
                                    " WHERE t.id = 1 AND n.depth = 0").fetchone()  # fmt: skip
         click_node(page, root)
         page.evaluate("window.__stepscope_marker = 'same page'")
-        page.get_by_role("combobox", name="Search").click()
-        page.get_by_role("option", name="expand").click()
+        choose(page, "Search", "expand")  # picked again if a rerun closes the open list first
         page.get_by_role("spinbutton", name="Rollout budget").fill("12")
         page.get_by_role("spinbutton", name="Rollouts per node (k)").fill("3")
         page.get_by_role("spinbutton", name="Max new tokens").last.fill("48")
