@@ -124,25 +124,35 @@ def step_cards(store: Store, trajectory_id: int, model: str | None) -> list[Step
     """Every step of the current segmentation with its MC value (for `model`), the latest step
     verdict of each judge and every annotator's label."""
     steps = store.steps(trajectory_id)
-    counts = store.step_value_counts([s["id"] for s in steps], model=model)
+    segmentation = steps[0]["segmentation_id"] if steps else None
+    return cards_for(
+        steps, store.step_value_counts([s["id"] for s in steps], model=model),
+        store.verdicts(trajectory_id, kind="step"), store.annotations(trajectory_id, segmentation_id=segmentation),
+        store.get_trajectory(trajectory_id) or {}, len(steps),
+    )  # fmt: skip
+
+
+def cards_for(steps: list[dict], counts: dict, verdict_rows, label_rows, trajectory: dict,
+              n_steps: int) -> list[StepCard]:  # fmt: skip
+    """Step cards from what was read for `steps` (all of a segmentation's, or a window of them):
+    value counts by step id, step verdict rows (the latest per judge last) and label rows; the
+    last step of the `n_steps` carries the trajectory's graded outcome."""
     verdicts: dict[int, dict[str, float | None]] = {}
     prms = set()
-    for verdict in store.verdicts(trajectory_id, kind="step"):
+    for verdict in verdict_rows:
         verdicts.setdefault(verdict["step_id"], {})[verdict["judge"]] = verdict["p_yes"]
         if verdict["verifier_kind"] == "prm":
             prms.add(verdict["judge"])
     labels: dict[int, list[dict]] = {}
-    segmentation = steps[0]["segmentation_id"] if steps else None
-    for row in store.annotations(trajectory_id, segmentation_id=segmentation):
+    for row in label_rows:
         labels.setdefault(row["step_id"], []).append(row)
-    trajectory = store.get_trajectory(trajectory_id) or {}
     decided = trajectory.get("correct") is not None and trajectory.get("final_answer") is not None
     alternatives = (trajectory.get("meta") or {}).get("alternatives") or {}
     return [
         StepCard(
             s["idx"], s["id"], s["text"], step_value(Counts(*counts[s["id"]])),
             verdicts.get(s["id"], {}), labels.get(s["id"], []), frozenset(prms),
-            bool(trajectory["correct"]) if decided and s is steps[-1] else None,
+            bool(trajectory["correct"]) if decided and s["idx"] == n_steps - 1 else None,
             [a for a in alternatives.get(str(s["idx"]), []) if isinstance(a, dict)],
         )
         for s in steps

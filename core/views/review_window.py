@@ -23,7 +23,7 @@ from core.errors import StepScopeError
 from core.mcpe import Counts, step_value
 from core.steps import DEFAULT_REFLECTION_MARKERS, parse_rule
 from core.store import Store
-from core.views.explore import StepCard
+from core.views.explore import StepCard, cards_for
 
 REVIEW_FROM_STEPS = 60  # more steps than this: a review window instead of every step
 WINDOW_STEPS = 20
@@ -142,27 +142,8 @@ def window_cards(store: Store, trajectory: dict, n_steps: int, model: str | None
     """core.views.explore.step_cards for the steps start <= idx < stop only."""
     steps = store.steps_between(trajectory["current_segmentation_id"], start, stop)
     ids = [s["id"] for s in steps]
-    counts = store.step_value_counts(ids, model=model)
-    verdicts: dict[int, dict[str, float | None]] = {}
-    prms = set()
-    for verdict in store.step_verdict_rows(ids):
-        verdicts.setdefault(verdict["step_id"], {})[verdict["judge"]] = verdict["p_yes"]
-        if verdict["verifier_kind"] == "prm":
-            prms.add(verdict["judge"])
-    labels: dict[int, list[dict]] = {}
-    for row in store.step_label_rows(ids):
-        labels.setdefault(row["step_id"], []).append(row)
-    decided = trajectory.get("correct") is not None and trajectory.get("final_answer") is not None
-    alternatives = (trajectory.get("meta") or {}).get("alternatives") or {}
-    return [
-        StepCard(
-            s["idx"], s["id"], s["text"], step_value(Counts(*counts[s["id"]])),
-            verdicts.get(s["id"], {}), labels.get(s["id"], []), frozenset(prms),
-            bool(trajectory["correct"]) if decided and s["idx"] == n_steps - 1 else None,
-            [a for a in alternatives.get(str(s["idx"]), []) if isinstance(a, dict)],
-        )
-        for s in steps
-    ]  # fmt: skip
+    return cards_for(steps, store.step_value_counts(ids, model=model), store.step_verdict_rows(ids),
+                     store.step_label_rows(ids), trajectory, n_steps)  # fmt: skip
 
 
 def window_caption(start: int, stop: int, n_steps: int, located: Located | None, hidden: bool) -> str:
