@@ -22,26 +22,9 @@ from typing import Callable, Sequence
 from core.errors import StepScopeError
 
 
-class _SplitterNames(tuple):
-    """The splitter names, where `rule in SPLITTERS` also holds for a rule with parameters.
-
-    Every place that checks a stored or imported rule (the store, the importers, job specs)
-    asks `rule in SPLITTERS`; answering it here keeps them all right for `reflection:Wait|Hmm`
-    without each one learning the rule syntax.
-    """
-
-    def __contains__(self, rule: object) -> bool:
-        if not isinstance(rule, str):
-            return False
-        try:
-            parse_rule(rule)
-        except StepScopeError:
-            return False
-        return True
-
-
-_NAMES = ("line", "blank-line", "paragraph", "step-marker", "sentence", "sentence-merged", "reflection", "pre-split")
-SPLITTERS: tuple[str, ...] = _SplitterNames(_NAMES)
+SPLITTERS: tuple[str, ...] = (
+    "line", "blank-line", "paragraph", "step-marker", "sentence", "sentence-merged", "reflection", "pre-split",
+)
 # What a long reasoning trace uses to turn on itself (DeepSeek-R1 and OpenR1 traces); counted
 # only at the start of a sentence or a line, and with the case as written, so "wait" inside a
 # sentence ("we wait for the bus") and "actually" mid-sentence are not cuts.
@@ -87,11 +70,23 @@ _PARAMETERS_HELP = {
 }
 
 
+def is_rule(rule: object) -> bool:
+    """Whether `rule` names a splitter, with or without its parameters (`reflection:Wait|Hmm`):
+    what the store, the importers and job specs check a stored or given rule with."""
+    if not isinstance(rule, str):
+        return False
+    try:
+        parse_rule(rule)
+    except StepScopeError:
+        return False
+    return True
+
+
 def parse_rule(rule: str) -> SplitRule:
     """The rule `reflection:Wait|Hmm`, `sentence-merged:80-400` or a bare name, checked."""
     name, colon, parameters = rule.partition(":")
-    if name not in _NAMES:
-        raise StepScopeError(f"unknown step splitter {rule!r}; choose one of: {', '.join(_NAMES)}")
+    if name not in SPLITTERS:
+        raise StepScopeError(f"unknown step splitter {rule!r}; choose one of: {', '.join(SPLITTERS)}")
     if not colon:
         return SplitRule(name)
     if name == "reflection":

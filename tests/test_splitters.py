@@ -15,7 +15,7 @@ import pytest
 
 from core.errors import StepScopeError
 from core.steps import (
-    DEFAULT_REFLECTION_MARKERS, SPLITTERS, StepSpan, parse_rule, reflection_rule, segment, sentence_merged_rule,
+    DEFAULT_REFLECTION_MARKERS, SPLITTERS, StepSpan, is_rule, parse_rule, reflection_rule, segment, sentence_merged_rule,
 )
 
 MARK = "§"
@@ -159,7 +159,7 @@ def test_reflection_cuts_before_markers_at_a_sentence_or_line_start_only():
 
 def test_reflection_markers_are_configurable_and_recorded_in_the_rule():
     rule = reflection_rule(["Check", "Now"])
-    assert rule == "reflection:Check|Now" and rule in SPLITTERS
+    assert rule == "reflection:Check|Now" and is_rule(rule)
     assert parse_rule(rule).markers == ("Check", "Now")
     assert spans_text("Add 2. Now add 3. Wait, 5. Check: 5.", rule) == ["Add 2.", "Now add 3. Wait, 5.", "Check: 5."]
     # The defaults are written as the bare name, so rules stored before parameters still read.
@@ -189,7 +189,7 @@ def test_bad_rules_are_refused_in_one_line(rule):
     with pytest.raises(StepScopeError) as refused:
         segment("a. b.", rule)
     assert rule in str(refused.value) and "\n" not in str(refused.value)
-    assert rule not in SPLITTERS
+    assert not is_rule(rule)
 
 
 def test_abbreviations_are_read_from_the_last_word_only_however_long_the_text():

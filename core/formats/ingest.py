@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 from core.errors import StepScopeError
 from core.formats.records import Item, Job, RecordError, Trajectory, Tree, manifest_id_fields
-from core.steps import SPLITTERS
+from core.steps import SPLITTERS, is_rule
 from core.store import ImportBatch, ImportRowError, Store, content_key, problem_key, segmentation_key
 from core.store.nodes import child_key, root_key
 from core.store.problems import _check_spans
@@ -214,7 +214,7 @@ def _add_trajectory(batch: ImportBatch, line: int, pkey: str, t: Trajectory) -> 
     here = {"line": line, "trajectory_key": tkey}
     segmentation_keys = []
     for s in t.segmentations:
-        if s.rule not in SPLITTERS:
+        if not is_rule(s.rule):
             raise StepScopeError(f"unknown step splitter {s.rule!r}; choose one of: {', '.join(SPLITTERS)}")
         spans = [step.span for step in s.steps]
         _check_spans(t.solution, spans)

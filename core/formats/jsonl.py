@@ -88,7 +88,7 @@ from core.formats.records import (
     opt_str, presplit, rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
 )
 from core.formats.sorted_streams import SortedGroups, chunked, join_sorted
-from core.steps import SPLITTERS, StepSpan
+from core.steps import SPLITTERS, StepSpan, is_rule
 from core.store import JOB_STATUSES, VERDICT_KINDS, VERIFIER_KINDS, Store, problem_key
 
 DEFAULT_DATASET = "jsonl"
@@ -200,7 +200,7 @@ def _trajectory_label(obj: dict) -> TrajectoryLabel:
 
 def _segmentation(obj: dict, solution: str) -> Segmentation:
     rule = req_str(obj, "rule")
-    if rule not in SPLITTERS:
+    if not is_rule(rule):
         raise RecordError(f"rule must be one of {', '.join(SPLITTERS)}, not {rule!r}")
     steps, previous_end = [], 0
     for i, raw in enumerate(each_dict(req_list(obj, "steps"), "steps")):
@@ -291,7 +291,7 @@ def _short_form(obj: dict, options: ImportOptions) -> Item:
     elif obj.get("solution") is not None:
         solution = req_str(obj, "solution", nonempty=True)
         rule = opt_str(obj, "rule") or "line"
-        if rule not in SPLITTERS or rule == "pre-split":
+        if not is_rule(rule) or rule == "pre-split":
             splitters = ", ".join(s for s in SPLITTERS if s != "pre-split")
             raise RecordError(f"rule must be a text splitter ({splitters}), not {rule!r}")
         segmentation = cut(solution, rule)

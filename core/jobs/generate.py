@@ -20,7 +20,7 @@ from core.jobs.spec import (
     sampling_from,
 )  # fmt: skip
 from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template
-from core.steps import SPLITTERS
+from core.steps import SPLITTERS, is_rule
 from core.store import Store
 
 GENERATED_SOURCE = "policy"
@@ -98,7 +98,7 @@ class GenerateSpec(JobSpec):
         check_sampling(self.sampling)
         require_ids(self.problem_ids, "problems to generate solutions for")
         check_range("the number of problems", len(self.problem_ids), 1, MAX_PROBLEMS)
-        if self.splitter not in SPLITTERS:
+        if not is_rule(self.splitter):
             raise StepScopeError(f"step splitter is one of {', '.join(SPLITTERS)}, not {self.splitter!r}")
 
     def planned(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from core.errors import StepScopeError
-from core.steps import SPLITTERS, StepSpan, segment
+from core.steps import SPLITTERS, StepSpan, is_rule, segment
 from core.store.connection import ConnectionBase
 from core.store.keys import content_key, now, problem_key, segmentation_key
 from core.store.nodes import attach_segmentation
@@ -148,7 +148,7 @@ class ProblemQueries(ConnectionBase):
         The same rule and spans as an existing segmentation return that one. Step rows (and
         the annotations on them) of other segmentations are never touched.
         """
-        if rule not in SPLITTERS:
+        if not is_rule(rule):
             raise StepScopeError(
                 f"unknown step splitter {rule!r}; choose one of: {', '.join(SPLITTERS)}"
             )
