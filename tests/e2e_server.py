@@ -197,6 +197,26 @@ def settle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
+def choose(page, label: str, option: str, attempts: int = 3) -> None:
+    """Pick `option` in the selectbox labelled `label`, until the box shows it, and wait for the rerun
+    it starts. A rerun of another part of the page (the sidebar's worker status) can close the open
+    list before the click lands: then the box still shows the old value, and the pick is made again."""
+    from playwright.sync_api import expect  # where used, as the browser itself is
+
+    box = page.get_by_role("combobox", name=label)
+    for attempt in range(attempts):
+        try:
+            box.click()
+            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
+            expect(box).to_have_value(option, timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError or the assertion: pick again
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+    settle(page)
+
+
 def wait_for_app(page, timeout: float = 60_000) -> None:
     """Until the script run is over: the app shows its title and no 'running' indicator."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_server import chromium, settle, streamlit_server
+from e2e_server import choose, chromium, settle, streamlit_server
 from test_any_source import IMPORTED, OUTCOME_JUDGE, POLICY, STEP_JUDGE, add_step_sources, imported_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -64,24 +64,6 @@ def expect(locator):
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(locator)
-
-
-def choose(page, label: str, option: str, attempts: int = 3) -> None:
-    """Pick `option` in the selectbox labelled `label`, until the box shows it, and wait for the rerun
-    it starts. A rerun of another part of the page (the sidebar's worker status) can close the open
-    list before the click lands: then the box still shows the old value, and the pick is made again."""
-    box = page.get_by_role("combobox", name=label)
-    for attempt in range(attempts):
-        try:
-            box.click()
-            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
-            expect(box).to_have_value(option, timeout=15_000)
-            break
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError or the assertion: pick again
-            if attempt == attempts - 1:
-                raise
-            page.keyboard.press("Escape")
-    settle(page)
 
 
 def test_a_deep_link_opens_trajectory_6000_of_6595(app, page):

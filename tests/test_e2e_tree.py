@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_server import chromium, settle, streamlit_server
-from test_e2e_any_source import choose
+from e2e_server import choose, chromium, settle, streamlit_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.smollm2]
 
