@@ -13,7 +13,7 @@ from core.views.jobs import (
 )  # fmt: skip
 from core.jobs.spec import MAX_K, MAX_NEW_TOKENS
 from core.views.best_of_n import policy_models
-from core.views.data import export_bytes, export_formats, import_formats, import_upload
+from core.views.data import export_bytes, export_formats, import_formats, import_upload, splitting_formats
 from core.errors import StepScopeError
 from core.views.explore import dataset_names
 from core.views.access import EXPORT, IMPORT, RUN_JOBS
@@ -148,12 +148,19 @@ def database_section() -> None:
 def import_section() -> None:
     require_action(IMPORT)
     st.subheader("Import")
+    splitting = splitting_formats()  # the formats that cut free text into steps, and their default rule
     with st.form("jd_import", clear_on_submit=True):
         upload = st.file_uploader("File (JSON lines or a JSON array)", type=["jsonl", "json"])
-        cols = st.columns(3)
+        cols = st.columns(4)
         format_name = cols[0].selectbox("Format", import_formats())
         dataset = cols[1].text_input("Dataset (optional)", max_chars=80)
         label_owner = cols[2].text_input("Annotator for unnamed labels", value=annotator() or "", max_chars=40)
+        # The rule as `stepscope import --splitter` takes it, checked by the same function.
+        rule = cols[3].text_input(
+            "Splitter", max_chars=300, placeholder=" · ".join(f"{name}: {default}" for name, default in splitting.items()),
+            help=md(f"For {', '.join(splitting)} only: how the text is cut into steps (blank: the format's default). "
+                    "line, paragraph, sentence, sentence-merged[:MIN-MAX], reflection[:MARKER|MARKER...]"),
+        )  # fmt: skip
         submitted = st.form_submit_button("Import")
     if submitted and act(IMPORT):
         if upload is None:
@@ -161,7 +168,7 @@ def import_section() -> None:
             return
         try:
             result = import_upload(store, folder(), upload.name, upload.getvalue(), format_name,
-                                   dataset=dataset, annotator=label_owner.strip() or None)
+                                   dataset=dataset, annotator=label_owner.strip() or None, splitter=rule)
         except StepScopeError as error:
             error_box("Import failed, nothing was changed", error)
         else:

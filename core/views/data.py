@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import StepScopeError
-from core.formats import EXPORTERS, IMPORTERS, export_file, import_file
+from core.formats import EXPORTERS, IMPORTERS, check_import_splitter, export_file, import_file
 from core.store import Store
 
 UPLOAD_FOLDER = "uploads"
@@ -26,6 +26,12 @@ DATASET_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/+-]{0,79}")
 
 def import_formats() -> list[str]:
     return list(IMPORTERS)
+
+
+def splitting_formats() -> dict[str, str]:
+    """The import formats that cut free text into steps (and so take a splitter), each with the
+    rule it cuts by when none is chosen."""
+    return {name: importer.splitter for name, importer in IMPORTERS.items() if importer.splitter is not None}
 
 
 def export_formats() -> list[str]:
@@ -72,20 +78,27 @@ def import_upload(
     *,
     dataset: str | None = None,
     annotator: str | None = None,
+    splitter: str | None = None,
 ) -> ImportResult:
-    """Import uploaded bytes; StepScopeError naming the cause (the database is left unchanged)."""
+    """Import uploaded bytes; StepScopeError naming the cause (the database is left unchanged).
+    `splitter` (blank: the format's default) is a rule as `stepscope import --splitter` takes it,
+    checked the same way (core.formats.check_import_splitter) before anything is written."""
     if format_name not in IMPORTERS:
         raise StepScopeError(f"unknown import format {format_name!r}")
     if len(content) > MAX_UPLOAD_BYTES:
         raise StepScopeError(f"the file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
     dataset = check_dataset_name(dataset)
+    splitter = (splitter or "").strip() or None
+    if splitter is not None:
+        splitter = check_import_splitter(format_name, splitter)
     folder = _work_folder(data_folder)
     handle = tempfile.NamedTemporaryFile(dir=folder, prefix="upload-", suffix=_suffix(file_name), delete=False)
     path = Path(handle.name)
     try:
         with handle:
             handle.write(content)
-        report = import_file(store, path, format_name, dataset=dataset, annotator=annotator or None)
+        report = import_file(store, path, format_name, dataset=dataset, annotator=annotator or None,
+                             splitter=splitter)
     except StepScopeError as error:
         # The cause names the temporary file; the user knows the file by its uploaded name.
         raise StepScopeError(str(error).replace(str(path), file_name)) from None
