@@ -10,6 +10,12 @@ The rule is stored with each segmentation and in job manifests. It is a splitter
 rule says exactly how its steps were cut: `reflection:Wait|Hmm` (the markers), and
 `sentence-merged:80-400` (the least and most characters per step). A name alone takes the
 defaults, so rules stored before splitters had parameters read as they always did.
+
+One stored rule names no splitter: `model:FINGERPRINT`, the steps a model chose (core.jobs.split:
+the model picks boundaries among `candidate_units`, the split job's manifest says which model,
+prompt and chunk size the fingerprint stands for). It is a rule (`is_rule`), so such a
+segmentation is stored, exported and imported like any other, but it cannot cut text again:
+`segment` and `check_cutting_rule` refuse it, as they refuse `pre-split`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ DEFAULT_REFLECTION_MARKERS: tuple[str, ...] = (
 # is 10 characters), short enough that a person reads a step at a glance.
 DEFAULT_MERGED_MIN_CHARS, DEFAULT_MERGED_MAX_CHARS = 80, 400
 _MAX_STEP_CHARS = 1_000_000
+# The rule of a segmentation a model chose (core.jobs.split): not a splitter, so not in SPLITTERS.
+MODEL_RULE = "model"
+_FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,12 @@ class SplitRule:
     markers: tuple[str, ...] = DEFAULT_REFLECTION_MARKERS
     min_chars: int = DEFAULT_MERGED_MIN_CHARS
     max_chars: int = DEFAULT_MERGED_MAX_CHARS
+    fingerprint: str = ""  # a model rule's: the split job's model, prompt and chunking, hashed
 
     def text(self) -> str:
         """The rule as stored: the name alone for defaults, else the name and every parameter."""
+        if self.name == MODEL_RULE:
+            return f"{MODEL_RULE}:{self.fingerprint}"
         if self.name == "reflection" and self.markers != DEFAULT_REFLECTION_MARKERS:
             return f"reflection:{'|'.join(self.markers)}"
         if self.name == "sentence-merged" and (self.min_chars, self.max_chars) != (
@@ -67,12 +79,14 @@ class SplitRule:
 _PARAMETERS_HELP = {
     "reflection": "reflection:MARKER|MARKER|... (markers the text turns on itself with)",
     "sentence-merged": "sentence-merged:MIN-MAX (characters per step)",
+    MODEL_RULE: "model:FINGERPRINT (8-64 hex digits; `stepscope split` makes these segmentations)",
 }
 
 
 def is_rule(rule: object) -> bool:
-    """Whether `rule` names a splitter, with or without its parameters (`reflection:Wait|Hmm`):
-    what the store, the importers and job specs check a stored or given rule with."""
+    """Whether `rule` names a splitter, with or without its parameters (`reflection:Wait|Hmm`), or
+    is a model segmentation's rule (`model:FINGERPRINT`): what the store, the importers and job
+    specs check a stored or given rule with. Whether it can cut text: `check_cutting_rule`."""
     if not isinstance(rule, str):
         return False
     try:
@@ -85,6 +99,10 @@ def is_rule(rule: object) -> bool:
 def parse_rule(rule: str) -> SplitRule:
     """The rule `reflection:Wait|Hmm`, `sentence-merged:80-400` or a bare name, checked."""
     name, colon, parameters = rule.partition(":")
+    if name == MODEL_RULE:
+        if not _FINGERPRINT.fullmatch(parameters):
+            raise StepScopeError(f"rule {rule!r}: write {_PARAMETERS_HELP[name]}")
+        return SplitRule(name, fingerprint=parameters)
     if name not in SPLITTERS:
         raise StepScopeError(f"unknown step splitter {rule!r}; choose one of: {', '.join(SPLITTERS)}")
     if not colon:
@@ -105,6 +123,30 @@ def parse_rule(rule: str) -> SplitRule:
             )
         return SplitRule(name, min_chars=min_chars, max_chars=max_chars)
     raise StepScopeError(f"step splitter {name!r} takes no parameters, got {rule!r}")
+
+
+def is_model_rule(rule: object) -> bool:
+    """Whether `rule` is a model segmentation's (`model:FINGERPRINT`): steps a split job chose."""
+    return isinstance(rule, str) and rule.partition(":")[0] == MODEL_RULE and is_rule(rule)
+
+
+def model_rule(fingerprint: str) -> str:
+    """The stored rule of a segmentation a model chose, by the split job's fingerprint (checked)."""
+    return parse_rule(f"{MODEL_RULE}:{fingerprint}").text()
+
+
+def check_cutting_rule(rule: str) -> str:
+    """The rule as stored (default parameters dropped) if it can cut text, else StepScopeError:
+    `pre-split` steps came split, and a model's steps are chosen by a split job, not a rule."""
+    if rule == "pre-split":
+        raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
+    parsed = parse_rule(rule)
+    if parsed.name == MODEL_RULE:
+        raise StepScopeError(
+            f"{rule!r} is a model's segmentation: a split job chose its steps and no rule can cut them again; "
+            "run `stepscope split --model MODEL` to have a model split text, or choose a splitter"
+        )
+    return parsed.text()
 
 
 def reflection_rule(markers: Sequence[str] = DEFAULT_REFLECTION_MARKERS) -> str:
@@ -253,6 +295,8 @@ def _spans(solution: str, cuts: list[int]) -> list[StepSpan]:
 
 
 def _cutter(rule: SplitRule) -> Callable[[str], list[int]]:
+    if rule.name == MODEL_RULE:
+        check_cutting_rule(rule.text())  # raises: a model's steps are not cut by a rule
     if rule.name == "reflection":
         return lambda solution: _reflection_cuts(solution, rule.markers)
     if rule.name == "sentence-merged":
@@ -286,6 +330,26 @@ def segment(solution: str, rule: str) -> list[StepSpan]:
     if rule == "pre-split":
         raise ValueError("'pre-split' steps are not cut from text: build them with join_steps()")
     return _spans(solution, _cutter(parse_rule(rule))(solution))
+
+
+# --- what a model splitter chooses among (core.jobs.split) ----------------------------------------
+
+
+def candidate_units(solution: str) -> list[StepSpan]:
+    """The pieces a model splitter groups into steps: sentences and lines, trimmed, in order. A
+    model only chooses which of them start a step, so its steps are always runs of them and cover
+    the text as a rule's do, whatever the model writes."""
+    return _spans(solution, _sentence_or_line_cuts(solution))
+
+
+def sentence_ends(solution: str) -> set[int]:
+    """Where the `sentence` rule cuts: a unit that ends at one of these ends a sentence-rule step."""
+    return set(_sentence_cuts(solution))
+
+
+def spans_at(solution: str, cuts: Sequence[int]) -> list[StepSpan]:
+    """The steps of `solution` cut at these offsets, trimmed like every rule's (blank pieces dropped)."""
+    return _spans(solution, sorted(set(cuts)))
 
 
 def join_steps(steps: Sequence[str], separator: str = "\n") -> tuple[str, list[StepSpan]]:

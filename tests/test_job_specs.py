@@ -18,6 +18,7 @@ from core.jobs.train_orm import TrainOrmSpec
 from core.jobs.registry import KINDS, spec_of
 from core.jobs.runner import queue
 from core.jobs.search import SearchSpec
+from core.jobs.split import SplitSpec
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.train_verifier import TrainVerifierSpec
 from core.jobs.tree_search import TreeSearchSpec
@@ -104,6 +105,8 @@ def specs(store: Store, tmp_path: Path) -> dict[str, list]:
                                                   max_solution_tokens=99, token_budget=500, threshold=0.3,
                                                   max_resamples=2, expansions=7, c_puct=0.5, rollout_weight=0.2)),
                    SearchSpec(policy="tiny", problem_ids=(1,), engine="vllm")],
+        "split": [SplitSpec(model="tiny", trajectory_ids=ids, chunk_chars=300, chat=True, max_new_tokens=20,
+                            move_labels=True, chunks_per_call=2)],
     }  # fmt: skip
 
 

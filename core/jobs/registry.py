@@ -15,6 +15,7 @@ from core.jobs.judge import JudgeSpec, ProbeJudgeSpec
 from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.prm_score import PrmScoreSpec
 from core.jobs.search import SearchSpec
+from core.jobs.split import SplitSpec
 from core.jobs.train_orm import TrainOrmSpec
 from core.jobs.train_prm import TrainPrmSpec
 from core.jobs.spec import JobSpec
@@ -24,7 +25,7 @@ from core.jobs.tree_search import TreeSearchSpec
 KINDS: Mapping[str, type[JobSpec]] = {
     spec.kind: spec for spec in (EstimateSpec, GenerateSpec, JudgeSpec, ProbeJudgeSpec, TrainVerifierSpec, PrmScoreSpec,
                                 TrainPrmSpec, TreeSearchSpec, TrainOrmSpec, OrmScoreSpec,
-                                SearchSpec)
+                                SearchSpec, SplitSpec)
 }
 
 

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from core.errors import StepScopeError
-from core.steps import StepSpan, map_spans, parse_rule
+from core.steps import StepSpan, check_cutting_rule, is_model_rule, map_spans
 from core.store.connection import ConnectionBase
 
 LABEL_FIELDS = ("rating", "first_error", "flagged", "note", "confidence", "rationale", "category")
@@ -155,33 +155,70 @@ class SegmentationQueries(ConnectionBase):
                 self.add_annotation(name, step_id, **{f: fields[f] for f in LABEL_FIELDS})
         return mapped
 
+    def segmentation_by_rule(self, trajectory_id: int, rule: str) -> int | None:
+        """The trajectory's segmentation by `rule` (the latest, were there several), or None."""
+        return self._scalar(
+            "SELECT id FROM segmentations WHERE trajectory_id = ? AND rule = ? ORDER BY id DESC LIMIT 1",
+            [trajectory_id, rule],
+        )
+
     def resegment_many(self, trajectory_ids, rule: str, *, move_labels: bool = False) -> ResegmentTally:
         """Cut each trajectory by `rule` and make that its current segmentation (one already cut
         so becomes current again); asked, copy the human labels of the segmentation that was
         current onto the new steps (`move_labels`), counting those that did not map. One
-        transaction for all: a failure leaves every trajectory as it was."""
-        if rule == "pre-split":
-            raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
-        rule = parse_rule(rule).text()  # as every other place stores it: default parameters dropped
+        transaction for all: a failure leaves every trajectory as it was.
+
+        A model's rule (`model:FINGERPRINT`) cuts nothing: its segmentation, made by a split job
+        (core.jobs.split), becomes current again, and a trajectory without one is refused."""
+        if is_model_rule(rule):
+            def make(trajectory_id: int) -> int:
+                found = self.segmentation_by_rule(trajectory_id, rule)
+                if found is None:
+                    raise StepScopeError(
+                        f"trajectory {trajectory_id} has no segmentation by {rule!r}: a model's steps come from a "
+                        "split job (`stepscope split --model MODEL`), no rule can cut them"
+                    )
+                self.set_current_segmentation(trajectory_id, found)
+                return found
+        else:
+            rule = check_cutting_rule(rule)  # as every other place stores it: default parameters dropped
+
+            def make(trajectory_id: int) -> int:
+                return self.resegment(trajectory_id, rule)
+
         tally = ResegmentTally()
         with self.transaction():
             for trajectory_id in trajectory_ids:
-                before = self.get_trajectory(trajectory_id)
-                if before is None:
-                    raise StepScopeError(f"trajectory {trajectory_id} does not exist")
-                previous = before["current_segmentation_id"]
-                known = {row["id"] for row in self.segmentations(trajectory_id)}
-                current = self.resegment(trajectory_id, rule)
-                steps = {row["id"]: row["n_steps"] for row in self.segmentations(trajectory_id)}
-                tally.trajectories += 1
-                tally.new_segmentations += current not in known
-                tally.steps_before += steps.get(previous, 0)
-                tally.steps_after += steps[current]
-                if move_labels and previous is not None and previous != current:
-                    labels = self.move_labels(previous, current).of("label")
-                    tally.labels_moved += sum(1 for item in labels if item.target_step_ids)
-                    tally.labels_unmapped += sum(1 for item in labels if not item.target_step_ids)
+                self._switch(trajectory_id, make, move_labels, tally)
         return tally
+
+    def add_split(self, trajectory_id: int, rule: str, spans, *, move_labels: bool = False) -> ResegmentTally:
+        """Store the steps a split job chose (`spans`, rule `model:FINGERPRINT`) as a segmentation of
+        the trajectory and make it current, moving the human labels as `resegment_many` does."""
+        if not is_model_rule(rule):
+            raise StepScopeError(f"a split job's segmentation has a model rule (model:FINGERPRINT), not {rule!r}")
+        tally = ResegmentTally()
+        with self.transaction():
+            self._switch(trajectory_id, lambda t: self.add_segmentation(t, rule, spans), move_labels, tally)
+        return tally
+
+    def _switch(self, trajectory_id: int, make, move_labels: bool, tally: ResegmentTally) -> None:
+        """Make `make(trajectory_id)` the current segmentation, labels moved if asked, into `tally`."""
+        before = self.get_trajectory(trajectory_id)
+        if before is None:
+            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+        previous = before["current_segmentation_id"]
+        known = {row["id"] for row in self.segmentations(trajectory_id)}
+        current = make(trajectory_id)
+        steps = {row["id"]: row["n_steps"] for row in self.segmentations(trajectory_id)}
+        tally.trajectories += 1
+        tally.new_segmentations += current not in known
+        tally.steps_before += steps.get(previous, 0)
+        tally.steps_after += steps[current]
+        if move_labels and previous is not None and previous != current:
+            labels = self.move_labels(previous, current).of("label")
+            tally.labels_moved += sum(1 for item in labels if item.target_step_ids)
+            tally.labels_unmapped += sum(1 for item in labels if not item.target_step_ids)
 
 
 def _combine(kept: dict | None, new: dict) -> dict:
