@@ -46,6 +46,7 @@ import core.views.search  # noqa: F401
 import core.views.segmentations  # noqa: F401
 import core.views.search_tree  # noqa: F401
 import core.views.sessions  # noqa: F401
+import core.views.test_time_compute  # noqa: F401
 import core.views.tree  # noqa: F401
 import core.views.worker  # noqa: F401
 import pages._access  # noqa: F401
