@@ -157,7 +157,8 @@ def import_section() -> None:
         label_owner = cols[2].text_input("Annotator for unnamed labels", value=annotator() or "", max_chars=40)
         # The rule as `stepscope import --splitter` takes it, checked by the same function.
         rule = cols[3].text_input(
-            "Splitter", max_chars=300, placeholder=" · ".join(f"{name}: {default}" for name, default in splitting.items()),
+            "Splitter", max_chars=300,
+            placeholder=" · ".join(f"{name}: {default}" for name, default in splitting.items()),
             help=md(f"For {', '.join(splitting)} only: how the text is cut into steps (blank: the format's default). "
                     "line, paragraph, sentence, sentence-merged[:MIN-MAX], reflection[:MARKER|MARKER...]"),
         )  # fmt: skip
