@@ -139,8 +139,9 @@ def test_time_compute(store, dataset: str | None) -> None:
                                      help="Add what the scorer generated itself (the MC scorer's rollouts) to the "
                                           "policy's tokens on the x axis.")  # fmt: skip
     curves, chart = cached_compute(db_path(), dataset, policy, scorer_tokens, version)
-    st.text(f"{len(curves.points)} settings over {curves.searched_problems} problems searched; references over "
-            f"{curves.reference_problems} of them, k up to {curves.largest_k}.")
+    references = (f"; references over {curves.reference_problems} of them, k up to {curves.largest_k}"
+                  if curves.references else "")
+    st.text(f"{len(curves.points)} settings over {curves.searched_problems} problems searched{references}.")
     if chart is not None:
         st.vega_lite_chart(chart, width="stretch")
     if curves.note:

@@ -299,6 +299,7 @@ def test_the_page_draws_the_section_with_searches_and_filters_by_dataset(tmp_pat
     at.selectbox(key="bon_dataset").set_value(DATASET).run()
     assert not at.exception, [e.message for e in at.exception]
     assert sorted(at.dataframe[-1].value["problems"]) == [3, 4, 4]
+    assert "3 settings over 4 problems searched; references over 3 of them, k up to 2." in [t.value for t in at.text]
     at.checkbox(key="ttc_scorer_tokens").check().run()
     frame = at.dataframe[-1].value
     assert set(frame.loc[frame["strategy"] == "beam", "tokens / problem"]) == {270.0}
