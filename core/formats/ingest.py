@@ -32,7 +32,7 @@ from core.store.nodes import child_key, root_key
 from core.store.problems import _check_spans
 
 COUNTED = ("problems", "trajectories", "segmentations", "steps", "annotations", "rollouts",
-           "verdicts", "jobs")
+           "verdicts", "jobs", "searches")
 # Rows per batch: a few thousand keep a batch's transaction (the time a concurrent save can
 # wait) around 0.1-0.3 s on a busy 2-core machine (benchmarks/scale.py measures it).
 BATCH_ROWS = 5000
@@ -181,6 +181,10 @@ def _add(batch: ImportBatch, line: int, record: Item | Job, keys: _Keys) -> None
             _rename_trajectory(keys, file_key, key, trajectory)
     if record.tree is not None:
         _add_tree(batch, line, key, record.tree, keys)
+    for search in record.searches:  # its candidates' nodes and beams by their stored keys
+        batch.searches.append({"line": line, "problem_key": key, **vars(search), "candidates": [
+            {**vars(c), "node": keys(c.node), "trajectory": keys(c.trajectory)} for c in search.candidates]})
+        batch.rows += 1 + len(search.events) + len(search.candidates)
 
 
 def _rename_trajectory(keys: _Keys, file_key: str, key: str, t: Trajectory) -> None:

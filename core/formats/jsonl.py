@@ -1,9 +1,10 @@
 """The generic trajectory JSONL, which is also StepScope's complete dump format.
 
-A dump holds one JSON object per line, of three kinds:
+A dump holds one JSON object per line, of these kinds:
 
     {"job": {"key", "kind", "status", "manifest", "planned", "done", "tokens", "error",
-             "created_at", "started_at", "finished_at", "heartbeat_at", "ids_as_keys"}}
+             "created_at", "started_at", "finished_at", "heartbeat_at", and where set:
+             "compute", "ids_as_keys"}}
     {"problem": {"dataset", "question", "gold", "meta", "created_at"},
      "trajectory": {"source", "model", "policy_prompt", "solution", "final_answer", "correct",
                     "meta", "created_at", "current_segmentation": <index>,
@@ -29,6 +30,15 @@ A dump holds one JSON object per line, of three kinds:
         "marks": [{"rollout", "selected", "first_error", "branch", "job", "updated_at"}],
         "branches": [{"trajectory", "node", "rollout"}]}}
 
+    {"problem": {...as above}, "search": {
+        "key", "job", "policy", "strategy", "config", "scorer", "scorer_kind",
+        "scorer_fingerprint", "status", "stopped", "answer", "correct", "compute", "created_at",
+        "finished_at",
+        "events": [<the journal's events, in order, as core.search.journal.event_to_dict wrote them>],
+        "candidates": [{"candidate", "parent", "node", "depth", "call", "text", "num_tokens",
+                        "finish_reason", "finished", "score", "rank", "mark", "subtree", "prior",
+                        "visits", "value_sum", "trajectory"}]}}
+
 Jobs come first (rollouts and verdicts name their job by key). A problem without trajectories
 has a line without "trajectory"; a problem with several has one line per trajectory. Steps
 are spans of the solution (`solution[start:end] == text`). Empty lists are left out. Lines are
@@ -47,6 +57,16 @@ Row ids differ from one database to another, so nothing in a dump names a row by
   trajectory's key, by rollout key; and the trajectories sampled from the tree (branches) by key,
   with their parent node's and rollout's keys, by key. A branch's meta names its rollout and node
   ("rollout", "node": ids in the database) by key too; the import puts the new ids back.
+- Searches (core.store.searches). A problem's "search" lines, one per search by id, follow its
+  trajectory and tree lines: the search's job by key, each candidate's node by its content key
+  (a node a step ends at, or one of the tree line's) and a final beam's trajectory by key (one of
+  the problem's trajectory lines, source "search"). The MC scorer's rollouts are the tree line's
+  stepless rollouts at their nodes. Searches have no key column: "key" is
+  core.store.searches.search_key (problem key, job key, created_at), and a final beam's meta
+  names its search ("search") and that search's job ("job_id") by these keys; the import puts
+  the new ids back, on the trajectories it adds. A search stored already (the same job and
+  problem) is left as it is. Events are the journal (search_events) in seq order, so an
+  unfinished search imported with its job resumes, and shows, as it would have.
 - Job manifests. The fields of records.MANIFEST_ID_FIELDS (trajectory_ids, trajectory_id,
   problem_ids, node_id and the training split's lists) hold keys in a dump: trajectories',
   problems' and nodes' content keys, null for an id whose row was gone. The job's "ids_as_keys"
@@ -56,7 +76,9 @@ Row ids differ from one database to another, so nothing in a dump names a row by
 
 Where an import renames the dataset (--dataset), every key below a problem changes; the keys in
 the file are translated. A dump written before the tree and keyed manifests imports as it did:
-without a tree, its manifests with the ids of the database it came from. Node rows' created_at
+without a tree, its manifests with the ids of the database it came from; one written before
+searches (and job compute) were dumped imports without them, a final beam's meta with the ids
+it had, and exports again to the same bytes (no search line, no "compute"). Node rows' created_at
 is not in a dump (an import stamps its own). A mark the import adds to a rollout that was stored
 before stays if the import is undone (marks are keyed by their rollout, not by a row id of their
 own); every other row it adds goes.
@@ -82,9 +104,9 @@ from typing import Any, Iterator
 from core.formats.base import Exporter, ExportOptions, Importer, ImportOptions
 from core.formats.output import write_jsonl
 from core.formats.records import (
-    LATENT_FIELDS, MANIFEST_ID_FIELDS, Annotation, Branch, Item, Job, Problem, RecordError, Rollout,
-    Segmentation, Step, Trajectory, TrajectoryLabel, Tree, TreeMark, TreeNode, TreeRollout, Verdict,
-    cut, each_dict, manifest_id_fields, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list,
+    LATENT_FIELDS, MANIFEST_ID_FIELDS, Annotation, Branch, Item, Job, Problem, RecordError, Rollout, Search,
+    SearchCandidate, Segmentation, Step, Trajectory, TrajectoryLabel, Tree, TreeMark, TreeNode, TreeRollout,
+    Verdict, cut, each_dict, manifest_id_fields, nested, opt_bool, opt_dict, opt_float, opt_int, opt_list,
     opt_str, presplit, rating, req_bool, req_dict, req_int, req_list, req_str, str_list,
 )
 from core.formats.sorted_streams import SortedGroups, chunked, join_sorted
@@ -93,7 +115,9 @@ from core.store import JOB_STATUSES, VERDICT_KINDS, VERIFIER_KINDS, Store, probl
 
 DEFAULT_DATASET = "jsonl"
 DEFAULT_SOURCE = "jsonl"
-_PAGE = 500  # problems whose trees the dump reads together
+_PAGE = 500  # problems whose trees and searches the dump reads together
+_SEARCH_STATUSES = ("running", "done")  # the searches table's CHECKs
+_CANDIDATE_MARKS = ("chosen", "pruned", "pending")
 
 
 # --- import -----------------------------------------------------------------------------------
@@ -111,6 +135,9 @@ def parse(obj: dict, options: ImportOptions) -> list[Item | Job]:
         if obj.get("tree") is not None:
             tree = nested("tree", lambda: _tree(req_dict(obj, "tree")))
             return [Item(problem, tree=tree, file_problem_key=file_key)]
+        if obj.get("search") is not None:
+            search = nested("search", lambda: _search(req_dict(obj, "search")))
+            return [Item(problem, searches=[search], file_problem_key=file_key)]
         if obj.get("trajectory") is None:
             return [Item(problem, file_problem_key=file_key)]
         trajectory = nested("trajectory", lambda: _trajectory(req_dict(obj, "trajectory")))
@@ -129,7 +156,13 @@ def _job(obj: dict) -> Job:
         error=opt_str(obj, "error"), created_at=opt_str(obj, "created_at"),
         started_at=opt_str(obj, "started_at"), finished_at=opt_str(obj, "finished_at"),
         heartbeat_at=opt_str(obj, "heartbeat_at"), ids_as_keys=_ids_as_keys(obj),
+        compute=_opt_object(obj, "compute"),
     )
+
+
+def _opt_object(obj: dict, key: str) -> dict | None:
+    """An object, or None where the field is absent or null (not {}: a dump keeps the difference)."""
+    return None if obj.get(key) is None else opt_dict(obj, key)
 
 
 def _ids_as_keys(obj: dict) -> list[str]:
@@ -157,6 +190,50 @@ def _tree(obj: dict) -> Tree:
             updated_at=opt_str(x, "updated_at"))),
         branches=parts("branches", lambda x: Branch(
             trajectory=req_str(x, "trajectory", nonempty=True), node=opt_str(x, "node"), rollout=opt_str(x, "rollout"))),
+    )  # fmt: skip
+
+
+def _search(obj: dict) -> Search:
+    status = req_str(obj, "status")
+    if status not in _SEARCH_STATUSES:
+        raise RecordError(f"status must be one of {', '.join(_SEARCH_STATUSES)}, not {status!r}")
+    scorer_kind = req_str(obj, "scorer_kind")
+    if scorer_kind not in VERIFIER_KINDS:
+        raise RecordError(f"scorer_kind must be one of {', '.join(VERIFIER_KINDS)}, not {scorer_kind!r}")
+    events = each_dict(opt_list(obj, "events"), "events")
+    candidates = [nested(f"candidates[{i}]", lambda: _search_candidate(c))
+                  for i, c in enumerate(each_dict(opt_list(obj, "candidates"), "candidates"))]  # fmt: skip
+    numbers: set[int] = set()
+    for i, c in enumerate(candidates):
+        if c.candidate in numbers:
+            raise RecordError(f"candidates[{i}]: candidate {c.candidate} is listed twice")
+        numbers.add(c.candidate)
+    for i, c in enumerate(candidates):
+        if c.parent is not None and c.parent not in numbers:
+            raise RecordError(f"candidates[{i}]: parent {c.parent} is no candidate of this search")
+    return Search(
+        key=req_str(obj, "key", nonempty=True), job=opt_str(obj, "job"), policy=req_str(obj, "policy"),
+        strategy=req_str(obj, "strategy", nonempty=True), scorer=req_str(obj, "scorer", nonempty=True),
+        scorer_kind=scorer_kind, status=status, created_at=req_str(obj, "created_at", nonempty=True),
+        config=opt_dict(obj, "config"), scorer_fingerprint=opt_dict(obj, "scorer_fingerprint"),
+        stopped=opt_str(obj, "stopped"), answer=opt_str(obj, "answer"), correct=opt_bool(obj, "correct"),
+        compute=_opt_object(obj, "compute"), finished_at=opt_str(obj, "finished_at"), events=events,
+        candidates=candidates,
+    )  # fmt: skip
+
+
+def _search_candidate(obj: dict) -> SearchCandidate:
+    mark = req_str(obj, "mark")
+    if mark not in _CANDIDATE_MARKS:
+        raise RecordError(f"mark must be one of {', '.join(_CANDIDATE_MARKS)}, not {mark!r}")
+    return SearchCandidate(
+        candidate=req_int(obj, "candidate", low=0), node=req_str(obj, "node", nonempty=True),
+        depth=req_int(obj, "depth", low=0), call=req_int(obj, "call"), text=req_str(obj, "text"),
+        num_tokens=req_int(obj, "num_tokens", low=0), mark=mark, finished=bool(opt_bool(obj, "finished")),
+        parent=opt_int(obj, "parent", low=0), finish_reason=opt_str(obj, "finish_reason"),
+        score=opt_float(obj, "score"), rank=opt_int(obj, "rank"), subtree=opt_int(obj, "subtree"),
+        prior=opt_float(obj, "prior"), visits=opt_int(obj, "visits", low=0) or 0,
+        value_sum=opt_float(obj, "value_sum") or 0.0, trajectory=opt_str(obj, "trajectory"),
     )  # fmt: skip
 
 
@@ -318,16 +395,19 @@ _VERDICT_COLUMNS = ("key", "judge", "verifier_kind", "kind", "p_yes", "mass", "r
 
 
 def dump_records(store: Store, dataset: str | None = None) -> Iterator[dict]:
-    """Every job, problem and trajectory (with everything hanging off it), and each problem's
-    rollout tree beyond its trajectories, in stored order.
+    """Every job, problem and trajectory (with everything hanging off it), each problem's
+    rollout tree beyond its trajectories, and its searches, in stored order.
 
     Set-wise (issue 22): one query per table, each ordered by problem and trajectory
     (core.store.export), merged in one pass, holding one problem's trajectories at a time; the
-    trees are read a page of problems at a time (core.store.tree.tree_dump)."""
+    trees and searches are read a page of problems at a time (core.store.tree.tree_dump,
+    core.store.searches.search_dump)."""
     jobs = list(reversed(store.list_jobs()))
     keyed = _keyed_manifests(store, jobs)
     for job in jobs:
         record = {column: job[column] for column in _JOB_COLUMNS}
+        if job.get("compute") is not None:  # what a search job spent (older dumps stay byte-identical)
+            record["compute"] = job["compute"]
         if job["id"] in keyed:
             record["manifest"], record["ids_as_keys"] = keyed[job["id"]]
         yield {"job": record}
@@ -341,9 +421,11 @@ def dump_records(store: Store, dataset: str | None = None) -> Iterator[dict]:
     )  # fmt: skip
     by_problem = SortedGroups(trajectories, lambda joined: joined[0]["problem_id"])
     for page in chunked(store.dump_problems(dataset=dataset), _PAGE):
-        trees = store.tree_dump([problem["id"] for problem in page])  # one query per table a page
+        ids = [problem["id"] for problem in page]
+        trees, searches = store.tree_dump(ids), store.search_dump(ids)  # one query per table a page
         for problem in page:
-            yield from _problem_records(problem, by_problem.take(problem["id"]), trees.get(problem["id"], {}))
+            yield from _problem_records(problem, by_problem.take(problem["id"]), trees.get(problem["id"], {}),
+                                        searches.get(problem["id"], []))  # fmt: skip
 
 
 def _keyed_manifests(store: Store, jobs: list[dict]) -> dict[int, tuple[Any, list[str]]]:
@@ -368,24 +450,34 @@ def _keyed_manifests(store: Store, jobs: list[dict]) -> dict[int, tuple[Any, lis
     return out
 
 
-def _problem_records(problem: dict, trajectories: list[tuple], tree: dict[str, list[dict]]) -> Iterator[dict]:
+def _problem_records(problem: dict, trajectories: list[tuple], tree: dict[str, list[dict]],
+                     searches: list[tuple[dict, dict]]) -> Iterator[dict]:  # fmt: skip
     """The problem's lines: `trajectories` are join_sorted's rows (the trajectory, then its
-    segmentations, steps, labels, rollouts, verdicts and trajectory labels)."""
+    segmentations, steps, labels, rollouts, verdicts and trajectory labels); `searches` are
+    search_dump's (ids, record) pairs."""
     fields = ("dataset", "question", "gold", "meta", "created_at")
     head = {"problem": {k: problem[k] for k in fields}}
     if not trajectories:
         yield head
     branches = {b["trajectory"]: b for b in tree.get("branches", ())}
+    beams: dict[str, list[tuple]] = {}  # a final beam's trajectory key -> the searches that name it
+    for ids, record in searches:
+        for c in record.get("candidates", ()):
+            if c["trajectory"] is not None:
+                beams.setdefault(c["trajectory"], []).append((ids["id"], record["key"], ids["job_id"], record["job"]))
     for joined in trajectories:
-        yield {**head, "trajectory": _trajectory_record(*joined, branches)}
+        yield {**head, "trajectory": _trajectory_record(*joined, branches, beams)}
     # After the problem's trajectories: its marks and branch links name their rows by key.
     if tree:
         yield {**head, "tree": {kind: tree[kind] for kind in _TREE_PARTS if tree.get(kind)}}
+    # Then its searches, one line each: their candidates name the nodes above and the beams by key.
+    for _, record in searches:
+        yield {**head, "search": record}
 
 
 def _trajectory_record(t: dict, segmentations: list[dict], steps: list[dict], annotations: list[dict],
                        rollouts: list[dict], verdicts: list[dict], labels: list[dict],
-                       branches: dict[str, dict]) -> dict:  # fmt: skip
+                       branches: dict[str, dict], beams: dict[str, list[tuple]]) -> dict:  # fmt: skip
     by_step: dict[str, dict[int | None, list[dict]]] = {"annotations": {}, "rollouts": {}, "verdicts": {}}
     for a in annotations:
         by_step["annotations"].setdefault(a["step_id"], []).append(
@@ -410,6 +502,16 @@ def _trajectory_record(t: dict, segmentations: list[dict], steps: list[dict], an
             if branch[name] is not None and meta.get(name) == t[column]:
                 meta[name] = branch[name]
         record["meta"] = meta
+    for search_id, search_key, job_id, job_key in beams.get(t["key"], ()):
+        # A final beam's meta names its search and that search's job by id (core.store.searches):
+        # written as keys, and set back to ids where the import stores the search.
+        meta = record["meta"]
+        if isinstance(meta, dict) and _is_id(meta.get("search"), search_id):
+            meta = {**meta, "search": search_key}
+            if job_key is not None and _is_id(meta.get("job_id"), job_id):
+                meta["job_id"] = job_key
+            record["meta"] = meta
+            break
     record["current_segmentation"] = next(
         (i for i, s in enumerate(segmentations) if s["id"] == t["current_segmentation_id"]), len(segmentations) - 1
     )
@@ -429,6 +531,10 @@ def _trajectory_record(t: dict, segmentations: list[dict], steps: list[dict], an
     if labels:
         record["labels"] = [{k: x[k] for k in ("annotator", "flawed_process", "dwell_ms", "created_at")} for x in labels]
     return record
+
+
+def _is_id(value: Any, row_id: int | None) -> bool:
+    return row_id is not None and isinstance(value, int) and not isinstance(value, bool) and value == row_id
 
 
 def _keyed(row: dict, columns: tuple[str, ...]) -> dict:
@@ -460,7 +566,7 @@ IMPORTER = Importer(
 EXPORTER = Exporter(
     name="jsonl",
     description="complete dump: problems, trajectories, segmentations, steps, labels, "
-                "rollouts, verdicts, jobs",
+                "rollouts, verdicts, rollout trees, searches, jobs",
     needs_labels=False,
     write=export,
 )

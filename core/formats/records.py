@@ -165,10 +165,58 @@ class Tree:
 
 
 @dataclass
+class SearchCandidate:
+    """A candidate a search considered (core.store.searches), its node and final-beam trajectory by key."""
+
+    candidate: int
+    node: str  # the rollout tree node's key
+    depth: int
+    call: int
+    text: str
+    num_tokens: int
+    mark: str
+    finished: bool = False
+    parent: int | None = None
+    finish_reason: str | None = None
+    score: float | None = None
+    rank: int | None = None
+    subtree: int | None = None
+    prior: float | None = None
+    visits: int = 0
+    value_sum: float = 0.0
+    trajectory: str | None = None  # a final beam's trajectory key
+
+
+@dataclass
+class Search:
+    """One problem searched by one job (named by key): its row, its journal (events, in order) and
+    its candidates. `key` links the final beams' meta ("search") to it within a dump."""
+
+    key: str
+    policy: str
+    strategy: str
+    scorer: str
+    scorer_kind: str
+    status: str
+    created_at: str
+    job: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    scorer_fingerprint: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
+    answer: str | None = None
+    correct: bool | None = None
+    compute: dict[str, Any] | None = None
+    finished_at: str | None = None
+    events: list[dict] = field(default_factory=list)
+    candidates: list[SearchCandidate] = field(default_factory=list)
+
+
+@dataclass
 class Item:
     problem: Problem
     trajectories: list[Trajectory] = field(default_factory=list)
     tree: Tree | None = None
+    searches: list[Search] = field(default_factory=list)
     # The problem's key as the file wrote it (its own dataset), where that can differ from the
     # key it is stored under (an import with --dataset): keys in the file are translated.
     file_problem_key: str | None = None
@@ -188,6 +236,7 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     heartbeat_at: str | None = None
+    compute: dict[str, Any] | None = None  # what the job spent (search jobs); None in older dumps
     # The manifest fields (MANIFEST_ID_FIELDS paths) that hold keys instead of ids; an import
     # turns them back into the ids the rows get in the importing database.
     ids_as_keys: list[str] = field(default_factory=list)

@@ -49,7 +49,8 @@ except ImportError:  # no POSIX locks (Windows): a killed import is then not und
 
 VERDICT_KINDS = ("step", "outcome", "critic")
 # Every table an import writes, children first: the order an undo deletes in.
-IMPORT_TABLES = ("annotations", "trajectory_labels", "rollouts", "verdicts", "steps", "trajectories",
+# (searches first: their candidates name nodes; their events and candidates go with them, by cascade)
+IMPORT_TABLES = ("searches", "annotations", "trajectory_labels", "rollouts", "verdicts", "steps", "trajectories",
                  "segmentations", "nodes", "problems", "annotators", "verifiers", "jobs")  # fmt: skip
 UNDO_CHUNK = 5000
 # Names the app may have started using during the import stay (their rows would be orphaned).
@@ -84,7 +85,8 @@ class ImportBatch:
     key, text; parents first), tree_rollouts (a rollout's fields and its node's key), marks
     (rollout key, selected, first_error, branch trajectory key, job, updated_at) and branches
     (trajectory key, its parent node and rollout keys, and file_node: the node key the file
-    wrote, which its meta may name).
+    wrote, which its meta may name). searches: a search's fields (core.formats.records.Search), with
+    problem_key, and its candidates' node and trajectory keys (core.store.searches writes them).
     """
 
     jobs: list[dict] = field(default_factory=list)
@@ -100,6 +102,7 @@ class ImportBatch:
     tree_rollouts: list[dict] = field(default_factory=list)
     marks: list[dict] = field(default_factory=list)
     branches: list[dict] = field(default_factory=list)
+    searches: list[dict] = field(default_factory=list)
     rows: int = 0  # rows it will write, roughly (the batch size counts these)
 
 
@@ -231,6 +234,8 @@ class ImportQueries(ConnectionBase):
             self._write_verdicts(conn, batch, trajectories, steps, jobs, stamp)
             self._write_labels(conn, batch, trajectories, annotators, stamp)
             self._write_tree(conn, batch, problems, jobs, import_id, tops["trajectories"], stamp)
+            self.write_imported_searches(conn, batch.searches, problems=problems, jobs=jobs, import_id=import_id,
+                                         top_trajectory=tops["trajectories"], stamp=stamp)  # core.store.searches
             added = {}
             for table, top in self._tops(conn).items():
                 added[table] = top - tops[table]
@@ -268,19 +273,19 @@ class ImportQueries(ConnectionBase):
     def _write_jobs(self, conn: sqlite3.Connection, batch: ImportBatch, stamp: str) -> dict:
         """(key, line) -> job id for every job reference of the batch, checked: a job is stored
         already or defined on an earlier line."""
-        refs = (*batch.rollouts, *batch.verdicts, *batch.tree_rollouts, *batch.marks)
+        refs = (*batch.rollouts, *batch.verdicts, *batch.tree_rollouts, *batch.marks, *batch.searches)
         referenced = {r["job"] for r in refs if r["job"] is not None}
         first_line: dict[str, int] = {}
         for job in batch.jobs:
             first_line.setdefault(job["key"], job["line"])
         stored = self._job_rows(conn, referenced | set(first_line))
         columns = ("key", "kind", "status", "manifest", "planned", "done", "tokens", "error", "created_at",
-                   "started_at", "finished_at", "heartbeat_at")  # fmt: skip
+                   "started_at", "finished_at", "heartbeat_at", "compute")  # fmt: skip
+        encode = {"manifest": _json, "compute": lambda v: None if v is None else _json(v), "created_at": lambda v: v or stamp}
         self._insert(
             conn,
             f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT DO NOTHING",
-            [tuple(_json(j[c]) if c == "manifest" else (j[c] or stamp) if c == "created_at" else j[c] for c in columns)
-             for j in batch.jobs],
+            [tuple(encode[c](j.get(c)) if c in encode else j[c] for c in columns) for j in batch.jobs],
             [j["line"] for j in batch.jobs], "jobs",
         )  # fmt: skip
         known = {**self._job_rows(conn, set(first_line)), **stored}
