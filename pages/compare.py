@@ -22,86 +22,82 @@ from core.views.access import EDIT_PROJECT
 from core.views.demo import DEMO_ROLLOUTS, queue_compare_demo
 from pages._access import act, allowed, open_store
 from pages._demo import demo_study
-from pages._shared import db_path, md, policy, store_for
+from pages._shared import db_path, md, policy, stale_notice, store_for
 
 store = open_store()
 st.title("Compare")
 
-# Every cache below holds compact arrays or small results, keyed by `version` (the data version:
-# it changes with every label, rollout, verdict or trajectory change). The results the page shows
-# are also kept beside the database (`remembered`, core.store.disk_cache), so a new server process
-# shows an unchanged database's figures without reading its labels again.
+# The page's figures are kept per data version (`version`: it changes with every label, rollout,
+# verdict or trajectory change) in this process and beside the database (`remembered`,
+# core.store.disk_cache), so a new server process shows an unchanged database's figures without
+# reading its labels again; after a change, figures that take a while are shown as they were
+# (`stale` says so at the top) while the current ones are computed in the background. The compact
+# arrays several figures read (ratings, steps, a source's values) are kept on the store for the
+# data version (`memoized`), not in Streamlit's caches, which any client can clear.
+stale = stale_notice()
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
-def cached_ratings(path: str, dataset: str | None, version: tuple, first: bool = False):
+def cached_ratings(path: str, dataset: str | None, first: bool = False):
     """Every rating with its latents (arrays, read-only), read once for the steps and the latents."""
-    return rating_rows(store_for(path), dataset, first)
+    return store_for(path).memoized(("ratings", dataset, first), lambda: rating_rows(store_for(path), dataset, first))
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def cached_steps(path: str, dataset: str | None, version: tuple, first: bool = False):
+def cached_steps(path: str, dataset: str | None, first: bool = False):
     """The labelled steps (arrays, shared read-only: not copied per rerun) for one state of the database."""
-    return labelled_steps(store_for(path), dataset, first, cached_ratings(path, dataset, version, first))
+    return store_for(path).memoized(("labelled steps", dataset, first), lambda: labelled_steps(
+        store_for(path), dataset, first, cached_ratings(path, dataset, first)))
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _cached_values(path: str, source: str, policy_name: str, version: tuple, every_step: bool = False):
-    return source_values(store_for(path), source, policy_name, every_step)
-
-
-def cached_values(path: str, source: str, policy_name: str, version: tuple, every_step: bool = False):
+def cached_values(path: str, source: str, policy_name: str, every_step: bool = False):
     """(step ids, numbers) of one automatic source: one query, shared by sources with the same numbers;
     `every_step`: on unrated steps too (what an automatic reference needs)."""
-    return _cached_values(path, values_key(source), policy_name, version, every_step)
+    key = values_key(source)
+    return store_for(path).memoized(("values", key, policy_name, every_step),
+                                    lambda: source_values(store_for(path), key, policy_name, every_step))
 
 
-def values_for(path: str, source: str, policy_name: str, step_ids, version: tuple, every_step: bool = False):
-    return align_values(*cached_values(path, source, policy_name, version, every_step), step_ids)
+def values_for(path: str, source: str, policy_name: str, step_ids, every_step: bool = False):
+    return align_values(*cached_values(path, source, policy_name, every_step), step_ids)
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def cached_reference_steps(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float,
-                           version: tuple):  # fmt: skip
+def cached_reference_steps(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float):
     """An automatic reference's labels (arrays, shared read-only) on every step it has a number for."""
-    return reference_steps(store_for(path), reference, policy_name, threshold, dataset,
-                           cached_values(path, reference, policy_name, version, True))  # fmt: skip
+    return store_for(path).memoized(("reference steps", dataset, reference, policy_name, threshold), lambda: (
+        reference_steps(store_for(path), reference, policy_name, threshold, dataset,
+                        cached_values(path, reference, policy_name, True))))  # fmt: skip
 
 
-def units(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float, version: tuple,
-          first: bool, automatic: bool):  # fmt: skip
+def units(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float, first: bool,
+          automatic: bool):  # fmt: skip
     """The steps compared, with the reference's labels: the rated steps, or an automatic reference's."""
     if automatic:
-        return cached_reference_steps(path, dataset, reference, policy_name, threshold, version)
-    return cached_steps(path, dataset, version, first)
+        return cached_reference_steps(path, dataset, reference, policy_name, threshold)
+    return cached_steps(path, dataset, first)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_summary(path: str, dataset: str | None, version: tuple, first: bool = False):
     """(rated steps, annotator names): what the page needs of the labels before any figure."""
     def compute():
-        steps = cached_steps(path, dataset, version, first)
+        steps = cached_steps(path, dataset, first)
         return len(steps), annotator_names(steps)
 
-    return remembered(store_for(path), "compare-summary", (dataset, first), version, compute)
+    return remembered(store_for(path), "compare-summary", (dataset, first), version, compute, stale)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def cached_comparison(path: str, dataset: str | None, source: str, reference: str, policy_name: str,
                       threshold: float, version: tuple, first: bool = False, automatic: bool = False):  # fmt: skip
     def compute():
-        steps = units(path, dataset, reference, policy_name, threshold, version, first, automatic)
-        values = values_for(path, source, policy_name, steps.step_id, version, automatic)
+        steps = units(path, dataset, reference, policy_name, threshold, first, automatic)
+        values = values_for(path, source, policy_name, steps.step_id, automatic)
         return compare(store_for(path), steps, source, reference, policy_name, threshold, values)
 
     key = (dataset, source, reference, policy_name, threshold, first, automatic)
-    return remembered(store_for(path), "compare", key, version, compute)
+    return remembered(store_for(path), "compare", key, version, compute, stale)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_agreement(path: str, dataset: str | None, version: tuple, first: bool = False):
     return remembered(store_for(path), "compare-annotators", (dataset, first), version,
-                      lambda: inter_annotator(cached_steps(path, dataset, version, first)))
+                      lambda: inter_annotator(cached_steps(path, dataset, first)), stale)
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -174,24 +170,22 @@ with right:
     st.subheader("By step position")
     st.vega_lite_chart(position_chart(result.by_position), width="stretch")
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_threshold(path: str, dataset: str | None, source: str, reference: str, version: tuple, first: bool,
                      automatic: bool, policy_name: str, threshold: float):  # fmt: skip
     """The PRM threshold chosen against the reference's first errors (an automatic reference's labels
     depend on the policy and the threshold, so they are part of its key)."""
     def compute():
-        steps = units(path, dataset, reference, policy_name, threshold, version, first, automatic)
+        steps = units(path, dataset, reference, policy_name, threshold, first, automatic)
         return threshold_choice(store_for(path), steps, source, reference,
-                                values_for(path, source, "", steps.step_id, version, automatic))  # fmt: skip
+                                values_for(path, source, "", steps.step_id, automatic))  # fmt: skip
 
     key = (dataset, source, reference, first, *((policy_name, threshold) if automatic else ()))
-    return remembered(store_for(path), "compare-threshold", key, version, compute)
+    return remembered(store_for(path), "compare-threshold", key, version, compute, stale)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_agreement_kept(path: str, source: str, policy_name: str, version: tuple):
     return remembered(store_for(path), "compare-mc-agreement", (source, policy_name), version,
-                      lambda: agreement_kept(store_for(path), source, policy_name))
+                      lambda: agreement_kept(store_for(path), source, policy_name), stale)
 
 
 def prm_section() -> None:
@@ -237,23 +231,21 @@ if result.disagreements:
         column_config={"explore": st.column_config.LinkColumn("explore", display_text="open in Explore")},
     )  # fmt: skip
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_sources(path: str, dataset: str | None, reference: str, policy_name: str, threshold: float, version: tuple,
                    first: bool, automatic: bool):  # fmt: skip
     def compute():
-        steps = units(path, dataset, reference, policy_name, threshold, version, first, automatic)
-        values = {name: values_for(path, name, policy_name, steps.step_id, version, automatic)
+        steps = units(path, dataset, reference, policy_name, threshold, first, automatic)
+        values = {name: values_for(path, name, policy_name, steps.step_id, automatic)
                   for name in source_names(store_for(path))}  # fmt: skip
         return step_level_rows(store_for(path), steps, reference, policy_name, threshold, values)
 
     key = (dataset, reference, policy_name, threshold, first, automatic)
-    return remembered(store_for(path), "compare-sources", key, version, compute)
+    return remembered(store_for(path), "compare-sources", key, version, compute, stale)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_outcomes(path: str, dataset: str | None, version: tuple):
     return remembered(store_for(path), "compare-outcomes", (dataset,), version,
-                      lambda: outcome_rows(store_for(path), dataset))
+                      lambda: outcome_rows(store_for(path), dataset), stale)
 
 
 every_source = cached_sources(db_path(), dataset, reference, policy(), threshold, version, first, automatic)
@@ -276,16 +268,16 @@ def annotators_section() -> None:
         st.caption("No step was rated by two annotators yet.")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_latents(path: str, source: str, policy_name: str, threshold: float, dataset: str | None, version: tuple):
     """What Compare shows of the latents (small tables), from every rating's latents and its
     agreement with the source at the threshold."""
     def compute():
         return latent_views(latent_rows(store_for(path), source, policy_name, threshold, dataset,
-                                        cached_values(path, source, policy_name, version),
-                                        cached_ratings(path, dataset, version, False)))
+                                        cached_values(path, source, policy_name),
+                                        cached_ratings(path, dataset, False)))
 
-    return remembered(store_for(path), "compare-latents", (source, policy_name, threshold, dataset), version, compute)
+    return remembered(store_for(path), "compare-latents", (source, policy_name, threshold, dataset), version, compute,
+                      stale)
 
 
 def latents_section() -> None:

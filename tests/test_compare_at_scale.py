@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -603,7 +605,73 @@ def test_results_kept_beside_the_database_follow_the_data_version_and_refuse_for
     forged = bytearray(entry.read_bytes())
     forged[-5] ^= 1
     entry.write_bytes(bytes(forged))
-    assert remembered(again, "x", ("b",), (2,), compute) == {"figure": 4}  # the signature fails: computed again
+    third = Store.open(tmp_path / "kept.db")
+    assert remembered(third, "x", ("b",), (2,), compute) == {"figure": 4}  # the signature fails: computed again
+
+
+def _wait_for_background(timeout: float = 30.0) -> None:
+    from core.store.disk_cache import revalidating
+
+    deadline = time.monotonic() + timeout
+    while revalidating():
+        assert time.monotonic() < deadline, "the background computation never finished"
+        time.sleep(0.01)
+
+
+def test_after_a_change_a_slow_result_is_shown_as_it_was_while_the_current_one_is_computed(tmp_path, monkeypatch):
+    from core.store import disk_cache
+    from core.store.disk_cache import remembered
+
+    monkeypatch.setattr(disk_cache, "REVALIDATE_AFTER_S", 0.0)  # every result counts as slow
+    store = Store.open(tmp_path / "stale.db")
+    told, gate = [], threading.Event()
+
+    def compute(figure, wait=False):
+        def run():
+            if wait:
+                assert gate.wait(30)
+            return {"figure": figure}
+        return run
+
+    assert remembered(store, "x", ("a",), (1,), compute(1), told.append) == {"figure": 1}
+    assert told == []  # nothing earlier to show: computed in the open
+    assert remembered(store, "x", ("a",), (2,), compute(2, wait=True), told.append) == {"figure": 1}
+    assert [stale.name for stale in told] == ["x"] and told[0].computed_at <= time.time()
+    assert remembered(store, "x", ("a",), (2,), compute(3), told.append) == {"figure": 1}  # one computation at a time
+    assert disk_cache.revalidating() == 1
+    gate.set()
+    _wait_for_background()
+    assert remembered(store, "x", ("a",), (2,), compute(4), told.append) == {"figure": 2}
+    other = Store.open(tmp_path / "stale.db")  # another process finds the current one beside the database
+    assert remembered(other, "x", ("a",), (2,), compute(5)) == {"figure": 2}
+    # Without on_stale (a CLI, a test), the current figures are computed before returning.
+    assert remembered(other, "x", ("a",), (3,), compute(6)) == {"figure": 6}
+
+
+def test_a_result_that_computes_quickly_is_never_shown_stale(tmp_path):
+    from core.store.disk_cache import remembered
+
+    store = Store.open(tmp_path / "quick.db")
+    told = []
+    assert remembered(store, "x", ("a",), (1,), lambda: 1, told.append) == 1
+    assert remembered(store, "x", ("a",), (2,), lambda: 2, told.append) == 2 and told == []
+
+
+def test_a_background_computation_that_fails_is_computed_in_the_open_next(tmp_path, monkeypatch):
+    from core.store import disk_cache
+    from core.store.disk_cache import remembered
+
+    monkeypatch.setattr(disk_cache, "REVALIDATE_AFTER_S", 0.0)
+    store = Store.open(tmp_path / "failing.db")
+    remembered(store, "x", ("a",), (1,), lambda: 1, lambda stale: None)
+
+    def broken():
+        raise RuntimeError("the figures cannot be computed")
+
+    assert remembered(store, "x", ("a",), (2,), broken, lambda stale: None) == 1
+    _wait_for_background()
+    with pytest.raises(RuntimeError, match="cannot be computed"):  # the page shows the error, not the old figures
+        remembered(store, "x", ("a",), (2,), broken, lambda stale: None)
 
 
 def test_votes_over_large_groups_fall_back_to_the_scalar_ones():

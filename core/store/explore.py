@@ -12,7 +12,7 @@ from typing import Any
 
 from core.store.compare import DATA_VERSION_SQL
 from core.store.connection import ConnectionBase
-from core.store.disk_cache import remembered
+from core.store.disk_cache import OnStale, remembered
 from core.store.verdicts import preferred_order
 
 # Disagreement filters: which pairs of labels a step's human rating is checked against. A rating
@@ -23,8 +23,8 @@ DISAGREEMENTS = ("anything", "mc-hard", "judge", "annotators")
 
 # Each kind is found set-wise: the steps in disagreement by one grouped pass (GROUP BY step on an
 # index), joined to the current steps, as the trajectories they belong to. The set is computed once
-# per data version (_DisagreementMemo) and the page's list, count and next/previous queries read it
-# as a JSON array, so a rerun never repeats the grouping.
+# per data version (core.store.disk_cache.remembered) and the page's list, count and next/previous
+# queries read it as a JSON array, so a rerun never repeats the grouping.
 _CURRENT = """JOIN steps s ON s.id = d.step_id
               JOIN trajectories u ON u.id = s.trajectory_id AND u.current_segmentation_id = s.segmentation_id"""
 _DISAGREE_SQL = {
@@ -49,15 +49,6 @@ _DISAGREE_SQL = {
 }
 
 
-class _DisagreementMemo:
-    """Trajectory ids per (kind, policy), for one data version of one store (thread-safe enough:
-    a race computes the same set twice)."""
-
-    def __init__(self) -> None:
-        self.version: tuple | None = None
-        self.sets: dict[tuple[str, str | None], str] = {}
-
-
 @dataclass(frozen=True)
 class TrajectoryFilter:
     dataset: str | None = None
@@ -74,20 +65,15 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
+def _disagreeing(store: "ExploreQueries", kind: str, policy: str | None, on_stale: OnStale = None) -> str:
     """The ids of the trajectories with a rated current step where the human rating and `kind`
-    disagree, as a JSON array, remembered for the store's data version."""
+    disagree, as a JSON array, remembered for the store's data version (with `on_stale`, an
+    earlier version's while the current one is computed: core.store.disk_cache.remembered)."""
     if kind not in DISAGREEMENTS:
         raise ValueError(f"unknown disagreement {kind!r}")
-    memo = store.__dict__.setdefault("_disagreement_memo", _DisagreementMemo())
     version = tuple(store.conn.execute(DATA_VERSION_SQL).fetchone())
-    if memo.version != version:
-        memo.version, memo.sets = version, {}
     key = (kind, policy if kind in ("mc-hard", "anything") else None)
-    if key in memo.sets:
-        return memo.sets[key]
-    memo.sets[key] = remembered(store, "explore-disagree", key, version, lambda: _find_disagreeing(store, kind, policy))
-    return memo.sets[key]
+    return remembered(store, "explore-disagree", key, version, lambda: _find_disagreeing(store, kind, policy), on_stale)
 
 
 def _find_disagreeing(store: "ExploreQueries", kind: str, policy: str | None) -> str:
@@ -104,7 +90,7 @@ def _find_disagreeing(store: "ExploreQueries", kind: str, policy: str | None) ->
     return json.dumps(sorted(found))
 
 
-def _where(store: "ExploreQueries", filters: TrajectoryFilter) -> tuple[str, list[Any]]:
+def _where(store: "ExploreQueries", filters: TrajectoryFilter, on_stale: OnStale = None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if filters.dataset is not None:
@@ -125,7 +111,7 @@ def _where(store: "ExploreQueries", filters: TrajectoryFilter) -> tuple[str, lis
         params.append(_like(filters.search.strip()))
     if filters.disagree is not None:
         clauses.append("t.id IN (SELECT value FROM json_each(?))")
-        params.append(_disagreeing(store, filters.disagree, filters.policy))
+        params.append(_disagreeing(store, filters.disagree, filters.policy, on_stale))
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -133,22 +119,24 @@ _FROM = "FROM trajectories t JOIN problems p ON p.id = t.problem_id"
 
 
 class ExploreQueries(ConnectionBase):
-    def find_trajectories(self, filters: TrajectoryFilter, *, limit: int, offset: int = 0) -> list[dict]:
+    def find_trajectories(self, filters: TrajectoryFilter, *, limit: int, offset: int = 0,
+                          on_stale: OnStale = None) -> list[dict]:  # fmt: skip
         """Matching trajectories by id: id, dataset, source, model, correct, question."""
-        where, params = _where(self, filters)
+        where, params = _where(self, filters, on_stale)
         return self._rows(
             f"SELECT t.id, p.dataset, t.source, t.model, t.correct, p.question {_FROM} {where}"
             " ORDER BY t.id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
 
-    def count_matching_trajectories(self, filters: TrajectoryFilter) -> int:
-        where, params = _where(self, filters)
+    def count_matching_trajectories(self, filters: TrajectoryFilter, on_stale: OnStale = None) -> int:
+        where, params = _where(self, filters, on_stale)
         return int(self._scalar(f"SELECT COUNT(*) {_FROM} {where}", params))
 
-    def neighbour_trajectory(self, filters: TrajectoryFilter, current: int, direction: int) -> int | None:
+    def neighbour_trajectory(self, filters: TrajectoryFilter, current: int, direction: int,
+                             on_stale: OnStale = None) -> int | None:  # fmt: skip
         """The next (direction 1) or previous (-1) matching trajectory by id, or None."""
-        where, params = _where(self, filters)
+        where, params = _where(self, filters, on_stale)
         compare, order = (">", "ASC") if direction > 0 else ("<", "DESC")
         where = f"{where} AND t.id {compare} ?" if where else f"WHERE t.id {compare} ?"
         found = self._scalar(f"SELECT t.id {_FROM} {where} ORDER BY t.id {order} LIMIT 1", [*params, current])
