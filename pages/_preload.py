@@ -28,6 +28,7 @@ import core.prm  # noqa: F401
 import core.sample_solutions  # noqa: F401
 import core.store  # noqa: F401
 import core.store.access  # noqa: F401
+import core.store.disk_cache  # noqa: F401
 import core.views.access  # noqa: F401
 import core.views.annotate  # noqa: F401
 import core.views.best_of_n  # noqa: F401
