@@ -19,6 +19,10 @@ CONFIDENCE = 0.95
 # most per step for adaptive and first-error) and the rollouts a round samples per step.
 ROLLOUTS_PER_STEP = 16
 ROUND_SIZE = 4
+# Past this many steps an estimate that names no strategy runs the first-error search (Explore's
+# Strategy default and `stepscope estimate` without --strategy): fixed N samples every step (N x
+# 2,000 rollouts on a 2,000-step trace), the search at most N per halving of the steps.
+FIRST_ERROR_FROM_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,11 @@ class Strategy(Protocol):
         """The most rollouts it asks for at one step: N."""
 
     def budget(self, num_steps: int) -> int:
-        """The most rollouts this strategy can spend on a trajectory (for progress and ETA)."""
+        """The most rollouts this strategy can spend on a trajectory with nothing stored."""
+
+    def most_to_spend(self, counts: Sequence[Counts], outcome: bool | None = None) -> int:
+        """The most rollouts `request` can still ask for on a trajectory, given what is stored:
+        the budget said before a job starts (exact for fixed N, an upper bound otherwise)."""
 
     def describe(self) -> dict:
         """Parameters for the job manifest."""
@@ -114,6 +122,9 @@ class FixedN:
 
     def budget(self, num_steps: int) -> int:
         return self.n * num_steps
+
+    def most_to_spend(self, counts: Sequence[Counts], outcome: bool | None = None) -> int:
+        return sum(self.request(counts, outcome))  # one round tops every step up: exact
 
     def describe(self) -> dict:
         return {"strategy": self.name, "n": self.n}
@@ -160,6 +171,9 @@ class Adaptive:
     def budget(self, num_steps: int) -> int:
         return self.max_per_step * num_steps
 
+    def most_to_spend(self, counts: Sequence[Counts], outcome: bool | None = None) -> int:
+        return sum(0 if self.settled(c) else self.max_per_step - c.n for c in counts)
+
     def describe(self) -> dict:
         return {
             "strategy": self.name, "round_size": self.round_size, "n": self.max_per_step,
@@ -200,22 +214,28 @@ class FirstErrorSearch:
 
     def _search(self, counts: Sequence[Counts], outcome: bool | None) -> tuple[int | None, int]:
         """(the step to settle next or None when done, the first unreachable step or -1)."""
+        step, first_unreachable, _ = self._walk(counts, outcome)
+        return step, first_unreachable
+
+    def _walk(self, counts: Sequence[Counts], outcome: bool | None) -> tuple[int | None, int, int]:
+        """The binary search over what is known: `_search`'s pair and the number of steps still
+        in its interval where it stops (0 when done)."""
         if not counts:
-            return None, -1
+            return None, -1, 0
         last = len(counts) - 1
         if self.status(counts, last, outcome) is True:
-            return None, -1  # reachable to the end: by monotonicity no step is an error
+            return None, -1, 0  # reachable to the end: by monotonicity no step is an error
         low, high, first_unreachable = 0, last, -1
         while low <= high:
             middle = (low + high) // 2
             known = self.status(counts, middle, outcome)
             if known is None:
-                return middle, first_unreachable
+                return middle, first_unreachable, high - low + 1
             if known:
                 low = middle + 1
             else:
                 first_unreachable, high = middle, middle - 1
-        return None, first_unreachable
+        return None, first_unreachable, 0
 
     def request(self, counts: Sequence[Counts], outcome: bool | None = None) -> list[int]:
         need = [0] * len(counts)
@@ -231,6 +251,19 @@ class FirstErrorSearch:
     def budget(self, num_steps: int) -> int:
         return self.max_per_step * max(1, math.ceil(math.log2(num_steps + 1)))
 
+    def most_to_spend(self, counts: Sequence[Counts], outcome: bool | None = None) -> int:
+        """The search settles one step per level of a binary search over the interval it has
+        left (m steps: m.bit_length() = ceil(log2(m + 1)) levels), and settling a step takes at
+        most `max_per_step - n` more rollouts (a round is cut to what the step lacks): the step it
+        probes now, then at most N on each level below. None on a trajectory whose final answer is
+        correct or whose search is over. A bound, not a forecast: a level whose step the stored
+        rollouts settle costs nothing, and a reachable step stops at its first success. With
+        nothing stored it is budget()."""
+        step, _, interval = self._walk(counts, outcome)
+        if step is None:
+            return 0
+        return self.max_per_step - counts[step].n + self.max_per_step * (interval.bit_length() - 1)
+
     def describe(self) -> dict:
         return {"strategy": self.name, "round_size": self.round_size, "n": self.max_per_step}
 
@@ -240,6 +273,12 @@ class FirstErrorSearch:
 # only conversions, at the job row's manifest.
 AnyStrategy = Union[FixedN, Adaptive, FirstErrorSearch]
 STRATEGY_NAMES = ("fixed", "adaptive", "first-error")
+
+
+def default_strategy_name(num_steps: int) -> str:
+    """The strategy an estimate of a trajectory of `num_steps` steps uses when none is named: the
+    first-error search past FIRST_ERROR_FROM_STEPS steps, fixed N up to it."""
+    return FirstErrorSearch.name if num_steps > FIRST_ERROR_FROM_STEPS else FixedN.name
 
 
 def make_strategy(name: str, n: int = ROLLOUTS_PER_STEP, round_size: int = ROUND_SIZE, width: float = Adaptive.width,

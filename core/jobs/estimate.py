@@ -20,7 +20,10 @@ from core.jobs.spec import (
     MAX_N, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, require_ids, sampling_from,
     splitters_of,
 )  # fmt: skip
-from core.mcpe import AnyStrategy, Counts, FixedN, strategy_from_manifest
+from core.mcpe import (
+    ROLLOUTS_PER_STEP, ROUND_SIZE, STRATEGY_NAMES, AnyStrategy, Counts, FixedN, default_strategy_name, make_strategy,
+    strategy_from_manifest,
+)  # fmt: skip
 from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template, policy_context, step_prefixes
 
 # The CLI reads this module's defaults when it starts, so what is slow to import (the grader's
@@ -118,14 +121,67 @@ def batch_requests(requests: Sequence[Request], rows_per_call: int, *, quick_fir
 
 
 def planned_rollouts(store: Store, tasks: Sequence[TrajectoryTask], strategy, policy: str) -> int:
-    """Exact for fixed N; for adaptive and first-error search an upper bound (their budget)."""
-    first_round = sum(r.n for r in plan_round(store, tasks, strategy, policy))
-    if strategy.name == "fixed":
-        return first_round
+    """The most rollouts the strategy can still ask for on these tasks, given what is stored
+    (core.mcpe's most_to_spend): exact for fixed N, an upper bound for adaptive and first-error."""
     step_ids = [s.step_id for t in tasks for s in t.steps]
-    stored = sum(n for n, _ in store.step_value_counts(step_ids, model=policy).values())
-    budget = sum(strategy.budget(len(t.steps)) for t in tasks)
-    return max(first_round, budget - stored)
+    stored = store.step_value_counts(step_ids, model=policy)
+    return sum(strategy.most_to_spend([Counts(*stored[s.step_id]) for s in t.steps], t.outcome) for t in tasks)
+
+
+def stored_counts(store: Store, trajectory_ids: Sequence[int], policy: str) -> list[tuple[list[Counts], bool | None]]:
+    """What a strategy sees when a job starts, for each trajectory: the stored counts of the
+    policy's rollouts per step and the graded outcome (load_tasks' grade), without building
+    the prompts."""
+    from core.grading import grade
+
+    steps, outcomes = [], []
+    for trajectory_id in trajectory_ids:
+        trajectory = store.get_trajectory(trajectory_id)
+        if trajectory is None:
+            raise StepScopeError(f"trajectory {trajectory_id} does not exist")
+        if not trajectory.get("gold"):
+            raise StepScopeError(f"trajectory {trajectory_id}: its problem has no gold answer to grade against")
+        steps.append([s["id"] for s in store.steps(trajectory_id)])
+        outcomes.append(grade(trajectory["solution"], trajectory["gold"]).correct)
+    stored = store.step_value_counts([i for ids in steps for i in ids], model=policy)
+    return [([Counts(*stored[i]) for i in ids], outcome) for ids, outcome in zip(steps, outcomes)]
+
+
+@dataclass(frozen=True)
+class EstimatePlan:
+    """One estimate job as it will start: its strategy, its trajectories and the most rollouts it
+    can sample on them given what is stored (exact for fixed N, an upper bound otherwise)."""
+
+    strategy: AnyStrategy
+    trajectory_ids: tuple[int, ...]
+    most_rollouts: int
+    longest: int  # steps of its longest trajectory
+
+    @property
+    def exact(self) -> bool:
+        return self.strategy.name == FixedN.name
+
+
+def plan_estimate(store: Store, trajectory_ids: Sequence[int], policy: str, strategy: AnyStrategy | None = None, *,
+                  n: int = ROLLOUTS_PER_STEP, round_size: int = ROUND_SIZE) -> list[EstimatePlan]:  # fmt: skip
+    """The estimate jobs to run on these trajectories with their budgets: one with `strategy`, or,
+    when none is named, the first-error search on the trajectories longer than
+    FIRST_ERROR_FROM_STEPS steps and fixed N on the others (core.mcpe.default_strategy_name),
+    N and the round size as given. Empty groups make no plan."""
+    state = stored_counts(store, trajectory_ids, policy)
+    groups: dict[str, list[int]] = {}
+    for trajectory_id, (counts, _) in zip(trajectory_ids, state):
+        name = strategy.name if strategy is not None else default_strategy_name(len(counts))
+        groups.setdefault(name, []).append(trajectory_id)
+    by_id = dict(zip(trajectory_ids, state))
+    plans = []
+    for name in sorted(groups, key=STRATEGY_NAMES.index, reverse=True):  # first-error, then fixed
+        chosen = strategy if strategy is not None else make_strategy(name, n=n, round_size=round_size)
+        ids = tuple(groups[name])
+        plans.append(EstimatePlan(
+            chosen, ids, sum(chosen.most_to_spend(*by_id[i]) for i in ids), max(len(by_id[i][0]) for i in ids),
+        ))  # fmt: skip
+    return plans
 
 
 def run_estimate(
