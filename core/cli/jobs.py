@@ -19,7 +19,7 @@ from core.cli.options import (
 from core.cli.output import console
 from core.errors import StepScopeError
 from core.jobs.estimate import EstimateSpec
-from core.mcpe import ROUND_SIZE
+from core.mcpe import FIRST_ERROR_FROM_STEPS, ROUND_SIZE
 from core.models import DEFAULT_MODEL
 
 jobs_app = command_group("List, resume and cancel jobs.")
@@ -28,8 +28,9 @@ DEFAULT_STRATEGY = spec_default(EstimateSpec, "strategy")
 SUMMARY_TRAJECTORIES = 10  # an estimate's table after the run: a glance, not the data
 
 
-def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
-    """Claim the job and run it here with a progress bar; returns its final status."""
+def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0, engines=None) -> str:
+    """Claim the job and run it here with a progress bar; returns its final status. Jobs run one
+    after another with the same `engines` (a core.jobs.runner.EngineCache) load their model once."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from core.jobs.runner import HEARTBEAT_SECONDS, EngineCache, claim_job, run_job
@@ -55,7 +56,7 @@ def run_in_foreground(store, job_id: int, wait_for_stale: float = 0.0) -> str:
                 total=max(progress.planned, progress.done), rate=f"{progress.tokens_per_second:.0f} tok/s",
             )  # fmt: skip
 
-        status = run_job(store, job, EngineCache(), on_progress=update)
+        status = run_job(store, job, engines or EngineCache(), on_progress=update)
     finished = store.get_job(job_id)
     if status == "failed":
         raise StepScopeError(f"job {job_id} failed: {finished['error']}")
@@ -100,7 +101,10 @@ def estimate_command(
     n: Annotated[int, typer.Option(
         "--n", min=1, help="rollouts per step (the most per step for adaptive and first-error)",
     )] = DEFAULT_STRATEGY.most_per_step,
-    strategy: Annotated[str, typer.Option(help="fixed | adaptive | first-error")] = DEFAULT_STRATEGY.name,
+    strategy: Annotated[Optional[str], typer.Option(
+        help=f"fixed | adaptive | first-error, for every trajectory (default: first-error on those longer than "
+             f"{FIRST_ERROR_FROM_STEPS} steps, fixed on the others)",
+    )] = None,
     round_size: Annotated[int, typer.Option(min=1, help="adaptive and first-error: rollouts per round")] = ROUND_SIZE,
     selection: TrajectorySelection = TrajectorySelection(),
     engine: EngineChoice = EngineChoice(),
@@ -110,22 +114,73 @@ def estimate_command(
     ),
     db: Database = None,
 ) -> None:
-    """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored."""
-    from core.jobs.runner import queue
+    """Monte Carlo values for every step: rollouts from each step's prefix, graded and stored.
+    Before it samples it says the budget: the most rollouts the jobs can take (exact for fixed N)."""
+    from core.jobs.estimate import plan_estimate
+    from core.jobs.runner import EngineCache, queue
     from core.mcpe import make_strategy
 
-    chosen = as_usage_error(lambda: make_strategy(strategy, n=n, round_size=round_size), "--strategy")
+    chosen = None if strategy is None else as_usage_error(
+        lambda: make_strategy(strategy, n=n, round_size=round_size), "--strategy"
+    )  # fmt: skip
     store = open_store(db)
     ids = selection.resolve(store)
-    job_id = queue(store, EstimateSpec(
-        policy=policy, trajectory_ids=ids, strategy=chosen,
-        sampling=sampling.params(), rows_per_call=rows_per_call, **engine.spec_fields(),
-    ))  # fmt: skip
-    run_in_foreground(store, job_id)
+
+    def spec(plan_strategy, trajectory_ids) -> EstimateSpec:
+        return EstimateSpec(
+            policy=policy, trajectory_ids=trajectory_ids, strategy=plan_strategy,
+            sampling=sampling.params(), rows_per_call=rows_per_call, **engine.spec_fields(),
+        )  # fmt: skip
+
+    # Checked on every trajectory before anything is read for the budget, as a job checks it.
+    spec(chosen or make_strategy("first-error", n=n, round_size=round_size), ids).validate(store)
+    plans = plan_estimate(store, ids, policy, chosen, n=n, round_size=round_size)
+    if chosen is None:
+        console.print(strategy_line(plans), highlight=False)
+    console.print(budget_line(plans), highlight=False)
+    engines = EngineCache()  # the search's job and fixed N's share the loaded policy
+    for plan in plans:
+        run_in_foreground(store, queue(store, spec(plan.strategy, plan.trajectory_ids)), engines=engines)
     print_values(store, ids[:SUMMARY_TRAJECTORIES], policy)
     if len(ids) > SUMMARY_TRAJECTORIES:
         console.print(f"the first {SUMMARY_TRAJECTORIES} of {len(ids)} trajectories shown; every value is stored "
                       "(stepscope export, or Explore in the app)", highlight=False)  # fmt: skip
+
+
+def _trajectories(count: int) -> str:
+    return f"{count:,} trajectory" if count == 1 else f"{count:,} trajectories"
+
+
+def strategy_line(plans) -> str:
+    """Which strategy the trajectories get when --strategy names none (core.mcpe.default_strategy_name)."""
+    parts = []
+    for plan in plans:
+        count = len(plan.trajectory_ids)
+        if plan.strategy.name == "first-error":
+            parts.append(f"first-error search on {_trajectories(count)} longer than {FIRST_ERROR_FROM_STEPS} steps")
+        elif len(plans) > 1:
+            parts.append(f"fixed N on {count:,}")
+        else:
+            parts.append(f"fixed N on {_trajectories(count)} of at most {FIRST_ERROR_FROM_STEPS} steps")
+    return "; ".join(parts) + " (--strategy sets one for all)"
+
+
+def budget_line(plans) -> str:
+    """The most rollouts the jobs take, said before they start: exact for fixed N, an upper bound
+    for adaptive and the first-error search (core.mcpe's most_to_spend; stored rollouts count)."""
+    parts = []
+    for plan in plans:
+        strategy, count = plan.strategy, _trajectories(len(plan.trajectory_ids))
+        if strategy.name == "fixed":
+            parts.append(f"exactly {plan.most_rollouts:,} by fixed N = {strategy.n} on {count}")
+        elif strategy.name == "first-error":
+            parts.append(f"at most {plan.most_rollouts:,} by the first-error search on {count} of up to "
+                         f"{plan.longest:,} steps (at most {strategy.max_per_step} a probed step)")  # fmt: skip
+        else:
+            parts.append(f"at most {plan.most_rollouts:,} by adaptive on {count} (at most {strategy.max_per_step} a step)")
+    total = sum(plan.most_rollouts for plan in plans)
+    bound = "" if all(plan.exact for plan in plans) else "at most "
+    return f"budget: {bound}{total:,} rollouts: {'; '.join(parts)}"
 
 
 def print_values(store, trajectory_ids, policy: str) -> None:
