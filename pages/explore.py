@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core.views.jobs import (
-    JUDGE_KINDS, EstimateRequest, active_jobs, budget_text, default_strategy, queue_estimate,
+    JUDGE_KINDS, EstimateRequest, active_jobs, budget_text, queue_estimate,
     queue_judging, queue_top_up, trained_verifiers,
 )  # fmt: skip
 from core.views.inputs import parse_deep_link
@@ -23,10 +23,10 @@ from core.views.charts import SELECTION, chart_spec, picked_step
 from core.views.explore import (
     DISAGREEMENTS, TrajectoryFilter, chart_rows, count_trajectories, dataset_names, find_problems, find_trajectories,
     keeps_current, label_text, neighbour, opening_trajectory, outcome_text, outcome_verdicts, page_of, prm_chart_rows, rollout_rows, step_cards,
-    RATING_MARK, step_prefix, trajectory_label, value_models,
+    RATING_MARK, step_prefix, trajectory_label, value_models, estimate_budget_text,
 )  # fmt: skip
 from core.jobs.spec import MAX_N, MAX_NEW_TOKENS
-from core.mcpe import STRATEGY_NAMES
+from core.mcpe import STRATEGY_NAMES, default_strategy_name
 from core.views.math_text import show_bidi
 from core.views.search import search_page_params
 from core.views.review_window import (
@@ -169,13 +169,15 @@ def job_controls(tid: int, n_steps: int) -> None:
         left, right = st.columns([3, 2])
         with left.form("ex_estimate_form", border=False):
             c = st.columns(5)
-            strategy = c[0].selectbox("Strategy", STRATEGY_NAMES, index=STRATEGY_NAMES.index(default_strategy(n_steps)))
+            strategy = c[0].selectbox("Strategy", STRATEGY_NAMES, index=STRATEGY_NAMES.index(default_strategy_name(n_steps)))
             # The defaults are the job's, as the CLI's are (EstimateRequest reads them there).
             n = c[1].number_input("N (rollouts per step)", 1, MAX_N, EstimateRequest.n)
             tokens = c[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS, EstimateRequest.max_new_tokens)
             temperature = c[3].number_input("Temperature", 0.0, 5.0, EstimateRequest.temperature, step=0.1)
             seed = c[4].number_input("Seed", 0, 2**31 - 1, EstimateRequest.seed)
-            estimate = st.form_submit_button("Estimate values")
+            button, budget = st.columns([1, 3], vertical_alignment="center")
+            estimate = button.form_submit_button("Estimate values")
+            budget.caption(estimate_budget_text(store, tid, policy(), EstimateRequest.n))
             st.caption(budget_text(n_steps))
         with right.form("ex_topup_form", border=False):
             extra = st.number_input("Extra rollouts per step", 1, MAX_N, 8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from core.mcpe import Counts, StepValue, step_value
+from core.mcpe import ROLLOUTS_PER_STEP, Counts, StepValue, default_strategy_name, make_strategy, step_value
 from core.sample_solutions import featured_trajectory
 from core.policy import join_context, load_template, policy_context
 from core.steps import StepSpan, prefix_end
@@ -238,6 +238,28 @@ def step_prefix(store: Store, trajectory_id: int, idx: int) -> str:
     spans = [StepSpan(s["text"], s["start_char"], s["end_char"]) for s in store.steps(trajectory_id)]
     context = policy_context(trajectory["question"], trajectory.get("policy_prompt"), load_template())
     return join_context(context, trajectory["solution"][: prefix_end(trajectory["solution"], spans, idx)])
+
+
+def estimate_budget_text(store: Store, trajectory_id: int, policy: str, n: int = ROLLOUTS_PER_STEP) -> str:
+    """What the Estimate button spends on this trajectory with the form's defaults, said before
+    it is pressed: the strategy core.mcpe.default_strategy_name picks for its length and the most
+    rollouts it takes given the policy's stored ones (most_to_spend: exact for fixed N). The
+    outcome is the stored grade, as the cards show it; the counts are one aggregate query."""
+    trajectory = store.get_trajectory(trajectory_id) or {}
+    segmentation = trajectory.get("current_segmentation_id")
+    n_steps = store.segmentation_size(segmentation) if segmentation is not None else 0
+    counts = [Counts()] * n_steps
+    for idx, sampled, correct in store.sampled_step_values(segmentation, policy) if n_steps else ():
+        if idx < n_steps:
+            counts[idx] = Counts(int(sampled), int(correct or 0))
+    decided = trajectory.get("correct") is not None and trajectory.get("final_answer") is not None
+    strategy = make_strategy(default_strategy_name(n_steps), n)
+    most = strategy.most_to_spend(counts, bool(trajectory["correct"]) if decided else None)
+    if strategy.name == "fixed":
+        return f"{most:,} rollouts: fixed N = {n} over {n_steps:,} steps"
+    if most == 0:
+        return f"no rollouts: the first-error search over {n_steps:,} steps has nothing to probe (right answer, or done)"
+    return f"at most {most:,} rollouts: first-error search over {n_steps:,} steps"
 
 
 def rollout_rows(store: Store, step_id: int, model: str | None) -> list[dict]:

@@ -20,7 +20,7 @@ from core.jobs.orm_score import OrmScoreSpec
 from core.jobs.registry import unit_of
 from core.jobs.runner import cancel_job, queue, retry_job
 from core.jobs.spec import MAX_N, MAX_PROBLEMS, JobSpec, check_range
-from core.mcpe import ROLLOUTS_PER_STEP, FirstErrorSearch, FixedN, make_strategy
+from core.mcpe import ROLLOUTS_PER_STEP, FixedN, make_strategy
 from core.orm_training import is_orm_folder, list_orms
 from core.probes import list_probes
 from core.store import Store
@@ -51,15 +51,6 @@ class EstimateRequest:
 
     def engine_fields(self) -> dict:
         return {"engine": self.engine, "engine_options": self.engine_options or {}}
-
-
-# Past this many steps Explore offers the first-error search first: fixed N samples every step
-# (N x 2,000 rollouts on a 2,000-step trace), the search about N per halving of the steps.
-FIRST_ERROR_FROM_STEPS = 60
-
-
-def default_strategy(n_steps: int) -> str:
-    return FirstErrorSearch.name if n_steps > FIRST_ERROR_FROM_STEPS else EstimateRequest.strategy
 
 
 def budget_text(n_steps: int, n: int = ROLLOUTS_PER_STEP) -> str:
