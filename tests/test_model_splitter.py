@@ -171,6 +171,8 @@ def test_a_chunk_that_starts_mid_step_continues_it_unless_its_first_unit_is_chos
     ("none", 4, set()),
     ("None.", 4, set()),
     ("\n\n1,2", 2, {1, 2}),
+    ("1\n2\n4\nThe steps are above.", 4, {1, 2, 4}),  # one number per line, then prose: the list ends there
+    ("1\n\n3", 3, {1}),  # a blank line ends the list
     ("", 3, None),
     ("7", 3, None),  # outside 1..count
     ("0, 1", 3, None),
@@ -451,5 +453,43 @@ def test_a_run_on_the_tiny_random_transformer_stores_a_valid_segmentation(store,
     for tid, solution in zip(ids, solutions):
         trajectory = store.get_trajectory(tid)
         assert trajectory["rule"] == job["manifest"]["rule"] and covers(solution, store.step_spans(tid))
+    if counts["fallback_chunks"] == counts["chunks"]:  # what this random model does: noise that never reads
+        assert [store.step_spans(tid) for tid in ids] == [segment(s, "sentence") for s in solutions]
     compute = job["compute"]
     assert compute["verifier_generated_tokens"] > 0 and compute["verifier_tokens"] > 0 and compute["engine_seconds"] > 0
+
+
+def test_stepscope_split_runs_the_job_and_says_what_fell_back(tmp_path, tiny_model_dir, monkeypatch, capsys,
+                                                              one_torch_thread):  # fmt: skip
+    from core.cli import main
+
+    db = tmp_path / "cli.db"
+    store = Store.open(db)
+    tid = add(store, "Tom has 3 + 5 = 8 apples. He eats 2.\nSo 8 - 2 = 6. The answer is 6.")
+
+    def stepscope(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["stepscope", *args, "--db", str(db)])
+        monkeypatch.setenv("COLUMNS", "300")
+        try:
+            main()
+            code = 0
+        except SystemExit as exited:
+            code = exited.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = stepscope("split", "--model", str(tiny_model_dir))
+    assert code == 2 and "name one trajectory or one dataset" in err
+    code, out, err = stepscope("split", "--model", str(tiny_model_dir), "--trajectory", str(tid), "--device", "cpu",
+                               "--max-new-tokens", "4", "--chunk-chars", "40")  # fmt: skip
+    assert code == 0, err
+    rule = store.get_trajectory(tid)["rule"]
+    assert is_model_rule(rule) and f"1 trajectories cut by {rule!r}" in out and "fell back to the sentence rule" in out
+    counts = split_counts(store.list_jobs()[0]["manifest"])
+    assert f"{counts['chunks']} chunks asked, {counts['fallback_chunks']} fell back" in out
+    # Back to lines, then to the model's steps by its rule; a rule cannot cut a model segmentation anew.
+    assert stepscope("resegment", "--trajectory", str(tid), "--rule", "line")[0] == 0
+    code, out, _ = stepscope("resegment", "--trajectory", str(tid), "--rule", rule)
+    assert code == 0 and "0 new segmentations" in out and store.get_trajectory(tid)["rule"] == rule
+    code, _, err = stepscope("resegment", "--trajectory", str(tid), "--rule", "model")
+    assert code == 2 and "model:FINGERPRINT" in err

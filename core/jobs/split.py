@@ -149,14 +149,26 @@ def chunk_prompt_text(template: SplitTemplate, plan: SplitPlan, chunk: tuple[int
 def read_boundaries(answer: str, count: int) -> frozenset[int] | None:
     """The numbers (1..count) an answer says start a step, or None when it does not read as a list
     of them: its first non-blank line, after an optional "Numbers:", must be numbers separated by
-    commas, semicolons, spaces or "and" (each optionally in brackets), or "none"."""
-    line = next((line.strip() for line in answer.splitlines() if line.strip()), "")
-    line = _ANSWER_LABEL.sub("", line).strip().rstrip(".").strip()
-    if line.lower() == "none":
-        return frozenset()
-    if not _NUMBER_LIST.fullmatch(line):
+    commas, semicolons, spaces or "and" (each optionally in brackets), or "none"; the lines right
+    after it that read so too belong to the list (small models write one number per line), and
+    the first line that does not ends it."""
+    lines = [line.strip() for line in answer.splitlines()]
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
         return None
-    numbers = frozenset(int(number) for number in re.findall(r"\d+", line))
+    first = _ANSWER_LABEL.sub("", lines[0]).strip().rstrip(".").strip()
+    if first.lower() == "none":
+        return frozenset()
+    listed = []
+    for line in [first, *lines[1:]]:
+        line = line.rstrip(".").strip()
+        if not _NUMBER_LIST.fullmatch(line):
+            break
+        listed.append(line)
+    if not listed:
+        return None
+    numbers = frozenset(int(number) for line in listed for number in re.findall(r"\d+", line))
     if not all(1 <= number <= count for number in numbers):
         return None
     return numbers
