@@ -40,7 +40,9 @@ def splitter_controls(store: Store, trajectory: dict) -> None:
             cols = st.columns([2, 2, 1, 1])
             cols[0].selectbox("Splitter", list(choices), key="ex_split_rule", format_func=lambda r: choices[r].text)
             cols[1].text_input("or a rule", key="ex_split_rule_text", max_chars=300,
-                               placeholder="reflection:Wait|Hmm, sentence-merged:40-200")
+                               placeholder="reflection:Wait|Hmm, sentence-merged:40-200",
+                               help="a splitter with its parameters. A model's steps (model:…) come from "
+                                    "`stepscope split`; once made they are listed under Splitter")
             cols[2].checkbox("Move labels", key="ex_split_move",
                              help="copy the human labels onto the new steps by character span")
             cols[3].form_submit_button("Split", on_click=split)

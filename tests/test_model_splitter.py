@@ -493,3 +493,34 @@ def test_stepscope_split_runs_the_job_and_says_what_fell_back(tmp_path, tiny_mod
     assert code == 0 and "0 new segmentations" in out and store.get_trajectory(tid)["rule"] == rule
     code, _, err = stepscope("resegment", "--trajectory", str(tid), "--rule", "model")
     assert code == 2 and "model:FINGERPRINT" in err
+
+
+def test_the_job_runs_on_an_openai_compatible_server_through_the_real_client(store):
+    """Any engine: the runner loads the openai engine by name, as for every job; the server here
+    answers each prompt with its designed boundaries (test_openai_engine's scripted server)."""
+    from test_openai_engine import MODEL, ScriptedServer
+
+    solution = text_of(30, seed=11)
+    chosen = {u.text for u in candidate_units(solution)[::3]}
+
+    class BoundaryServer(ScriptedServer):
+        def completion(self, body: dict) -> dict:
+            reply = super().completion(body)
+            answer = starters(chosen)([text for _, text in _NUMBERED.findall(body["prompt"])])
+            reply["choices"] = [{**choice, "text": answer} for choice in reply["choices"]]
+            return reply
+
+    server = BoundaryServer()
+    try:
+        tid = add(store, solution)
+        spec = SplitSpec(model=MODEL, trajectory_ids=(tid,), chunk_chars=150, engine="openai",
+                         engine_options={"base_urls": [server.base_url]})  # fmt: skip
+        job_id = queue(store, spec)
+        assert run_job(store, claim_job(store, job_id), EngineCache()) == "done", store.get_job(job_id)["error"]
+    finally:
+        server.stop()
+    units = candidate_units(solution)
+    assert [s.start for s in store.step_spans(tid)] == [u.start for u in units if u.text in chosen]
+    assert all(request["temperature"] == 0 for request in server.requests)
+    job = store.get_job(job_id)
+    assert job["manifest"]["engine"] == "openai" and job["compute"]["engine_calls"] >= 1
