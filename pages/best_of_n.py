@@ -16,36 +16,38 @@ from core.views.test_time_compute import version as compute_version
 from core.views.demo import DEMO_SAMPLES, queue_best_of_n_demo
 from pages._access import open_store
 from pages._demo import demo_study
-from pages._shared import db_path, store_for
+from pages._shared import db_path, stale_notice, store_for
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def samples(path: str, chosen: tuple, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
-            version: tuple):  # fmt: skip
+# The curves, verifiers and sample sets are kept per data version in this process and beside the
+# database (`remembered`, core.store.disk_cache); after a change, those that take a while are shown
+# as they were (`stale` says so at the top) while the current ones are computed in the background.
+# The samples they read are kept on the store for the data version (`memoized`), not in Streamlit's
+# caches (a background computation has no script run).
+def samples(path: str, chosen: tuple, dataset: str | None, split: str | None, aggregations: tuple[str, ...]):
     """The sample set's samples (arrays; `chosen` is its (source, model) key) with outcome verdicts and each
-    PRM's solution score per aggregation, for one database state (`version` changes when trajectories or
-    verdicts are added)."""
-    source, model = chosen
-    found = sample_table(store_for(path), model, dataset, split, source=source)
-    return with_prm_scores(store_for(path), found, aggregations, dataset) if aggregations else found
+    PRM's solution score per aggregation, for the current database state."""
+    def read():
+        source, model = chosen
+        found = sample_table(store_for(path), model, dataset, split, source=source)
+        return with_prm_scores(store_for(path), found, aggregations, dataset) if aggregations else found
+
+    return store_for(path).memoized(("best-of-n samples", chosen, dataset, split, aggregations), read)
 
 
-@st.cache_data(max_entries=32, show_spinner="Computing the curves…")
 def cached_curves(path: str, chosen: tuple, dataset: str | None, split: str | None, max_k: int,
                   verifiers: tuple[str, ...], aggregations: tuple[str, ...], weighted: bool,
                   version: tuple):  # fmt: skip
-    """Curves for one database state (kept beside the database too: core.store.disk_cache)."""
     key = (chosen, dataset, split, max_k, verifiers, aggregations, weighted)
     return remembered(store_for(path), "best-of-n-curves", key, version, lambda: curves_with_weighted_vote(
-        samples(path, chosen, dataset, split, aggregations, version), max_k, list(verifiers),
-        list(verifiers) if weighted else []))  # fmt: skip
+        samples(path, chosen, dataset, split, aggregations), max_k, list(verifiers),
+        list(verifiers) if weighted else []), stale)  # fmt: skip
 
 
-@st.cache_data(max_entries=32)
 def cached_judges(path: str, chosen: tuple, dataset: str | None, split: str | None, aggregations: tuple[str, ...],
                   version: tuple) -> list[str]:  # fmt: skip
     return remembered(store_for(path), "best-of-n-verifiers", (chosen, dataset, split, aggregations), version,
-                      lambda: judges_of(samples(path, chosen, dataset, split, aggregations, version)))
+                      lambda: judges_of(samples(path, chosen, dataset, split, aggregations)), stale)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -61,9 +63,9 @@ def cached_policies(path: str, dataset: str | None, version: tuple) -> list[str]
     return policies(store_for(path), dataset)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_sets(path: str, dataset: str | None, version: tuple):
-    return remembered(store_for(path), "best-of-n-sets", (dataset,), version, lambda: sample_sets(store_for(path), dataset))
+    return remembered(store_for(path), "best-of-n-sets", (dataset,), version, lambda: sample_sets(store_for(path), dataset),
+                      stale)
 
 
 def best_of_k(store, dataset: str | None, cols) -> None:
@@ -154,6 +156,7 @@ st.title("Best-of-N")
 st.caption("N solutions per problem — a policy's own, or imported ones — grouped by problem. pass@k is the oracle "
            "(any of k right); majority vote and best-of-k pick one of k; a weighted vote sums each answer's verifier "
            "scores. Means over problems with 95% bootstrap intervals over problems.")
+stale = stale_notice()
 
 cols = st.columns(4)
 dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="bon_dataset")

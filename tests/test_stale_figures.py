@@ -49,6 +49,13 @@ def slow(monkeypatch):
     pool.shutdown(wait=True)
 
 
+def wait_for_background(timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while disk_cache.revalidating():
+        assert time.monotonic() < deadline, "the background computation never finished"
+        time.sleep(0.02)
+
+
 def compare_page(db: Path) -> AppTest:
     at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=60)
     at.session_state["db_path"] = str(db)
@@ -86,10 +93,7 @@ def test_compare_shows_its_figures_as_they_were_until_the_current_ones_are_ready
     assert disk_cache.revalidating() >= 1
 
     slow.gate.set()
-    deadline = time.monotonic() + 60
-    while disk_cache.revalidating():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_background()
     at.run()
     assert shown(at) == ("5", False)
 
@@ -104,3 +108,31 @@ def test_without_a_change_nothing_is_computed_again_or_called_stale(tmp_path, mo
     at.run()
     at.run()
     assert shown(at) == ("2", False) and disk_cache.revalidating() == 0
+
+
+def test_best_of_n_shows_its_curves_as_they_were_until_the_current_ones_are_ready(tmp_path, monkeypatch, slow):
+    db = tmp_path / "bon.db"
+    monkeypatch.setenv("STEPSCOPE_DB", str(db))
+    store = Store.open(db)
+    ensure_trajectories(store)
+    problem = store.add_problem("bon", "2 + 2?", "4")
+    for i, answer in enumerate(["4", "5"]):
+        store.add_trajectory(problem, f"Attempt {i}: the answer is {answer}.", source="policy", model="pol",
+                             final_answer=answer, correct=answer == "4")  # fmt: skip
+    at = AppTest.from_file(str(REPO / "pages" / "best_of_n.py"), default_timeout=60)
+    at.session_state["db_path"] = str(db)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+
+    def largest_k() -> int:
+        return int(at.dataframe[0].value["k"].max())
+
+    assert largest_k() == 2 and not any(STALE in info.value for info in at.info)
+    store.add_trajectory(problem, "Attempt 2: the answer is 4.", source="policy", model="pol", final_answer="4",
+                         correct=True)  # fmt: skip
+    at.run()
+    assert largest_k() == 2 and any(STALE in info.value for info in at.info)
+    slow.gate.set()
+    wait_for_background()
+    at.run()
+    assert largest_k() == 3 and not any(STALE in info.value for info in at.info)
