@@ -281,7 +281,7 @@ def test_labels_move_onto_the_model_steps_by_character_span(store):
     store.add_annotation("ann", sentences[3]["id"], rating=1)
     # The model groups: [First. Then.] [Wait. Yes.] [So ...]
     chosen = {"First, 3 + 4 = 7.", "Wait, 7 * 2 = 14.", "So the answer is 14."}
-    job_id, status = run(store, SplitSpec(model="scripted", trajectory_ids=(tid,), move_labels=True),
+    _, status = run(store, SplitSpec(model="scripted", trajectory_ids=(tid,), move_labels=True),
                          ScriptedSplitter(starters(chosen)))  # fmt: skip
     assert status == "done"
     steps = store.steps(tid)

@@ -17,16 +17,18 @@ of `split.chunks`), with the trajectories it split and those it found already sp
 
 The steps are stored as a new segmentation whose rule is `model:FINGERPRINT` (core.steps), made
 current; the fingerprint hashes the model, the prompt's text, the chunking and the decoding, all
-of which the manifest records, so the same rule means the same splitter. A model's segmentation
-cannot be cut again by a rule: resegmenting to it makes the stored one current (core.store.
-segmentations), and whatever re-splits text by rule (a tree search) refuses it.
+of which the manifest records (with a version of how units are numbered and answers read), so the
+same rule means the same splitter. A model's segmentation cannot be cut again by a rule:
+resegmenting to it makes the stored one current (core.store.segmentations), and whatever
+re-splits text by rule (a tree search) refuses it.
 
-Decoding is greedy. A trajectory's segmentation is stored once all its chunks are answered, with
-its counts added to the manifest in the same transaction; a rerun skips the trajectories that
-already hold a segmentation by this rule (making it current again), so a killed job redoes at most
-the chunks of the trajectories in flight, and greedy decoding answers them the same. The runner
-counts the engine's calls (tokens read and written, seconds) as for a judge: the splitter reads
-the text, it is not the policy.
+Decoding is greedy. Trajectories are split in groups, whole trajectories whose chunks fill one
+engine call (or one trajectory, however many calls its chunks take); a group's segmentations are
+stored once all its chunks are answered, with its counts added to the manifest in the same
+transaction. A rerun skips the trajectories that already hold a segmentation by this rule (making
+it current again), so a killed job redoes at most the group in flight, and greedy decoding answers
+it the same. The runner counts the engine's calls (tokens read and written, seconds) as for a
+judge: the splitter reads the text, it is not the policy.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ FALLBACK_RULE = "sentence"
 CHUNKS_PER_CALL = 16
 # The answer is one short line of numbers; a model that keeps writing is cut off here (and falls back).
 DEFAULT_MAX_NEW_TOKENS = 64
+# How the units are numbered and the answers read (chunk_prompt_text, read_boundaries): part of
+# the fingerprint, so a change to either makes a new rule instead of passing for the old one.
+FORMAT_VERSION = 1
 # The job manifest's counts (summed over its runs): what was split, and how many chunks fell back.
 COUNTS = "split"
 
@@ -200,10 +205,11 @@ def assemble_split(plan: SplitPlan, answers: Sequence[str]) -> SplitResult:
     return SplitResult(spans_at(plan.solution, cuts), len(plan.chunks), fallbacks)
 
 
-def split_fingerprint(model: str, template: SplitTemplate, chunk_chars: int, max_new_tokens: int,
+def split_fingerprint(model: str, template: SplitTemplate, chunk_chars: int, sampling: SamplingParams,
                       chat: bool | None) -> str:  # fmt: skip
     """What decides the steps a split job cuts, hashed: the same fingerprint, the same splitter."""
-    parts = ["split", model, template.sha256, chunk_chars, MAX_UNITS_PER_CHUNK, max_new_tokens, chat, FALLBACK_RULE]
+    parts = ["split", FORMAT_VERSION, model, template.sha256, chunk_chars, MAX_UNITS_PER_CHUNK, sampling.as_manifest(),
+             chat, FALLBACK_RULE]  # fmt: skip
     return hashlib.sha256(json.dumps(parts, ensure_ascii=True).encode("ascii")).hexdigest()[:16]
 
 
@@ -238,7 +244,7 @@ class SplitSpec(JobSpec):
         return load_split_template(self.template)
 
     def rule(self) -> str:
-        return model_rule(split_fingerprint(self.model, self.split_template(), self.chunk_chars, self.max_new_tokens,
+        return model_rule(split_fingerprint(self.model, self.split_template(), self.chunk_chars, self.sampling(),
                                             self.chat))  # fmt: skip
 
     def sampling(self) -> SamplingParams:
@@ -292,22 +298,21 @@ def run_split(
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[Progress], None] = lambda progress: None,
 ) -> Progress:
-    """Split every trajectory of the spec not yet split by its rule, a group of trajectories per
-    round of engine calls, each trajectory stored (with its counts) as soon as its chunks are answered."""
+    """Split every trajectory of the spec not yet split by its rule: a group of whole trajectories
+    per round of engine calls, the group stored (with its counts) in one transaction once its
+    chunks are answered."""
     rule, template, sampling = spec.rule(), spec.split_template(), spec.sampling()
     progress = Progress(planned=len(spec.trajectory_ids))
-    todo = []
-    for trajectory_id in spec.trajectory_ids:
-        if store.segmentation_by_rule(trajectory_id, rule) is not None:
-            # Split before (by an earlier run of this job, or another job with the same fingerprint):
-            # current again, as resegmenting to it makes it.
-            store.resegment_many([trajectory_id], rule, move_labels=spec.move_labels)
-            _add_counts(store, job_id, reused=1)
-            progress.done += 1
-        else:
-            todo.append(trajectory_id)
+    done = {t for t in spec.trajectory_ids if store.segmentation_by_rule(t, rule) is not None}
+    if done:
+        # Split before (by an earlier run of this job, or another job with the same fingerprint):
+        # current again, as resegmenting to it makes it.
+        with store.transaction():
+            store.resegment_many(sorted(done), rule, move_labels=spec.move_labels)
+            _add_counts(store, job_id, reused=len(done))
+        progress.done += len(done)
     on_progress(progress)
-    for group in _groups(store, todo, spec):
+    for group in _groups(store, [t for t in spec.trajectory_ids if t not in done], spec):
         prompts = [
             render_prompt(engine, chunk_prompt_text(template, plan, chunk), spec.chat)[0]
             for _, plan in group for chunk in plan.chunks
@@ -323,14 +328,17 @@ def run_split(
             progress.tokens += sum(sample.num_tokens for samples in results for sample in samples)
             progress.calls += 1
             progress.seconds += time.perf_counter() - began
-        offset = 0
-        for trajectory_id, plan in group:
-            result = assemble_split(plan, answers[offset : offset + len(plan.chunks)])
-            offset += len(plan.chunks)
-            with store.transaction():  # the segmentation and its counts together: a kill leaves both or neither
+        offset, counts = 0, {"trajectories": 0, "chunks": 0, "fallback_chunks": 0}
+        with store.transaction():  # the segmentations and their counts together: a kill leaves both or neither
+            for trajectory_id, plan in group:
+                result = assemble_split(plan, answers[offset : offset + len(plan.chunks)])
+                offset += len(plan.chunks)
                 store.add_split(trajectory_id, rule, result.spans, move_labels=spec.move_labels)
-                _add_counts(store, job_id, trajectories=1, chunks=result.chunks, fallback_chunks=result.fallback_chunks)
-            progress.done += 1
+                counts["trajectories"] += 1
+                counts["chunks"] += result.chunks
+                counts["fallback_chunks"] += result.fallback_chunks
+            _add_counts(store, job_id, **counts)
+        progress.done += len(group)
         on_progress(progress)
     return progress
 
@@ -340,7 +348,10 @@ def _groups(store: Store, trajectory_ids: Sequence[int], spec: SplitSpec):
     group: list[tuple[int, SplitPlan]] = []
     chunks = 0
     for trajectory_id in trajectory_ids:
-        plan = plan_split(store.get_trajectory(trajectory_id)["solution"], spec.chunk_chars)
+        trajectory = store.get_trajectory(trajectory_id)
+        if trajectory is None:
+            raise StepScopeError(f"trajectory {trajectory_id} does not exist (deleted since the job was queued?)")
+        plan = plan_split(trajectory["solution"], spec.chunk_chars)
         if group and chunks + len(plan.chunks) > spec.chunks_per_call:
             yield group
             group, chunks = [], 0
