@@ -130,7 +130,7 @@ def test_real_runs_stay_within_the_budget_the_cli_says(steps, tmp_path):
             engine.success_probability = by_step(profiles[task.trajectory_id])
             planned: list[int] = []  # what the job's progress plans after each call: the same bound
             progress = run_estimate(store, engine, [task], plan.strategy, policy, SAMPLING, rows_per_call=4096,
-                                    on_progress=lambda p: planned.append(p.planned))  # fmt: skip
+                                    on_progress=lambda p, seen=planned: seen.append(p.planned))  # fmt: skip
             assert planned[0] == (bounds[task.trajectory_id] if progress.calls else 0), planned
             done += progress.done
         spent = {t: spent_by_trajectory(store, [t], policy)[t] - before[t] for t in ids}
