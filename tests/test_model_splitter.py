@@ -524,3 +524,29 @@ def test_the_job_runs_on_an_openai_compatible_server_through_the_real_client(sto
     assert all(request["temperature"] == 0 for request in server.requests)
     job = store.get_job(job_id)
     assert job["manifest"]["engine"] == "openai" and job["compute"]["engine_calls"] >= 1
+
+
+def test_a_cancelled_job_stops_before_its_next_call_and_resumes_where_it_stopped(store):
+    solutions = [text_of(20, seed) for seed in range(4)]
+    ids = tuple(add(store, s) for s in solutions)
+    engine = ScriptedSplitter(lambda units: "1, 2")
+    spec = SplitSpec(model="scripted", trajectory_ids=ids, chunk_chars=100, chunks_per_call=2)
+    job_id = queue(store, spec)
+
+    def cancel_after_first_group(progress) -> None:
+        if progress.done:
+            store.cancel_job(job_id)
+
+    status = run_job(store, claim_job(store, job_id), EngineCache(lambda *a, **o: engine),
+                     on_progress=cancel_after_first_group)  # fmt: skip
+    assert status == "cancelled"
+    split = [t for t in ids if store.get_trajectory(t)["rule"] == spec.rule()]
+    assert 0 < len(split) < len(ids)
+    retry_job(store, job_id)
+    calls_before = engine.calls
+    assert run_job(store, claim_job(store, job_id), EngineCache(lambda *a, **o: engine)) == "done"
+    total_chunks = sum(len(plan_split(s, 100).chunks) for s in solutions)
+    assert engine.calls - calls_before < -(-total_chunks // 2)  # the split ones were not asked again
+    counts = split_counts(store.get_job(job_id)["manifest"])
+    assert counts["trajectories"] == len(ids) and counts["reused"] == len(split) and counts["chunks"] == total_chunks
+    assert all(store.get_trajectory(t)["rule"] == spec.rule() for t in ids)
