@@ -143,7 +143,8 @@ def revalidating() -> int:
         return len(_RUNNING)
 
 
-REVALIDATE_AFTER_S = 1.0
+# CPU seconds a result must have taken to be worth showing stale (0 in browser tests: every one is).
+REVALIDATE_AFTER_S = float(os.environ.get("STEPSCOPE_REVALIDATE_AFTER_S", "1.0"))
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepscope-revalidate")
 _RUNNING: dict[Path, Future] = {}
 _FAILED: set[tuple[Path, str]] = set()  # computed in the open next time, so the page shows the error
