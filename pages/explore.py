@@ -34,7 +34,7 @@ from core.views.review_window import (
     window_start,
 )  # fmt: skip
 from pages._shared import (
-    engine, error_box, job_progress_lines, judges, md, policy, policy_engine_options, show_text,
+    engine, error_box, job_progress_lines, judges, md, policy, policy_engine_options, show_text, stale_notice,
 )  # fmt: skip
 from pages._splitter import splitter_controls
 from pages._tree import tree_panel
@@ -51,6 +51,7 @@ DISAGREEMENT_TEXT = {ANY: "no filter", "anything": "human vs anything", "mc-hard
 store = open_store()
 state = st.session_state
 st.title("Explore")
+stale = stale_notice()  # a disagreement filter's set may be the one from before the latest change
 
 
 def apply_deep_link() -> None:
@@ -105,7 +106,7 @@ def filter_widgets() -> TrajectoryFilter:
 
 
 def choose_trajectory(filters: TrajectoryFilter) -> int | None:
-    found = find_trajectories(store, filters)
+    found = find_trajectories(store, filters, on_stale=stale)
     ids = [row["id"] for row in found]
     labels = {row["id"]: trajectory_label(row) for row in found}
     current = state.get("explore_tid")
@@ -126,7 +127,7 @@ def choose_trajectory(filters: TrajectoryFilter) -> int | None:
     def picked() -> None:
         state["explore_tid"], state["explore_step"] = state["ex_pick"], 0
 
-    total = count_trajectories(store, filters)
+    total = count_trajectories(store, filters, stale)
     cols = st.columns([6, 1, 1])
     cols[0].selectbox(
         f"Trajectory ({total:,} match; the first {len(found)} listed)", ids, key="ex_pick",
@@ -134,7 +135,7 @@ def choose_trajectory(filters: TrajectoryFilter) -> int | None:
     )  # fmt: skip
 
     def move(direction: int) -> None:
-        target = neighbour(store, filters, state["explore_tid"], direction)
+        target = neighbour(store, filters, state["explore_tid"], direction, stale)
         if target is not None:
             state["explore_tid"], state["explore_step"] = target, 0
 

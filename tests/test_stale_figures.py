@@ -136,3 +136,35 @@ def test_best_of_n_shows_its_curves_as_they_were_until_the_current_ones_are_read
     wait_for_background()
     at.run()
     assert largest_k() == 3 and not any(STALE in info.value for info in at.info)
+
+
+def test_explores_disagreement_filter_lists_the_set_as_it_was_until_the_current_one_is_ready(tmp_path, monkeypatch,
+                                                                                              slow):  # fmt: skip
+    db = tmp_path / "explore.db"
+    monkeypatch.setenv("STEPSCOPE_DB", str(db))
+    store = Store.open(db)
+    ensure_trajectories(store)
+    steps = {}
+    for trajectory in (2, 3):
+        steps[trajectory] = store.steps(trajectory)[0]["id"]
+        store.add_rollouts([{"step_id": steps[trajectory], "text": " x", "correct": True, "model": "tiny-policy"}])
+    store.save_annotation("alice", steps[3], rating=-1)  # a person says wrong where a rollout reached the answer
+    at = AppTest.from_file(str(REPO / "pages" / "explore.py"), default_timeout=60)
+    at.session_state["db_path"] = str(db)
+    at.session_state["policy_model"] = "tiny-policy"
+    at.session_state["ex_disagree"] = "mc-hard"
+    at.run()
+
+    def matching() -> tuple[str, bool]:
+        assert not at.exception, [e.message for e in at.exception]
+        (box,) = [s for s in at.selectbox if s.key == "ex_pick"]
+        return box.label.split(" match")[0], any(STALE in info.value for info in at.info)
+
+    assert matching() == ("Trajectory (1", False)
+    store.save_annotation("alice", steps[2], rating=-1)  # and here
+    at.run()
+    assert matching() == ("Trajectory (1", True)
+    slow.gate.set()
+    wait_for_background()
+    at.run()
+    assert matching() == ("Trajectory (2", False)

@@ -17,6 +17,7 @@ from core.steps import StepSpan, prefix_end
 from core.views.math_text import show_bidi
 # The filter is a value the page builds and the store turns into SQL; the page imports it from here.
 from core.store import DISAGREEMENTS, Store, TrajectoryFilter  # noqa: F401
+from core.store.disk_cache import OnStale
 
 LIST_LIMIT = 300
 
@@ -25,19 +26,22 @@ LIST_LIMIT = 300
 
 
 def find_trajectories(
-    store: Store, filters: TrajectoryFilter, *, limit: int = LIST_LIMIT, offset: int = 0
+    store: Store, filters: TrajectoryFilter, *, limit: int = LIST_LIMIT, offset: int = 0, on_stale: OnStale = None
 ) -> list[dict]:
-    """Matching trajectories by id: id, dataset, source, model, correct, question."""
-    return store.find_trajectories(filters, limit=limit, offset=offset)
+    """Matching trajectories by id: id, dataset, source, model, correct, question. `on_stale`: a
+    disagreement filter may read the set of the data before the latest change while the current
+    one is computed (core.store.disk_cache.remembered)."""
+    return store.find_trajectories(filters, limit=limit, offset=offset, on_stale=on_stale)
 
 
-def count_trajectories(store: Store, filters: TrajectoryFilter) -> int:
-    return store.count_matching_trajectories(filters)
+def count_trajectories(store: Store, filters: TrajectoryFilter, on_stale: OnStale = None) -> int:
+    return store.count_matching_trajectories(filters, on_stale)
 
 
-def neighbour(store: Store, filters: TrajectoryFilter, current: int, direction: int) -> int | None:
+def neighbour(store: Store, filters: TrajectoryFilter, current: int, direction: int,
+              on_stale: OnStale = None) -> int | None:  # fmt: skip
     """The next (direction 1) or previous (-1) matching trajectory by id, or None."""
-    return store.neighbour_trajectory(filters, current, direction)
+    return store.neighbour_trajectory(filters, current, direction, on_stale)
 
 
 def opening_trajectory(store: Store, ids: Sequence[int]) -> int | None:
