@@ -8,6 +8,10 @@ the longest one ends. Here:
   repeated for its n samples; a prompt that shares a token prefix with one prefilled before it
   in the call (the few-shot examples, the question, the steps before: step k+1's prompt
   extends step k's) reuses that prompt's cache and is prefilled only past the shared part;
+- with a `PrefixCache` that outlives the call (the engine's), prompts prefilled by earlier
+  calls are bases too: the probes of a first-error search on one trajectory come in successive
+  calls (step 32, then 16, then 24, ...), all sharing the question and the steps before the
+  earlier probe, and each is prefilled only past what an earlier probe already computed;
 - a row leaves the batch, and its KV cache rows with it, the moment it finishes (end of
   sequence, a stop string in its generated text, or `max_new_tokens`);
 - freed slots are refilled with the next prompts' samples, so the batch stays full while
@@ -38,10 +42,12 @@ from transformers.masking_utils import sdpa_mask
 GROUPED_DECODE_ATTENTION = "stepscope_grouped_sdpa"
 # A shared prefix shorter than this is computed again rather than copied.
 MIN_SHARED_PREFIX = 16
+# An entry sharing all but this many of its last tokens with a longer one is dropped (PrefixCache).
+COVERED_SLACK = 4
 # Decode columns allocated at a time: one reallocation per this many steps, not one per step.
 CACHE_ROOM = 32
-# Prefilled prompts of a call kept as bases for later prompts that share a prefix with them
-# (memory: each is one prompt's cache).
+# Prefilled prompts kept as bases for later prompts that share a prefix with them (memory: each
+# is one prompt's cache). A decoder without a cache of its own keeps this many, for one call.
 KEPT_PREFIXES = 8
 
 
@@ -56,11 +62,18 @@ class Rollout:
 
 @dataclass
 class DecodeStats:
-    """Work done by the last `run`, for tests and benchmarks: how the batch was used."""
+    """Work done by the last `run`, for tests and benchmarks: how the batch was used.
+
+    Every prompt of a call is prefilled once (its n samples share it): its tokens are either
+    computed (`prefill_tokens`) or taken from the cache of an earlier prompt, of this call or,
+    with a cache that outlives calls, of an earlier one (`reused_prefix_tokens`); the two add up
+    to the call's prompt tokens. `reused_from_earlier_calls` is the part of the reused tokens
+    whose base was prefilled by an earlier call."""
 
     prefills: int = 0  # forward passes over a prompt
     prefill_tokens: int = 0  # prompt tokens computed (not taken from an earlier prompt's cache)
     reused_prefix_tokens: int = 0  # prompt tokens taken from an earlier prompt's cache
+    reused_from_earlier_calls: int = 0  # of those, from a prompt prefilled by an earlier call
     steps: int = 0  # batched decode forward passes
     row_steps: int = 0  # rows computed over all decode steps
 
@@ -79,6 +92,95 @@ class _Prefill:
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [1, heads, L, dim]
     last_logits: torch.Tensor  # [vocab], fp32
     length: int
+    call: int = 0  # the decoder's call that computed it
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for pair in self.layers for t in pair)
+
+
+class PrefixCache:
+    """Prefilled prompts' KV caches, found by the longest token prefix a new prompt shares with one.
+
+    Entries are never written to: a prompt that reuses one takes views of its first columns and
+    its own prefill appends by copy. An entry whose tokens are a prefix of another's (up to its
+    last COVERED_SLACK tokens) is redundant (the longer one serves about every prompt it would)
+    and is dropped, so the probes of one trajectory, whose prompts extend each other, keep one
+    entry: the longest. The least recently
+    used entries go first when there are more than `max_entries` or they hold more than
+    `max_bytes` (the newest is always kept, so one prompt over the budget still serves its call).
+    Valid for one model's weights only: the decoder (and the engine) that owns it.
+    """
+
+    def __init__(self, max_bytes: int | None = None, max_entries: int | None = None) -> None:
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._entries: list[tuple[np.ndarray, _Prefill]] = []  # least recently used first
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(prefill.nbytes for _, prefill in self._entries)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(tokens) for tokens, _ in self._entries)
+
+    def clear(self) -> None:
+        self._entries = []
+
+    def longest(self, prompt_ids: Sequence[int], limit: int) -> tuple[_Prefill | None, int]:
+        """The entry sharing the longest token prefix (at most `limit` tokens) with the prompt,
+        and that length; the entry becomes the most recently used."""
+        prompt = np.asarray(prompt_ids[:limit], dtype=np.int64)
+        best, best_length = None, 0
+        for index, (tokens, _) in enumerate(self._entries):
+            length = _common_length(tokens, prompt)
+            if length > best_length:
+                best, best_length = index, length
+        if best is None:
+            return None, 0
+        entry = self._entries.pop(best)
+        self._entries.append(entry)
+        return entry[1], best_length
+
+    def add(self, prompt_ids: Sequence[int], prefill: _Prefill) -> None:
+        tokens = np.asarray(prompt_ids, dtype=np.int64)
+        kept = []
+        for index, entry in enumerate(self._entries):
+            old = entry[0]
+            common = _common_length(old, tokens)
+            if len(old) >= len(tokens) and _covers(common, len(tokens)):
+                # The new prompt is (about) a prefix of a kept one, which serves all it would.
+                self._entries.append(self._entries.pop(index))
+                return
+            if not _covers(common, len(old)):
+                kept.append(entry)  # else the kept one is (about) a prefix of the new one: redundant
+        kept.append((tokens, prefill))
+        while len(kept) > 1 and (
+            (self.max_entries is not None and len(kept) > self.max_entries)
+            or (self.max_bytes is not None and sum(p.nbytes for _, p in kept) > self.max_bytes)
+        ):
+            kept.pop(0)
+        self._entries = kept
+
+
+def _covers(common: int, length: int) -> bool:
+    """Whether an entry of `length` tokens sharing `common` leading tokens with a longer one is
+    redundant: all of it, or all but its last few. A step prefix's tokens are not always a
+    prefix of the next step's (BPE merges its trailing space or newline with the next step's
+    first word), so an entry counts as covered up to COVERED_SLACK tokens: a prompt that would
+    have matched it whole recomputes those few tokens instead, and one entry per trajectory is
+    kept instead of one per probe."""
+    return common > 0 and common >= length - COVERED_SLACK
+
+
+def _common_length(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading tokens two token arrays share."""
+    length = min(len(a), len(b))
+    differ = np.flatnonzero(a[:length] != b[:length])
+    return int(differ[0]) if len(differ) else length
 
 
 def supports_fast_decode(model) -> bool:
@@ -149,14 +251,20 @@ class _RoomyLayer(DynamicLayer):
 class RolloutDecoder:
     """Samples continuations of tokenized prompts with one model, many rows at a time."""
 
-    def __init__(self, model, eos_token_id: int | None, max_rows: int, decode_text) -> None:
+    def __init__(
+        self, model, eos_token_id: int | None, max_rows: int, decode_text, prefix_cache: PrefixCache | None = None
+    ) -> None:
+        """`prefix_cache`: prompts prefilled by earlier calls stay bases for later ones (the
+        engine passes one); without it, a prompt reuses only prompts of its own call."""
         self.model = model
         self.eos_token_id = eos_token_id
         self.max_rows = max_rows
         self.decode_text = decode_text  # token ids -> generated text, as samples report it
         self.device = model.device
         self.stats = DecodeStats()
-        self._prefixes: list[tuple[list[int], _Prefill]] = []  # prefilled in this call, newest last
+        self.keeps_prefixes_between_calls = prefix_cache is not None
+        self.prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache(max_entries=KEPT_PREFIXES)
+        self._calls = 0
 
     @torch.inference_mode()
     def run(
@@ -177,6 +285,9 @@ class RolloutDecoder:
         self._longest_stop = max((len(s) for s in self._stops), default=0)
         self._max_new_tokens = max_new_tokens
         self.stats = DecodeStats()
+        self._calls += 1
+        if not self.keeps_prefixes_between_calls:
+            self.prefix_cache.clear()
         # Greedy samples of one prompt are identical: decode one and copy it.
         distinct_samples = 1 if greedy else n
         # SeedSequence takes non-negative entropy; a negative seed maps to its 64-bit pattern.
@@ -184,7 +295,6 @@ class RolloutDecoder:
         pending = [(p, s) for p in range(len(prompts)) for s in range(distinct_samples)]
         pending.reverse()  # popped from the end, in prompt order
         prefills: dict[int, _Prefill] = {}
-        self._prefixes = []
         rows_left = {p: distinct_samples for p in range(len(prompts))}
         done: dict[tuple[int, int], Rollout] = {}
 
@@ -243,19 +353,10 @@ class RolloutDecoder:
         return generator
 
     def _longest_shared_prefix(self, prompt_ids: list[int]) -> tuple[_Prefill | None, int]:
-        """Of the caches prefilled in this call, the one sharing the longest token prefix with
-        the prompt, and that length; at least one token of the prompt is left to compute, so
-        its prefill yields the logits of its next token."""
-        best, best_length = None, 0
-        limit = len(prompt_ids) - 1
-        for tokens, prefill in self._prefixes:
-            length = 0
-            for a, b in zip(tokens[:limit], prompt_ids):
-                if a != b:
-                    break
-                length += 1
-            if length > best_length:
-                best, best_length = prefill, length
+        """Of the kept caches, the one sharing the longest token prefix with the prompt, and that
+        length; at least one token of the prompt is left to compute, so its prefill yields the
+        logits of its next token."""
+        best, best_length = self.prefix_cache.longest(prompt_ids, limit=len(prompt_ids) - 1)
         if best_length < MIN_SHARED_PREFIX:
             return None, 0
         return best, best_length
@@ -272,11 +373,13 @@ class RolloutDecoder:
                 layer.keys, layer.values = keys[:, :, :start], values[:, :, :start]
         self.stats.prefill_tokens += len(prompt_ids) - start
         self.stats.reused_prefix_tokens += start
+        if base is not None and base.call != self._calls:
+            self.stats.reused_from_earlier_calls += start
         input_ids = torch.tensor([prompt_ids[start:]], device=self.device)
         output = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         layers = [(layer.keys, layer.values) for layer in output.past_key_values.layers]
-        prefill = _Prefill(layers, output.logits[0, -1].float(), len(prompt_ids))
-        self._prefixes = [*self._prefixes[-(KEPT_PREFIXES - 1) :], (list(prompt_ids), prefill)]
+        prefill = _Prefill(layers, output.logits[0, -1].float(), len(prompt_ids), self._calls)
+        self.prefix_cache.add(prompt_ids, prefill)
         return prefill
 
     def _join(self, admitted: list[_Row], prefills: dict[int, _Prefill]) -> None:

@@ -3,10 +3,21 @@
 It is the reference engine: it sees the full next-token distribution, so candidate
 log-probabilities are exact, and it is the only engine that returns hidden states (for probe
 verifiers).
+
+Prefix cache: the rollout decoder keeps the KV caches of prompts it prefilled, across calls, up
+to `prefix_cache_mib` (default 512 MiB, `STEPSCOPE_PREFIX_CACHE_MIB` overrides, 0 turns the
+cross-call cache off; prompts of one call still share). A prompt that shares at least 16 leading
+tokens with a kept one is prefilled only past them: the few-shot examples and question of every
+step, and the steps before an earlier probe of the same trajectory (a first-error search probes
+one trajectory in successive calls). `prompt_token_stats()` says, for the last call and in
+total, how many prompt tokens were prefilled and how many of them came from the cache; the
+samples are those of a prefill from scratch up to floating-point rounding (a prefill in two
+pieces adds in another order), as within one call before.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
@@ -16,6 +27,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from core.engines.base import EngineInfo, Sample, SamplingParams, single_token_ids
 from core.engines.cpu_threads import configure_threads
 from core.engines.transformers_decode import (
+    PrefixCache,
     Rollout,
     RolloutDecoder,
     supports_fast_decode,
@@ -23,6 +35,10 @@ from core.engines.transformers_decode import (
 )
 from core.errors import ModelNotFound, StepScopeError
 from core.models import ResolvedModel
+
+# KV caches of prefilled prompts kept between calls (MiB); STEPSCOPE_PREFIX_CACHE_MIB overrides.
+# SmolLM2-135M in fp32 holds 45 KiB a token: 512 MiB is about 11,600 prompt tokens.
+PREFIX_CACHE_MIB = 512
 
 
 class TransformersEngine:
@@ -32,6 +48,7 @@ class TransformersEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_batch_sequences: int = 32,
+        prefix_cache_mib: float | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,11 +71,17 @@ class TransformersEngine:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         use_grouped_decode_attention(self.model)
+        if prefix_cache_mib is None:
+            prefix_cache_mib = float(os.environ.get("STEPSCOPE_PREFIX_CACHE_MIB", PREFIX_CACHE_MIB))
+        self.prefix_cache_mib = prefix_cache_mib
+        prefix_cache = PrefixCache(max_bytes=int(prefix_cache_mib * 2**20)) if prefix_cache_mib > 0 else None
         self._decoder = (
-            RolloutDecoder(self.model, self.tokenizer.eos_token_id, max_batch_sequences, self._decode)
+            RolloutDecoder(self.model, self.tokenizer.eos_token_id, max_batch_sequences, self._decode, prefix_cache)
             if supports_fast_decode(self.model)
             else None
         )
+        self._prompt_totals = {"calls": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "from_earlier_calls": 0}
+        self._last_call: dict = {}
         self.info = EngineInfo(
             engine="transformers",
             model=model.name,
@@ -69,6 +92,7 @@ class TransformersEngine:
                 "fingerprint": model.fingerprint,
                 "directory": model.directory,
                 "decode": "rollout decoder" if self._decoder else "model.generate",
+                "prefix_cache_mib": prefix_cache_mib if self._decoder else 0,
                 "attention": self.model.config._attn_implementation,
                 "threads": torch.get_num_threads() if threads is None else threads,
             },
@@ -85,7 +109,38 @@ class TransformersEngine:
             encoded, n=params.n, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
             top_p=params.top_p, stops=params.stop, seed=params.seed,
         )  # fmt: skip
+        self._count_prompt_tokens(self._decoder.stats)
         return [[self._to_sample(rollout, params) for rollout in row] for row in rollouts]
+
+    def _count_prompt_tokens(self, stats) -> None:
+        last = {
+            "calls": 1, "prompt_tokens": stats.prefill_tokens + stats.reused_prefix_tokens,
+            "prompt_tokens_cached": stats.reused_prefix_tokens, "from_earlier_calls": stats.reused_from_earlier_calls,
+        }  # fmt: skip
+        self._last_call = last
+        for key, value in last.items():
+            self._prompt_totals[key] += value
+
+    def prompt_token_stats(self) -> dict:
+        """Prompt tokens of `generate`: `last_call` and `total` (since the engine loaded), each
+        with the tokens prefilled (`prompt_tokens`: every prompt once, its n samples share its
+        prefill), how many of them were taken from the prefix cache instead of computed
+        (`prompt_tokens_cached`), and how many of those from prompts of earlier calls
+        (`from_earlier_calls`); and what the cache holds now. An engine without the rollout
+        decoder (`model.generate`) caches nothing and says None."""
+        if self._decoder is None:
+            return {"last_call": None, "total": None, "cache": None}
+        cache = self._decoder.prefix_cache
+        return {
+            "last_call": dict(self._last_call) or None, "total": dict(self._prompt_totals),
+            "cache": {"entries": len(cache), "tokens": cache.tokens, "bytes": cache.nbytes,
+                      "max_bytes": cache.max_bytes if self._decoder.keeps_prefixes_between_calls else None},
+        }  # fmt: skip
+
+    def clear_prefix_cache(self) -> None:
+        """Forget the kept prompt caches (they are valid for this model's weights only)."""
+        if self._decoder is not None:
+            self._decoder.prefix_cache.clear()
 
     def _generate_with_generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
         """Models whose cache cannot be sliced by row: each prompt repeated n times, in batches
@@ -192,6 +247,7 @@ class TransformersEngine:
         )
 
     def close(self) -> None:
+        self.clear_prefix_cache()
         self._decoder = None
         del self.model
         if self.device.startswith("cuda"):
