@@ -65,6 +65,7 @@ def test_import_cuts_the_thinking_by_the_chosen_splitter_and_stores_the_rule(tmp
     (("--format", "reasoning", "--splitter", "paragraphs"), "unknown step splitter 'paragraphs'"),
     (("--format", "reasoning", "--splitter", "sentence-merged:400-80"), "need 1 <= MIN <= MAX"),
     (("--format", "reasoning", "--splitter", "pre-split"), "not a way to cut text"),
+    (("--format", "reasoning", "--splitter", "model:0123456789abcdef"), "no rule can cut them again"),
     (("--format", "gsm8k", "--splitter", "sentence"), "format 'gsm8k' takes no splitter (only reasoning)"),
 ])  # fmt: skip
 def test_a_bad_splitter_is_a_one_line_usage_error_before_any_database(tmp_path, trace_file, monkeypatch, capsys,

@@ -55,11 +55,9 @@ def _check_import_format(name: str) -> None:
 
 
 def _check_splitter(rule: str) -> None:
-    from core.steps import parse_rule
+    from core.steps import check_cutting_rule
 
-    if rule == "pre-split":
-        raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
-    parse_rule(rule)
+    check_cutting_rule(rule)
 
 
 def _check_export_format(name: str) -> None:

@@ -68,8 +68,8 @@ def get_exporter(name: str) -> Exporter:
 
 def check_import_splitter(format_name: str, splitter: str) -> str:
     """The stored text of `splitter` for an import of `format_name`, or StepScopeError: a rule that
-    does not parse, `pre-split` (not a way to cut text), or a format that cuts no free text."""
-    from core.steps import parse_rule
+    does not parse or cannot cut text (`pre-split`, a model's), or a format that cuts no free text."""
+    from core.steps import check_cutting_rule
 
     importer = get_importer(format_name)
     if importer.splitter is None:
@@ -78,9 +78,7 @@ def check_import_splitter(format_name: str, splitter: str) -> str:
             f"format {importer.name!r} takes no splitter (only {', '.join(splitting)}); "
             "cut its trajectories another way after the import with `stepscope resegment`"
         )
-    if splitter == "pre-split":
-        raise StepScopeError("'pre-split' is for steps that came split, not a way to cut text")
-    return parse_rule(splitter).text()
+    return check_cutting_rule(splitter)
 
 
 def check_export(format_name: str, labels: str | LabelSource | None) -> tuple[Exporter, LabelSource | None]:

@@ -20,7 +20,7 @@ from core.jobs.spec import (
     sampling_from,
 )  # fmt: skip
 from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template
-from core.steps import SPLITTERS, is_rule
+from core.steps import check_cutting_rule
 from core.store import Store
 
 GENERATED_SOURCE = "policy"
@@ -98,8 +98,7 @@ class GenerateSpec(JobSpec):
         check_sampling(self.sampling)
         require_ids(self.problem_ids, "problems to generate solutions for")
         check_range("the number of problems", len(self.problem_ids), 1, MAX_PROBLEMS)
-        if not is_rule(self.splitter):
-            raise StepScopeError(f"step splitter is one of {', '.join(SPLITTERS)}, not {self.splitter!r}")
+        check_cutting_rule(self.splitter)  # generated text is cut by a rule (not pre-split, not a model's)
 
     def planned(self) -> int:
         return len(self.problem_ids) * self.k
