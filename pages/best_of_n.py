@@ -105,8 +105,9 @@ def best_of_k(store, dataset: str | None, cols) -> None:
                             key=f"bon_verifiers:{chosen}:{dataset}:{split}:{','.join(aggregations)}",
                             format_func=lambda j: f"{j} — {info[j].type}, base {info[j].base}")  # fmt: skip
 
-    points, largest = cached_curves(db_path(), chosen, dataset, split, int(max_k), tuple(verifiers), aggregations,
-                                    weighted, fingerprint(store))  # fmt: skip
+    with st.spinner("Computing the curves…", show_time=True):  # shown only if it takes over half a second
+        points, largest = cached_curves(db_path(), chosen, dataset, split, int(max_k), tuple(verifiers), aggregations,
+                                        weighted, fingerprint(store))  # fmt: skip
     if not points:
         st.warning("Every problem of this choice has fewer than two solutions in the set: nothing to choose between.")
         return

@@ -108,7 +108,9 @@ cols = st.columns([2, 2, 2, 2])
 dataset = cols[0].selectbox("Dataset", ["any", *dataset_names(store)], key="cmp_dataset")
 dataset = None if dataset == "any" else dataset
 version = fingerprint(store)
-first = bool(cached_summary(db_path(), dataset, version)[0]) and st.radio(  # offered where there are human labels
+with st.spinner("Reading the labels…", show_time=True):  # shown only if it takes over half a second
+    labelled = bool(cached_summary(db_path(), dataset, version)[0])
+first = labelled and st.radio(  # offered where there are human labels
     "Labels", ["final", "first"], horizontal=True, key="cmp_which",
     help="each annotator's label as it is now, or the first one they gave (before any edit)") == "first"
 rated, annotators = cached_summary(db_path(), dataset, version, first)
@@ -131,7 +133,8 @@ threshold = cols[3].slider("Threshold (MC soft, PRM)", 0.0, 1.0, 0.5, 0.05, key=
 st.caption(md(f"Policy for MC values: {policy()}") + " · " + (
     "the unit is a step both sources labelled." if automatic else "a human 0 or +1 counts as fine, −1 as wrong."))
 
-result = cached_comparison(db_path(), dataset, source, reference, policy(), threshold, version, first, automatic)
+with st.spinner(md(f"Comparing {source} with {reference}…"), show_time=True):
+    result = cached_comparison(db_path(), dataset, source, reference, policy(), threshold, version, first, automatic)
 if result.n == 0:
     st.warning(f"No step has both a label from {md(reference)} and a value from {md(source)} ({result.missing} steps "
                f"labelled by {md(reference)} have no value).")
