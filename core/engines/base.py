@@ -7,6 +7,7 @@ separate, explicit step (`render_chat`).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -63,6 +64,50 @@ class EngineInfo:
     dtype: str = ""
     load_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+class PromptTokenStats:
+    """What an engine's calls computed, as the engine itself counted them, behind the method
+    `prompt_token_stats()` (the transformers engine's, whose shape the others give too):
+    `last_call` (this thread's last `generate` or `candidate_logprobs`: `call` says which) and
+    `total` (since the engine loaded), each with `prompt_tokens` (every prompt once: its n samples
+    share one prefill), `prompt_tokens_cached` (of those, taken from the prefix cache instead of
+    computed) and `generated_tokens` (sampled; a greedy request with n > 1 samples once). A count
+    the engine cannot know (a server that sends no usage) is None, never 0, and a total with an
+    unknown part is unknown. core.search.compute reads this; it counts with the tokenizer where
+    the engine says nothing.
+
+    `last_call` is per thread, so two callers sharing an engine each read their own call's."""
+
+    KEYS = ("prompt_tokens", "prompt_tokens_cached", "generated_tokens")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._total: dict = {"calls": 0, **{key: 0 for key in self.KEYS}}
+
+    def add(self, call: str, prompt_tokens: int | None, prompt_tokens_cached: int | None,
+            generated_tokens: int | None) -> None:  # fmt: skip
+        last = {"call": call, "calls": 1, "prompt_tokens": prompt_tokens,
+                "prompt_tokens_cached": prompt_tokens_cached, "generated_tokens": generated_tokens}  # fmt: skip
+        self._local.last = last
+        with self._lock:
+            self._total["calls"] += 1
+            for key in self.KEYS:
+                mine = self._total[key]
+                self._total[key] = None if mine is None or last[key] is None else mine + last[key]
+
+    def as_dict(self) -> dict:
+        last = getattr(self._local, "last", None)
+        with self._lock:
+            total = dict(self._total)
+        return {"last_call": None if last is None else dict(last), "total": total, "cache": None}
+
+
+def known_sum(values) -> int | None:
+    """The sum of counts, or None (unknown) if any of them is."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
 
 
 @runtime_checkable

@@ -27,8 +27,10 @@ from urllib.parse import urlsplit
 
 from core.engines.base import (
     EngineInfo,
+    PromptTokenStats,
     Sample,
     SamplingParams,
+    known_sum,
     raise_multi_token,
     single_token_ids,
 )
@@ -54,7 +56,10 @@ class OpenAIEngine:
         max_retries: int = 4,
         timeout_s: float = 120,
         tokenizer_dir: str | None = None,
+        parameters: int | None = None,
     ) -> None:
+        """`parameters`: the served model's size, for the FLOPs estimate of a job's compute
+        record (core.search.compute); a server does not say it, so without it FLOPs are unknown."""
         import openai
 
         started = time.perf_counter()
@@ -95,6 +100,7 @@ class OpenAIEngine:
                     f"cannot load a tokenizer from {tokenizer_dir}: {_first_line(str(error))}"
                 ) from None
         self._token_counts: dict[str, int] = {}  # candidate -> its token count, from the server
+        self._stats = PromptTokenStats()
         self.info = EngineInfo(
             engine="openai",
             model=model,
@@ -104,6 +110,7 @@ class OpenAIEngine:
                 "base_urls": self.base_urls,
                 # vLLM reports the served model's path or hub id as `root`.
                 "fingerprint": f"openai:{model}:" + ",".join(sorted(set(filter(None, roots)))),
+                "parameters": None if parameters is None else int(parameters),
             },
         )
 
@@ -193,7 +200,7 @@ class OpenAIEngine:
         greedy = params.temperature == 0
         n = 1 if greedy else params.n
 
-        def one(indexed: tuple[int, str]) -> list[Sample]:
+        def one(indexed: tuple[int, str]) -> tuple[list[Sample], tuple]:
             index, prompt = indexed
             options = dict(
                 model=self.model,
@@ -214,9 +221,11 @@ class OpenAIEngine:
             response = self._request(lambda client: client.completions.create(**options))
             choices = sorted(response.choices, key=lambda choice: choice.index)
             samples = [self._to_sample(choice, response, n) for choice in choices]
-            return samples * params.n if greedy else samples
+            return (samples * params.n if greedy else samples), _usage(response, samples)
 
-        return self._map(one, list(enumerate(prompts)))
+        answers = self._map(one, list(enumerate(prompts)))
+        self._count("generate", [usage for _, usage in answers])
+        return [samples for samples, _ in answers]
 
     def _to_sample(self, choice, response, n: int) -> Sample:
         finish = "length" if choice.finish_reason == "length" else "stop"
@@ -252,7 +261,7 @@ class OpenAIEngine:
         """
         self._check_single_tokens(candidates)
 
-        def one(prompt: str) -> dict[str, float]:
+        def one(prompt: str) -> tuple[dict[str, float], tuple]:
             response = self._request(
                 lambda client: client.completions.create(
                     model=self.model,
@@ -263,9 +272,22 @@ class OpenAIEngine:
                 )
             )
             top = response.choices[0].logprobs.top_logprobs[0]
-            return {c: top.get(c, -math.inf) for c in candidates}
+            return {c: top.get(c, -math.inf) for c in candidates}, _usage(response, None)
 
-        return self._map(one, list(prompts))
+        answers = self._map(one, list(prompts))
+        self._count("candidate_logprobs", [usage for _, usage in answers])
+        return [logprobs for logprobs, _ in answers]
+
+    def prompt_token_stats(self) -> dict:
+        """Prompt, cached-prompt and generated tokens of the last call and in total, as the
+        server's `usage` reported them (core.engines.base.PromptTokenStats): unknown (None)
+        where a response had none; cached prompt tokens only from a server that details them
+        (`vllm serve --enable-prompt-tokens-details`)."""
+        return self._stats.as_dict()
+
+    def _count(self, call: str, usages: list[tuple]) -> None:
+        prompt, cached, generated = (known_sum(parts) for parts in zip(*usages)) if usages else (0, 0, 0)
+        self._stats.add(call, prompt, cached, generated)
 
     def _check_single_tokens(self, candidates: Sequence[str]) -> None:
         if self.tokenizer is not None:
@@ -309,6 +331,25 @@ class OpenAIEngine:
         self._pool.shutdown(wait=True)
         for client in self._clients:
             client.close()
+
+
+def _usage(response, samples: list[Sample] | None) -> tuple[int | None, int | None, int | None]:
+    """(prompt tokens, of them cached, generated tokens) of one response, from its `usage`.
+
+    vLLM serve counts a request's prompt once whatever its n (one prefill serves the n choices)
+    and its completion tokens over all choices. A response without `usage` leaves the prompt
+    unknown (None, never 0); its generated tokens are then the samples' own counts (from each
+    choice's logprob tokens, or the local tokenizer), and a scoring probe's (samples None) unknown.
+    """
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None, None, None if samples is None else sum(s.num_tokens for s in samples)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    generated = getattr(usage, "completion_tokens", None)
+    if generated is None and samples is not None:
+        generated = sum(s.num_tokens for s in samples)
+    return getattr(usage, "prompt_tokens", None), cached, generated
 
 
 def _normalise(url: str) -> str:

@@ -32,7 +32,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from core.engines.base import EngineInfo, Sample, SamplingParams, single_token_ids
+from core.engines.base import (
+    EngineInfo,
+    PromptTokenStats,
+    Sample,
+    SamplingParams,
+    known_sum,
+    single_token_ids,
+)
 from core.errors import EngineUnavailable, ModelNotFound, StepScopeError
 from core.models import ResolvedModel
 
@@ -109,6 +116,7 @@ class VLLMEngine:
         except ValueError as error:  # unsupported architecture, max_model_len too long, ...
             raise StepScopeError(f"vLLM cannot load {model.name!r}: {_first_line(error)}") from None
         self.tokenizer = self._llm.get_tokenizer()
+        self._stats = PromptTokenStats()
         model_config = self._llm.llm_engine.model_config
         self.info = EngineInfo(
             engine="vllm",
@@ -121,6 +129,8 @@ class VLLMEngine:
                 "directory": model.directory,
                 "max_model_len": model_config.max_model_len,
                 "vllm_version": getattr(vllm, "__version__", "unknown"),
+                # The model runs in vLLM's worker process: counted from the checkpoint, for FLOPs.
+                "parameters": checkpoint_parameters(model.directory),
             },
         )
 
@@ -136,6 +146,7 @@ class VLLMEngine:
         """
         requests = [self._sampling_params(params, index) for index in range(len(prompts))]
         outputs = self._generate(prompts, requests)
+        self._count("generate", outputs)
         # vLLM refuses n > 1 with greedy decoding; greedy samples are identical, so one is
         # computed and repeated.
         copies = params.n if params.temperature == 0 else 1
@@ -177,6 +188,7 @@ class VLLMEngine:
         ids = single_token_ids(self.tokenizer, candidates, self.info.model)
         probe = self._vllm.SamplingParams(max_tokens=1, temperature=0, logprobs=TOP_LOGPROBS)
         outputs = self._generate(prompts, probe)
+        self._count("candidate_logprobs", outputs)
         results = []
         for output in outputs:
             top = output.outputs[0].logprobs[0]  # token id -> Logprob, first generated position
@@ -184,6 +196,22 @@ class VLLMEngine:
                 {c: (top[i].logprob if i in top else -math.inf) for c, i in zip(candidates, ids)}
             )
         return results
+
+    # -- what the calls computed ------------------------------------------------------------
+
+    def prompt_token_stats(self) -> dict:
+        """Prompt, cached-prompt and generated tokens of the last call and in total, as vLLM
+        counted them (core.engines.base.PromptTokenStats)."""
+        return self._stats.as_dict()
+
+    def _count(self, call: str, outputs) -> None:
+        """vLLM's own counts of a call: each request's prompt token ids (one request per prompt,
+        its n samples share the prefill) and `num_cached_tokens`, the prompt tokens its prefix
+        cache served (None when vLLM does not say); the token ids each sample generated."""
+        prompt = known_sum(None if o.prompt_token_ids is None else len(o.prompt_token_ids) for o in outputs)
+        cached = known_sum(getattr(o, "num_cached_tokens", None) for o in outputs)
+        generated = sum(len(c.token_ids) for o in outputs for c in o.outputs)
+        self._stats.add(call, prompt, cached, generated)
 
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -278,6 +306,25 @@ class _construction_environment:
             envs.disable_envs_cache()
             torch.set_num_threads(self.threads)
             gc.unfreeze()
+
+
+def checkpoint_parameters(directory: str) -> int | None:
+    """The number of parameters in a model directory's safetensors files, from their headers
+    (shapes only, no weights read): what `sum(p.numel() for p in model.parameters())` counts for
+    a dense checkpoint (a tied embedding is stored once). None without safetensors files or with
+    an unreadable header; a quantized checkpoint's packed shapes undercount."""
+    files = sorted(Path(directory).glob("*.safetensors")) if Path(directory).is_dir() else []
+    if not files:
+        return None
+    total = 0
+    try:
+        for path in files:
+            with open(path, "rb") as handle:
+                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            total += sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return total
 
 
 def _context_length(model: ResolvedModel) -> int:
