@@ -191,3 +191,24 @@ def test_prefix_cache_drops_prefixes_of_a_longer_entry():
     cache.add(list(range(300, 340)), prefill(40))  # a fourth: the least recently used goes (`other`)
     cache.add(list(range(400, 440)), prefill(40))
     assert len(cache) == 4 and cache.longest(other, limit=29) == (None, 0)
+
+
+def test_a_jobs_compute_record_counts_the_cache_across_calls(engine):
+    """core.search.compute's counting wrapper (every job's engine) takes the engine's own counts:
+    the probes' prompt tokens once each, and the cached part of each probe's prefill."""
+    from core.search.compute import ComputeRecord, CountingEngine
+
+    record = ComputeRecord()
+    counting = CountingEngine(engine, record)
+    generated_before = engine.prompt_token_stats()["total"]["generated_tokens"]
+    calls = []
+    for k in (8, 4, 12):
+        counting.generate([probe(k)], GREEDY)
+        calls.append(engine.prompt_token_stats()["last_call"])
+    assert [c["call"] for c in calls] == ["generate"] * 3
+    assert record.prompt_tokens == sum(len(tokens(engine, probe(k))) for k in (8, 4, 12))
+    assert record.prompt_tokens_cached == sum(c["prompt_tokens_cached"] for c in calls) > 0
+    assert calls[0]["prompt_tokens_cached"] == 0 and calls[1]["from_earlier_calls"] == calls[1]["prompt_tokens_cached"]
+    # Greedy: a prompt's 2 samples are decoded once.
+    generated = engine.prompt_token_stats()["total"]["generated_tokens"] - generated_before
+    assert generated == sum(c["generated_tokens"] for c in calls) == record.policy_tokens // GREEDY.n

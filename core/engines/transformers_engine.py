@@ -80,7 +80,9 @@ class TransformersEngine:
             if supports_fast_decode(self.model)
             else None
         )
-        self._prompt_totals = {"calls": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "from_earlier_calls": 0}
+        self._prompt_totals = {
+            "calls": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "from_earlier_calls": 0, "generated_tokens": 0,
+        }  # fmt: skip
         self._last_call: dict = {}
         self.info = EngineInfo(
             engine="transformers",
@@ -109,25 +111,30 @@ class TransformersEngine:
             encoded, n=params.n, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
             top_p=params.top_p, stops=params.stop, seed=params.seed,
         )  # fmt: skip
-        self._count_prompt_tokens(self._decoder.stats)
+        # Greedy samples of a prompt are decoded once (the decoder copies them): generated once.
+        distinct = [row[:1] if params.temperature == 0 else row for row in rollouts]
+        self._count_prompt_tokens(self._decoder.stats, sum(len(r.tokens) for row in distinct for r in row))
         return [[self._to_sample(rollout, params) for rollout in row] for row in rollouts]
 
-    def _count_prompt_tokens(self, stats) -> None:
+    def _count_prompt_tokens(self, stats, generated_tokens: int) -> None:
         last = {
             "calls": 1, "prompt_tokens": stats.prefill_tokens + stats.reused_prefix_tokens,
             "prompt_tokens_cached": stats.reused_prefix_tokens, "from_earlier_calls": stats.reused_from_earlier_calls,
+            "generated_tokens": generated_tokens,
         }  # fmt: skip
-        self._last_call = last
+        self._last_call = {"call": "generate", **last}
         for key, value in last.items():
             self._prompt_totals[key] += value
 
     def prompt_token_stats(self) -> dict:
-        """Prompt tokens of `generate`: `last_call` and `total` (since the engine loaded), each
-        with the tokens prefilled (`prompt_tokens`: every prompt once, its n samples share its
-        prefill), how many of them were taken from the prefix cache instead of computed
-        (`prompt_tokens_cached`), and how many of those from prompts of earlier calls
-        (`from_earlier_calls`); and what the cache holds now. An engine without the rollout
-        decoder (`model.generate`) caches nothing and says None."""
+        """Tokens of `generate` (core.engines.base.PromptTokenStats' shape, with more): `last_call`
+        (`call` = "generate") and `total` (since the engine loaded), each with the tokens
+        prefilled (`prompt_tokens`: every prompt once, its n samples share its prefill), how many
+        of them were taken from the prefix cache instead of computed (`prompt_tokens_cached`),
+        how many of those from prompts of earlier calls (`from_earlier_calls`) and the tokens
+        sampled (`generated_tokens`: a greedy prompt's n samples are decoded once); and what the
+        cache holds now. An engine without the rollout decoder (`model.generate`) caches nothing
+        and says None (its counts come from the tokenizer)."""
         if self._decoder is None:
             return {"last_call": None, "total": None, "cache": None}
         cache = self._decoder.prefix_cache
