@@ -30,6 +30,7 @@ data resumes from the last checkpoint in it (core.verifier_training).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,7 +44,7 @@ from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
 from core.store import content_key, now
 from core.verifier_folders import verifier_folder, verifier_folders
 from core.verifier_folders import read_manifest as read_folder_manifest
-from core.verifier_training import collate_for, data_hash, finish_training, fine_tune
+from core.verifier_training import TokenMeter, collate_for, data_hash, finish_training, fine_tune, parameter_total
 
 ORM_KINDS = ("orm-finetune", "orm-probe")
 VERIFIER_KIND = "orm"  # core.verifier_folders' kind, and each verdict's verifier_kind
@@ -134,10 +135,13 @@ def orm_data_hash(train: Sequence[OrmExample], test: Sequence[OrmExample], base_
 
 
 def predict(model, examples: Sequence[OrmExample], *, batch_size: int = SCORE_BATCH,
-            should_stop: Callable[[], bool] = lambda: False) -> np.ndarray | None:  # fmt: skip
-    """P(correct) per example, in order; None if stopped. Batches of similar lengths (less padding)."""
+            should_stop: Callable[[], bool] = lambda: False, meter: TokenMeter | None = None) -> np.ndarray | None:  # fmt: skip
+    """P(correct) per example, in order; None if stopped. Batches of similar lengths (less padding);
+    `meter` hears each batch's tokens (padding not counted)."""
     import torch
 
+    meter = meter or TokenMeter()
+    parameters = parameter_total(model)
     collate = collate_for(model.config.pad_token_id)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].token_ids))
     scores = np.full(len(examples), np.nan)
@@ -147,9 +151,11 @@ def predict(model, examples: Sequence[OrmExample], *, batch_size: int = SCORE_BA
             if should_stop():
                 return None
             chunk = order[start : start + batch_size]
+            started = time.perf_counter()
             batch = collate([{"input_ids": examples[i].token_ids} for i in chunk])
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
             scores[chunk] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+            meter.scored(int(batch["attention_mask"].sum()), parameters, time.perf_counter() - started)
     return scores
 
 
@@ -170,7 +176,7 @@ def train_orm(
     learning_rate: float = 2e-5, batch_size: int = 8, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0,
     lora: bool = False, device: str = "cpu", max_length: int = 2048, job_id: int | None = None,
     store_verdicts: bool = True, should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[int, int], None] = lambda done, planned: None,
+    on_progress: Callable[[int, int], None] = lambda done, planned: None, meter: TokenMeter | None = None,
 ) -> TrainedOrm | None:  # fmt: skip
     """Split by problem, fine-tune on the train split, score the test split, save the folder, store
     the test verdicts; None if stopped (a checkpoint is kept and a rerun resumes from it)."""
@@ -201,11 +207,11 @@ def train_orm(
     tuned = fine_tune("sequence", base_directory, tokenizer, dataset, output, digest=digest, what="an ORM",
                       random_init=architecture is not None, freeze_embeddings=True, lora=lora, epochs=epochs,
                       learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device,
-                      should_stop=should_stop, on_progress=on_progress)  # fmt: skip
+                      should_stop=should_stop, on_progress=on_progress, meter=meter)  # fmt: skip
     if tuned is None:
         return None
     model, steps = tuned
-    scores = predict(model, test, should_stop=should_stop)
+    scores = predict(model, test, should_stop=should_stop, meter=meter)
     if scores is None:
         return None
     graded = np.array([not np.isnan(e.label) for e in test])
@@ -271,6 +277,7 @@ def list_orms(store) -> list[dict]:
 def score_trajectories(
     store, folder: str | Path, trajectory_ids: Sequence[int], *, device: str = "cpu", job_id: int | None = None,
     should_stop: Callable[[], bool] = lambda: False, on_progress: Callable[[int, int], None] = lambda done, planned: None,
+    meter: TokenMeter | None = None,
 ) -> tuple[int, int] | None:  # fmt: skip
     """Store the ORM's outcome verdicts on the trajectories: those it trained on are in-sample
     (marked `in_sample`), and one that already has a held-out verdict of this ORM keeps it (none
@@ -299,7 +306,7 @@ def score_trajectories(
         chunk = todo[start : start + SCORE_BATCH * 4]
         examples = build_examples(store, tokenizer, chunk, context=manifest["context"], template=template,
                                   max_length=max_length)  # fmt: skip
-        scores = predict(model, examples, should_stop=should_stop)
+        scores = predict(model, examples, should_stop=should_stop, meter=meter)
         if scores is None:
             return None
         stored += store.add_verdicts([

@@ -26,6 +26,7 @@ hash, split, held-out AUROC); a rerun with the same data resumes from its last c
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,7 +41,8 @@ from core.probes import step_examples
 from core.splits import DEFAULT_TEST_FRACTION, split_trajectories
 # OneClassLabels and check_two_classes are also what train-prm's callers import from here.
 from core.verifier_training import (
-    IGNORED, OneClassLabels, check_two_classes, data_hash, finish_training, fine_tune, small_evaluation_warning,
+    IGNORED, OneClassLabels, TokenMeter, check_two_classes, data_hash, finish_training, fine_tune, parameter_total,
+    small_evaluation_warning,
 )  # fmt: skip
 
 MC_AGREE = "mc-agree"
@@ -211,10 +213,10 @@ def train_prm(
     output: Path, *, epochs: float = 3.0, learning_rate: float = 5e-5, batch_size: int = 4,
     test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, lora: bool = False, device: str = "cpu",
     max_length: int = 2048, sampled_only: bool = False, should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[int, int], None] = lambda done, planned: None,
+    on_progress: Callable[[int, int], None] = lambda done, planned: None, meter: TokenMeter | None = None,
 ) -> TrainedPrm | None:  # fmt: skip
     """Fine-tune on the train split's problems, evaluate on the test split's (held out), save;
-    None if stopped (a checkpoint is kept)."""
+    None if stopped (a checkpoint is kept). `meter` hears the tokens trained on and scored."""
     examples = build_examples(store, tokenizer, labels, max_length)
     if not examples:
         raise StepScopeError(f"no {label_kind} step labels on these trajectories: estimate MC values (or label) first")
@@ -236,11 +238,11 @@ def train_prm(
     dataset = [{"input_ids": e.token_ids, "labels": e.labels} for e in train]
     tuned = fine_tune("token", base_directory, tokenizer, dataset, output, digest=digest, what="a PRM", lora=lora,
                       epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device,
-                      should_stop=should_stop, on_progress=on_progress)  # fmt: skip
+                      should_stop=should_stop, on_progress=on_progress, meter=meter)  # fmt: skip
     if tuned is None:
         return None
     model, steps = tuned
-    metrics = evaluate(model, heldout)
+    metrics = evaluate(model, heldout, meter=meter)
     manifest = {
         "status": "done", "base": base_name, "base_fingerprint": base_fingerprint, "labels": label_kind,
         "sampled_only": sampled_only, "label_provenance": labels.provenance, "data_hash": digest,
@@ -255,11 +257,12 @@ def train_prm(
     return TrainedPrm(output, manifest)
 
 
-def evaluate(model, heldout: Sequence[Example]) -> dict:
+def evaluate(model, heldout: Sequence[Example], meter: TokenMeter | None = None) -> dict:
     """Held-out step AUROC against the labels thresholded at 0.5, with a cluster bootstrap over
     problems; the scores too, so a reader can recompute."""
     import torch
 
+    started = time.perf_counter()
     scores, targets, groups = [], [], []
     device = next(model.parameters()).device  # where training left it
     with torch.inference_mode():
@@ -269,6 +272,8 @@ def evaluate(model, heldout: Sequence[Example]) -> dict:
             scores += probabilities
             targets += [t >= 0.5 for t in e.targets]
             groups += [e.problem_id] * len(e.positions)
+    (meter or TokenMeter()).scored(sum(len(e.token_ids) for e in heldout), parameter_total(model),
+                                   time.perf_counter() - started)  # fmt: skip
     interval = bootstrap(lambda idx: auroc([targets[i] for i in idx], [scores[i] for i in idx]),
                          len(scores), groups=groups)  # fmt: skip
     return {"heldout_steps": len(scores), "heldout_positives": int(sum(targets)), "heldout_problems": len(set(groups)),

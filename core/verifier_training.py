@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -35,6 +36,23 @@ IGNORED = -100  # a label the loss skips (padding, tokens that are no step's sep
 # mean much: the CLI prints it with a warning that names the counts (issue 24).
 MIN_EVALUATION_PROBLEMS = 10
 MIN_EVALUATION_PER_CLASS = 10
+
+
+class TokenMeter:
+    """Where training and scoring say what a model computed on, for the job's compute record
+    (core.search.compute.RecordMeter counts it): tokens trained on (forward and backward; each
+    example's own tokens, not its padding, once per epoch), tokens scored (forward only), the
+    model's total parameters and the seconds it took. This one, the default, forgets them."""
+
+    def trained(self, tokens: int, parameters: int, seconds: float = 0.0) -> None:
+        pass
+
+    def scored(self, tokens: int, parameters: int, seconds: float = 0.0) -> None:
+        pass
+
+
+def parameter_total(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 class OneClassLabels(StepScopeError):
@@ -151,17 +169,22 @@ def fine_tune(
     head: str, base_directory: str, tokenizer, dataset: list[dict], output: Path, *, digest: str, what: str,
     random_init: bool = False, freeze_embeddings: bool = False, lora: bool, epochs: float, learning_rate: float,
     batch_size: int, seed: int, device: str, should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[int, int], None] = lambda done, planned: None,
+    on_progress: Callable[[int, int], None] = lambda done, planned: None, meter: TokenMeter | None = None,
 ):  # fmt: skip
     """Claim `output` for the data hashed `digest` (start_training), and train a two_class_model
     on `dataset` ({"input_ids", "labels"} rows); (the trained model in eval mode, LoRA merged in;
     optimiser steps), or None when stopped (a checkpoint is saved first, under
-    `output`/checkpoints, where a rerun resumes from)."""
+    `output`/checkpoints, where a rerun resumes from). `meter` hears each optimiser step's tokens
+    (the batch's attention mask: padding not counted) and seconds."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    meter = meter or TokenMeter()
+    counted = {"tokens": 0, "started": time.perf_counter()}  # since the last optimiser step
+
     class SoftLabelTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            counted["tokens"] += int(inputs["attention_mask"].sum())
             target = inputs.pop("labels")
             outputs = model(**inputs)
             log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
@@ -173,7 +196,12 @@ def fine_tune(
     class Report(TrainerCallback):
         stopped = False
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            counted.update(tokens=0, started=time.perf_counter())
+
         def on_step_end(self, args, state, control, **kwargs):
+            meter.trained(counted["tokens"], parameters, time.perf_counter() - counted["started"])
+            counted["tokens"] = 0
             on_progress(state.global_step, state.max_steps)
             if should_stop():
                 control.should_save = True
@@ -184,6 +212,7 @@ def fine_tune(
     model = two_class_model(head, base_directory, tokenizer, seed=seed, random_init=random_init,
                             freeze_embeddings=freeze_embeddings)  # fmt: skip
     pad = model.config.pad_token_id
+    parameters = parameter_total(model)  # before LoRA's adapters, which are merged back in the end
     if lora:
         model = with_lora(model)
     checkpoints = Path(output) / CHECKPOINTS

@@ -73,9 +73,11 @@ class OrmScoreSpec(JobSpec):
             context.report(progress)
 
         from core.jobs.judge import record_kept_held_out
+        from core.search.compute import meter_of
 
         scored = score_trajectories(context.store, self.verifier, self.trajectory_ids, device=context.engine.device,
-                                    job_id=context.job_id, should_stop=context.should_stop, on_progress=report)  # fmt: skip
+                                    job_id=context.job_id, should_stop=context.should_stop, on_progress=report,
+                                    meter=meter_of(context.engine))  # fmt: skip
         if scored is None:
             return True
         record_kept_held_out(context.store, context.job_id, scored[1])

@@ -14,6 +14,7 @@ from core.jobs.training import (
     check_base, check_fine_tuning, record_training, ReadsTrainingManifest, training_data_manifest,
 )  # fmt: skip
 from core.policy import DEFAULT_TEMPLATE, load_template
+from core.search.compute import meter_of
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
 from core.store import Store
 
@@ -74,7 +75,7 @@ class TrainOrmSpec(ReadsTrainingManifest, JobSpec):
             template=load_template(self.template), epochs=self.epochs, learning_rate=self.learning_rate,
             batch_size=self.batch_size, test_fraction=self.test_fraction, seed=self.seed, lora=self.lora,
             device=engine.device, max_length=getattr(engine.model.config, "max_position_embeddings", 2048),
-            job_id=context.job_id, should_stop=context.should_stop, on_progress=report,
+            job_id=context.job_id, should_stop=context.should_stop, on_progress=report, meter=meter_of(engine),
         )  # fmt: skip
         if trained is None:
             return True

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Mapping
 from core.errors import StepScopeError
 from core.jobs.spec import JobContext, JobSpec, known_fields, require_ids, splitters_of, step_reporter
 from core.jobs.training import check_base, check_fine_tuning, record_training
+from core.search.compute import meter_of
 from core.splits import DEFAULT_TEST_FRACTION, check_test_fraction
 from core.store import Store
 from core.verifier_folders import verifier_folder
@@ -94,7 +95,7 @@ class TrainPrmSpec(JobSpec):
             learning_rate=self.learning_rate, batch_size=self.batch_size, test_fraction=self.test_fraction,
             seed=self.seed, lora=self.lora, device=engine.device, max_length=getattr(engine.model.config,
             "max_position_embeddings", 2048), sampled_only=self.sampled_only, should_stop=context.should_stop,
-            on_progress=report,
+            on_progress=report, meter=meter_of(engine),
         )  # fmt: skip
         if trained is None:
             return True
