@@ -92,6 +92,34 @@ def test_vllm_reports_prompt_generated_and_cached_tokens(vllm_engine, tiny_model
 # -- an OpenAI-compatible server ---------------------------------------------------------------
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_openai_engine_counts_what_a_real_vllm_serve_says(tiny_model_dir):
+    from transformers import AutoTokenizer
+    from vllm_server import vllm_server
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [SHARED + "Answer: 8", SHARED + "Answer: 3 + 5"]
+    by_tokenizer = sum(len(tokenizer(p)["input_ids"]) for p in prompts)
+    with vllm_server(tiny_model_dir, "counted", max_model_len=1024,
+                     extra_args=("--enable-prompt-tokens-details",)) as server:  # fmt: skip
+        engine = OpenAIEngine("counted", [server.base_url])  # no local tokenizer: the server counts
+        try:
+            record = ComputeRecord()
+            metered = MeteredEngine(engine, record)
+            samples = metered.generate(prompts, SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3))
+            first = engine.prompt_token_stats()["last_call"]
+            assert first["prompt_tokens"] == by_tokenizer  # once per request, whatever its n
+            assert first["generated_tokens"] == sum(s.num_tokens for row in samples for s in row) > 0
+            metered.generate(prompts, SamplingParams(n=1, max_new_tokens=2, temperature=0))
+            again = engine.prompt_token_stats()["last_call"]
+            assert again["prompt_tokens_cached"] >= 128 * len(prompts)  # whole KV blocks of the repeat
+            assert record.prompt_tokens == 2 * by_tokenizer
+            assert record.prompt_tokens_cached == first["prompt_tokens_cached"] + again["prompt_tokens_cached"]
+        finally:
+            engine.close()
+
+
 class UsageServer:
     """Answers /v1/completions with 3 tokens per choice and a `usage` block as `usage` scripts it:
     "full" (prompt tokens = the prompt's words, 2 of them cached), "plain" (no cached detail) or
