@@ -106,9 +106,9 @@ class PrefixCache:
     its own prefill appends by copy. An entry whose tokens are a prefix of another's (up to its
     last COVERED_SLACK tokens) is redundant (the longer one serves about every prompt it would)
     and is dropped, so the probes of one trajectory, whose prompts extend each other, keep one
-    entry: the longest. The least recently
-    used entries go first when there are more than `max_entries` or they hold more than
-    `max_bytes` (the newest is always kept, so one prompt over the budget still serves its call).
+    entry: the longest. The least recently used entries go first when there are more than
+    `max_entries` or they hold more than `max_bytes` (the newest is always kept, so one prompt
+    over the budget still serves its call).
     Valid for one model's weights only: the decoder (and the engine) that owns it.
     """
 
