@@ -10,6 +10,7 @@ import json
 from typing import Sequence
 
 from core.engines.base import SamplingParams
+from core.search.answers import Grader
 from core.search.compute import ComputeRecord
 from core.search.config import SearchConfig, SearchProblem
 from core.search.journal import rollout_holder
@@ -38,6 +39,7 @@ class SearchContext:
         self.finished: list[int] = []  # final beams, in the order the strategy finished them
         self.answer_node: int | None = None  # a strategy that answers with one path (MCTS) says which
         self.stopped = "done"  # or "budget"
+        self.grader = Grader(problem.gold)  # grades against the gold, each distinct answer once
 
     # -- the policy -------------------------------------------------------------------------
 

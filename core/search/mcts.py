@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 
-from core.grading import grade
 from core.search.context import BudgetSpent
 from core.search.records import SearchRollout, split_steps
 
@@ -77,7 +76,7 @@ class _Tree:
         sample = ctx.sample_rest(node.id)
         steps = ctx.tree.steps(node.id)
         rollout_steps = split_steps([sample.text], ctx.config.step_delimiter)
-        graded = grade(ctx.tree.solution(node.id) + ctx.config.step_delimiter + sample.text, ctx.problem.gold)
+        graded = ctx.grader.grade(ctx.tree.solution(node.id) + ctx.config.step_delimiter + sample.text)
         ctx.rollouts.append(SearchRollout(tuple(steps), sample.text, graded.answer, graded.correct,
                                           sample.num_tokens, "simulation"))  # fmt: skip
         if not rollout_steps:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from core.grading import answers_equal
 from core.search import beam, bon, dvts, mcts, reject
 from core.search.answers import final_beams, weighted_vote
 from core.search.compute import ComputeRecord, CountingEngine, CountingScorer
@@ -46,12 +45,12 @@ def run_search(problem: SearchProblem, engine, scorer, config: SearchConfig, *, 
     if ctx.answer_node is not None:
         answer = next(b.answer for b in beams if b.node == ctx.answer_node)
     else:
-        answer = weighted_vote(beams)
+        answer = weighted_vote(beams, ctx.grader.equal)
     # A resumed search's replayed calls took their recorded seconds in the killed run.
     replayed = calls.events[: len(calls.replay)]
     record.total_seconds = time.perf_counter() - started + sum(
         value for event in replayed for name, value in event.counted if name in ("engine_seconds", "scorer_seconds"))
-    correct = answer is not None and answers_equal(answer, problem.gold)
+    correct = ctx.grader.correct(answer)
     return SearchResult(config.strategy, config.as_manifest(), scorer.fingerprint, ctx.tree, beams, ctx.rollouts,
                         answer, correct, record, ctx.stopped)  # fmt: skip
 

@@ -31,9 +31,10 @@ from dataclasses import replace
 from typing import Protocol, Sequence, runtime_checkable
 
 from core.engines.base import Engine, SamplingParams
-from core.grading import GRADER_NAME, grade
+from core.grading import GRADER_NAME
 from core.mcpe import Counts, step_value
 from core.policy import POLICY_STOP
+from core.search.answers import Grader
 from core.search.compute import VerifierCost, count_prompt_tokens, parameter_count
 from core.search.config import SearchProblem
 from core.search.journal import digest
@@ -76,7 +77,8 @@ class RandomScorer:
 
 class MCScorer:
     """k rollouts per prefix in one engine call; a prefix whose newest step states a final answer
-    is a finished solution and is graded as it stands (a rollout would add nothing)."""
+    is a finished solution and is graded as it stands (a rollout would add nothing). Each distinct
+    answer is compared with a problem's gold once (core.search.answers.Grader)."""
 
     kind = "mc"
 
@@ -89,6 +91,7 @@ class MCScorer:
         self.name = name or f"mc:{engine.info.model}:k{k}"
         self.cost = VerifierCost(parameters=parameter_count(engine))
         self.rollouts: list[SearchRollout] = []  # every rollout, for the record
+        self._graders: dict[str, Grader] = {}  # by gold: the problems searched lately
 
     @property
     def fingerprint(self) -> dict:
@@ -96,12 +99,21 @@ class MCScorer:
                 "model_fingerprint": self.engine.info.extra.get("fingerprint"), "k": self.k,
                 "sampling": self.sampling.as_manifest(), "seed": self.seed, "grader": GRADER_NAME}  # fmt: skip
 
+    def grader(self, gold: str) -> Grader:
+        grader = self._graders.get(gold)
+        if grader is None:
+            if len(self._graders) >= 64:  # a job's problems one after another: keep memory bounded
+                self._graders.clear()
+            grader = self._graders[gold] = Grader(gold)
+        return grader
+
     def score(self, problem: SearchProblem, prefixes: Sequence[Sequence[str]]) -> list[float]:
         scores: list[float | None] = [None] * len(prefixes)
         open_indices = []
+        grader = self.grader(problem.gold)
         for index, steps in enumerate(prefixes):
             if steps and has_final_answer(steps[-1]):
-                scores[index] = float(grade(self.delimiter.join(steps), problem.gold).correct)
+                scores[index] = float(grader.grade(self.delimiter.join(steps)).correct)
             else:
                 open_indices.append(index)
         if open_indices:
@@ -115,7 +127,7 @@ class MCScorer:
                 part = self.delimiter.join(prefixes[index])
                 correct = 0
                 for sample in samples:
-                    graded = grade(part + self.delimiter + sample.text, problem.gold)
+                    graded = grader.grade(part + self.delimiter + sample.text)
                     correct += graded.correct
                     self.cost.tokens_generated += sample.num_tokens
                     self.rollouts.append(SearchRollout(tuple(prefixes[index]), sample.text, graded.answer,
