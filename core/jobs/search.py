@@ -2,11 +2,17 @@
 problems, stored in the rollout tree.
 
 Each problem is searched by `run_search` with the policy the runner loaded and the scorer the job
-names. The search's journal (every engine and scorer call's result) is committed event by event
-as it runs; when the search ends, its candidates, final beams (graded trajectories, source
-"search") and sampled rollouts are stored in one transaction (core.store.searches). A killed job
-therefore resumes each unfinished search from its stored journal: the calls it holds are
-answered from it, and the search grows the tree an uninterrupted run would have grown.
+names. The search's journal (every engine and scorer call's result) is committed as it runs, in
+batches (`JournalWriter`: what was emitted since the last commit, once `JOURNAL_COMMIT_SECONDS`
+have passed, and the rest when the search ends or an exception leaves it); when the search ends,
+its candidates, final beams (graded trajectories, source "search") and sampled rollouts are
+stored in one transaction (core.store.searches). A killed job therefore resumes each unfinished
+search from its stored journal: the calls it holds are answered from it, and the search grows the
+tree an uninterrupted run would have grown. A kill that leaves no chance to write (kill -9, power
+loss) loses at most the last batch's events: their calls are made again on resume, with the seeds
+they had (a strategy's calls are a function of the search's seed and the results before them), so
+the tree is the same; only the seconds spent on them are spent twice. One commit per call cost
+as much as a fast engine's call (milliseconds each; benchmarks/search_overhead.py).
 
 Scorers are named by a short description, the CLI's `--scorer`:
 
@@ -40,6 +46,8 @@ from core.search.scorers import JudgeScorer, MCScorer, ORMScorer, PRMScorer, Ran
 from core.store import Store
 
 SCORER_NAMES = ("random", "mc", "self-judge", "orm", "prm")
+JOURNAL_COMMIT_SECONDS = 1.0  # a running search's journal is committed at least this often
+JOURNAL_COMMIT_EVENTS = 256  # and whenever this many events wait
 DEFAULT_MC_ROLLOUTS = 4
 MAX_EXPANSIONS = 10_000
 MAX_STEPS = 256
@@ -130,6 +138,45 @@ class _StoppableEngine:
         return getattr(self._engine, name)  # info, tokenizer, model, scoring calls: the engine's own
 
 
+class JournalWriter:
+    """A search's journal events, stored in order (seq) in batches. An event arriving `seconds`
+    or more after the last commit is committed at once, with those waiting before it, and so is
+    the `events`-th waiting one. `close()` commits what is left when an exception leaves the
+    search (every event is the result of a finished call, worth keeping); an ended search's last
+    events are `take()`n and written with its outcome, in one transaction. So with calls slower
+    than `seconds` every event is committed as it comes, and what a kill -9 can lose is events
+    whose calls took under `seconds` together: made again on resume, to the same results."""
+
+    def __init__(self, store: Store, search_id: int, seq: int, *, seconds: float | None = None,
+                 events: int | None = None) -> None:  # fmt: skip
+        self.store, self.search_id, self.seq = store, search_id, seq
+        self.seconds = JOURNAL_COMMIT_SECONDS if seconds is None else seconds
+        self.events = JOURNAL_COMMIT_EVENTS if events is None else events
+        self.waiting: list[tuple[int, dict]] = []
+        self.commits = 0
+        self._committed_at = time.monotonic()
+
+    def add(self, event) -> None:
+        self.waiting.append((self.seq, event_to_dict(event)))
+        self.seq += 1
+        if len(self.waiting) >= self.events or time.monotonic() - self._committed_at >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.waiting:
+            self.store.add_search_events(self.search_id, self.waiting)
+            self.waiting = []
+            self.commits += 1
+        self._committed_at = time.monotonic()
+
+    close = flush
+
+    def take(self) -> list[tuple[int, dict]]:
+        """The waiting events, handed over to be written with the search's outcome."""
+        waiting, self.waiting = self.waiting, []
+        return waiting
+
+
 def run_problem_search(store: Store, engine, scorer, config: SearchConfig, problem: dict, context: str, *,
                        policy: str, job_id: int | None) -> tuple[dict, ComputeRecord]:  # fmt: skip
     """Search one problem (resuming the job's stored search of it), store the outcome; returns
@@ -139,15 +186,13 @@ def run_problem_search(store: Store, engine, scorer, config: SearchConfig, probl
     if search["status"] == "done":
         return search, ComputeRecord.from_manifest(search["compute"])
     journal = [event_from_dict(entry) for entry in store.search_events(search["id"])]
-    seq = len(journal)
-
-    def keep(event) -> None:
-        nonlocal seq
-        store.add_search_event(search["id"], seq, event_to_dict(event))
-        seq += 1
-
-    result = run_search(SearchProblem(problem["question"], problem["gold"], context), engine, scorer, config,
-                        journal=journal, on_event=keep)  # fmt: skip
+    writer = JournalWriter(store, search["id"], len(journal))
+    try:
+        result = run_search(SearchProblem(problem["question"], problem["gold"], context), engine, scorer, config,
+                            journal=journal, on_event=writer.add)  # fmt: skip
+    except BaseException:
+        writer.close()
+        raise
     store.finish_search(
         search["id"], candidates=result.candidate_rows(),
         beams=[{"node": b.node, "solution": b.solution, "answer": b.answer, "correct": b.correct, "score": b.score}
@@ -155,7 +200,7 @@ def run_problem_search(store: Store, engine, scorer, config: SearchConfig, probl
         rollouts=[{"prefix": r.prefix, "text": r.text, "answer": r.answer, "correct": r.correct,
                    "num_tokens": r.num_tokens} for r in result.rollouts],
         answer=result.answer, correct=result.correct, stopped=result.stopped, compute=result.compute.as_manifest(),
-        policy_prompt=context, delimiter=config.step_delimiter,
+        policy_prompt=context, delimiter=config.step_delimiter, events=writer.take(),
     )  # fmt: skip
     return store.get_search(search["id"]), result.compute
 

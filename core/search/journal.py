@@ -7,8 +7,9 @@ So a search rerun with the journal of a killed run makes the same calls in the s
 each call the journal holds is answered from it (checked against a digest of the call's
 input, so a journal is never replayed into a different search) and counted from it, tokens and
 seconds as they were spent; the first call past its end runs live, and from there on the search
-continues as the uninterrupted one would have. A job stores each event as it is emitted
-(`event_to_dict` is JSON) and hands the stored ones back on resume (`event_from_dict`).
+continues as the uninterrupted one would have. A job stores the events as they are emitted, in
+batches (core.jobs.search.JournalWriter; `event_to_dict` is JSON), and hands the stored ones back
+on resume (`event_from_dict`); events a kill kept from being stored are calls made again.
 
 On resume, `total_seconds` is the resumed run's wall time plus the engine and scorer seconds of
 the replayed calls; the killed run's own overhead is not recovered.

@@ -1,9 +1,10 @@
 """Searches (issue 25): one row per problem a search job searched, its journal, and every candidate
 it considered, each a node of the rollout tree.
 
-A search is written twice: its journal one event at a time while it runs (each engine or scorer
-call's result, committed before the search goes on, so that a killed search resumes to the
-identical tree), and everything else in one transaction when it ends: the candidates (each mapped
+A search is written twice: its journal while it runs (each engine or scorer call's result, in
+batches: core.jobs.search commits what a search emitted at most about a second after it, and all
+of it when the search ends or fails, so that a killed search resumes to the identical tree), and
+everything else in one transaction when it ends: the candidates (each mapped
 onto the node of its step path, created if new, so that MC rollouts, verdicts and people reading
 that prefix read the same node), the final beams as graded trajectories (source "search"), the
 rollouts its scorer or its simulations sampled (at their nodes, so they count in node values),
@@ -71,9 +72,15 @@ class SearchQueries(ConnectionBase):
 
     def add_search_event(self, search_id: int, seq: int, event: Mapping[str, Any]) -> None:
         """One journal event (core.search.journal.event_to_dict), committed at once."""
+        self.add_search_events(search_id, [(seq, event)])
+
+    def add_search_events(self, search_id: int, events: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """Journal events (seq, event), committed together in one transaction: all or none."""
+        if not events:
+            return
         with self.transaction() as conn:
-            conn.execute("INSERT INTO search_events (search_id, seq, event) VALUES (?, ?, ?)",
-                         [search_id, seq, json.dumps(event, sort_keys=True)])  # fmt: skip
+            conn.executemany("INSERT INTO search_events (search_id, seq, event) VALUES (?, ?, ?)",
+                             [(search_id, seq, json.dumps(event, sort_keys=True)) for seq, event in events])  # fmt: skip
 
     def search_events(self, search_id: int) -> list[dict]:
         rows = self.conn.execute("SELECT event FROM search_events WHERE search_id = ? ORDER BY seq", [search_id])
@@ -84,15 +91,17 @@ class SearchQueries(ConnectionBase):
     def finish_search(self, search_id: int, *, candidates: Sequence[Mapping[str, Any]],
                       beams: Sequence[Mapping[str, Any]], rollouts: Sequence[Mapping[str, Any]], answer: str | None,
                       correct: bool, stopped: str, compute: Mapping[str, Any], policy_prompt: str,
-                      delimiter: str) -> None:  # fmt: skip
+                      delimiter: str, events: Sequence[tuple[int, Mapping[str, Any]]] = ()) -> None:  # fmt: skip
         """Store a search's outcome in one transaction.
 
         `candidates`: SearchResult.candidate_rows() (parents first); `beams`: (node, solution,
         answer, correct, score) of each final beam; `rollouts`: (prefix, text, answer, correct,
-        num_tokens, source) of each rollout sampled outside the tree."""
+        num_tokens, source) of each rollout sampled outside the tree; `events`: the journal's
+        last (seq, event) pairs not yet stored, written in the same transaction."""
         search = self.get_search(search_id)
         problem_id, job_id, policy = search["problem_id"], search["job_id"], search["policy"]
         with self.transaction() as conn:
+            self.add_search_events(search_id, events)  # joins this transaction
             node_of: dict[int, int] = {}
             for row in candidates:
                 node_of[row["order"]] = ensure_path(conn, problem_id, row["steps"])[-1]
