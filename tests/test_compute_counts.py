@@ -323,3 +323,40 @@ def test_train_verifier_counts_the_tokens_its_probe_features_read(tmp_path, tiny
     assert compute["verifier_tokens"] == read and compute["training_tokens"] == 0
     assert compute["flops"] == 2.0 * compute["verifier_parameters"] * read  # forward only: feature extraction
     store.close()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_train_prm_counts_training_and_held_out_tokens(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from core.jobs.train_prm import TrainPrmSpec
+    from core.prm_training import build_examples, step_labels
+
+    store = Store.open(tmp_path / "prm.db")
+    ids = []
+    for i in range(6):  # as tests/test_prm.py's labelled_store: MC hard labels 1 on the right solution
+        problem_id = store.add_problem("sorm", f"What is {i} + 13 then times 2?", str(2 * (13 + i)))
+        for right in (True, False):
+            total = 13 + i if right else 14 + i
+            solution = f"{i} + 13 = {total}.\n{total} * 2 = {2 * total}.\nThe answer is {2 * total}."
+            ids.append(store.add_trajectory(problem_id, solution, source="test", rule="line",
+                                            final_answer=str(2 * total), correct=right))  # fmt: skip
+            store.add_rollouts([{"step_id": s["id"], "text": "x", "correct": right, "model": "tiny"}
+                                for s in store.steps(ids[-1])])  # fmt: skip
+    output = tmp_path / "prm"
+    job = run(store, TrainPrmSpec(base=str(tiny_model_dir), labels="mc-hard", trajectory_ids=tuple(ids),
+                                  output=str(output), epochs=2.0, batch_size=4, test_fraction=0.4,
+                                  engine_options={"device": "cpu"}))  # fmt: skip
+    compute = job["compute"]
+    split = json.loads((output / "manifest.json").read_text())["split"]
+    examples = build_examples(store, AutoTokenizer.from_pretrained(tiny_model_dir), step_labels(store, ids, "mc-hard"), 1024)
+    tokens = {side: sum(len(e.token_ids) for e in examples if e.trajectory_id in split[f"{side}_trajectories"])
+              for side in ("train", "test")}  # fmt: skip
+    parameters = sum(p.numel() for p in AutoModelForTokenClassification.from_pretrained(
+        output, dtype=torch.float32).parameters())  # fmt: skip
+    assert compute["training_tokens"] == 2 * tokens["train"] > 0  # two epochs: every example twice
+    assert compute["training_parameters"] == parameters == compute["verifier_parameters"]
+    assert compute["verifier_tokens"] == tokens["test"] > 0  # the held-out evaluation, forward only
+    assert compute["flops"] == pytest.approx(6.0 * parameters * 2 * tokens["train"] + 2.0 * parameters * tokens["test"])
+    store.close()
