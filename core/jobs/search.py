@@ -48,6 +48,7 @@ from core.store import Store
 SCORER_NAMES = ("random", "mc", "self-judge", "orm", "prm")
 JOURNAL_COMMIT_SECONDS = 1.0  # a running search's journal is committed at least this often
 JOURNAL_COMMIT_EVENTS = 256  # and whenever this many events wait
+PROGRESS_SECONDS = 1.0  # the job's progress and compute are written at most this often (and at the end)
 DEFAULT_MC_ROLLOUTS = 4
 MAX_EXPANSIONS = 10_000
 MAX_STEPS = 256
@@ -273,7 +274,7 @@ class SearchSpec(JobSpec):
         # The scorer's identity as the run built it (model, fingerprint, sampling), with the job.
         store.update_job(context.job_id, manifest={**job["manifest"], "scorer_fingerprint": scorer.fingerprint})
         progress, spent, started = Progress(planned=self.planned()), ComputeRecord(), time.perf_counter()
-        cancelled = False
+        cancelled, reported_at, unreported = False, float("-inf"), False
         for problem_id in self.problem_ids:
             problem = store.get_problem(problem_id)
             try:
@@ -287,7 +288,14 @@ class SearchSpec(JobSpec):
             progress.done += 1
             progress.calls, progress.tokens = spent.engine_calls, spent.policy_tokens
             progress.engine_seconds, progress.seconds = spent.engine_seconds, time.perf_counter() - started
-            store.update_job(context.job_id, compute=spent.as_manifest())
+            # The job's row at most once a second (two commits): a fast engine searches a problem
+            # in tens of milliseconds.
+            unreported = time.perf_counter() - reported_at < PROGRESS_SECONDS
+            if not unreported:
+                store.update_job(context.job_id, compute=spent.as_manifest())
+                context.report(progress)
+                reported_at = time.perf_counter()
+        if unreported:
             context.report(progress)
         job = store.get_job(context.job_id)
         store.update_job(context.job_id, compute=spent.as_manifest(),
