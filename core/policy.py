@@ -18,6 +18,14 @@ DEFAULT_TEMPLATE = "policy_fewshot"
 POLICY_STOP = ("\nQuestion:", "\n\n")
 
 
+def rollout_stops(stops, solution: str) -> tuple[str, ...]:
+    """The stop strings for rollouts continuing `solution`: those it does not contain itself. A
+    reasoning trace cut into paragraphs has blank lines between its steps, so a blank line cannot
+    mean the solution is over: a rollout stopped there would write one step and never reach an
+    answer (every MC value 0). "\nQuestion:" and the token cap still end it."""
+    return tuple(stop for stop in stops or () if stop not in solution)
+
+
 @dataclass(frozen=True)
 class PolicyTemplate:
     name: str

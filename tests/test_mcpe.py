@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -232,3 +233,25 @@ def test_a_jobs_first_call_holds_only_its_shortest_continuation(tmp_path):
     assert len(prompts_per_call[0]) == 1 and prompts_per_call[0][0] in last_steps
     assert [len(p) for p in prompts_per_call] == [1, 7]
     assert sorted(sum(prompts_per_call, [])) == sorted(s.prompt for t in tasks for s in t.steps)
+
+
+def test_rollouts_of_a_paragraph_trace_are_not_stopped_at_a_blank_line(tmp_path):
+    """A trace cut into paragraphs has blank lines between its steps: a rollout stopped at one would
+    write one step and never reach an answer. Its calls drop that stop (keeping "\\nQuestion:");
+    a line-split solution in the same job keeps both, in a call of its own."""
+    from core.policy import POLICY_STOP
+
+    store = Store.open(tmp_path / "s.db")
+    [lines] = make_trajectories(store, 1, 3)
+    problem = store.add_problem("sim", "A long problem?", GOLD)
+    paragraphs = store.add_trajectory(problem, "Step 0: we think.\n\nStep 1: wait, check it.\n\nStep 2: so it is 42.",
+                                      source="sim", rule="paragraph")  # fmt: skip
+    engine = SimulatedPolicy(step_probability([0.5, 0.5, 0.5]), GOLD)
+    stops_per_prompt = {}
+    generate = engine.generate
+    engine.generate = lambda prompts, params: (
+        stops_per_prompt.update({p: params.stop for p in prompts}), generate(prompts, params))[1]
+    tasks = load_tasks(store, [lines, paragraphs], load_template())
+    run_estimate(store, engine, tasks, FixedN(2), "sim", replace(SAMPLING, stop=POLICY_STOP), rows_per_call=4096)
+    by_trajectory = {t.trajectory_id: {stops_per_prompt[s.prompt] for s in t.steps} for t in tasks}
+    assert by_trajectory == {lines: {POLICY_STOP}, paragraphs: {("\nQuestion:",)}}

@@ -24,7 +24,9 @@ from core.mcpe import (
     ROLLOUTS_PER_STEP, ROUND_SIZE, STRATEGY_NAMES, AnyStrategy, Counts, FixedN, default_strategy_name, make_strategy,
     strategy_from_manifest,
 )  # fmt: skip
-from core.policy import DEFAULT_TEMPLATE, PolicyTemplate, load_template, policy_context, step_prefixes
+from core.policy import (
+    DEFAULT_TEMPLATE, PolicyTemplate, load_template, policy_context, rollout_stops, step_prefixes,
+)  # fmt: skip
 
 # The CLI reads this module's defaults when it starts, so what is slow to import (the grader's
 # sympy, the store's sqlite-utils and pandas) is imported where it is used.
@@ -37,6 +39,7 @@ class StepTask:
     step_id: int
     prompt: str  # the text sent to the engine
     solution_prefix: str  # the part of it that is solution (graded with the rollout)
+    solution: str = field(default="", repr=False)  # the whole trajectory's (the same string for its steps)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def load_tasks(store: Store, trajectory_ids: Sequence[int], template: PolicyTemp
             TrajectoryTask(
                 trajectory_id,
                 trajectory["gold"],
-                tuple(StepTask(s["id"], p, part) for s, (p, part) in zip(steps, prefixes)),
+                tuple(StepTask(s["id"], p, part, trajectory["solution"]) for s, (p, part) in zip(steps, prefixes)),
                 grade(trajectory["solution"], trajectory["gold"]).correct,
             )
         )
@@ -98,8 +101,10 @@ def plan_round(store: Store, tasks: Sequence[TrajectoryTask], strategy, policy: 
 ROWS_PER_CALL = 256
 
 
-def batch_requests(requests: Sequence[Request], rows_per_call: int, *, quick_first: bool = False) -> list[list[Request]]:
-    """Group requests with the same n into calls of at most `rows_per_call` sequences.
+def batch_requests(requests: Sequence[Request], rows_per_call: int, *, quick_first: bool = False,
+                   stops: tuple[str, ...] = ()) -> list[list[Request]]:  # fmt: skip
+    """Group requests with the same n (and the same of `stops` left: core.policy.rollout_stops) into
+    calls of at most `rows_per_call` sequences.
 
     With `quick_first`, the request whose prefix holds the most of its solution (so leaves the
     least to write: usually a trajectory's last step) goes alone in a first call: a job's first
@@ -111,10 +116,10 @@ def batch_requests(requests: Sequence[Request], rows_per_call: int, *, quick_fir
         quick = max(requests, key=lambda r: len(r.task.solution_prefix))
         batches.append([quick])
         requests = [r for r in requests if r is not quick]
-    by_n: dict[int, list[Request]] = {}
+    by_call: dict[tuple, list[Request]] = {}
     for request in requests:
-        by_n.setdefault(request.n, []).append(request)
-    for n, group in by_n.items():
+        by_call.setdefault((request.n, rollout_stops(stops, request.task.solution)), []).append(request)
+    for (n, _), group in by_call.items():
         per_call = max(1, rows_per_call // n)
         batches.extend(group[i : i + per_call] for i in range(0, len(group), per_call))
     return batches
@@ -207,13 +212,14 @@ def run_estimate(
         if not requests:
             break
         progress.per_round.append(sum(r.n for r in requests))
-        for batch in batch_requests(requests, rows_per_call, quick_first=progress.calls == 0):
+        for batch in batch_requests(requests, rows_per_call, quick_first=progress.calls == 0, stops=sampling.stop):
             if should_stop():
                 progress.cancelled = True
                 return progress
             # A fresh seed per call keeps rollouts of the same prefix independent across rounds.
             call_seed = seed + progress.calls
-            params = replace(sampling, n=batch[0].n, seed=call_seed)
+            params = replace(sampling, n=batch[0].n, seed=call_seed,
+                             stop=rollout_stops(sampling.stop, batch[0].task.solution))  # fmt: skip
             started = time.perf_counter()
             results = engine.generate([r.task.prompt for r in batch], params)
             engine_done = time.perf_counter()

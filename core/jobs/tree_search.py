@@ -24,7 +24,7 @@ from core.errors import StepScopeError
 from core.grading import GRADER_NAME, grade
 from core.jobs.estimate import default_sampling
 from core.jobs.spec import MAX_N, JobContext, JobSpec, Progress, check_range, check_sampling, known_fields, sampling_from
-from core.policy import DEFAULT_TEMPLATE, join_context, load_template, policy_context
+from core.policy import DEFAULT_TEMPLATE, join_context, load_template, policy_context, rollout_stops
 from core.steps import StepSpan, join_steps, parse_rule, prefix_end, segment
 from core.store import Store
 from core.tree_search import (
@@ -191,7 +191,8 @@ class PolicySampler:
             raise _Cancelled
         part, _ = self.anchor.solution_part(prefix)
         started = time.perf_counter()
-        [samples] = self.engine.generate([join_context(self.context, part)], replace(self.sampling, n=k, seed=seed))
+        stop = rollout_stops(self.sampling.stop, self.anchor.trajectory["solution"])  # a paragraph trace's blank lines
+        [samples] = self.engine.generate([join_context(self.context, part)], replace(self.sampling, n=k, seed=seed, stop=stop))
         self.engine_seconds += time.perf_counter() - started
         rows, sampled = [], []
         for sample in samples:
