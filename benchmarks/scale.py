@@ -286,8 +286,11 @@ def main_pages(sizes: list[str], out: Path) -> None:
         "by_trajectories": pages, "targets": targets(pages) if len(pages) > 1 else None,
         "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "method": "benchmarks/scale_store.py time_pages: AppTest in fresh processes; first = no results kept "
-                  "beside the database, cold = a second fresh process, warm = a later session (CPU seconds)",
+        "method": "benchmarks/scale_store.py time_pages: AppTest in fresh processes, the script thread's CPU "
+                  "seconds; first = no results kept beside the database (never computed), cold = a second fresh "
+                  "process, warm = a later session, after_change = a fresh process after a label was saved (the "
+                  "earlier results shown, marked stale) and current_after = until the background computation of "
+                  "the current ones is done (wall, and the process's CPU)",
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
