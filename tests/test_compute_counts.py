@@ -10,6 +10,7 @@ out or detail the cached prompt tokens on cue (`vllm serve` does neither by defa
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -305,6 +306,7 @@ def test_train_orm_and_orm_score_count_tokens_and_flops(tmp_path, tiny_model_dir
     shown = run_cli("jobs", "show", str(job["id"]), "--db", str(db), env=ONE_THREAD)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert f"{compute['flops']:.3g}" in shown.stdout and f"{scored:,}" in shown.stdout
+    assert re.search(rf"tokens trained on\s+{compute['training_tokens']:,}\b", shown.stdout), shown.stdout
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -247,6 +247,7 @@ def print_compute(job: dict) -> None:
         "  of them from a cache": shown(compute.get("prompt_tokens_cached")),
         "verifier tokens scored": shown(compute.get("verifier_tokens")),
         "verifier tokens generated": shown(compute.get("verifier_generated_tokens")),
+        "tokens trained on": shown(compute.get("training_tokens", 0)),
         "engine seconds": shown(compute.get("engine_seconds"), " s", 2),
         "scorer seconds": shown(compute.get("scorer_seconds"), " s", 2),
         "total seconds": shown(compute.get("total_seconds"), " s", 2),

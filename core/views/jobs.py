@@ -259,7 +259,8 @@ def compute_columns(compute: dict | None) -> dict:
     return {
         "policy tokens": compute.get("policy_tokens"), "prompt tokens": compute.get("prompt_tokens"),
         "cached prompt tokens": compute.get("prompt_tokens_cached"),
-        "verifier tokens": compute.get("verifier_tokens"), "engine s": compute.get("engine_seconds"),
+        "verifier tokens": compute.get("verifier_tokens"), "training tokens": compute.get("training_tokens"),
+        "engine s": compute.get("engine_seconds"),
         "TFLOPs (est.)": None if flops is None else round(flops / 1e12, 4),
     }  # fmt: skip
 

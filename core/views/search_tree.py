@@ -49,9 +49,10 @@ def compute_text(search: dict) -> str | None:
     if not compute:
         return None
     flops = compute.get("flops")
+    verifier = [compute.get("verifier_tokens", 0), compute.get("verifier_generated_tokens", 0)]
     parts = [f"{compute.get('policy_tokens', 0):,} policy tokens generated",
              f"{compute.get('prompt_tokens') or 0:,} prompt tokens",
-             f"{compute.get('verifier_tokens', 0) + compute.get('verifier_generated_tokens', 0):,} verifier tokens",
+             "verifier tokens unknown" if None in verifier else f"{sum(verifier):,} verifier tokens",
              f"{compute.get('engine_calls', 0)} policy calls, {compute.get('scorer_calls', 0)} scorer calls",
              f"{compute.get('total_seconds', 0.0):.1f} s",
              "FLOPs unknown" if flops is None else f"{flops:.2e} FLOPs"]  # fmt: skip
