@@ -107,6 +107,7 @@ def run(args) -> dict:
     from core.store import Store
     from core.synth import write_synth
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     strategies = [s for s in args.strategies.split(",") if s]
     scorers = [s for s in args.scorers.split(",") if s]
@@ -173,6 +174,7 @@ def run(args) -> dict:
     engine.close()
     store.close()
     temporary.cleanup()
+    torch.set_num_threads(threads)
     return {"label": args.label, "code": code_version(), "jobs": jobs, "warmup_jobs": warmup, "strategies": strategies, "scorers": scorers,
             "repeats": args.repeats, "problems_per_job": len(problem_ids),
             "configs": {s: search_config(s, 0).as_manifest() for s in strategies},

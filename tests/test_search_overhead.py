@@ -143,3 +143,30 @@ def test_a_search_job_killed_with_its_last_batch_unwritten_resumes_to_the_identi
         assert resumed.calls > total - crash_at  # the lost batch's calls were made again
     spent = {k: v for k, v in killed.get_job(killed_job)["compute"].items() if not k.endswith("seconds")}
     assert spent == {k: v for k, v in whole.get_job(whole_job)["compute"].items() if not k.endswith("seconds")}
+
+
+def test_the_overhead_benchmark_runs_search_jobs_on_the_tiny_model_and_compares_labels(tmp_path, tiny_model_dir):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import search_overhead
+
+    out = tmp_path / "after.json"
+    assert search_overhead.main(["--label", "after", "--strategies", "bon,beam", "--scorers", "random", "--repeats", "1",
+                                 "--problems", "1", "--model", str(tiny_model_dir), "--out", str(out)]) == 0  # fmt: skip
+    run = json.loads(out.read_text())
+    assert [(j["strategy"], j["scorer"]) for j in run["jobs"]] == [("bon", "random"), ("beam", "random")]
+    assert len(run["warmup_jobs"]) == 2
+    for job in run["jobs"]:
+        assert 0 <= job["overhead_fraction"] < 1 and job["engine_seconds"] > 0 and job["engine_calls"] >= 1
+        assert job["total_seconds"] <= job["wall_seconds"]
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps({**run, "label": "before"}))
+    combined = tmp_path / "combined.json"
+    assert search_overhead.main(["--combine", str(before), str(out), "--out", str(combined), "--note", "smoke"]) == 0
+    figures = json.loads(combined.read_text())
+    assert figures["note"] == "smoke" and figures["labels"]["after"]["jobs"] == 2
+    assert figures["before_vs_after"]["per_job_median"][0] == figures["before_vs_after"]["per_job_median"][1]
+    assert set(figures["before_vs_after"]["by_cell_median"]) == {"bon/random", "beam/random"}
