@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 
@@ -24,7 +23,7 @@ from pages._warm_start import warm_start_model
 from core.models import DEFAULT_MODEL
 from core.sample_solutions import ensure_trajectories
 from core.store import Store, default_db_path
-from core.store.disk_cache import Stale, revalidating
+from core.store.disk_cache import Stale, StaleView, revalidating
 
 TEXT_PREVIEW = 600
 FULL_TEXT_LIMIT = 100_000
@@ -163,24 +162,20 @@ def job_progress_lines(jobs: list[dict]) -> None:
         st.text(f"job {job['id']} ({job['kind']}) · {progress.text}")
 
 
-def stale_notice() -> Callable[[Stale], None]:
+def stale_notice() -> StaleView:
     """A slot here for saying that the figures below are from before the latest change to the
     data (core.store.disk_cache.remembered's `on_stale`): the current ones are computed in the
     background, and the page reruns itself when they are ready."""
     slot = st.empty()
-    told: list[Stale] = []
 
     def tell(stale: Stale) -> None:
-        if told:
-            return
-        told.append(stale)
         with slot.container():
             st.info(f"Figures as computed {max(0, round(time.time() - stale.computed_at))} s ago, before the latest "
                     f"change to the data: the current ones are being computed (about {stale.seconds:.0f} s), and "
                     "this page updates when they are ready.")  # fmt: skip
             _rerun_when_computed()
 
-    return tell
+    return StaleView(tell)
 
 
 @st.fragment(run_every=1.0)

@@ -620,7 +620,7 @@ def _wait_for_background(timeout: float = 30.0) -> None:
 
 def test_after_a_change_a_slow_result_is_shown_as_it_was_while_the_current_one_is_computed(tmp_path, monkeypatch):
     from core.store import disk_cache
-    from core.store.disk_cache import remembered
+    from core.store.disk_cache import StaleView, remembered
 
     monkeypatch.setattr(disk_cache, "REVALIDATE_AFTER_S", 0.0)  # every result counts as slow
     store = Store.open(tmp_path / "stale.db")
@@ -633,45 +633,58 @@ def test_after_a_change_a_slow_result_is_shown_as_it_was_while_the_current_one_i
             return {"figure": figure}
         return run
 
-    assert remembered(store, "x", ("a",), (1,), compute(1), told.append) == {"figure": 1}
+    assert remembered(store, "x", ("a",), (1,), compute(1), StaleView(told.append)) == {"figure": 1}
     assert told == []  # nothing earlier to show: computed in the open
-    assert remembered(store, "x", ("a",), (2,), compute(2, wait=True), told.append) == {"figure": 1}
+    page_run = StaleView(told.append)
+    assert remembered(store, "x", ("a",), (2,), compute(2, wait=True), page_run) == {"figure": 1}
     assert [stale.name for stale in told] == ["x"] and told[0].computed_at <= time.time()
-    assert remembered(store, "x", ("a",), (2,), compute(3), told.append) == {"figure": 1}  # one computation at a time
+    assert remembered(store, "x", ("a",), (2,), compute(3), page_run) == {"figure": 1}  # one computation at a time
+    assert len(told) == 1 and len(page_run.shown) == 2  # the page is told once a run
     assert disk_cache.revalidating() == 1
     gate.set()
     _wait_for_background()
-    assert remembered(store, "x", ("a",), (2,), compute(4), told.append) == {"figure": 2}
+    assert remembered(store, "x", ("a",), (2,), compute(4), StaleView(told.append)) == {"figure": 2}
     other = Store.open(tmp_path / "stale.db")  # another process finds the current one beside the database
     assert remembered(other, "x", ("a",), (2,), compute(5)) == {"figure": 2}
     # Without on_stale (a CLI, a test), the current figures are computed before returning.
     assert remembered(other, "x", ("a",), (3,), compute(6)) == {"figure": 6}
 
 
-def test_a_result_that_computes_quickly_is_never_shown_stale(tmp_path):
-    from core.store.disk_cache import remembered
+def test_a_result_that_computes_quickly_is_not_shown_stale_unless_the_page_already_shows_one(tmp_path):
+    from core.store.disk_cache import Kept, StaleView, remembered
 
     store = Store.open(tmp_path / "quick.db")
-    told = []
-    assert remembered(store, "x", ("a",), (1,), lambda: 1, told.append) == 1
-    assert remembered(store, "x", ("a",), (2,), lambda: 2, told.append) == 2 and told == []
+    assert remembered(store, "quick", ("a",), (1,), lambda: 1, StaleView(lambda stale: None)) == 1
+    assert remembered(store, "quick", ("a",), (2,), lambda: 2, StaleView(lambda stale: None)) == 2  # in the open
+    remembered(store, "slow", ("a",), (2,), lambda: "slow 2")
+    memory = store.__dict__["_kept_results"]
+    for path, kept in list(memory._entries.items()):  # as if "slow" had taken a minute
+        if path.name.startswith("slow-"):
+            memory.put(path, Kept(kept.version, 60.0, kept.at, kept.payload))
+    page_run = StaleView(lambda stale: None)
+    assert remembered(store, "slow", ("a",), (3,), lambda: "slow 3", page_run) == "slow 2"
+    # Once the page shows one figure as it was, a quick one is too: one set from before the change.
+    assert remembered(store, "quick", ("a",), (3,), lambda: 3, page_run) == 2
+    assert [stale.name for stale in page_run.shown] == ["slow", "quick"]
+    _wait_for_background()
+    assert remembered(store, "quick", ("a",), (3,), lambda: 4, StaleView(lambda stale: None)) == 3
 
 
 def test_a_background_computation_that_fails_is_computed_in_the_open_next(tmp_path, monkeypatch):
     from core.store import disk_cache
-    from core.store.disk_cache import remembered
+    from core.store.disk_cache import StaleView, remembered
 
     monkeypatch.setattr(disk_cache, "REVALIDATE_AFTER_S", 0.0)
     store = Store.open(tmp_path / "failing.db")
-    remembered(store, "x", ("a",), (1,), lambda: 1, lambda stale: None)
+    remembered(store, "x", ("a",), (1,), lambda: 1)
 
     def broken():
         raise RuntimeError("the figures cannot be computed")
 
-    assert remembered(store, "x", ("a",), (2,), broken, lambda stale: None) == 1
+    assert remembered(store, "x", ("a",), (2,), broken, StaleView(lambda stale: None)) == 1
     _wait_for_background()
     with pytest.raises(RuntimeError, match="cannot be computed"):  # the page shows the error, not the old figures
-        remembered(store, "x", ("a",), (2,), broken, lambda stale: None)
+        remembered(store, "x", ("a",), (2,), broken, StaleView(lambda stale: None))
 
 
 def test_votes_over_large_groups_fall_back_to_the_scalar_ones():

@@ -99,17 +99,34 @@ class Stale:
     seconds: float  # how long they took to compute then: about how long the new ones will take
 
 
-OnStale = Callable[[Stale], None] | None
+class StaleView:
+    """What a page passes as `on_stale`: `tell` hears of the first result it is shown stale, and
+    from then on every result of the run that has an earlier version is shown as it was too (one
+    set of figures from before the change, not old and new mixed; and no quick result computed in
+    the open beside the background computation)."""
+
+    def __init__(self, tell: Callable[[Stale], None]) -> None:
+        self.tell = tell
+        self.shown: list[Stale] = []
+
+    def __call__(self, stale: Stale) -> None:
+        self.shown.append(stale)
+        if len(self.shown) == 1:
+            self.tell(stale)
+
+
+OnStale = StaleView | None
 
 
 def remembered(store, name: str, key: tuple, version: tuple, compute: Callable[[], T], on_stale: OnStale = None) -> T:
     """`compute()`, or what it returned before for this `name` and `key` at this data `version`
     (and this code), read back from this store's memory or from beside the database.
 
-    With `on_stale`, a result that took REVALIDATE_AFTER_S or longer to compute is not waited
-    for after the data changes: the one computed for an earlier version is returned at once
-    (`on_stale` is told, so the page can say so), and the new one is computed in a background
-    thread (one at a time, the same entry once), where the next call finds it."""
+    With `on_stale`, a result that took REVALIDATE_AFTER_S or longer to compute (or any, once
+    `on_stale` has shown one stale) is not waited for after the data changes: the one computed
+    for an earlier version is returned at once (`on_stale` is told, so the page can say so), and
+    the new one is computed in a background thread (one at a time, the same entry once), where
+    the next call finds it."""
     if str(store.path) == ":memory:":
         return compute()
     try:
@@ -130,7 +147,8 @@ def remembered(store, name: str, key: tuple, version: tuple, compute: Callable[[
     wanted = repr(version)
     if kept is not None and kept.version == wanted:
         return pickle.loads(kept.payload)
-    if kept is not None and on_stale is not None and kept.seconds >= REVALIDATE_AFTER_S and _may_wait(path, wanted):
+    slow = kept is not None and (kept.seconds >= REVALIDATE_AFTER_S or bool(on_stale and on_stale.shown))
+    if slow and on_stale is not None and _may_wait(path, wanted):
         _in_background(path, wanted, lambda: _compute(compute, memory, path, secret, ident, wanted))
         on_stale(Stale(name, kept.at, kept.seconds))
         return pickle.loads(kept.payload)
