@@ -495,16 +495,13 @@ def main() -> None:
         "not_measured": {
             **({} if paint and "error" not in paint else {
                 "browser_first_paint_s": "not measured in this run (target <= 2 s): run with --browser"}),
-            "real_model_continuations": "not measured: the budget ratio here is the simulated replay only; no "
-                                        "model continued the synthetic long traces (the embedded 135M policy was not "
-                                        "run on 1,000-step prefixes here)",
+            "real_model_continuations": "not measured in this run: --real-model (or the real-model command) adds it",
             "estimate_job_on_long_traces": "rollouts were written to the store, not sampled by an estimate job",
         },
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_before": load_before, "load_average_after_pages": load_mid,
                     "load_average_after": os.getloadavg(),
-                    "note": "a shared, busy machine (2 cores; a whole-suite test run alongside): timings are upper "
-                            "bounds of what the scripts cost on an idle one"},
+                    "note": "wall-clock figures depend on the load averages above (2 cores); CPU seconds less so"},
         "seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     if args.real_model:
