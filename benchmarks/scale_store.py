@@ -213,8 +213,8 @@ def _time_script_runs() -> None:
 
 def time_page(db: Path, page: str, repeats: int = 2, change: bool = False) -> dict:
     """In this process: the page's first run (cold caches) and `repeats - 1` more in new sessions.
-    With `change`, a label is saved first (a data change: the results kept beside the database are
-    from the version before it), and the first run is timed, then the wait until the current
+    With `change`, a label is saved first (Best-of-N: a solution is added; a data change: the
+    results kept beside the database are from the version before it), and the first run is timed, then the wait until the current
     figures are computed in the background, then one more run."""
     import resource
 
@@ -231,7 +231,7 @@ def time_page(db: Path, page: str, repeats: int = 2, change: bool = False) -> di
     import pages._preload  # noqa: F401
 
     if change:
-        _save_a_label(db)
+        _save_a_label(db, page)
     script = page.split(" ")[0]
     runs = []
     for run in range(2 if change else repeats):
@@ -256,12 +256,22 @@ def time_page(db: Path, page: str, repeats: int = 2, change: bool = False) -> di
     return {"cold": runs[0], "warm": runs[1:], "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def _save_a_label(db: Path) -> None:
-    """A data change as a person makes one: annotator "bench-change" rates the first step."""
+def _save_a_label(db: Path, page: str) -> None:
+    """A data change as a person makes one: annotator "bench-change" rates the first step; for
+    Best-of-N (whose data version labels do not change) the policy's solutions of a problem get
+    one more, graded."""
     store = Store.open(db)
-    step = store.conn.execute("SELECT MIN(id) FROM steps").fetchone()[0]
-    before = store.annotation("bench-change", step)
-    store.save_annotation("bench-change", step, rating=1 if before is None or before["rating"] != 1 else -1)
+    if page.startswith("best_of_n"):
+        problem, answer = store.conn.execute(
+            "SELECT problem_id, final_answer FROM trajectories WHERE source = 'policy' AND model = ? LIMIT 1",
+            [POLICY]).fetchone()  # fmt: skip
+        count = store.conn.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+        store.add_trajectory(problem, f"One more sample ({count}). The answer is {answer}.", source="policy",
+                             model=POLICY, final_answer=answer, correct=False)  # fmt: skip
+    else:
+        step = store.conn.execute("SELECT MIN(id) FROM steps").fetchone()[0]
+        before = store.annotation("bench-change", step)
+        store.save_annotation("bench-change", step, rating=1 if before is None or before["rating"] != 1 else -1)
     store.close()
 
 
