@@ -2,9 +2,9 @@
 (prompt tokens, of them cached, generated tokens), unknown where it cannot say, never 0; and the
 tokens and FLOPs of the jobs that run a model themselves (train-orm, orm-score, train-verifier).
 
-vLLM runs on the tiny model (one engine start for the module); the OpenAI-compatible engine
-talks to a small scripted server on loopback, because only a scripted server can leave `usage`
-out or detail the cached prompt tokens on cue (`vllm serve` does neither by default).
+The OpenAI-compatible engine talks to a small scripted server on loopback here, because only a
+scripted server can leave `usage` out or detail the cached prompt tokens on cue; vLLM's own
+counts are checked in tests/test_engine_contract.py on the engines it starts anyway.
 """
 
 from __future__ import annotations
@@ -43,82 +43,8 @@ def test_records_of_before_this_change_and_unknown_counts_read_back():
     assert ComputeRecord(training_tokens=1).flops is None  # a size nobody knows: no guess
 
 
-# -- vLLM --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vllm_engine(tiny_model_dir):
-    from core.engines import load_engine
-
-    engine = load_engine("vllm", str(tiny_model_dir), kv_cache_gib=1)
-    yield engine
-    engine.close()
-
-
-@pytest.mark.vllm
-def test_vllm_reports_prompt_generated_and_cached_tokens(vllm_engine, tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    engine = vllm_engine
-    # Its size, for FLOPs, from the checkpoint's headers (the model runs in vLLM's worker).
-    size = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
-    assert engine.info.extra["parameters"] == size
-    prompts = [SHARED + "Answer: 8", SHARED + "Answer: 3 + 5"]
-    by_tokenizer = sum(len(engine.tokenizer(p)["input_ids"]) for p in prompts)
-    record = ComputeRecord()
-    metered = MeteredEngine(engine, record)
-    samples = metered.generate(prompts, SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3))
-    last = engine.prompt_token_stats()["last_call"]
-    assert last["call"] == "generate"
-    assert last["prompt_tokens"] == by_tokenizer  # each prompt once: its 2 samples share the prefill
-    assert last["generated_tokens"] == sum(s.num_tokens for row in samples for s in row) > 0
-    assert isinstance(last["prompt_tokens_cached"], int)
-    assert record.prompt_tokens == by_tokenizer and record.policy_tokens == last["generated_tokens"]
-    # The same prompts again: vLLM's prefix cache serves (at least) the shared full blocks.
-    metered.generate(prompts, SamplingParams(n=1, max_new_tokens=2, temperature=0))
-    again = engine.prompt_token_stats()["last_call"]
-    assert again["prompt_tokens"] == by_tokenizer and again["prompt_tokens_cached"] >= 128 * len(prompts)
-    assert record.prompt_tokens == 2 * by_tokenizer
-    assert record.prompt_tokens_cached == last["prompt_tokens_cached"] + again["prompt_tokens_cached"]
-    assert record.flops == 2.0 * size * (record.policy_tokens + record.prompt_tokens)
-    # A judge's scoring call: the verifier's tokens are vLLM's count of what it read.
-    judged = ComputeRecord()
-    MeteredEngine(engine, judged, role="verifier").candidate_logprobs(prompts, [" Yes"])
-    probe = engine.prompt_token_stats()["last_call"]
-    assert probe["call"] == "candidate_logprobs" and judged.verifier_tokens == probe["prompt_tokens"] == by_tokenizer
-    total = engine.prompt_token_stats()["total"]
-    assert total["calls"] == 3 and total["prompt_tokens"] == 3 * by_tokenizer
-
-
-# -- an OpenAI-compatible server ---------------------------------------------------------------
-
-
-@pytest.mark.vllm
-@pytest.mark.slow
-def test_openai_engine_counts_what_a_real_vllm_serve_says(tiny_model_dir):
-    from transformers import AutoTokenizer
-    from vllm_server import vllm_server
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prompts = [SHARED + "Answer: 8", SHARED + "Answer: 3 + 5"]
-    by_tokenizer = sum(len(tokenizer(p)["input_ids"]) for p in prompts)
-    with vllm_server(tiny_model_dir, "counted", max_model_len=1024,
-                     extra_args=("--enable-prompt-tokens-details",)) as server:  # fmt: skip
-        engine = OpenAIEngine("counted", [server.base_url])  # no local tokenizer: the server counts
-        try:
-            record = ComputeRecord()
-            metered = MeteredEngine(engine, record)
-            samples = metered.generate(prompts, SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3))
-            first = engine.prompt_token_stats()["last_call"]
-            assert first["prompt_tokens"] == by_tokenizer  # once per request, whatever its n
-            assert first["generated_tokens"] == sum(s.num_tokens for row in samples for s in row) > 0
-            metered.generate(prompts, SamplingParams(n=1, max_new_tokens=2, temperature=0))
-            again = engine.prompt_token_stats()["last_call"]
-            assert again["prompt_tokens_cached"] >= 128 * len(prompts)  # whole KV blocks of the repeat
-            assert record.prompt_tokens == 2 * by_tokenizer
-            assert record.prompt_tokens_cached == first["prompt_tokens_cached"] + again["prompt_tokens_cached"]
-        finally:
-            engine.close()
+# vLLM's own counts (the in-process engine and `vllm serve`) are checked on the engines the
+# engine contract already starts: tests/test_engine_contract.py, test_*_counts_*.
 
 
 class UsageServer:

@@ -65,6 +65,10 @@ CASES = [
 # Only vLLM's scheduler splits a prompt across steps; the transformers engine has no such budget
 # (running this there cost two minutes of CPU and checked nothing vLLM-specific).
 VLLM_CASES = [case for case in CASES if case.values[0][0] == "vllm"]
+# What a call computed, as the engine counts it (issue 25): on the tiny model's vLLM engines.
+COUNTING_CASES = {case.id: case for case in CASES if case.id in ("vllm-tiny", "openai-vllm-serve-tiny")}
+# A shared prefix longer than one of vLLM's CPU KV blocks (128 tokens), so a repeat hits its cache.
+SHARED = "Question: Tom has 3 apples and buys 5 more. How many apples does he have? " * 9
 
 # Prompts whose greedy continuations differ and start with clear choices (the reference's
 # top-2 margin is over 0.3 nats for 3-4 steps on the tiny model, over 1 nat on SmolLM2), so
@@ -181,7 +185,8 @@ def case(request, references):
         return
     # The tiny model's config allows 1024 positions; vLLM refuses a longer max_model_len.
     served_name = f"contract-{model_key}"
-    server = VLLMServer(model.directory, served_name, max_model_len=1024 if model_key == "tiny" else 2048)
+    server = VLLMServer(model.directory, served_name, max_model_len=1024 if model_key == "tiny" else 2048,
+                        extra_args=("--enable-prompt-tokens-details",))  # cached prompt tokens in `usage`
     try:
         server.start().wait_ready(timeout_s=240)
         MEASURED[f"vllm serve {model_key} ready"] = f"{server.ready_seconds:.1f} s"
@@ -540,3 +545,66 @@ def test_openai_engine_on_a_closed_port_fails_fast_naming_the_url(monkeypatch):
     assert waits == []
     message = str(error.value)
     assert url in message and "\n" not in message
+
+
+@pytest.mark.parametrize("case", [COUNTING_CASES["vllm-tiny"]], indirect=True)
+def test_vllm_counts_prompt_generated_and_cached_tokens(case: Case):
+    from transformers import AutoModelForCausalLM
+
+    from core.search.compute import ComputeRecord, MeteredEngine
+
+    engine = case.engine
+    # Its size, for FLOPs, from the checkpoint's headers (the model runs in vLLM's worker).
+    size = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(case.model.directory).parameters())
+    assert engine.info.extra["parameters"] == size
+    prompts = [SHARED + "Answer: 8", SHARED + "Answer: 3 + 5"]
+    by_tokenizer = sum(len(engine.tokenizer(p)["input_ids"]) for p in prompts)
+    calls_before = engine.prompt_token_stats()["total"]["calls"]
+    record = ComputeRecord()
+    metered = MeteredEngine(engine, record)
+    samples = metered.generate(prompts, SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3))
+    last = engine.prompt_token_stats()["last_call"]
+    assert last["call"] == "generate"
+    assert last["prompt_tokens"] == by_tokenizer  # each prompt once: its 2 samples share the prefill
+    assert last["generated_tokens"] == sum(s.num_tokens for row in samples for s in row) > 0
+    assert isinstance(last["prompt_tokens_cached"], int)
+    assert record.prompt_tokens == by_tokenizer and record.policy_tokens == last["generated_tokens"]
+    # The same prompts again: vLLM's prefix cache serves (at least) the shared full blocks.
+    metered.generate(prompts, SamplingParams(n=1, max_new_tokens=2, temperature=0))
+    again = engine.prompt_token_stats()["last_call"]
+    assert again["prompt_tokens"] == by_tokenizer and again["prompt_tokens_cached"] >= 128 * len(prompts)
+    assert record.prompt_tokens == 2 * by_tokenizer
+    assert record.prompt_tokens_cached == last["prompt_tokens_cached"] + again["prompt_tokens_cached"]
+    assert record.flops == 2.0 * size * (record.policy_tokens + record.prompt_tokens)
+    # A judge's scoring call: the verifier's tokens are vLLM's count of what it read.
+    judged = ComputeRecord()
+    MeteredEngine(engine, judged, role="verifier").candidate_logprobs(prompts, [" Yes"])
+    probe = engine.prompt_token_stats()["last_call"]
+    assert probe["call"] == "candidate_logprobs" and judged.verifier_tokens == probe["prompt_tokens"] == by_tokenizer
+    assert engine.prompt_token_stats()["total"]["calls"] == calls_before + 3
+
+
+@pytest.mark.parametrize("case", [COUNTING_CASES["openai-vllm-serve-tiny"]], indirect=True)
+def test_a_served_engine_counts_what_vllm_serve_says(case: Case):
+    from transformers import AutoTokenizer
+
+    from core.search.compute import ComputeRecord, MeteredEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(case.model.directory)
+    prompts = [SHARED + "Answer: 8", SHARED + "Answer: 3 + 5"]
+    by_tokenizer = sum(len(tokenizer(p)["input_ids"]) for p in prompts)
+    engine = OpenAIEngine("contract-tiny", [case.server.base_url])  # no local tokenizer: the server counts
+    try:
+        record = ComputeRecord()
+        metered = MeteredEngine(engine, record)
+        samples = metered.generate(prompts, SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3))
+        first = engine.prompt_token_stats()["last_call"]
+        assert first["prompt_tokens"] == by_tokenizer  # once per request, whatever its n
+        assert first["generated_tokens"] == sum(s.num_tokens for row in samples for s in row) > 0
+        metered.generate(prompts, SamplingParams(n=1, max_new_tokens=2, temperature=0))
+        again = engine.prompt_token_stats()["last_call"]
+        assert again["prompt_tokens_cached"] >= 128 * len(prompts)  # whole KV blocks of the repeat
+        assert record.prompt_tokens == 2 * by_tokenizer
+        assert record.prompt_tokens_cached == first["prompt_tokens_cached"] + again["prompt_tokens_cached"]
+    finally:
+        engine.close()

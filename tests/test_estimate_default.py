@@ -9,11 +9,12 @@ import random
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cli_runner import run_cli
+from core.cli import main
 from core.engines.base import SamplingParams
 from core.jobs.estimate import load_tasks, plan_estimate, run_estimate
 from core.mcpe import (
@@ -148,7 +149,6 @@ def spent_by_trajectory(store: Store, ids, policy: str) -> dict[int, int]:
 
 # --- the CLI on a short and a long trajectory (the tiny model) --------------------------------
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 LONG_STEPS = 64  # lines "k." keep the tiny model's prompt under its 1,024 positions
 
 
@@ -165,15 +165,26 @@ def short_and_long(db: Path) -> tuple[int, int]:
     return short, long
 
 
-def estimate(db: Path, policy: str, *args: str, n: int = 2):
-    return run_cli("estimate", "--policy", policy, "--dataset", "mixed", "--max-new-tokens", "4", "--device", "cpu",
-                   "--n", str(n), "--round-size", "2", "--db", str(db), *args, env=ONE_THREAD)  # fmt: skip
+def estimate(monkeypatch, capsys, db: Path, policy: str, *args: str, n: int = 2) -> SimpleNamespace:
+    """`stepscope estimate` in this process (the model loads without a new interpreter's imports)."""
+    monkeypatch.setattr(sys, "argv", ["stepscope", "estimate", "--policy", policy, "--dataset", "mixed",
+                                      "--max-new-tokens", "4", "--device", "cpu", "--n", str(n), "--round-size", "2",
+                                      "--db", str(db), *args])  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main()
+        code = 0
+    except SystemExit as exited:
+        code = exited.code or 0
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
-def test_estimate_without_a_strategy_searches_the_long_trajectory_and_says_its_budget(tmp_path, tiny_model_dir):
+def test_estimate_without_a_strategy_searches_the_long_trajectory_and_says_its_budget(tmp_path, tiny_model_dir,
+                                                                                     monkeypatch, capsys):  # fmt: skip
     db, policy = tmp_path / "mixed.db", str(tiny_model_dir)
     short, long = short_and_long(db)
-    result = estimate(db, policy)
+    result = estimate(monkeypatch, capsys, db, policy)
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert f"first-error search on 1 trajectory longer than {FIRST_ERROR_FROM_STEPS} steps; fixed N on 1" in out
@@ -190,10 +201,10 @@ def test_estimate_without_a_strategy_searches_the_long_trajectory_and_says_its_b
     assert spent[short] == 6 and 0 < spent[long] <= 14, spent
 
 
-def test_an_explicit_strategy_still_wins(tmp_path, tiny_model_dir):
+def test_an_explicit_strategy_still_wins(tmp_path, tiny_model_dir, monkeypatch, capsys):
     db, policy = tmp_path / "fixed.db", str(tiny_model_dir)
     short, long = short_and_long(db)
-    result = estimate(db, policy, "--strategy", "fixed", n=1)
+    result = estimate(monkeypatch, capsys, db, policy, "--strategy", "fixed", n=1)
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert "first-error search on" not in out
