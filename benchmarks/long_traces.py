@@ -234,7 +234,7 @@ def browser_paint(folder: Path, sizes: list[int]) -> dict:
         for size, figures in visits.items():  # the median of the visits, and every visit
             for name, runs in figures.items():
                 out[size][name] = round(statistics.median(runs), 2)
-                out[size][name.replace("_s", "_runs_s")] = runs
+                out[size][name[: -len("_s")] + "_runs_s"] = runs
         page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
         page.goto(f"{url}/annotate")
         page.get_by_role("heading", name="Annotate").wait_for(timeout=120_000)
