@@ -17,6 +17,19 @@ from core.store.rows import _chunks
 from core.store.verdicts import preferred_order
 
 
+def solution_arrays(rows: list[tuple]) -> dict[str, np.ndarray]:
+    """Rows starting (id, problem id, final answer, correct) as arrays; each distinct answer a code
+    (-1: none), so votes compare integers."""
+    codes: dict[str, int] = {}
+    count = len(rows)
+    return {
+        "id": np.fromiter((r[0] for r in rows), dtype=np.int64, count=count),
+        "problem_id": np.fromiter((r[1] for r in rows), dtype=np.int64, count=count),
+        "answer": np.fromiter((-1 if r[2] is None else codes.setdefault(r[2], len(codes)) for r in rows),
+                              dtype=np.int64, count=count),
+        "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
+    }  # fmt: skip
+
 class BestOfNQueries(ConnectionBase):
     def graded_policy_models(self, dataset: str | None = None) -> list[str]:
         """Policies with graded solutions of their own (source "policy")."""
@@ -71,15 +84,7 @@ class BestOfNQueries(ConnectionBase):
                 WHERE {" AND ".join(conditions)} ORDER BY t.id""",
             params,
         ).fetchall()
-        codes: dict[str, int] = {}
-        count = len(rows)
-        return {
-            "id": np.fromiter((r[0] for r in rows), dtype=np.int64, count=count),
-            "problem_id": np.fromiter((r[1] for r in rows), dtype=np.int64, count=count),
-            "answer": np.fromiter((-1 if r[2] is None else codes.setdefault(r[2], len(codes)) for r in rows),
-                                  dtype=np.int64, count=count),
-            "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
-        }  # fmt: skip
+        return solution_arrays(rows)
 
     def graded_solutions(self, source: str, model: str | None, dataset: str | None = None) -> list[dict]:
         """`graded_policy_solutions` for any sample set (for tests and small data)."""

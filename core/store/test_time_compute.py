@@ -18,6 +18,8 @@ import json
 
 import numpy as np
 
+from core.store.best_of_n import solution_arrays
+
 POLICY_SOURCE = "policy"  # a policy's own sampled solutions (core.jobs.generate)
 
 _FILTER = "s.status = 'done' AND s.correct IS NOT NULL"
@@ -96,16 +98,8 @@ def policy_sample_arrays(store, policy: str, dataset: str | None = None) -> dict
             ORDER BY t.problem_id, t.id""",
         [POLICY_SOURCE, policy, *params],
     ).fetchall()
-    codes: dict[str, int] = {}
-    count = len(rows)
-    return {
-        "id": np.fromiter((r[0] for r in rows), dtype=np.int64, count=count),
-        "problem_id": np.fromiter((r[1] for r in rows), dtype=np.int64, count=count),
-        "answer": np.fromiter((-1 if r[2] is None else codes.setdefault(r[2], len(codes)) for r in rows),
-                              dtype=np.int64, count=count),
-        "correct": np.fromiter((r[3] for r in rows), dtype=np.int64, count=count),
-        "num_tokens": np.fromiter((np.nan if r[4] is None else r[4] for r in rows), dtype=float, count=count),
-    }  # fmt: skip
+    return {**solution_arrays(rows),
+            "num_tokens": np.fromiter((np.nan if r[4] is None else r[4] for r in rows), dtype=float, count=len(rows))}
 
 
 def searches_version(store) -> tuple:
