@@ -1,4 +1,5 @@
-"""Run the real `stepscope` command in a subprocess, as a user would."""
+"""Run the real `stepscope` command in a subprocess, as a user would, or in this process (where a
+test needs no fresh interpreter and the model would otherwise be imported and loaded again)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,21 @@ def run_cli(*args: str, env: dict | None = None, python_prelude: str = "", timeo
         env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})},
     )
     return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def run_in_process(monkeypatch, capsys, *args: str, columns: int = 200) -> Result:
+    """`stepscope args...` in this process: its exit code (SystemExit's, else 0) and output."""
+    from core.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["stepscope", *args])
+    monkeypatch.setenv("COLUMNS", str(columns))
+    try:
+        main()
+        code = 0
+    except SystemExit as exited:
+        code = exited.code or 0
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
 
 
 def assert_one_line_error(result: Result, *needles: str) -> str:

@@ -197,13 +197,14 @@ def settle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
-def choose(page, label: str, option: str, attempts: int = 3) -> None:
-    """Pick `option` in the selectbox labelled `label`, until the box shows it, and wait for the rerun
-    it starts. A rerun of another part of the page (the sidebar's worker status) can close the open
-    list before the click lands: then the box still shows the old value, and the pick is made again."""
+def choose(page, label: str, option: str, attempts: int = 3, scope=None) -> None:
+    """Pick `option` in the selectbox labelled `label` (inside `scope`, a locator, where two boxes
+    share the label), until the box shows it, and wait for the rerun it starts. A rerun of another
+    part of the page (the sidebar's worker status) can close the open list before the click lands:
+    then the box still shows the old value, and the pick is made again."""
     from playwright.sync_api import expect  # where used, as the browser itself is
 
-    box = page.get_by_role("combobox", name=label)
+    box = (scope or page).get_by_role("combobox", name=label)
     for attempt in range(attempts):
         try:
             box.click()

@@ -4,11 +4,10 @@ rule chosen is the rule stored, a bad rule is a usage error, and labels moved by
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from core.cli import main
+from cli_runner import run_in_process
 from core.store import Store
 from core.synth import long_trace_records
 
@@ -19,15 +18,8 @@ TRACE = (
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["stepscope", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exited:
-        code = exited.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = run_in_process(monkeypatch, capsys, *args)
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture

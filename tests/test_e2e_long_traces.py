@@ -139,24 +139,6 @@ def _upload_file(path: Path) -> tuple[int, int]:
     return first_error, 1000
 
 
-def _pick_in(page, scope, label: str, option: str, attempts: int = 3) -> None:
-    """e2e_server.choose for a selectbox inside `scope` (the page has two boxes named Format):
-    pick until the box shows the option (a sidebar rerun can close the open list first)."""
-    from playwright.sync_api import expect
-
-    box = scope.get_by_role("combobox", name=label)
-    for attempt in range(attempts):
-        try:
-            box.click()
-            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
-            expect(box).to_have_value(option, timeout=15_000)
-            return
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError or the assertion: pick again
-            if attempt == attempts - 1:
-                raise
-            page.keyboard.press("Escape")
-
-
 def _save_times(page, first_step: int, saves: int = 3) -> list[float]:
     """_save_seconds `saves` times in a row: each key rates the highlighted step (+1) and moves the
     highlight to the next, so each save waits for its own step's "saved" line."""
@@ -194,7 +176,7 @@ def test_a_long_trace_imported_through_the_form_is_explored_and_labelled_as_fast
     importer = page.locator("[data-testid='stForm']").filter(has=page.get_by_role("button", name="Import", exact=True))
     importer.locator("input[type='file']").set_input_files(str(upload))
     importer.get_by_text("long-traces.jsonl").wait_for(timeout=LOAD_TIMEOUT)
-    _pick_in(page, importer, "Format", "reasoning")
+    choose(page, "Format", "reasoning", scope=importer)
     importer.get_by_role("textbox", name="Dataset (optional)").fill(UPLOAD_DATASET)
     importer.get_by_role("textbox", name="Splitter").fill(UPLOAD_SPLITTER)
     importer.get_by_role("button", name="Import", exact=True).click()

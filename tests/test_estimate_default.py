@@ -9,12 +9,11 @@ import random
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.cli import main
+from cli_runner import run_in_process
 from core.engines.base import SamplingParams
 from core.jobs.estimate import load_tasks, plan_estimate, run_estimate
 from core.mcpe import (
@@ -165,19 +164,11 @@ def short_and_long(db: Path) -> tuple[int, int]:
     return short, long
 
 
-def estimate(monkeypatch, capsys, db: Path, policy: str, *args: str, n: int = 2) -> SimpleNamespace:
+def estimate(monkeypatch, capsys, db: Path, policy: str, *args: str, n: int = 2):
     """`stepscope estimate` in this process (the model loads without a new interpreter's imports)."""
-    monkeypatch.setattr(sys, "argv", ["stepscope", "estimate", "--policy", policy, "--dataset", "mixed",
-                                      "--max-new-tokens", "4", "--device", "cpu", "--n", str(n), "--round-size", "2",
-                                      "--db", str(db), *args])  # fmt: skip
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exited:
-        code = exited.code or 0
-    out, err = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run_in_process(monkeypatch, capsys, "estimate", "--policy", policy, "--dataset", "mixed",
+                          "--max-new-tokens", "4", "--device", "cpu", "--n", str(n), "--round-size", "2",
+                          "--db", str(db), *args)  # fmt: skip
 
 
 def test_estimate_without_a_strategy_searches_the_long_trajectory_and_says_its_budget(tmp_path, tiny_model_dir,

@@ -461,22 +461,15 @@ def test_a_run_on_the_tiny_random_transformer_stores_a_valid_segmentation(store,
 
 def test_stepscope_split_runs_the_job_and_says_what_fell_back(tmp_path, tiny_model_dir, monkeypatch, capsys,
                                                               one_torch_thread):  # fmt: skip
-    from core.cli import main
+    from cli_runner import run_in_process
 
     db = tmp_path / "cli.db"
     store = Store.open(db)
     tid = add(store, "Tom has 3 + 5 = 8 apples. He eats 2.\nSo 8 - 2 = 6. The answer is 6.")
 
     def stepscope(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["stepscope", *args, "--db", str(db)])
-        monkeypatch.setenv("COLUMNS", "300")
-        try:
-            main()
-            code = 0
-        except SystemExit as exited:
-            code = exited.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
+        result = run_in_process(monkeypatch, capsys, *args, "--db", str(db), columns=300)
+        return result.returncode, result.stdout, result.stderr
 
     code, _, err = stepscope("split", "--model", str(tiny_model_dir))
     assert code == 2 and "name one trajectory or one dataset" in err
