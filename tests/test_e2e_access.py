@@ -158,7 +158,7 @@ def test_a_viewer_reads_and_writes_nothing(app, page):
     before = writes(db)
     page.goto(link(app, "vic", "annotate"))
     page.get_by_role("heading", name="Explore").wait_for(timeout=LOAD_TIMEOUT)
-    page.get_by_text("Maria has 12 stickers").wait_for(timeout=60_000)
+    page.get_by_text("Maria has 12 stickers").first.wait_for(timeout=60_000)  # shown in the list and the card
     settle(page)
     dismiss_page_not_found(page)
     assert menu(page) == ["Explore", "Search", "Compare", "Best-of-N", "About", "Models"]
